@@ -1,0 +1,89 @@
+"""Workloads: request types with rates and lengths, a KV capacity and a batch-time model.
+
+Glossary (PAPERS.md §1): type j has prefill length l_j (`prefill`), decode length l'_j
+(`decode`) and Poisson rate λ_j (`rate_per_s`); C is `kv_capacity_tokens`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from fluid.batch_time import BatchTimeModel
+from fluid.errors import InputError
+
+
+def _positive_int(value, field_path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            raise InputError(f"must be an integer number of tokens, got {value!r} (write it without a decimal point)", field=field_path)
+        raise InputError(f"must be a positive integer number of tokens, got {value!r}", field=field_path)
+    if value <= 0:
+        raise InputError(f"must be a positive integer number of tokens, got {value!r}", field=field_path)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RequestType:
+    """One request type j: prompt (prefill) length l_j, output (decode) length l'_j, rate λ_j."""
+
+    name: str
+    prefill: int
+    decode: int
+    rate_per_s: float
+    tbt_slo_s: float | None = None  # optional time-between-tokens SLO of this type (SLAI tiers)
+
+    def __post_init__(self) -> None:
+        where = f"types[{self.name}]"
+        if not isinstance(self.name, str) or not self.name:
+            raise InputError(f"a type needs a non-empty name, got {self.name!r}", field="types[].name")
+        _positive_int(self.prefill, f"{where}.prefill")
+        _positive_int(self.decode, f"{where}.decode")
+        r = self.rate_per_s
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 0:
+            raise InputError(f"must be a finite positive rate in requests/s, got {r!r}", field=f"{where}.rate_per_s")
+        if self.tbt_slo_s is not None and not (isinstance(self.tbt_slo_s, (int, float)) and math.isfinite(self.tbt_slo_s) and self.tbt_slo_s > 0):
+            raise InputError(f"must be a positive number of seconds, got {self.tbt_slo_s!r}", field=f"{where}.tbt_slo_s")
+
+    @property
+    def footprint_token_iterations(self) -> float:
+        """a_j = (l'_j + 1)(l_j + l'_j/2): KV tokens summed over the l'_j + 1 stages (PAPERS.md §2)."""
+        return (self.decode + 1) * (self.prefill + self.decode / 2)
+
+    @property
+    def new_tokens(self) -> int:
+        """Tokens computed over the request's life: l_j prefill + l'_j decode."""
+        return self.prefill + self.decode
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A validated workload. `types` is non-empty with unique names."""
+
+    name: str
+    kv_capacity_tokens: int
+    batch_time: BatchTimeModel
+    types: tuple[RequestType, ...]
+    source: str | None = field(default=None, compare=False)  # file or preset it came from
+
+    def __post_init__(self) -> None:
+        _positive_int(self.kv_capacity_tokens, "kv_capacity_tokens")
+        if not self.types:
+            raise InputError("a workload needs at least one request type", field="types")
+        names = [t.name for t in self.types]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise InputError(f"type names must be unique, repeated: {dupes}", field="types")
+
+    @property
+    def total_rate_per_s(self) -> float:
+        return sum(t.rate_per_s for t in self.types)
+
+    def scaled(self, rate_scale: float) -> "Workload":
+        """The same workload with every rate multiplied by `rate_scale`."""
+        if not (math.isfinite(rate_scale) and rate_scale > 0):
+            raise InputError(f"rate scale must be a finite positive number, got {rate_scale!r}", field="rate_scale")
+        types = tuple(
+            RequestType(t.name, t.prefill, t.decode, t.rate_per_s * rate_scale, t.tbt_slo_s) for t in self.types
+        )
+        return Workload(self.name, self.kv_capacity_tokens, self.batch_time, types, self.source)

@@ -1,0 +1,86 @@
+"""KV-cache memory in blocks, without torch.
+
+The scheduler's view of memory and the GPU's real pool are the same object: the GPU engine asks
+this manager for each request's block table and indexes its preallocated pool with it. A block
+size of 16 is vLLM's; 1 gives the paper's token-level memory model. Capacity C is in tokens and
+rounds down to whole blocks.
+"""
+
+from __future__ import annotations
+
+from runtime.request import Request
+
+
+class KVCapacityError(RuntimeError):
+    """A scheduler asked for more blocks than are free. Schedulers check `can_grow` first."""
+
+
+class KVBlockManager:
+    def __init__(self, capacity_tokens: int, block_size: int = 16, *, track_block_ids: bool = False):
+        if block_size < 1:
+            raise ValueError(f"block_size must be ≥ 1, got {block_size}")
+        if capacity_tokens < block_size:
+            raise ValueError(f"capacity of {capacity_tokens} tokens holds no block of {block_size} tokens")
+        self.block_size = block_size
+        self.num_blocks = capacity_tokens // block_size
+        self.capacity_tokens = self.num_blocks * block_size
+        self.free_blocks = self.num_blocks
+        self._held: dict[int, int] = {}  # request_id -> blocks held
+        self.track_block_ids = track_block_ids
+        # block ids are only materialised for an executor that indexes a real pool
+        self._free_ids: list[int] = list(range(self.num_blocks - 1, -1, -1)) if track_block_ids else []
+        self._tables: dict[int, list[int]] = {}
+
+    # --- queries -------------------------------------------------------------------------
+    @property
+    def used_blocks(self) -> int:
+        return self.num_blocks - self.free_blocks
+
+    @property
+    def used_tokens(self) -> int:
+        """Token slots reserved (whole blocks)."""
+        return self.used_blocks * self.block_size
+
+    def blocks_held(self, request: Request) -> int:
+        return self._held.get(request.request_id, 0)
+
+    def blocks_needed(self, request: Request, new_tokens: int) -> int:
+        """Extra blocks `request` needs to hold its cached tokens plus `new_tokens`."""
+        total = request.cached_tokens + new_tokens
+        return max(0, -(-total // self.block_size) - self._held.get(request.request_id, 0))
+
+    def blocks_for_tokens(self, tokens: int) -> int:
+        return -(-tokens // self.block_size)
+
+    def can_grow(self, request: Request, new_tokens: int) -> bool:
+        return self.blocks_needed(request, new_tokens) <= self.free_blocks
+
+    def block_table(self, request: Request) -> list[int]:
+        if not self.track_block_ids:
+            raise RuntimeError("block ids are tracked only when the manager is built with track_block_ids=True")
+        return self._tables.get(request.request_id, [])
+
+    # --- changes -------------------------------------------------------------------------
+    def grow(self, request: Request, new_tokens: int) -> None:
+        """Reserve blocks so that `request` can hold cached_tokens + new_tokens."""
+        need = self.blocks_needed(request, new_tokens)
+        if need == 0:
+            return
+        if need > self.free_blocks:
+            raise KVCapacityError(
+                f"request {request.request_id} needs {need} blocks, {self.free_blocks} free of {self.num_blocks}"
+            )
+        rid = request.request_id
+        self.free_blocks -= need
+        self._held[rid] = self._held.get(rid, 0) + need
+        if self.track_block_ids:
+            table = self._tables.setdefault(rid, [])
+            for _ in range(need):
+                table.append(self._free_ids.pop())
+
+    def release(self, request: Request) -> None:
+        """Free every block `request` holds (completion or eviction)."""
+        held = self._held.pop(request.request_id, 0)
+        self.free_blocks += held
+        if self.track_block_ids:
+            self._free_ids.extend(reversed(self._tables.pop(request.request_id, [])))
