@@ -4,6 +4,10 @@ The scheduler's view of memory and the GPU's real pool are the same object: the 
 this manager for each request's block table and indexes its preallocated pool with it. A block
 size of 16 is vLLM's; 1 gives the paper's token-level memory model. Capacity C is in tokens and
 rounds down to whole blocks.
+
+Cost: `can_grow`, `blocks_needed` and `grow` are O(1) (a dict lookup and integer arithmetic;
+`grow` allocates only when block ids are tracked); `release` is O(1) without block ids. They are
+safe to call once per request per step.
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ class KVBlockManager:
         return -(-tokens // self.block_size)
 
     def can_grow(self, request: Request, new_tokens: int) -> bool:
-        return self.blocks_needed(request, new_tokens) <= self.free_blocks
+        need = -(-(request.cached_tokens + new_tokens) // self.block_size) - self._held.get(request.request_id, 0)
+        return need <= self.free_blocks
 
     def block_table(self, request: Request) -> list[int]:
         if not self.track_block_ids:
@@ -63,16 +68,17 @@ class KVBlockManager:
     # --- changes -------------------------------------------------------------------------
     def grow(self, request: Request, new_tokens: int) -> None:
         """Reserve blocks so that `request` can hold cached_tokens + new_tokens."""
-        need = self.blocks_needed(request, new_tokens)
-        if need == 0:
+        rid = request.request_id
+        held = self._held.get(rid, 0)
+        need = -(-(request.cached_tokens + new_tokens) // self.block_size) - held
+        if need <= 0:
             return
         if need > self.free_blocks:
             raise KVCapacityError(
-                f"request {request.request_id} needs {need} blocks, {self.free_blocks} free of {self.num_blocks}"
+                f"request {rid} needs {need} blocks, {self.free_blocks} free of {self.num_blocks}"
             )
-        rid = request.request_id
         self.free_blocks -= need
-        self._held[rid] = self._held.get(rid, 0) + need
+        self._held[rid] = held + need
         if self.track_block_ids:
             table = self._tables.setdefault(rid, [])
             for _ in range(need):
@@ -84,3 +90,26 @@ class KVBlockManager:
         self.free_blocks += held
         if self.track_block_ids:
             self._free_ids.extend(reversed(self._tables.pop(request.request_id, [])))
+
+    # --- checks --------------------------------------------------------------------------
+    def audit(self, requests) -> None:
+        """Check the bookkeeping against the requests; raise KVCapacityError on any mismatch.
+
+        Block conservation (held + free = total, nothing negative), and every request's cached
+        tokens fit in the blocks it holds. O(requests): for tests and `simulate(audit=True)`.
+        """
+        held_total = sum(self._held.values())
+        if self.free_blocks < 0 or held_total + self.free_blocks != self.num_blocks:
+            raise KVCapacityError(
+                f"block bookkeeping broken: {held_total} held + {self.free_blocks} free != {self.num_blocks} blocks"
+            )
+        for r in requests:
+            if r.completion_s is not None:
+                continue  # completed requests released their blocks and keep their count
+            held = self._held.get(r.request_id, 0)
+            if r.cached_tokens > held * self.block_size:
+                raise KVCapacityError(
+                    f"request {r.request_id} caches {r.cached_tokens} tokens in {held} blocks of {self.block_size}"
+                )
+            if self.track_block_ids and len(self._tables.get(r.request_id, [])) != held:
+                raise KVCapacityError(f"request {r.request_id}: block table length != {held} blocks held")

@@ -11,6 +11,11 @@ decode stage) so TTFT and every time-between-tokens gap are exact.
 Eviction (recompute, as in vLLM and the paper): the request loses its cache; on re-admission it
 prefills its prompt plus the s tokens it had decoded (l + s tokens) and continues at stage s + 1.
 Tokens already streamed are not streamed again.
+
+Speed: `advance` is on every executor's hot path (once per request per step), so it reads and
+writes plain slots and allocates nothing but the appended timestamp. The properties below are
+cheap but each is a Python call; inside a per-step loop over many requests, prefer reading the
+slots (`cached_tokens < prompt_tokens + decode_steps_done` is `in_prefill`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class Request:
     prefill_chunk_end_s: list[float] = field(default_factory=list)
     token_times_s: list[float] = field(default_factory=list)
     completion_s: float | None = None
+    eviction_times_s: list[float] = field(default_factory=list)  # when each restart happened (set by the executor)
 
     # --- derived state -------------------------------------------------------------------
     @property
@@ -74,23 +80,28 @@ class Request:
 
         Returns True when the request completed with this step.
         """
-        if self.in_prefill:
-            if new_tokens > self.prefill_remaining:
+        cached = self.cached_tokens
+        steps_done = self.decode_steps_done
+        target = self.prompt_tokens + steps_done
+        if cached < target:  # prefill (possibly a chunk of it)
+            if new_tokens > target - cached:
                 raise RuntimeError(
                     f"request {self.request_id}: chunk of {new_tokens} tokens exceeds the "
-                    f"{self.prefill_remaining} prefill tokens left"
+                    f"{target - cached} prefill tokens left"
                 )
-            self.cached_tokens += new_tokens
+            cached += new_tokens
+            self.cached_tokens = cached
             self.prefill_chunk_end_s.append(end_s)
-            if not self.in_prefill and not self.token_times_s:
+            if cached == target and not self.token_times_s:
                 self.token_times_s.append(end_s)  # the prefill samples the first output token
             return False
         if new_tokens != 1:
             raise RuntimeError(f"request {self.request_id}: a decode step computes 1 token, got {new_tokens}")
-        self.cached_tokens += 1
-        self.decode_steps_done += 1
+        self.cached_tokens = cached + 1
+        steps_done += 1
+        self.decode_steps_done = steps_done
         self.token_times_s.append(end_s)
-        if self.decode_steps_done >= self.output_tokens:
+        if steps_done >= self.output_tokens:
             self.completion_s = end_s
             return True
         return False

@@ -9,7 +9,16 @@ An executor (the simulated clock in `runtime/sim.py`, or the GPU engine) drives 
     else: idle until the next arrival or scheduler.next_wakeup_s()
 
 `schedule` may evict (recompute) running requests to make room; it frees their blocks through
-`self.preempt(request)` and lists them in `batch.evicted` so the GPU engine knows.
+`self.preempt(request, batch)` and lists them in `batch.evicted` so the GPU engine knows.
+
+What is cheap (the hot paths every policy shares, O(1) per request per step, no allocation
+beyond the one `ScheduledWork`): `self.reserve(batch, request, n)` (grows KV and updates the
+batch's shape incrementally), `self.kv.can_grow` / `blocks_needed`, `batch.shape()` (O(1) when
+work was added through `reserve` or `batch.add`), and `complete_step`. Add work to a batch only
+through `reserve` / `batch.add`: appending to `batch.items` directly still works but makes
+`shape()` recount the whole batch. What is not cheap: Python properties of `Request` inside
+loops over all running requests (read the slots), sorting queues every step, and rebuilding
+lists of running requests per step; keep policy state incremental.
 """
 
 from __future__ import annotations
@@ -38,10 +47,38 @@ class ScheduledWork:
 
 @dataclass(slots=True)
 class Batch:
+    """One step's work. The shape is kept incrementally by `add`; `shape()` is O(1) then."""
+
     items: list[ScheduledWork] = field(default_factory=list)
     evicted: list[Request] = field(default_factory=list)
+    # running totals of the work added through `add` (the shape, without a pass over items)
+    _counted: int = field(default=0, init=False, repr=False)
+    _new_tokens: int = field(default=0, init=False, repr=False)
+    _kv_tokens: int = field(default=0, init=False, repr=False)
+    _num_prefills: int = field(default=0, init=False, repr=False)
+    _prefill_pairs: int = field(default=0, init=False, repr=False)
+
+    def add(self, work: ScheduledWork) -> None:
+        """Append `work` and update the running shape."""
+        self.items.append(work)
+        n = work.num_new_tokens
+        ctx = work.context_tokens
+        self._counted += 1
+        self._new_tokens += n
+        self._kv_tokens += ctx + n
+        r = work.request
+        if ctx < r.prompt_tokens + r.decode_steps_done:  # is_prefill, inlined
+            self._num_prefills += 1
+            self._prefill_pairs += n * (ctx + n)
 
     def shape(self) -> BatchShape:
+        if self._counted == len(self.items):
+            prefills = self._num_prefills
+            return BatchShape(self._new_tokens, self._kv_tokens, self._counted - prefills, prefills, self._prefill_pairs)
+        return self._recount()
+
+    def _recount(self) -> BatchShape:
+        """The shape from scratch (items were appended or removed directly)."""
         new = kv = decodes = prefills = pairs = 0
         for w in self.items:
             n, ctx = w.num_new_tokens, w.context_tokens
@@ -86,14 +123,18 @@ class Scheduler(ABC):
         """No more requests will arrive (lets cohort policies drain partial cohorts)."""
 
     def complete_step(self, batch: Batch, start_s: float, end_s: float) -> list[Request]:
-        """Advance every scheduled request; free and return the ones that completed."""
+        """Advance every scheduled request; free and return the ones that completed.
+
+        Subclasses that extend it call `super().complete_step(...)` and use its return value.
+        """
         done = []
+        release = self.kv.release
         for w in batch.items:
             r = w.request
             if r.first_scheduled_s is None:
                 r.first_scheduled_s = start_s
             if r.advance(w.num_new_tokens, end_s):
-                self.kv.release(r)
+                release(r)
                 done.append(r)
         if done:
             self.on_finished(done)
@@ -110,6 +151,19 @@ class Scheduler(ABC):
         batch.evicted.append(request)
 
     def reserve(self, batch: Batch, request: Request, num_new_tokens: int) -> None:
-        """Reserve KV for and append one request's work to the batch."""
-        self.kv.grow(request, num_new_tokens)
-        batch.items.append(ScheduledWork(request, num_new_tokens, request.cached_tokens))
+        """Reserve KV for and append one request's work to the batch.
+
+        The hottest call of every policy, so `KVBlockManager.grow` is skipped when the request's
+        blocks already cover the step and `Batch.add` is inlined (kept in step with it).
+        """
+        kv = self.kv
+        ctx = request.cached_tokens
+        if ctx + num_new_tokens > kv._held.get(request.request_id, 0) * kv.block_size:
+            kv.grow(request, num_new_tokens)
+        batch.items.append(ScheduledWork(request, num_new_tokens, ctx))
+        batch._counted += 1
+        batch._new_tokens += num_new_tokens
+        batch._kv_tokens += ctx + num_new_tokens
+        if ctx < request.prompt_tokens + request.decode_steps_done:
+            batch._num_prefills += 1
+            batch._prefill_pairs += num_new_tokens * (ctx + num_new_tokens)
