@@ -1,0 +1,99 @@
+"""Attention over the paged KV pool: packed variable-length prefill and paged decode.
+
+One forward serves a mixed batch (arXiv 2504.07347: mixing prefill chunks with decodes is what
+makes the linear batch-time model hold). The token rows of a step are packed as
+`[prefill chunk tokens of each prefill sequence..., one token per decode sequence]`.
+
+- Prefill: each chunk attends causally to itself and to its request's cached prefix. A chunk with
+  no prefix uses its fresh K/V directly (SDPA, FlashAttention-backed on CUDA); a chunk with a
+  prefix gathers prefix + chunk from the pool (written first) and uses a bottom-right causal mask.
+- Decode: one query row per sequence over its block table — a Triton kernel on CUDA (online
+  softmax over pages, one program per (sequence, query head)), a torch reference on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(slots=True)
+class PrefillSeq:
+    """One prefill chunk inside the packed rows: rows [row_start, row_start + num_new_tokens)."""
+
+    row_start: int
+    num_new_tokens: int
+    context_tokens: int  # cached prefix length before this chunk
+    block_ids: torch.Tensor | None  # [blocks] on device; needed only when context_tokens > 0
+
+
+def _expand_kv_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """x: [kv_heads, n, d] -> [num_heads, n, d] (GQA: each kv head serves a group of query heads)."""
+    group = num_heads // x.shape[0]
+    return x if group == 1 else x.repeat_interleave(group, dim=0)
+
+
+def gather_tokens(cache: torch.Tensor, block_ids: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """cache: [blocks, block_size, kv_heads, d]; returns the first `num_tokens` of a sequence: [n, kv_heads, d]."""
+    pages = cache.index_select(0, block_ids)  # [nb, block_size, kv_heads, d]
+    return pages.reshape(-1, cache.shape[2], cache.shape[3])[:num_tokens]
+
+
+def prefill_attention(
+    q: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor, seq: PrefillSeq, k_cache: torch.Tensor, v_cache: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """q: [n, heads, d]; k_new, v_new: [n, kv_heads, d] (this chunk). Returns [n, heads, d]."""
+    n, num_heads, _ = q.shape
+    if seq.context_tokens == 0:
+        k, v = k_new, v_new
+        mask, causal = None, True
+    else:
+        total = seq.context_tokens + n
+        k = gather_tokens(k_cache, seq.block_ids, total)  # [total, kv_heads, d]
+        v = gather_tokens(v_cache, seq.block_ids, total)
+        rows = torch.arange(n, device=q.device)[:, None] + seq.context_tokens
+        mask = torch.arange(total, device=q.device)[None, :] <= rows  # bottom-right causal
+        causal = False
+    qh = q.transpose(0, 1)  # [heads, n, d]
+    kh = _expand_kv_heads(k.transpose(0, 1), num_heads)  # [heads, total, d]
+    vh = _expand_kv_heads(v.transpose(0, 1), num_heads)
+    out = F.scaled_dot_product_attention(qh[None], kh[None], vh[None], attn_mask=mask, is_causal=causal, scale=scale)
+    return out[0].transpose(0, 1)  # [n, heads, d]
+
+
+def paged_decode_reference(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Torch reference (CPU path and test oracle). q: [B, heads, d]; block_tables: [B, max_blocks];
+    context_lens: [B] tokens to attend (including the current one, already written). Returns [B, heads, d]."""
+    batch, num_heads, head_dim = q.shape
+    block_size, kv_heads = k_cache.shape[1], k_cache.shape[2]
+    max_tokens = block_tables.shape[1] * block_size
+    k = k_cache[block_tables.long()].reshape(batch, max_tokens, kv_heads, head_dim)  # [B, T, kvh, d]
+    v = v_cache[block_tables.long()].reshape(batch, max_tokens, kv_heads, head_dim)
+    group = num_heads // kv_heads
+    k = k.repeat_interleave(group, dim=2).float()  # [B, T, heads, d]
+    v = v.repeat_interleave(group, dim=2).float()
+    scores = torch.einsum("bhd,bthd->bht", q.float(), k) * scale
+    valid = torch.arange(max_tokens, device=q.device)[None, :] < context_lens[:, None].long()  # [B, T]
+    scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    return torch.einsum("bht,bthd->bhd", probs, v).to(q.dtype)
+
+
+def paged_decode_attention(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Paged decode attention: the Triton kernel on CUDA, the torch reference elsewhere."""
+    if q.is_cuda:
+        from runtime.attention_triton import paged_decode_triton
+
+        return paged_decode_triton(q, k_cache, v_cache, block_tables, context_lens, scale)
+    return paged_decode_reference(q, k_cache, v_cache, block_tables, context_lens, scale)
+
+
+def default_scale(head_dim: int) -> float:
+    return 1.0 / math.sqrt(head_dim)

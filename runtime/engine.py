@@ -1,0 +1,202 @@
+"""The GPU executor: drives any scheduler over a real Llama forward on the paged KV pool.
+
+The loop is the simulator's (`runtime/sim.py`) with the batch-time model replaced by a measured
+forward: requests arrive at their times on a wall clock while the device works (open loop), the
+scheduler is asked for a batch between steps, and `complete_step` stamps the same per-request
+timestamps. Block ids come from the scheduler's `KVBlockManager(track_block_ids=True)`, so an
+eviction (`batch.evicted`) needs no device work: the freed blocks are simply handed out again,
+and the request re-prefills prompt + already generated tokens (recompute, arXiv 2504.11320).
+
+Sampling is greedy and every request decodes exactly its `output_tokens` (end-of-sequence is
+ignored, as in the papers' experiments). Prompt token ids are drawn per request from a seeded
+generator, so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from fluid.batch_time import BatchShape
+from runtime.attention import PrefillSeq
+from runtime.kv_pool import KVPool
+from runtime.model import LlamaRunner, StepInputs
+from runtime.request import Request
+from runtime.schedulers.base import Batch, Scheduler
+
+
+@dataclass
+class EngineStep:
+    start_s: float
+    end_s: float
+    shape: BatchShape
+    kv_used_tokens: int
+    host_s: float  # scheduler call + input preparation before the device work starts
+    num_evicted: int
+    graph: bool  # replayed a decode CUDA graph
+
+
+@dataclass
+class EngineResult:
+    requests: list[Request]
+    end_s: float
+    steps: list[EngineStep] = field(default_factory=list)
+    peak_kv_tokens: int = 0
+    restart_token_mismatches: int = 0  # re-prefill after eviction sampled a different token
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.steps)
+
+
+class Engine:
+    def __init__(self, runner: LlamaRunner, pool: KVPool, *, use_cuda_graphs: bool = True, seed: int = 0, keep_logits: bool = False):
+        self.runner, self.pool = runner, pool
+        self.seed = seed
+        self.keep_logits = keep_logits
+        self.block_size = pool.block_size
+        self.max_blocks_per_seq = -(-runner.max_positions // self.block_size)
+        self.sequences: dict[int, list[int]] = {}  # request id -> prompt + generated token ids
+        self.logits: dict[int, list[torch.Tensor]] = {}  # request id -> logits of each sampled token
+        self.graphs = None
+        if use_cuda_graphs and runner.device.type == "cuda":
+            from runtime.cuda_graphs import DecodeGraphs
+
+            self.graphs = DecodeGraphs(runner, pool, self.max_blocks_per_seq)
+
+    # --- token bookkeeping -----------------------------------------------------------------
+    def prompt_ids(self, request: Request) -> list[int]:
+        rng = np.random.default_rng((self.seed, request.request_id))
+        return rng.integers(0, self.runner.config.vocab_size, size=request.prompt_tokens).tolist()
+
+    def _sequence(self, request: Request) -> list[int]:
+        seq = self.sequences.get(request.request_id)
+        if seq is None:
+            seq = self.sequences[request.request_id] = self.prompt_ids(request)
+        return seq
+
+    def _slots(self, table: list[int], start: int, stop: int) -> list[int]:
+        bs = self.block_size
+        return [table[p // bs] * bs + p % bs for p in range(start, stop)]
+
+    # --- one step ----------------------------------------------------------------------------
+    def execute(self, batch: Batch) -> int:
+        """Run `batch`'s forward and append sampled tokens; returns restart mismatches (0 normally)."""
+        kv = self.pool
+        items = sorted(batch.items, key=lambda w: not w.is_prefill)  # prefill rows first, then decodes
+        decodes = [w for w in items if not w.is_prefill]
+        if self.graphs is not None and len(decodes) == len(items) and self.graphs.bucket_for(len(items)):
+            ids, pos, slots, lens, tables = [], [], [], [], []
+            for w in items:
+                seq, table = self._sequence(w.request), self._table(w.request)
+                ctx = w.context_tokens
+                ids.append(seq[ctx])
+                pos.append(ctx)
+                slots.append(table[ctx // self.block_size] * self.block_size + ctx % self.block_size)
+                lens.append(ctx + 1)
+                tables.append(table)
+            self._prep_end, self._used_graph = time.perf_counter(), True
+            logits, tokens = self.graphs.run(ids, pos, slots, lens, tables)
+            return self._record(items, tokens.tolist(), logits)
+        ids, pos, slots, prefills, sample_rows = [], [], [], [], []
+        dec_tables, dec_lens = [], []
+        for w in items:
+            seq, table = self._sequence(w.request), self._table(w.request)
+            ctx, n = w.context_tokens, w.num_new_tokens
+            row = len(ids)
+            ids += seq[ctx : ctx + n]
+            pos += range(ctx, ctx + n)
+            slots += self._slots(table, ctx, ctx + n)
+            sample_rows.append(row + n - 1)
+            if w.is_prefill:
+                block_ids = torch.tensor(table, dtype=torch.int64, device=self.runner.device) if ctx else None
+                prefills.append(PrefillSeq(row, n, ctx, block_ids))
+            else:
+                dec_tables.append(table + [0] * (self.max_blocks_per_seq - len(table)))
+                dec_lens.append(ctx + 1)
+        dev = self.runner.device
+        step = StepInputs(
+            torch.tensor(ids, dtype=torch.int64, device=dev),
+            torch.tensor(pos, dtype=torch.int64, device=dev),
+            torch.tensor(slots, dtype=torch.int64, device=dev),
+            prefills,
+            torch.tensor(dec_tables, dtype=torch.int32, device=dev) if decodes else None,
+            torch.tensor(dec_lens, dtype=torch.int32, device=dev) if decodes else None,
+            torch.tensor(sample_rows, dtype=torch.int64, device=dev),
+            num_decode_rows=len(decodes),
+        )
+        self._prep_end, self._used_graph = time.perf_counter(), False
+        logits = self.runner.forward(step, kv)
+        return self._record(items, logits.argmax(dim=-1).tolist(), logits)
+
+    def _table(self, request: Request) -> list[int]:
+        return self.scheduler.kv.block_table(request)
+
+    def _record(self, items, tokens: list[int], logits: torch.Tensor) -> int:
+        mismatches = 0
+        for i, (w, token) in enumerate(zip(items, tokens)):
+            end = w.context_tokens + w.num_new_tokens
+            if w.is_prefill and end < w.request.prefill_target_tokens:
+                continue  # a middle chunk samples nothing
+            seq = self.sequences[w.request.request_id]
+            if end == len(seq):
+                seq.append(token)
+                if self.keep_logits:
+                    self.logits.setdefault(w.request.request_id, []).append(logits[i].detach().float().cpu())
+            elif seq[end] != token:  # a restart recomputed a token it had already produced
+                mismatches += 1
+        return mismatches
+
+    # --- the loop ----------------------------------------------------------------------------
+    def run(self, scheduler: Scheduler, requests: list[Request], *, horizon_s: float | None = None) -> EngineResult:
+        """Open-loop run: arrivals on the wall clock, one scheduler call between steps."""
+        if not scheduler.kv.track_block_ids:
+            raise ValueError("the GPU engine needs KVBlockManager(track_block_ids=True): its block ids index the pool")
+        if scheduler.kv.num_blocks > self.pool.shape.num_blocks or scheduler.kv.block_size != self.block_size:
+            raise ValueError(
+                f"scheduler memory ({scheduler.kv.num_blocks} blocks of {scheduler.kv.block_size}) does not fit the pool "
+                f"({self.pool.shape.num_blocks} blocks of {self.block_size})"
+            )
+        self.scheduler = scheduler
+        arrivals = sorted(requests, key=lambda r: r.arrival_s)
+        n, i = len(arrivals), 0
+        steps: list[EngineStep] = []
+        peak = mismatches = 0
+        arrivals_ended = False
+        sync = torch.cuda.synchronize if self.runner.device.type == "cuda" else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        while True:
+            host_start = time.perf_counter()
+            now = host_start - t0
+            while i < n and arrivals[i].arrival_s <= now:
+                scheduler.add_request(arrivals[i])
+                i += 1
+            if i == n and not arrivals_ended:
+                scheduler.on_arrivals_ended()
+                arrivals_ended = True
+            if horizon_s is not None and now >= horizon_s:
+                break
+            batch = scheduler.schedule(now)
+            if not batch.items:
+                wake = scheduler.next_wakeup_s()
+                nxt = arrivals[i].arrival_s if i < n else None
+                candidates = [t for t in (wake, nxt) if t is not None]
+                if not candidates:
+                    if scheduler.has_unfinished():
+                        raise RuntimeError(f"{type(scheduler).__name__} is idle with unfinished requests and no pending event at t={now:.6f}s")
+                    break
+                time.sleep(max(0.0, min(candidates) - (time.perf_counter() - t0)))
+                continue
+            schedule_end = time.perf_counter()
+            mismatches += self.execute(batch)  # ends with a device sync (tokens to host)
+            end = time.perf_counter() - t0
+            host_s = (schedule_end - host_start) + (self._prep_end - schedule_end)
+            scheduler.complete_step(batch, now, end)
+            reserved = scheduler.kv.used_tokens
+            peak = max(peak, reserved)
+            steps.append(EngineStep(now, end, batch.shape(), reserved, host_s, len(batch.evicted), self._used_graph))
+        return EngineResult(arrivals, time.perf_counter() - t0, steps, peak, mismatches)

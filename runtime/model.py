@@ -1,0 +1,153 @@
+"""A Llama forward in plain torch over the paged KV pool (RMSNorm, RoPE, GQA, SwiGLU).
+
+Weights are taken from a transformers `LlamaForCausalLM` (random init from a `LlamaConfig`, or a
+local safetensors checkpoint: `runtime.checkpoint`), with q/k/v and gate/up fused into one matrix
+each so a step runs two GEMMs fewer per layer. Numerics follow transformers' Llama: RMSNorm in
+fp32 then cast, RoPE tables in fp32 cast to the model dtype, softmax scale head_dim^-1/2.
+
+`forward(step)` runs one packed mixed batch (see `runtime.attention`) and returns the logits of
+the rows that sample a token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from runtime.attention import PrefillSeq, default_scale, paged_decode_attention, prefill_attention
+from runtime.kv_pool import KVPool
+
+
+@dataclass(slots=True)
+class LayerWeights:
+    input_norm: torch.Tensor  # [hidden]
+    qkv: torch.Tensor  # [(heads + 2·kv_heads)·d, hidden]
+    o: torch.Tensor  # [hidden, heads·d]
+    post_norm: torch.Tensor  # [hidden]
+    gate_up: torch.Tensor  # [2·intermediate, hidden]
+    down: torch.Tensor  # [hidden, intermediate]
+
+
+@dataclass(slots=True)
+class StepInputs:
+    """One packed step. Rows: prefill chunks first, then one row per decode sequence."""
+
+    input_ids: torch.Tensor  # [T] token ids
+    positions: torch.Tensor  # [T]
+    slots: torch.Tensor  # [T] pool slot of each row's K/V: block·block_size + offset
+    prefills: list[PrefillSeq]
+    decode_block_tables: torch.Tensor | None  # [D, max_blocks] int32, or None when D = 0
+    decode_context_lens: torch.Tensor | None  # [D] int32: tokens attended, the current one included
+    sample_rows: torch.Tensor | None  # [S] rows whose logits are returned; None = every row
+    num_decode_rows: int = 0
+
+
+class LlamaRunner:
+    def __init__(self, config, layers: list[LayerWeights], embed: torch.Tensor, final_norm: torch.Tensor, lm_head: torch.Tensor, inv_freq: torch.Tensor, rope_scaling: float = 1.0):
+        self.config = config
+        self.layers = layers
+        self.embed = embed  # [vocab, hidden]
+        self.final_norm = final_norm
+        self.lm_head = lm_head  # [vocab, hidden]
+        self.num_heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads or config.num_attention_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.eps = config.rms_norm_eps
+        self.scale = default_scale(self.head_dim)
+        self.dtype = embed.dtype
+        self.device = embed.device
+        self.max_positions = config.max_position_embeddings
+        positions = torch.arange(self.max_positions, device=self.device, dtype=torch.float32)
+        freqs = positions[:, None] * inv_freq.to(self.device, torch.float32)[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)  # [max_pos, d]
+        self.cos = (emb.cos() * rope_scaling).to(self.dtype)
+        self.sin = (emb.sin() * rope_scaling).to(self.dtype)
+
+    # --- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_hf(cls, hf_model) -> "LlamaRunner":
+        """Copy (fusing) the weights of a transformers LlamaForCausalLM; the caller may drop it."""
+        inner = hf_model.model
+        layers = []
+        with torch.no_grad():
+            for layer in inner.layers:
+                attn, mlp = layer.self_attn, layer.mlp
+                layers.append(
+                    LayerWeights(
+                        input_norm=layer.input_layernorm.weight.detach().clone(),
+                        qkv=torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).contiguous(),
+                        o=attn.o_proj.weight.detach().clone(),
+                        post_norm=layer.post_attention_layernorm.weight.detach().clone(),
+                        gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).contiguous(),
+                        down=mlp.down_proj.weight.detach().clone(),
+                    )
+                )
+            rotary = inner.rotary_emb
+            return cls(
+                hf_model.config,
+                layers,
+                inner.embed_tokens.weight.detach().clone(),
+                inner.norm.weight.detach().clone(),
+                hf_model.lm_head.weight.detach().clone(),
+                rotary.inv_freq.detach().clone(),
+                float(getattr(rotary, "attention_scaling", 1.0)),
+            )
+
+    @property
+    def weight_bytes(self) -> int:
+        tensors = [self.embed, self.final_norm, self.lm_head]
+        for w in self.layers:
+            tensors += [w.input_norm, w.qkv, w.o, w.post_norm, w.gate_up, w.down]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    # --- pieces ----------------------------------------------------------------------------
+    def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * xf.to(x.dtype)
+
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x: [T, heads, d]; cos, sin: [T, 1, d]."""
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+    def _attention(self, layer_index: int, x: torch.Tensor, step: StepInputs, pool: KVPool, cos, sin) -> torch.Tensor:
+        T = x.shape[0]
+        H, KV, d = self.num_heads, self.kv_heads, self.head_dim
+        qkv = F.linear(x, self.layers[layer_index].qkv)  # [T, (H + 2KV)·d]
+        q, k, v = qkv.split([H * d, KV * d, KV * d], dim=-1)
+        q = self._rope(q.view(T, H, d), cos, sin)  # [T, H, d]
+        k = self._rope(k.view(T, KV, d), cos, sin)  # [T, KV, d]
+        v = v.view(T, KV, d)
+        pool.write(layer_index, k, v, step.slots)
+        k_cache, v_cache = pool.layer(layer_index)  # [blocks, block_size, KV, d]
+        outs = []
+        for seq in step.prefills:
+            rows = slice(seq.row_start, seq.row_start + seq.num_new_tokens)
+            outs.append(prefill_attention(q[rows], k[rows], v[rows], seq, k_cache, v_cache, self.scale))
+        if step.num_decode_rows:
+            qd = q[T - step.num_decode_rows :]
+            outs.append(paged_decode_attention(qd, k_cache, v_cache, step.decode_block_tables, step.decode_context_lens, self.scale))
+        attn = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)  # [T, H, d]
+        return F.linear(attn.reshape(T, H * d), self.layers[layer_index].o)
+
+    def _mlp(self, layer_index: int, x: torch.Tensor) -> torch.Tensor:
+        gate, up = F.linear(x, self.layers[layer_index].gate_up).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, self.layers[layer_index].down)
+
+    # --- the forward -----------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward(self, step: StepInputs, pool: KVPool) -> torch.Tensor:
+        """Returns fp32 logits [S, vocab] of `step.sample_rows` (every row when None)."""
+        h = F.embedding(step.input_ids, self.embed)  # [T, hidden]
+        cos = self.cos.index_select(0, step.positions)[:, None, :]  # [T, 1, d]
+        sin = self.sin.index_select(0, step.positions)[:, None, :]
+        for i, w in enumerate(self.layers):
+            h = h + self._attention(i, self._rms_norm(h, w.input_norm), step, pool, cos, sin)
+            h = h + self._mlp(i, self._rms_norm(h, w.post_norm))
+        if step.sample_rows is not None:
+            h = h.index_select(0, step.sample_rows)
+        return F.linear(self._rms_norm(h, self.final_norm), self.lm_head).float()
