@@ -1,0 +1,184 @@
+"""Queues and passes shared by the baseline policies (FCFS, vLLM v0/v1, Sarathi-Serve, Orca, MC-SF).
+
+Every baseline keeps the same two structures:
+
+- `waiting`: a deque in arrival order. A request evicted by recompute goes back to its FRONT, as
+  vLLM does (`waiting.extendleft(preempted)` in v0, `prepend_request` in v1), so restarts are served
+  before new arrivals, oldest restart first.
+- `running`: a dict `request_id -> Request` in admission order. Python dicts keep insertion order,
+  so iterating it is oldest-first, deleting a finished request is O(1), and the newest admitted
+  request (the LIFO victim of PAPERS.md §1 and of vLLM's recompute preemption) is the last entry.
+
+`serve_running` is the pass that vLLM v0 (`_schedule_running`), vLLM v1 (the running loop of
+`Scheduler.schedule`) and Vidur's Sarathi scheduler share: oldest first, each running request
+asks for its next tokens (one decode token, or a prefill chunk within the token budget); when the
+KV blocks are missing, the newest running request is preempted until they are there, or until
+the asking request is itself the newest one and is preempted.
+
+`require_fits` is the deadlock guard: a request that could never run, even alone, is refused on
+arrival with an `InputError` instead of stalling the simulation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from fluid.errors import InputError
+from runtime.kv_blocks import KVBlockManager
+from runtime.request import Request
+from runtime.schedulers.base import Batch, Scheduler
+
+
+# --- knob validation ------------------------------------------------------------------------
+def positive_int_knob(value, field: str, *, allow_none: bool = False) -> int | None:
+    """Return `value` if it is a positive integer (or None when allowed), else raise InputError."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        hint = " or null for no limit" if allow_none else ""
+        raise InputError(f"must be a positive integer{hint}, got {value!r}", field=field)
+    return value
+
+
+def fraction_knob(value, field: str) -> float:
+    """Return `value` if it is a number in [0, 1), else raise InputError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value < 1:
+        raise InputError(f"must be a fraction in [0, 1), got {value!r}", field=field)
+    return float(value)
+
+
+# --- the deadlock guard ---------------------------------------------------------------------
+def longest_prefill_tokens(request: Request) -> int:
+    """The largest prefill the request can ever need: a recompute after its last-but-one decode (l + l' − 1)."""
+    return request.prompt_tokens + request.output_tokens - 1
+
+
+def require_fits(
+    kv: KVBlockManager,
+    request: Request,
+    *,
+    policy: str,
+    admission_free_blocks: int = 0,
+    whole_prefill_budget_tokens: int | None = None,
+) -> None:
+    """Raise InputError if `request` could never run under `policy`, even with the server to itself.
+
+    It must hold l + l' KV tokens at its last stage; a policy that admits only while
+    `admission_free_blocks` stay free (a watermark) must also admit its longest prefill with them
+    spare; a policy without chunked prefill must fit its longest prefill in one step's budget.
+    """
+    total_tokens = request.prompt_tokens + request.output_tokens
+    what = (
+        f"request {request.request_id} (prompt {request.prompt_tokens} + output {request.output_tokens} "
+        f"= {total_tokens} tokens)"
+    )
+    if kv.blocks_for_tokens(total_tokens) > kv.num_blocks:
+        raise InputError(
+            f"{what} can never fit in the KV capacity C = {kv.capacity_tokens} tokens "
+            f"({kv.num_blocks} blocks of {kv.block_size}); raise the capacity or drop the request",
+            field="kv_capacity_tokens",
+        )
+    prefill_blocks = kv.blocks_for_tokens(longest_prefill_tokens(request))
+    if admission_free_blocks and prefill_blocks > kv.num_blocks - admission_free_blocks:
+        raise InputError(
+            f"{what} can never be admitted by {policy}: its longest prefill needs {prefill_blocks} blocks "
+            f"and admission keeps {admission_free_blocks} of the {kv.num_blocks} blocks free (watermark); "
+            f"raise the capacity or lower the watermark",
+            field="kv_capacity_tokens",
+        )
+    if whole_prefill_budget_tokens is not None and longest_prefill_tokens(request) > whole_prefill_budget_tokens:
+        raise InputError(
+            f"{what} can never be scheduled by {policy}: its longest prefill (a recompute of "
+            f"{longest_prefill_tokens(request)} tokens) exceeds max_num_batched_tokens = "
+            f"{whole_prefill_budget_tokens}; raise max_num_batched_tokens",
+            field="max_num_batched_tokens",
+        )
+
+
+# --- the shared state and running pass -------------------------------------------------------
+class QueueingScheduler(Scheduler):
+    """A FCFS waiting deque, the running set in admission order, and the LIFO-preempting running pass."""
+
+    def __init__(self, kv: KVBlockManager, *, max_num_seqs: int | None):
+        super().__init__(kv)
+        self.max_num_seqs = positive_int_knob(max_num_seqs, "max_num_seqs", allow_none=True)
+        self.waiting: deque[Request] = deque()
+        self.running: dict[int, Request] = {}
+
+    # --- executor hooks --------------------------------------------------------------------
+    def add_request(self, request: Request) -> None:
+        self.check_request(request)
+        self.waiting.append(request)
+
+    def check_request(self, request: Request) -> None:
+        """Refuse a request that could never run (subclasses add their own limits)."""
+        require_fits(self.kv, request, policy=self.name)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting) or bool(self.running)
+
+    def on_finished(self, requests: list[Request]) -> None:
+        running = self.running
+        for r in requests:
+            running.pop(r.request_id, None)
+
+    # --- helpers for subclasses --------------------------------------------------------------
+    def has_seat(self) -> bool:
+        """Whether the cap on running requests (`max_num_seqs`) leaves room for one more."""
+        return self.max_num_seqs is None or len(self.running) < self.max_num_seqs
+
+    def admit(self, batch: Batch, request: Request, num_new_tokens: int) -> None:
+        """Move the head of `waiting` to `running` and schedule its first prefill tokens."""
+        self.waiting.popleft()
+        self.running[request.request_id] = request
+        self.reserve(batch, request, num_new_tokens)
+
+    def serve_running(
+        self, batch: Batch, token_budget: int | None = None, *, skip_prefills: bool = False
+    ) -> tuple[int | None, list[Request], bool]:
+        """Schedule running requests oldest first, preempting the newest (LIFO) when KV runs out.
+
+        Each running request asks for one decode token, or (unless `skip_prefills`) a prefill
+        chunk of at most the remaining `token_budget` (None: no budget, whole prefills). The pass
+        stops when the budget is spent; requests not reached keep their cache (paused).
+        Preempted requests go to the front of `waiting`, oldest first.
+
+        Returns (budget left, the prefills skipped in running order, whether anything was preempted).
+        """
+        kv = self.kv
+        running = self.running
+        order = list(running.values())  # a C-level copy: preemption deletes from `running`
+        end = len(order)
+        i = 0
+        skipped: list[Request] = []
+        preempted: list[Request] = []
+        budget = token_budget
+        while i < end:
+            if budget is not None and budget <= 0:
+                break
+            r = order[i]
+            i += 1
+            remaining = r.prompt_tokens + r.decode_steps_done - r.cached_tokens  # slots, not properties: hot loop
+            if remaining > 0:
+                if skip_prefills:
+                    skipped.append(r)
+                    continue
+                n = remaining if budget is None or remaining <= budget else budget
+            else:
+                n = 1
+            while not kv.can_grow(r, n):
+                end -= 1
+                victim = order[end]
+                del running[victim.request_id]
+                self.preempt(victim, batch)
+                preempted.append(victim)
+                if victim is r:
+                    break
+            else:
+                self.reserve(batch, r, n)
+                if budget is not None:
+                    budget -= n
+        if preempted:
+            self.waiting.extendleft(preempted)  # newest preempted first in the list: oldest ends at the front
+        return budget, skipped, bool(preempted)
