@@ -1,0 +1,131 @@
+"""Run folders: one directory per simulated run, written by the caller after the run returns.
+
+Layout:
+
+    config.json     resolved configuration: workload (resolved dict), scheduler, options, seed,
+                    number of requests, rate scale, block size, replicas/router, code version
+    policy.json     the policy file used (WAIT / Nested WAIT), when there is one
+    summary.json    `runtime.metrics.summarize` (names the scheduler and the executor)
+    metrics.csv     one row per request (`runtime.metrics.request_rows`)
+    trace.json      Chrome / Perfetto trace events of the batches (open in ui.perfetto.dev):
+                    one complete event ("X") per step on the replica's track, with its shape,
+                    and a counter ("C") of KV tokens in use.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.metrics import request_rows
+from runtime.sim import SimResult
+
+
+def code_version() -> str:
+    """`git describe --always --dirty` of the source tree when available, else the package version."""
+    here = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        from importlib.metadata import version
+
+        return version("fluidsched")
+    except Exception:  # noqa: BLE001 - a missing distribution only loses the label
+        return "unknown"
+
+
+def trace_events(results: list[SimResult], *, max_steps: int | None = 200_000) -> list[dict]:
+    """Chrome trace events of every step of every replica (timestamps in microseconds)."""
+    events: list[dict] = []
+    for res in results:
+        pid = res.replica
+        events.append({"name": "process_name", "ph": "M", "pid": pid, "args": {"name": f"replica {pid}"}})
+        steps = res.steps
+        n = len(steps) if max_steps is None else min(len(steps), max_steps)
+        for i in range(n):
+            start_us = steps.start_s[i] * 1e6
+            args = {
+                "decodes": steps.num_decodes[i],
+                "prefills": steps.num_prefills[i],
+                "new_tokens": steps.new_tokens[i],
+                "kv_tokens_touched": steps.kv_tokens[i],
+                "evicted": steps.num_evicted[i],
+            }
+            if steps.type_counts:
+                args["by_type"] = steps.type_counts[i]
+            events.append(
+                {
+                    "name": "batch",
+                    "cat": "step",
+                    "ph": "X",
+                    "ts": start_us,
+                    "dur": (steps.end_s[i] - steps.start_s[i]) * 1e6,
+                    "pid": pid,
+                    "tid": 0,
+                    "args": args,
+                }
+            )
+            events.append({"name": "kv_used_tokens", "ph": "C", "ts": start_us, "pid": pid, "args": {"tokens": steps.kv_used_tokens[i]}})
+    return events
+
+
+@dataclass
+class RunOutput:
+    """Everything a run folder holds, returned by the run and written by `write_run_folder`."""
+
+    config: dict
+    summary: dict
+    results: list[SimResult]  # one per replica
+    policy: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def requests(self):
+        return [r for res in self.results for r in res.requests]
+
+
+def _json_default(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
+
+
+def write_run_folder(out_dir: str | Path, run: RunOutput, *, trace: bool = True) -> Path:
+    """Write `run` into `out_dir` (created if needed); returns the folder."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = dict(run.config)
+    config.setdefault("code_version", code_version())
+    write_json(out / "config.json", config)
+    if run.policy is not None:
+        write_json(out / "policy.json", run.policy)
+    write_json(out / "summary.json", run.summary)
+    rows = request_rows(sorted(run.requests, key=lambda r: (r.arrival_s, r.request_id)))
+    with (out / "metrics.csv").open("w", newline="", encoding="utf-8") as handle:
+        if rows:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    if trace:
+        write_json(out / "trace.json", {"traceEvents": trace_events(run.results), "displayTimeUnit": "ms"})
+    return out
