@@ -1,0 +1,116 @@
+"""Turn a workload and a WAIT / Nested WAIT solution into the policy dataclasses.
+
+Drain rule default: `DRAIN_ITERATIONS × ΔT(n)` (the policy's own iteration time). A cohort of n_j
+prompts accumulates in about n_j/λ_j ≥ ΔT(n) seconds at the design load, so waiting 20
+iterations only cuts in when traffic has slowed or stopped, and bounds the extra latency a
+stranded partial cohort pays to 20 iterations. `--max-wait-s` overrides it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+from fluid.equilibrium import closed_form
+from fluid.errors import InputError
+from fluid.workload import Workload
+from thresholds.nested import NestedSolution
+from thresholds.policy import (
+    SERVICE_RULES,
+    ClassThreshold,
+    Drain,
+    FluidSummary,
+    Guarantees,
+    NestedInstance,
+    NestedWaitPolicy,
+    Segment,
+    WaitPolicy,
+    WorkloadRef,
+)
+from thresholds.wait import WaitSolution, linear_time
+
+DRAIN_ITERATIONS = 20
+
+
+def content_sha256(workload: Workload) -> str:
+    try:
+        from fluid.workload_io import workload_content_sha256
+    except ImportError:  # the loader module is optional for this package
+        body = {"kv_capacity_tokens": workload.kv_capacity_tokens, "batch_time": workload.batch_time.to_dict(),
+                "types": [[t.name, t.prefill, t.decode, t.rate_per_s] for t in workload.types]}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return workload_content_sha256(workload)
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def fluid_summary(workload: Workload) -> FluidSummary:
+    p = closed_form(workload)
+    return FluidSummary(_finite(p.memory_star_tokens), _finite(p.iteration_time_star_s),
+                        float(p.throughput_star_tokens_per_s), float(p.load_factor), float(p.capacity_scale))
+
+
+def _common(workload: Workload, service_rule: str, iteration_time_s: float, max_wait_s: float | None,
+            options: dict, guarantees: Guarantees) -> dict:
+    if service_rule not in SERVICE_RULES:
+        raise InputError(f"service rule must be one of {SERVICE_RULES}, got {service_rule!r}", field="service_rule")
+    if max_wait_s is None:
+        max_wait_s = DRAIN_ITERATIONS * iteration_time_s
+    elif not (math.isfinite(max_wait_s) and max_wait_s >= 0):
+        raise InputError(f"max wait must be a non-negative number of seconds, got {max_wait_s!r}", field="max_wait_s")
+    return {
+        "service_rule": service_rule,
+        "workload": WorkloadRef(workload.name, content_sha256(workload),
+                                tuple((t.name, float(t.rate_per_s)) for t in workload.types)),
+        "kv_capacity_tokens": workload.kv_capacity_tokens,
+        "batch_time": workload.batch_time.to_dict(),
+        "fluid": fluid_summary(workload),
+        "guarantees": guarantees,
+        "drain": Drain(float(max_wait_s)),
+        "options": {**options, "linear_batch_time": linear_time(workload).to_dict()},
+    }
+
+
+def wait_policy(workload: Workload, sol: WaitSolution, *, service_rule: str = "cohort",
+                max_wait_s: float | None = None, allow_violations: bool = False, rate_scale: float = 1.0) -> WaitPolicy:
+    options = {"mode": sol.mode, "slack": sol.slack, "batch_cap": sol.batch_cap, "rate_scale": rate_scale,
+               "allow_violations": allow_violations, "iteration_time_s": sol.iteration_time_s,
+               "drain_iterations": DRAIN_ITERATIONS if max_wait_s is None else None}
+    guarantees = Guarantees(sol.memory_policy_tokens, 0.0, sol.memory_policy_tokens, None, None, sol.conditions)
+    classes = tuple(ClassThreshold(t.name, t.prefill, t.decode, float(t.rate_per_s), n)
+                    for t, n in zip(workload.types, sol.thresholds))
+    return WaitPolicy(**_common(workload, service_rule, sol.iteration_time_s, max_wait_s, options, guarantees),
+                      classes=classes)
+
+
+def _segments(inst) -> tuple[Segment, ...]:
+    return tuple(Segment(a, b, n, float(p), None if th is None else float(th))
+                 for (a, b), n, p, th in zip(inst.bounds, inst.thresholds, inst.continue_probs, inst.thetas))
+
+
+def nested_policy(workload: Workload, sol: NestedSolution, *, service_rule: str = "cohort",
+                  max_wait_s: float | None = None, allow_violations: bool = False, rate_scale: float = 1.0) -> NestedWaitPolicy:
+    o = sol.options
+    options = {"mode": sol.mode, "slack": o.slack, "eta": o.eta, "batch_cap": o.batch_cap, "rate_scale": rate_scale,
+               "segments": o.segments if o.segments is not None else "types",
+               "segment_rule": "types" if sol.num_segments_requested is None else o.segment_rule,
+               "segments_chosen": sol.num_segments_requested, "zeta": o.zeta,
+               "iterations_in_horizon": sol.iterations_in_horizon, "iteration_time_s": sol.iteration_time_s,
+               "allow_violations": allow_violations, "drain_iterations": DRAIN_ITERATIONS if max_wait_s is None else None}
+    if sol.curve is not None:
+        options["segments_curve"] = [dict(e) for e in sol.curve]
+    guarantees = Guarantees(sol.memory_policy_tokens, sol.buffer_tokens, sol.memory_required_tokens,
+                            o.delta, o.horizon_s, sol.conditions)
+    first = sol.instances[0]
+    instances = None
+    if o.prefill_mode == "per_class":
+        instances = tuple(NestedInstance(i.spec.prefill_tokens, i.spec.type_names, _segments(i), i.memory_required_tokens)
+                          for i in sol.instances)
+    return NestedWaitPolicy(
+        **_common(workload, service_rule, sol.iteration_time_s, max_wait_s, options, guarantees),
+        segments=_segments(first), memory_required_tokens=sol.memory_required_tokens,
+        prefill_mode=o.prefill_mode, representative_prefill_tokens=first.spec.prefill_tokens, instances=instances,
+    )

@@ -1,0 +1,238 @@
+"""The policy file: frozen dataclasses ⇄ JSON, schema version 1 (docs/policy-format.md).
+
+`save_policy(policy, path)` writes the JSON; `load_policy(path)` reads it with the standard
+library only (the GPU machine has no jsonschema), checks the version, the keys (unknown ones get
+the closest valid name), types and thresholds (field paths such as `classes[1].threshold`), then
+re-evaluates the threshold conditions that the file alone determines; round trip
+`load_policy(save_policy(p)) == p`. The JSON Schema ships next to this module as
+`policy.schema.json` (`SCHEMA_PATH`). WAIT and Nested WAIT: arXiv 2504.11320.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from fluid.errors import InputError
+from thresholds.conditions import Condition
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
+SERVICE_RULES = ("cohort", "continuous")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadRef:
+    """The workload a policy was solved for; `rates_per_s` keeps the workload's type order."""
+
+    name: str
+    content_sha256: str
+    rates_per_s: tuple[tuple[str, float], ...]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "content_sha256": self.content_sha256, "rates_per_s": dict(self.rates_per_s)}
+
+
+@dataclass(frozen=True, slots=True)
+class FluidSummary:
+    """M*, ΔT* (None when the load factor is ≥ 1), throughput*, load factor L, capacity scale θ*."""
+
+    memory_star_tokens: float | None
+    iteration_time_star_s: float | None
+    throughput_star_tokens_per_s: float
+    load_factor: float
+    capacity_scale: float
+
+    def to_dict(self) -> dict:
+        return {
+            "memory_star_tokens": self.memory_star_tokens,
+            "iteration_time_star_s": self.iteration_time_star_s,
+            "throughput_star_tokens_per_s": self.throughput_star_tokens_per_s,
+            "load_factor": self.load_factor,
+            "capacity_scale": self.capacity_scale,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Guarantees:
+    """M^π, the safety buffer (0 for WAIT), their sum, δ and horizon (None for WAIT), conditions."""
+
+    memory_policy_tokens: float
+    buffer_tokens: float
+    memory_required_tokens: float
+    delta: float | None
+    horizon_s: float | None
+    conditions: tuple[Condition, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "memory_policy_tokens": self.memory_policy_tokens,
+            "buffer_tokens": self.buffer_tokens,
+            "memory_required_tokens": self.memory_required_tokens,
+            "delta": self.delta,
+            "horizon_s": self.horizon_s,
+            "conditions": [c.to_dict() for c in self.conditions],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """A partial cohort is admitted once its oldest prompt has waited `max_wait_s` (or arrivals end)."""
+
+    max_wait_s: float
+
+    def to_dict(self) -> dict:
+        return {"max_wait_s": self.max_wait_s}
+
+
+@dataclass(frozen=True, slots=True)
+class ClassThreshold:
+    """WAIT: threshold n_j (prompts served per stage per iteration) of one request type."""
+
+    name: str
+    prefill: int
+    decode: int
+    rate_per_s: float
+    threshold: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int) or self.threshold < 1:
+            raise InputError(f"a threshold must be an integer ≥ 1, got {self.threshold!r}", field=f"classes[{self.name}].threshold")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "prefill": self.prefill, "decode": self.decode,
+                "rate_per_s": self.rate_per_s, "threshold": self.threshold}
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Nested WAIT: stages first_stage..last_stage, threshold n_k, p_k, θ_k (None: no positive root)."""
+
+    first_stage: int
+    last_stage: int
+    threshold: int
+    continue_prob: float
+    theta: float | None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int) or self.threshold < 1:
+            raise InputError(f"a threshold must be an integer ≥ 1, got {self.threshold!r}", field="segments[].threshold")
+
+    def to_dict(self) -> dict:
+        return {"first_stage": self.first_stage, "last_stage": self.last_stage, "threshold": self.threshold,
+                "continue_prob": self.continue_prob, "theta": self.theta}
+
+
+@dataclass(frozen=True, slots=True)
+class NestedInstance:
+    """One Nested WAIT instance of a prefill class (prefill_mode "per_class")."""
+
+    prefill_tokens: int
+    type_names: tuple[str, ...]
+    segments: tuple[Segment, ...]
+    memory_required_tokens: float
+
+    def to_dict(self) -> dict:
+        return {"prefill_tokens": self.prefill_tokens, "type_names": list(self.type_names),
+                "segments": [s.to_dict() for s in self.segments], "memory_required_tokens": self.memory_required_tokens}
+
+
+@dataclass(frozen=True, slots=True)
+class _Common:
+    service_rule: str
+    workload: WorkloadRef
+    kv_capacity_tokens: int
+    batch_time: dict
+    fluid: FluidSummary
+    guarantees: Guarantees
+    drain: Drain
+    options: dict
+
+    def _common_dict(self, policy: str) -> dict:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "policy": policy,
+            "service_rule": self.service_rule,
+            "workload": self.workload.to_dict(),
+            "kv_capacity_tokens": self.kv_capacity_tokens,
+            "batch_time": dict(self.batch_time),
+            "fluid": self.fluid.to_dict(),
+            "guarantees": self.guarantees.to_dict(),
+            "drain": self.drain.to_dict(),
+            "options": self.options,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WaitPolicy(_Common):
+    classes: tuple[ClassThreshold, ...] = ()
+    kind = "wait"
+
+    def to_dict(self) -> dict:
+        return {**self._common_dict("wait"), "classes": [c.to_dict() for c in self.classes]}
+
+
+@dataclass(frozen=True, slots=True)
+class NestedWaitPolicy(_Common):
+    segments: tuple[Segment, ...] = ()
+    memory_required_tokens: float = 0.0
+    prefill_mode: str = "representative"
+    representative_prefill_tokens: int = 1
+    instances: tuple[NestedInstance, ...] | None = None
+    kind = "nested_wait"
+
+    def to_dict(self) -> dict:
+        out = {
+            **self._common_dict("nested_wait"),
+            "segments": [s.to_dict() for s in self.segments],
+            "memory_required_tokens": self.memory_required_tokens,
+            "prefill_mode": self.prefill_mode,
+            "representative_prefill_tokens": self.representative_prefill_tokens,
+        }
+        if self.instances is not None:
+            out["instances"] = [i.to_dict() for i in self.instances]
+        return out
+
+
+Policy = WaitPolicy | NestedWaitPolicy
+
+
+def policy_to_json(policy: Policy) -> str:
+    """Canonical text: two-space indent, keys in contract order, finite numbers only."""
+    return json.dumps(policy.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def save_policy(policy: Policy, path: str | Path) -> Path:
+    path = Path(path)
+    try:
+        path.write_text(policy_to_json(policy), encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"cannot write the policy file: {err.strerror}", source=str(path)) from None
+    return path
+
+
+def load_policy(path: str | Path, *, allow_violations: bool | None = None) -> Policy:
+    """Read and validate a policy file. Thresholds that break a condition the file determines are
+    an InputError unless `allow_violations` (default: the file's own `options.allow_violations`)."""
+    from thresholds.policy_parse import parse_policy  # the parser needs the classes above
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"cannot read the policy file: {err.strerror}", source=str(path)) from None
+    try:
+        raw = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as err:
+        raise InputError(f"not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}", source=str(path)) from None
+    return parse_policy(raw, source=str(path), allow_violations=allow_violations)
+
+
+def _reject_constant(name: str):
+    raise InputError(f"{name} is not a valid number in a policy file (write a finite number or null)")
+
+
+def is_finite_or_none(x: float | None) -> bool:
+    return x is None or math.isfinite(x)
