@@ -7,6 +7,8 @@ broken or heavy policy never slows the others. Construct with `make_scheduler`.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import inspect
 
 from fluid.errors import InputError
 
@@ -25,6 +27,7 @@ SCHEDULERS: dict[str, str] = {
 
 
 def scheduler_class(name: str):
+    """The class registered as `name`; InputError for an unknown or not yet available name."""
     try:
         target = SCHEDULERS[name]
     except KeyError:
@@ -32,9 +35,55 @@ def scheduler_class(name: str):
             f"unknown scheduler {name!r}; valid names: {', '.join(sorted(SCHEDULERS))}", field="scheduler"
         ) from None
     module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name != module:
+            raise
+        raise InputError(
+            f"scheduler {name!r} is registered but its module {module} is not available in this build; "
+            f"available: {', '.join(available_schedulers())}",
+            field="scheduler",
+        ) from None
+    return getattr(mod, cls)
+
+
+def available_schedulers() -> list[str]:
+    """Registered names whose module can be found (without importing it)."""
+    return [name for name, target in SCHEDULERS.items() if importlib.util.find_spec(target.split(":")[0]) is not None]
+
+
+def scheduler_options(name: str) -> tuple[str, ...]:
+    """The keyword knobs scheduler `name` accepts (besides the KV manager).
+
+    A constructor that forwards `**knobs` to its base class gets the base class's knobs too.
+    """
+    names: list[str] = []
+    for klass in scheduler_class(name).__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        for p in params:
+            if p.name in ("self", "kv") or p.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
+                continue
+            if p.name not in names:
+                names.append(p.name)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            break
+    return tuple(names)
 
 
 def make_scheduler(name: str, kv, **options):
-    """Build scheduler `name` over the KV manager `kv`; `options` are the policy's knobs."""
-    return scheduler_class(name)(kv, **options)
+    """Build scheduler `name` over the KV manager `kv`; `options` are the policy's knobs.
+
+    An option the scheduler does not have is an InputError that lists the ones it has.
+    """
+    cls = scheduler_class(name)
+    unknown = sorted(set(options) - set(scheduler_options(name)))
+    if unknown:
+        raise InputError(
+            f"scheduler {name!r} has no option(s) {unknown}; its options: {', '.join(scheduler_options(name)) or 'none'}",
+            field="option",
+        )
+    return cls(kv, **options)

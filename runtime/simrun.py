@@ -1,0 +1,185 @@
+"""One simulated run, configured end to end: workload → arrivals → scheduler(s) → metrics.
+
+`SimConfig` is the resolved configuration (it is what `config.json` of a run folder records);
+`run_simulation` returns a `RunOutput` that the caller writes with
+`runtime.results.write_run_folder`. `fluidsched simulate`, `fluidsched compare` and the demo
+all go through here, so the same seed gives the same arrivals to every scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+
+from fluid.errors import InputError
+from fluid.workload import ArrivalSpec, Workload
+from runtime.arrivals import SloTier, check_tiers, make_requests
+from runtime.kv_blocks import KVBlockManager
+from runtime.metrics import summarize
+from runtime.policy_file import RuntimePolicy
+from runtime.results import RunOutput
+from runtime.router import ROUTERS, combine_results, simulate_fleet
+from runtime.schedulers import make_scheduler, scheduler_options
+
+POLICY_SCHEDULERS = {"wait": "wait", "nested_wait": "nested-wait"}
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """`key=value` with the value read as JSON when it parses (numbers, true/false, null), else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise InputError(f"an option is KEY=VALUE (e.g. chunk_size=256), got {text!r}", field="option")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def check_policy_matches(policy: RuntimePolicy, workload: Workload) -> None:
+    """A WAIT policy's classes must be the workload's types (by name); Nested WAIT per-class
+    instances may only name types of the workload."""
+    types = {t.name for t in workload.types}
+    if policy.policy == "wait":
+        classes = {c.name for c in policy.classes}
+        if classes != types:
+            raise InputError(
+                f"the policy's classes {sorted(classes)} do not match the workload's types {sorted(types)}; "
+                f"solve a policy for this workload (fluidsched solve)",
+                source=policy.source,
+                field="classes",
+            )
+    for inst in policy.instances:
+        extra = sorted(set(inst.type_names) - types)
+        if extra:
+            raise InputError(
+                f"the policy's instance for prefill {inst.prefill_tokens} names types {extra} the workload lacks "
+                f"(its types: {sorted(types)})",
+                source=policy.source,
+                field="instances",
+            )
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """A simulated run, fully resolved. `options` are the scheduler's knobs."""
+
+    workload: Workload
+    scheduler: str
+    num_requests: int = 2000
+    seed: int = 0
+    rate_scale: float = 1.0
+    block_size: int = 16
+    options: dict = field(default_factory=dict)
+    policy: RuntimePolicy | None = None
+    policy_document: dict | None = None  # the policy JSON as read, recorded in the run folder
+    replicas: int = 1
+    router: str = "round-robin"
+    split: dict | None = None
+    warmup_fraction: float = 0.1  # warm-up cut, as a fraction of the last arrival time
+    ttft_slo_s: float | None = 0.5
+    tiers: tuple[SloTier, ...] | None = None
+    arrivals: ArrivalSpec | None = None  # overrides the workload's
+    horizon_s: float | None = None
+    trace: bool = False
+
+    def __post_init__(self) -> None:
+        n = self.num_requests
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise InputError(f"the number of requests must be a positive integer, got {n!r}", field="requests")
+        r = self.rate_scale
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 0:
+            raise InputError(f"the rate scale must be a finite positive number, got {r!r}", field="rate_scale")
+        b = self.block_size
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise InputError(f"the block size must be a positive integer number of tokens, got {b!r}", field="block_size")
+        if b > self.workload.kv_capacity_tokens:
+            raise InputError(f"block size {b} exceeds the KV capacity of {self.workload.kv_capacity_tokens} tokens", field="block_size")
+        if not (0 <= self.warmup_fraction < 1):
+            raise InputError(f"the warm-up fraction must be in [0, 1), got {self.warmup_fraction!r}", field="warmup")
+        if self.router not in ROUTERS:
+            raise InputError(f"unknown router {self.router!r}; valid routers: {', '.join(ROUTERS)}", field="router")
+        if self.horizon_s is not None and not (isinstance(self.horizon_s, (int, float)) and math.isfinite(self.horizon_s) and self.horizon_s > 0):
+            raise InputError(f"the horizon must be a finite positive number of seconds, got {self.horizon_s!r}", field="horizon_s")
+        if self.tiers is not None:
+            object.__setattr__(self, "tiers", check_tiers(self.tiers))
+        if self.scheduler in ("wait", "nested-wait"):
+            if self.policy is None and "policy" not in self.options:
+                raise InputError(f"scheduler {self.scheduler!r} needs a policy: pass --policy POLICY.json", field="policy")
+        if self.policy is not None:
+            want = POLICY_SCHEDULERS[self.policy.policy]
+            if self.scheduler != want:
+                raise InputError(
+                    f"the policy file holds a {self.policy.policy!r} policy, which scheduler {want!r} runs, not {self.scheduler!r}",
+                    source=self.policy.source,
+                    field="policy",
+                )
+            check_policy_matches(self.policy, self.workload)
+
+    def scheduler_knobs(self) -> dict:
+        knobs = dict(self.options)
+        if self.policy is not None:
+            knobs["policy"] = self.policy
+        return knobs
+
+    def to_dict(self) -> dict:
+        from fluid.workload_io import workload_to_dict
+
+        return {
+            "workload": workload_to_dict(self.workload),
+            "workload_source": self.workload.source,
+            "scheduler": self.scheduler,
+            "options": {k: v for k, v in self.options.items() if k != "policy"},
+            "policy_source": self.policy.source if self.policy is not None else None,
+            "num_requests": self.num_requests,
+            "seed": self.seed,
+            "rate_scale": self.rate_scale,
+            "block_size": self.block_size,
+            "replicas": self.replicas,
+            "router": self.router,
+            "split": self.split,
+            "warmup_fraction": self.warmup_fraction,
+            "ttft_slo_s": self.ttft_slo_s,
+            "tiers": [[t.fraction, t.tbt_slo_s] for t in self.tiers] if self.tiers else None,
+            "arrivals": (self.arrivals or self.workload.arrivals).to_dict(),
+            "horizon_s": self.horizon_s,
+            "executor": "simulated",
+        }
+
+
+def run_simulation(config: SimConfig) -> RunOutput:
+    """Simulate `config` and summarise it; nothing is written."""
+    # validate the scheduler and its knobs before spending time on arrivals
+    unknown = sorted(set(config.options) - set(scheduler_options(config.scheduler)))
+    if unknown:
+        raise InputError(
+            f"scheduler {config.scheduler!r} has no option(s) {unknown}; its options: "
+            f"{', '.join(o for o in scheduler_options(config.scheduler) if o != 'groups')}",
+            field="option",
+        )
+    requests = make_requests(
+        config.workload, config.num_requests, config.seed,
+        rate_scale=config.rate_scale, arrivals=config.arrivals, tiers=config.tiers,
+    )
+    capacity = config.workload.kv_capacity_tokens
+    knobs = config.scheduler_knobs()
+
+    def build(_replica: int):
+        return make_scheduler(config.scheduler, KVBlockManager(capacity, config.block_size), **knobs)
+
+    t0 = time.perf_counter()
+    results = simulate_fleet(
+        build, requests, config.workload.batch_time,
+        num_replicas=config.replicas, router=config.router, seed=config.seed, split=config.split,
+        horizon_s=config.horizon_s, trace=config.trace,
+    )
+    wall_s = time.perf_counter() - t0
+    combined = combine_results(results)
+    warmup_s = config.warmup_fraction * max((r.arrival_s for r in requests), default=0.0)
+    summary = summarize(combined, scheduler=config.scheduler, warmup_s=warmup_s, ttft_slo_s=config.ttft_slo_s)
+    summary["replicas"] = config.replicas
+    summary["wall_s"] = wall_s
+    summary["request_steps"] = sum(len(r.prefill_chunk_end_s) + r.decode_steps_done for r in requests)
+    return RunOutput(config.to_dict(), summary, results, config.policy_document)
