@@ -4,16 +4,24 @@ Every model predicts a step's time from its `BatchShape`. The fluid benchmark ne
 form `τ = d0 + d_kv·(KV tokens touched) + d_new·(new tokens)` (PAPERS.md §1), available from every
 model through `linear_coefficients()`; table-like models are linearised over an operating range.
 
-Glossary (paper symbols): d0 = `d0_s`, d1 = `d_kv_s_per_token` of the affine model.
+Glossary (paper symbols): d0 = `d0_s`, d1 = `d1_s_per_token` of the affine model
+(= `d_kv_s_per_token` of linear3).
+
+Models: `AffineBatchTime` (the paper's, arXiv 2504.11320), `Linear3BatchTime`,
+`StaircaseBatchTime` (GEMM tiles, arXiv 2504.07347), `ProfileBatchTime` (a per-operator table,
+in `fluid/batch_time_profile.py`). `batch_time_from_dict` builds any of them from a workload
+file's `batch_time` mapping; `fit_linear` (in `fluid/batch_time_fit.py`) fits affine or linear3
+from measured rows. Both are importable from here.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from fluid.errors import InputError
+from fluid.errors import InputError, check_keys, with_source
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +115,110 @@ class AffineBatchTime:
 
     def to_dict(self) -> dict:
         return {"kind": "affine", "d0_s": self.d0_s, "d1_s_per_token": self.d1_s_per_token}
+
+
+@dataclass(frozen=True, slots=True)
+class StaircaseBatchTime:
+    """t = c + a·⌈new_tokens / b0⌉: step time follows GEMM tiles of b0 tokens.
+
+    arXiv 2504.07347 fitted c = 11.28 ms, a = 35.47 ms, b0 = 128 (CodeLlama-34B on an A100);
+    the RAD/SLAI schedulers (arXiv 2508.01002) are designed around this shape. KV tokens read
+    do not enter. Its linear form is a least-squares fit over an operating range (see
+    `fluid.batch_time_fit.linearise`).
+    """
+
+    c_s: float
+    a_s: float
+    tile_tokens: int = 128
+    kind: str = "staircase"
+
+    def __post_init__(self) -> None:
+        _check_nonneg_finite(self.c_s, "batch_time.c_s", positive=True)
+        _check_nonneg_finite(self.a_s, "batch_time.a_s")
+        b0 = self.tile_tokens
+        if isinstance(b0, bool) or not isinstance(b0, int) or b0 <= 0:
+            raise InputError(f"must be a positive integer number of tokens, got {b0!r}", field="batch_time.tile_tokens")
+
+    def step_time_s(self, shape: BatchShape) -> float:
+        return self.c_s + self.a_s * math.ceil(shape.new_tokens / self.tile_tokens)
+
+    def linear_coefficients(self) -> tuple[float, float, float]:
+        from fluid.batch_time_fit import linearise
+
+        return linearise(self)
+
+    def to_dict(self) -> dict:
+        return {"kind": "staircase", "c_s": self.c_s, "a_s": self.a_s, "tile_tokens": self.tile_tokens}
+
+
+# kind -> (allowed keys, required keys)
+_BATCH_TIME_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "affine": (("kind", "d0_s", "d1_s_per_token"), ("d0_s", "d1_s_per_token")),
+    "linear3": (("kind", "d0_s", "d_kv_s_per_token", "d_new_s_per_token"), ("d0_s", "d_kv_s_per_token")),
+    "staircase": (("kind", "c_s", "a_s", "tile_tokens"), ("c_s", "a_s")),
+    "profile": (
+        (
+            "kind",
+            "mlp_csv",
+            "table",
+            "num_layers",
+            "attn_s_per_kv_token",
+            "attn_s_per_prefill_pair",
+            "overhead_s",
+        ),
+        (),
+    ),
+}
+BATCH_TIME_KINDS = tuple(_BATCH_TIME_KEYS)
+
+
+def batch_time_from_dict(
+    data: dict, *, source: str | None, field: str = "batch_time", base_dir: str | Path | None = None
+) -> BatchTimeModel:
+    """Build a batch-time model from its mapping, e.g. `{kind: affine, d0_s: .., d1_s_per_token: ..}`.
+
+    Unknown keys are rejected with the closest valid one; every error names `source` and the
+    field path. `base_dir` resolves a profile's relative `mlp_csv` path (default: the folder of
+    `source` when it is a file).
+    """
+    if not isinstance(data, dict):
+        raise InputError(f"must be a mapping with a 'kind' ({', '.join(BATCH_TIME_KINDS)}), got {data!r:.80}", source=source, field=field)
+    kind = data.get("kind")
+    if kind not in _BATCH_TIME_KEYS:
+        from fluid.errors import closest_key_hint
+
+        hint = closest_key_hint(kind, BATCH_TIME_KINDS) if isinstance(kind, str) else ""
+        raise InputError(f"unknown or missing kind {kind!r}; use one of {', '.join(BATCH_TIME_KINDS)}{hint}", source=source, field=f"{field}.kind")
+    allowed, required = _BATCH_TIME_KEYS[kind]
+    check_keys(data, allowed=allowed, required=required, source=source, field=field)
+    args = {k: v for k, v in data.items() if k != "kind"}
+    try:
+        if kind == "affine":
+            return AffineBatchTime(**args)
+        if kind == "linear3":
+            return Linear3BatchTime(**args)
+        if kind == "staircase":
+            return StaircaseBatchTime(**args)
+        from fluid.batch_time_profile import profile_from_dict
+
+        if base_dir is None and source and Path(source).is_file():
+            base_dir = Path(source).parent
+        return profile_from_dict(args, source=source, field=field, base_dir=base_dir)
+    except InputError as err:
+        if err.field and err.field.startswith("batch_time.") and field != "batch_time":
+            err = InputError(str(err).split(": ", 1)[-1], source=source, field=field + err.field[len("batch_time"):])
+        raise with_source(err, source) from None
+
+
+def __getattr__(name: str):
+    # PEP 562: the profile model and the fitting code live in their own modules (one idea per
+    # file) but are part of this module's public face; loaded on first use.
+    if name == "ProfileBatchTime":
+        from fluid.batch_time_profile import ProfileBatchTime
+
+        return ProfileBatchTime
+    if name in ("fit_linear", "FitReport", "linearise"):
+        from fluid import batch_time_fit
+
+        return getattr(batch_time_fit, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

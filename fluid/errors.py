@@ -39,3 +39,62 @@ class SolverError(FluidSchedError):
     """A solver returned a status other than optimal; the message says which constraint binds."""
 
     exit_code = EXIT_UNSTABLE
+
+
+def closest_key_hint(key: str, allowed) -> str:
+    """' (did you mean 'x'?)' for a probable typo of one of `allowed`, else ''."""
+    import difflib  # local: only needed on the error path
+
+    close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_keys(
+    data: object,
+    *,
+    allowed: tuple[str, ...] | frozenset[str] | list[str],
+    required: tuple[str, ...] = (),
+    source: str | None,
+    field: str,
+    hints: dict[str, str] | None = None,
+) -> dict:
+    """Check that `data` is a mapping with only `allowed` keys and every `required` one.
+
+    Unknown keys name the closest valid key (typos); `hints` maps a known-wrong key to advice.
+    Returns `data` so callers can chain. `field` is the path of the mapping ('' for the top).
+    """
+    where = field or "(top level)"
+    if not isinstance(data, dict):
+        raise InputError(
+            f"must be a mapping of keys to values, got {type(data).__name__} {data!r:.80}",
+            source=source,
+            field=where,
+        )
+    prefix = f"{field}." if field else ""
+    for key in data:
+        if key not in allowed:
+            advice = (hints or {}).get(key) or (
+                f"valid keys here: {', '.join(sorted(allowed))}{closest_key_hint(key, allowed)}"
+            )
+            raise InputError(f"unknown key {key!r}: {advice}", source=source, field=f"{prefix}{key}")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise InputError(
+            f"missing required key(s) {', '.join(map(repr, missing))}; add them (valid keys: "
+            f"{', '.join(sorted(allowed))})",
+            source=source,
+            field=where,
+        )
+    return data
+
+
+def with_source(err: InputError, source: str | None) -> InputError:
+    """The same error with `source` (a file or preset) filled in, for errors raised by
+    constructors that do not know where their values came from."""
+    if err.source is not None or source is None:
+        return err
+    message = str(err)
+    prefix = f"field '{err.field}': " if err.field else ""
+    if prefix and message.startswith(prefix):
+        message = message[len(prefix):]
+    return InputError(message, source=source, field=err.field)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from fluid.batch_time import BatchTimeModel
 from fluid.errors import InputError
 
+ARRIVAL_KINDS = ("poisson", "gamma", "deterministic", "trace")
+
 
 def _positive_int(value, field_path: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -57,6 +59,54 @@ class RequestType:
 
 
 @dataclass(frozen=True, slots=True)
+class ArrivalSpec:
+    """How the simulator draws arrival times (the fluid model only sees the rates).
+
+    - `poisson`: exponential gaps, the paper's model (arXiv 2504.11320); the default.
+    - `gamma`: gamma-distributed gaps with coefficient of variation `cv` (cv = 1 is Poisson,
+      cv > 1 burstier, cv < 1 smoother), mean gap 1/λ per type.
+    - `deterministic`: equal gaps 1/λ per type (cv = 0).
+    - `trace`: replay the timestamps of `trace` (a CSV with TIMESTAMP), each gap multiplied by
+      `time_scale` (0.5 replays twice as fast). `trace` is an absolute path or `builtin:NAME`
+      (a file under `fluid/data/traces/`); `fluid.traces.resolve_trace_path` resolves it.
+    """
+
+    kind: str = "poisson"
+    cv: float | None = None
+    trace: str | None = None
+    time_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ARRIVAL_KINDS:
+            raise InputError(f"unknown arrival kind {self.kind!r}; use one of {', '.join(ARRIVAL_KINDS)}", field="arrivals.kind")
+        ts = self.time_scale
+        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts) or ts <= 0:
+            raise InputError(f"must be a finite positive factor, got {ts!r}", field="arrivals.time_scale")
+        if self.kind == "gamma":
+            cv = self.cv
+            if isinstance(cv, bool) or not isinstance(cv, (int, float)) or not math.isfinite(cv) or cv <= 0:
+                raise InputError(f"gamma arrivals need a finite positive cv (1 = Poisson), got {cv!r}", field="arrivals.cv")
+        elif self.cv is not None:
+            raise InputError(f"cv applies to gamma arrivals only, not {self.kind!r}; remove it", field="arrivals.cv")
+        if self.kind == "trace":
+            if not isinstance(self.trace, str) or not self.trace:
+                raise InputError(f"trace arrivals need a trace file (path or builtin:NAME), got {self.trace!r}", field="arrivals.trace")
+        elif self.trace is not None:
+            raise InputError(f"a trace file applies to trace arrivals only, not {self.kind!r}; remove it", field="arrivals.trace")
+        if self.kind != "trace" and ts != 1.0:
+            raise InputError(f"time_scale applies to trace arrivals only; remove it or use kind: trace", field="arrivals.time_scale")
+
+    def to_dict(self) -> dict:
+        out: dict = {"kind": self.kind}
+        if self.cv is not None:
+            out["cv"] = float(self.cv)
+        if self.trace is not None:
+            out["trace"] = self.trace
+            out["time_scale"] = float(self.time_scale)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Workload:
     """A validated workload. `types` is non-empty with unique names."""
 
@@ -65,6 +115,7 @@ class Workload:
     batch_time: BatchTimeModel
     types: tuple[RequestType, ...]
     source: str | None = field(default=None, compare=False)  # file or preset it came from
+    arrivals: ArrivalSpec = field(default_factory=ArrivalSpec)  # for the simulator only
 
     def __post_init__(self) -> None:
         _positive_int(self.kv_capacity_tokens, "kv_capacity_tokens")
@@ -74,16 +125,24 @@ class Workload:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise InputError(f"type names must be unique, repeated: {dupes}", field="types")
+        if not isinstance(self.arrivals, ArrivalSpec):
+            raise InputError(f"must be an ArrivalSpec, got {self.arrivals!r}", field="arrivals")
 
     @property
     def total_rate_per_s(self) -> float:
         return sum(t.rate_per_s for t in self.types)
 
     def scaled(self, rate_scale: float) -> "Workload":
-        """The same workload with every rate multiplied by `rate_scale`."""
+        """The same workload with every rate multiplied by `rate_scale`.
+
+        Trace arrivals are replayed faster to match: their time scale is divided by `rate_scale`.
+        """
         if not (math.isfinite(rate_scale) and rate_scale > 0):
             raise InputError(f"rate scale must be a finite positive number, got {rate_scale!r}", field="rate_scale")
         types = tuple(
             RequestType(t.name, t.prefill, t.decode, t.rate_per_s * rate_scale, t.tbt_slo_s) for t in self.types
         )
-        return Workload(self.name, self.kv_capacity_tokens, self.batch_time, types, self.source)
+        arrivals = self.arrivals
+        if arrivals.kind == "trace":
+            arrivals = ArrivalSpec("trace", None, arrivals.trace, arrivals.time_scale / rate_scale)
+        return Workload(self.name, self.kv_capacity_tokens, self.batch_time, types, self.source, arrivals)
