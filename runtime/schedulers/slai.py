@@ -1,0 +1,244 @@
+"""SLAI: SLO-aware mixed batching (arXiv 2508.01002, PAPERS.md §6).
+
+Every decoding request gets a last schedulable time
+    LST = (end of the batch that produced its last token) + TBT_SLO − Θ · (running mean batch time)
+with Θ = 5 below 96 % KV use and 10 above (dynamic offset) or a fixed `offset`. Each batch, under
+a token budget of `token_budget` (512) and at most `max_decodes` (128) decodes in all, takes
+  1. decodes past their LST, earliest LST first;
+  2. started prefills, chunked to fit;
+  3. new prompts, shortest prompt first (`order="spf"`) or first come first served
+     (`order="fcfs"`), the paying tier (request.tier 0) before the others;
+  4. the other decodes, in LST order.
+Decodes that do not fit wait a turn with their cache kept. TBT_SLO is `request.tbt_slo_s`, else
+`default_tbt_slo_s` (0.2 s).
+
+Choices where the paper is silent (*open* in PAPERS.md): the running mean is over the last
+`mean_window_steps` (100) steps; when a decode cannot grow for want of a block, the newest
+admitted request not already in this batch is preempted by recompute (LIFO, as vLLM and
+Sarathi-Serve do) and, failing that, the decode waits; new prompts are not admitted in a step in
+which a decode was short of memory. Output lengths are not read.
+
+Speed: decodes sit in a heap keyed by LST + Θ·mean (= last token time + SLO, the same order for
+every Θ), so a step pops only the decodes it serves.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+
+from fluid.errors import InputError
+from runtime.kv_blocks import KVBlockManager
+from runtime.request import Request
+from runtime.schedulers.base import Batch, Scheduler
+from runtime.schedulers.fits import check_fits_alone
+
+ORDERS = ("spf", "fcfs")
+
+
+def _positive(value, name: str, *, integer: bool = False, allow_zero: bool = False):
+    bad = isinstance(value, bool) or not isinstance(value, int if integer else (int, float))
+    if bad or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        kind = "integer" if integer else "number"
+        raise InputError(f"must be a {'non-negative' if allow_zero else 'positive'} {kind}, got {value!r}", field=name)
+    return value
+
+
+class SlaiScheduler(Scheduler):
+    name = "slai"
+    uses_output_lengths = False
+
+    def __init__(
+        self,
+        kv: KVBlockManager,
+        *,
+        token_budget: int = 512,
+        max_decodes: int = 128,
+        order: str = "spf",
+        offset: float | None = None,
+        offset_low: float = 5.0,
+        offset_high: float = 10.0,
+        high_kv_use_fraction: float = 0.96,
+        default_tbt_slo_s: float = 0.2,
+        mean_window_steps: int = 100,
+    ):
+        super().__init__(kv)
+        self.token_budget = _positive(token_budget, "token_budget", integer=True)
+        self.max_decodes = _positive(max_decodes, "max_decodes", integer=True)
+        if order not in ORDERS:
+            raise InputError(f"must be one of {list(ORDERS)}, got {order!r}", field="order")
+        self.order = order
+        self.offset = None if offset is None else _positive(offset, "offset", allow_zero=True)
+        self.offset_low = _positive(offset_low, "offset_low", allow_zero=True)
+        self.offset_high = _positive(offset_high, "offset_high", allow_zero=True)
+        if not (0 < high_kv_use_fraction <= 1):
+            raise InputError(f"must be in (0, 1], got {high_kv_use_fraction!r}", field="high_kv_use_fraction")
+        self.high_kv_use_fraction = high_kv_use_fraction
+        self.default_tbt_slo_s = _positive(default_tbt_slo_s, "default_tbt_slo_s")
+        self._window: deque[float] = deque(maxlen=_positive(mean_window_steps, "mean_window_steps", integer=True))
+        self._window_sum_s = 0.0
+        self._seq = 0  # tie-breaker and validity stamp of heap entries
+        self.waiting: list[tuple] = []  # heap of (tier, length or arrival, seq, request)
+        self.prefilling: list[Request] = []  # started prefills, in start order
+        self.decodes: list[tuple] = []  # heap of (last token time + SLO, seq, request)
+        self._decode_seq: dict[int, int] = {}  # request id -> seq of its valid heap entry
+        self.resident: dict[int, Request] = {}  # admission order; the newest is preempted first
+        self._served: list[Request] = []
+        self._unfinished = 0
+        self.stats = {"preemptions": 0, "urgent_decodes": 0, "decodes_deferred": 0}
+
+    # --- quantities of the rule ------------------------------------------------------------------
+    @property
+    def mean_batch_time_s(self) -> float:
+        return self._window_sum_s / len(self._window) if self._window else 0.0
+
+    def theta(self) -> float:
+        """Θ: the fixed offset, or 5 / 10 below / above 96 % KV use."""
+        if self.offset is not None:
+            return self.offset
+        kv = self.kv
+        high = kv.used_blocks >= self.high_kv_use_fraction * kv.num_blocks
+        return self.offset_high if high else self.offset_low
+
+    def slo_s(self, request: Request) -> float:
+        return self.default_tbt_slo_s if request.tbt_slo_s is None else request.tbt_slo_s
+
+    def last_schedulable_time_s(self, request: Request) -> float:
+        """LST of a decoding request (its last token's batch end + SLO − Θ·mean batch time)."""
+        return request.token_times_s[-1] + self.slo_s(request) - self.theta() * self.mean_batch_time_s
+
+    # --- executor interface --------------------------------------------------------------------
+    def add_request(self, request: Request) -> None:
+        check_fits_alone(self.kv, request, request.prompt_tokens + 1)
+        self._push_waiting(request)
+        self._unfinished += 1
+
+    def has_unfinished(self) -> bool:
+        return self._unfinished > 0
+
+    def on_finished(self, requests: list[Request]) -> None:
+        self._unfinished -= len(requests)
+        for r in requests:
+            self.resident.pop(r.request_id, None)
+            self._decode_seq.pop(r.request_id, None)
+
+    def complete_step(self, batch: Batch, start_s: float, end_s: float) -> list[Request]:
+        done = super().complete_step(batch, start_s, end_s)
+        window = self._window
+        if len(window) == window.maxlen:
+            self._window_sum_s -= window[0]
+        window.append(end_s - start_s)
+        self._window_sum_s += end_s - start_s
+        for r in self._served:  # decodes: back into the heap with their new LST
+            if r.completion_s is None:
+                self._push_decode(r)
+        if self.prefilling:
+            still = []
+            for r in self.prefilling:
+                if r.cached_tokens < r.prompt_tokens + r.decode_steps_done:
+                    still.append(r)
+                elif r.completion_s is None:
+                    self._push_decode(r)
+            self.prefilling = still
+        self._served = []
+        return done
+
+    # --- one step --------------------------------------------------------------------------------
+    def schedule(self, now_s: float) -> Batch:
+        batch = Batch()
+        while True:
+            self._fill(batch, now_s)
+            if batch.items or not self.resident:
+                return batch
+            # nothing could run although requests hold memory: free some and try again
+            self._preempt_lifo(batch, set())
+
+    def _fill(self, batch: Batch, now_s: float) -> None:
+        self._served = []
+        paused: list[tuple] = []
+        in_batch: set[int] = set()
+        shift_s = self.theta() * self.mean_batch_time_s
+        budget = self.token_budget
+        decodes_left = self.max_decodes
+        short_of_memory = False
+        # 1. decodes past their LST, earliest first
+        while budget and decodes_left and self.decodes and self.decodes[0][0] - shift_s <= now_s:
+            served = self._decode_one(batch, in_batch, paused)
+            if served is None:
+                short_of_memory = True
+            elif served:
+                budget -= 1
+                decodes_left -= 1
+                self.stats["urgent_decodes"] += 1
+        # 2. started prefills, chunked to fit
+        for r in self.prefilling:
+            if not budget:
+                break
+            chunk = min(budget, r.prompt_tokens + r.decode_steps_done - r.cached_tokens)
+            if r.request_id not in in_batch and self.kv.can_grow(r, chunk):
+                self.reserve(batch, r, chunk)
+                in_batch.add(r.request_id)
+                budget -= chunk
+        # 3. new prompts (paying tier first; shortest first or FCFS)
+        while budget and self.waiting and not short_of_memory:
+            r = self.waiting[0][3]
+            chunk = min(budget, r.prompt_tokens + r.decode_steps_done)
+            if not self.kv.can_grow(r, chunk):
+                break
+            heapq.heappop(self.waiting)
+            self.reserve(batch, r, chunk)
+            in_batch.add(r.request_id)
+            self.resident[r.request_id] = r
+            self.prefilling.append(r)
+            budget -= chunk
+        # 4. the other decodes, in LST order
+        while budget and decodes_left and self.decodes:
+            if self._decode_one(batch, in_batch, paused):
+                budget -= 1
+                decodes_left -= 1
+        for entry in paused:  # they wait with their cache kept; their LST is unchanged
+            heapq.heappush(self.decodes, entry)
+        self.stats["decodes_deferred"] += len(self._decode_seq)
+
+    def _decode_one(self, batch: Batch, in_batch: set[int], paused: list) -> bool | None:
+        """Serve the decode with the earliest LST: True served, False stale entry, None no memory."""
+        entry = heapq.heappop(self.decodes)
+        _, seq, r = entry
+        if self._decode_seq.get(r.request_id) != seq:
+            return False  # stale entry of a preempted request
+        while not self.kv.can_grow(r, 1):
+            if not self._preempt_lifo(batch, in_batch | {r.request_id}):
+                paused.append(entry)
+                return None
+        del self._decode_seq[r.request_id]
+        self.reserve(batch, r, 1)
+        in_batch.add(r.request_id)
+        self._served.append(r)
+        return True
+
+    def _preempt_lifo(self, batch: Batch, protected: set[int]) -> bool:
+        """Preempt (recompute) the newest admitted request outside `protected`; False if none."""
+        for rid in reversed(self.resident):
+            if rid in protected:
+                continue
+            victim = self.resident.pop(rid)
+            if victim in self.prefilling:
+                self.prefilling.remove(victim)
+            self._decode_seq.pop(rid, None)  # its heap entry goes stale
+            self.preempt(victim, batch)
+            self._push_waiting(victim)
+            self.stats["preemptions"] += 1
+            return True
+        return False
+
+    # --- queues ----------------------------------------------------------------------------------
+    def _push_waiting(self, r: Request) -> None:
+        self._seq += 1
+        key = r.prompt_tokens + r.decode_steps_done if self.order == "spf" else r.arrival_s
+        heapq.heappush(self.waiting, (r.tier, key, self._seq, r))
+
+    def _push_decode(self, r: Request) -> None:
+        self._seq += 1
+        self._decode_seq[r.request_id] = self._seq
+        heapq.heappush(self.decodes, (r.token_times_s[-1] + self.slo_s(r), self._seq, r))

@@ -1,0 +1,332 @@
+"""The engine shared by WAIT and Nested WAIT (arXiv 2504.11320, PAPERS.md §3–4).
+
+Both policies keep requests in `CohortGroup`s (one per WAIT class, one per Nested WAIT instance)
+and differ only in how a request finds its group and how the groups' segments are built.
+
+Service rules (`service_rule`):
+- `cohort` (the paper's rule): every group whose first k segments are ready serves, from each
+  stage of those segments, up to that segment's threshold; its stage-0 share is the admission of
+  a cohort of min(n_1, waiting) prompts. Prompts left out keep their caches.
+- `continuous` (the authors' simulator): every resident decode runs every step; thresholds only
+  gate the admission of new prompts, a cohort of n_1 per group per step.
+
+Memory: the policy's M^π ≤ C is its guarantee, but the scheduler never overflows regardless. A
+cohort is admitted only if all its prompts fit (else `admissions_deferred` counts it); a decode
+whose next block is not free waits a turn with its cache (`decodes_paused`); when nothing at all
+can run, the newest admitted request is evicted by recompute (LIFO, as in the paper;
+`evictions`) and goes back to the front of its group's waiting queue. When nothing else runs and
+a deferred cohort does not fit whole, its largest fitting prefix is admitted so that the server
+always makes progress.
+
+Prefill: whole prompts in the admitting step (the paper's model), or chunks of at most
+`prefill_chunk_tokens` per step; an admitted prompt keeps prefilling every step until done.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import islice
+
+from fluid.errors import InputError
+from runtime.kv_blocks import KVBlockManager, KVCapacityError
+from runtime.policy_file import SERVICE_RULES, RuntimePolicy
+from runtime.request import Request
+from runtime.schedulers.base import Batch, Scheduler
+from runtime.schedulers.cohorts import CohortGroup
+from runtime.schedulers.fits import check_fits_alone
+
+
+class ThresholdScheduler(Scheduler):
+    """Common engine; subclasses build `self.groups` and implement `_group_for(request)`."""
+
+    def __init__(
+        self,
+        kv: KVBlockManager,
+        policy: RuntimePolicy,
+        groups: list[CohortGroup],
+        *,
+        service_rule: str | None = None,
+        drain_max_wait_s: float | None = None,
+        prefill_chunk_tokens: int | None = None,
+    ):
+        super().__init__(kv)
+        self.policy = policy
+        rule = policy.service_rule if service_rule is None else service_rule
+        if rule not in SERVICE_RULES:
+            raise InputError(f"must be one of {list(SERVICE_RULES)}, got {rule!r}", field="service_rule")
+        self.service_rule = rule
+        wait = policy.drain_max_wait_s if drain_max_wait_s is None else drain_max_wait_s
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or math.isnan(wait) or wait < 0:
+            raise InputError(f"must be a non-negative number of seconds, got {wait!r}", field="drain_max_wait_s")
+        self.max_wait_s = float(wait)
+        if prefill_chunk_tokens is not None and (
+            isinstance(prefill_chunk_tokens, bool) or not isinstance(prefill_chunk_tokens, int) or prefill_chunk_tokens < 1
+        ):
+            raise InputError(f"must be a positive integer or None, got {prefill_chunk_tokens!r}", field="prefill_chunk_tokens")
+        self.prefill_chunk_tokens = prefill_chunk_tokens
+        self.groups = groups
+        self._cohort = rule == "cohort"
+        self._group_of: dict[int, CohortGroup] = {}
+        self._resident: dict[int, Request] = {}  # admission order: the last one is evicted first (LIFO)
+        self._prefilling: list[Request] = []  # admitted, prefill not finished (chunked prefill)
+        self._running: list[Request] = []  # continuous rule: resident decodes, admission order
+        self._unfinished = 0
+        self._draining = False
+        self._now_s = 0.0
+        # this step's work, kept for complete_step to move requests between queues
+        self._served: list[tuple[CohortGroup, int, list[Request]]] = []
+        self._prefill_items: list[Request] = []
+        self._prefill_paused: list[Request] = []
+        self._deferred: list[CohortGroup] = []
+        self.stats = {
+            "admissions": 0,  # cohorts admitted
+            "partial_cohorts": 0,  # cohorts admitted with fewer than n_1 prompts (drain)
+            "admissions_deferred": 0,  # cohorts that did not fit in free KV
+            "decodes_paused": 0,  # decode (or prefill chunk) steps skipped for want of a free block
+            "evictions": 0,  # LIFO evictions (recompute), last resort
+        }
+
+    # --- routing (subclasses) ----------------------------------------------------------------
+    def _group_for(self, request: Request) -> CohortGroup:
+        raise NotImplementedError
+
+    def _tokens_to_fit(self, request: Request) -> int:
+        """KV tokens the request must be able to hold alone (prompt + first decode token)."""
+        return request.prompt_tokens + 1
+
+    # --- executor interface ------------------------------------------------------------------
+    def add_request(self, request: Request) -> None:
+        group = self._group_for(request)
+        check_fits_alone(self.kv, request, self._tokens_to_fit(request))
+        self._group_of[request.request_id] = group
+        group.enqueue_waiting(request)
+        self._unfinished += 1
+
+    def has_unfinished(self) -> bool:
+        return self._unfinished > 0
+
+    def on_arrivals_ended(self) -> None:
+        self._draining = True
+
+    def next_wakeup_s(self) -> float | None:
+        if self.max_wait_s == math.inf or self._draining:
+            return None
+        best = math.inf
+        now = self._now_s
+        for g in self.groups:
+            if g.is_empty():
+                continue
+            for t in g.due_times_s(self.max_wait_s):
+                if now < t < best:
+                    best = t
+        return None if best == math.inf else best
+
+    def schedule(self, now_s: float) -> Batch:
+        self._now_s = now_s
+        batch = Batch()
+        while True:
+            blocked = self._fill(batch, now_s)
+            if batch.items or not blocked:
+                return batch
+            self._evict_newest(batch)
+
+    def complete_step(self, batch: Batch, start_s: float, end_s: float) -> list[Request]:
+        done = super().complete_step(batch, start_s, end_s)
+        if self._cohort:
+            for group, stage, moved in self._served:
+                alive = [r for r in moved if r.completion_s is None]
+                if alive:
+                    group.push_stage(stage + 1, alive)
+                group.changed()
+        elif done:
+            self._running = [r for r in self._running if r.completion_s is None]
+        still = self._prefill_paused
+        for r in self._prefill_items:
+            if r.completion_s is not None:
+                continue
+            if r.cached_tokens < r.prompt_tokens + r.decode_steps_done:
+                still.append(r)
+            elif self._cohort:
+                group = self._group_of[r.request_id]
+                group.push_stage(r.decode_steps_done + 1, [r])
+                group.changed()
+            else:
+                self._running.append(r)
+        self._prefilling = still
+        self._served = []
+        self._prefill_items = []
+        self._prefill_paused = []
+        return done
+
+    def on_finished(self, requests: list[Request]) -> None:
+        self._unfinished -= len(requests)
+        resident = self._resident
+        group_of = self._group_of
+        for r in requests:
+            resident.pop(r.request_id, None)
+            group_of.pop(r.request_id, None)
+
+    # --- one step ------------------------------------------------------------------------------
+    def _fill(self, batch: Batch, now_s: float) -> int:
+        """Fill `batch`; return how many resident requests could not grow (0: none blocked)."""
+        self._served = []
+        self._prefill_items = []
+        self._prefill_paused = []
+        self._deferred = []
+        max_wait = self.max_wait_s
+        draining = self._draining
+        ready = []
+        blocked = 0
+        if self._cohort:
+            for g in self.groups:
+                if not g.waiting and not g.stages:
+                    continue
+                k = g.ready_segments(now_s, max_wait, draining)
+                if k:
+                    ready.append(g)
+                    blocked += self._serve_stages(batch, g, k)
+        else:
+            blocked += self._serve_running(batch)
+            for g in self.groups:
+                if g.waiting and g.ready_segments(now_s, max_wait, draining):
+                    ready.append(g)
+        blocked += self._continue_prefills(batch)
+        for g in ready:
+            self._admit(batch, g, g.thresholds[0])
+        if not batch.items and not blocked and self._deferred:
+            self._admit_fitting_prefix(batch, self._deferred[0])
+        self.stats["decodes_paused"] += blocked
+        return blocked
+
+    def _serve_stages(self, batch: Batch, group: CohortGroup, k: int) -> int:
+        """Cohort rule: up to the segment's threshold from every stage of segments 1..k."""
+        limit = group.last_stages[k - 1]
+        single = group.num_segments == 1
+        n = group.thresholds[0]
+        reserve = self.reserve
+        served = self._served
+        blocked = 0
+        stages = group.stages
+        for stage, q in list(stages.items()):
+            if stage > limit:
+                continue
+            if not single:
+                n = group.thresholds[group.segment_of(stage)]
+            if len(q) <= n:
+                take = list(q)
+                q.clear()
+            else:
+                take = [q.popleft() for _ in range(n)]
+            moved = []
+            paused = []
+            for r in take:
+                try:
+                    reserve(batch, r, 1)
+                except KVCapacityError:
+                    paused.append(r)
+                    continue
+                moved.append(r)
+            if paused:
+                q.extendleft(reversed(paused))
+                blocked += len(paused)
+            if not q:
+                del stages[stage]
+            if moved:
+                served.append((group, stage, moved))
+        group.changed()
+        return blocked
+
+    def _serve_running(self, batch: Batch) -> int:
+        """Continuous rule: every resident decode runs."""
+        reserve = self.reserve
+        blocked = 0
+        for r in self._running:
+            try:
+                reserve(batch, r, 1)
+            except KVCapacityError:
+                blocked += 1
+        return blocked
+
+    def _continue_prefills(self, batch: Batch) -> int:
+        blocked = 0
+        for r in self._prefilling:
+            try:
+                self.reserve(batch, r, self._chunk(r))
+            except KVCapacityError:
+                self._prefill_paused.append(r)
+                blocked += 1
+                continue
+            self._prefill_items.append(r)
+        return blocked
+
+    def _chunk(self, r: Request) -> int:
+        left = r.prompt_tokens + r.decode_steps_done - r.cached_tokens
+        chunk = self.prefill_chunk_tokens
+        return left if chunk is None or chunk >= left else chunk
+
+    def _admit(self, batch: Batch, group: CohortGroup, n: int) -> None:
+        """Admit a cohort of min(n, waiting) prompts if all of them fit in free KV."""
+        waiting = group.waiting
+        count = min(n, len(waiting))
+        if count == 0:
+            return
+        blocks = self.kv.blocks_for_tokens
+        need = sum(blocks(r.prompt_tokens + r.decode_steps_done) for r in islice(waiting, count))
+        if need > self.kv.free_blocks:
+            self.stats["admissions_deferred"] += 1
+            self._deferred.append(group)
+            return
+        self._admit_count(batch, group, count)
+        if count < n:
+            self.stats["partial_cohorts"] += 1
+
+    def _admit_count(self, batch: Batch, group: CohortGroup, count: int) -> None:
+        waiting = group.waiting
+        resident = self._resident
+        items = self._prefill_items
+        for _ in range(count):
+            r = waiting.popleft()
+            self.reserve(batch, r, self._chunk(r))
+            resident[r.request_id] = r
+            items.append(r)
+        group.changed()
+        self.stats["admissions"] += 1
+
+    def _admit_fitting_prefix(self, batch: Batch, group: CohortGroup) -> None:
+        """Progress guarantee: nothing else runs, so admit as much of the cohort as fits."""
+        free = self.kv.free_blocks
+        count = 0
+        for r in group.waiting:
+            need = self.kv.blocks_for_tokens(r.prompt_tokens + r.decode_steps_done)
+            if need > free:
+                break
+            free -= need
+            count += 1
+        if count:
+            self._admit_count(batch, group, count)
+            self.stats["partial_cohorts"] += 1
+            return
+        if not self._resident:
+            r = group.waiting[0]
+            raise InputError(
+                f"request {r.request_id} needs {r.prompt_tokens + r.decode_steps_done} KV tokens to prefill but the "
+                f"KV capacity is {self.kv.capacity_tokens} tokens: raise kv_capacity_tokens or drop the request",
+                field="kv_capacity_tokens",
+            )
+        # memory is held by residents that are not being served: treat as blocked
+        self._evict_newest(batch)
+        self._fill(batch, self._now_s)
+
+    def _evict_newest(self, batch: Batch) -> None:
+        """Last resort: evict the newest admitted request (recompute) to the front of its queue."""
+        _, r = self._resident.popitem()
+        group = self._group_of[r.request_id]
+        if r.cached_tokens < r.prompt_tokens + r.decode_steps_done:
+            self._prefilling.remove(r)
+        elif self._cohort:
+            group.remove_resident(r, r.decode_steps_done + 1)
+        else:
+            self._running.remove(r)
+        self.preempt(r, batch)
+        group.enqueue_waiting(r, front=True)
+        self.stats["evictions"] += 1
