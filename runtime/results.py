@@ -106,8 +106,9 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
+def write_json(path: Path, data, *, compact: bool = False) -> None:
+    text = json.dumps(data, default=_json_default, **({"separators": (",", ":")} if compact else {"indent": 2}))
+    path.write_text(text + "\n", encoding="utf-8")
 
 
 def write_run_folder(out_dir: str | Path, run: RunOutput, *, trace: bool = True) -> Path:
@@ -127,5 +128,5 @@ def write_run_folder(out_dir: str | Path, run: RunOutput, *, trace: bool = True)
             writer.writeheader()
             writer.writerows(rows)
     if trace:
-        write_json(out / "trace.json", {"traceEvents": trace_events(run.results), "displayTimeUnit": "ms"})
+        write_json(out / "trace.json", {"traceEvents": trace_events(run.results), "displayTimeUnit": "ms"}, compact=True)
     return out
