@@ -14,7 +14,7 @@ import triton.language as tl
 
 # tuned on the GPU in the kernel check (docs/benchmarks-gpu.md)
 TILE_TOKENS = 64
-NUM_WARPS = 4
+NUM_WARPS = 2
 NUM_STAGES = 2
 
 

@@ -51,6 +51,27 @@ class EngineResult:
     def num_steps(self) -> int:
         return len(self.steps)
 
+    def to_sim_result(self, kv_capacity_tokens: int):
+        """The simulator's result type, so `runtime.metrics.summarize` and the run folder apply as is."""
+        from runtime.sim import SimResult, StepLog
+
+        log = StepLog()
+        for s in self.steps:
+            log.append(s.start_s, s.end_s, s.shape, s.kv_used_tokens, s.num_evicted)
+        return SimResult(self.requests, self.end_s, len(self.steps), self.peak_kv_tokens, log, kv_capacity_tokens)
+
+    def step_rows(self) -> list[dict]:
+        """Each step's composition and measured time (the run folder's steps.json)."""
+        return [
+            {
+                "start_s": s.start_s, "measured_s": s.end_s - s.start_s, "host_s": s.host_s, "graph": s.graph,
+                "new_tokens": s.shape.new_tokens, "kv_tokens": s.shape.kv_tokens, "num_decodes": s.shape.num_decodes,
+                "num_prefills": s.shape.num_prefills, "prefill_attention_pairs": s.shape.prefill_attention_pairs,
+                "kv_used_tokens": s.kv_used_tokens, "num_evicted": s.num_evicted,
+            }
+            for s in self.steps
+        ]
+
 
 class Engine:
     def __init__(self, runner: LlamaRunner, pool: KVPool, *, use_cuda_graphs: bool = True, seed: int = 0, keep_logits: bool = False):
@@ -191,10 +212,9 @@ class Engine:
                     break
                 time.sleep(max(0.0, min(candidates) - (time.perf_counter() - t0)))
                 continue
-            schedule_end = time.perf_counter()
             mismatches += self.execute(batch)  # ends with a device sync (tokens to host)
             end = time.perf_counter() - t0
-            host_s = (schedule_end - host_start) + (self._prep_end - schedule_end)
+            host_s = self._prep_end - host_start  # scheduler call + input preparation
             scheduler.complete_step(batch, now, end)
             reserved = scheduler.kv.used_tokens
             peak = max(peak, reserved)

@@ -1,0 +1,150 @@
+"""`fluidsched run WORKLOAD (--policy POLICY.json | --scheduler NAME) ...`: an open-loop real run.
+
+Requests arrive at their (Poisson or trace) times on the wall clock while the model works; the
+scheduler is called between steps exactly as in `fluidsched simulate`, and the run folder has the
+same files and summary keys, plus `device`, library versions, and `steps.json` (each step's
+composition and measured time). All input checks run before the weights are built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+from fluid.errors import InputError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("workload", help="workload YAML/JSON file or preset name")
+    parser.add_argument("--policy", help="policy JSON from `fluidsched solve` (runs wait or nested-wait)")
+    parser.add_argument("--scheduler", help="scheduler name (fcfs, vllm-v1, sarathi, ...)")
+    parser.add_argument("--model", help="preset (llama-2-7b, llama-2-13b, llama-3-8b, tiny-llama) or a LlamaConfig JSON (default llama-2-7b)")
+    parser.add_argument("--checkpoint", help="local safetensors checkpoint folder (default: random weights)")
+    parser.add_argument("--device", default="cuda", help="cuda or cpu (default cuda)")
+    parser.add_argument("--dtype", default="auto", help="bf16, fp16, fp32 or auto (bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--kv-tokens", type=int, help="KV pool size in tokens (default: the workload's kv_capacity_tokens)")
+    parser.add_argument("--requests", type=int, default=200, help="number of requests (default 200)")
+    parser.add_argument("--rate-scale", type=float, default=1.0, help="multiply every arrival rate (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="arrival and prompt seed (default 0)")
+    parser.add_argument("--block-size", type=int, default=16, help="KV block size in tokens (default 16)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="scheduler knob (repeatable)")
+    parser.add_argument("--warmup", type=float, default=0.1, help="warm-up cut as a fraction of the arrival span (default 0.1)")
+    parser.add_argument("--ttft-slo", type=float, default=0.5, help="TTFT bound for SLO attainment in s (default 0.5)")
+    parser.add_argument("--horizon", type=float, help="stop at this wall-clock time in s")
+    parser.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly")
+    parser.add_argument("--out", help="write the run folder here")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def check_requests_fit(requests, capacity_tokens: int, block_size: int, max_positions: int) -> None:
+    worst = max(requests, key=lambda r: r.prompt_tokens + r.output_tokens)
+    need = worst.prompt_tokens + worst.output_tokens
+    if -(-need // block_size) * block_size > capacity_tokens:
+        raise InputError(
+            f"the KV budget of {capacity_tokens} tokens cannot hold one request of {worst.prompt_tokens} + {worst.output_tokens} tokens "
+            f"(type {worst.type_name}); raise --kv-tokens or shorten the workload's requests",
+            field="kv_tokens",
+        )
+    if need > max_positions:
+        raise InputError(f"a request of {need} tokens exceeds the model's {max_positions} positions; use a model with a longer context", field="model")
+
+
+def run(args) -> int:
+    from fluid.workload_io import load_workload
+    from runtime.arrivals import make_requests
+    from runtime.cli_simulate import load_policy_arg
+    from runtime.simrun import POLICY_SCHEDULERS, SimConfig, parse_option
+
+    # --- every input check first -----------------------------------------------------------
+    policy, document = load_policy_arg(args.policy)
+    scheduler_name = args.scheduler or (POLICY_SCHEDULERS[policy.policy] if policy is not None else None)
+    if scheduler_name is None:
+        raise InputError("give --policy POLICY.json or --scheduler NAME", field="scheduler")
+    workload = load_workload(args.workload)
+    capacity = args.kv_tokens if args.kv_tokens is not None else workload.kv_capacity_tokens
+    if capacity is None or capacity < args.block_size:
+        raise InputError(f"the KV budget must hold at least one block of {args.block_size} tokens, got {capacity}", field="kv_tokens")
+    capacity = capacity // args.block_size * args.block_size
+    if policy is not None and policy.kv_capacity_tokens is not None and policy.kv_capacity_tokens != capacity:
+        raise InputError(
+            f"the policy was solved for a KV capacity of {policy.kv_capacity_tokens} tokens but this run has {capacity}; "
+            f"solve it again for {capacity} (fluidsched solve) or pass --kv-tokens {policy.kv_capacity_tokens}",
+            source=policy.source,
+            field="kv_capacity_tokens",
+        )
+    options = dict(parse_option(o) for o in args.option)
+    config = SimConfig(
+        workload=workload, scheduler=scheduler_name, num_requests=args.requests, seed=args.seed, rate_scale=args.rate_scale,
+        block_size=args.block_size, options=options, policy=policy, policy_document=document, warmup_fraction=args.warmup,
+        ttft_slo_s=args.ttft_slo, horizon_s=args.horizon,
+    )
+    requests = make_requests(workload, args.requests, args.seed, rate_scale=args.rate_scale)
+
+    from runtime.gpu_setup import check_device, model_config, resolve_dtype
+
+    device = check_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    model_cfg = model_config(args.model, args.checkpoint)
+    check_requests_fit(requests, capacity, args.block_size, model_cfg.max_position_embeddings)
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.schedulers import make_scheduler
+
+    scheduler = make_scheduler(scheduler_name, KVBlockManager(capacity, args.block_size, track_block_ids=True), **config.scheduler_knobs())
+
+    # --- the work --------------------------------------------------------------------------
+    import torch
+    import transformers
+
+    from runtime.engine import Engine
+    from runtime.gpu_setup import build_pool, load_runner
+    from runtime.metrics import summarize
+    from runtime.results import RunOutput, write_json, write_run_folder
+
+    t_setup = time.perf_counter()
+    runner = load_runner(model_cfg, args.checkpoint, dtype=dtype, device=device, seed=args.seed)
+    pool, info = build_pool(runner, kv_tokens=capacity, block_size=args.block_size)
+    engine = Engine(runner, pool, use_cuda_graphs=not args.no_cuda_graphs, seed=args.seed)
+    setup_s = time.perf_counter() - t_setup
+    result = engine.run(scheduler, requests, horizon_s=args.horizon)
+    sim_result = result.to_sim_result(capacity)
+    warmup_s = args.warmup * max((r.arrival_s for r in requests), default=0.0)
+    summary = summarize(sim_result, scheduler=scheduler_name, warmup_s=warmup_s, ttft_slo_s=args.ttft_slo, executor="gpu" if device.type == "cuda" else "cpu")
+    steps = engine_steps = result.step_rows()
+    measured = sorted(s["measured_s"] for s in steps)
+    host = sorted(s["host_s"] for s in steps)
+    summary.update({
+        "replicas": 1,
+        "wall_s": result.end_s,
+        "request_steps": sum(len(r.prefill_chunk_end_s) + r.decode_steps_done for r in requests),
+        "device": info.device_name,
+        "model": args.model or (args.checkpoint and "checkpoint") or "llama-2-7b",
+        "dtype": str(dtype).replace("torch.", ""),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0]},
+        "weight_bytes": info.weight_bytes,
+        "kv_pool_bytes": info.pool_bytes,
+        "setup_s": setup_s,
+        "median_step_s": measured[len(measured) // 2] if measured else None,
+        "median_host_s": host[len(host) // 2] if host else None,
+        "graph_steps": sum(s["graph"] for s in steps),
+        "restart_token_mismatches": result.restart_token_mismatches,
+    })
+    run_config = config.to_dict()
+    run_config.update({"executor": summary["executor"], "model": model_cfg.to_dict(), "checkpoint": args.checkpoint, "device": info.device_name, "kv_capacity_tokens": capacity})
+    output = RunOutput(run_config, summary, [sim_result], document)
+    if args.out:
+        folder = write_run_folder(args.out, output)
+        write_json(folder / "steps.json", engine_steps, compact=True)
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2, default=float)
+        print()
+    else:
+        from runtime.cli_simulate import format_table
+
+        print(format_table([summary]))
+        print(f"device: {info.device_name}; median step {summary['median_step_s'] or math.nan:.4f} s; host {summary['median_host_s'] or math.nan:.5f} s")
+        if args.out:
+            print(f"run folder: {args.out}")
+    return 0
