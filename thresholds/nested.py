@@ -45,6 +45,7 @@ from thresholds.wait import check_slack, linear_time, require_fluid_stable
 AUTO_SEGMENT_COUNTS = (1, 2, 3, 4, 5, 10, 20)
 PREFILL_MODES = ("representative", "per_class")
 MAX_REPAIR_STEPS = 100_000
+BLOWUP_FACTOR = 1e3  # ΔT(n) beyond this multiple of its real-valued estimate: rounding diverges
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ class NestedOptions:
             raise InputError(f"segments must be a positive integer or 'auto', got {s!r}", field="segments")
         if self.segment_rule not in ("equal-width", "quantile"):
             raise InputError(f"segment rule must be 'equal-width' or 'quantile', got {self.segment_rule!r}", field="segment_rule")
-        for name, lo, hi in (("eta", 0.0, 1.0), ("delta", 0.0, 1.0)):
+        for name, lo, hi in (("eta", -1e-300, 1.0), ("delta", 0.0, 1.0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo < v < hi):
                 raise InputError(f"must be in ({lo}, {hi}), got {v!r}", field=name)
@@ -230,10 +231,17 @@ def solve_nested_fixed(workload: Workload, options: NestedOptions, num_segments:
                 f"{rho / nested_load:.4g}×, a smaller --slack or --eta, or other segments."
             )
         fluid = closed_form(workload.scaled(1 / rho)) if rho < 1 else closed_form(workload)
-        x = max(fluid.iteration_time_star_s, time.d0_s / (1 - nested_load / rho))
+        x = x0 = max(fluid.iteration_time_star_s, time.d0_s / (1 - nested_load / rho))
         for _ in range(MAX_REPAIR_STEPS):
             n1s = [math.floor(spec.rate_per_s * x / rho) + 1 for *_, spec in layouts]
             thresholds, dt = _totals(workload, layouts, n1s)
+            if dt > BLOWUP_FACTOR * x0:
+                raise UnstableWorkloadError(
+                    f"workload '{workload.name}': Nested WAIT thresholds with {sum(len(l[0]) for l in layouts)} "
+                    f"segment(s) do not settle: integer rounding (n_(k+1) > p_k n_k) raises the iteration time "
+                    f"faster than n_1 (ΔT(n) passed {BLOWUP_FACTOR:g}× its real-valued estimate {x0:.4g} s). "
+                    f"Nearest feasible setting: a lower rate (--rate-scale), a larger --slack, or fewer segments."
+                )
             if all(dt < rho * n1 / spec.rate_per_s for n1, (*_, spec) in zip(n1s, layouts)):
                 break
             x = max(dt, x)
@@ -340,6 +348,6 @@ def _nested_diagnosis(workload: Workload, options: NestedOptions, sol: NestedSol
     return (
         f"workload '{workload.name}': Nested WAIT thresholds break {what} (memory requirement "
         f"{need:.6g} tokens, C = {workload.kv_capacity_tokens}, over by {need - workload.kv_capacity_tokens:.6g}). "
-        f"Nearest feasible setting: rate scale ≤ {lo:.4g} at this C (--rate-scale), or C ≥ {math.ceil(need)} tokens, "
+        f"Nearest feasible setting: {'no rate scale helps at these segments' if lo == 0 else f'rate scale ≤ {lo:.4g} at this C (--rate-scale)'}, or C ≥ {math.ceil(need)} tokens, "
         f"or --segments auto."
     )

@@ -133,11 +133,14 @@ def _memory_diagnosis(workload: Workload, rho: float) -> str:
         else:
             hi = mid
     hint = f"; a smaller --slack also needs less memory" if rho < 1 else ""
+    floor = wait_memory_tokens(_shapes(workload, tuple(1 for _ in workload.types)))
+    scale = (f"no rate scale helps (one prompt per stage of every type, n_j = 1, already needs "
+             f"Σ a_j = {floor:.6g} tokens)" if floor > cap else f"rate scale ≤ {lo:.4g} at this C (--rate-scale)")
     return (
         f"workload '{workload.name}': no integer WAIT thresholds fit in memory at target utilisation "
         f"ρ = {rho:.4g}: the least feasible thresholds {list(n)} need M^π = {need:.6g} KV tokens, above "
-        f"C = {cap} by {need - cap:.6g} ({(need - cap) / cap:.2%}). Nearest feasible setting: rate scale "
-        f"≤ {lo:.4g} at this C (--rate-scale), or C ≥ {math.ceil(need)} tokens{hint}."
+        f"C = {cap} by {need - cap:.6g} ({(need - cap) / cap:.2%}). Nearest feasible setting: {scale}, "
+        f"or C ≥ {math.ceil(need)} tokens{hint}."
     )
 
 
