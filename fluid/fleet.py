@@ -17,7 +17,8 @@ The matrices are built in scaled variables ỹ_{g,j} = y_{g,j}/λ_j and t̃_g = 
 row is divided by its natural size (C_g/d0_g for memory, λ_j for admission, ...): a diagonal
 change of units, the same LP, but every coefficient is then a dimensionless share of load or
 memory, which keeps interior-point solvers accurate to ~1e-9 across workloads whose raw numbers
-span twelve orders of magnitude. `row_scale[name]` records scaled row = original row × scale, so
+span twelve orders of magnitude. In capacity mode λ_j is replaced by λ_j·θ_ref
+(θ_ref = Σ_g θ*_g) in that scaling and θ is measured in units of θ_ref, for the same reason. `row_scale[name]` records scaled row = original row × scale, so
 duals convert back exactly (dual_original = dual_scaled × scale × objective_scale).
 """
 
@@ -104,6 +105,7 @@ class LPMatrices:
     capacity: bool
     objective: np.ndarray  # maximise objective @ z
     objective_scale: float  # original objective = objective_scale × scaled objective
+    rate_unit: np.ndarray = field(default_factory=lambda: np.zeros(0))  # ỹ_{g,j} = y_{g,j} / rate_unit[j]
     blocks: dict[str, tuple[sp.csr_matrix, np.ndarray, str]] = field(default_factory=dict)  # A, b, "eq"|"le"
     row_scale: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -133,6 +135,14 @@ def build_matrices(types: tuple[RequestType, ...], gpus: tuple[GpuSpec, ...], op
 
     n_y = g_count * m
     mats = LPMatrices(g_count, m, options.capacity, np.zeros(0), 1.0)
+    if options.capacity:
+        # θ can be anywhere from 1e-6 to 1e9: measure it in units of θ_ref = Σ_g θ*_g (the sum of
+        # each GPU's closed-form capacity), so that the scaled optimum is of order one
+        lam_a, lam_new = float(lam @ a), float(lam @ new)
+        theta_ref = float(np.sum(C / (d0 * lam_a + C * (d_kv * lam_a + d_new * lam_new))))
+        mats.objective_scale = theta_ref
+        lam = lam * theta_ref
+    mats.rate_unit = lam
     n = mats.num_vars
     rows = np.repeat(np.arange(g_count), m)  # row g covers y_{g,·}
     cols_y = np.arange(n_y)
@@ -167,7 +177,7 @@ def build_matrices(types: tuple[RequestType, ...], gpus: tuple[GpuSpec, ...], op
     if options.capacity:
         theta_col = sp.csr_matrix((-np.ones(m), (np.arange(m), np.full(m, n - 1))), shape=(m, n))
         mats.blocks["admission_scale"] = ((route + theta_col).tocsr(), np.zeros(m), "eq")
-        mats.row_scale["admission_scale"] = 1.0 / lam
+        mats.row_scale["admission_scale"] = 1.0 / lam  # λ here is already λ·θ_ref
         mats.objective = np.zeros(n)
         mats.objective[n - 1] = 1.0
     else:
@@ -186,9 +196,8 @@ def build_matrices(types: tuple[RequestType, ...], gpus: tuple[GpuSpec, ...], op
 def unscale(mats: LPMatrices, z: np.ndarray, types: tuple[RequestType, ...], gpus: tuple[GpuSpec, ...]):
     """(y [g, m] requests/s, t [g] iterations/s, θ or None) from the scaled solution z."""
     g_count, m = mats.num_gpus, mats.num_types
-    lam = np.array([t.rate_per_s for t in types], dtype=np.float64)
     d0 = np.array([gpu.batch_time.linear_coefficients()[0] for gpu in gpus], dtype=np.float64)
-    y = np.clip(z[: g_count * m].reshape(g_count, m), 0.0, None) * lam
+    y = np.clip(z[: g_count * m].reshape(g_count, m), 0.0, None) * mats.rate_unit
     t = z[g_count * m : g_count * m + g_count] / d0
-    theta = float(z[-1]) if mats.capacity else None
+    theta = float(z[-1]) * mats.objective_scale if mats.capacity else None
     return y, t, theta

@@ -193,7 +193,7 @@ def _fleet_result(types, gpus, mats, z, scaled_duals, solver) -> FleetLPResult:
         binding += [
             name if len(labels) == 1 else f"{name}[{labels[i].name}]" for i in np.flatnonzero(slack <= BINDING_TOL)
         ]
-    obj_scale = 1.0 if mats.capacity else mats.objective_scale
+    obj_scale = mats.objective_scale
     duals = {name: d * mats.row_scale[name] * obj_scale for name, d in scaled_duals.items()}
     throughput = float((y @ decode).sum())
     return FleetLPResult(

@@ -1,0 +1,168 @@
+"""The fluid LP (PAPERS.md §2): closed forms inside the region, capacity, fleet, linprog twin, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fluid.batch_time import AffineBatchTime, Linear3BatchTime
+from fluid.equilibrium import closed_form
+from fluid.errors import InputError, SolverError
+from fluid.fleet import GpuSpec
+from fluid.lp import solve_fleet_lp, solve_lp, solve_lp_linprog
+from fluid.workload import RequestType, Workload
+from fluid_strategies import workloads
+
+
+def _two_types(scale: float = 1.0) -> Workload:
+    types = (RequestType("short", 512, 20, 20.0), RequestType("long", 512, 200, 3.0))
+    return Workload("two", 137_000, Linear3BatchTime(0.0093, 2.6e-7, 4.7e-5), types).scaled(scale)
+
+
+@settings(max_examples=30, deadline=None)
+@given(workloads(stable=True))
+def test_inside_the_region_lp_admits_everything_and_matches_closed_forms(w):
+    p = closed_form(w)
+    r = solve_lp(w)
+    lam = np.array([t.rate_per_s for t in w.types])
+    assert np.allclose(r.admitted_rate_per_s, lam, rtol=1e-6)
+    assert r.iteration_time_s == pytest.approx(p.iteration_time_star_s, rel=1e-6)
+    assert r.memory_tokens == pytest.approx(p.memory_star_tokens, rel=1e-6)
+    assert r.throughput_tokens_per_s == pytest.approx(p.throughput_star_tokens_per_s, rel=1e-6)
+    assert np.allclose(r.prompts_per_stage, p.prompts_per_stage, rtol=1e-6)
+    assert np.allclose(r.shed_rate_per_s, 0.0, atol=1e-6 * lam.max())
+
+
+@settings(max_examples=30, deadline=None)
+@given(workloads())
+def test_capacity_lp_equals_closed_form_theta(w):
+    p = closed_form(w)
+    r = solve_lp(w, capacity=True)
+    assert r.capacity_scale == pytest.approx(p.capacity_scale, rel=1e-6)
+    assert r.memory_tokens == pytest.approx(w.kv_capacity_tokens, rel=1e-6)
+    assert "kv_memory" in r.binding
+
+
+@settings(max_examples=25, deadline=None)
+@given(workloads(), st.sampled_from([None, 40.0, 500.0]), st.sampled_from([None, 2048.0]), st.booleans())
+def test_cvxpy_and_linprog_agree(w, batch_cap, token_budget, capacity):
+    kwargs = dict(batch_cap=batch_cap, token_budget_tokens=token_budget, capacity=capacity)
+    a, b = solve_lp(w, **kwargs), solve_lp_linprog(w, **kwargs)
+    assert a.objective == pytest.approx(b.objective, rel=1e-6)
+    assert a.throughput_tokens_per_s == pytest.approx(b.throughput_tokens_per_s, rel=1e-5, abs=1e-6)
+    assert a.solver in ("CLARABEL", "HIGHS") and b.solver == "linprog-highs"
+
+
+def test_overload_sheds_load_and_duals_price_memory():
+    w = _two_types(3.0)
+    assert not closed_form(w).stable
+    r = solve_lp(w)
+    assert "kv_memory" in r.binding
+    assert r.memory_tokens == pytest.approx(w.kv_capacity_tokens, rel=1e-6)
+    assert r.shed_rate_per_s.sum() > 0
+    # ∂objective/∂C = dual(kv_memory) · t: check it against a finite difference of C
+    dC = 100
+    bigger = Workload(w.name, w.kv_capacity_tokens + dC, w.batch_time, w.types)
+    slope = (solve_lp(bigger).objective - r.objective) / dC
+    assert r.duals["kv_memory"] * r.iteration_rate_per_s == pytest.approx(slope, rel=1e-3)
+    lin = solve_lp_linprog(w)
+    assert lin.duals["kv_memory"] == pytest.approx(r.duals["kv_memory"], rel=1e-4)
+
+
+def test_optional_constraints_bind_and_are_named():
+    w = _two_types()
+    p = closed_form(w)
+    n_total = sum(n * (t.decode + 1) for n, t in zip(p.prompts_per_stage, w.types))  # prompts in a batch at x = λ
+    r = solve_lp(w, batch_cap=0.5 * n_total)
+    assert "batch_cap" in r.binding
+    assert sum(n * (t.decode + 1) for n, t in zip(r.prompts_per_stage, w.types)) == pytest.approx(0.5 * n_total, rel=1e-6)
+    slo = 0.8 * p.iteration_time_star_s
+    r = solve_lp(w, tbt_slo_s=slo)
+    assert "tbt_slo" in r.binding and r.iteration_time_s == pytest.approx(slo, rel=1e-6)
+    r = solve_lp(w, token_budget_tokens=100.0)
+    assert "token_budget" in r.binding
+
+
+def test_infeasible_tbt_slo_raises_naming_the_constraint():
+    w = _two_types()
+    with pytest.raises(SolverError, match="tbt_slo"):
+        solve_lp(w, tbt_slo_s=0.5 * w.batch_time.linear_coefficients()[0])
+    with pytest.raises(SolverError, match="tbt_slo"):
+        solve_lp_linprog(w, tbt_slo_s=0.001)
+
+
+def test_weights_change_the_objective():
+    w = _two_types(3.0)
+    only_short = solve_lp(w, weights=[1.0, 0.0])
+    # a zero-weight type only costs resources: none of it is admitted, and the short type gets
+    # what a short-only server can carry, min(λ, θ*·λ) from the closed form
+    short_alone = Workload(w.name, w.kv_capacity_tokens, w.batch_time, w.types[:1])
+    expected = w.types[0].rate_per_s * min(1.0, closed_form(short_alone).capacity_scale)
+    assert only_short.admitted_rate_per_s[0] == pytest.approx(expected, rel=1e-6)
+    assert only_short.admitted_rate_per_s[1] == pytest.approx(0.0, abs=1e-6)
+    assert only_short.objective == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("g", [1, 2, 8])
+def test_fleet_of_identical_gpus_has_g_times_the_capacity(g):
+    w = _two_types()
+    single = solve_lp(w, capacity=True).capacity_scale
+    fleet = solve_fleet_lp(w.types, [GpuSpec.of(w, f"gpu{i}") for i in range(g)], capacity=True)
+    assert fleet.capacity_scale == pytest.approx(g * single, rel=1e-6)
+    lam = np.array([t.rate_per_s for t in w.types])
+    assert np.allclose(fleet.admitted_rate_per_s, fleet.capacity_scale * lam, rtol=1e-6)
+    assert fleet.split_rate_per_s.shape == (g, 2)
+
+
+def test_heterogeneous_fleet_routes_and_agrees_with_linprog():
+    w = _two_types(4.0)
+    gpus = [
+        GpuSpec("a100", 137_000, Linear3BatchTime(0.0093, 2.6e-7, 4.7e-5)),
+        GpuSpec("h100", 300_000, Linear3BatchTime(0.006, 1.5e-7, 2.5e-5)),
+        GpuSpec("small", 20_000, AffineBatchTime(0.02, 1e-6)),
+    ]
+    a = solve_fleet_lp(w.types, gpus)
+    b = solve_fleet_lp(w.types, gpus, backend="linprog")
+    assert a.objective == pytest.approx(b.objective, rel=1e-6)
+    lam = np.array([t.rate_per_s for t in w.types])
+    assert np.all(a.admitted_rate_per_s <= lam * (1 + 1e-6))
+    for g in range(3):  # each GPU's point satisfies its own iteration-time equation
+        d0, d_kv, d_new = gpus[g].batch_time.linear_coefficients()
+        y = a.split_rate_per_s[g]
+        lhs = d0 * a.iteration_rate_per_s[g] + sum(
+            (d_kv * t.footprint_token_iterations + d_new * t.new_tokens) * y_j for t, y_j in zip(w.types, y)
+        )
+        assert lhs == pytest.approx(1.0, rel=1e-6)
+        assert a.memory_tokens[g] <= gpus[g].kv_capacity_tokens * (1 + 1e-6)
+    assert a.duals["kv_memory"].shape == (3,)
+
+
+def test_bad_inputs_raise_input_error():
+    w = _two_types()
+    with pytest.raises(InputError, match="weight"):
+        solve_lp(w, weights=[1.0])
+    with pytest.raises(InputError, match="batch_cap"):
+        solve_lp(w, batch_cap=-1)
+    with pytest.raises(InputError, match="tbt_slo_s"):
+        solve_lp(w, tbt_slo_s=float("nan"))
+    with pytest.raises(InputError, match="kv_capacity_tokens"):
+        GpuSpec("g", 0, w.batch_time)
+    with pytest.raises(InputError, match="at least one GPU"):
+        solve_fleet_lp(w.types, [])
+    with pytest.raises(InputError, match="backend"):
+        solve_lp(w, backend="glpk")
+
+
+def test_thousand_types_solve():
+    rng = np.random.default_rng(0)
+    types = tuple(
+        RequestType(f"t{i}", int(rng.integers(10, 1000)), int(rng.integers(1, 500)), float(rng.uniform(1e-3, 1e-2)))
+        for i in range(1000)
+    )
+    w = Workload("big", 10**6, AffineBatchTime(0.01, 1e-8), types)
+    for scale in (1.0, 20.0):
+        ws = w.scaled(scale)
+        r = solve_lp(ws)
+        assert r.throughput_tokens_per_s == pytest.approx(solve_lp_linprog(ws).throughput_tokens_per_s, rel=1e-6)
