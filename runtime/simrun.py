@@ -156,7 +156,7 @@ def run_simulation(config: SimConfig) -> RunOutput:
     if unknown:
         raise InputError(
             f"scheduler {config.scheduler!r} has no option(s) {unknown}; its options: "
-            f"{', '.join(o for o in scheduler_options(config.scheduler) if o != 'groups')}",
+            f"{', '.join(scheduler_options(config.scheduler))}",
             field="option",
         )
     requests = make_requests(

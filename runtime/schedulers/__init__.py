@@ -56,7 +56,8 @@ def available_schedulers() -> list[str]:
 def scheduler_options(name: str) -> tuple[str, ...]:
     """The keyword knobs scheduler `name` accepts (besides the KV manager).
 
-    A constructor that forwards `**knobs` to its base class gets the base class's knobs too.
+    Knobs are the keyword-only parameters of the constructor; one that forwards `**knobs` to its
+    base class gets the base class's knobs too.
     """
     names: list[str] = []
     for klass in scheduler_class(name).__mro__:
@@ -65,8 +66,8 @@ def scheduler_options(name: str) -> tuple[str, ...]:
             continue
         params = inspect.signature(init).parameters.values()
         for p in params:
-            if p.name in ("self", "kv") or p.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
-                continue
+            if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+                continue  # knobs are keyword-only; positional parameters are the base's plumbing
             if p.name not in names:
                 names.append(p.name)
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):

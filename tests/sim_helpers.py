@@ -1,0 +1,45 @@
+"""Shared builders for the simulator tests: small workloads and a scheduler of any registered name."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from fluid.batch_time import AffineBatchTime
+from fluid.workload import RequestType, Workload
+from runtime.kv_blocks import KVBlockManager
+from runtime.policy_file import RuntimeClass, RuntimePolicy, RuntimeSegment
+from runtime.schedulers import SCHEDULERS, make_scheduler
+
+
+def small_workload(lengths, rates, capacity_tokens=4000, d0_s=0.01, d1_s=1e-5) -> Workload:
+    types = tuple(RequestType(f"t{i}", p, d, r) for i, ((p, d), r) in enumerate(zip(lengths, rates)))
+    return Workload("small", capacity_tokens, AffineBatchTime(d0_s, d1_s), types)
+
+
+def registered_names() -> list[str]:
+    """Every registered scheduler whose module exists (the tests grow with the registry)."""
+    return [n for n, t in SCHEDULERS.items() if importlib.util.find_spec(t.split(":")[0]) is not None]
+
+
+def policy_for(name: str, workload: Workload) -> RuntimePolicy:
+    """A small WAIT / Nested WAIT policy for `workload` (thresholds ≥ 1, drain after 0.05 s)."""
+    if name == "wait":
+        classes = tuple(RuntimeClass(t.name, t.prefill, t.decode, 2) for t in workload.types)
+        return RuntimePolicy("wait", "cohort", 0.05, classes=classes)
+    cuts = sorted({t.decode for t in workload.types})
+    segments, first, n = [], 0, 3
+    for cut in cuts:
+        segments.append(RuntimeSegment(first, cut, max(1, n)))
+        first, n = cut + 1, n - 1
+    return RuntimePolicy("nested_wait", "cohort", 0.05, segments=tuple(segments))
+
+
+def build_scheduler(name: str, workload: Workload, block_size: int = 16):
+    kv = KVBlockManager(workload.kv_capacity_tokens, block_size)
+    options = {"policy": policy_for(name, workload)} if name in ("wait", "nested-wait") else {}
+    try:
+        return make_scheduler(name, kv, **options)
+    except ModuleNotFoundError:
+        pytest.skip(f"scheduler {name} not available")

@@ -1,0 +1,93 @@
+"""Metrics as pure functions, on requests and steps whose answers are known by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fluid.batch_time import BatchShape
+from runtime.metrics import (
+    decode_throughput_tokens_per_s,
+    measurement_window_s,
+    mean_in_system,
+    slo_attainment,
+    step_metrics,
+    summarize,
+    tbt_gaps_s,
+)
+from runtime.request import Request
+from runtime.sim import SimResult, StepLog
+
+
+def _finished(rid, arrival, token_times, slo=None, restarts=0):
+    r = Request(rid, arrival, 10, len(token_times) - 1, "t", slo)
+    r.token_times_s = list(token_times)
+    r.decode_steps_done = r.output_tokens
+    r.completion_s = token_times[-1]
+    r.restarts = restarts
+    return r
+
+
+def _requests():
+    return [
+        _finished(0, 0.0, [1.0, 1.1, 1.3], slo=0.15),  # gaps 0.1, 0.2
+        _finished(1, 2.0, [2.5, 2.6, 2.7, 2.8], slo=0.15, restarts=2),  # gaps 0.1 ×3
+        _finished(2, 4.0, [4.2, 5.2]),  # gap 1.0, no SLO
+    ]
+
+
+def test_latency_ttft_tbt_exact():
+    reqs = _requests()
+    steps = StepLog()
+    steps.append(0.0, 5.2, BatchShape(3, 30, 2, 1), 48, 0)
+    s = summarize(SimResult(reqs, 5.2, 1, 48, steps, 100), scheduler="x", warmup_s=0.0, ttft_slo_s=0.6)
+    lat = np.array([1.3, 0.8, 1.2])
+    assert s["mean_latency_s"] == pytest.approx(lat.mean())
+    assert s["p50_latency_s"] == pytest.approx(1.2)
+    assert s["p99_latency_s"] == pytest.approx(np.percentile(lat, 99))
+    assert s["mean_ttft_s"] == pytest.approx((1.0 + 0.5 + 0.2) / 3)
+    gaps = np.array([0.1, 0.2, 0.1, 0.1, 0.1, 1.0])
+    assert np.sort(tbt_gaps_s(reqs)) == pytest.approx(np.sort(gaps))
+    assert s["p99_tbt_s"] == pytest.approx(np.percentile(gaps, 99))
+    assert s["max_tbt_s"] == pytest.approx(1.0)
+    assert s["restarts"] == 2 and s["completed"] == 3
+    assert s["scheduler"] == "x" and s["executor"] == "simulated"
+    assert s["ttft_slo_attainment"] == pytest.approx(2 / 3)  # 1.0 s misses 0.6 s
+
+
+def test_slo_attainment_by_request_and_token():
+    out = slo_attainment(_requests())
+    assert out["tbt_slo_requests"] == 2
+    assert out["tbt_slo_attainment"] == pytest.approx(0.5)  # request 0 has a 0.2 s gap
+    assert out["tbt_slo_token_attainment"] == pytest.approx(4 / 5)
+
+
+def test_throughput_window_and_warmup():
+    reqs = _requests()
+    start, stop = measurement_window_s(reqs, end_s=5.2, warmup_s=1.0)
+    assert (start, stop) == (1.0, 4.0)  # to the last arrival
+    # decode tokens (not first tokens) inside [1, 4]: 1.1, 1.3, 2.6, 2.7, 2.8
+    assert decode_throughput_tokens_per_s(reqs, start, stop) == pytest.approx(5 / 3)
+    s = summarize(SimResult(reqs, 5.2, 0, 0, StepLog(), 100), scheduler="x", warmup_s=1.0)
+    assert s["measured_requests"] == 2  # request 0 arrived before the cut
+    assert s["throughput_tokens_per_s"] == pytest.approx(5 / 3)
+
+
+def test_step_metrics_composition_and_kv():
+    steps = StepLog()
+    steps.append(0.0, 1.0, BatchShape(100, 100, 0, 1), 112, 0)  # prefill only
+    steps.append(1.0, 4.0, BatchShape(3, 330, 2, 1), 160, 1)  # mixed
+    steps.append(4.0, 5.0, BatchShape(2, 220, 2, 0), 32, 0)  # decode only
+    m = step_metrics(steps, 200)
+    assert m["num_steps"] == 3 and m["max_batch_size"] == 3
+    assert m["mean_batch_size"] == pytest.approx((1 + 3 + 2) / 3)
+    assert m["mixed_step_fraction"] == pytest.approx(1 / 3)
+    assert m["peak_kv_tokens"] == 160
+    assert m["mean_kv_tokens"] == pytest.approx((112 * 1 + 160 * 3 + 32 * 1) / 5)
+    assert m["evictions"] == 1
+
+
+def test_mean_in_system():
+    reqs = _requests()
+    # in [0, 5.2]: sojourns 1.3 + 0.8 + 1.2 = 3.3
+    assert mean_in_system(reqs, 0.0, 5.2) == pytest.approx(3.3 / 5.2)

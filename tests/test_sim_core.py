@@ -1,0 +1,156 @@
+"""The simulator's core: batch shape bookkeeping, KV blocks, overflow and deadlock detection,
+horizons, and replicas behind a router."""
+
+from __future__ import annotations
+
+import pytest
+
+from fluid.batch_time import AffineBatchTime
+from fluid.errors import InputError
+from runtime.kv_blocks import KVBlockManager, KVCapacityError
+from runtime.request import Request
+from runtime.router import combine_results, route_static, simulate_fleet
+from runtime.schedulers.base import Batch, Scheduler, ScheduledWork
+from runtime.sim import MemoryOverflowError, SchedulerDeadlockError, simulate
+from sim_helpers import build_scheduler, small_workload
+
+BT = AffineBatchTime(0.01, 1e-5)
+
+
+def test_incremental_shape_equals_a_recount():
+    kv = KVBlockManager(10_000, 16)
+
+    class Probe(Scheduler):
+        name = "probe"
+
+        def add_request(self, request): ...
+        def schedule(self, now_s): ...
+        def has_unfinished(self): ...
+
+    sched = Probe(kv)
+    a, b = Request(0, 0.0, 100, 5), Request(1, 0.0, 30, 5)
+    b.cached_tokens = 30  # b is decoding
+    batch = Batch()
+    sched.reserve(batch, a, 64)
+    sched.reserve(batch, b, 1)
+    assert batch.shape() == batch._recount()
+    assert batch.shape().num_prefills == 1 and batch.shape().num_decodes == 1
+    assert batch.shape().kv_tokens == 64 + 31
+    batch.items.append(ScheduledWork(Request(2, 0.0, 8, 1), 8, 0))  # appended directly: recounted
+    assert batch.shape().num_prefills == 2
+
+
+def test_kv_blocks_conserve_and_refuse_overflow():
+    kv = KVBlockManager(64, 16, track_block_ids=True)
+    r = Request(0, 0.0, 40, 3)
+    assert kv.blocks_needed(r, 40) == 3 and kv.can_grow(r, 40)
+    kv.grow(r, 40)
+    assert kv.free_blocks == 1 and len(kv.block_table(r)) == 3
+    r.cached_tokens = 40
+    kv.grow(r, 8)  # 48 tokens still fit in 3 blocks
+    assert kv.free_blocks == 1
+    other = Request(1, 0.0, 40, 3)
+    assert not kv.can_grow(other, 40)
+    with pytest.raises(KVCapacityError):
+        kv.grow(other, 40)
+    kv.audit([r, other])
+    r.cached_tokens = 60  # more than its blocks hold: the audit must see it
+    with pytest.raises(KVCapacityError):
+        kv.audit([r])
+    kv.release(r)
+    assert kv.free_blocks == kv.num_blocks == 4
+
+
+def test_overflow_is_never_hidden():
+    class Cheater(Scheduler):
+        """Takes blocks behind the manager's back."""
+
+        name = "cheater"
+
+        def __init__(self, kv):
+            super().__init__(kv)
+            self.queue = []
+
+        def add_request(self, request):
+            self.queue.append(request)
+
+        def has_unfinished(self):
+            return bool(self.queue)
+
+        def schedule(self, now_s):
+            batch = Batch()
+            r = self.queue[0]
+            self.reserve(batch, r, r.prefill_remaining if r.in_prefill else 1)
+            self.kv.free_blocks -= 10  # a bug: memory taken without `grow`
+            return batch
+
+    with pytest.raises(MemoryOverflowError):
+        simulate(Cheater(KVBlockManager(64, 16)), [Request(0, 0.0, 10, 2)], BT)
+
+
+def test_idle_scheduler_with_work_is_a_deadlock():
+    class Stuck(Scheduler):
+        name = "stuck"
+
+        def add_request(self, request):
+            self.r = request
+
+        def schedule(self, now_s):
+            return Batch()
+
+        def has_unfinished(self):
+            return True
+
+    with pytest.raises(SchedulerDeadlockError):
+        simulate(Stuck(KVBlockManager(64, 16)), [Request(0, 0.0, 10, 2)], BT)
+
+
+def test_horizon_stops_the_clock_and_must_be_positive():
+    workload = small_workload([(20, 20)], [50.0], capacity_tokens=5000)
+    from runtime.arrivals import make_requests
+
+    reqs = make_requests(workload, 200, 0)
+    res = simulate(build_scheduler("fcfs", workload), reqs, BT, horizon_s=0.5)
+    assert res.end_s < 0.5 + 0.2 and any(r.completion_s is None for r in reqs)
+    with pytest.raises(InputError):
+        simulate(build_scheduler("fcfs", workload), reqs, BT, horizon_s=0)
+
+
+def _requests(n, rate=40.0):
+    import numpy as np
+
+    t = np.cumsum(np.random.default_rng(1).exponential(1 / rate, n))
+    return [Request(i, float(t[i]), 30, 20, "t0" if i % 3 else "t1") for i in range(n)]
+
+
+def test_static_routers():
+    reqs = _requests(300)
+    groups = route_static(reqs, 3, "round-robin")
+    assert [len(g) for g in groups] == [100, 100, 100]
+    split = {"t0": [1.0, 0.0, 0.0], "t1": [0.0, 0.5, 0.5]}
+    groups = route_static(reqs, 3, "split", seed=2, split=split)
+    assert all(r.type_name == "t0" for r in groups[0]) and len(groups[0]) == 200
+    assert all(r.type_name == "t1" for r in groups[1] + groups[2]) and 30 < len(groups[1]) < 70
+    with pytest.raises(InputError):
+        route_static(reqs, 3, "split", split={"t0": [0.5, 0.5, 0.5], "t1": [1, 0, 0]})
+
+
+@pytest.mark.parametrize("router", ["round-robin", "random", "least-work"])
+def test_fleet_completes_everything_on_every_router(router):
+    workload = small_workload([(30, 20)], [40.0], capacity_tokens=3000)
+    reqs = _requests(400, rate=120.0)
+    results = simulate_fleet(lambda g: build_scheduler("sarathi", workload), reqs, BT, num_replicas=3, router=router, seed=4)
+    assert sorted(r.request_id for res in results for r in res.requests) == list(range(400))
+    assert all(r.completion_s is not None for r in reqs)
+    assert all(res.peak_kv_tokens <= 3000 for res in results)
+    combined = combine_results(results)
+    assert combined.num_steps == sum(res.num_steps for res in results) and len(combined.requests) == 400
+
+
+def test_least_work_balances_better_than_random_under_skew():
+    """One replica gets the long requests first; least-work sends the rest elsewhere."""
+    workload = small_workload([(30, 20)], [40.0], capacity_tokens=3000)
+    reqs = [Request(i, i * 0.002, 30, 200 if i < 5 else 5) for i in range(60)]
+    results = simulate_fleet(lambda g: build_scheduler("fcfs", workload), reqs, BT, num_replicas=2, router="least-work")
+    counts = sorted(len(res.requests) for res in results)
+    assert counts[0] < 25  # the replica holding the long jobs takes few of the short ones
