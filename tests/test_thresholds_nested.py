@@ -1,0 +1,127 @@
+"""Nested WAIT (arXiv 2504.11320 §4): segments, p_k, thresholds, θ_k, buffer, choice of L."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fluid.batch_time import AffineBatchTime
+from fluid.errors import UnstableWorkloadError
+from fluid.workload import RequestType, Workload
+from thresholds.conditions import theta_residual
+from thresholds.nested import NestedOptions, solve_nested, solve_nested_auto, solve_nested_fixed, solve_theta
+from thresholds.segments import LengthDistribution, breakpoints, continue_probs
+
+
+@st.composite
+def stable_workloads(draw):
+    m = draw(st.integers(1, 6))
+    decodes = draw(st.lists(st.integers(1, 400), min_size=m, max_size=m))
+    types = tuple(RequestType(f"t{i}", draw(st.sampled_from([20, 60, 200])), d, draw(st.floats(0.5, 50.0)))
+                  for i, d in enumerate(decodes))
+    lam_a = sum(t.rate_per_s * t.footprint_token_iterations for t in types)
+    load = draw(st.floats(0.01, 0.5))
+    return Workload("random", 10**9, AffineBatchTime(draw(st.floats(1e-3, 0.05)), load / lam_a), types)
+
+
+def _check_solution(w: Workload, sol, rho: float) -> None:
+    d0, d_kv, _ = w.batch_time.linear_coefficients()
+    kv = 0.0
+    for inst in sol.instances:
+        n, p, l = inst.thresholds, inst.continue_probs, inst.spec.prefill_tokens
+        assert all(isinstance(k, int) and k >= 1 for k in n)
+        assert all(a >= b for a, b in zip(n, n[1:]))
+        assert all(n[k + 1] / n[k] > p[k] for k in range(len(n) - 1))
+        assert inst.bounds[0][0] == 0 and inst.bounds[-1][1] == max(inst.spec.distribution.lengths)
+        base = sum(k * sum(l + s for s in range(a, b + 1)) for k, (a, b) in zip(n, inst.bounds))
+        assert inst.memory_policy_tokens == pytest.approx(base, rel=1e-12)
+        assert inst.memory_required_tokens >= inst.memory_policy_tokens
+        kv += base
+        assert inst.thetas[0] is None
+        for k in range(1, len(n)):
+            th = inst.thetas[k]
+            if n[k] == n[k - 1]:
+                assert th is None
+            else:
+                assert th > 0 and abs(theta_residual(th, n[k - 1], n[k], p[k - 1])) <= 1e-9
+    dt = d0 + d_kv * kv
+    assert dt == pytest.approx(sol.iteration_time_s, rel=1e-12)
+    for inst in sol.instances:
+        assert dt < rho * inst.thresholds[0] / inst.spec.rate_per_s
+    assert sol.memory_required_tokens >= sol.memory_policy_tokens
+
+
+@settings(max_examples=60, deadline=None)
+@given(stable_workloads(), st.sampled_from([None, 1, 2, 3, 5]), st.sampled_from(["equal-width", "quantile"]),
+       st.sampled_from(["representative", "per_class"]))
+def test_nested_thresholds_satisfy_their_conditions(w, segments, rule, prefill_mode):
+    options = NestedOptions(segments=segments, segment_rule=rule, prefill_mode=prefill_mode)
+    try:
+        sol = solve_nested_fixed(w, options, segments)
+    except UnstableWorkloadError as err:
+        assert "Nearest feasible setting" in str(err)
+        return
+    assert sol.holds
+    _check_solution(w, sol, 1 - options.slack)
+
+
+@pytest.mark.parametrize("n_prev,n_next,p", [(10, 9, 0.5), (100, 60, 0.55), (5000, 4999, 0.9), (2, 1, 0.01), (30, 29, 0.95)])
+def test_theta_solves_its_equation(n_prev, n_next, p):
+    th = solve_theta(n_prev, n_next, p)
+    assert th > 0 and abs(theta_residual(th, n_prev, n_next, p)) <= 1e-9
+    # the equation in its original form: exp(−θ n_k)(1 − p + p e^θ)^{n_{k−1}} = 1
+    assert math.exp(-th * n_next + n_prev * math.log(1 - p + p * math.exp(th))) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_segments_and_continue_probabilities():
+    dist = LengthDistribution.from_pairs([(20, 20.0), (40, 40.0), (80, 80.0), (160, 160.0)])
+    assert breakpoints(dist, "types") == (20, 40, 80, 160)
+    assert continue_probs(dist, (20, 40, 80, 160)) == pytest.approx((280 / 300, 240 / 280, 160 / 240, 0.0))
+    assert breakpoints(dist, "equal-width", 2) == (80, 160)  # edges 80, 160
+    assert breakpoints(dist, "equal-width", 4) == (40, 80, 160)  # edge 120 snaps to 80: merged
+    assert breakpoints(dist, "quantile", 2) == (160,)  # half of the traffic is d160
+    assert breakpoints(dist, "equal-width", 1) == (160,)
+
+
+def _chat(rate_scale: float) -> Workload:
+    try:
+        from fluid.workload_io import load_workload
+
+        return load_workload("chat-d-ten-bins", rate_scale=rate_scale)
+    except Exception:  # the preset is PAPERS.md §7 (d); build it if the preset is unavailable
+        ratio = [23, 11, 8, 7, 6, 4, 3, 2, 1, 1]
+        types = tuple(RequestType(f"d{50 * (i + 1)}", 60, 50 * (i + 1), 55.0 * r / 66 * rate_scale) for i, r in enumerate(ratio))
+        return Workload("chat-d-ten-bins", 450800, AffineBatchTime(0.045, 4.8e-07), types)
+
+
+def test_chat_preset_memory_is_u_shaped_in_the_number_of_segments():
+    sol = solve_nested_auto(_chat(0.5), NestedOptions(segments="auto"))
+    curve = [(e["segments"], e["memory_required_tokens"]) for e in sol.curve if e["memory_required_tokens"] is not None]
+    mems = [m for _, m in curve]
+    best = mems.index(min(mems))
+    assert 0 < best < len(mems) - 1, curve
+    assert all(a > b for a, b in zip(mems[: best + 1], mems[1: best + 1]))
+    assert all(a < b for a, b in zip(mems[best:], mems[best + 1:]))
+    chosen = min((e for e in sol.curve if e["conditions_hold"]), key=lambda e: e["memory_required_tokens"])
+    assert sol.num_segments_requested == chosen["segments"]
+    assert sol.memory_required_tokens == pytest.approx(chosen["memory_required_tokens"])
+
+
+def test_fixed_segments_over_memory_raise_with_nearest_setting():
+    w = _chat(0.5)
+    small = Workload(w.name, 200000, w.batch_time, w.types)
+    with pytest.raises(UnstableWorkloadError, match=r"C ≥ \d+ tokens"):
+        solve_nested(small, NestedOptions(segments=4))
+
+
+def test_batch_cap_mode_reports_conditions_instead_of_raising():
+    w = Workload("c", 14500, AffineBatchTime(8.2e-4, 2.8e-7),
+                 tuple(RequestType(f"d{d}", 10, d, float(d)) for d in (20, 40, 80, 160)))
+    sol = solve_nested(w, NestedOptions(batch_cap=128))
+    n = sol.instances[0].thresholds
+    widths = [b - a + 1 for a, b in sol.instances[0].bounds]
+    assert abs(sum(k * wd for k, wd in zip(n, widths)) - 128) <= sum(widths)  # Σ width·n_k ≈ cap
+    assert sol.mode == "batch_cap" and any(c.name == "iteration_time" for c in sol.conditions)
