@@ -1,0 +1,77 @@
+"""`fluidsched solve / show / check`: files written, tables printed, exit codes 0, 2, 3."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+
+from thresholds.policy import SCHEMA_PATH, load_policy
+from validation.cli import main
+
+WORKLOAD = """name: two
+kv_capacity_tokens: 137000
+batch_time: {kind: affine, d0_s: 0.015, d1_s_per_token: 1.15e-7}
+types:
+  - {name: x, prefill: 10, decode: 10, rate_per_s: 1000}
+  - {name: y, prefill: 10, decode: 20, rate_per_s: 1000}
+"""
+
+
+def _workload(tmp_path):
+    path = tmp_path / "w.yaml"
+    path.write_text(WORKLOAD)
+    return str(path)
+
+
+def test_solve_show_check_wait(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    assert main(["solve", _workload(tmp_path), "-o", str(out), "--max-wait-s", "0.5"]) == 0
+    text = capsys.readouterr().out
+    assert "threshold" in text and "stage_load" in text and "of C = 137000" in text
+    jsonschema.validate(json.loads(out.read_text()), json.loads(SCHEMA_PATH.read_text()))
+    assert load_policy(out).drain.max_wait_s == 0.5
+    assert main(["show", str(out)]) == 0
+    assert "iteration_time[x]" in capsys.readouterr().out
+    assert main(["check", str(out), _workload(tmp_path)]) == 0
+    assert main(["check", str(out)]) == 0
+    # today's traffic is 30 % higher: the stage-time conditions break
+    assert main(["check", str(out), _workload(tmp_path), "--rate-scale", "1.3"]) == 3
+    assert "BROKEN" in capsys.readouterr().out
+
+
+def test_solve_nested_auto_and_check(tmp_path, capsys):
+    out = tmp_path / "n.json"
+    assert main(["solve", _workload(tmp_path), "-o", str(out), "--policy", "nested-wait", "--segments", "auto",
+                 "--service-rule", "continuous"]) == 0
+    assert "--segments auto" in capsys.readouterr().out
+    raw = json.loads(out.read_text())
+    assert raw["service_rule"] == "continuous" and raw["options"]["segments_curve"]
+    assert main(["check", str(out), _workload(tmp_path)]) == 0
+    assert main(["check", str(out), _workload(tmp_path), "--rate-scale", "3"]) == 3
+
+
+def test_batch_cap_violations_exit_3_unless_allowed(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert main(["solve", _workload(tmp_path), "-o", str(out), "--batch-cap", "64"]) == 3
+    assert not out.exists() and "warning: condition" in capsys.readouterr().err
+    assert main(["solve", _workload(tmp_path), "-o", str(out), "--batch-cap", "64", "--allow-violations"]) == 0
+    assert out.exists() and main(["show", str(out)]) == 0
+    assert main(["check", str(out)]) == 3
+
+
+def test_bad_inputs_exit_2_without_traceback(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    assert main(["solve", _workload(tmp_path), "-o", str(out), "--slack", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "slack" in err and "Traceback" not in err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema_version": 7, "policy": "wait"}))
+    assert main(["show", str(bad)]) == 2
+    assert "schema_version" in capsys.readouterr().err
+    assert main(["check", str(tmp_path / "missing.json")]) == 2
+
+
+def test_unstable_workload_exit_3(tmp_path, capsys):
+    assert main(["solve", _workload(tmp_path), "-o", str(tmp_path / "p.json"), "--rate-scale", "100"]) == 3
+    assert "Nearest feasible setting" in capsys.readouterr().err
