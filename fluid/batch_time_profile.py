@@ -6,7 +6,8 @@
 
 T_non_attention(n) is the sum over one layer's operators (norms, QKV and output projections,
 RoPE, MLP, residual adds) of their median times at n tokens, times the number of layers, plus the
-embedding once; linear interpolation between profiled token counts, linear extrapolation beyond.
+embedding once; linear interpolation between profiled token counts, and beyond the last one
+linear extrapolation with the slope over the table's upper half.
 Vidur profiles attention separately (attention.csv, not shipped), so the attention terms are
 first-principles defaults for Llama-2-7B on an A100-80GB:
 - `attn_s_per_kv_token` = 2.57e-7 s: reading one token's K and V (2·32 layers·32 heads·128·2 B =
@@ -61,8 +62,11 @@ class ProfileBatchTime:
 
     def non_attention_time_s(self, new_tokens: int) -> float:
         n, t = self.num_tokens, self.non_attention_s
-        if new_tokens >= n[-1]:
-            slope = (t[-1] - t[-2]) / (n[-1] - n[-2])
+        if new_tokens > n[-1]:
+            # extrapolate with the slope over the table's upper half: the last two points alone
+            # are as noisy as one measurement
+            half = n[-1] / 2
+            slope = (t[-1] - float(np.interp(half, n, t))) / (n[-1] - half) if half > n[0] else 0.0
             return t[-1] + max(slope, 0.0) * (new_tokens - n[-1])
         return float(np.interp(max(new_tokens, n[0]), n, t))
 

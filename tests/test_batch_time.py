@@ -1,0 +1,182 @@
+"""Batch-time models: staircase, profile, dict round trips, least-squares fits, linearisation."""
+
+from __future__ import annotations
+
+import csv
+import random
+
+import pytest
+
+from fluid.batch_time import (
+    AffineBatchTime,
+    BatchShape,
+    Linear3BatchTime,
+    ProfileBatchTime,
+    StaircaseBatchTime,
+    batch_time_from_dict,
+    fit_linear,
+)
+from fluid.batch_time_fit import OPERATING_SHAPES, linearise
+from fluid.batch_time_profile import DEFAULT_ATTN_S_PER_KV_TOKEN, read_mlp_csv, resolve_profile_path
+from fluid.errors import InputError
+
+MLP = "builtin:a100_llama-2-7b_mlp.csv"
+
+
+def decode_batch(num_decodes: int, context_tokens: int) -> BatchShape:
+    return BatchShape(num_decodes, num_decodes * (context_tokens + 1), num_decodes, 0)
+
+
+@pytest.fixture(scope="module")
+def profile() -> ProfileBatchTime:
+    return ProfileBatchTime.from_mlp_csv(MLP, num_layers=32)
+
+
+def test_staircase_steps_at_tile_edges():
+    m = StaircaseBatchTime(11.28e-3, 35.47e-3, 128)
+    t = [m.step_time_s(BatchShape(n, 0, n, 0)) for n in (1, 128, 129, 256, 257)]
+    assert t[0] == t[1] == pytest.approx(11.28e-3 + 35.47e-3)
+    assert t[2] == t[3] == pytest.approx(11.28e-3 + 2 * 35.47e-3)
+    assert t[4] == pytest.approx(11.28e-3 + 3 * 35.47e-3)
+
+
+def test_staircase_linearisation_slope_is_a_per_tile_token():
+    m = StaircaseBatchTime(11.28e-3, 35.47e-3, 128)
+    d0, d_kv, d_new = m.linear_coefficients()
+    assert d_kv == pytest.approx(0.0, abs=1e-12)  # KV tokens do not enter the staircase
+    assert d_new == pytest.approx(35.47e-3 / 128, rel=0.15)
+    assert d0 > 11.28e-3
+
+
+def test_profile_reads_the_table_by_column_name(profile):
+    # 1-token row of the A100 Llama-2-7B profile: 32 x (per-layer medians) + embedding = 9.283 ms
+    assert profile.num_tokens[0] == 1
+    assert profile.non_attention_s[0] == pytest.approx(9.283e-3, rel=1e-6)
+    # by hand from the CSV's 4096-token row, columns found by name
+    with open(resolve_profile_path(MLP), newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["num_tokens"] == "4096" and r["num_tensor_parallel_workers"] == "1"]
+    ops = ["input_layernorm", "attn_pre_proj", "attn_rope", "attn_post_proj", "post_attention_layernorm"]
+    ops += ["mlp_up_proj", "mlp_act", "mlp_down_proj", "add"]
+    totals = [32 * sum(float(r[f"time_stats.{op}.median"]) for op in ops) + float(r["time_stats.emb.median"]) for r in rows]
+    by_hand_s = sum(totals) / len(totals) / 1e3  # the profile repeats 4096: rows are averaged
+    assert profile.non_attention_s[profile.num_tokens.index(4096)] == pytest.approx(by_hand_s, rel=1e-9)
+    n1, t1 = read_mlp_csv(MLP, num_layers=1)
+    n2, t2 = read_mlp_csv(MLP, num_layers=2)
+    assert n1 == profile.num_tokens
+    assert t1[0] + 31 * (t2[0] - t1[0]) == pytest.approx(profile.non_attention_s[0])
+
+
+def test_profile_is_monotone_in_kv_and_broadly_in_tokens(profile):
+    small, large = profile.step_time_s(decode_batch(8, 512)), profile.step_time_s(decode_batch(8, 2048))
+    assert large - small == pytest.approx(8 * 1536 * DEFAULT_ATTN_S_PER_KV_TOKEN)
+    times = [profile.step_time_s(BatchShape(n, 0, n, 0)) for n in (64, 256, 1024, 4096, 8192)]
+    assert times == sorted(times)
+    assert times[-1] > 1.8 * times[-2]  # linear extrapolation past the table's last point (4096)
+    with_pairs = BatchShape(512, 512, 0, 1, prefill_attention_pairs=512 * 512)
+    assert profile.step_time_s(with_pairs) > profile.step_time_s(BatchShape(512, 512, 0, 1))
+
+
+def test_profile_linearisation_is_close_to_the_presets_numbers(profile):
+    d0, d_kv, d_new = profile.linear_coefficients()
+    assert 5e-3 < d0 < 12e-3  # the profile's 1-token time is 9.3 ms
+    assert 1e-7 < d_kv < 4e-7  # attention term 2.57e-7 s per KV token
+    assert 3e-5 < d_new < 8e-5  # slope of the non-attention table
+    # a linear fit of the profile's own predictions: within 15 % over the operating range
+    report = fit_linear(((s, profile.step_time_s(s)) for s in OPERATING_SHAPES), kind="linear3")
+    assert report.mape < 0.15 and report.r2 > 0.95
+
+
+def test_linearise_is_memoised(profile):
+    linearise.cache_clear()
+    profile.linear_coefficients()
+    profile.linear_coefficients()
+    assert linearise.cache_info().hits >= 1
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        AffineBatchTime(0.01, 1e-7),
+        Linear3BatchTime(0.0093, 2.6e-7, 4.7e-5),
+        StaircaseBatchTime(0.011, 0.035, 128),
+        ProfileBatchTime((1, 64, 512), (0.009, 0.0097, 0.033), 2e-7, 3e-12, 1e-4),
+    ],
+)
+def test_to_dict_round_trips(model):
+    assert batch_time_from_dict(model.to_dict(), source="rt") == model
+    assert len(model.linear_coefficients()) == 3
+
+
+def test_profile_from_csv_dict_matches_the_constructor(profile, tmp_path):
+    built = batch_time_from_dict({"kind": "profile", "mlp_csv": MLP, "num_layers": 32}, source="x")
+    assert built == profile
+    assert batch_time_from_dict(built.to_dict(), source="x") == profile
+
+
+@pytest.mark.parametrize(
+    "data,field",
+    [
+        ({"kind": "linear3", "d0_s": 0.01, "d_kv_s_per_tokn": 1e-7}, "batch_time.d_kv_s_per_tokn"),
+        ({"kind": "staircase", "c_s": 0.01, "a_s": 0.03, "tile_tokens": 0}, "batch_time.tile_tokens"),
+        ({"kind": "profile", "mlp_csv": MLP}, "batch_time.num_layers"),
+        ({"kind": "profile", "mlp_csv": "builtin:nope.csv", "num_layers": 2}, "batch_time.mlp_csv"),
+        ({"kind": "profile", "table": {"num_tokens": [2, 1], "non_attention_s": [0.1, 0.2]}}, "batch_time.table.num_tokens"),
+        ({"kind": "profile", "table": {"num_tokens": [1, 2]}}, "batch_time.table"),
+        ({"kind": "quadratic"}, "batch_time.kind"),
+        ([1, 2], "batch_time"),
+    ],
+)
+def test_bad_batch_time_dicts(data, field):
+    with pytest.raises(InputError) as info:
+        batch_time_from_dict(data, source="file.yaml")
+    assert "file.yaml" in str(info.value) and field in str(info.value)
+
+
+def test_bad_mlp_csv_row_names_file_and_line(tmp_path):
+    path = tmp_path / "mlp.csv"
+    path.write_text("num_tokens,time_stats.mlp.median\n1,0.5\n2,oops\n")
+    with pytest.raises(InputError, match=rf"{path}:3"):
+        read_mlp_csv(path, num_layers=2)
+
+
+def _random_rows(model, n, seed=0):
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        shape = BatchShape(rng.randint(1, 2048), rng.randint(0, 200_000), rng.randint(0, 256), rng.randint(0, 4))
+        rows.append((shape, model.step_time_s(shape)))
+    return rows
+
+
+@pytest.mark.parametrize(
+    "truth,kind",
+    [(AffineBatchTime(0.012, 1.15e-8), "affine"), (Linear3BatchTime(0.0093, 2.6e-7, 4.7e-5), "linear3")],
+)
+def test_fit_recovers_known_coefficients(truth, kind):
+    report = fit_linear(_random_rows(truth, 40), kind=kind)
+    assert report.num_rows == 40
+    assert report.mape == pytest.approx(0.0, abs=1e-9)
+    assert report.r2 == pytest.approx(1.0, abs=1e-9)
+    for got, want in zip(report.model.linear_coefficients(), truth.linear_coefficients()):
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-15)
+
+
+def test_fit_with_noise_reports_error_and_stays_non_negative():
+    truth = Linear3BatchTime(0.0093, 0.0, 4.7e-5)  # no KV cost at all
+    rng = random.Random(1)
+    rows = [(s, t * (1 + rng.uniform(-0.05, 0.05))) for s, t in _random_rows(truth, 200, seed=2)]
+    report = fit_linear(rows, kind="linear3")
+    assert all(c >= 0 for c in report.model.linear_coefficients())
+    assert 0.005 < report.mape < 0.05
+    assert 0.5 < report.r2 < 1.0
+
+
+def test_fit_bad_inputs():
+    with pytest.raises(InputError, match="at least 3 rows"):
+        fit_linear(_random_rows(AffineBatchTime(0.01, 1e-7), 2), kind="linear3")
+    with pytest.raises(InputError, match="kind"):
+        fit_linear(_random_rows(AffineBatchTime(0.01, 1e-7), 5), kind="cubic")
+    rows = _random_rows(AffineBatchTime(0.01, 1e-7), 5)
+    rows[3] = (rows[3][0], -1.0)
+    with pytest.raises(InputError, match=r"rows\[3\]"):
+        fit_linear(rows, kind="affine")

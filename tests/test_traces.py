@@ -1,0 +1,144 @@
+"""Trace readers, rate profiles and binning a length trace into request types."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fluid.errors import InputError
+from fluid.trace_binning import decode_bin_edges, types_from_lengths
+from fluid.traces import TRACE_DIR, load_length_trace, load_timestamp_trace, rate_profile, resolve_trace_path
+from fluid.workload_io import load_workload
+
+SHAREGPT = "builtin:sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
+AZURE = "builtin:AzureLLMInferenceTrace_conv.csv"
+
+
+def test_shipped_traces_keep_their_notices_and_stay_small():
+    names = {p.name for p in TRACE_DIR.iterdir()}
+    assert {"NOTICE-sarathi-serve", "NOTICE-azure-llm-inference-2023", "README"} <= names
+    assert "Splitwise" in (TRACE_DIR / "NOTICE-azure-llm-inference-2023").read_text()
+    data_dir = TRACE_DIR.parent
+    assert sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file()) < 3 * 2**20
+
+
+def test_length_trace_reader():
+    t = load_length_trace(SHAREGPT)
+    assert len(t) == 30731
+    assert (t.prompt_tokens[:2] == [74, 290]).all() and (t.output_tokens[:2] == [918, 905]).all()
+    assert np.median(t.prompt_tokens) == 1730 and np.median(t.output_tokens) == 415
+
+
+def test_timestamp_trace_and_rate_profile():
+    t = load_timestamp_trace(AZURE)
+    assert len(t) == 19366 and t.arrival_s[0] == 0.0
+    assert (np.diff(t.arrival_s) >= 0).all()
+    # first two rows: 18:15:46.6805900 and 18:15:50.9951690
+    assert t.arrival_s[1] == pytest.approx(4.314579, abs=1e-6)
+    assert t.duration_s == pytest.approx(3502, abs=1)
+    t_s, rate = rate_profile(t, 60.0)
+    assert t_s[0] == 0 and np.allclose(np.diff(t_s), 60.0)
+    assert (rate * 60.0).sum() == pytest.approx(len(t))
+    assert rate.mean() == pytest.approx(t.mean_rate_per_s, rel=0.05)
+
+
+def test_length_trace_from_a_timestamped_file_and_the_reverse_error():
+    assert len(load_length_trace(AZURE)) == 19366
+    with pytest.raises(InputError, match="no TIMESTAMP column"):
+        load_timestamp_trace(SHAREGPT)
+
+
+@pytest.mark.parametrize(
+    "text,line,fragment",
+    [
+        ("num_prefill_tokens,num_decode_tokens\n10,5\n12,x\n", 3, "num_decode_tokens"),
+        ("num_prefill_tokens,num_decode_tokens\n10,5\n0,4\n", 3, "positive"),
+        ("num_prefill_tokens,num_decode_tokens\n10,5\n7\n", 3, "expected 2"),
+        ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:00:01,1,2\n2023-11-16 18:00:00,3,4\n", 3, "sort"),
+        ("TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,1,2\n", 2, "TIMESTAMP"),
+        ("a,b\n1,2\n", 1, "unknown trace columns"),
+        ("num_prefill_tokens,num_decode_tokens\n", 2, "no request rows"),
+    ],
+)
+def test_malformed_rows_name_file_and_line(tmp_path, text, line, fragment):
+    path = tmp_path / "trace.csv"
+    path.write_text(text)
+    with pytest.raises(InputError) as info:
+        load_timestamp_trace(path) if "TIMESTAMP" in text else load_length_trace(path)
+    assert f"{path}:{line}" in str(info.value) and fragment in str(info.value)
+
+
+def test_unknown_builtin_lists_the_builtins():
+    with pytest.raises(InputError, match="AzureLLMInferenceTrace_conv.csv"):
+        resolve_trace_path("builtin:nope.csv")
+
+
+def test_equal_width_bins_match_the_papers_chat_classes():
+    decode = np.arange(1, 501)
+    assert decode_bin_edges(decode, 10, "equal-width").tolist() == list(range(1, 502, 50))
+    types = types_from_lengths(np.full(500, 60), decode, bins=10, total_rate_per_s=55.0)
+    assert [t.name for t in types][:2] == ["d1-50", "d51-100"]
+    assert all(t.prefill == 60 for t in types)
+    assert types[0].decode == 26  # mean of 1..50 is 25.5; round() goes half to even
+    assert sum(t.rate_per_s for t in types) == pytest.approx(55.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    decode=st.lists(st.integers(1, 5000), min_size=1, max_size=400),
+    bins=st.integers(1, 30),
+    binning=st.sampled_from(["equal-width", "quantile"]),
+    total=st.floats(0.01, 1e4),
+)
+def test_binning_conserves_rate_and_counts(decode, bins, binning, total):
+    decode = np.array(decode)
+    prompt = (decode * 7) % 1000 + 1
+    edges = decode_bin_edges(decode, bins, binning)
+    assert edges[0] == decode.min() and edges[-1] == decode.max() + 1
+    counts = np.histogram(decode, bins=edges)[0]
+    assert counts.sum() == len(decode)  # every row lands in exactly one bin
+    types = types_from_lengths(prompt, decode, bins=bins, binning=binning, total_rate_per_s=total)
+    assert len(types) == (counts > 0).sum() <= bins
+    assert sum(t.rate_per_s for t in types) == pytest.approx(total, rel=1e-9)
+    rows = sorted(round(t.rate_per_s / total * len(decode)) for t in types)
+    assert rows == sorted(counts[counts > 0].tolist())
+    for t in types:  # decode length sits inside the bin its name gives
+        lo, hi = map(int, t.name[1:].split("-"))
+        assert lo <= t.decode <= hi
+
+
+def test_prefill_rules():
+    prompt = np.array([10, 20, 30, 1000])
+    decode = np.array([1, 1, 100, 100])
+    per_bin = types_from_lengths(prompt, decode, bins=2, total_rate_per_s=1.0)
+    assert [t.prefill for t in per_bin] == [15, 515]
+    mean = types_from_lengths(prompt, decode, bins=2, total_rate_per_s=1.0, prefill="mean")
+    assert {t.prefill for t in mean} == {265}
+    median = types_from_lengths(prompt, decode, bins=2, total_rate_per_s=1.0, prefill="median")
+    assert {t.prefill for t in median} == {25}
+
+
+def test_trace_presets_take_their_types_from_the_traces():
+    w = load_workload("sharegpt-slai")
+    assert len(w.types) == 10 and all(t.tbt_slo_s == 0.2 for t in w.types)
+    assert sum(t.rate_per_s for t in w.types) == pytest.approx(1.75)
+    a = load_workload("azure-conv")
+    assert a.arrivals.kind == "trace"
+    assert sum(t.rate_per_s for t in a.types) == pytest.approx(load_timestamp_trace(AZURE).mean_rate_per_s)
+
+
+def test_types_from_trace_errors(tmp_path):
+    path = tmp_path / "w.yaml"
+    base = "name: x\nkv_capacity_tokens: 1000\nbatch_time: {kind: affine, d0_s: 0.01, d1_s_per_token: 1.0e-7}\n"
+    path.write_text(base + f"types_from_trace: {{path: {SHAREGPT}, bins: 4, binning: quantiles}}\n")
+    with pytest.raises(InputError, match=r"types_from_trace\.binning.*quantiles"):
+        load_workload(path)
+    path.write_text(base + f"types_from_trace: {{path: {SHAREGPT}, bins: 4}}\n")
+    with pytest.raises(InputError, match="total_rate_per_s"):
+        load_workload(path)
+    path.write_text(base + "types_from_trace: {path: lengths.csv, bins: 4, total_rate_per_s: 1.0}\n")
+    (tmp_path / "lengths.csv").write_text("num_prefill_tokens,num_decode_tokens\n5,1\n5,9\n")
+    w = load_workload(path)  # relative to the workload file
+    assert sum(t.rate_per_s for t in w.types) == pytest.approx(1.0)
