@@ -73,7 +73,7 @@ def trace_reference(value, *, base_dir: Path | None, source: str | None, field: 
     return str(path.resolve())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compare with numpy, not ==
 class LengthTrace:
     """Per-request prompt and output lengths in tokens (equal-length int64 arrays)."""
 
@@ -85,7 +85,7 @@ class LengthTrace:
         return len(self.prompt_tokens)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TimestampTrace(LengthTrace):
     """A length trace with arrival offsets in seconds from the first row (non-decreasing)."""
 
