@@ -34,6 +34,9 @@ from fluid.workload import RequestType, Workload
 SOLVERS = ("CLARABEL", "HIGHS")
 BINDING_TOL = 1e-6  # on scaled rows: a share of memory / load / admission, dimensionless
 
+# Near L·θ → 1 the iteration rate t̃ = 1 − θL is small and M = Σ a x / t amplifies its absolute
+# error; CLARABEL's default 1e-8 gaps then leave ~1e-6 relative error in M, so ask for 1e-11.
+_SOLVER_OPTIONS = {"CLARABEL": {"tol_gap_abs": 1e-11, "tol_gap_rel": 1e-11, "tol_feas": 1e-11}}
 _ACCEPTED = {"optimal"}
 _INFEASIBLE = {"infeasible", "infeasible_inaccurate"}
 _UNBOUNDED = {"unbounded", "unbounded_inaccurate"}
@@ -125,7 +128,7 @@ def _solve_cvxpy(mats: LPMatrices, solvers: tuple[str, ...]) -> tuple[np.ndarray
             tried.append(f"{solver} (not installed)")
             continue
         try:
-            problem.solve(solver=solver)
+            problem.solve(solver=solver, **_SOLVER_OPTIONS.get(solver, {}))
         except cp.error.SolverError as err:
             tried.append(f"{solver} (failed: {err})")
             continue
