@@ -30,6 +30,9 @@ from runtime.request import Request
 from runtime.schedulers.base import Batch, Scheduler
 
 
+NO_BUDGET = 1 << 62  # stands for "no token budget" inside the running pass
+
+
 # --- knob validation ------------------------------------------------------------------------
 def positive_int_knob(value, field: str, *, allow_none: bool = False) -> int | None:
     """Return `value` if it is a positive integer (or None when allowed), else raise InputError."""
@@ -146,28 +149,30 @@ class QueueingScheduler(Scheduler):
 
         Returns (budget left, the prefills skipped in running order, whether anything was preempted).
         """
-        kv = self.kv
+        can_grow, reserve = self.kv.can_grow, self.reserve  # bound once: this loop is the hot path
         running = self.running
         order = list(running.values())  # a C-level copy: preemption deletes from `running`
         end = len(order)
         i = 0
         skipped: list[Request] = []
         preempted: list[Request] = []
-        budget = token_budget
-        while i < end:
-            if budget is not None and budget <= 0:
-                break
+        budget = NO_BUDGET if token_budget is None else token_budget
+        while i < end and budget > 0:
             r = order[i]
             i += 1
-            remaining = r.prompt_tokens + r.decode_steps_done - r.cached_tokens  # slots, not properties: hot loop
+            remaining = r.prompt_tokens + r.decode_steps_done - r.cached_tokens  # slots, not properties
             if remaining > 0:
                 if skip_prefills:
                     skipped.append(r)
                     continue
-                n = remaining if budget is None or remaining <= budget else budget
+                n = remaining if remaining <= budget else budget
             else:
                 n = 1
-            while not kv.can_grow(r, n):
+            if can_grow(r, n):
+                reserve(batch, r, n)
+                budget -= n
+                continue
+            while True:  # LIFO: evict the newest running request until `r` fits, or `r` is the newest
                 end -= 1
                 victim = order[end]
                 del running[victim.request_id]
@@ -175,10 +180,10 @@ class QueueingScheduler(Scheduler):
                 preempted.append(victim)
                 if victim is r:
                     break
-            else:
-                self.reserve(batch, r, n)
-                if budget is not None:
+                if can_grow(r, n):
+                    reserve(batch, r, n)
                     budget -= n
+                    break
         if preempted:
             self.waiting.extendleft(preempted)  # newest preempted first in the list: oldest ends at the front
-        return budget, skipped, bool(preempted)
+        return (None if token_budget is None else budget), skipped, bool(preempted)
