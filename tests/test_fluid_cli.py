@@ -1,0 +1,112 @@
+"""`fluidsched fluid`: exit codes 0/2/3, JSON keys, LP/ODE sections, table text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from validation.cli import main
+
+STABLE = """\
+name: two
+kv_capacity_tokens: 137000
+batch_time: {kind: linear3, d0_s: 0.0093, d_kv_s_per_token: 2.6e-7, d_new_s_per_token: 4.7e-5}
+types:
+  - {name: short, prefill: 512, decode: 20, rate_per_s: 20.0}
+  - {name: long, prefill: 512, decode: 200, rate_per_s: 3.0}
+"""
+REQUIRED = ("memory_star_tokens", "iteration_time_star_s", "throughput_star_tokens_per_s", "load_factor",
+            "capacity_scale", "stable")
+
+
+@pytest.fixture
+def workload_file(tmp_path):
+    path = tmp_path / "two.yaml"
+    path.write_text(STABLE)
+    return path
+
+
+def _json(capsys):
+    return json.loads(capsys.readouterr().out)
+
+
+def test_stable_json_has_the_contract_keys(workload_file, capsys):
+    assert main(["fluid", str(workload_file), "--json"]) == 0
+    out = _json(capsys)
+    for key in REQUIRED:
+        assert key in out
+    assert out["stable"] is True and out["load_factor"] < 1 < out["capacity_scale"]
+    assert [r["name"] for r in out["types"]] == ["short", "long"]
+    assert "lp" not in out and "ode" not in out
+
+
+def test_lp_capacity_and_ode_sections(workload_file, capsys):
+    assert main(["fluid", str(workload_file), "--json", "--lp", "--capacity", "--ode", "60"]) == 0
+    out = _json(capsys)
+    assert out["lp"]["memory_tokens"] == pytest.approx(out["memory_star_tokens"], rel=1e-6)
+    assert out["lp"]["admitted_rate_per_s"] == pytest.approx([20.0, 3.0], rel=1e-6)
+    assert set(out["lp"]["duals"]) == {"iteration_time", "kv_memory", "admission_upper"}
+    assert out["capacity_lp"]["capacity_scale"] == pytest.approx(out["capacity_scale"], rel=1e-6)
+    assert "kv_memory" in out["capacity_lp"]["binding"]
+    for policy in ("wait", "fcfs"):
+        assert out["ode"][policy]["final_memory_tokens"] == pytest.approx(out["memory_star_tokens"], rel=1e-3)
+
+
+def test_rate_scale_and_lp_options(workload_file, capsys):
+    assert main(["fluid", str(workload_file), "--json", "--rate-scale", "0.5", "--lp", "--batch-cap", "5"]) == 0
+    out = _json(capsys)
+    assert out["throughput_star_tokens_per_s"] == pytest.approx(0.5 * (20 * 20 + 3 * 200))
+    assert "batch_cap" in out["lp"]["binding"]
+
+
+def test_unstable_exits_3_and_still_prints_json(workload_file, capsys):
+    assert main(["fluid", str(workload_file), "--json", "--rate-scale", "2"]) == 3
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["stable"] is False and out["memory_star_tokens"] is None
+    assert f"{out['capacity_scale']:.4g}" in captured.err and "Traceback" not in captured.err
+
+
+def test_memory_bound_workload_says_what_memory_fits(tmp_path, capsys):
+    path = tmp_path / "tight.yaml"
+    path.write_text(STABLE.replace("137000", "20000"))
+    assert main(["fluid", str(path)]) == 3
+    captured = capsys.readouterr()
+    assert "UNSTABLE" in captured.out and "KV tokens" in captured.err
+
+
+def test_table_output(workload_file, capsys):
+    assert main(["fluid", str(workload_file), "--lp"]) == 0
+    text = capsys.readouterr().out
+    for needle in ("load factor L", "KV memory M*", "capacity scale θ*", "binding", "admission_upper", "dual kv_memory"):
+        assert needle in text
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["fluid", "no-such-preset-xyz"], "preset"),
+        (["fluid", "missing.yaml"], "missing.yaml"),
+        (["fluid", "WORKLOAD", "--rate-scale", "-1"], "rate"),
+        (["fluid", "WORKLOAD", "--ode", "0"], "--ode"),
+        (["fluid", "WORKLOAD", "--lp", "--batch-cap", "-3"], "batch_cap"),
+    ],
+)
+def test_bad_input_exits_2_without_traceback(argv, needle, workload_file, capsys):
+    argv = [str(workload_file) if a == "WORKLOAD" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_bad_field_in_file_exits_2(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(STABLE.replace("rate_per_s: 3.0", "rate_per_s: -3.0"))
+    assert main(["fluid", str(path)]) == 2
+    assert "rate_per_s" in capsys.readouterr().err
+
+
+def test_infeasible_tbt_slo_exits_3(workload_file, capsys):
+    assert main(["fluid", str(workload_file), "--lp", "--tbt-slo", "0.001"]) == 3
+    assert "tbt_slo" in capsys.readouterr().err
