@@ -89,7 +89,7 @@ def test_no_look_ahead_then_lifo_eviction_to_the_front_of_the_queue():
 
 def test_request_larger_than_capacity_is_refused_on_arrival():
     s = make_scheduler("fcfs", KVBlockManager(12, block_size=1))
-    with pytest.raises(InputError, match=r"7 \+ output 6 = 13 tokens.*C = 12"):
+    with pytest.raises(InputError, match=r"needs 13 KV tokens.*capacity is 12 tokens"):
         s.add_request(Request(0, 0.0, prompt_tokens=7, output_tokens=6))
 
 

@@ -16,7 +16,9 @@ KV blocks are missing, the newest running request is preempted until they are th
 the asking request is itself the newest one and is preempted.
 
 `require_fits` is the deadlock guard: a request that could never run, even alone, is refused on
-arrival with an `InputError` instead of stalling the simulation.
+arrival with an `InputError` instead of stalling the simulation. It checks the whole l + l' (with
+`fits.check_fits_alone`) even for policies that do not schedule by output length: a request that
+outgrows C alone would evict itself and restart forever.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from fluid.errors import InputError
 from runtime.kv_blocks import KVBlockManager
 from runtime.request import Request
 from runtime.schedulers.base import Batch, Scheduler
+from runtime.schedulers.fits import check_fits_alone
 
 
 NO_BUDGET = 1 << 62  # stands for "no token budget" inside the running pass
@@ -71,17 +74,8 @@ def require_fits(
     `admission_free_blocks` stay free (a watermark) must also admit its longest prefill with them
     spare; a policy without chunked prefill must fit its longest prefill in one step's budget.
     """
-    total_tokens = request.prompt_tokens + request.output_tokens
-    what = (
-        f"request {request.request_id} (prompt {request.prompt_tokens} + output {request.output_tokens} "
-        f"= {total_tokens} tokens)"
-    )
-    if kv.blocks_for_tokens(total_tokens) > kv.num_blocks:
-        raise InputError(
-            f"{what} can never fit in the KV capacity C = {kv.capacity_tokens} tokens "
-            f"({kv.num_blocks} blocks of {kv.block_size}); raise the capacity or drop the request",
-            field="kv_capacity_tokens",
-        )
+    check_fits_alone(kv, request, request.prompt_tokens + request.output_tokens)
+    what = f"request {request.request_id} (prompt {request.prompt_tokens} + output {request.output_tokens} tokens)"
     prefill_blocks = kv.blocks_for_tokens(longest_prefill_tokens(request))
     if admission_free_blocks and prefill_blocks > kv.num_blocks - admission_free_blocks:
         raise InputError(
