@@ -154,3 +154,42 @@ def test_least_work_balances_better_than_random_under_skew():
     results = simulate_fleet(lambda g: build_scheduler("fcfs", workload), reqs, BT, num_replicas=2, router="least-work")
     counts = sorted(len(res.requests) for res in results)
     assert counts[0] < 25  # the replica holding the long jobs takes few of the short ones
+
+
+def test_try_reserve_checks_then_reserves():
+    kv = KVBlockManager(64, 16)
+
+    class Probe(Scheduler):
+        name = "probe"
+
+        def add_request(self, request): ...
+        def schedule(self, now_s): ...
+        def has_unfinished(self): ...
+
+    sched, batch = Probe(kv), Batch()
+    a, b = Request(0, 0.0, 40, 2), Request(1, 0.0, 40, 2)
+    assert sched.try_reserve(batch, a, 40) and kv.free_blocks == 1
+    assert not sched.try_reserve(batch, b, 40)  # 3 blocks needed, 1 free: nothing changes
+    assert kv.free_blocks == 1 and len(batch.items) == 1 and batch.shape() == batch._recount()
+
+
+def test_complete_step_matches_request_advance():
+    """The inlined decode path of complete_step leaves requests as Request.advance would."""
+    kv = KVBlockManager(1000, 16)
+
+    class Probe(Scheduler):
+        name = "probe"
+
+        def add_request(self, request): ...
+        def schedule(self, now_s): ...
+        def has_unfinished(self): ...
+
+    sched = Probe(kv)
+    fast, slow = Request(0, 0.0, 5, 3), Request(1, 0.0, 5, 3)
+    for step, n in enumerate([3, 2, 1, 1, 1]):
+        batch = Batch()
+        sched.reserve(batch, fast, n)
+        done = sched.complete_step(batch, float(step), step + 1.0)
+        slow.advance(n, step + 1.0)
+        assert (fast.cached_tokens, fast.decode_steps_done, fast.token_times_s) == (slow.cached_tokens, slow.decode_steps_done, slow.token_times_s)
+    assert done == [fast] and fast.completion_s == slow.completion_s == 5.0 and kv.free_blocks == kv.num_blocks

@@ -12,8 +12,9 @@ An executor (the simulated clock in `runtime/sim.py`, or the GPU engine) drives 
 `self.preempt(request, batch)` and lists them in `batch.evicted` so the GPU engine knows.
 
 What is cheap (the hot paths every policy shares, O(1) per request per step, no allocation
-beyond the one `ScheduledWork`): `self.reserve(batch, request, n)` (grows KV and updates the
-batch's shape incrementally), `self.kv.can_grow` / `blocks_needed`, `batch.shape()` (O(1) when
+beyond the one `ScheduledWork`): `self.try_reserve(batch, request, n)` (checks the free blocks,
+grows KV and updates the batch's shape incrementally, in one call: prefer it to `kv.can_grow`
+followed by `reserve`), `self.reserve(batch, request, n)`, `self.kv.can_grow` / `blocks_needed`, `batch.shape()` (O(1) when
 work was added through `reserve` or `batch.add`), and `complete_step`. Add work to a batch only
 through `reserve` / `batch.add`: appending to `batch.items` directly still works but makes
 `shape()` recount the whole batch. What is not cheap: Python properties of `Request` inside
@@ -126,6 +127,8 @@ class Scheduler(ABC):
         """Advance every scheduled request; free and return the ones that completed.
 
         Subclasses that extend it call `super().complete_step(...)` and use its return value.
+        The decode case of `Request.advance` is inlined here (the hottest loop of a run; kept in
+        step with `Request.advance`, which handles prefill chunks and every error case).
         """
         done = []
         release = self.kv.release
@@ -133,9 +136,20 @@ class Scheduler(ABC):
             r = w.request
             if r.first_scheduled_s is None:
                 r.first_scheduled_s = start_s
-            if r.advance(w.num_new_tokens, end_s):
-                release(r)
-                done.append(r)
+            cached = r.cached_tokens
+            steps_done = r.decode_steps_done
+            if w.num_new_tokens == 1 and cached >= r.prompt_tokens + steps_done:  # a decode stage
+                r.cached_tokens = cached + 1
+                steps_done += 1
+                r.decode_steps_done = steps_done
+                r.token_times_s.append(end_s)
+                if steps_done < r.output_tokens:
+                    continue
+                r.completion_s = end_s
+            elif not r.advance(w.num_new_tokens, end_s):
+                continue
+            release(r)
+            done.append(r)
         if done:
             self.on_finished(done)
         return done
@@ -149,6 +163,28 @@ class Scheduler(ABC):
         self.kv.release(request)
         request.evict()
         batch.evicted.append(request)
+
+    def try_reserve(self, batch: Batch, request: Request, num_new_tokens: int) -> bool:
+        """`reserve` if the KV blocks are free (True), else leave everything as is (False).
+
+        One call instead of `kv.can_grow` followed by `reserve`: the cheapest way to add work.
+        """
+        kv = self.kv
+        ctx = request.cached_tokens
+        total = ctx + num_new_tokens
+        held = kv._held.get(request.request_id, 0)
+        if total > held * kv.block_size:
+            if -(-total // kv.block_size) - held > kv.free_blocks:
+                return False
+            kv.grow(request, num_new_tokens)
+        batch.items.append(ScheduledWork(request, num_new_tokens, ctx))
+        batch._counted += 1
+        batch._new_tokens += num_new_tokens
+        batch._kv_tokens += total
+        if ctx < request.prompt_tokens + request.decode_steps_done:
+            batch._num_prefills += 1
+            batch._prefill_pairs += num_new_tokens * total
+        return True
 
     def reserve(self, batch: Batch, request: Request, num_new_tokens: int) -> None:
         """Reserve KV for and append one request's work to the batch.
