@@ -46,7 +46,7 @@ class CohortGroup:
         self.thresholds = [n for _, _, n in segments]
         self.num_segments = len(segments)
         self.waiting: deque[Request] = deque()
-        self.stages: dict[int, deque[Request]] = {}
+        self.stages: dict[int, list[Request]] = {}  # FIFO lists: whole lists move stage to stage
         self._due_s: list[float] | None = None
 
     # --- queries -------------------------------------------------------------------------
@@ -115,9 +115,10 @@ class CohortGroup:
         self.waiting.append(request)
 
     def push_stage(self, stage: int, requests: list[Request]) -> None:
+        """Append `requests` at `stage` (the list itself becomes the queue when the stage is empty)."""
         q = self.stages.get(stage)
         if q is None:
-            self.stages[stage] = deque(requests)
+            self.stages[stage] = requests
         else:
             q.extend(requests)
 

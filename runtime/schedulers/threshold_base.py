@@ -133,10 +133,13 @@ class ThresholdScheduler(Scheduler):
     def complete_step(self, batch: Batch, start_s: float, end_s: float) -> list[Request]:
         done = super().complete_step(batch, start_s, end_s)
         if self._cohort:
+            # only the served stages where a request completed need filtering
+            ended = {r.decode_steps_done for r in done}
             for group, stage, moved in self._served:
-                alive = [r for r in moved if r.completion_s is None]
-                if alive:
-                    group.push_stage(stage + 1, alive)
+                if stage in ended:
+                    moved = [r for r in moved if r.completion_s is None]
+                if moved:
+                    group.push_stage(stage + 1, moved)
                 group.changed()
         elif done:
             self._running = [r for r in self._running if r.completion_s is None]
@@ -213,28 +216,41 @@ class ThresholdScheduler(Scheduler):
             if not single:
                 n = group.thresholds[group.segment_of(stage)]
             if len(q) <= n:
-                take = list(q)
-                q.clear()
-            else:
-                take = [q.popleft() for _ in range(n)]
-            moved = []
-            paused = []
-            for r in take:
-                try:
-                    reserve(batch, r, 1)
-                except KVCapacityError:
-                    paused.append(r)
-                    continue
-                moved.append(r)
-            if paused:
-                q.extendleft(reversed(paused))
-                blocked += len(paused)
-            if not q:
+                take = q  # the whole stage moves on: no copy
                 del stages[stage]
+            else:
+                take = q[:n]
+                del q[:n]
+            try:
+                for r in take:
+                    reserve(batch, r, 1)
+                moved = take
+            except KVCapacityError:  # rare: fall back to one by one from the first that failed
+                moved, paused = self._reserve_each(batch, take)
+                blocked += len(paused)
+                rest = stages.get(stage)
+                stages[stage] = paused + rest if rest else paused
             if moved:
                 served.append((group, stage, moved))
         group.changed()
         return blocked
+
+    def _reserve_each(self, batch: Batch, take: list[Request]) -> tuple[list[Request], list[Request]]:
+        """Split `take` into the decodes that got their block (already reserved for the first ones) and the rest."""
+        in_batch = {id(w.request) for w in batch.items}
+        moved: list[Request] = []
+        paused: list[Request] = []
+        for r in take:
+            if id(r) in in_batch:
+                moved.append(r)
+                continue
+            try:
+                self.reserve(batch, r, 1)
+            except KVCapacityError:
+                paused.append(r)
+                continue
+            moved.append(r)
+        return moved, paused
 
     def _serve_running(self, batch: Batch) -> int:
         """Continuous rule: every resident decode runs."""

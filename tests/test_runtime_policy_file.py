@@ -1,0 +1,171 @@
+"""The runtime's standard-library policy loader: good files load, bad ones fail with field paths."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from fluid.errors import InputError
+from runtime.policy_file import RuntimeClass, RuntimePolicy, RuntimeSegment, as_policy, load_policy, policy_from_dict
+
+DATA = Path(__file__).parent / "data"
+
+WAIT_DOC = {
+    "schema_version": 1,
+    "policy": "wait",
+    "service_rule": "cohort",
+    "workload": {"name": "w", "content_sha256": "0" * 64, "rates_per_s": {"a": 2.0, "b": 1.0}},
+    "kv_capacity_tokens": 4000,
+    "batch_time": {"kind": "affine", "d0_s": 0.01, "d1_s_per_token": 1e-5},
+    "fluid": {"memory_star_tokens": 1.0, "iteration_time_star_s": 0.01, "throughput_star_tokens_per_s": 40.0,
+              "load_factor": 0.1, "capacity_scale": 3.0},
+    "guarantees": {"memory_policy_tokens": 900.0, "buffer_tokens": 0, "memory_required_tokens": 900.0,
+                   "delta": None, "horizon_s": None, "conditions": []},
+    "drain": {"max_wait_s": 0.5},
+    "options": {"slack": 0.1},
+    "classes": [
+        {"name": "a", "prefill": 10, "decode": 10, "rate_per_s": 2.0, "threshold": 3},
+        {"name": "b", "prefill": 10, "decode": 20, "rate_per_s": 1.0, "threshold": 2},
+    ],
+}
+
+NESTED_DOC = {
+    **{k: v for k, v in WAIT_DOC.items() if k != "classes"},
+    "policy": "nested_wait",
+    "segments": [
+        {"first_stage": 0, "last_stage": 20, "threshold": 4, "continue_prob": 0.5, "theta": None},
+        {"first_stage": 21, "last_stage": 40, "threshold": 2, "continue_prob": 0.0, "theta": 0.7},
+    ],
+    "memory_required_tokens": 1200.0,
+    "prefill_mode": "representative",
+    "representative_prefill_tokens": 10,
+}
+
+
+def _write(tmp_path, doc) -> Path:
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_a_wait_file_written_per_the_format_loads(tmp_path):
+    policy = load_policy(_write(tmp_path, WAIT_DOC))
+    assert policy.policy == "wait" and policy.service_rule == "cohort"
+    assert policy.classes == (RuntimeClass("a", 10, 10, 3, 2.0), RuntimeClass("b", 10, 20, 2, 1.0))
+    assert policy.drain_max_wait_s == 0.5
+    assert policy.kv_capacity_tokens == 4000 and policy.memory_policy_tokens == 900.0
+    assert policy.source == str(tmp_path / "policy.json")
+
+
+def test_a_nested_file_loads_with_segments_and_instances(tmp_path):
+    doc = copy.deepcopy(NESTED_DOC)
+    doc["drain"]["max_wait_s"] = None
+    doc["prefill_mode"] = "per_class"
+    doc["instances"] = [{"prefill_tokens": 10, "type_names": ["a"], "segments": doc["segments"], "memory_required_tokens": 5.0}]
+    policy = load_policy(_write(tmp_path, doc))
+    assert policy.is_nested and policy.drain_max_wait_s == math.inf
+    assert policy.segments[1] == RuntimeSegment(21, 40, 2, 0.0, 0.7)
+    assert policy.instances[0].type_names == ("a",) and policy.instances[0].segments == policy.segments
+
+
+@pytest.mark.parametrize("name", ["golden_policy_wait.json", "golden_policy_nested.json"])
+def test_the_golden_files_of_the_solver_load(name):
+    path = DATA / name
+    if not path.exists():
+        pytest.skip(f"{name} not shipped")
+    policy = load_policy(path)
+    assert policy.classes or policy.segments
+
+
+def _error(doc, tmp_path) -> InputError:
+    with pytest.raises(InputError) as info:
+        load_policy(_write(tmp_path, doc))
+    return info.value
+
+
+@pytest.mark.parametrize(
+    "mutate, field, words",
+    [
+        (lambda d: d.pop("schema_version"), "schema_version", "missing"),
+        (lambda d: d.update(schema_version=2), "schema_version", "reads schema_version 1"),
+        (lambda d: d.update(schema_version="1"), "schema_version", "got '1'"),
+        (lambda d: d.update(polcy="wait"), "polcy", "did you mean 'policy'"),
+        (lambda d: d.pop("drain"), None, "missing required key(s) ['drain']"),
+        (lambda d: d["drain"].update(max_wait=1), "drain.max_wait", "did you mean 'max_wait_s'"),
+        (lambda d: d["drain"].update(max_wait_s=-1), "drain.max_wait_s", "-1"),
+        (lambda d: d["classes"][1].update(threshold=-2), "classes[1].threshold", "got -2"),
+        (lambda d: d["classes"][1].update(threshold=2.0), "classes[1].threshold", "without a decimal point"),
+        (lambda d: d["classes"][1].update(threshold=0), "classes[1].threshold", "≥ 1"),
+        (lambda d: d["classes"][0].update(treshold=1), "classes[0].treshold", "did you mean 'threshold'"),
+        (lambda d: d["classes"][0].pop("decode"), "classes[0]", "['decode']"),
+        (lambda d: d["classes"][1].update(name="a"), "classes[1].name", "repeated"),
+        (lambda d: d.update(service_rule="greedy"), "service_rule", "'greedy'"),
+        (lambda d: d.update(segments=[]), "segments", "Nested WAIT"),
+        (lambda d: d.update(classes=[]), "classes", "non-empty"),
+        (lambda d: d.update(policy="fcfs"), "policy", "'fcfs'"),
+    ],
+)
+def test_bad_wait_files_name_the_field(tmp_path, mutate, field, words):
+    doc = copy.deepcopy(WAIT_DOC)
+    mutate(doc)
+    err = _error(doc, tmp_path)
+    assert err.field == field
+    assert words in str(err)
+    assert str(tmp_path / "policy.json") in str(err)
+
+
+@pytest.mark.parametrize(
+    "mutate, field, words",
+    [
+        (lambda d: d["segments"][1].update(first_stage=22), "segments[1].first_stage", "must be 21"),
+        (lambda d: d["segments"][0].update(first_stage=1), "segments[0].first_stage", "must be 0"),
+        (lambda d: d["segments"][1].update(threshold=5), "segments[1].threshold", "non-increasing"),
+        (lambda d: d["segments"][1].update(threshold=-1), "segments[1].threshold", "got -1"),
+        (lambda d: d["segments"][0].pop("theta"), "segments[0]", "['theta']"),
+        (lambda d: d.update(classes=[]), "classes", "belongs to WAIT policies"),
+        (lambda d: d.update(prefill_mode="each"), "prefill_mode", "'each'"),
+        (lambda d: d.update(instances=[{"prefill_tokens": 10, "type_names": "a", "segments": d["segments"],
+                                        "memory_required_tokens": 1.0}]), "instances[0].type_names", "list of type names"),
+    ],
+)
+def test_bad_nested_files_name_the_field(tmp_path, mutate, field, words):
+    doc = copy.deepcopy(NESTED_DOC)
+    mutate(doc)
+    err = _error(doc, tmp_path)
+    assert err.field == field
+    assert words in str(err)
+
+
+def test_unreadable_and_malformed_files(tmp_path):
+    with pytest.raises(InputError, match="cannot read"):
+        load_policy(tmp_path / "absent.json")
+    path = tmp_path / "bad.json"
+    path.write_text('{"schema_version": 1,\n "policy": }')
+    with pytest.raises(InputError, match="line 2, column"):
+        load_policy(path)
+    with pytest.raises(InputError, match="one JSON object"):
+        policy_from_dict([1, 2])
+
+
+def test_dataclasses_validate_what_tests_build_directly():
+    with pytest.raises(InputError, match="threshold"):
+        RuntimeClass("a", 10, 10, 0)
+    with pytest.raises(InputError, match="unique"):
+        RuntimePolicy("wait", "cohort", classes=(RuntimeClass("a", 1, 1, 1), RuntimeClass("a", 2, 2, 1)))
+    with pytest.raises(InputError, match="must be 3"):
+        RuntimePolicy("nested_wait", "cohort", segments=(RuntimeSegment(0, 2, 2), RuntimeSegment(4, 9, 1)))
+    with pytest.raises(InputError, match="drain"):
+        RuntimePolicy("wait", "cohort", -1.0, classes=(RuntimeClass("a", 1, 1, 1),))
+
+
+def test_as_policy_accepts_paths_and_checks_the_kind(tmp_path):
+    path = _write(tmp_path, WAIT_DOC)
+    assert as_policy(str(path), "wait").classes[0].name == "a"
+    with pytest.raises(InputError, match="nested-wait"):
+        as_policy(path, "nested_wait")
+    with pytest.raises(InputError, match="RuntimePolicy"):
+        as_policy(42, "wait")
