@@ -69,6 +69,12 @@ class PiecewiseRates:
             raise InputError(f"type shares must be non-negative with a positive sum, got {shares}", field="shares")
         return cls(np.asarray(edges_s), np.outer(np.asarray(total_rate_per_s, dtype=np.float64), shares / shares.sum()))
 
+    @classmethod
+    def from_rate_profile(cls, bin_start_s, total_rate_per_s, bin_s: float, shares) -> "PiecewiseRates":
+        """From `fluid.traces.rate_profile(trace, bin_s)`'s (left edges, requests/s) and type shares."""
+        starts = np.asarray(bin_start_s, dtype=np.float64)
+        return cls.from_total(np.append(starts, starts[-1] + bin_s), total_rate_per_s, shares)
+
     def __call__(self, t_s: float) -> np.ndarray:
         b = int(np.searchsorted(self.edges_s, t_s, side="right")) - 1
         if b < 0 or b >= self.rates_per_s.shape[0]:

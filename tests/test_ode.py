@@ -65,6 +65,9 @@ def test_piecewise_rates_follow_the_profile_then_drain():
     assert tr.memory_tokens[-1] < 1e-2 * closed_form(w).memory_star_tokens  # no arrivals after 80 s
     total = PiecewiseRates.from_total([0.0, 1.0], [10.0], [3, 1])
     assert np.allclose(total(0.5), [7.5, 2.5]) and np.allclose(total(2.0), 0.0)
+    starts = np.array([0.0, 2.0, 4.0])
+    prof = PiecewiseRates.from_rate_profile(starts, [1.0, 3.0, 2.0], 2.0, [1, 1])
+    assert np.allclose(prof.edges_s, [0.0, 2.0, 4.0, 6.0]) and np.allclose(prof(5.0), [1.0, 1.0])
 
 
 def test_callable_rates_equal_constant_rates():
