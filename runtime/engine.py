@@ -136,8 +136,10 @@ class Engine:
                 block_ids = torch.tensor(table, dtype=torch.int64, device=self.runner.device) if ctx else None
                 prefills.append(PrefillSeq(row, n, ctx, block_ids))
             else:
-                dec_tables.append(table + [0] * (self.max_blocks_per_seq - len(table)))
+                dec_tables.append(table)
                 dec_lens.append(ctx + 1)
+        width = max((len(t) for t in dec_tables), default=0)  # pad only to this batch's longest table
+        dec_tables = [t + [0] * (width - len(t)) for t in dec_tables]
         dev = self.runner.device
         step = StepInputs(
             torch.tensor(ids, dtype=torch.int64, device=dev),
@@ -212,11 +214,12 @@ class Engine:
                     break
                 time.sleep(max(0.0, min(candidates) - (time.perf_counter() - t0)))
                 continue
+            shape = batch.shape()  # before complete_step: a decode reads as prefill once advanced
             mismatches += self.execute(batch)  # ends with a device sync (tokens to host)
             end = time.perf_counter() - t0
             host_s = self._prep_end - host_start  # scheduler call + input preparation
             scheduler.complete_step(batch, now, end)
             reserved = scheduler.kv.used_tokens
             peak = max(peak, reserved)
-            steps.append(EngineStep(now, end, batch.shape(), reserved, host_s, len(batch.evicted), self._used_graph))
+            steps.append(EngineStep(now, end, shape, reserved, host_s, len(batch.evicted), self._used_graph))
         return EngineResult(arrivals, time.perf_counter() - t0, steps, peak, mismatches)

@@ -1,0 +1,80 @@
+"""`fluidsched calibrate [--device cuda] [--model NAME] [--out FILE]`: measure and fit step times.
+
+Writes one JSON file: the device and versions, every measured row (a table model), and the
+`affine` and `linear3` fits with MAPE and R²; `batch_time` holds the linear3 fit, in the exact
+form a workload's `batch_time:` field takes, so thresholds can be solved for this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fluid.errors import InputError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cuda", help="cuda or cpu (default cuda)")
+    parser.add_argument("--model", default="llama-2-7b", help="preset or LlamaConfig JSON (default llama-2-7b)")
+    parser.add_argument("--checkpoint", help="local safetensors checkpoint folder (default: random weights)")
+    parser.add_argument("--dtype", default="auto", help="bf16, fp16, fp32 or auto")
+    parser.add_argument("--kv-tokens", type=int, help="KV pool size in tokens (default: what free memory allows; 8192 on CPU)")
+    parser.add_argument("--block-size", type=int, default=16, help="KV block size in tokens (default 16)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per grid point (median kept)")
+    parser.add_argument("--grid-scale", type=float, default=1.0, help="scale the grid's token counts (e.g. 0.05 for a tiny CPU model)")
+    parser.add_argument("--out", default="calibration.json", help="output JSON file (default calibration.json)")
+    parser.add_argument("--json", action="store_true", help="print the result JSON")
+
+
+def run(args) -> int:
+    from runtime.gpu_setup import check_device, model_config, resolve_dtype
+
+    if args.repeats < 1:
+        raise InputError(f"--repeats must be at least 1, got {args.repeats}", field="repeats")
+    if not 0 < args.grid_scale <= 1:
+        raise InputError(f"--grid-scale must be in (0, 1], got {args.grid_scale}", field="grid_scale")
+    device = check_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    cfg = model_config(args.model, args.checkpoint)
+    kv_tokens = args.kv_tokens if args.kv_tokens is not None or device.type == "cuda" else 8192
+
+    import torch
+    import transformers
+
+    from runtime.calibrate import calibration_grid, fit_rows, measure_grid
+    from runtime.engine import Engine
+    from runtime.gpu_setup import build_pool, load_runner
+    from runtime.step_timer import StepTimer
+
+    runner = load_runner(cfg, args.checkpoint, dtype=dtype, device=device)
+    pool, info = build_pool(runner, kv_tokens=kv_tokens, block_size=args.block_size)
+    engine = Engine(runner, pool)
+    rows = measure_grid(StepTimer(engine), calibration_grid(args.grid_scale), repeats=args.repeats)
+    if len(rows) < 4:
+        raise InputError(f"only {len(rows)} grid points fit a pool of {info.kv_capacity_tokens} tokens; raise --kv-tokens", field="kv_tokens")
+    fits = fit_rows(rows)
+    result = {
+        "device": info.device_name,
+        "model": args.model,
+        "dtype": str(dtype).replace("torch.", ""),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0]},
+        "kv_capacity_tokens": info.kv_capacity_tokens,
+        "block_size": args.block_size,
+        "cuda_graphs": engine.graphs is not None,
+        "batch_time": fits["linear3"]["batch_time"],
+        "fits": fits,
+        "table": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    if args.json:
+        json.dump(result, sys.stdout, indent=1)
+        print()
+    else:
+        for kind, f in fits.items():
+            print(f"{kind:8s} {json.dumps(f['batch_time'])}  MAPE {100 * f['mape']:.1f} %  R² {f['r2']:.4f}")
+        print(f"{len(rows)} grid points on {info.device_name}; written to {out}")
+    return 0

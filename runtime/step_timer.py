@@ -1,0 +1,71 @@
+"""Time the engine's own step path on synthetic batch compositions (calibration and benchmarks).
+
+A composition is a list of `(num_new_tokens, context_tokens)` per sequence; a sequence with
+`num_new_tokens == 1` and a complete prefix is a decode, anything else a prefill chunk on top of
+`context_tokens` cached tokens. Each call goes through `Engine.execute` (host preparation, the
+forward or a decode CUDA-graph replay, greedy sampling, the device sync), so the times are what a
+run's steps cost.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from fluid.batch_time import BatchShape
+from runtime.kv_blocks import KVBlockManager
+from runtime.request import Request
+from runtime.schedulers.base import Batch, ScheduledWork
+
+
+class _Holder:
+    """Stands in for a scheduler: the engine reads block tables from `.kv`."""
+
+    def __init__(self, kv: KVBlockManager):
+        self.kv = kv
+
+
+class StepTimer:
+    def __init__(self, engine):
+        self.engine = engine
+        pool = engine.pool
+        self.kv = KVBlockManager(pool.shape.capacity_tokens, pool.block_size, track_block_ids=True)
+        engine.scheduler = _Holder(self.kv)
+        self._next_id = 10**9  # far from real request ids
+
+    def fits(self, composition) -> bool:
+        blocks = sum(self.kv.blocks_for_tokens(n + ctx) for n, ctx in composition)
+        return blocks <= self.kv.num_blocks and all(n + ctx <= self.engine.runner.max_positions for n, ctx in composition)
+
+    def _batch(self, composition) -> tuple[Batch, list[Request]]:
+        batch, reqs = Batch(), []
+        vocab = self.engine.runner.config.vocab_size
+        for n, ctx in composition:
+            rid = self._next_id
+            self._next_id += 1
+            decode = n == 1 and ctx > 0
+            r = Request(rid, 0.0, ctx if decode else ctx + n, 4)
+            r.cached_tokens = ctx
+            self.kv.grow(r, n)
+            self.engine.sequences[rid] = [(rid * 7919 + i) % vocab for i in range(ctx + n + 1)]
+            batch.items.append(ScheduledWork(r, n, ctx))
+            reqs.append(r)
+        return batch, reqs
+
+    def time_s(self, composition, *, repeats: int = 5, warmup: int = 2) -> tuple[float, BatchShape]:
+        """Median wall time of one step of `composition` (s) and its BatchShape."""
+        batch, reqs = self._batch(composition)
+        try:
+            times, host = [], []
+            for i in range(warmup + repeats):
+                t = time.perf_counter()
+                self.engine.execute(batch)
+                if i >= warmup:
+                    times.append(time.perf_counter() - t)
+                    host.append(self.engine._prep_end - t)
+            self.last_host_s = statistics.median(host)  # input preparation before the device work
+            return statistics.median(times), batch.shape()
+        finally:
+            for r in reqs:
+                self.kv.release(r)
+                self.engine.sequences.pop(r.request_id, None)
