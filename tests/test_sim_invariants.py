@@ -72,3 +72,22 @@ def test_littles_law_on_a_long_run(name):
     # requests arriving in the window, their mean sojourn (the stationary W)
     sojourn = np.mean([r.completion_s - r.arrival_s for r in requests if start <= r.arrival_s <= stop])
     assert mean_number == pytest.approx(rate * sojourn, rel=0.04)
+
+
+def test_wait_below_capacity_reaches_the_fluid_throughput():
+    """arXiv 2504.11320: below capacity WAIT's throughput is within 2 % of throughput* = Σ λ_j l'_j,
+    and its memory stays within M^π (token-level blocks, the paper's memory model)."""
+    pytest.importorskip("thresholds.wait")
+    from fluid.equilibrium import closed_form
+    from runtime.policy_file import policy_from_dict
+    from runtime.simrun import SimConfig, run_simulation
+    from thresholds.build import wait_policy
+    from thresholds.wait import solve_wait
+
+    workload = small_workload([(20, 10), (40, 30)], [20.0, 10.0], capacity_tokens=20000, d0_s=0.01, d1_s=1e-6)
+    solution = solve_wait(workload)
+    policy = policy_from_dict(wait_policy(workload, solution).to_dict())
+    summary = run_simulation(SimConfig(workload, "wait", 20000, seed=1, block_size=1, policy=policy)).summary
+    assert summary["throughput_tokens_per_s"] == pytest.approx(closed_form(workload).throughput_star_tokens_per_s, rel=0.02)
+    assert summary["peak_kv_tokens"] <= solution.memory_policy_tokens
+    assert summary["restarts"] == 0
