@@ -1,0 +1,42 @@
+"""`fluidsched calibrate` on CPU with a tiny model: grid, fits, output file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from fluid.batch_time import batch_time_from_dict  # noqa: E402
+from runtime.calibrate import calibration_grid  # noqa: E402
+from validation.cli import main  # noqa: E402
+
+
+def test_grid_covers_three_regimes():
+    labels = [label for label, _ in calibration_grid()]
+    assert any(x.startswith("prefill") for x in labels)
+    assert any(x.startswith("decode") for x in labels)
+    assert any(x.startswith("mixed") for x in labels)
+
+
+def test_calibrate_cpu_writes_fits(tmp_path, capsys):
+    torch.set_num_threads(1)
+    out = tmp_path / "cal.json"
+    code = main(["calibrate", "--device", "cpu", "--model", "tiny-llama", "--grid-scale", "0.02", "--repeats", "1", "--kv-tokens", "2048", "--out", str(out)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert set(data["fits"]) == {"affine", "linear3"}
+    for fit in data["fits"].values():
+        assert 0 <= fit["mape"] and fit["r2"] <= 1 and fit["num_rows"] == len(data["table"])
+    model = batch_time_from_dict(data["batch_time"], source=str(out))  # readable as a workload's batch_time
+    assert model.kind == "linear3" and model.linear_coefficients()[0] > 0
+    assert all(row["time_s"] > 0 for row in data["table"])
+
+
+def test_calibrate_bad_device(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert main(["calibrate", "--device", "cuda", "--model", "tiny-llama", "--out", str(tmp_path / "c.json")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
