@@ -82,7 +82,7 @@ class SlaiScheduler(Scheduler):
         self.waiting: list[tuple] = []  # heap of (tier, length or arrival, seq, request)
         self.prefilling: list[Request] = []  # started prefills, in start order
         self.decodes: list[tuple] = []  # heap of (last token time + SLO, seq, request)
-        self._decode_seq: dict[int, int] = {}  # request id -> seq of its valid heap entry
+        self._stale_ids: dict[int, int] = {}  # request id -> heap entries left by its preemptions
         self.resident: dict[int, Request] = {}  # admission order; the newest is preempted first
         self._served: list[Request] = []
         self._unfinished = 0
@@ -121,7 +121,6 @@ class SlaiScheduler(Scheduler):
         self._unfinished -= len(requests)
         for r in requests:
             self.resident.pop(r.request_id, None)
-            self._decode_seq.pop(r.request_id, None)
 
     def complete_step(self, batch: Batch, start_s: float, end_s: float) -> list[Request]:
         done = super().complete_step(batch, start_s, end_s)
@@ -130,9 +129,17 @@ class SlaiScheduler(Scheduler):
             self._window_sum_s -= window[0]
         window.append(end_s - start_s)
         self._window_sum_s += end_s - start_s
-        for r in self._served:  # decodes: back into the heap with their new LST
+        # decodes: back into the heap, keyed by their new token's time + SLO
+        heap = self.decodes
+        push = heapq.heappush
+        default_slo_s = self.default_tbt_slo_s
+        seq = self._seq
+        for r in self._served:
             if r.completion_s is None:
-                self._push_decode(r)
+                seq += 1
+                slo_s = r.tbt_slo_s
+                push(heap, (end_s + (default_slo_s if slo_s is None else slo_s), seq, r))
+        self._seq = seq
         if self.prefilling:
             still = []
             for r in self.prefilling:
@@ -157,65 +164,78 @@ class SlaiScheduler(Scheduler):
     def _fill(self, batch: Batch, now_s: float) -> None:
         self._served = []
         paused: list[tuple] = []
-        in_batch: set[int] = set()
         shift_s = self.theta() * self.mean_batch_time_s
         budget = self.token_budget
-        decodes_left = self.max_decodes
-        short_of_memory = False
-        # 1. decodes past their LST, earliest first
-        while budget and decodes_left and self.decodes and self.decodes[0][0] - shift_s <= now_s:
-            served = self._decode_one(batch, in_batch, paused)
-            if served is None:
-                short_of_memory = True
-            elif served:
-                budget -= 1
-                decodes_left -= 1
-                self.stats["urgent_decodes"] += 1
+        # 1. decodes past their LST (key − shift ≤ now), earliest first
+        urgent, short_of_memory = self._serve_decodes(batch, min(budget, self.max_decodes), now_s + shift_s, paused)
+        self.stats["urgent_decodes"] += urgent
+        budget -= urgent
+        decodes_left = self.max_decodes - urgent
         # 2. started prefills, chunked to fit
+        try_reserve = self.try_reserve
         for r in self.prefilling:
             if not budget:
                 break
             chunk = min(budget, r.prompt_tokens + r.decode_steps_done - r.cached_tokens)
-            if r.request_id not in in_batch and self.kv.can_grow(r, chunk):
-                self.reserve(batch, r, chunk)
-                in_batch.add(r.request_id)
+            if try_reserve(batch, r, chunk):
                 budget -= chunk
         # 3. new prompts (paying tier first; shortest first or FCFS)
-        while budget and self.waiting and not short_of_memory:
-            r = self.waiting[0][3]
-            chunk = min(budget, r.prompt_tokens + r.decode_steps_done)
-            if not self.kv.can_grow(r, chunk):
+        waiting = self.waiting
+        while budget and waiting and not short_of_memory:
+            r = waiting[0][3]
+            if not try_reserve(batch, r, min(budget, r.prompt_tokens + r.decode_steps_done)):
                 break
-            heapq.heappop(self.waiting)
-            self.reserve(batch, r, chunk)
-            in_batch.add(r.request_id)
+            heapq.heappop(waiting)
+            budget -= batch.items[-1].num_new_tokens
             self.resident[r.request_id] = r
             self.prefilling.append(r)
-            budget -= chunk
         # 4. the other decodes, in LST order
-        while budget and decodes_left and self.decodes:
-            if self._decode_one(batch, in_batch, paused):
-                budget -= 1
-                decodes_left -= 1
+        if budget and decodes_left:
+            self._serve_decodes(batch, min(budget, decodes_left), math.inf, paused)
         for entry in paused:  # they wait with their cache kept; their LST is unchanged
             heapq.heappush(self.decodes, entry)
-        self.stats["decodes_deferred"] += len(self._decode_seq)
+        self.stats["decodes_deferred"] += len(self.decodes) - sum(self._stale_ids.values())
 
-    def _decode_one(self, batch: Batch, in_batch: set[int], paused: list) -> bool | None:
-        """Serve the decode with the earliest LST: True served, False stale entry, None no memory."""
-        entry = heapq.heappop(self.decodes)
-        _, seq, r = entry
-        if self._decode_seq.get(r.request_id) != seq:
-            return False  # stale entry of a preempted request
-        while not self.kv.can_grow(r, 1):
-            if not self._preempt_lifo(batch, in_batch | {r.request_id}):
-                paused.append(entry)
-                return None
-        del self._decode_seq[r.request_id]
-        self.reserve(batch, r, 1)
-        in_batch.add(r.request_id)
-        self._served.append(r)
-        return True
+    def _serve_decodes(self, batch: Batch, limit: int, until_key: float, paused: list) -> tuple[int, bool]:
+        """Serve up to `limit` decodes in LST order while their key ≤ `until_key`.
+
+        Returns (how many were served, whether one had to wait for memory). The hot loop of SLAI:
+        one heap pop and one `try_reserve` per decode.
+        """
+        heap = self.decodes
+        pop = heapq.heappop
+        try_reserve = self.try_reserve
+        served = self._served
+        count = 0
+        short = False
+        stale = self._stale_ids
+        while count < limit and heap and heap[0][0] <= until_key:
+            entry = pop(heap)
+            r = entry[2]
+            if stale and r.request_id in stale:
+                # an entry left by a preemption; older than any later entry of the same request
+                # (same SLO, earlier token), so the stale ones pop first
+                left = stale.pop(r.request_id) - 1
+                if left:
+                    stale[r.request_id] = left
+                continue
+            if not try_reserve(batch, r, 1):
+                short = True
+                if not self._make_room(batch, r):
+                    paused.append(entry)  # nothing left to preempt: it waits with its cache
+                    continue
+            served.append(r)
+            count += 1
+        return count, short
+
+    def _make_room(self, batch: Batch, r: Request) -> bool:
+        """Preempt newest-first until `r` can decode; True once it is in the batch."""
+        protected = {w.request.request_id for w in batch.items}
+        protected.add(r.request_id)
+        while self._preempt_lifo(batch, protected):
+            if self.try_reserve(batch, r, 1):
+                return True
+        return False
 
     def _preempt_lifo(self, batch: Batch, protected: set[int]) -> bool:
         """Preempt (recompute) the newest admitted request outside `protected`; False if none."""
@@ -225,7 +245,8 @@ class SlaiScheduler(Scheduler):
             victim = self.resident.pop(rid)
             if victim in self.prefilling:
                 self.prefilling.remove(victim)
-            self._decode_seq.pop(rid, None)  # its heap entry goes stale
+            else:  # a decode: its heap entry goes stale (skipped when popped)
+                self._stale_ids[rid] = self._stale_ids.get(rid, 0) + 1
             self.preempt(victim, batch)
             self._push_waiting(victim)
             self.stats["preemptions"] += 1
@@ -240,5 +261,4 @@ class SlaiScheduler(Scheduler):
 
     def _push_decode(self, r: Request) -> None:
         self._seq += 1
-        self._decode_seq[r.request_id] = self._seq
         heapq.heappush(self.decodes, (r.token_times_s[-1] + self.slo_s(r), self._seq, r))
