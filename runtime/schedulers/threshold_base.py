@@ -74,7 +74,7 @@ class ThresholdScheduler(Scheduler):
         self._draining = False
         self._now_s = 0.0
         # this step's work, kept for complete_step to move requests between queues
-        self._served: list[tuple[CohortGroup, int, list[Request]]] = []
+        self._served: list[tuple[CohortGroup, list[tuple[int, list[Request]]]]] = []  # per group: (stage, moved)
         self._prefill_items: list[Request] = []
         self._prefill_paused: list[Request] = []
         self._deferred: list[CohortGroup] = []
@@ -135,11 +135,18 @@ class ThresholdScheduler(Scheduler):
         if self._cohort:
             # only the served stages where a request completed need filtering
             ended = {r.decode_steps_done for r in done}
-            for group, stage, moved in self._served:
-                if stage in ended:
-                    moved = [r for r in moved if r.completion_s is None]
-                if moved:
-                    group.push_stage(stage + 1, moved)
+            for group, moves in self._served:
+                stages = group.stages
+                for stage, moved in moves:  # push_stage, inlined: the loop runs once per served stage
+                    if stage in ended:
+                        moved = [r for r in moved if r.completion_s is None]
+                        if not moved:
+                            continue
+                    q = stages.get(stage + 1)
+                    if q is None:
+                        stages[stage + 1] = moved
+                    else:
+                        q.extend(moved)
                 group.changed()
         elif done:
             self._running = [r for r in self._running if r.completion_s is None]
@@ -207,7 +214,7 @@ class ThresholdScheduler(Scheduler):
         single = group.num_segments == 1
         n = group.thresholds[0]
         reserve = self.reserve
-        served = self._served
+        moves: list[tuple[int, list[Request]]] = []
         blocked = 0
         stages = group.stages
         for stage, q in list(stages.items()):
@@ -231,7 +238,9 @@ class ThresholdScheduler(Scheduler):
                 rest = stages.get(stage)
                 stages[stage] = paused + rest if rest else paused
             if moved:
-                served.append((group, stage, moved))
+                moves.append((stage, moved))
+        if moves:
+            self._served.append((group, moves))
         group.changed()
         return blocked
 
