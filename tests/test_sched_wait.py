@@ -211,3 +211,12 @@ def test_linear3_batch_time_is_accepted():
     reqs = make_requests(workload, 300, 3)
     simulate(s, reqs, workload.batch_time, audit=True)
     assert all(r.finished for r in reqs)
+
+
+def test_a_cohort_larger_than_the_cache_is_admitted_in_parts_when_nothing_else_runs():
+    # n = 3 prompts of 4 tokens (+3 decodes) never fit whole in 10 tokens: progress by parts
+    reqs = [_req(i, prompt=4, output=3) for i in range(6)]
+    s = _wait(_policy(("a", 4, 3, 3), rule="continuous"), capacity=10)
+    result = simulate(s, reqs, AffineBatchTime(1.0, 0.0), audit=True)
+    assert all(r.finished for r in reqs)
+    assert s.stats["partial_cohorts"] >= 2 and result.peak_kv_tokens <= 10

@@ -204,7 +204,7 @@ class ThresholdScheduler(Scheduler):
         for g in ready:
             self._admit(batch, g, g.thresholds[0])
         if not batch.items and not blocked and self._deferred:
-            self._admit_fitting_prefix(batch, self._deferred[0])
+            blocked = self._admit_fitting_prefix(batch, self._deferred[0])
         self.stats["decodes_paused"] += blocked
         return blocked
 
@@ -317,8 +317,10 @@ class ThresholdScheduler(Scheduler):
         group.changed()
         self.stats["admissions"] += 1
 
-    def _admit_fitting_prefix(self, batch: Batch, group: CohortGroup) -> None:
-        """Progress guarantee: nothing else runs, so admit as much of the cohort as fits."""
+    def _admit_fitting_prefix(self, batch: Batch, group: CohortGroup) -> int:
+        """Progress guarantee: nothing else runs, so admit as much of the cohort as fits.
+
+        Returns the blocked count of the step (as `_fill`)."""
         free = self.kv.free_blocks
         count = 0
         for r in group.waiting:
@@ -330,7 +332,7 @@ class ThresholdScheduler(Scheduler):
         if count:
             self._admit_count(batch, group, count)
             self.stats["partial_cohorts"] += 1
-            return
+            return 0
         if not self._resident:
             r = group.waiting[0]
             raise InputError(
@@ -340,7 +342,7 @@ class ThresholdScheduler(Scheduler):
             )
         # memory is held by residents that are not being served: treat as blocked
         self._evict_newest(batch)
-        self._fill(batch, self._now_s)
+        return self._fill(batch, self._now_s)
 
     def _evict_newest(self, batch: Batch) -> None:
         """Last resort: evict the newest admitted request (recompute) to the front of its queue."""
