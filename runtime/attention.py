@@ -18,6 +18,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+# cuDNN attention builds an execution plan per distinct shape (tens of ms); a run's chunks have
+# ever-new lengths, so only the plan-free backends are allowed.
+_PREFILL_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 @dataclass(slots=True)
@@ -60,7 +65,8 @@ def prefill_attention(
     qh = q.transpose(0, 1)  # [heads, n, d]
     kh = _expand_kv_heads(k.transpose(0, 1), num_heads)  # [heads, total, d]
     vh = _expand_kv_heads(v.transpose(0, 1), num_heads)
-    out = F.scaled_dot_product_attention(qh[None], kh[None], vh[None], attn_mask=mask, is_causal=causal, scale=scale)
+    with sdpa_kernel(_PREFILL_BACKENDS):
+        out = F.scaled_dot_product_attention(qh[None], kh[None], vh[None], attn_mask=mask, is_causal=causal, scale=scale)
     return out[0].transpose(0, 1)  # [n, heads, d]
 
 
