@@ -78,16 +78,16 @@ def kernel_check() -> dict:
     return {"errors": errors, "sweep": sweep}
 
 
-def engine_check(model_name: str, num_requests: int) -> dict:
+def engine_check(model_name: str, num_requests: int, dtype=torch.bfloat16) -> dict:
     cfg = resolve_model_config(model_name)
     t = time.perf_counter()
-    hf = build_random_model(cfg, dtype=torch.bfloat16, device="cuda")
+    hf = build_random_model(cfg, dtype=dtype, device="cuda")
     build_s = time.perf_counter() - t
     runner = LlamaRunner.from_hf(hf)
     head_dim = cfg.hidden_size // cfg.num_attention_heads
     block_size, num_blocks = 16, 1024
-    pool = KVPool(PoolShape(cfg.num_hidden_layers, num_blocks, block_size, cfg.num_key_value_heads, head_dim, 2), dtype=torch.bfloat16, device="cuda")
-    out = {"model": model_name, "build_s": build_s}
+    pool = KVPool(PoolShape(cfg.num_hidden_layers, num_blocks, block_size, cfg.num_key_value_heads, head_dim, 2), dtype=dtype, device="cuda")
+    out = {"model": model_name, "dtype": str(dtype), "build_s": build_s}
     for graphs in (True, False):
         engine = Engine(runner, pool, use_cuda_graphs=graphs, keep_logits=True, seed=1)
         kv = KVBlockManager(num_blocks * block_size, block_size, track_block_ids=True)
@@ -119,13 +119,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="docs/gpu-check.json")
     ap.add_argument("--models", default="llama-2-7b,llama-3-8b")
+    ap.add_argument("--fp32-models", default="llama-2-7b", help="also check these in fp32 (tight tolerance)")
+    ap.add_argument("--skip-kernel", action="store_true")
     args = ap.parse_args()
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
-    result["kernel"] = kernel_check()
-    print(json.dumps(result["kernel"]["errors"]), flush=True)
-    best = sorted(result["kernel"]["sweep"], key=lambda r: (r["batch"], r["median_s"]))
-    print(json.dumps(best[:3] + [r for r in best if r["batch"] == 128][:3]), flush=True)
-    result["engines"] = [engine_check(m, 8) for m in args.models.split(",")]
+    if not args.skip_kernel:
+        result["kernel"] = kernel_check()
+        print(json.dumps(result["kernel"]["errors"]), flush=True)
+        best = sorted(result["kernel"]["sweep"], key=lambda r: (r["batch"], r["median_s"]))
+        print(json.dumps(best[:3] + [r for r in best if r["batch"] == 128][:3]), flush=True)
+    result["engines"] = [engine_check(m, 8) for m in args.models.split(",") if m]
+    result["engines"] += [engine_check(m, 8, torch.float32) for m in args.fp32_models.split(",") if m]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
 
