@@ -43,3 +43,10 @@ def build_scheduler(name: str, workload: Workload, block_size: int = 16):
         return make_scheduler(name, kv, **options)
     except ModuleNotFoundError:
         pytest.skip(f"scheduler {name} not available")
+
+
+def run_step(scheduler, t: float):
+    """Schedule at `t`, complete the step one second later; the batch it ran."""
+    batch = scheduler.schedule(t)
+    scheduler.complete_step(batch, t, t + 1.0)
+    return batch

@@ -12,6 +12,7 @@ from runtime.kv_blocks import KVBlockManager
 from runtime.request import Request
 from runtime.schedulers import make_scheduler
 from runtime.sim import simulate
+from sim_helpers import run_step
 
 ONE_SECOND_STEPS = AffineBatchTime(d0_s=1.0, d1_s_per_token=0.0)
 
@@ -48,16 +49,10 @@ def test_counterexample_balanced_start_keeps_up():
     assert sum(r.restarts for r in result.requests) == 0
 
 
-def _step(scheduler, t: float):
-    batch = scheduler.schedule(t)
-    scheduler.complete_step(batch, t, t + 1.0)
-    return batch
-
-
 def test_mixes_prefill_and_decode_in_one_iteration():
     s = make_scheduler("fcfs", KVBlockManager(100, block_size=1))
     s.add_request(Request(0, 0.0, prompt_tokens=5, output_tokens=3))
-    _step(s, 0.0)
+    run_step(s, 0.0)
     s.add_request(Request(1, 1.0, prompt_tokens=5, output_tokens=3))
     batch = s.schedule(1.0)
     assert [(w.request.request_id, w.is_prefill) for w in batch.items] == [(0, False), (1, True)]
@@ -66,10 +61,10 @@ def test_mixes_prefill_and_decode_in_one_iteration():
 def test_admission_stops_at_the_first_prompt_that_does_not_fit_now():
     s = make_scheduler("fcfs", KVBlockManager(10, block_size=1))
     s.add_request(Request(0, 0.0, prompt_tokens=5, output_tokens=3))
-    _step(s, 0.0)  # 5 of 10 tokens used
+    run_step(s, 0.0)  # 5 of 10 tokens used
     s.add_request(Request(1, 1.0, prompt_tokens=5, output_tokens=1))  # needs 5, only 4 left after the decode
     s.add_request(Request(2, 1.0, prompt_tokens=1, output_tokens=1))  # would fit, but waits its turn
-    batch = _step(s, 1.0)
+    batch = run_step(s, 1.0)
     assert [w.request.request_id for w in batch.items] == [0]
     assert [r.request_id for r in s.waiting] == [1, 2]
 
@@ -78,9 +73,9 @@ def test_no_look_ahead_then_lifo_eviction_to_the_front_of_the_queue():
     s = make_scheduler("fcfs", KVBlockManager(9, block_size=1))
     for rid in range(3):
         s.add_request(Request(rid, 0.0, prompt_tokens=3, output_tokens=4))
-    _step(s, 0.0)  # all three admitted: memory full now, no look-ahead at their growth
+    run_step(s, 0.0)  # all three admitted: memory full now, no look-ahead at their growth
     s.add_request(Request(3, 1.0, prompt_tokens=1, output_tokens=1))
-    batch = _step(s, 1.0)
+    batch = run_step(s, 1.0)
     assert batch.evicted and batch.evicted[0].request_id == 2  # the newest admitted
     assert [w.request.request_id for w in batch.items] == [0, 1]
     assert [r.request_id for r in s.waiting] == [2, 3]  # the evicted request goes first

@@ -14,12 +14,7 @@ from runtime.kv_blocks import KVBlockManager
 from runtime.request import Request
 from runtime.schedulers import make_scheduler
 from runtime.sim import simulate
-
-
-def _step(scheduler, t: float):
-    batch = scheduler.schedule(t)
-    scheduler.complete_step(batch, t, t + 1.0)
-    return batch
+from sim_helpers import run_step
 
 
 def drive_checking_reservations(scheduler, requests) -> int:
@@ -52,7 +47,7 @@ def test_reserves_prompt_plus_output_and_admits_fcfs_without_skipping():
     s.add_request(Request(0, 0.0, prompt_tokens=5, output_tokens=15))  # reserves 20 of 30
     s.add_request(Request(1, 0.0, prompt_tokens=5, output_tokens=10))  # needs 15: waits
     s.add_request(Request(2, 0.0, prompt_tokens=1, output_tokens=1))  # would fit, waits its turn
-    batch = _step(s, 0.0)
+    batch = run_step(s, 0.0)
     assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 5)]
     assert kv.used_blocks == 20
     batch = s.schedule(1.0)  # decode and (still) no admission: mixed batching needs room
@@ -62,7 +57,7 @@ def test_reserves_prompt_plus_output_and_admits_fcfs_without_skipping():
 def test_mixes_whole_prefills_with_decodes():
     s = make_scheduler("orca", KVBlockManager(100, block_size=1))
     s.add_request(Request(0, 0.0, prompt_tokens=5, output_tokens=4))
-    _step(s, 0.0)
+    run_step(s, 0.0)
     s.add_request(Request(1, 1.0, prompt_tokens=30, output_tokens=4))
     batch = s.schedule(1.0)
     assert [(w.request.request_id, w.num_new_tokens, w.is_prefill) for w in batch.items] == [(0, 1, False), (1, 30, True)]

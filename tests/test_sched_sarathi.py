@@ -12,23 +12,18 @@ from runtime.kv_blocks import KVBlockManager
 from runtime.request import Request
 from runtime.schedulers import make_scheduler
 from runtime.sim import simulate
-
-
-def _step(scheduler, t: float):
-    batch = scheduler.schedule(t)
-    scheduler.complete_step(batch, t, t + 1.0)
-    return batch
+from sim_helpers import run_step
 
 
 def test_decodes_then_partial_prefills_then_new_prompts_each_chunked_to_the_budget():
     s = make_scheduler("sarathi", KVBlockManager(1000, block_size=1), chunk_size=8)
     s.add_request(Request(0, 0.0, prompt_tokens=3, output_tokens=5))
     s.add_request(Request(1, 0.0, prompt_tokens=12, output_tokens=5))
-    assert [(w.request.request_id, w.num_new_tokens) for w in _step(s, 0.0).items] == [(0, 3), (1, 5)]
+    assert [(w.request.request_id, w.num_new_tokens) for w in run_step(s, 0.0).items] == [(0, 3), (1, 5)]
     s.add_request(Request(2, 1.0, prompt_tokens=4, output_tokens=5))
-    batch = _step(s, 1.0)  # decode of 0, 1's last 7 prefill tokens fill the budget, 2 waits
+    batch = run_step(s, 1.0)  # decode of 0, 1's last 7 prefill tokens fill the budget, 2 waits
     assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1), (1, 7)]
-    batch = _step(s, 2.0)
+    batch = run_step(s, 2.0)
     assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1), (1, 1), (2, 4)]
 
 
@@ -46,8 +41,8 @@ def test_preempts_the_newest_when_a_decode_cannot_grow():
     s = make_scheduler("sarathi", KVBlockManager(12, block_size=1), watermark=0.0)
     for rid in range(3):
         s.add_request(Request(rid, 0.0, prompt_tokens=4, output_tokens=3))
-    _step(s, 0.0)  # 12 of 12 tokens
-    batch = _step(s, 1.0)
+    run_step(s, 0.0)  # 12 of 12 tokens
+    batch = run_step(s, 1.0)
     assert [r.request_id for r in batch.evicted] == [2]
     assert [r.request_id for r in s.waiting] == [2]
 

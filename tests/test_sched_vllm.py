@@ -14,6 +14,7 @@ from runtime.kv_blocks import KVBlockManager
 from runtime.request import Request
 from runtime.schedulers import make_scheduler
 from runtime.sim import simulate
+from sim_helpers import run_step
 
 
 def random_requests(seed: int, n: int, max_prompt: int, max_output: int, rate_per_s: float) -> list[Request]:
@@ -23,12 +24,6 @@ def random_requests(seed: int, n: int, max_prompt: int, max_output: int, rate_pe
         t += rng.expovariate(rate_per_s)
         out.append(Request(i, t, rng.randint(1, max_prompt), rng.randint(1, max_output)))
     return out
-
-
-def _step(scheduler, t: float):
-    batch = scheduler.schedule(t)
-    scheduler.complete_step(batch, t, t + 1.0)
-    return batch
 
 
 # --- vLLM v0 -----------------------------------------------------------------------------------
@@ -48,7 +43,7 @@ def test_v0_never_mixes_prefill_and_decode_and_respects_the_token_budget():
 def test_v0_prefill_priority_stalls_decodes():
     s = make_scheduler("vllm-v0", KVBlockManager(1000, block_size=1))
     s.add_request(Request(0, 0.0, prompt_tokens=5, output_tokens=4))
-    _step(s, 0.0)
+    run_step(s, 0.0)
     s.add_request(Request(1, 1.0, prompt_tokens=5, output_tokens=4))
     batch = s.schedule(1.0)
     assert [(w.request.request_id, w.is_prefill) for w in batch.items] == [(1, True)]
@@ -67,9 +62,9 @@ def test_v0_decode_pass_preempts_the_newest_and_requeues_it_first():
     s = make_scheduler("vllm-v0", KVBlockManager(200, block_size=16), watermark=0.0)  # 12 blocks
     for rid in range(3):
         s.add_request(Request(rid, 0.0, prompt_tokens=64, output_tokens=20))  # 4 blocks each: all 12
-    _step(s, 0.0)
+    run_step(s, 0.0)
     s.add_request(Request(3, 1.0, prompt_tokens=1, output_tokens=1))
-    batch = _step(s, 1.0)  # nothing admissible, so a decode step; request 0 needs a 5th block
+    batch = run_step(s, 1.0)  # nothing admissible, so a decode step; request 0 needs a 5th block
     assert [r.request_id for r in batch.evicted] == [2]
     assert [w.request.request_id for w in batch.items] == [0, 1]
     assert [r.request_id for r in s.waiting] == [2, 3]
@@ -99,7 +94,7 @@ def test_v1_admits_nothing_in_a_step_that_preempted():
     s = make_scheduler("vllm-v1", KVBlockManager(10, block_size=1))
     s.add_request(Request(0, 0.0, prompt_tokens=5, output_tokens=5))
     s.add_request(Request(1, 0.0, prompt_tokens=5, output_tokens=5))
-    _step(s, 0.0)  # both prefilled: memory full
+    run_step(s, 0.0)  # both prefilled: memory full
     s.add_request(Request(2, 1.0, prompt_tokens=2, output_tokens=1))
     s.max_num_batched_tokens = 3  # a small budget: a chunk of 2 would fit in the 4 tokens the eviction frees
     batch = s.schedule(1.0)
@@ -115,9 +110,9 @@ def test_v1_running_first_then_chunked_admissions_within_the_budget():
     s = make_scheduler("vllm-v1", KVBlockManager(1000, block_size=1), max_num_batched_tokens=10)
     s.add_request(Request(0, 0.0, prompt_tokens=14, output_tokens=3))
     s.add_request(Request(1, 0.0, prompt_tokens=6, output_tokens=3))
-    assert [(w.request.request_id, w.num_new_tokens) for w in _step(s, 0.0).items] == [(0, 10)]
-    assert [(w.request.request_id, w.num_new_tokens) for w in _step(s, 1.0).items] == [(0, 4), (1, 6)]
-    assert [(w.request.request_id, w.num_new_tokens) for w in _step(s, 2.0).items] == [(0, 1), (1, 1)]
+    assert [(w.request.request_id, w.num_new_tokens) for w in run_step(s, 0.0).items] == [(0, 10)]
+    assert [(w.request.request_id, w.num_new_tokens) for w in run_step(s, 1.0).items] == [(0, 4), (1, 6)]
+    assert [(w.request.request_id, w.num_new_tokens) for w in run_step(s, 2.0).items] == [(0, 1), (1, 1)]
 
 
 def test_v1_never_exceeds_its_budget_and_finishes_under_pressure():
