@@ -168,6 +168,19 @@ def _arrivals(data, *, source, base_dir: Path | None) -> ArrivalSpec:
         raise with_source(err, source) from None
 
 
+def _exactly_one(data: dict, first: str, first_meaning: str, second: str, second_meaning: str, *, source) -> bool:
+    """Whether `first` is the one present of two alternative keys; an InputError on `first` unless exactly one is."""
+    has_first = first in data
+    if has_first == (second in data):
+        raise InputError(
+            f"give exactly one of {first} ({first_meaning}) or {second} ({second_meaning})"
+            + ("; both are present" if has_first else ""),
+            source=source,
+            field=first,
+        )
+    return has_first
+
+
 def workload_from_dict(data: dict, *, source: str | None, base_dir: str | Path | None = None) -> Workload:
     """Validate a parsed workload document and build the `Workload`.
 
@@ -180,14 +193,8 @@ def workload_from_dict(data: dict, *, source: str | None, base_dir: str | Path |
     check_keys(data, allowed=TOP_KEYS, required=("name", "batch_time"), source=source, field="", hints=_TOP_HINTS)
     name = _name(data["name"], source=source, field="name")
 
-    has_tokens, has_memory = "kv_capacity_tokens" in data, "kv_capacity" in data
-    if has_tokens == has_memory:
-        raise InputError(
-            "give exactly one of kv_capacity_tokens (C in tokens) or kv_capacity (GPU memory, "
-            "memory fraction and model)" + ("; both are present" if has_tokens else ""),
-            source=source,
-            field="kv_capacity_tokens",
-        )
+    has_tokens = _exactly_one(data, "kv_capacity_tokens", "C in tokens", "kv_capacity",
+                              "GPU memory, memory fraction and model", source=source)
     if has_tokens:
         capacity = positive_int(data["kv_capacity_tokens"], source=source, field="kv_capacity_tokens")
     else:
@@ -197,14 +204,8 @@ def workload_from_dict(data: dict, *, source: str | None, base_dir: str | Path |
 
     batch_time = batch_time_from_dict(data["batch_time"], source=source, field="batch_time", base_dir=base_dir)
 
-    has_types, has_trace = "types" in data, "types_from_trace" in data
-    if has_types == has_trace:
-        raise InputError(
-            "give exactly one of types (a list of {name, prefill, decode, rate_per_s}) or "
-            "types_from_trace (a length trace binned by decode length)" + ("; both are present" if has_types else ""),
-            source=source,
-            field="types",
-        )
+    has_types = _exactly_one(data, "types", "a list of {name, prefill, decode, rate_per_s}", "types_from_trace",
+                             "a length trace binned by decode length", source=source)
     if has_types:
         raw = data["types"]
         if not isinstance(raw, list) or not raw:
