@@ -23,6 +23,11 @@ SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
 SERVICE_RULES = ("cohort", "continuous")
 
 
+def _check_threshold(threshold, field: str) -> None:
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+        raise InputError(f"a threshold must be an integer ≥ 1, got {threshold!r}", field=field)
+
+
 @dataclass(frozen=True, slots=True)
 class WorkloadRef:
     """The workload a policy was solved for; `rates_per_s` keeps the workload's type order."""
@@ -98,8 +103,7 @@ class ClassThreshold:
     threshold: int
 
     def __post_init__(self) -> None:
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int) or self.threshold < 1:
-            raise InputError(f"a threshold must be an integer ≥ 1, got {self.threshold!r}", field=f"classes[{self.name}].threshold")
+        _check_threshold(self.threshold, f"classes[{self.name}].threshold")
 
     def to_dict(self) -> dict:
         return {"name": self.name, "prefill": self.prefill, "decode": self.decode,
@@ -117,8 +121,7 @@ class Segment:
     theta: float | None
 
     def __post_init__(self) -> None:
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int) or self.threshold < 1:
-            raise InputError(f"a threshold must be an integer ≥ 1, got {self.threshold!r}", field="segments[].threshold")
+        _check_threshold(self.threshold, "segments[].threshold")
 
     def to_dict(self) -> dict:
         return {"first_stage": self.first_stage, "last_stage": self.last_stage, "threshold": self.threshold,
