@@ -8,13 +8,12 @@ stranded partial cohort pays to 20 iterations. `--max-wait-s` overrides it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 
 from fluid.equilibrium import closed_form
 from fluid.errors import InputError
 from fluid.workload import Workload
+from fluid.workload_io import workload_content_sha256
 from thresholds.nested import NestedSolution
 from thresholds.policy import (
     SERVICE_RULES,
@@ -31,16 +30,6 @@ from thresholds.policy import (
 from thresholds.wait import WaitSolution, linear_time
 
 DRAIN_ITERATIONS = 20
-
-
-def content_sha256(workload: Workload) -> str:
-    try:
-        from fluid.workload_io import workload_content_sha256
-    except ImportError:  # the loader module is optional for this package
-        body = {"kv_capacity_tokens": workload.kv_capacity_tokens, "batch_time": workload.batch_time.to_dict(),
-                "types": [[t.name, t.prefill, t.decode, t.rate_per_s] for t in workload.types]}
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    return workload_content_sha256(workload)
 
 
 def _finite(x: float) -> float | None:
@@ -63,7 +52,7 @@ def _common(workload: Workload, service_rule: str, iteration_time_s: float, max_
         raise InputError(f"max wait must be a non-negative number of seconds, got {max_wait_s!r}", field="max_wait_s")
     return {
         "service_rule": service_rule,
-        "workload": WorkloadRef(workload.name, content_sha256(workload),
+        "workload": WorkloadRef(workload.name, workload_content_sha256(workload),
                                 tuple((t.name, float(t.rate_per_s)) for t in workload.types)),
         "kv_capacity_tokens": workload.kv_capacity_tokens,
         "batch_time": workload.batch_time.to_dict(),
