@@ -121,6 +121,39 @@ def scheduler_host_cost(name: str, running: int = 128, steps: int = 200) -> dict
     return {"scheduler": name, "running": running, "steps_measured": len(times), "median_s": statistics.median(times) if times else None}
 
 
+def kernel_profile(runner, pool, batch: int, ctx: int, new_tokens: int = 1, top: int = 10) -> dict:
+    """Per-kernel device time of one eager forward (torch.profiler): where a step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from runtime.attention import PrefillSeq
+    from runtime.model import StepInputs
+
+    dev = runner.device
+    bs = pool.block_size
+    if new_tokens == 1:  # `batch` decodes over `ctx` tokens in consecutive blocks
+        per = -(-(ctx + 1) // bs)
+        tables = torch.arange(batch * per, device=dev, dtype=torch.int32).view(batch, per)
+        step = StepInputs(
+            torch.zeros(batch, dtype=torch.int64, device=dev), torch.full((batch,), ctx, device=dev),
+            (tables[:, ctx // bs].long() * bs + ctx % bs), [], tables, torch.full((batch,), ctx + 1, dtype=torch.int32, device=dev), None, num_decode_rows=batch,
+        )
+    else:
+        step = StepInputs(
+            torch.zeros(new_tokens, dtype=torch.int64, device=dev), torch.arange(new_tokens, device=dev), torch.arange(new_tokens, device=dev),
+            [PrefillSeq(0, new_tokens, 0, None)], None, None, torch.tensor([new_tokens - 1], device=dev),
+        )
+    for _ in range(3):
+        runner.forward(step, pool)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        runner.forward(step, pool)
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA" or getattr(e, "self_device_time_total", 0) > 0]
+    rows = sorted(({"kernel": e.key[:90], "count": e.count, "total_s": e.self_device_time_total / 1e6} for e in events), key=lambda r: -r["total_s"])
+    rows = [r for r in rows if r["total_s"] > 0]
+    return {"batch": batch, "ctx": ctx, "new_tokens": new_tokens, "kernels": sum(r["count"] for r in rows), "kernel_time_s": sum(r["total_s"] for r in rows), "top": rows[:top]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="docs/bench-gpu.json")
@@ -145,6 +178,7 @@ def main() -> None:
     print(json.dumps(res, indent=1), flush=True)
     hf = build_random_model(cfg, dtype=torch.bfloat16, device="cuda")
     runner = LlamaRunner.from_hf(hf)
+    res["fused_ops"] = runner.use_fused_ops
     res["transformers_eager"] = transformers_reference(hf, cfg)
     print(json.dumps(res["transformers_eager"]), flush=True)
     del hf
@@ -178,6 +212,14 @@ def main() -> None:
         rows[label] = {"step_s": step_s, "flops": flops, "achieved_flop_per_s": flops / step_s, "fraction_of_matmul_rate": flops / step_s / rate, "target": "≥ 0.60 of the matmul rate"}
         print(label, rows[label], flush=True)
     res["runtime"] = rows
+    res["kernel_profile"] = []
+    for args_ in ((1, 512), (64, 512), (1, 0, 2048)):
+        try:
+            res["kernel_profile"].append(kernel_profile(runner, pool, *args_))
+            print(json.dumps(res["kernel_profile"][-1]), flush=True)
+        except Exception as err:  # noqa: BLE001 - the profile is a diagnostic, never fatal
+            res["kernel_profile"].append({"args": args_, "error": repr(err)})
+            print("profile failed", args_, repr(err), flush=True)
     res["scheduler_host"] = [scheduler_host_cost(n) for n in ("sarathi", "vllm-v1", "fcfs")]
     host128 = rows["decode_b128_ctx1024"]["host_prep_s"]
     res["host_per_step_128_s"] = {s["scheduler"]: (s["median_s"] or 0) + host128 for s in res["scheduler_host"]}

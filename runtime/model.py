@@ -62,8 +62,11 @@ class LlamaRunner:
         positions = torch.arange(self.max_positions, device=self.device, dtype=torch.float32)
         freqs = positions[:, None] * inv_freq.to(self.device, torch.float32)[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)  # [max_pos, d]
-        self.cos = (emb.cos() * rope_scaling).to(self.dtype)
-        self.sin = (emb.sin() * rope_scaling).to(self.dtype)
+        self.cos = (emb.cos() * rope_scaling).to(self.dtype).contiguous()
+        self.sin = (emb.sin() * rope_scaling).to(self.dtype).contiguous()
+        # CUDA runs the fused Triton kernels (runtime.fused_ops); CPU keeps the plain torch path
+        half = self.head_dim // 2
+        self.use_fused_ops = self.device.type == "cuda" and half > 0 and half & (half - 1) == 0  # tl.arange needs 2^k
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -124,6 +127,12 @@ class LlamaRunner:
         v = v.view(T, KV, d)
         pool.write(layer_index, k, v, step.slots)
         k_cache, v_cache = pool.layer(layer_index)  # [blocks, block_size, KV, d]
+        attn = self._attention_core(q, k, v, step, k_cache, v_cache)  # [T, H, d]
+        return F.linear(attn.reshape(T, H * d), self.layers[layer_index].o)
+
+    def _attention_core(self, q, k, v, step: StepInputs, k_cache, v_cache) -> torch.Tensor:
+        """q: [T, H, d] rotated; k, v: [T, KV, d] of this step (already in the pool). Returns [T, H, d]."""
+        T = q.shape[0]
         outs = []
         for seq in step.prefills:
             rows = slice(seq.row_start, seq.row_start + seq.num_new_tokens)
@@ -131,8 +140,29 @@ class LlamaRunner:
         if step.num_decode_rows:
             qd = q[T - step.num_decode_rows :]
             outs.append(paged_decode_attention(qd, k_cache, v_cache, step.decode_block_tables, step.decode_context_lens, self.scale))
-        attn = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)  # [T, H, d]
-        return F.linear(attn.reshape(T, H * d), self.layers[layer_index].o)
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+
+    def _forward_fused(self, step: StepInputs, pool: KVPool) -> torch.Tensor:
+        """CUDA: per layer add+RMSNorm, QKV GEMM, RoPE+KV write, attention, O GEMM, add+RMSNorm,
+        gate/up GEMM, SiLU·mul, down GEMM (runtime.fused_ops). Same numerics as `forward`'s torch path."""
+        from runtime.fused_ops import add_rms_norm, rope_kv_write, silu_mul
+
+        H, KV, d = self.num_heads, self.kv_heads, self.head_dim
+        residual = F.embedding(step.input_ids, self.embed)  # [T, hidden], updated in place
+        T = residual.shape[0]
+        x = add_rms_norm(residual, None, self.layers[0].input_norm, self.eps)
+        for i, w in enumerate(self.layers):
+            k_cache, v_cache = pool.layer(i)
+            qkv = F.linear(x, w.qkv)
+            q, k, v = rope_kv_write(qkv, self.cos, self.sin, step.positions, step.slots, k_cache, v_cache, H, KV)
+            attn = self._attention_core(q, k, v, step, k_cache, v_cache)
+            x = add_rms_norm(residual, F.linear(attn.reshape(T, H * d), w.o), w.post_norm, self.eps)
+            mlp = F.linear(silu_mul(F.linear(x, w.gate_up)), w.down)
+            next_norm = self.layers[i + 1].input_norm if i + 1 < len(self.layers) else self.final_norm
+            x = add_rms_norm(residual, mlp, next_norm, self.eps)
+        if step.sample_rows is not None:
+            x = x.index_select(0, step.sample_rows)
+        return F.linear(x, self.lm_head).float()
 
     def _mlp(self, layer_index: int, x: torch.Tensor) -> torch.Tensor:
         gate, up = F.linear(x, self.layers[layer_index].gate_up).chunk(2, dim=-1)
@@ -142,6 +172,8 @@ class LlamaRunner:
     @torch.inference_mode()
     def forward(self, step: StepInputs, pool: KVPool) -> torch.Tensor:
         """Returns fp32 logits [S, vocab] of `step.sample_rows` (every row when None)."""
+        if self.use_fused_ops:
+            return self._forward_fused(step, pool)
         h = F.embedding(step.input_ids, self.embed)  # [T, hidden]
         cos = self.cos.index_select(0, step.positions)[:, None, :]  # [T, 1, d]
         sin = self.sin.index_select(0, step.positions)[:, None, :]

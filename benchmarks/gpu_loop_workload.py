@@ -1,0 +1,74 @@
+"""Build the loop's workload from a calibration: the `default` preset's types on the measured GPU.
+
+    PYTHONPATH=. python benchmarks/gpu_loop_workload.py CALIBRATION.json -o docs/default-h200.yaml
+
+Keeps the default preset's two chat-like types (p48d16, p48d48, equal rates) and its design
+(arXiv 2504.11320): the batch time is the calibrated linear3 model, the rate per type is chosen so
+the load factor L = d_kv·Σλa + d_new·Σλ(l + l') hits `--load` (default 0.78, as in the preset),
+and the KV capacity C = M*/`--memory-use` (default 0.75), so memory, not compute, binds
+(capacity scale θ* near 1). The run's KV pool is then sized to C (`fluidsched run` defaults to
+the workload's kv_capacity_tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+TYPES = (("p48d16", 48, 16), ("p48d48", 48, 48))
+
+
+def build(calibration: dict, *, load: float, memory_use: float, block_size: int = 16) -> tuple[dict, dict]:
+    bt = calibration["batch_time"]
+    if bt.get("kind") != "linear3":
+        raise SystemExit(f"calibration batch_time must be linear3, got {bt.get('kind')!r}")
+    d0, d_kv, d_new = bt["d0_s"], bt["d_kv_s_per_token"], bt["d_new_s_per_token"]
+    footprint = sum((dec + 1) * (pre + dec / 2) for _, pre, dec in TYPES)  # Σ a_j at λ = 1
+    new_tokens = sum(pre + dec for _, pre, dec in TYPES)
+    rate = load / (d_kv * footprint + d_new * new_tokens)
+    dt_star = d0 / (1 - load)
+    mem_star = dt_star * rate * footprint
+    capacity = int(math.ceil(mem_star / memory_use / block_size) * block_size)
+    workload = {
+        "name": f"default-{calibration.get('device', 'gpu').split()[-1].lower()}",
+        "kv_capacity_tokens": capacity,
+        "batch_time": {"kind": "linear3", "d0_s": d0, "d_kv_s_per_token": d_kv, "d_new_s_per_token": d_new},
+        "types": [{"name": n, "prefill": p, "decode": d, "rate_per_s": round(rate, 3)} for n, p, d in TYPES],
+    }
+    design = {"load_factor": load, "iteration_time_star_s": dt_star, "memory_star_tokens": mem_star, "prompts_per_stage": rate * dt_star, "rate_per_type_per_s": rate}
+    return workload, design
+
+
+def to_yaml(workload: dict, design: dict, source: str) -> str:
+    bt = workload["batch_time"]
+    lines = [
+        f"# The `default` preset's types on the calibrated GPU ({source}): linear3 batch time as measured,",
+        f"# rate per type for load factor {design['load_factor']:.2f}, KV capacity C = M*/{design['memory_star_tokens'] / workload['kv_capacity_tokens']:.2f}",
+        f"# (M* = {design['memory_star_tokens']:.0f} tokens, ΔT* = {1e3 * design['iteration_time_star_s']:.1f} ms, n* = {design['prompts_per_stage']:.2f} prompts per stage per type).",
+        "# Built by benchmarks/gpu_loop_workload.py.",
+        f"name: {workload['name']}",
+        f"kv_capacity_tokens: {workload['kv_capacity_tokens']}",
+        f"batch_time: {{kind: linear3, d0_s: {bt['d0_s']:.6g}, d_kv_s_per_token: {bt['d_kv_s_per_token']:.6g}, d_new_s_per_token: {bt['d_new_s_per_token']:.6g}}}",
+        "types:",
+    ]
+    lines += [f"  - {{name: {t['name']}, prefill: {t['prefill']}, decode: {t['decode']}, rate_per_s: {t['rate_per_s']}}}" for t in workload["types"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("calibration")
+    ap.add_argument("-o", "--output", required=True)
+    ap.add_argument("--load", type=float, default=0.78)
+    ap.add_argument("--memory-use", type=float, default=0.75)
+    args = ap.parse_args()
+    calibration = json.loads(Path(args.calibration).read_text())
+    workload, design = build(calibration, load=args.load, memory_use=args.memory_use)
+    Path(args.output).write_text(to_yaml(workload, design, Path(args.calibration).name))
+    print(json.dumps({"workload": workload, "design": design}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The fused Triton kernels (runtime.fused_ops) against the torch path they replace (CUDA only)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+from runtime.attention import PrefillSeq  # noqa: E402
+from runtime.checkpoint import build_random_model  # noqa: E402
+from runtime.kv_pool import KVPool, PoolShape  # noqa: E402
+from runtime.model import LlamaRunner, StepInputs  # noqa: E402
+from runtime.model_presets import resolve_model_config  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_add_rms_norm_matches_torch(dtype):
+    from runtime.fused_ops import add_rms_norm
+
+    torch.manual_seed(0)
+    res = torch.randn(37, 4096, device="cuda", dtype=dtype)
+    delta = torch.randn_like(res)
+    w = torch.randn(4096, device="cuda", dtype=dtype)
+    expect_res = res + delta
+    xf = expect_res.float()
+    expect = w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5)).to(dtype)
+    got_res = res.clone()
+    got = add_rms_norm(got_res, delta, w, 1e-5)
+    assert torch.equal(got_res, expect_res)
+    assert (got.float() - expect.float()).abs().max().item() <= 2e-2 * expect.float().abs().max().item()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_silu_mul_matches_torch(dtype):
+    from runtime.fused_ops import silu_mul
+
+    gu = torch.randn(5, 2 * 3000, device="cuda", dtype=dtype)
+    gate, up = gu.chunk(2, dim=-1)
+    expect = torch.nn.functional.silu(gate) * up
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert torch.allclose(silu_mul(gu).float(), expect.float(), atol=tol, rtol=tol)
+
+
+def test_rope_kv_write_matches_torch_and_fills_the_pool():
+    from runtime.fused_ops import rope_kv_write
+
+    heads, kv_heads, d, tokens = 8, 2, 128, 11
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * d, device="cuda", dtype=torch.bfloat16)
+    positions = torch.randint(0, 500, (tokens,), device="cuda")
+    inv = 1.0 / (10000 ** (torch.arange(0, d, 2, device="cuda").float() / d))
+    freqs = torch.arange(512, device="cuda").float()[:, None] * inv[None]
+    emb = torch.cat((freqs, freqs), -1)
+    cos, sin = emb.cos().bfloat16().contiguous(), emb.sin().bfloat16().contiguous()
+    k_cache = torch.zeros(6, 16, kv_heads, d, device="cuda", dtype=torch.bfloat16)
+    v_cache = torch.zeros_like(k_cache)
+    slots = torch.randperm(6 * 16, device="cuda")[:tokens]
+    q, k, v = rope_kv_write(qkv, cos, sin, positions, slots, k_cache, v_cache, heads, kv_heads)
+    c, s = cos[positions][:, None], sin[positions][:, None]
+
+    def rope(x):
+        return x * c + torch.cat((-x[..., d // 2 :], x[..., : d // 2]), -1) * s
+
+    q_ref = rope(qkv[:, : heads * d].view(tokens, heads, d))
+    k_ref = rope(qkv[:, heads * d : (heads + kv_heads) * d].view(tokens, kv_heads, d))
+    v_ref = qkv[:, (heads + kv_heads) * d :].view(tokens, kv_heads, d)
+    assert (q.float() - q_ref.float()).abs().max().item() < 2e-2
+    assert (k.float() - k_ref.float()).abs().max().item() < 2e-2
+    assert torch.equal(k_cache.view(-1, kv_heads, d)[slots], k)
+    assert torch.equal(v_cache.view(-1, kv_heads, d)[slots], v_ref)
+    assert torch.equal(v, v_ref)
+
+
+def test_fused_forward_equals_torch_forward_fp32():
+    """Whole model, mixed step (prefill over a cached prefix + decodes): fused path == torch path."""
+    cfg = resolve_model_config("tiny-llama")
+    hf = build_random_model(cfg, dtype=torch.float32, device="cuda", seed=1)
+    runner = LlamaRunner.from_hf(hf)
+    d = cfg.hidden_size // cfg.num_attention_heads
+    results = []
+    for fused in (False, True):
+        runner.use_fused_ops = fused
+        pool = KVPool(PoolShape(cfg.num_hidden_layers, 32, 4, cfg.num_key_value_heads, d, 4), dtype=torch.float32, device="cuda")
+        table = torch.tensor([7, 3, 9, 1, 12, 5], device="cuda")
+        ids = torch.randint(0, cfg.vocab_size, (20,), generator=torch.Generator().manual_seed(0)).cuda()
+        slots = torch.stack([table[p // 4] * 4 + p % 4 for p in range(20)])
+        first = StepInputs(ids[:12], torch.arange(12, device="cuda"), slots[:12], [PrefillSeq(0, 12, 0, None)], None, None, None)
+        out1 = runner.forward(first, pool)
+        dec_table = torch.tensor([[20, 21, 0, 0]], device="cuda", dtype=torch.int32)
+        second = StepInputs(
+            torch.cat([ids[12:], ids[:1]]), torch.cat([torch.arange(12, 20, device="cuda"), torch.zeros(1, dtype=torch.int64, device="cuda")]),
+            torch.cat([slots[12:], torch.tensor([80], device="cuda")]),
+            [PrefillSeq(0, 8, 12, table)], dec_table, torch.tensor([1], device="cuda", dtype=torch.int32), None, num_decode_rows=1,
+        )
+        out2 = runner.forward(second, pool)
+        results.append((out1, out2))
+    for a, b in zip(results[0], results[1]):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
