@@ -156,6 +156,18 @@ def solve_theta(n_prev: int, n_next: int, p_prev: float) -> float | None:
 
 # ---- instances -------------------------------------------------------------------------------
 
+def instance_memory_tokens(prefill: int, bounds, n, probs, iterations: float, delta: float,
+                           zeta: float) -> tuple[tuple[float | None, ...], float, float]:
+    """One instance's θ_k (None for the first segment), base memory and buffer, in tokens.
+
+    `n` are its thresholds n_k, `probs` its continuation probabilities p_k (the last is not read).
+    """
+    thetas = (None,) + tuple(solve_theta(n[k - 1], n[k], probs[k - 1]) for k in range(1, len(n)))
+    log_term = buffer_log_term(len(n), iterations, delta, zeta)
+    base = nested_base_memory_tokens(prefill, bounds, n)
+    return thetas, base, nested_buffer_tokens(prefill, bounds, n, thetas, log_term)
+
+
 def instance_specs(workload: Workload, prefill_mode: str) -> tuple[InstanceSpec, ...]:
     types = workload.types
     if prefill_mode == "representative":
@@ -258,10 +270,8 @@ def _finish(workload, options, mode, num_segments, layouts, thresholds, dt) -> N
         label = f"[prefill={spec.prefill_tokens}]" if many else ""
         conds += nested_ratio_conditions(label, n, probs)
         conds.append(strictly_below(f"iteration_time{label}", dt, n[0] / spec.rate_per_s))
-        thetas = (None,) + tuple(solve_theta(n[k - 1], n[k], probs[k - 1]) for k in range(1, len(n)))
-        log_term = buffer_log_term(len(n), iterations, options.delta, options.zeta)
-        base = nested_base_memory_tokens(spec.prefill_tokens, bounds, n)
-        buffer = nested_buffer_tokens(spec.prefill_tokens, bounds, n, thetas, log_term)
+        thetas, base, buffer = instance_memory_tokens(spec.prefill_tokens, bounds, n, probs, iterations,
+                                                      options.delta, options.zeta)
         instances.append(InstanceSolution(spec, bounds, probs, n, thetas, base, buffer))
     required = sum(i.memory_required_tokens for i in instances)
     conds.append(at_most("memory_within_capacity", required, workload.kv_capacity_tokens))

@@ -15,17 +15,15 @@ from fluid.workload import Workload
 from thresholds.conditions import (
     Condition,
     at_most,
-    buffer_log_term,
     nested_base_memory_tokens,
-    nested_buffer_tokens,
     nested_new_tokens,
     nested_ratio_conditions,
     strictly_below,
     wait_conditions,
 )
-from thresholds.nested import solve_theta
+from thresholds.nested import instance_memory_tokens
 from thresholds.policy import NestedWaitPolicy, Policy, WaitPolicy
-from thresholds.segments import LengthDistribution
+from thresholds.segments import LengthDistribution, continue_probs
 from thresholds.wait import linear_time
 
 
@@ -77,20 +75,16 @@ def _verify_nested(policy: NestedWaitPolicy, workload: Workload) -> tuple[Condit
         dist = LengthDistribution.from_pairs((t.decode, t.rate_per_s) for t in types)
         longest = segs[-1].last_stage
         out.append(at_most(f"decode_lengths_covered{label}", dist.lengths[-1], longest))
-        entering, probs = dist.total_rate_per_s, []
-        for s in segs:
-            leaving_on = dist.rate_longer_than(s.last_stage)
-            probs.append(leaving_on / entering if entering > 0 else 0.0)
-            entering = leaving_on
+        # p_k of the last segment is forced to 0 here; neither the ratios nor θ_k read it
+        probs = continue_probs(dist, tuple(s.last_stage for s in segs))
         n = [s.threshold for s in segs]
         ratio_conds = nested_ratio_conditions(label, n, probs)
         out += ratio_conds
         out.append(strictly_below(f"iteration_time{label}", dt, n[0] / dist.total_rate_per_s))
         bounds = [(s.first_stage, s.last_stage) for s in segs]
         if all(c.holds for c in ratio_conds):
-            thetas = [None] + [solve_theta(n[k - 1], n[k], probs[k - 1]) for k in range(1, len(n))]
-            log_term = buffer_log_term(len(n), iterations, delta, zeta)
-            required += nested_base_memory_tokens(prefill, bounds, n) + nested_buffer_tokens(prefill, bounds, n, thetas, log_term)
+            _, base, buffer = instance_memory_tokens(prefill, bounds, n, probs, iterations, delta, zeta)
+            required += base + buffer
         else:  # no θ_k: entries into some segment outpace its threshold, the buffer is unbounded
             required = math.inf
     out.append(at_most("memory_within_capacity", required, workload.kv_capacity_tokens))
