@@ -1,4 +1,5 @@
-"""Shared pieces for the GPU-runtime tests: a tiny chunked-prefill scheduler and a reference check."""
+"""Shared pieces for the GPU-runtime tests: a tiny random Llama, a tiny chunked-prefill scheduler and a
+reference check."""
 
 from __future__ import annotations
 
@@ -6,8 +7,19 @@ from collections import deque
 
 import torch
 
+from runtime.checkpoint import build_random_model
+from runtime.model import LlamaRunner
+from runtime.model_presets import resolve_model_config
 from runtime.request import Request
 from runtime.schedulers.base import Batch, Scheduler
+
+
+def tiny_llama(seed: int):
+    """(config, transformers model, LlamaRunner) of the random tiny-llama preset in fp32 on CPU."""
+    torch.set_num_threads(1)
+    cfg = resolve_model_config("tiny-llama")
+    hf = build_random_model(cfg, dtype=torch.float32, device="cpu", seed=seed)
+    return cfg, hf, LlamaRunner.from_hf(hf)
 
 
 class TinyChunkedScheduler(Scheduler):

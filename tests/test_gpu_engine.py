@@ -9,16 +9,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from engine_helpers import TinyChunkedScheduler, reference_check  # noqa: E402
+from engine_helpers import TinyChunkedScheduler, reference_check, tiny_llama  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from runtime.checkpoint import build_random_model  # noqa: E402
 from runtime.engine import Engine  # noqa: E402
 from runtime.kv_blocks import KVBlockManager  # noqa: E402
 from runtime.kv_pool import KVPool, PoolShape  # noqa: E402
-from runtime.model import LlamaRunner  # noqa: E402
-from runtime.model_presets import resolve_model_config  # noqa: E402
 from runtime.request import Request  # noqa: E402
 from validation.cli import main  # noqa: E402
 
@@ -27,10 +24,7 @@ BLOCK = 4
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.set_num_threads(1)
-    cfg = resolve_model_config("tiny-llama")
-    hf = build_random_model(cfg, dtype=torch.float32, device="cpu", seed=5)
-    return cfg, hf, LlamaRunner.from_hf(hf)
+    return tiny_llama(seed=5)
 
 
 def _engine(cfg, runner, blocks):

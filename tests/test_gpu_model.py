@@ -7,19 +7,16 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from engine_helpers import tiny_llama  # noqa: E402
+
 from runtime.attention import PrefillSeq, paged_decode_attention, paged_decode_reference  # noqa: E402
-from runtime.checkpoint import build_random_model  # noqa: E402
 from runtime.kv_pool import KVPool, PoolShape  # noqa: E402
-from runtime.model import LlamaRunner, StepInputs  # noqa: E402
-from runtime.model_presets import resolve_model_config  # noqa: E402
+from runtime.model import StepInputs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.set_num_threads(1)
-    cfg = resolve_model_config("tiny-llama")
-    hf = build_random_model(cfg, dtype=torch.float32, device="cpu", seed=3)
-    return cfg, hf, LlamaRunner.from_hf(hf)
+    return tiny_llama(seed=3)
 
 
 def _pool(cfg, blocks=64, block_size=4):
