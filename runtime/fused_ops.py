@@ -63,39 +63,46 @@ def _rope_kv_write_kernel(
     qkv_ptr, cos_ptr, sin_ptr, pos_ptr, slot_ptr,
     q_out_ptr, k_out_ptr, k_cache_ptr, v_cache_ptr,
     stride_qkv, stride_cos, stride_qo_t, stride_ko_t, stride_cache_slot, stride_cache_head,
-    NUM_HEADS: tl.constexpr, KV_HEADS: tl.constexpr, HALF: tl.constexpr,
+    NUM_HEADS: tl.constexpr, KV_HEADS: tl.constexpr, HALF: tl.constexpr, HEADS_PER_PROG: tl.constexpr,
 ):
+    """One program per (token, group of HEADS_PER_PROG heads of the packed q|k heads)."""
     t = tl.program_id(0).to(tl.int64)
-    h = tl.program_id(1)
+    heads = tl.program_id(1) * HEADS_PER_PROG + tl.arange(0, HEADS_PER_PROG)  # [P] index into q|k heads
     pos = tl.load(pos_ptr + t).to(tl.int64)
     offs = tl.arange(0, HALF)
-    c1 = tl.load(cos_ptr + pos * stride_cos + offs).to(tl.float32)
-    c2 = tl.load(cos_ptr + pos * stride_cos + HALF + offs).to(tl.float32)
-    s1 = tl.load(sin_ptr + pos * stride_cos + offs).to(tl.float32)
-    s2 = tl.load(sin_ptr + pos * stride_cos + HALF + offs).to(tl.float32)
+    c1 = tl.load(cos_ptr + pos * stride_cos + offs).to(tl.float32)[None, :]
+    c2 = tl.load(cos_ptr + pos * stride_cos + HALF + offs).to(tl.float32)[None, :]
+    s1 = tl.load(sin_ptr + pos * stride_cos + offs).to(tl.float32)[None, :]
+    s2 = tl.load(sin_ptr + pos * stride_cos + HALF + offs).to(tl.float32)[None, :]
+    live = heads < NUM_HEADS + KV_HEADS
     row = qkv_ptr + t * stride_qkv
-    x1 = tl.load(row + h * (2 * HALF) + offs).to(tl.float32)
-    x2 = tl.load(row + h * (2 * HALF) + HALF + offs).to(tl.float32)
+    src = heads[:, None] * (2 * HALF) + offs[None, :]  # [P, HALF]
+    x1 = tl.load(row + src, mask=live[:, None], other=0.0).to(tl.float32)
+    x2 = tl.load(row + src + HALF, mask=live[:, None], other=0.0).to(tl.float32)
     dt = q_out_ptr.dtype.element_ty
     # out = x·cos + rotate_half(x)·sin, rotate_half(x) = (−x2, x1); each product rounded, as torch does
     o1 = ((x1 * c1).to(dt).to(tl.float32) + (-x2 * s1).to(dt).to(tl.float32)).to(dt)
     o2 = ((x2 * c2).to(dt).to(tl.float32) + (x1 * s2).to(dt).to(tl.float32)).to(dt)
-    if h < NUM_HEADS:
-        q_row = q_out_ptr + t * stride_qo_t + h * (2 * HALF)
-        tl.store(q_row + offs, o1)
-        tl.store(q_row + HALF + offs, o2)
-    else:
-        kh = h - NUM_HEADS
-        k_row = k_out_ptr + t * stride_ko_t + kh * (2 * HALF)
-        tl.store(k_row + offs, o1)
-        tl.store(k_row + HALF + offs, o2)
-        slot = tl.load(slot_ptr + t).to(tl.int64)
-        cache_off = slot * stride_cache_slot + kh * stride_cache_head
-        tl.store(k_cache_ptr + cache_off + offs, o1)
-        tl.store(k_cache_ptr + cache_off + HALF + offs, o2)
-        v_src = row + (NUM_HEADS + KV_HEADS + kh) * (2 * HALF)
-        tl.store(v_cache_ptr + cache_off + offs, tl.load(v_src + offs))
-        tl.store(v_cache_ptr + cache_off + HALF + offs, tl.load(v_src + HALF + offs))
+    is_q = (heads < NUM_HEADS)[:, None]
+    q_dst = q_out_ptr + t * stride_qo_t + heads[:, None] * (2 * HALF) + offs[None, :]
+    tl.store(q_dst, o1, mask=is_q)
+    tl.store(q_dst + HALF, o2, mask=is_q)
+    kh = heads - NUM_HEADS
+    is_k = ((kh >= 0) & live)[:, None]
+    kh = tl.where(kh >= 0, kh, 0)
+    k_dst = k_out_ptr + t * stride_ko_t + kh[:, None] * (2 * HALF) + offs[None, :]
+    tl.store(k_dst, o1, mask=is_k)
+    tl.store(k_dst + HALF, o2, mask=is_k)
+    slot = tl.load(slot_ptr + t).to(tl.int64)
+    cache_off = slot * stride_cache_slot + kh[:, None].to(tl.int64) * stride_cache_head + offs[None, :]
+    tl.store(k_cache_ptr + cache_off, o1, mask=is_k)
+    tl.store(k_cache_ptr + cache_off + HALF, o2, mask=is_k)
+    v_src = row + (NUM_HEADS + KV_HEADS + kh[:, None]) * (2 * HALF) + offs[None, :]
+    tl.store(v_cache_ptr + cache_off, tl.load(v_src, mask=is_k, other=0.0), mask=is_k)
+    tl.store(v_cache_ptr + cache_off + HALF, tl.load(v_src + HALF, mask=is_k, other=0.0), mask=is_k)
+
+
+ROPE_HEADS_PER_PROG = 8
 
 
 def rope_kv_write(
@@ -117,11 +124,11 @@ def rope_kv_write(
     q = torch.empty((tokens, num_heads, d), dtype=qkv.dtype, device=qkv.device)
     k = torch.empty((tokens, kv_heads, d), dtype=qkv.dtype, device=qkv.device)
     if tokens:
-        _rope_kv_write_kernel[(tokens, num_heads + kv_heads)](
+        _rope_kv_write_kernel[(tokens, triton.cdiv(num_heads + kv_heads, ROPE_HEADS_PER_PROG))](
             qkv, cos, sin, positions, slots,
             q, k, k_cache, v_cache,
             qkv.stride(0), cos.stride(0), q.stride(0), k.stride(0), k_cache.stride(1), k_cache.stride(2),
-            NUM_HEADS=num_heads, KV_HEADS=kv_heads, HALF=d // 2, num_warps=1,
+            NUM_HEADS=num_heads, KV_HEADS=kv_heads, HALF=d // 2, HEADS_PER_PROG=ROPE_HEADS_PER_PROG, num_warps=4,
         )
     v = qkv[:, (num_heads + kv_heads) * d :].view(tokens, kv_heads, d)
     return q, k, v

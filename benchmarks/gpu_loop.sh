@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The closed loop on one machine: calibrate the engine, build the workload from the fit, solve a
+# WAIT policy for it, run WAIT, Sarathi and vLLM-v1 on the model, and simulate the same three.
+#   PYTHONPATH=. bash benchmarks/gpu_loop.sh OUT_DIR        (on the GPU: llama-2-7b, cuda)
+#   MODEL=tiny-llama DEVICE=cpu CALIBRATION=docs/calibration-h200.json REQUESTS=30 TAG=cpu bash benchmarks/gpu_loop.sh /tmp/x   (smoke test)
+set -euo pipefail
+out=${1:?usage: gpu_loop.sh OUT_DIR}
+model=${MODEL:-llama-2-7b}
+device=${DEVICE:-cuda}
+requests=${REQUESTS:-2000}
+tag=${TAG:-h200}
+mkdir -p "$out"
+export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1
+fs() { python -m validation.cli "$@"; }
+if [ -n "${CALIBRATION:-}" ]; then cp "$CALIBRATION" "$out/calibration-$tag.json"  # reuse a fit (smoke tests)
+else fs calibrate --device "$device" --model "$model" --grid-scale "${GRID_SCALE:-1}" --out "$out/calibration-$tag.json"; fi
+python benchmarks/gpu_loop_workload.py "$out/calibration-$tag.json" -o "$out/default-$tag.yaml" > "$out/workload-design.json"
+fs fluid "$out/default-$tag.yaml"
+fs solve "$out/default-$tag.yaml" -o "$out/policy-wait-$tag.json"
+for who in "wait --policy $out/policy-wait-$tag.json" "sarathi --scheduler sarathi" "vllm-v1 --scheduler vllm-v1"; do
+  set -- $who
+  name=$1; shift
+  fs run "$out/default-$tag.yaml" "$@" --model "$model" --device "$device" --requests "$requests" --out "$out/run-$name" --json > "$out/run-$name.json"
+  fs simulate "$out/default-$tag.yaml" "$@" --requests "$requests" --out "$out/sim-$name" --json > "$out/sim-$name.json"
+  python -c "import json,sys; r=json.load(open(sys.argv[1])); s=json.load(open(sys.argv[2])); k=('throughput_tokens_per_s','mean_ttft_s','p99_ttft_s','p50_tbt_s','p99_tbt_s','mean_step_s','peak_kv_tokens','completed'); print(sys.argv[3], {x: (r.get(x), s.get(x)) for x in k})" "$out/run-$name.json" "$out/sim-$name.json" "$name"
+done
