@@ -14,7 +14,8 @@ An executor (the simulated clock in `runtime/sim.py`, or the GPU engine) drives 
 What is cheap (the hot paths every policy shares, O(1) per request per step, no allocation
 beyond the one `ScheduledWork`): `self.try_reserve(batch, request, n)` (checks the free blocks,
 grows KV and updates the batch's shape incrementally, in one call: prefer it to `kv.can_grow`
-followed by `reserve`), `self.reserve(batch, request, n)`, `self.kv.can_grow` / `blocks_needed`, `batch.shape()` (O(1) when
+followed by `reserve`), `self.reserve_decodes(batch, requests)` (the same for a run of decodes,
+one call per run), `self.reserve(batch, request, n)`, `self.kv.can_grow` / `blocks_needed`, `batch.shape()` (O(1) when
 work was added through `reserve` or `batch.add`), and `complete_step`. Add work to a batch only
 through `reserve` / `batch.add`: appending to `batch.items` directly still works but makes
 `shape()` recount the whole batch. What is not cheap: Python properties of `Request` inside
@@ -185,6 +186,41 @@ class Scheduler(ABC):
             batch._num_prefills += 1
             batch._prefill_pairs += num_new_tokens * total
         return True
+
+    def reserve_decodes(self, batch: Batch, requests: list[Request], start: int = 0, stop: int | None = None) -> int:
+        """Reserve one decode token for each of `requests[start:stop]` in order, while they decode and fit.
+
+        Stops before the first request that is still prefilling or whose next block is not free,
+        and returns its index (`stop`, or len(requests), when all were reserved). The bulk form of
+        `try_reserve(batch, r, 1)` for the decode passes of every policy: the locals are bound
+        and the batch's shape updated once per call instead of once per request.
+        """
+        kv = self.kv
+        held_get = kv._held.get
+        block_size = kv.block_size
+        append = batch.items.append
+        stop = len(requests) if stop is None else stop
+        kv_tokens = 0
+        i = start
+        while i < stop:
+            r = requests[i]
+            ctx = r.cached_tokens
+            if ctx < r.prompt_tokens + r.decode_steps_done:
+                break  # a prefill: the caller sizes its chunk
+            total = ctx + 1
+            held = held_get(r.request_id, 0)
+            if total > held * block_size:
+                if -(-total // block_size) - held > kv.free_blocks:
+                    break
+                kv.grow(r, 1)
+            append(ScheduledWork(r, 1, ctx))
+            kv_tokens += total
+            i += 1
+        count = i - start
+        batch._counted += count
+        batch._new_tokens += count
+        batch._kv_tokens += kv_tokens
+        return i
 
     def reserve(self, batch: Batch, request: Request, num_new_tokens: int) -> None:
         """Reserve KV for and append one request's work to the batch.

@@ -143,7 +143,7 @@ class QueueingScheduler(Scheduler):
 
         Returns (budget left, the prefills skipped in running order, whether anything was preempted).
         """
-        can_grow, reserve = self.kv.can_grow, self.reserve  # bound once: this loop is the hot path
+        try_reserve, reserve_decodes = self.try_reserve, self.reserve_decodes  # bound once: the hot path
         running = self.running
         order = list(running.values())  # a C-level copy: preemption deletes from `running`
         end = len(order)
@@ -152,6 +152,13 @@ class QueueingScheduler(Scheduler):
         preempted: list[Request] = []
         budget = NO_BUDGET if token_budget is None else token_budget
         while i < end and budget > 0:
+            # a run of decodes in one call, up to the first prefill or missing block
+            stop = end if end - i <= budget else i + budget
+            reached = reserve_decodes(batch, order, i, stop)
+            budget -= reached - i
+            i = reached
+            if i == stop:
+                continue
             r = order[i]
             i += 1
             remaining = r.prompt_tokens + r.decode_steps_done - r.cached_tokens  # slots, not properties
@@ -162,8 +169,7 @@ class QueueingScheduler(Scheduler):
                 n = remaining if remaining <= budget else budget
             else:
                 n = 1
-            if can_grow(r, n):
-                reserve(batch, r, n)
+            if try_reserve(batch, r, n):
                 budget -= n
                 continue
             while True:  # LIFO: evict the newest running request until `r` fits, or `r` is the newest
@@ -174,8 +180,7 @@ class QueueingScheduler(Scheduler):
                 preempted.append(victim)
                 if victim is r:
                     break
-                if can_grow(r, n):
-                    reserve(batch, r, n)
+                if try_reserve(batch, r, n):
                     budget -= n
                     break
         if preempted:

@@ -25,7 +25,7 @@ Prefill: whole prompts in the admitting step (the paper's model), or chunks of a
 from __future__ import annotations
 
 import math
-from itertools import islice
+from itertools import chain, islice
 
 from fluid.errors import InputError
 from runtime.kv_blocks import KVBlockManager, KVCapacityError
@@ -137,6 +137,21 @@ class ThresholdScheduler(Scheduler):
             ended = {r.decode_steps_done for r in done}
             for group, moves in self._served:
                 stages = group.stages
+                if moves.__class__ is dict:  # the whole group moved on one stage
+                    shifted = {stage + 1: q for stage, q in moves.items()}
+                    for stage in ended:
+                        q = shifted.get(stage + 1)
+                        if q is not None:
+                            q = [r for r in q if r.completion_s is None]
+                            if q:
+                                shifted[stage + 1] = q
+                            else:
+                                del shifted[stage + 1]
+                    if not stages:
+                        group.stages = shifted
+                        group.changed()
+                        continue
+                    moves = [(stage - 1, q) for stage, q in shifted.items()]
                 for stage, moved in moves:  # push_stage, inlined: the loop runs once per served stage
                     if stage in ended:
                         moved = [r for r in moved if r.completion_s is None]
@@ -210,13 +225,23 @@ class ThresholdScheduler(Scheduler):
 
     def _serve_stages(self, batch: Batch, group: CohortGroup, k: int) -> int:
         """Cohort rule: up to the segment's threshold from every stage of segments 1..k."""
+        stages = group.stages
+        n = group.thresholds[0]
+        in_batch = None
+        if group.num_segments == 1 and stages and max(map(len, stages.values())) <= n:
+            # every stage moves on whole: reserve them in one pass and move the dict in one piece
+            flat = list(chain.from_iterable(stages.values()))
+            reached = self.reserve_decodes(batch, flat)
+            if reached == len(flat):
+                group.stages = {}
+                self._served.append((group, stages))
+                group.changed()
+                return 0
+            in_batch = set(map(id, islice(flat, reached)))  # rare: stage by stage from here
         limit = group.last_stages[k - 1]
         single = group.num_segments == 1
-        n = group.thresholds[0]
-        reserve = self.reserve
         moves: list[tuple[int, list[Request]]] = []
         blocked = 0
-        stages = group.stages
         for stage, q in list(stages.items()):
             if stage > limit:
                 continue
@@ -228,13 +253,9 @@ class ThresholdScheduler(Scheduler):
             else:
                 take = q[:n]
                 del q[:n]
-            try:
-                for r in take:
-                    reserve(batch, r, 1)
-                moved = take
-            except KVCapacityError:  # rare: fall back to one by one from the first that failed
-                moved, paused = self._reserve_each(batch, take)
-                blocked += len(paused)
+            moved, paused = self._reserve_each(batch, take, in_batch)
+            blocked += len(paused)
+            if paused:
                 rest = stages.get(stage)
                 stages[stage] = paused + rest if rest else paused
             if moved:
@@ -244,32 +265,37 @@ class ThresholdScheduler(Scheduler):
         group.changed()
         return blocked
 
-    def _reserve_each(self, batch: Batch, take: list[Request]) -> tuple[list[Request], list[Request]]:
-        """Split `take` into the decodes that got their block (already reserved for the first ones) and the rest."""
-        in_batch = {id(w.request) for w in batch.items}
-        moved: list[Request] = []
+    def _reserve_each(
+        self, batch: Batch, take: list[Request], in_batch: set[int] | None = None
+    ) -> tuple[list[Request], list[Request]]:
+        """Split `take` into the decodes that got their block and the rest (which keep their caches).
+
+        `in_batch`: ids of requests already reserved in this batch (by a whole-group pass that
+        stopped short of memory); they count as served.
+        """
+        reached = 0 if in_batch else self.reserve_decodes(batch, take)
+        if reached == len(take):
+            return take, []
+        moved = take[:reached]
         paused: list[Request] = []
-        for r in take:
-            if id(r) in in_batch:
+        try_reserve = self.try_reserve
+        for r in islice(take, reached, None):
+            if (in_batch and id(r) in in_batch) or try_reserve(batch, r, 1):
                 moved.append(r)
-                continue
-            try:
-                self.reserve(batch, r, 1)
-            except KVCapacityError:
+            else:
                 paused.append(r)
-                continue
-            moved.append(r)
         return moved, paused
 
     def _serve_running(self, batch: Batch) -> int:
-        """Continuous rule: every resident decode runs."""
-        reserve = self.reserve
+        """Continuous rule: every resident decode runs (those whose block is not free wait a turn)."""
+        running = self._running
+        end = len(running)
         blocked = 0
-        for r in self._running:
-            try:
-                reserve(batch, r, 1)
-            except KVCapacityError:
+        i = self.reserve_decodes(batch, running)
+        while i < end:  # stopped short of memory (or, never here, at a prefill)
+            if not self.try_reserve(batch, running[i], 1):
                 blocked += 1
+            i = self.reserve_decodes(batch, running, i + 1)
         return blocked
 
     def _continue_prefills(self, batch: Batch) -> int:
