@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from fluid.errors import FluidSchedError
@@ -52,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     except FluidSchedError as err:
         print(f"fluidsched {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:
+        # the reader went away (`fluidsched ... | head`): not an error of ours; silence the
+        # interpreter's own flush of stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
