@@ -5,9 +5,11 @@
 Keeps the default preset's two chat-like types (p48d16, p48d48, equal rates) and its design
 (arXiv 2504.11320): the batch time is the calibrated linear3 model, the rate per type is chosen so
 the load factor L = d_kv·Σλa + d_new·Σλ(l + l') hits `--load` (default 0.78, as in the preset),
-and the KV capacity C = M*/`--memory-use` (default 0.75), so memory, not compute, binds
-(capacity scale θ* near 1). The run's KV pool is then sized to C (`fluidsched run` defaults to
-the workload's kv_capacity_tokens).
+and the KV capacity C is the smallest multiple of the block size that holds both M*/`--memory-use`
+(default 0.75) and, with 2 % headroom, M^π of the least integer WAIT thresholds at slack 0.05 (what
+`fluidsched solve` picks; as in the preset, where M^π = 22,400 of C = 23,000). So memory, not
+compute, binds (capacity scale θ* near 1). The run's KV pool is then sized to C (`fluidsched run`
+defaults to the workload's kv_capacity_tokens).
 """
 
 from __future__ import annotations
@@ -30,14 +32,20 @@ def build(calibration: dict, *, load: float, memory_use: float, block_size: int 
     rate = load / (d_kv * footprint + d_new * new_tokens)
     dt_star = d0 / (1 - load)
     mem_star = dt_star * rate * footprint
-    capacity = int(math.ceil(mem_star / memory_use / block_size) * block_size)
     workload = {
         "name": f"default-{calibration.get('device', 'gpu').split()[-1].lower()}",
-        "kv_capacity_tokens": capacity,
+        "kv_capacity_tokens": 10**9,  # set below
         "batch_time": {"kind": "linear3", "d0_s": d0, "d_kv_s_per_token": d_kv, "d_new_s_per_token": d_new},
         "types": [{"name": n, "prefill": p, "decode": d, "rate_per_s": round(rate, 3)} for n, p, d in TYPES],
     }
-    design = {"load_factor": load, "iteration_time_star_s": dt_star, "memory_star_tokens": mem_star, "prompts_per_stage": rate * dt_star, "rate_per_type_per_s": rate}
+    from fluid.workload_io import workload_from_dict
+    from thresholds.wait import solve_wait
+
+    # least integer thresholds with memory unbounded: their M^π is the memory WAIT needs
+    sol = solve_wait(workload_from_dict(workload, source="calibration"), slack=0.05)
+    needed = max(mem_star / memory_use, 1.02 * sol.memory_policy_tokens)
+    workload["kv_capacity_tokens"] = int(math.ceil(needed / block_size) * block_size)
+    design = {"wait_thresholds": list(sol.thresholds), "wait_memory_tokens": sol.memory_policy_tokens, "load_factor": load, "iteration_time_star_s": dt_star, "memory_star_tokens": mem_star, "prompts_per_stage": rate * dt_star, "rate_per_type_per_s": rate}
     return workload, design
 
 
@@ -45,7 +53,8 @@ def to_yaml(workload: dict, design: dict, source: str) -> str:
     bt = workload["batch_time"]
     lines = [
         f"# The `default` preset's types on the calibrated GPU ({source}): linear3 batch time as measured,",
-        f"# rate per type for load factor {design['load_factor']:.2f}, KV capacity C = M*/{design['memory_star_tokens'] / workload['kv_capacity_tokens']:.2f}",
+        f"# rate per type for load factor {design['load_factor']:.2f}; KV capacity C holds M^π = {design['wait_memory_tokens']:.0f} of the",
+        f"# least WAIT thresholds {design['wait_thresholds']} (slack 0.05) with 2 % headroom; M*/C = {design['memory_star_tokens'] / workload['kv_capacity_tokens']:.2f}",
         f"# (M* = {design['memory_star_tokens']:.0f} tokens, ΔT* = {1e3 * design['iteration_time_star_s']:.1f} ms, n* = {design['prompts_per_stage']:.2f} prompts per stage per type).",
         "# Built by benchmarks/gpu_loop_workload.py.",
         f"name: {workload['name']}",
