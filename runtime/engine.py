@@ -25,7 +25,7 @@ from runtime.attention import PrefillSeq
 from runtime.kv_pool import KVPool
 from runtime.model import LlamaRunner, StepInputs
 from runtime.request import Request
-from runtime.schedulers.base import Batch, Scheduler
+from runtime.schedulers.base import Batch, Scheduler, feed_arrivals
 
 
 @dataclass
@@ -195,12 +195,7 @@ class Engine:
         while True:
             host_start = time.perf_counter()
             now = host_start - t0
-            while i < n and arrivals[i].arrival_s <= now:
-                scheduler.add_request(arrivals[i])
-                i += 1
-            if i == n and not arrivals_ended:
-                scheduler.on_arrivals_ended()
-                arrivals_ended = True
+            i, arrivals_ended = feed_arrivals(scheduler, arrivals, i, now, arrivals_ended)
             if horizon_s is not None and now >= horizon_s:
                 break
             batch = scheduler.schedule(now)

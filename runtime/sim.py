@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from fluid.batch_time import BatchShape, BatchTimeModel
 from fluid.errors import InputError
 from runtime.request import Request
-from runtime.schedulers.base import Scheduler
+from runtime.schedulers.base import Scheduler, feed_arrivals
 
 
 class MemoryOverflowError(RuntimeError):
@@ -134,12 +134,7 @@ def simulate(
     peak_reserved = 0
     arrivals_ended = False
     while True:
-        while i < n and arrivals[i].arrival_s <= now:
-            scheduler.add_request(arrivals[i])
-            i += 1
-        if i == n and not arrivals_ended:
-            scheduler.on_arrivals_ended()
-            arrivals_ended = True
+        i, arrivals_ended = feed_arrivals(scheduler, arrivals, i, now, arrivals_ended)
         if horizon_s is not None and now >= horizon_s:
             break
         batch = scheduler.schedule(now)

@@ -239,3 +239,19 @@ class Scheduler(ABC):
         if ctx < request.prompt_tokens + request.decode_steps_done:
             batch._num_prefills += 1
             batch._prefill_pairs += num_new_tokens * (ctx + num_new_tokens)
+
+
+def feed_arrivals(scheduler: Scheduler, arrivals: list[Request], next_index: int, now_s: float, ended: bool) -> tuple[int, bool]:
+    """The executors' arrival step: add every request of `arrivals` (sorted by arrival) from
+    `next_index` on that has arrived by `now_s`, and tell the scheduler, once, when none are left.
+
+    Returns (the index of the next request to arrive, whether the end of arrivals was told).
+    """
+    n = len(arrivals)
+    while next_index < n and arrivals[next_index].arrival_s <= now_s:
+        scheduler.add_request(arrivals[next_index])
+        next_index += 1
+    if next_index == n and not ended:
+        scheduler.on_arrivals_ended()
+        ended = True
+    return next_index, ended

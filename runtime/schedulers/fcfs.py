@@ -30,14 +30,6 @@ class FcfsScheduler(QueueingScheduler):
     def schedule(self, now_s: float) -> Batch:
         batch = Batch()
         self.serve_running(batch)  # running requests are all decoding: prefills are whole
-        self._admit_while_fits(batch)
+        self.admit_waiting(batch)  # whole prefills while they fit
         return batch
 
-    def _admit_while_fits(self, batch: Batch) -> None:
-        waiting, kv = self.waiting, self.kv
-        while waiting and self.has_seat():
-            r = waiting[0]
-            prefill_tokens = r.prompt_tokens + r.decode_steps_done - r.cached_tokens
-            if not kv.can_grow(r, prefill_tokens):
-                return
-            self.admit(batch, r, prefill_tokens)

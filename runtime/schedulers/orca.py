@@ -62,9 +62,10 @@ class OrcaScheduler(QueueingScheduler):
 
     def _decode_all(self, batch: Batch) -> None:
         """One token for every running request; the reservation covers it (never preempts)."""
-        reserve = self.reserve
-        for r in self.running.values():
-            reserve(batch, r, 1)
+        running = list(self.running.values())
+        reached = self.reserve_decodes(batch, running)
+        if reached < len(running):
+            self.reserve(batch, running[reached], 1)  # raises KVCapacityError: the reservation did not cover it
 
     def _admit_reserving(self, batch: Batch) -> None:
         """Admit FCFS while the worst-case KV of the next prompt fits; reserve it whole."""

@@ -131,6 +131,44 @@ class QueueingScheduler(Scheduler):
         self.running[request.request_id] = request
         self.reserve(batch, request, num_new_tokens)
 
+    def admit_waiting(
+        self,
+        batch: Batch,
+        token_budget: int | None = None,
+        *,
+        chunked: bool = False,
+        reserve_whole_prefill: bool = False,
+        watermark_blocks: int = 0,
+    ) -> int:
+        """Admit waiting requests FCFS (restarts first) while seats, budget and memory last; return how many.
+
+        Each takes its whole prefill, or (`chunked`) a chunk cut to the budget left; without
+        `chunked` a prefill larger than the budget left stops admission. It must leave
+        `watermark_blocks` free after the blocks of its first step, or (`reserve_whole_prefill`,
+        as Sarathi-Serve and vLLM v0 allocate) of its whole prefill, which are then reserved at
+        once. The first request that does not fit stops admission (no skipping ahead).
+        """
+        waiting, kv = self.waiting, self.kv
+        budget = NO_BUDGET if token_budget is None else token_budget
+        admitted = 0
+        while waiting and budget > 0 and self.has_seat():
+            r = waiting[0]
+            prefill_tokens = r.prompt_tokens + r.decode_steps_done - r.cached_tokens
+            if prefill_tokens <= budget:
+                chunk = prefill_tokens
+            elif chunked:
+                chunk = budget
+            else:
+                break
+            if kv.free_blocks - kv.blocks_needed(r, prefill_tokens if reserve_whole_prefill else chunk) < watermark_blocks:
+                break
+            if reserve_whole_prefill:
+                kv.grow(r, prefill_tokens)
+            self.admit(batch, r, chunk)
+            budget -= chunk
+            admitted += 1
+        return admitted
+
     def serve_running(
         self, batch: Batch, token_budget: int | None = None, *, skip_prefills: bool = False
     ) -> tuple[int | None, list[Request], bool]:

@@ -22,8 +22,8 @@ from collections import deque
 from fluid.errors import InputError
 from runtime.kv_blocks import KVBlockManager
 from runtime.request import Request
-from runtime.schedulers.base import Batch, Scheduler
-from runtime.schedulers.fits import check_fits_alone
+from runtime.schedulers.base import Batch
+from runtime.schedulers.resident import ResidentScheduler
 
 
 def _positive_int(value, name: str) -> int:
@@ -32,9 +32,10 @@ def _positive_int(value, name: str) -> int:
     return value
 
 
-class RadScheduler(Scheduler):
+class RadScheduler(ResidentScheduler):
+    """`resident` holds the decoding requests; the prompt being prefilled is `prefilling`."""
+
     name = "rad"
-    uses_output_lengths = False
 
     def __init__(self, kv: KVBlockManager, *, b_col: int | None = None, tile_tokens: int = 128, max_num_seqs: int = 256):
         super().__init__(kv)
@@ -43,22 +44,10 @@ class RadScheduler(Scheduler):
         self.max_num_seqs = _positive_int(max_num_seqs, "max_num_seqs")
         self.waiting: deque[Request] = deque()  # not started (or preempted), FCFS
         self.prefilling: Request | None = None  # the oldest prompt, prefill in progress
-        self.decoding: dict[int, Request] = {}  # admission order; the last is preempted first
-        self._unfinished = 0
         self.stats = {"decode_steps": 0, "prefill_steps": 0, "preemptions": 0}
 
-    def add_request(self, request: Request) -> None:
-        check_fits_alone(self.kv, request, request.prompt_tokens + 1)
+    def _enqueue(self, request: Request) -> None:
         self.waiting.append(request)
-        self._unfinished += 1
-
-    def has_unfinished(self) -> bool:
-        return self._unfinished > 0
-
-    def on_finished(self, requests: list[Request]) -> None:
-        self._unfinished -= len(requests)
-        for r in requests:
-            self.decoding.pop(r.request_id, None)
 
     def complete_step(self, batch: Batch, start_s: float, end_s: float) -> list[Request]:
         done = super().complete_step(batch, start_s, end_s)
@@ -66,17 +55,17 @@ class RadScheduler(Scheduler):
         if p is not None and p.cached_tokens >= p.prompt_tokens + p.decode_steps_done:
             self.prefilling = None
             if p.completion_s is None:
-                self.decoding[p.request_id] = p
+                self.resident[p.request_id] = p
         return done
 
     # --- one step ------------------------------------------------------------------------------
     def schedule(self, now_s: float) -> Batch:
         batch = Batch()
         has_prefill = self.prefilling is not None or bool(self.waiting)
-        if len(self.decoding) < self.b_col and has_prefill and self._prefill_step(batch):
+        if len(self.resident) < self.b_col and has_prefill and self._prefill_step(batch):
             self.stats["prefill_steps"] += 1
             return batch
-        if self.decoding:
+        if self.resident:
             self._decode_step(batch)
             self.stats["decode_steps"] += 1
         elif has_prefill:
@@ -93,7 +82,7 @@ class RadScheduler(Scheduler):
         """One tile of the oldest prompt; False when it cannot start (seats or memory)."""
         r = self.prefilling
         if r is None:
-            if len(self.decoding) + 1 > self.max_num_seqs:
+            if len(self.resident) + 1 > self.max_num_seqs:
                 return False
             r = self.waiting[0]
         chunk = min(self.tile_tokens, r.prompt_tokens + r.decode_steps_done - r.cached_tokens)
@@ -107,22 +96,16 @@ class RadScheduler(Scheduler):
 
     def _decode_step(self, batch: Batch) -> None:
         """One token for every decoding request; preempt the newest when a block is missing."""
-        kv = self.kv
-        order = list(self.decoding.values())
-        i = 0
-        while i < len(order):
-            r = order[i]
-            if not kv.can_grow(r, 1):
-                victim = self._newest()
-                self._preempt(victim, batch)
-                if victim is r:
-                    order.pop(i)
-                    continue
-                if victim in order:
-                    order.remove(victim)
-                continue
-            self.reserve(batch, r, 1)
-            i += 1
+        order = list(self.resident.values())
+        i = self.reserve_decodes(batch, order)
+        while i < len(order):  # order[i] is short of a block (every resident request decodes)
+            victim = self._newest()
+            self._preempt(victim, batch)
+            if victim is order[i]:
+                order.pop(i)
+            elif victim in order:
+                order.remove(victim)
+            i = self.reserve_decodes(batch, order, i)
         # a preempted victim might have been reserved already: drop its work from the batch
         if batch.evicted:
             gone = {id(v) for v in batch.evicted}
@@ -133,13 +116,13 @@ class RadScheduler(Scheduler):
     def _newest(self) -> Request:
         if self.prefilling is not None:
             return self.prefilling  # admitted after every decoding request
-        return next(reversed(self.decoding.values()))
+        return next(reversed(self.resident.values()))
 
     def _preempt(self, victim: Request, batch: Batch) -> None:
         if victim is self.prefilling:
             self.prefilling = None
         else:
-            del self.decoding[victim.request_id]
+            del self.resident[victim.request_id]
         self.preempt(victim, batch)
         self.waiting.appendleft(victim)
         self.stats["preemptions"] += 1

@@ -42,7 +42,8 @@ class SarathiScheduler(QueueingScheduler):
         batch = Batch()
         budget, partial_prefills, _ = self.serve_running(batch, self.chunk_size, skip_prefills=True)
         budget = self._continue_prefills(batch, partial_prefills, budget)
-        self._admit_prompts(batch, budget)
+        # new prompts: the whole prefill's blocks at admission, a first chunk within the budget
+        self.admit_waiting(batch, budget, chunked=True, reserve_whole_prefill=True, watermark_blocks=self.watermark_blocks)
         return batch
 
     def _continue_prefills(self, batch: Batch, partial_prefills: list[Request], budget: int) -> int:
@@ -56,15 +57,3 @@ class SarathiScheduler(QueueingScheduler):
             budget -= chunk
         return budget
 
-    def _admit_prompts(self, batch: Batch, budget: int) -> None:
-        """Start new prompts FCFS with the whole prefill's blocks reserved and a first chunk."""
-        waiting, kv = self.waiting, self.kv
-        while waiting and budget > 0 and self.has_seat():
-            r = waiting[0]
-            prefill_tokens = r.prompt_tokens + r.decode_steps_done - r.cached_tokens
-            if kv.free_blocks - kv.blocks_needed(r, prefill_tokens) < self.watermark_blocks:
-                return
-            kv.grow(r, prefill_tokens)
-            chunk = prefill_tokens if prefill_tokens <= budget else budget
-            self.admit(batch, r, chunk)
-            budget -= chunk

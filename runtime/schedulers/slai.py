@@ -18,23 +18,30 @@ admitted request not already in this batch is preempted by recompute (LIFO, as v
 Sarathi-Serve do) and, failing that, the decode waits; new prompts are not admitted in a step in
 which a decode was short of memory. Output lengths are not read.
 
-Speed: decodes sit in a heap keyed by LST + Θ·mean (= last token time + SLO, the same order for
-every Θ), so a step pops only the decodes it serves.
+Speed: decodes are ordered by LST + Θ·mean (= last token time + SLO, the same order for every Θ),
+so a step pops only the decodes it serves. Served decodes come back keyed by the step's end + SLO,
+which with one SLO is never below the keys already queued: they go to the back of a sorted FIFO
+(O(1)); only an out-of-order key (a restart's old last token, a shorter SLO) goes to a small
+heap, and a pop takes the smaller of the two fronts.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_right
 from collections import deque
+from itertools import islice, repeat
+from operator import attrgetter
 
 from fluid.errors import InputError
 from runtime.kv_blocks import KVBlockManager
 from runtime.request import Request
-from runtime.schedulers.base import Batch, Scheduler
-from runtime.schedulers.fits import check_fits_alone
+from runtime.schedulers.base import Batch
+from runtime.schedulers.resident import ResidentScheduler
 
 ORDERS = ("spf", "fcfs")
+_request_id = attrgetter("request_id")
 
 
 def _positive(value, name: str, *, integer: bool = False, allow_zero: bool = False):
@@ -45,9 +52,10 @@ def _positive(value, name: str, *, integer: bool = False, allow_zero: bool = Fal
     return value
 
 
-class SlaiScheduler(Scheduler):
+class SlaiScheduler(ResidentScheduler):
+    """`resident` holds the admitted requests (prefilling or decoding); the newest is preempted first."""
+
     name = "slai"
-    uses_output_lengths = False
 
     def __init__(
         self,
@@ -81,11 +89,13 @@ class SlaiScheduler(Scheduler):
         self._seq = 0  # tie-breaker and validity stamp of heap entries
         self.waiting: list[tuple] = []  # heap of (tier, length or arrival, seq, request)
         self.prefilling: list[Request] = []  # started prefills, in start order
-        self.decodes: list[tuple] = []  # heap of (last token time + SLO, seq, request)
-        self._stale_ids: dict[int, int] = {}  # request id -> heap entries left by its preemptions
-        self.resident: dict[int, Request] = {}  # admission order; the newest is preempted first
+        # decodes, as (last token time + SLO, seq, request): a sorted FIFO plus a heap of the out-of-order keys
+        self._decode_fifo: deque[tuple] = deque()
+        self._decode_heap: list[tuple] = []
+        self._stale_ids: dict[int, int] = {}  # request id -> queued entries left by its preemptions
+        self._num_stale = 0  # sum of `_stale_ids` values
+        self._has_own_slo = False  # whether any request brought its own TBT SLO
         self._served: list[Request] = []
-        self._unfinished = 0
         self.stats = {"preemptions": 0, "urgent_decodes": 0, "decodes_deferred": 0}
 
     # --- quantities of the rule ------------------------------------------------------------------
@@ -109,18 +119,10 @@ class SlaiScheduler(Scheduler):
         return request.token_times_s[-1] + self.slo_s(request) - self.theta() * self.mean_batch_time_s
 
     # --- executor interface --------------------------------------------------------------------
-    def add_request(self, request: Request) -> None:
-        check_fits_alone(self.kv, request, request.prompt_tokens + 1)
+    def _enqueue(self, request: Request) -> None:
+        if request.tbt_slo_s is not None:
+            self._has_own_slo = True
         self._push_waiting(request)
-        self._unfinished += 1
-
-    def has_unfinished(self) -> bool:
-        return self._unfinished > 0
-
-    def on_finished(self, requests: list[Request]) -> None:
-        self._unfinished -= len(requests)
-        for r in requests:
-            self.resident.pop(r.request_id, None)
 
     def complete_step(self, batch: Batch, start_s: float, end_s: float) -> list[Request]:
         done = super().complete_step(batch, start_s, end_s)
@@ -129,16 +131,29 @@ class SlaiScheduler(Scheduler):
             self._window_sum_s -= window[0]
         window.append(end_s - start_s)
         self._window_sum_s += end_s - start_s
-        # decodes: back into the heap, keyed by their new token's time + SLO
-        heap = self.decodes
-        push = heapq.heappush
+        # decodes: back in the queue, keyed by their new token's time + SLO
+        fifo = self._decode_fifo
+        append = fifo.append
+        last_key = fifo[-1][0] if fifo else -math.inf
         default_slo_s = self.default_tbt_slo_s
         seq = self._seq
-        for r in self._served:
+        served = self._served
+        key = end_s + default_slo_s
+        if not self._has_own_slo and key >= last_key:  # one key for all: appended in one piece
+            kept = [r for r in served if r.completion_s is None] if done else served
+            fifo.extend(zip(repeat(key), range(seq + 1, seq + 1 + len(kept)), kept))
+            seq += len(kept)
+            served = ()
+        for r in served:
             if r.completion_s is None:
                 seq += 1
                 slo_s = r.tbt_slo_s
-                push(heap, (end_s + (default_slo_s if slo_s is None else slo_s), seq, r))
+                key = end_s + (default_slo_s if slo_s is None else slo_s)
+                if key < last_key:
+                    heapq.heappush(self._decode_heap, (key, seq, r))
+                else:
+                    append((key, seq, r))
+                    last_key = key
         self._seq = seq
         if self.prefilling:
             still = []
@@ -192,25 +207,47 @@ class SlaiScheduler(Scheduler):
         # 4. the other decodes, in LST order
         if budget and decodes_left:
             self._serve_decodes(batch, min(budget, decodes_left), math.inf, paused)
-        for entry in paused:  # they wait with their cache kept; their LST is unchanged
-            heapq.heappush(self.decodes, entry)
-        self.stats["decodes_deferred"] += len(self.decodes) - sum(self._stale_ids.values())
+        # they wait with their cache kept and their LST unchanged: popped in order before every
+        # entry still queued, so they go back to the FIFO's front in that order
+        self._decode_fifo.extendleft(reversed(paused))
+        self.stats["decodes_deferred"] += len(self._decode_fifo) + len(self._decode_heap) - self._num_stale
 
     def _serve_decodes(self, batch: Batch, limit: int, until_key: float, paused: list) -> tuple[int, bool]:
         """Serve up to `limit` decodes in LST order while their key ≤ `until_key`.
 
         Returns (how many were served, whether one had to wait for memory). The hot loop of SLAI:
-        one heap pop and one `try_reserve` per decode.
+        while the heap is empty, a run from the FIFO's front (up to the first stale entry) is
+        reserved in one `reserve_decodes` call; otherwise one entry at a time.
         """
-        heap = self.decodes
-        pop = heapq.heappop
+        fifo = self._decode_fifo
+        heap = self._decode_heap
+        popleft = fifo.popleft
         try_reserve = self.try_reserve
         served = self._served
         count = 0
         short = False
         stale = self._stale_ids
-        while count < limit and heap and heap[0][0] <= until_key:
-            entry = pop(heap)
+        while count < limit:
+            if not heap and fifo:
+                run = self._fifo_run(limit - count, until_key)
+                n = len(run)
+                if n:
+                    reached = self.reserve_decodes(batch, run)
+                    for _ in range(reached):
+                        popleft()
+                    served.extend(run if reached == n else run[:reached])
+                    count += reached
+                    if reached == n:
+                        continue
+                # the front entry is stale, short of memory or past `until_key`: one at a time
+            if heap and (not fifo or heap[0] < fifo[0]):
+                if heap[0][0] > until_key:
+                    break
+                entry = heapq.heappop(heap)
+            elif fifo and fifo[0][0] <= until_key:
+                entry = popleft()
+            else:
+                break
             r = entry[2]
             if stale and r.request_id in stale:
                 # an entry left by a preemption; older than any later entry of the same request
@@ -218,6 +255,7 @@ class SlaiScheduler(Scheduler):
                 left = stale.pop(r.request_id) - 1
                 if left:
                     stale[r.request_id] = left
+                self._num_stale -= 1
                 continue
             if not try_reserve(batch, r, 1):
                 short = True
@@ -227,6 +265,20 @@ class SlaiScheduler(Scheduler):
             served.append(r)
             count += 1
         return count, short
+
+    def _fifo_run(self, most: int, until_key: float) -> list[Request]:
+        """The requests of the FIFO's front entries, at most `most`, with keys ≤ `until_key`, up to the first stale one."""
+        fifo = self._decode_fifo
+        n = min(most, len(fifo))
+        if n and fifo[n - 1][0] > until_key:
+            n = bisect_right(fifo, (until_key, math.inf), 0, n)  # sorted: (key, seq) never ties with (key, inf)
+        run = [entry[2] for entry in islice(fifo, n)]
+        stale = self._stale_ids
+        if stale and not stale.keys().isdisjoint(map(_request_id, run)):
+            for i, r in enumerate(run):
+                if r.request_id in stale:
+                    return run[:i]
+        return run
 
     def _make_room(self, batch: Batch, r: Request) -> bool:
         """Preempt newest-first until `r` can decode; True once it is in the batch."""
@@ -247,6 +299,7 @@ class SlaiScheduler(Scheduler):
                 self.prefilling.remove(victim)
             else:  # a decode: its heap entry goes stale (skipped when popped)
                 self._stale_ids[rid] = self._stale_ids.get(rid, 0) + 1
+                self._num_stale += 1
             self.preempt(victim, batch)
             self._push_waiting(victim)
             self.stats["preemptions"] += 1
@@ -261,4 +314,9 @@ class SlaiScheduler(Scheduler):
 
     def _push_decode(self, r: Request) -> None:
         self._seq += 1
-        heapq.heappush(self.decodes, (r.token_times_s[-1] + self.slo_s(r), self._seq, r))
+        entry = (r.token_times_s[-1] + self.slo_s(r), self._seq, r)
+        fifo = self._decode_fifo
+        if fifo and entry[0] < fifo[-1][0]:
+            heapq.heappush(self._decode_heap, entry)
+        else:
+            fifo.append(entry)

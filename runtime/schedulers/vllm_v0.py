@@ -68,17 +68,4 @@ class VllmV0Scheduler(QueueingScheduler):
 
     def _schedule_prefills(self, batch: Batch) -> bool:
         """Admit whole prefills FCFS under the token budget, seat cap and watermark; True if any."""
-        waiting, kv = self.waiting, self.kv
-        budget = self.max_num_batched_tokens
-        admitted = False
-        while waiting and self.has_seat():
-            r = waiting[0]
-            prefill_tokens = r.prompt_tokens + r.decode_steps_done - r.cached_tokens
-            if prefill_tokens > budget:
-                break
-            if kv.free_blocks - kv.blocks_needed(r, prefill_tokens) < self.watermark_blocks:
-                break
-            self.admit(batch, r, prefill_tokens)
-            budget -= prefill_tokens
-            admitted = True
-        return admitted
+        return self.admit_waiting(batch, self.max_num_batched_tokens, watermark_blocks=self.watermark_blocks) > 0

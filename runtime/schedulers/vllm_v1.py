@@ -35,18 +35,7 @@ class VllmV1Scheduler(QueueingScheduler):
     def schedule(self, now_s: float) -> Batch:
         batch = Batch()
         budget, _, preempted = self.serve_running(batch, self.max_num_batched_tokens)
-        if not preempted:
-            self._admit_chunks(batch, budget)
+        if not preempted:  # waiting requests, each with a prefill chunk cut to the budget left
+            self.admit_waiting(batch, budget, chunked=True)
         return batch
 
-    def _admit_chunks(self, batch: Batch, budget: int) -> None:
-        """Start waiting requests FCFS, each with a prefill chunk cut to the budget left."""
-        waiting, kv = self.waiting, self.kv
-        while waiting and budget > 0 and self.has_seat():
-            r = waiting[0]
-            prefill_tokens = r.prompt_tokens + r.decode_steps_done - r.cached_tokens
-            chunk = prefill_tokens if prefill_tokens <= budget else budget
-            if not kv.can_grow(r, chunk):
-                return
-            self.admit(batch, r, chunk)
-            budget -= chunk
