@@ -121,6 +121,34 @@ def scheduler_host_cost(name: str, running: int = 128, steps: int = 200) -> dict
     return {"scheduler": name, "running": running, "steps_measured": len(times), "median_s": statistics.median(times) if times else None}
 
 
+def decode_graph_variants(runner, pool, batch: int = 1, ctx: int = 512) -> dict:
+    """Device time of one decode forward replayed as a CUDA graph, with the ≤ 4-row GEMV path
+    (runtime.gemv_triton) off and as planned: the variants compared in the same process."""
+    from runtime.model import StepInputs
+
+    dev, bs = runner.device, pool.block_size
+    per = -(-(ctx + 1) // bs)
+    tables = torch.arange(batch * per, device=dev, dtype=torch.int32).view(batch, per)
+    step = StepInputs(
+        torch.zeros(batch, dtype=torch.int64, device=dev), torch.full((batch,), ctx, device=dev),
+        (tables[:, ctx // bs].long() * bs + ctx % bs), [], tables, torch.full((batch,), ctx + 1, dtype=torch.int32, device=dev), None, num_decode_rows=batch,
+    )
+    out, mode = {"batch": batch, "ctx": ctx}, runner.decode_gemv_mode
+    for label, forced in (("cublas_fused", "off"), ("gemv_as_planned", mode)):
+        runner.decode_gemv_mode = forced
+        runner.forward(step, pool)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            runner.forward(step, pool)
+        out[label + "_device_s"] = cuda_time_s(graph.replay, repeats=50)
+        del graph
+    runner.decode_gemv_mode = mode
+    plan = runner.gemv_plan
+    out["gemv_plan"] = None if plan is None else {"enabled": plan.enabled, "timings_s": plan.timings_s}
+    return out
+
+
 def kernel_profile(runner, pool, batch: int, ctx: int, new_tokens: int = 1, top: int = 10) -> dict:
     """Per-kernel device time of one eager forward (torch.profiler): where a step's time goes."""
     from torch.profiler import ProfilerActivity, profile
@@ -212,6 +240,12 @@ def main() -> None:
         rows[label] = {"step_s": step_s, "flops": flops, "achieved_flop_per_s": flops / step_s, "fraction_of_matmul_rate": flops / step_s / rate, "target": "≥ 0.60 of the matmul rate"}
         print(label, rows[label], flush=True)
     res["runtime"] = rows
+    try:
+        res["decode_b1_variants"] = decode_graph_variants(runner, pool)
+        print(json.dumps(res["decode_b1_variants"]), flush=True)
+    except Exception as err:  # noqa: BLE001 - a diagnostic, never fatal
+        res["decode_b1_variants"] = {"error": repr(err)}
+        print("variants failed", repr(err), flush=True)
     res["kernel_profile"] = []
     for args_ in ((1, 512), (64, 512), (1, 0, 2048)):
         try:

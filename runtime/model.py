@@ -11,6 +11,7 @@ the rows that sample a token.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +68,12 @@ class LlamaRunner:
         # CUDA runs the fused Triton kernels (runtime.fused_ops); CPU keeps the plain torch path
         half = self.head_dim // 2
         self.use_fused_ops = self.device.type == "cuda" and half > 0 and half & (half - 1) == 0  # tl.arange needs 2^k
+        # steps of ≤ 4 rows may stream the weights through runtime.gemv_triton (norm, SiLU and the
+        # residual add folded in); "auto" times it against cuBLAS on first use, "on"/"off" force it
+        self.decode_gemv_mode = os.environ.get("FLUIDSCHED_DECODE_GEMV", "auto")
+        if self.decode_gemv_mode not in ("auto", "on", "off"):
+            raise ValueError(f"FLUIDSCHED_DECODE_GEMV must be auto, on or off, got {self.decode_gemv_mode!r}")
+        self.gemv_plan = None  # runtime.gemv_triton.GemvPlan once decided
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -150,6 +157,9 @@ class LlamaRunner:
         H, KV, d = self.num_heads, self.kv_heads, self.head_dim
         residual = F.embedding(step.input_ids, self.embed)  # [T, hidden], updated in place
         T = residual.shape[0]
+        plan = self._decode_gemv_plan(T)
+        if plan is not None:
+            return self._forward_gemv(step, pool, residual, plan)
         x = add_rms_norm(residual, None, self.layers[0].input_norm, self.eps)
         for i, w in enumerate(self.layers):
             k_cache, v_cache = pool.layer(i)
@@ -160,6 +170,44 @@ class LlamaRunner:
             mlp = F.linear(silu_mul(F.linear(x, w.gate_up)), w.down)
             next_norm = self.layers[i + 1].input_norm if i + 1 < len(self.layers) else self.final_norm
             x = add_rms_norm(residual, mlp, next_norm, self.eps)
+        if step.sample_rows is not None:
+            x = x.index_select(0, step.sample_rows)
+        return F.linear(x, self.lm_head).float()
+
+    def _decode_gemv_plan(self, rows: int):
+        """The GEMV plan when this step should use it, else None (decided once, never during capture)."""
+        from runtime.gemv_triton import MAX_ROWS, GemvPlan
+
+        if rows == 0 or rows > MAX_ROWS or self.decode_gemv_mode == "off":
+            return None
+        if self.gemv_plan is None:
+            if self.decode_gemv_mode == "on":
+                self.gemv_plan = GemvPlan(enabled=True)
+            elif torch.cuda.is_current_stream_capturing():
+                return None  # timing inside a capture is impossible; the warm-up before it decides
+            else:
+                self.gemv_plan = GemvPlan.choose(self.layers, self.eps)
+        return self.gemv_plan if self.gemv_plan.enabled else None
+
+    def _forward_gemv(self, step: StepInputs, pool: KVPool, residual: torch.Tensor, plan) -> torch.Tensor:
+        """≤ 4 rows: per layer norm+QKV GEMV, RoPE+KV write, attention, O GEMV adding into the
+        residual, norm+gate/up GEMV, SiLU·mul+down GEMV adding into the residual (7 kernels with the
+        split decode attention, against 12). Same numerics as `_forward_fused`."""
+        from runtime.fused_ops import add_rms_norm, rope_kv_write
+        from runtime.gemv_triton import DEFAULT_CONFIG, gemv
+
+        H, KV, d = self.num_heads, self.kv_heads, self.head_dim
+        T = residual.shape[0]
+        cfg = {name: plan.configs.get(name, DEFAULT_CONFIG) for name in ("qkv", "o", "gate_up", "down")}
+        for i, w in enumerate(self.layers):
+            k_cache, v_cache = pool.layer(i)
+            qkv = gemv(residual, w.qkv, norm_weight=w.input_norm, eps=self.eps, config=cfg["qkv"])
+            q, k, v = rope_kv_write(qkv, self.cos, self.sin, step.positions, step.slots, k_cache, v_cache, H, KV)
+            attn = self._attention_core(q, k, v, step, k_cache, v_cache)
+            gemv(attn.reshape(T, H * d).contiguous(), w.o, add_to=residual, config=cfg["o"])
+            gate_up = gemv(residual, w.gate_up, norm_weight=w.post_norm, eps=self.eps, config=cfg["gate_up"])
+            gemv(gate_up, w.down, silu=True, add_to=residual, config=cfg["down"])
+        x = add_rms_norm(residual, None, self.final_norm, self.eps)
         if step.sample_rows is not None:
             x = x.index_select(0, step.sample_rows)
         return F.linear(x, self.lm_head).float()
