@@ -222,6 +222,17 @@ class Scheduler(ABC):
         batch._kv_tokens += kv_tokens
         return i
 
+    def reserve_all_decodes(self, batch: Batch, requests) -> None:
+        """One decode token for each of `requests`, for policies whose admission reserved the memory.
+
+        A block that is not free means the admission rule failed: `KVCapacityError` (from `reserve`).
+        """
+        requests = list(requests)
+        reached = self.reserve_decodes(batch, requests)
+        while reached < len(requests):
+            self.reserve(batch, requests[reached], 1)  # a prefill left over, or it raises KVCapacityError
+            reached = self.reserve_decodes(batch, requests, reached + 1)
+
     def reserve(self, batch: Batch, request: Request, num_new_tokens: int) -> None:
         """Reserve KV for and append one request's work to the batch.
 

@@ -60,9 +60,7 @@ class McSfScheduler(QueueingScheduler):
         step = self._step
         self._forget_finished(step)
         batch = Batch()
-        reserve = self.reserve
-        for r in self.running.values():
-            reserve(batch, r, 1)
+        self.reserve_all_decodes(batch, self.running.values())  # the projection keeps their blocks free
         self._admit_shortest_first(batch, step)
         if batch.items:
             self._step = step + 1

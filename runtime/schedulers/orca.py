@@ -62,10 +62,7 @@ class OrcaScheduler(QueueingScheduler):
 
     def _decode_all(self, batch: Batch) -> None:
         """One token for every running request; the reservation covers it (never preempts)."""
-        running = list(self.running.values())
-        reached = self.reserve_decodes(batch, running)
-        if reached < len(running):
-            self.reserve(batch, running[reached], 1)  # raises KVCapacityError: the reservation did not cover it
+        self.reserve_all_decodes(batch, self.running.values())
 
     def _admit_reserving(self, batch: Batch) -> None:
         """Admit FCFS while the worst-case KV of the next prompt fits; reserve it whole."""

@@ -15,6 +15,10 @@ asks for its next tokens (one decode token, or a prefill chunk within the token 
 KV blocks are missing, the newest running request is preempted until they are there, or until
 the asking request is itself the newest one and is preempted.
 
+`admit_waiting` is their admission pass: FCFS from `waiting` while seats, the token budget and
+memory last, stopping at the first request that does not fit; each policy picks whole or chunked
+prefills, the blocks it checks (the first step's or the whole prefill's) and a watermark.
+
 `require_fits` is the deadlock guard: a request that could never run, even alone, is refused on
 arrival with an `InputError` instead of stalling the simulation. It checks the whole l + l' (with
 `fits.check_fits_alone`) even for policies that do not schedule by output length: a request that
