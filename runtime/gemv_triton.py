@@ -30,14 +30,13 @@ import triton
 import triton.language as tl
 
 MAX_ROWS = 4  # decode batches this path serves; larger batches keep cuBLAS
-_PAD_ROWS = 16  # tl.dot needs ≥ 16 rows; padded rows are masked to zero
 
 
 @triton.jit
 def _gemv_kernel(
     x_ptr, w_ptr, norm_ptr, out_ptr,
     M, N, K, stride_x, stride_w, stride_out, eps,
-    NORM: tl.constexpr, SILU: tl.constexpr, ADD_TO_OUT: tl.constexpr, FP32_DOT: tl.constexpr,
+    NORM: tl.constexpr, SILU: tl.constexpr, ADD_TO_OUT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -54,7 +53,7 @@ def _gemv_kernel(
             xv = tl.load(x_rows + ks[None, :], mask=m_mask[:, None] & (ks < K)[None, :], other=0.0).to(tl.float32)
             ss += tl.sum(xv * xv, axis=1)
         rstd = tl.rsqrt(ss / K + eps)
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_K], dtype=tl.float32)
     w_rows = w_ptr + rows_n[:, None].to(tl.int64) * stride_w
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
@@ -71,11 +70,10 @@ def _gemv_kernel(
             if NORM:
                 nw = tl.load(norm_ptr + ks, mask=k_mask, other=0.0).to(tl.float32)
                 xv = (nw[None, :] * (xv.to(tl.float32) * rstd[:, None]).to(dt).to(tl.float32)).to(dt)
-        if FP32_DOT:
-            acc += tl.dot(xv, tl.trans(w), input_precision="ieee")
-        else:
-            acc += tl.dot(xv, tl.trans(w))
-    y = acc.to(dt)
+        # CUDA-core FMAs into a [rows, BN, BK] accumulator, reduced once at the end: at ≤ 4 rows the
+        # tensor cores would need the input padded to 16 rows (16× the prologue work per tile)
+        acc += xv.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :]
+    y = tl.sum(acc, axis=2).to(dt)
     out = out_ptr + ms[:, None].to(tl.int64) * stride_out + rows_n[None, :]
     o_mask = m_mask[:, None] & n_mask[None, :]
     if ADD_TO_OUT:
@@ -92,12 +90,12 @@ class GemvConfig:
 
     def __post_init__(self):
         for v in (self.block_n, self.block_k):
-            if v < 16 or v & (v - 1):
-                raise ValueError(f"GemvConfig blocks must be powers of two ≥ 16, got {self}")
+            if v < 8 or v & (v - 1):
+                raise ValueError(f"GemvConfig blocks must be powers of two ≥ 8, got {self}")
 
 
-DEFAULT_CONFIG = GemvConfig(16, 256, 4)
-CANDIDATES = (GemvConfig(16, 256, 4), GemvConfig(16, 512, 4), GemvConfig(32, 256, 4), GemvConfig(16, 512, 8), GemvConfig(32, 512, 8))
+DEFAULT_CONFIG = GemvConfig(8, 256, 4)
+CANDIDATES = (GemvConfig(8, 256, 4), GemvConfig(16, 256, 4), GemvConfig(8, 512, 4), GemvConfig(16, 512, 8), GemvConfig(32, 128, 4))
 
 
 def gemv(
@@ -122,8 +120,7 @@ def gemv(
             x, weight, weight if norm_weight is None else norm_weight, out,
             m, n, k, x.stride(0), weight.stride(0), out.stride(0), eps,
             NORM=norm_weight is not None, SILU=silu, ADD_TO_OUT=add_to is not None,
-            FP32_DOT=weight.dtype == torch.float32,
-            BLOCK_M=_PAD_ROWS, BLOCK_N=config.block_n, BLOCK_K=config.block_k, num_warps=config.num_warps,
+            BLOCK_M=max(2, triton.next_power_of_2(m)), BLOCK_N=config.block_n, BLOCK_K=config.block_k, num_warps=config.num_warps,
         )
     return out
 
