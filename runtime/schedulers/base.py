@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import ClassVar
 
 from fluid.batch_time import BatchShape
@@ -199,11 +200,10 @@ class Scheduler(ABC):
         held_get = kv._held.get
         block_size = kv.block_size
         append = batch.items.append
-        stop = len(requests) if stop is None else stop
+        work = ScheduledWork
         kv_tokens = 0
         i = start
-        while i < stop:
-            r = requests[i]
+        for r in requests if start == 0 and stop is None else islice(requests, start, stop):
             ctx = r.cached_tokens
             if ctx < r.prompt_tokens + r.decode_steps_done:
                 break  # a prefill: the caller sizes its chunk
@@ -213,7 +213,7 @@ class Scheduler(ABC):
                 if -(-total // block_size) - held > kv.free_blocks:
                     break
                 kv.grow(r, 1)
-            append(ScheduledWork(r, 1, ctx))
+            append(work(r, 1, ctx))
             kv_tokens += total
             i += 1
         count = i - start
