@@ -23,6 +23,33 @@ NUM_STAGES = 2
 
 
 @triton.jit
+def _attend_tile(
+    q, k_ptr, v_ptr, table_row_ptr, start, stop, kv_head, offs_d,
+    stride_cache_block, stride_cache_tok, stride_cache_head,
+    m_i, l_i, acc,
+    BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr,
+):
+    """One tile of TILE cached tokens [start, min(start + TILE, stop)) folded into the online softmax
+    state (m_i: running max, l_i: running sum, acc: [HEAD_DIM] weighted values), read through the
+    sequence's block table row."""
+    offs_t = start + tl.arange(0, TILE)
+    valid = offs_t < stop
+    block = tl.load(table_row_ptr + offs_t // BLOCK_SIZE, mask=valid, other=0)
+    row = block.to(tl.int64) * stride_cache_block + (offs_t % BLOCK_SIZE) * stride_cache_tok + kv_head * stride_cache_head
+    ptrs = row[:, None] + offs_d[None, :]
+    k = tl.load(k_ptr + ptrs, mask=valid[:, None], other=0.0).to(tl.float32)  # [TILE, HEAD_DIM]
+    s = tl.sum(k * q[None, :], axis=1)
+    s = tl.where(valid, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=0))
+    alpha = tl.exp(m_i - m_new)
+    p = tl.exp(s - m_new)
+    v = tl.load(v_ptr + ptrs, mask=valid[:, None], other=0.0).to(tl.float32)
+    l_i = l_i * alpha + tl.sum(p, axis=0)
+    acc = acc * alpha + tl.sum(p[:, None] * v, axis=0)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _paged_decode_kernel(
     q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr, out_ptr,
     scale,
@@ -42,21 +69,10 @@ def _paged_decode_kernel(
     l_i = tl.sum(tl.zeros([TILE], tl.float32), axis=0)
     acc = tl.zeros([HEAD_DIM], tl.float32)
     for start in range(0, ctx, TILE):
-        offs_t = start + tl.arange(0, TILE)
-        valid = offs_t < ctx
-        block = tl.load(table_ptr + b * stride_table_b + offs_t // BLOCK_SIZE, mask=valid, other=0)
-        row = block.to(tl.int64) * stride_cache_block + (offs_t % BLOCK_SIZE) * stride_cache_tok + kv_head * stride_cache_head
-        ptrs = row[:, None] + offs_d[None, :]
-        k = tl.load(k_ptr + ptrs, mask=valid[:, None], other=0.0).to(tl.float32)  # [TILE, HEAD_DIM]
-        s = tl.sum(k * q[None, :], axis=1)
-        s = tl.where(valid, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=0))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.exp(s - m_new)
-        v = tl.load(v_ptr + ptrs, mask=valid[:, None], other=0.0).to(tl.float32)
-        l_i = l_i * alpha + tl.sum(p, axis=0)
-        acc = acc * alpha + tl.sum(p[:, None] * v, axis=0)
-        m_i = m_new
+        m_i, l_i, acc = _attend_tile(
+            q, k_ptr, v_ptr, table_ptr + b * stride_table_b, start, ctx, kv_head, offs_d,
+            stride_cache_block, stride_cache_tok, stride_cache_head, m_i, l_i, acc, BLOCK_SIZE, TILE,
+        )
     out = acc / l_i
     tl.store(out_ptr + b * stride_o_b + h * stride_o_h + offs_d, out.to(out_ptr.dtype.element_ty))
 
@@ -86,21 +102,10 @@ def _paged_decode_split_kernel(
         acc = tl.zeros([HEAD_DIM], tl.float32)
         part_stop = tl.minimum(part_start + PART, ctx)
         for start in range(part_start, part_stop, TILE):
-            offs_t = start + tl.arange(0, TILE)
-            valid = offs_t < part_stop
-            block = tl.load(table_ptr + b * stride_table_b + offs_t // BLOCK_SIZE, mask=valid, other=0)
-            row = block.to(tl.int64) * stride_cache_block + (offs_t % BLOCK_SIZE) * stride_cache_tok + kv_head * stride_cache_head
-            ptrs = row[:, None] + offs_d[None, :]
-            k = tl.load(k_ptr + ptrs, mask=valid[:, None], other=0.0).to(tl.float32)
-            s = tl.sum(k * q[None, :], axis=1)
-            s = tl.where(valid, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, axis=0))
-            alpha = tl.exp(m_i - m_new)
-            e = tl.exp(s - m_new)
-            v = tl.load(v_ptr + ptrs, mask=valid[:, None], other=0.0).to(tl.float32)
-            l_i = l_i * alpha + tl.sum(e, axis=0)
-            acc = acc * alpha + tl.sum(e[:, None] * v, axis=0)
-            m_i = m_new
+            m_i, l_i, acc = _attend_tile(
+                q, k_ptr, v_ptr, table_ptr + b * stride_table_b, start, part_stop, kv_head, offs_d,
+                stride_cache_block, stride_cache_tok, stride_cache_head, m_i, l_i, acc, BLOCK_SIZE, TILE,
+            )
         base = b * stride_p_b + h * stride_p_h + p
         tl.store(part_m_ptr + base, m_i)
         tl.store(part_l_ptr + base, l_i)
