@@ -178,39 +178,39 @@ class LlamaRunner:
         """The GEMV plan when this step should use it, else None (decided once, never during capture)."""
         from runtime.gemv_triton import MAX_ROWS, GemvPlan
 
-        if rows == 0 or rows > MAX_ROWS or self.decode_gemv_mode == "off":
-            return None
+        if rows == 0 or rows > MAX_ROWS or self.decode_gemv_mode == "off" or self.head_dim < 16:
+            return None  # (the fused RoPE epilogue works one head per tile: ≥ 16 wide, a power of two)
         if self.gemv_plan is None:
             if self.decode_gemv_mode == "on":
                 self.gemv_plan = GemvPlan(enabled=True)
             elif torch.cuda.is_current_stream_capturing():
                 return None  # timing inside a capture is impossible; the warm-up before it decides
             else:
-                self.gemv_plan = GemvPlan.choose(self.layers, self.eps)
+                self.gemv_plan = GemvPlan.choose(self.layers, self.eps, head=(self.lm_head, self.final_norm), heads=(self.num_heads, self.kv_heads, self.head_dim))
         return self.gemv_plan if self.gemv_plan.enabled else None
 
     def _forward_gemv(self, step: StepInputs, pool: KVPool, residual: torch.Tensor, plan) -> torch.Tensor:
-        """≤ 4 rows: per layer norm+QKV GEMV, RoPE+KV write, attention, O GEMV adding into the
-        residual, norm+gate/up GEMV, SiLU·mul+down GEMV adding into the residual (7 kernels with the
-        split decode attention, against 12). Same numerics as `_forward_fused`."""
-        from runtime.fused_ops import add_rms_norm, rope_kv_write
-        from runtime.gemv_triton import DEFAULT_CONFIG, gemv
+        """≤ 4 rows: per layer RMSNorm+QKV GEMV+RoPE+KV write, attention, O GEMV adding into the
+        residual, RMSNorm+gate/up GEMV, SiLU·mul+down GEMV adding into the residual, and at the end
+        RMSNorm+LM-head GEMV (runtime.gemv_triton; 5 kernels a layer with the split decode
+        attention, against 11). Same function as `_forward_fused`, bf16 rounding aside."""
+        from runtime.gemv_triton import DEFAULT_CONFIG, RopeKV, gemv
 
         H, KV, d = self.num_heads, self.kv_heads, self.head_dim
         T = residual.shape[0]
-        cfg = {name: plan.configs.get(name, DEFAULT_CONFIG) for name in ("qkv", "o", "gate_up", "down")}
+        cfg = {name: plan.configs.get(name, DEFAULT_CONFIG) for name in ("qkv", "o", "gate_up", "down", "lm_head")}
         for i, w in enumerate(self.layers):
             k_cache, v_cache = pool.layer(i)
-            qkv = gemv(residual, w.qkv, norm_weight=w.input_norm, eps=self.eps, config=cfg["qkv"])
-            q, k, v = rope_kv_write(qkv, self.cos, self.sin, step.positions, step.slots, k_cache, v_cache, H, KV)
-            attn = self._attention_core(q, k, v, step, k_cache, v_cache)
+            rope = RopeKV(self.cos, self.sin, step.positions, step.slots, k_cache, v_cache, H, KV)
+            qkv = gemv(residual, w.qkv, norm_weight=w.input_norm, eps=self.eps, config=cfg["qkv"], rope=rope)
+            q, k, v = qkv.split([H * d, KV * d, KV * d], dim=-1)  # q and k rotated; k and v already in the pool
+            attn = self._attention_core(q.view(T, H, d), k.view(T, KV, d), v.view(T, KV, d), step, k_cache, v_cache)
             gemv(attn.reshape(T, H * d).contiguous(), w.o, add_to=residual, config=cfg["o"])
             gate_up = gemv(residual, w.gate_up, norm_weight=w.post_norm, eps=self.eps, config=cfg["gate_up"])
             gemv(gate_up, w.down, silu=True, add_to=residual, config=cfg["down"])
-        x = add_rms_norm(residual, None, self.final_norm, self.eps)
         if step.sample_rows is not None:
-            x = x.index_select(0, step.sample_rows)
-        return F.linear(x, self.lm_head).float()
+            residual = residual.index_select(0, step.sample_rows)
+        return gemv(residual, self.lm_head, norm_weight=self.final_norm, eps=self.eps, config=cfg["lm_head"]).float()
 
     def _mlp(self, layer_index: int, x: torch.Tensor) -> torch.Tensor:
         gate, up = F.linear(x, self.layers[layer_index].gate_up).chunk(2, dim=-1)
