@@ -32,7 +32,8 @@ from runtime.model_presets import resolve_model_config
 
 WIDE = [GemvConfig(bn, bk, sk, w, st) for (bn, bk, sk), st, w in itertools.product(
     [(16, 256, 1), (32, 256, 1), (32, 128, 1), (64, 128, 1), (128, 64, 1), (128, 128, 1), (128, 256, 1), (256, 64, 1),
-     (64, 256, 1), (256, 128, 1), (128, 128, 2), (128, 256, 2), (64, 256, 2)], [3, 4, 5], [4, 8])]
+     (64, 256, 1), (256, 128, 1), (128, 128, 2), (128, 256, 2), (64, 256, 2)], [3, 4, 5], [4, 8])] + [
+    GemvConfig(128, 128, 1, 8, 6), GemvConfig(128, 64, 1, 8, 8), GemvConfig(128, 64, 1, 4, 12), GemvConfig(128, 64, 1, 8, 12), GemvConfig(64, 128, 1, 8, 8)]
 NARROW = [GemvConfig(bn, bk, sk, w, st) for (bn, sk), bk, st, w in itertools.product(
     [(16, 1), (16, 2), (32, 1), (32, 2), (32, 4), (64, 2), (64, 4), (64, 8), (128, 4), (128, 8), (128, 16)], [64, 128, 256], [3, 4, 6], [4, 8])]
 
@@ -114,6 +115,27 @@ def sweep(layers, head, heads, eps: float, rows: int, repeats: int) -> dict:
     return result
 
 
+def attention_sweep(cfg, ctx: int = 512, repeats: int = 20) -> dict:
+    """Split-context decode attention at batch 1 over 32 layers' own caches (one graph): warps per
+    program × tokens per partition."""
+    from runtime.attention_triton import paged_decode_triton
+
+    heads, kv_heads, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
+    blocks = -(-(ctx + 1) // 16)
+    caches = [(torch.randn(blocks, 16, kv_heads, d, device="cuda", dtype=torch.bfloat16),) * 2 for _ in range(cfg.num_hidden_layers)]
+    caches = [(k, torch.randn_like(k)) for k, _ in caches]
+    table = torch.arange(blocks, device="cuda", dtype=torch.int32)[None]
+    lens = torch.tensor([ctx + 1], device="cuda", dtype=torch.int32)
+    q = torch.randn(1, heads, d, device="cuda", dtype=torch.bfloat16)
+    kv_bytes = sum(k.numel() * k.element_size() * 2 for k, _ in caches) * (ctx + 1) / (blocks * 16)
+    out = {"kv_bytes": kv_bytes}
+    for warps, part in itertools.product([2, 4, 8], [32, 64, 128]):
+        t = graph_time_s(lambda: [paged_decode_triton(q, k, v, table, lens, 0.088, split=True, part_tokens=part, split_num_warps=warps) for k, v in caches], repeats)
+        out[f"w{warps}_part{part}"] = t
+        print(f"attention warps {warps} part {part}: {t*1e3:.3f} ms for {cfg.num_hidden_layers} layers ({kv_bytes / t / 1e12:.2f} TB/s)", flush=True)
+    return out
+
+
 def whole_step(cfg, configs: dict, bw: float, ctx: int = 512) -> dict:
     """Decode step at batch 1 on the built model: cuBLAS path vs the GEMV path with `configs`."""
     from runtime.checkpoint import build_random_model
@@ -168,6 +190,7 @@ def main() -> None:
     res["products"] = sweep(layers, head, heads, cfg.rms_norm_eps, args.rows, args.repeats)
     del layers, head
     torch.cuda.empty_cache()
+    res["attention"] = attention_sweep(cfg)
     products = res["products"]
     res["sum"] = {"cublas_with_side_kernels_s": sum(p["cublas_with_side_kernels_s"] for p in products.values()),
                   "triton_best_s": sum(p["best_s"] for p in products.values())}

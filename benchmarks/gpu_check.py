@@ -108,6 +108,9 @@ def engine_check(model_name: str, num_requests: int, dtype=torch.bfloat16) -> di
             "max_abs_logit_diff": max_diff,
             "max_abs_reference_logit": max_ref,
             "restart_token_mismatches": res.restart_token_mismatches,
+            # steps of ≤ 4 rows run the weight-streaming GEMV path when its plan is enabled
+            "steps_of_at_most_4_rows": sum(s.shape.new_tokens <= 4 for s in res.steps),
+            "decode_gemv_enabled": None if runner.gemv_plan is None else runner.gemv_plan.enabled,
         }
         print(model_name, out["graphs" if graphs else "eager"], flush=True)
     del hf, runner, pool

@@ -40,14 +40,13 @@ def _attend_tile(
     block = tl.load(table_row_ptr + offs_t // BLOCK_SIZE, mask=valid, other=0)
     row = block.to(tl.int64) * stride_cache_block + (offs_t % BLOCK_SIZE) * stride_cache_tok + kv_head * stride_cache_head
     ptrs = row[:, None] + offs_d[None, :]
-    # both loads issued before any use: at decode a partition is one tile, so its time is latency
     k = tl.load(k_ptr + ptrs, mask=valid[:, None], other=0.0).to(tl.float32)  # [TILE, HEAD_DIM]
-    v = tl.load(v_ptr + ptrs, mask=valid[:, None], other=0.0).to(tl.float32)
     s = tl.sum(k * q[None, :], axis=1)
     s = tl.where(valid, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, axis=0))
     alpha = tl.exp(m_i - m_new)
     p = tl.exp(s - m_new)
+    v = tl.load(v_ptr + ptrs, mask=valid[:, None], other=0.0).to(tl.float32)  # (loading it beside k spills at 2 warps)
     l_i = l_i * alpha + tl.sum(p, axis=0)
     acc = acc * alpha + tl.sum(p[:, None] * v, axis=0)
     return m_new, l_i, acc
@@ -152,6 +151,7 @@ def _combine_parts(part_m_ptr, part_l_ptr, part_acc_ptr, base, num_parts, offs_d
 # SMs mostly idle (batch 1 × 32 heads = 32 programs on 132 SMs, each walking the whole context).
 SPLIT_BELOW_PROGRAMS = 1024
 PART_TOKENS = 64
+SPLIT_NUM_WARPS = NUM_WARPS
 
 
 def paged_decode_triton(
@@ -166,6 +166,8 @@ def paged_decode_triton(
     num_warps: int = NUM_WARPS,
     num_stages: int = NUM_STAGES,
     split: bool | None = None,
+    part_tokens: int = PART_TOKENS,
+    split_num_warps: int = SPLIT_NUM_WARPS,
 ) -> torch.Tensor:
     batch, num_heads, head_dim = q.shape
     kv_heads = k_cache.shape[2]
@@ -176,7 +178,7 @@ def paged_decode_triton(
     if split:
         # the grid covers the table's capacity (fixed per CUDA graph); partitions past a sequence's
         # context exit at once, so one graph serves every context length
-        max_parts = triton.cdiv(block_tables.shape[1] * k_cache.shape[1], PART_TOKENS)
+        max_parts = triton.cdiv(block_tables.shape[1] * k_cache.shape[1], part_tokens)
         part_m = torch.empty((batch, num_heads, max_parts), dtype=torch.float32, device=q.device)
         part_l = torch.empty_like(part_m)
         part_acc = torch.empty((batch, num_heads, max_parts, head_dim), dtype=torch.float32, device=q.device)
@@ -188,8 +190,8 @@ def paged_decode_triton(
             block_tables.stride(0),
             k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
             part_m.stride(0), part_m.stride(1), out.stride(0), out.stride(1),
-            GROUP=num_heads // kv_heads, HEAD_DIM=head_dim, BLOCK_SIZE=k_cache.shape[1], TILE=min(tile_tokens, PART_TOKENS), PART=PART_TOKENS,
-            P_BLOCK=16, num_warps=num_warps, num_stages=num_stages,
+            GROUP=num_heads // kv_heads, HEAD_DIM=head_dim, BLOCK_SIZE=k_cache.shape[1], TILE=min(tile_tokens, part_tokens), PART=part_tokens,
+            P_BLOCK=16, num_warps=split_num_warps, num_stages=num_stages,
         )
         return out
     _paged_decode_kernel[(batch, num_heads)](

@@ -9,6 +9,8 @@ Here a layer is four products that each stream their weight once:
   by the norm weight before the product and the accumulated sum of squares of the same tile gives
   the row scale, applied to the output (y = rstd · W(g ⊙ x), the same function as W(g ⊙ rstd·x));
   no pre-pass and no extra read of the input;
+- QKV (given `RopeKV`) works one head per program and finishes like `fused_ops.rope_kv_write`:
+  q and k rotated in the output, k and v written into the pool at each row's slot;
 - down computes SiLU(gate)·up from the gate/up output as it loads it;
 - O and down add their product into the residual in the epilogue (`residual += x·Wᵀ`: each output
   feature has one owner, so the in-place add has no race).
@@ -18,7 +20,7 @@ rows times the input transposed and padded to 16 columns (rows past M are masked
 memory traffic), `tl.dot` with the weight tiles software-pipelined NUM_STAGES deep. Products with
 few output tiles (O, down: 4,096 features) split K over SPLIT_K programs; each writes an fp32
 partial and the last to arrive at the tile's counter sums them in a fixed order and runs the
-epilogue, so no second kernel runs and the result is deterministic.
+epilogue, so no second kernel runs and the result is deterministic (`runtime.arrival_counters`).
 
 Numerics: fp32 accumulation; in bf16 the normalised input is rounded once (g ⊙ x) instead of twice
 (rstd·x, then ·g) as in transformers, so results agree to bf16 rounding; in fp32 the products run
@@ -205,7 +207,7 @@ DEFAULT_CONFIG = GemvConfig(64, 64, 1, 4, 3)
 # What `GemvPlan.choose` tries per product, by shape: many output tiles stream without splitting;
 # a few (the 4,096 features of O and down) split K so every SM gets work.
 # (the leaders of `benchmarks/bench_gemv.py`'s sweep on an H200, docs/benchmarks-gpu.md)
-WIDE_CANDIDATES = (GemvConfig(128, 128, 1, 8, 4), GemvConfig(128, 128, 1, 8, 3), GemvConfig(128, 256, 1, 4, 3), GemvConfig(64, 128, 1, 8, 3))
+WIDE_CANDIDATES = (GemvConfig(128, 128, 1, 8, 4), GemvConfig(128, 128, 1, 8, 3), GemvConfig(128, 128, 1, 8, 6), GemvConfig(128, 64, 1, 8, 8), GemvConfig(64, 128, 1, 8, 3))
 NARROW_CANDIDATES = (GemvConfig(64, 128, 4, 4, 3), GemvConfig(128, 128, 4, 8, 4), GemvConfig(64, 64, 4, 4, 6), GemvConfig(128, 64, 4, 8, 6))
 CANDIDATES = WIDE_CANDIDATES + NARROW_CANDIDATES
 
