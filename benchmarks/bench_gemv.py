@@ -26,7 +26,8 @@ import torch.nn.functional as F
 import triton
 
 from bench_gpu import ceilings, cuda_time_s, kernel_profile
-from runtime.gemv_triton import GemvConfig, GemvPlan, gemv, graph_time_s, product_sweeps
+from runtime.gemv_plan import GemvPlan, graph_time_s, product_sweeps
+from runtime.gemv_triton import GemvConfig, gemv
 from runtime.model import LayerWeights
 from runtime.model_presets import resolve_model_config
 

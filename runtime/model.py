@@ -73,7 +73,7 @@ class LlamaRunner:
         self.decode_gemv_mode = os.environ.get("FLUIDSCHED_DECODE_GEMV", "auto")
         if self.decode_gemv_mode not in ("auto", "on", "off"):
             raise ValueError(f"FLUIDSCHED_DECODE_GEMV must be auto, on or off, got {self.decode_gemv_mode!r}")
-        self.gemv_plan = None  # runtime.gemv_triton.GemvPlan once decided
+        self.gemv_plan = None  # runtime.gemv_plan.GemvPlan once decided
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -176,7 +176,8 @@ class LlamaRunner:
 
     def _decode_gemv_plan(self, rows: int):
         """The GEMV plan when this step should use it, else None (decided once, never during capture)."""
-        from runtime.gemv_triton import MAX_ROWS, GemvPlan
+        from runtime.gemv_plan import GemvPlan
+        from runtime.gemv_triton import MAX_ROWS
 
         if rows == 0 or rows > MAX_ROWS or self.decode_gemv_mode == "off" or self.head_dim < 16:
             return None  # (the fused RoPE epilogue works one head per tile: ≥ 16 wide, a power of two)

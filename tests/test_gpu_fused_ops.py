@@ -172,7 +172,7 @@ def test_gemv_variants_match_torch(dtype, rows):
 def test_gemv_decode_forward_matches_fused_and_torch(dtype):
     """Whole model, a decode step of 3 rows after a prefill: the GEMV path vs the fused path
     (cuBLAS) and the plain torch path; fp32 agrees to 1e-5, bf16 to rounding."""
-    from runtime.gemv_triton import GemvPlan
+    from runtime.gemv_plan import GemvPlan
 
     cfg = resolve_model_config("tiny-llama")
     hf = build_random_model(cfg, dtype=dtype, device="cuda", seed=3)
