@@ -52,7 +52,10 @@ def _attend_tile(
     return m_new, l_i, acc
 
 
-@triton.jit
+# Block-table widths and partition counts vary from step to step in eager (mixed) steps; left to
+# Triton's specialization (value 1, divisible by 16) each new kind of value would compile a new
+# variant in the middle of a run (0.25–0.6 s on an H200), after the warm-up has compiled the others.
+@triton.jit(do_not_specialize=["stride_table_b"])
 def _paged_decode_kernel(
     q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr, out_ptr,
     scale,
@@ -80,7 +83,7 @@ def _paged_decode_kernel(
     tl.store(out_ptr + b * stride_o_b + h * stride_o_h + offs_d, out.to(out_ptr.dtype.element_ty))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["stride_table_b", "stride_p_b", "stride_p_h"])
 def _paged_decode_split_kernel(
     q_ptr, k_ptr, v_ptr, table_ptr, lens_ptr, part_m_ptr, part_l_ptr, part_acc_ptr, count_ptr, out_ptr,
     scale,
