@@ -7,7 +7,7 @@ bound comes from `context_lens`, so one CUDA graph serves every context length.
 
 At small batch (few sequence × head programs) the context is split over programs in partitions
 of PART_TOKENS (flash-decoding): each writes its partial max, sum and weighted values and counts
-its arrival (`runtime.arrival_counters`); the last partition of a (sequence, head) to arrive
+its arrival (`runtime.split_scratch`); the last partition of a (sequence, head) to arrive
 combines them in a fixed order, so no second kernel runs.
 """
 
@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from runtime.arrival_counters import arrival_counters
+from runtime.split_scratch import arrival_counters
 
 # tuned on the GPU in the kernel check (docs/benchmarks-gpu.md)
 TILE_TOKENS = 64

@@ -20,7 +20,7 @@ rows times the input transposed and padded to 16 columns (rows past M are masked
 memory traffic), `tl.dot` with the weight tiles software-pipelined NUM_STAGES deep. Products with
 few output tiles (O, down: 4,096 features) split K over SPLIT_K programs; each writes an fp32
 partial and the last to arrive at the tile's counter sums them in a fixed order and runs the
-epilogue, so no second kernel runs and the result is deterministic (`runtime.arrival_counters`).
+epilogue, so no second kernel runs and the result is deterministic (`runtime.split_scratch`).
 
 Numerics: fp32 accumulation; in bf16 the normalised input is rounded once (g ⊙ x) instead of twice
 (rstd·x, then ·g) as in transformers, so results agree to bf16 rounding; in fp32 the products run
@@ -38,7 +38,7 @@ import torch
 import triton
 import triton.language as tl
 
-from runtime.arrival_counters import arrival_counters
+from runtime.split_scratch import arrival_counters, split_partials
 
 MAX_ROWS = 4  # decode batches this path serves; larger batches keep cuBLAS
 PAD_ROWS = 16  # the input is padded to the tensor cores' smallest tile width
@@ -236,35 +236,6 @@ class RopeKV:
             raise ValueError("RopeKV cos/sin tables must be contiguous")
 
 
-@dataclass(frozen=True)
-class _NoRope:
-    num_heads: int = 1
-    kv_heads: int = 1
-
-
-_NO_ROPE = _NoRope()
-
-
-class _SplitPartials:
-    """Per device: the fp32 partials [split, PAD_ROWS, N] of split products, allocated once outside
-    any CUDA-graph capture and reused by every split product (they run one after another)."""
-
-    def __init__(self):
-        self._by_device: dict = {}
-
-    def get(self, device, numel: int) -> torch.Tensor:
-        parts = self._by_device.get(device)
-        if parts is None or parts.numel() < numel:
-            if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-                raise RuntimeError("gemv split-K partials must be allocated before CUDA-graph capture: run the step once first")
-            parts = torch.empty(numel, dtype=torch.float32, device=device)
-            self._by_device[device] = parts
-        return parts
-
-
-_PARTIALS = _SplitPartials()
-
-
 def gemv(
     x: torch.Tensor,  # [M, K] (or [M, 2K] gate|up when silu)
     weight: torch.Tensor,  # [N, K]
@@ -298,19 +269,21 @@ def gemv(
     k_tiles_per_split = triton.cdiv(k_tiles, min(config.split_k, k_tiles))
     split = triton.cdiv(k_tiles, k_tiles_per_split)  # no empty split; the last may be shorter
     tiles_n = triton.cdiv(n, config.block_n)
-    parts = counts = out
+    parts = counts = out  # (unused by an unsplit product)
     if split > 1:
-        parts, counts = _PARTIALS.get(weight.device, split * PAD_ROWS * n), arrival_counters(weight.device, tiles_n)
-    r = rope if rope is not None else _NO_ROPE
-    cache_ref = weight if rope is None else rope.k_cache
+        parts, counts = split_partials(weight.device, split * PAD_ROWS * n), arrival_counters(weight.device, tiles_n)
+    if rope is None:  # the RoPE arguments are unused: any tensor of the right kind stands in
+        rope_args = (weight, weight, out, out, weight, weight, 0, 0, 0)
+        heads = (1, 1)
+    else:
+        rope_args = (rope.cos, rope.sin, rope.positions, rope.slots, rope.k_cache, rope.v_cache,
+                     rope.cos.stride(0), rope.k_cache.stride(1), rope.k_cache.stride(2))
+        heads = (rope.num_heads, rope.kv_heads)
     _gemv_kernel[(tiles_n, split)](
-        x, weight, weight if norm_weight is None else norm_weight, out, parts, counts,
-        weight if rope is None else r.cos, weight if rope is None else r.sin, out if rope is None else r.positions,
-        out if rope is None else r.slots, cache_ref, weight if rope is None else r.v_cache,
-        0 if rope is None else r.cos.stride(0), 0 if rope is None else cache_ref.stride(1), 0 if rope is None else cache_ref.stride(2),
+        x, weight, weight if norm_weight is None else norm_weight, out, parts, counts, *rope_args,
         m, n, k, x.stride(0), weight.stride(0), out.stride(0), eps, k_tiles_per_split,
         NORM=norm_weight is not None, SILU=silu, ADD_TO_OUT=add_to is not None, SPLIT_K=split,
-        ROPE=rope is not None, NUM_HEADS=r.num_heads, KV_HEADS=r.kv_heads,
+        ROPE=rope is not None, NUM_HEADS=heads[0], KV_HEADS=heads[1],
         BLOCK_N=config.block_n, BLOCK_K=config.block_k, BLOCK_M=PAD_ROWS,
         EVEN_N=n % config.block_n == 0, EVEN_K=k % config.block_k == 0, NUM_STAGES=config.num_stages,
         DOT_PRECISION="ieee" if weight.dtype == torch.float32 else "tf32",
