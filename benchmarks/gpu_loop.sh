@@ -3,6 +3,8 @@
 # WAIT policy for it, run WAIT, Sarathi and vLLM-v1 on the model, and simulate the same three.
 #   PYTHONPATH=. bash benchmarks/gpu_loop.sh OUT_DIR        (on the GPU: llama-2-7b, cuda)
 #   MODEL=tiny-llama DEVICE=cpu CALIBRATION=docs/calibration-h200.json REQUESTS=30 TAG=cpu bash benchmarks/gpu_loop.sh /tmp/x   (smoke test)
+# LOAD sets the workload's load factor (default 0.78, as the preset), SLACK the WAIT solver's slack
+# (default 0.05, the solver's default); the KV capacity is always sized for WAIT at slack 0.05.
 set -euo pipefail
 out=${1:?usage: gpu_loop.sh OUT_DIR}
 model=${MODEL:-llama-2-7b}
@@ -14,9 +16,9 @@ export PYTHONPATH=${PYTHONPATH:-.} PYTHONUNBUFFERED=1
 fs() { python -m validation.cli "$@"; }
 if [ -n "${CALIBRATION:-}" ]; then cp "$CALIBRATION" "$out/calibration-$tag.json"  # reuse a fit (smoke tests)
 else fs calibrate --device "$device" --model "$model" --grid-scale "${GRID_SCALE:-1}" --out "$out/calibration-$tag.json"; fi
-python benchmarks/gpu_loop_workload.py "$out/calibration-$tag.json" -o "$out/default-$tag.yaml" > "$out/workload-design.json"
+python benchmarks/gpu_loop_workload.py "$out/calibration-$tag.json" -o "$out/default-$tag.yaml" --load "${LOAD:-0.78}" > "$out/workload-design.json"
 fs fluid "$out/default-$tag.yaml"
-fs solve "$out/default-$tag.yaml" -o "$out/policy-wait-$tag.json"
+fs solve "$out/default-$tag.yaml" --slack "${SLACK:-0.05}" -o "$out/policy-wait-$tag.json"
 for who in "wait --policy $out/policy-wait-$tag.json" "sarathi --scheduler sarathi" "vllm-v1 --scheduler vllm-v1"; do
   set -- $who
   name=$1; shift

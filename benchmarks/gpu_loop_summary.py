@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--tag", default="h200")
     ap.add_argument("--command", required=True, help="the command that produced the folder, recorded as given")
     ap.add_argument("--docs", type=Path, default=Path("docs"))
+    ap.add_argument("--no-inputs", action="store_true", help="do not copy the calibration, workload and policy files")
     args = ap.parse_args()
     out, tag = args.loop_dir, args.tag
     missing = [p for p in [out / "workload-design.json"] + [out / f"{kind}-{s}.json" for s in SCHEDULERS for kind in ("run", "sim")] if not p.is_file()]
@@ -50,7 +51,7 @@ def main() -> None:
     steps = {s: json.loads((out / f"run-{s}" / "steps.json").read_text()) for s in SCHEDULERS if (out / f"run-{s}" / "steps.json").is_file()}
     with gzip.open(args.docs / f"loop-{tag}-steps.json.gz", "wt") as f:
         json.dump(steps, f, separators=(",", ":"))
-    for src, dst in ((f"calibration-{tag}.json", f"calibration-{tag}.json"), (f"default-{tag}.yaml", f"default-{tag}.yaml"),
+    for src, dst in () if args.no_inputs else ((f"calibration-{tag}.json", f"calibration-{tag}.json"), (f"default-{tag}.yaml", f"default-{tag}.yaml"),
                      (f"policy-wait-{tag}.json", f"policy-wait-{tag}.json")):
         shutil.copyfile(out / src, args.docs / dst)
     print(json.dumps({s: (runs[s]["throughput_tokens_per_s"], summary["simulated"][s]["throughput_tokens_per_s"]) for s in SCHEDULERS}))
