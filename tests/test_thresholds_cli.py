@@ -75,3 +75,28 @@ def test_bad_inputs_exit_2_without_traceback(tmp_path, capsys):
 def test_unstable_workload_exit_3(tmp_path, capsys):
     assert main(["solve", _workload(tmp_path), "-o", str(tmp_path / "p.json"), "--rate-scale", "100"]) == 3
     assert "Nearest feasible setting" in capsys.readouterr().err
+
+
+NEAR_CAPACITY = """name: near-capacity
+kv_capacity_tokens: 68544
+batch_time: {kind: linear3, d0_s: 0.00346475, d_kv_s_per_token: 1.1785e-07, d_new_s_per_token: 2.30068e-05}
+types:
+  - {name: p48d16, prefill: 48, decode: 16, rate_per_s: 213.824}
+  - {name: p48d48, prefill: 48, decode: 48, rate_per_s: 213.824}
+"""
+
+
+def test_solve_notes_a_leaner_slack_near_the_load_limit(tmp_path, capsys):
+    """At load factor 0.9 slack 0.05 doubles the thresholds; the solver says slack 0 meets every
+    condition with half the memory (measured on an H200: it also served more). Far from the limit
+    (and at slack 0) it stays quiet."""
+    near = tmp_path / "near.yaml"
+    near.write_text(NEAR_CAPACITY)
+    assert main(["solve", str(near), "-o", str(tmp_path / "p.json")]) == 0
+    err = capsys.readouterr().err
+    assert "slack 0.05 asks for thresholds (15, 15)" in err and "slack 0 meets every condition with (8, 8)" in err
+    assert main(["solve", str(near), "-o", str(tmp_path / "p0.json"), "--slack", "0"]) == 0
+    assert "note: slack" not in capsys.readouterr().err
+    assert load_policy(tmp_path / "p0.json").classes[0].threshold == 8
+    assert main(["solve", _workload(tmp_path), "-o", str(tmp_path / "far.json")]) == 0
+    assert "note: slack" not in capsys.readouterr().err
