@@ -196,13 +196,8 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     if not args.skip_step:
-        def parse(label: str) -> GemvConfig:
-            bn, rest = label.split("x")
-            bk, rest = rest.split("s")
-            sk, rest = rest.split("w")
-            w, st = rest.split("p")
-            return GemvConfig(int(bn), int(bk), int(sk), int(w), int(st))
-        res["step_b1"] = whole_step(cfg, {name: parse(p["best"]) for name, p in products.items()}, res["ceilings"]["copy_bytes_per_s"])
+        by_label = {c.label: c for c in WIDE + NARROW}
+        res["step_b1"] = whole_step(cfg, {name: by_label[p["best"]] for name, p in products.items()}, res["ceilings"]["copy_bytes_per_s"])
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
 
 

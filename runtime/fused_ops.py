@@ -59,6 +59,16 @@ def add_rms_norm(residual: torch.Tensor, delta: torch.Tensor | None, weight: tor
 
 
 @triton.jit
+def rope_halves(x1, x2, c1, c2, s1, s2, dt: tl.constexpr):
+    """The two halves of x·cos + rotate_half(x)·sin, rotate_half(x) = (−x2, x1), from fp32 halves;
+    each product and the sum rounded to `dt`, as torch does in the model dtype. Shared by the
+    RoPE+KV-write kernel and the QKV GEMV's epilogue so both round alike."""
+    o1 = ((x1 * c1).to(dt).to(tl.float32) + (-x2 * s1).to(dt).to(tl.float32)).to(dt)
+    o2 = ((x2 * c2).to(dt).to(tl.float32) + (x1 * s2).to(dt).to(tl.float32)).to(dt)
+    return o1, o2
+
+
+@triton.jit
 def _rope_kv_write_kernel(
     qkv_ptr, cos_ptr, sin_ptr, pos_ptr, slot_ptr,
     q_out_ptr, k_out_ptr, k_cache_ptr, v_cache_ptr,
@@ -80,9 +90,7 @@ def _rope_kv_write_kernel(
     x1 = tl.load(row + src, mask=live[:, None], other=0.0).to(tl.float32)
     x2 = tl.load(row + src + HALF, mask=live[:, None], other=0.0).to(tl.float32)
     dt = q_out_ptr.dtype.element_ty
-    # out = x·cos + rotate_half(x)·sin, rotate_half(x) = (−x2, x1); each product rounded, as torch does
-    o1 = ((x1 * c1).to(dt).to(tl.float32) + (-x2 * s1).to(dt).to(tl.float32)).to(dt)
-    o2 = ((x2 * c2).to(dt).to(tl.float32) + (x1 * s2).to(dt).to(tl.float32)).to(dt)
+    o1, o2 = rope_halves(x1, x2, c1, c2, s1, s2, dt)
     is_q = (heads < NUM_HEADS)[:, None]
     q_dst = q_out_ptr + t * stride_qo_t + heads[:, None] * (2 * HALF) + offs[None, :]
     tl.store(q_dst, o1, mask=is_q)

@@ -60,6 +60,13 @@ def product_sweeps(layers, eps: float, rows: int = 1, head: tuple | None = None,
     gu = torch.randn(rows, 2 * inter, device=dev, dtype=dt, generator=gen)
     scratch = torch.zeros(rows, hidden, device=dev, dtype=dt)  # residual stand-in for the in-place adds
 
+    rope = None
+    if heads is not None:
+        num_heads, kv_heads, d = heads
+        table = torch.randn(64, d, device=dev, dtype=dt, generator=gen)
+        cache = torch.zeros(1, 16, kv_heads, d, device=dev, dtype=dt)
+        rope = RopeKV(table, table.clone(), torch.arange(rows, device=dev), torch.arange(rows, device=dev), cache, cache.clone(), num_heads, kv_heads)
+
     def each_layer(fn):
         return lambda: [fn(w) for w in layers]
 
@@ -70,12 +77,6 @@ def product_sweeps(layers, eps: float, rows: int = 1, head: tuple | None = None,
         qkv = F.linear(add_rms_norm(scratch, attn, w.input_norm, eps), w.qkv)
         return qkv if rope is None else rope_kv_write(qkv, rope.cos, rope.sin, rope.positions, rope.slots, rope.k_cache, rope.v_cache, rope.num_heads, rope.kv_heads)
 
-    rope = None
-    if heads is not None:
-        num_heads, kv_heads, d = heads
-        table = torch.randn(64, d, device=dev, dtype=dt, generator=gen)
-        cache = torch.zeros(1, 16, kv_heads, d, device=dev, dtype=dt)
-        rope = RopeKV(table, table.clone(), torch.arange(rows, device=dev), torch.arange(rows, device=dev), cache, cache.clone(), num_heads, kv_heads)
     sweeps = {
         "qkv": (qkv_triton, each_layer(qkv_cublas)),
         "o": (lambda c: each_layer(lambda w: gemv(attn, w.o, add_to=scratch, config=c)),

@@ -38,6 +38,7 @@ import torch
 import triton
 import triton.language as tl
 
+from runtime.fused_ops import rope_halves
 from runtime.split_scratch import arrival_counters, split_partials
 
 MAX_ROWS = 4  # decode batches this path serves; larger batches keep cuBLAS
@@ -158,8 +159,7 @@ def _rope_kv_epilogue(
         c2 = tl.load(cos_ptr + cs + HALF).to(tl.float32)
         s1 = tl.load(sin_ptr + cs).to(tl.float32)
         s2 = tl.load(sin_ptr + cs + HALF).to(tl.float32)
-        o1 = ((y1 * c1).to(dt).to(tl.float32) + (-y2 * s1).to(dt).to(tl.float32)).to(dt)
-        o2 = ((y2 * c2).to(dt).to(tl.float32) + (y1 * s2).to(dt).to(tl.float32)).to(dt)
+        o1, o2 = rope_halves(y1, y2, c1, c2, s1, s2, dt)
     else:
         o1 = y1.to(dt)
         o2 = y2.to(dt)
