@@ -1,4 +1,4 @@
-"""Batch-1 decode on the GPU: the weight-streaming GEMV (runtime.gemv_triton) against cuBLAS.
+"""Batch-1 decode on the GPU: the weight-streaming GEMV (runtime.gpu.kernels.gemv_triton) against cuBLAS.
 
     PYTHONPATH=. python benchmarks/bench_gemv.py --out docs/bench-gemv-h200.json
 
@@ -26,10 +26,10 @@ import torch.nn.functional as F
 import triton
 
 from bench_gpu import ceilings, cuda_time_s, kernel_profile
-from runtime.gemv_plan import GemvPlan, graph_time_s, product_sweeps
-from runtime.gemv_triton import GemvConfig, gemv
-from runtime.model import LayerWeights
-from runtime.model_presets import resolve_model_config
+from runtime.gpu.gemv_plan import GemvPlan, graph_time_s, product_sweeps
+from runtime.gpu.kernels.gemv_triton import GemvConfig, gemv
+from runtime.gpu.model import LayerWeights
+from runtime.gpu.model_presets import resolve_model_config
 
 WIDE = [GemvConfig(bn, bk, sk, w, st) for (bn, bk, sk), st, w in itertools.product(
     [(16, 256, 1), (32, 256, 1), (32, 128, 1), (64, 128, 1), (128, 64, 1), (128, 128, 1), (128, 256, 1), (256, 64, 1),
@@ -117,7 +117,7 @@ def sweep(layers, head, heads, eps: float, rows: int, repeats: int) -> dict:
 def attention_sweep(cfg, ctx: int = 512, repeats: int = 20) -> dict:
     """Split-context decode attention at batch 1 over 32 layers' own caches (one graph): warps per
     program × tokens per partition."""
-    from runtime.attention_triton import paged_decode_triton
+    from runtime.gpu.kernels.attention_triton import paged_decode_triton
 
     heads, kv_heads, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
     blocks = -(-(ctx + 1) // 16)
@@ -136,11 +136,11 @@ def attention_sweep(cfg, ctx: int = 512, repeats: int = 20) -> dict:
 
 def whole_step(cfg, configs: dict, bw: float, ctx: int = 512) -> dict:
     """Decode step at batch 1 on the built model: cuBLAS path vs the GEMV path with `configs`."""
-    from runtime.checkpoint import build_random_model
-    from runtime.engine import Engine
-    from runtime.gpu_setup import build_pool
-    from runtime.model import LlamaRunner
-    from runtime.step_timer import StepTimer
+    from runtime.gpu.checkpoint import build_random_model
+    from runtime.gpu.engine import Engine
+    from runtime.gpu.setup import build_pool
+    from runtime.gpu.model import LlamaRunner
+    from runtime.gpu.step_timer import StepTimer
 
     hf = build_random_model(cfg, dtype=torch.bfloat16, device="cuda")
     runner = LlamaRunner.from_hf(hf)

@@ -23,14 +23,14 @@ from pathlib import Path
 
 import torch
 
-from runtime.checkpoint import build_random_model
-from runtime.engine import Engine
-from runtime.gpu_setup import build_pool
+from runtime.gpu.checkpoint import build_random_model
+from runtime.gpu.engine import Engine
+from runtime.gpu.setup import build_pool
 from runtime.kv_blocks import KVBlockManager
-from runtime.model import LlamaRunner
-from runtime.model_presets import resolve_model_config
+from runtime.gpu.model import LlamaRunner
+from runtime.gpu.model_presets import resolve_model_config
 from runtime.request import Request
-from runtime.step_timer import StepTimer
+from runtime.gpu.step_timer import StepTimer
 
 
 def cuda_time_s(fn, repeats: int = 20, warmup: int = 3) -> float:
@@ -123,8 +123,8 @@ def scheduler_host_cost(name: str, running: int = 128, steps: int = 200) -> dict
 
 def decode_graph_variants(runner, pool, batch: int = 1, ctx: int = 512) -> dict:
     """Device time of one decode forward replayed as a CUDA graph, with the ≤ 4-row GEMV path
-    (runtime.gemv_triton) off and as planned: the variants compared in the same process."""
-    from runtime.model import StepInputs
+    (runtime.gpu.kernels.gemv_triton) off and as planned: the variants compared in the same process."""
+    from runtime.gpu.model import StepInputs
 
     dev, bs = runner.device, pool.block_size
     per = -(-(ctx + 1) // bs)
@@ -153,8 +153,8 @@ def kernel_profile(runner, pool, batch: int, ctx: int, new_tokens: int = 1, top:
     """Per-kernel device time of one eager forward (torch.profiler): where a step's time goes."""
     from torch.profiler import ProfilerActivity, profile
 
-    from runtime.attention import PrefillSeq
-    from runtime.model import StepInputs
+    from runtime.gpu.attention import PrefillSeq
+    from runtime.gpu.model import StepInputs
 
     dev = runner.device
     bs = pool.block_size

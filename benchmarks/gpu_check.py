@@ -22,14 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from engine_helpers import TinyChunkedScheduler, reference_check  # noqa: E402
 
-from runtime.attention import paged_decode_reference  # noqa: E402
-from runtime.attention_triton import paged_decode_triton  # noqa: E402
-from runtime.checkpoint import build_random_model  # noqa: E402
-from runtime.engine import Engine  # noqa: E402
+from runtime.gpu.attention import paged_decode_reference  # noqa: E402
+from runtime.gpu.kernels.attention_triton import paged_decode_triton  # noqa: E402
+from runtime.gpu.checkpoint import build_random_model  # noqa: E402
+from runtime.gpu.engine import Engine  # noqa: E402
 from runtime.kv_blocks import KVBlockManager  # noqa: E402
-from runtime.kv_pool import KVPool, PoolShape  # noqa: E402
-from runtime.model import LlamaRunner  # noqa: E402
-from runtime.model_presets import resolve_model_config  # noqa: E402
+from runtime.gpu.kv_pool import KVPool, PoolShape  # noqa: E402
+from runtime.gpu.model import LlamaRunner  # noqa: E402
+from runtime.gpu.model_presets import resolve_model_config  # noqa: E402
 from runtime.request import Request  # noqa: E402
 
 

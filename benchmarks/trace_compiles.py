@@ -18,7 +18,7 @@ from pathlib import Path
 
 from triton import knobs
 
-import runtime.engine as engine
+import runtime.gpu.engine as engine
 
 T0 = time.perf_counter()
 late: list[str] = []

@@ -7,9 +7,9 @@ from collections import deque
 
 import torch
 
-from runtime.checkpoint import build_random_model
-from runtime.model import LlamaRunner
-from runtime.model_presets import resolve_model_config
+from runtime.gpu.checkpoint import build_random_model
+from runtime.gpu.model import LlamaRunner
+from runtime.gpu.model_presets import resolve_model_config
 from runtime.request import Request
 from runtime.schedulers.base import Batch, Scheduler
 

@@ -11,9 +11,9 @@ pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
 from fluid.errors import InputError  # noqa: E402
-from runtime.checkpoint import build_random_model, load_checkpoint_model  # noqa: E402
-from runtime.gpu_setup import model_config  # noqa: E402
-from runtime.model_presets import resolve_model_config  # noqa: E402
+from runtime.gpu.checkpoint import build_random_model, load_checkpoint_model  # noqa: E402
+from runtime.gpu.setup import model_config  # noqa: E402
+from runtime.gpu.model_presets import resolve_model_config  # noqa: E402
 from validation.cli import main  # noqa: E402
 
 

@@ -13,9 +13,9 @@ from engine_helpers import TinyChunkedScheduler, reference_check, tiny_llama  # 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from runtime.engine import Engine  # noqa: E402
+from runtime.gpu.engine import Engine  # noqa: E402
 from runtime.kv_blocks import KVBlockManager  # noqa: E402
-from runtime.kv_pool import KVPool, PoolShape  # noqa: E402
+from runtime.gpu.kv_pool import KVPool, PoolShape  # noqa: E402
 from runtime.request import Request  # noqa: E402
 from validation.cli import main  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""The fused Triton kernels (runtime.fused_ops) against the torch path they replace (CUDA only)."""
+"""The fused Triton kernels (runtime.gpu.kernels.fused_ops) against the torch path they replace (CUDA only)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ pytest.importorskip("transformers")
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
-from runtime.attention import PrefillSeq  # noqa: E402
-from runtime.checkpoint import build_random_model  # noqa: E402
-from runtime.kv_pool import KVPool, PoolShape  # noqa: E402
-from runtime.model import LlamaRunner, StepInputs  # noqa: E402
-from runtime.model_presets import resolve_model_config  # noqa: E402
+from runtime.gpu.attention import PrefillSeq  # noqa: E402
+from runtime.gpu.checkpoint import build_random_model  # noqa: E402
+from runtime.gpu.kv_pool import KVPool, PoolShape  # noqa: E402
+from runtime.gpu.model import LlamaRunner, StepInputs  # noqa: E402
+from runtime.gpu.model_presets import resolve_model_config  # noqa: E402
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_add_rms_norm_matches_torch(dtype):
-    from runtime.fused_ops import add_rms_norm
+    from runtime.gpu.kernels.fused_ops import add_rms_norm
 
     torch.manual_seed(0)
     res = torch.randn(37, 4096, device="cuda", dtype=dtype)
@@ -35,7 +35,7 @@ def test_add_rms_norm_matches_torch(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_silu_mul_matches_torch(dtype):
-    from runtime.fused_ops import silu_mul
+    from runtime.gpu.kernels.fused_ops import silu_mul
 
     gu = torch.randn(5, 2 * 3000, device="cuda", dtype=dtype)
     gate, up = gu.chunk(2, dim=-1)
@@ -45,7 +45,7 @@ def test_silu_mul_matches_torch(dtype):
 
 
 def test_rope_kv_write_matches_torch_and_fills_the_pool():
-    from runtime.fused_ops import rope_kv_write
+    from runtime.gpu.kernels.fused_ops import rope_kv_write
 
     heads, kv_heads, d, tokens = 8, 2, 128, 11
     qkv = torch.randn(tokens, (heads + 2 * kv_heads) * d, device="cuda", dtype=torch.bfloat16)
@@ -104,8 +104,8 @@ def test_fused_forward_equals_torch_forward_fp32():
 def test_paged_decode_split_and_whole_match_reference(split):
     """Both decode kernels (split over context partitions, combined by the last to arrive, and one
     program per head) vs torch."""
-    from runtime.attention import paged_decode_reference
-    from runtime.attention_triton import paged_decode_triton
+    from runtime.gpu.attention import paged_decode_reference
+    from runtime.gpu.kernels.attention_triton import paged_decode_triton
 
     torch.manual_seed(1)
     for batch, ctx, heads, kv_heads in [(1, 1, 32, 32), (1, 513, 32, 32), (3, 2000, 8, 2), (2, 64, 4, 4)]:
@@ -136,7 +136,7 @@ def test_gemv_variants_match_torch(dtype, rows):
     left dirty by the first launch would break the second."""
     import triton
 
-    from runtime.gemv_triton import CANDIDATES, GemvConfig, gemv
+    from runtime.gpu.kernels.gemv_triton import CANDIDATES, GemvConfig, gemv
 
     torch.manual_seed(2)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
@@ -172,7 +172,7 @@ def test_gemv_variants_match_torch(dtype, rows):
 def test_gemv_decode_forward_matches_fused_and_torch(dtype):
     """Whole model, a decode step of 3 rows after a prefill: the GEMV path vs the fused path
     (cuBLAS) and the plain torch path; fp32 agrees to 1e-5, bf16 to rounding."""
-    from runtime.gemv_plan import GemvPlan
+    from runtime.gpu.gemv_plan import GemvPlan
 
     cfg = resolve_model_config("tiny-llama")
     hf = build_random_model(cfg, dtype=dtype, device="cuda", seed=3)
@@ -202,8 +202,8 @@ def test_gemv_rope_epilogue_matches_linear_then_rope_kv_write(dtype, rows):
     """The QKV GEMV with RMSNorm, RoPE and the KV-cache write in its epilogue (GQA 8/2 heads of 64)
     against F.linear on the normalised input followed by `rope_kv_write`: same q|k|v output and
     the same pool contents, untouched slots left alone."""
-    from runtime.fused_ops import rope_kv_write
-    from runtime.gemv_triton import GemvConfig, RopeKV, gemv
+    from runtime.gpu.kernels.fused_ops import rope_kv_write
+    from runtime.gpu.kernels.gemv_triton import GemvConfig, RopeKV, gemv
 
     torch.manual_seed(4)
     heads, kv_heads, d, hidden = 8, 2, 64, 320

@@ -9,9 +9,9 @@ pytest.importorskip("transformers")
 
 from engine_helpers import tiny_llama  # noqa: E402
 
-from runtime.attention import PrefillSeq, paged_decode_attention, paged_decode_reference  # noqa: E402
-from runtime.kv_pool import KVPool, PoolShape  # noqa: E402
-from runtime.model import StepInputs  # noqa: E402
+from runtime.gpu.attention import PrefillSeq, paged_decode_attention, paged_decode_reference  # noqa: E402
+from runtime.gpu.kv_pool import KVPool, PoolShape  # noqa: E402
+from runtime.gpu.model import StepInputs  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check": ("thresholds.cli_check", "re-verify a policy's conditions against a workload"),
     "simulate": ("runtime.cli_simulate", "simulate one scheduler on a workload (simulated clock)"),
     "compare": ("runtime.cli_compare", "simulate several schedulers on the same arrivals"),
-    "run": ("runtime.cli_run", "open-loop run on a real Llama model (GPU or CPU)"),
-    "calibrate": ("runtime.cli_calibrate", "measure step times and fit batch-time models"),
+    "run": ("runtime.gpu.cli_run", "open-loop run on a real Llama model (GPU or CPU)"),
+    "calibrate": ("runtime.gpu.cli_calibrate", "measure step times and fit batch-time models"),
     "demo": ("validation.demo", "the main job: solve, simulate against baselines, table and figure"),
     "figures": ("paper_figures.cli", "draw the figures from result files"),
 }

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from runtime.kv_pool import KVPool
-from runtime.model import LlamaRunner, StepInputs
+from runtime.gpu.kv_pool import KVPool
+from runtime.gpu.model import LlamaRunner, StepInputs
 
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256)
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from fluid.batch_time import BatchShape
-from runtime.attention import PrefillSeq
-from runtime.kv_pool import KVPool
-from runtime.model import LlamaRunner, StepInputs
+from runtime.gpu.attention import PrefillSeq
+from runtime.gpu.kv_pool import KVPool
+from runtime.gpu.model import LlamaRunner, StepInputs
 from runtime.request import Request
 from runtime.schedulers.base import Batch, Scheduler, feed_arrivals
 
@@ -84,7 +84,7 @@ class Engine:
         self.logits: dict[int, list[torch.Tensor]] = {}  # request id -> logits of each sampled token
         self.graphs = None
         if use_cuda_graphs and runner.device.type == "cuda":
-            from runtime.cuda_graphs import DecodeGraphs
+            from runtime.gpu.cuda_graphs import DecodeGraphs
 
             self.graphs = DecodeGraphs(runner, pool, self.max_blocks_per_seq)
 

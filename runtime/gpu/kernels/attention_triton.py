@@ -1,4 +1,4 @@
-"""The Triton paged decode kernel (CUDA only; imported lazily by `runtime.attention`).
+"""The Triton paged decode kernel (CUDA only; imported lazily by `runtime.gpu.attention`).
 
 One program per (sequence, query head) walks the sequence's pages TILE_TOKENS at a time with an
 online softmax in fp32 (FlashAttention's recurrence), so the KV read streams once from HBM. The
@@ -7,7 +7,7 @@ bound comes from `context_lens`, so one CUDA graph serves every context length.
 
 At small batch (few sequence × head programs) the context is split over programs in partitions
 of PART_TOKENS (flash-decoding): each writes its partial max, sum and weighted values and counts
-its arrival (`runtime.split_scratch`); the last partition of a (sequence, head) to arrive
+its arrival (`runtime.gpu.kernels.split_scratch`); the last partition of a (sequence, head) to arrive
 combines them in a fixed order, so no second kernel runs.
 """
 
@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from runtime.split_scratch import arrival_counters
+from runtime.gpu.kernels.split_scratch import arrival_counters
 
 # tuned on the GPU in the kernel check (docs/benchmarks-gpu.md)
 TILE_TOKENS = 64

@@ -20,14 +20,14 @@ rows times the input transposed and padded to 16 columns (rows past M are masked
 memory traffic), `tl.dot` with the weight tiles software-pipelined NUM_STAGES deep. Products with
 few output tiles (O, down: 4,096 features) split K over SPLIT_K programs; each writes an fp32
 partial and the last to arrive at the tile's counter sums them in a fixed order and runs the
-epilogue, so no second kernel runs and the result is deterministic (`runtime.split_scratch`).
+epilogue, so no second kernel runs and the result is deterministic (`runtime.gpu.kernels.split_scratch`).
 
 Numerics: fp32 accumulation; in bf16 the normalised input is rounded once (g ⊙ x) instead of twice
 (rstd·x, then ·g) as in transformers, so results agree to bf16 rounding; in fp32 the products run
 in IEEE fp32 (no TF32) and agree to reassociation.
 
 Whether a model uses this path, and with which tiles, is decided by timing it against cuBLAS on
-the model's own weights: `runtime.gemv_plan`.
+the model's own weights: `runtime.gpu.gemv_plan`.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ import torch
 import triton
 import triton.language as tl
 
-from runtime.fused_ops import rope_halves
-from runtime.split_scratch import arrival_counters, split_partials
+from runtime.gpu.kernels.fused_ops import rope_halves
+from runtime.gpu.kernels.split_scratch import arrival_counters, split_partials
 
 MAX_ROWS = 4  # decode batches this path serves; larger batches keep cuBLAS
 PAD_ROWS = 16  # the input is padded to the tensor cores' smallest tile width
@@ -145,7 +145,7 @@ def _rope_kv_epilogue(
     NUM_HEADS: tl.constexpr, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
 ):
     """y: [HEAD_DIM, BM], one head of the rounded q|k|v product for each row. Same arithmetic as
-    `runtime.fused_ops.rope_kv_write`: q and k become y·cos + rotate_half(y)·sin (each product
+    `runtime.gpu.kernels.fused_ops.rope_kv_write`: q and k become y·cos + rotate_half(y)·sin (each product
     rounded) in the output; k and v are also written to the pool at each row's slot."""
     dt = out_ptr.dtype.element_ty
     HALF: tl.constexpr = HEAD_DIM // 2
@@ -211,7 +211,7 @@ CANDIDATES = WIDE_CANDIDATES + NARROW_CANDIDATES
 
 @dataclass(frozen=True)
 class RopeKV:
-    """What the QKV product needs to finish like `runtime.fused_ops.rope_kv_write`: the RoPE tables
+    """What the QKV product needs to finish like `runtime.gpu.kernels.fused_ops.rope_kv_write`: the RoPE tables
     [max_positions, d], each row's position and pool slot, and the layer's K/V cache
     [blocks, block_size, kv_heads, d] (slot = block·block_size + offset)."""
 

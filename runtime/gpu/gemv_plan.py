@@ -2,7 +2,7 @@
 
 `GemvPlan.choose` times, on the model's own weights and as CUDA graphs over all layers (so L2 holds
 no weights and host launch cost is out of the figure), each product with its folded work
-(`runtime.gemv_triton`) against cuBLAS with the separate kernels that path still needs, and
+(`runtime.gpu.kernels.gemv_triton`) against cuBLAS with the separate kernels that path still needs, and
 enables the GEMV path only if it wins in total. `benchmarks/bench_gemv.py` runs the same sweeps
 over a wider grid of tiles.
 """
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from runtime.gemv_triton import NARROW_CANDIDATES, WIDE_CANDIDATES, GemvConfig, RopeKV, gemv
+from runtime.gpu.kernels.gemv_triton import NARROW_CANDIDATES, WIDE_CANDIDATES, GemvConfig, RopeKV, gemv
 
 
 def graph_time_s(fn, repeats: int = 20) -> float:
@@ -50,7 +50,7 @@ def product_sweeps(layers, eps: float, rows: int = 1, head: tuple | None = None,
     kernels that path still needs), each running the product over every layer's own weights;
     with `head` = (lm_head, final_norm) also the final RMSNorm + LM head; with `heads` =
     (num_heads, kv_heads, head_dim) the QKV product includes RoPE and the KV-cache write."""
-    from runtime.fused_ops import add_rms_norm, rope_kv_write, silu_mul
+    from runtime.gpu.kernels.fused_ops import add_rms_norm, rope_kv_write, silu_mul
 
     dev, dt = layers[0].qkv.device, layers[0].qkv.dtype
     hidden, inter = layers[0].o.shape[0], layers[0].down.shape[1]

@@ -83,7 +83,7 @@ def run(args) -> int:
     )
     requests = make_requests(workload, args.requests, args.seed, rate_scale=args.rate_scale)
 
-    from runtime.gpu_setup import check_device, model_config, resolve_dtype
+    from runtime.gpu.setup import check_device, model_config, resolve_dtype
 
     device = check_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -98,8 +98,8 @@ def run(args) -> int:
     import torch
     import transformers
 
-    from runtime.engine import Engine
-    from runtime.gpu_setup import build_pool, load_runner
+    from runtime.gpu.engine import Engine
+    from runtime.gpu.setup import build_pool, load_runner
     from runtime.metrics import summarize
     from runtime.results import RunOutput, write_json, write_run_folder
 

@@ -53,7 +53,7 @@ def _safetensors_files(folder: Path) -> list[Path]:
 
 
 def checkpoint_config(folder: str | Path):
-    from runtime.model_presets import load_config_json
+    from runtime.gpu.model_presets import load_config_json
 
     folder = Path(folder)
     if not folder.is_dir():

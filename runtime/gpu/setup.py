@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from fluid.errors import InputError
-from runtime.kv_pool import KVPool, PoolShape, blocks_that_fit
+from runtime.gpu.kv_pool import KVPool, PoolShape, blocks_that_fit
 
 GRAPH_MARGIN_BYTES = 3 * 2**30  # decode graphs' private pool + fragmentation slack
 
@@ -46,8 +46,8 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def model_config(model: str | None, checkpoint: str | None):
     """The config to run: --model's, checked against the checkpoint's when both are given."""
-    from runtime.checkpoint import check_config_agrees, checkpoint_config
-    from runtime.model_presets import resolve_model_config
+    from runtime.gpu.checkpoint import check_config_agrees, checkpoint_config
+    from runtime.gpu.model_presets import resolve_model_config
 
     cfg = resolve_model_config(model) if model else None
     if checkpoint:
@@ -65,8 +65,8 @@ def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
 
 
 def load_runner(config, checkpoint: str | None, *, dtype: torch.dtype, device: torch.device, seed: int = 0):
-    from runtime.checkpoint import build_random_model, load_checkpoint_model
-    from runtime.model import LlamaRunner
+    from runtime.gpu.checkpoint import build_random_model, load_checkpoint_model
+    from runtime.gpu.model import LlamaRunner
 
     if checkpoint:
         hf = load_checkpoint_model(checkpoint, dtype=dtype, device=device, expected_config=config)
@@ -81,8 +81,8 @@ def load_runner(config, checkpoint: str | None, *, dtype: torch.dtype, device: t
 
 def _warmup_peak_bytes(runner, block_size: int, max_batch_tokens: int) -> int:
     """Run one prefill of `max_batch_tokens` (split at the position limit) and return its activation peak."""
-    from runtime.attention import PrefillSeq
-    from runtime.model import StepInputs
+    from runtime.gpu.attention import PrefillSeq
+    from runtime.gpu.model import StepInputs
 
     seq_len = min(max_batch_tokens, runner.max_positions)
     seqs = -(-max_batch_tokens // seq_len)

@@ -1,4 +1,4 @@
-"""Fused elementwise Triton kernels for the CUDA forward (imported lazily by `runtime.model`).
+"""Fused elementwise Triton kernels for the CUDA forward (imported lazily by `runtime.gpu.model`).
 
 An unfused Llama layer runs ~40 small kernels (RMSNorm in fp32 as several passes, RoPE as
 slice/cat/mul/add, two `index_copy_` for the KV write, SiLU, mul, residual adds). At decode

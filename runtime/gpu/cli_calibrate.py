@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from runtime.gpu_setup import check_device, model_config, resolve_dtype
+    from runtime.gpu.setup import check_device, model_config, resolve_dtype
 
     if args.repeats < 1:
         raise InputError(f"--repeats must be at least 1, got {args.repeats}", field="repeats")
@@ -43,10 +43,10 @@ def run(args) -> int:
     import torch
     import transformers
 
-    from runtime.calibrate import calibration_grid, fit_rows, measure_grid
-    from runtime.engine import Engine
-    from runtime.gpu_setup import build_pool, load_runner
-    from runtime.step_timer import StepTimer
+    from runtime.gpu.calibrate import calibration_grid, fit_rows, measure_grid
+    from runtime.gpu.engine import Engine
+    from runtime.gpu.setup import build_pool, load_runner
+    from runtime.gpu.step_timer import StepTimer
 
     runner = load_runner(cfg, args.checkpoint, dtype=dtype, device=device)
     pool, info = build_pool(runner, kv_tokens=kv_tokens, block_size=args.block_size)

@@ -95,7 +95,7 @@ def paged_decode_attention(
 ) -> torch.Tensor:
     """Paged decode attention: the Triton kernel on CUDA, the torch reference elsewhere."""
     if q.is_cuda:
-        from runtime.attention_triton import paged_decode_triton
+        from runtime.gpu.kernels.attention_triton import paged_decode_triton
 
         return paged_decode_triton(q, k_cache, v_cache, block_tables, context_lens, scale)
     return paged_decode_reference(q, k_cache, v_cache, block_tables, context_lens, scale)

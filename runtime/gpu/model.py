@@ -1,11 +1,11 @@
 """A Llama forward in plain torch over the paged KV pool (RMSNorm, RoPE, GQA, SwiGLU).
 
 Weights are taken from a transformers `LlamaForCausalLM` (random init from a `LlamaConfig`, or a
-local safetensors checkpoint: `runtime.checkpoint`), with q/k/v and gate/up fused into one matrix
+local safetensors checkpoint: `runtime.gpu.checkpoint`), with q/k/v and gate/up fused into one matrix
 each so a step runs two GEMMs fewer per layer. Numerics follow transformers' Llama: RMSNorm in
 fp32 then cast, RoPE tables in fp32 cast to the model dtype, softmax scale head_dim^-1/2.
 
-`forward(step)` runs one packed mixed batch (see `runtime.attention`) and returns the logits of
+`forward(step)` runs one packed mixed batch (see `runtime.gpu.attention`) and returns the logits of
 the rows that sample a token.
 """
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from runtime.attention import PrefillSeq, default_scale, paged_decode_attention, prefill_attention
-from runtime.kv_pool import KVPool
+from runtime.gpu.attention import PrefillSeq, default_scale, paged_decode_attention, prefill_attention
+from runtime.gpu.kv_pool import KVPool
 
 
 @dataclass(slots=True)
@@ -65,15 +65,15 @@ class LlamaRunner:
         emb = torch.cat((freqs, freqs), dim=-1)  # [max_pos, d]
         self.cos = (emb.cos() * rope_scaling).to(self.dtype).contiguous()
         self.sin = (emb.sin() * rope_scaling).to(self.dtype).contiguous()
-        # CUDA runs the fused Triton kernels (runtime.fused_ops); CPU keeps the plain torch path
+        # CUDA runs the fused Triton kernels (runtime.gpu.kernels.fused_ops); CPU keeps the plain torch path
         half = self.head_dim // 2
         self.use_fused_ops = self.device.type == "cuda" and half > 0 and half & (half - 1) == 0  # tl.arange needs 2^k
-        # steps of ≤ 4 rows may stream the weights through runtime.gemv_triton (norm, SiLU and the
+        # steps of ≤ 4 rows may stream the weights through runtime.gpu.kernels.gemv_triton (norm, SiLU and the
         # residual add folded in); "auto" times it against cuBLAS on first use, "on"/"off" force it
         self.decode_gemv_mode = os.environ.get("FLUIDSCHED_DECODE_GEMV", "auto")
         if self.decode_gemv_mode not in ("auto", "on", "off"):
             raise ValueError(f"FLUIDSCHED_DECODE_GEMV must be auto, on or off, got {self.decode_gemv_mode!r}")
-        self.gemv_plan = None  # runtime.gemv_plan.GemvPlan once decided
+        self.gemv_plan = None  # runtime.gpu.gemv_plan.GemvPlan once decided
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -151,8 +151,8 @@ class LlamaRunner:
 
     def _forward_fused(self, step: StepInputs, pool: KVPool) -> torch.Tensor:
         """CUDA: per layer add+RMSNorm, QKV GEMM, RoPE+KV write, attention, O GEMM, add+RMSNorm,
-        gate/up GEMM, SiLU·mul, down GEMM (runtime.fused_ops). Same numerics as `forward`'s torch path."""
-        from runtime.fused_ops import add_rms_norm, rope_kv_write, silu_mul
+        gate/up GEMM, SiLU·mul, down GEMM (runtime.gpu.kernels.fused_ops). Same numerics as `forward`'s torch path."""
+        from runtime.gpu.kernels.fused_ops import add_rms_norm, rope_kv_write, silu_mul
 
         H, KV, d = self.num_heads, self.kv_heads, self.head_dim
         residual = F.embedding(step.input_ids, self.embed)  # [T, hidden], updated in place
@@ -176,8 +176,8 @@ class LlamaRunner:
 
     def _decode_gemv_plan(self, rows: int):
         """The GEMV plan when this step should use it, else None (decided once, never during capture)."""
-        from runtime.gemv_plan import GemvPlan
-        from runtime.gemv_triton import MAX_ROWS
+        from runtime.gpu.gemv_plan import GemvPlan
+        from runtime.gpu.kernels.gemv_triton import MAX_ROWS
 
         if rows == 0 or rows > MAX_ROWS or self.decode_gemv_mode == "off" or self.head_dim < 16:
             return None  # (the fused RoPE epilogue works one head per tile: ≥ 16 wide, a power of two)
@@ -193,9 +193,9 @@ class LlamaRunner:
     def _forward_gemv(self, step: StepInputs, pool: KVPool, residual: torch.Tensor, plan) -> torch.Tensor:
         """≤ 4 rows: per layer RMSNorm+QKV GEMV+RoPE+KV write, attention, O GEMV adding into the
         residual, RMSNorm+gate/up GEMV, SiLU·mul+down GEMV adding into the residual, and at the end
-        RMSNorm+LM-head GEMV (runtime.gemv_triton; 5 kernels a layer with the split decode
+        RMSNorm+LM-head GEMV (runtime.gpu.kernels.gemv_triton; 5 kernels a layer with the split decode
         attention, against 11). Same function as `_forward_fused`, bf16 rounding aside."""
-        from runtime.gemv_triton import DEFAULT_CONFIG, RopeKV, gemv
+        from runtime.gpu.kernels.gemv_triton import DEFAULT_CONFIG, RopeKV, gemv
 
         H, KV, d = self.num_heads, self.kv_heads, self.head_dim
         T = residual.shape[0]
