@@ -140,6 +140,7 @@ class SideBySide:
     peak_blocks_vllm: int = 0
     pool_blocks: int = 0
     first_mismatch: dict | None = None
+    first_preemption_step: int | None = None  # either side's
     pauses_ours: int = 0
     pauses_vllm: int = 0
     counters: dict = field(default_factory=dict)
@@ -187,6 +188,8 @@ def run_side_by_side(requests: list[Request], ours, theirs, *, class_of=None, ma
             clock["now"] = min(upcoming)
             continue
         res.steps += 1
+        if (mine_pre or vllm_pre) and res.first_preemption_step is None:
+            res.first_preemption_step = res.steps
         res.preemptions_ours += len(mine_pre)
         res.preemptions_vllm += len(vllm_pre)
         new_ours = set(mine) - started_ours
