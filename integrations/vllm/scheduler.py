@@ -128,6 +128,7 @@ class FluidschedScheduler(Scheduler):
                 group.held.remove(r)
                 self._num_held -= 1
                 Scheduler.add_request(self, r)
+        self.fluidsched_counters["held"] = self._num_held
         return super().finish_requests(request_ids, finished_status)
 
     def _free_request(self, request, delay_free_blocks: bool = False):
