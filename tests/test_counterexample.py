@@ -46,7 +46,10 @@ def test_wait_completes_four_per_iteration_without_restarts(rule):
     rate, requests, result = _run("wait", policy=policy)
     assert rate == pytest.approx(4.0, abs=0.05)
     assert sum(r.restarts for r in requests) == 0
-    assert result.peak_kv_tokens <= 12
+    # every step after the first holds the whole memory (4 decodes at 2 tokens + 4 prompts at 1),
+    # before its finished requests are released: the peak is C = 12 (it read 4 when taken after)
+    assert result.peak_kv_tokens == 12
+    assert result.steps.kv_used_tokens[1:] == [12] * (len(result.steps) - 1)
 
 
 @pytest.mark.skipif(
