@@ -1,4 +1,4 @@
-"""The paper's counterexample (arXiv 2504.11320, PAPERS.md §3): l = l' = 1, λ = 4 prompts per
+"""The paper's counterexample (arXiv 2504.11320, §WAIT): l = l' = 1, λ = 4 prompts per
 iteration, 1 s iterations, C = 12 tokens (= M*), token-level blocks, an imbalanced start. WAIT
 (n = 4) completes 4 prompts per iteration without a restart; FCFS evicts and restarts forever
 and loses at least 5 % of the throughput."""

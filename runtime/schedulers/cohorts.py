@@ -1,4 +1,4 @@
-"""Stage queues of one WAIT class or one Nested WAIT instance (arXiv 2504.11320, PAPERS.md §3–4).
+"""Stage queues of one WAIT class or one Nested WAIT instance (arXiv 2504.11320, §WAIT and §Nested WAIT).
 
 A group holds its requests by the stage they run next: `waiting` is stage 0 (prompts waiting for
 prefill, no cache), `stages[s]` the resident prompts whose next step is decode stage s (cache

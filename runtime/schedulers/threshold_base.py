@@ -1,4 +1,4 @@
-"""The engine shared by WAIT and Nested WAIT (arXiv 2504.11320, PAPERS.md §3–4).
+"""The engine shared by WAIT and Nested WAIT (arXiv 2504.11320, §WAIT and §Nested WAIT).
 
 Both policies keep requests in `CohortGroup`s (one per WAIT class, one per Nested WAIT instance)
 and differ only in how a request finds its group and how the groups' segments are built.
