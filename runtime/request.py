@@ -1,6 +1,6 @@
 """A request's state and timestamps, shared by every scheduler and both executors.
 
-Stage model (arXiv 2504.11320, PAPERS.md §1): a request with prompt length l and output length l'
+Stage model (arXiv 2504.11320, the serving model): a request with prompt length l and output length l'
 passes through l' + 1 stages. Stage 0 is its prefill: it computes the KV of the l prompt tokens
 (possibly in chunks) and samples the first output token, so TTFT ends there. Decode stage
 s = 1..l' feeds the latest token, holds l + s KV tokens, and samples one more token. The request

@@ -1,4 +1,4 @@
-"""FCFS with continuous batching: the counterexample policy of arXiv 2504.11320 (PAPERS.md §3).
+"""FCFS with continuous batching: the counterexample policy of arXiv 2504.11320 (arXiv 2504.11320, §WAIT).
 
 Rules, every iteration:
 1. Decode pass: every running request decodes one token, oldest first. When one cannot grow, the

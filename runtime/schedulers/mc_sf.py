@@ -1,4 +1,4 @@
-"""MC-SF, memory-constrained shortest-first (Jaillet et al., arXiv 2502.07115; PAPERS.md §5).
+"""MC-SF, memory-constrained shortest-first (Jaillet et al., arXiv 2502.07115).
 
 Rules, every iteration:
 1. Every running request decodes one token (they are all kept: none is ever preempted).

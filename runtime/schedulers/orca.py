@@ -1,4 +1,4 @@
-"""Orca: iteration-level batching with worst-case KV reservation (Yu et al., OSDI'22; PAPERS.md §5).
+"""Orca: iteration-level batching with worst-case KV reservation (Yu et al., OSDI'22).
 
 Rules, every iteration:
 1. Every running request decodes one token. Its blocks were reserved at admission, so no decode

@@ -7,7 +7,7 @@ Every baseline keeps the same two structures:
   before new arrivals, oldest restart first.
 - `running`: a dict `request_id -> Request` in admission order. Python dicts keep insertion order,
   so iterating it is oldest-first, deleting a finished request is O(1), and the newest admitted
-  request (the LIFO victim of PAPERS.md §1 and of vLLM's recompute preemption) is the last entry.
+  request (the LIFO victim of the serving model of arXiv 2504.11320 and of vLLM's recompute preemption) is the last entry.
 
 `serve_running` is the pass that vLLM v0 (`_schedule_running`), vLLM v1 (the running loop of
 `Scheduler.schedule`) and Vidur's Sarathi scheduler share: oldest first, each running request

@@ -1,4 +1,4 @@
-"""RAD: throughput-optimal switching between decode and prefill batches (arXiv 2508.01002, PAPERS.md §6).
+"""RAD: throughput-optimal switching between decode and prefill batches (arXiv 2508.01002).
 
 Batch time follows GEMM tiles: about constant up to one tile of tokens, then stepwise. RAD runs
 either mode, never mixed:

@@ -1,6 +1,6 @@
 """Sarathi-Serve: stall-free batching under a token budget (arXiv 2403.02310; Vidur's `SarathiReplicaScheduler`).
 
-Rules, every iteration (PAPERS.md §5):
+Rules, every iteration (as the Vidur simulator models the policy, arXiv 2405.05187):
 1. Decodes first, oldest first, one token each, while the token budget lasts. When a decode's
    block is not free, the newest running request (decoding or partly prefilled) is preempted by
    recompute (LIFO) and put at the front of the queue, until it is.
@@ -14,7 +14,7 @@ Rules, every iteration (PAPERS.md §5):
 The budget bounds every batch, so decodes beyond it (only when `max_num_seqs` > `chunk_size`)
 wait a step with their cache kept; with the defaults every decode runs every step.
 
-Knobs and defaults: `chunk_size` = 512 (the token budget, Sarathi-Serve's and PAPERS.md §7's),
+Knobs and defaults: `chunk_size` = 512 (the token budget, Sarathi-Serve's and the papers' experiments'),
 `max_num_seqs` = 128 (Vidur's `batch_size_cap`), `watermark` = 0.01 (Vidur's
 `watermark_blocks_fraction`, vLLM's watermark).
 """

@@ -1,4 +1,4 @@
-"""SLAI: SLO-aware mixed batching (arXiv 2508.01002, PAPERS.md §6).
+"""SLAI: SLO-aware mixed batching (arXiv 2508.01002).
 
 Every decoding request gets a last schedulable time
     LST = (end of the batch that produced its last token) + TBT_SLO − Θ · (running mean batch time)
@@ -12,7 +12,7 @@ a token budget of `token_budget` (512) and at most `max_decodes` (128) decodes i
 Decodes that do not fit wait a turn with their cache kept. TBT_SLO is `request.tbt_slo_s`, else
 `default_tbt_slo_s` (0.2 s).
 
-Choices where the paper is silent (*open* in PAPERS.md): the running mean is over the last
+Choices where the paper is silent: the running mean is over the last
 `mean_window_steps` (100) steps; when a decode cannot grow for want of a block, the newest
 admitted request not already in this batch is preempted by recompute (LIFO, as vLLM and
 Sarathi-Serve do) and, failing that, the decode waits; new prompts are not admitted in a step in

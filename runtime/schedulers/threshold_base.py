@@ -1,4 +1,4 @@
-"""The engine shared by WAIT and Nested WAIT (arXiv 2504.11320, PAPERS.md §3–4).
+"""The engine shared by WAIT and Nested WAIT (arXiv 2504.11320, §WAIT and §Nested WAIT).
 
 Both policies keep requests in `CohortGroup`s (one per WAIT class, one per Nested WAIT instance)
 and differ only in how a request finds its group and how the groups' segments are built.
@@ -32,7 +32,7 @@ from runtime.kv_blocks import KVBlockManager, KVCapacityError
 from runtime.policy_file import SERVICE_RULES, RuntimePolicy
 from runtime.request import Request
 from runtime.schedulers.base import Batch, Scheduler
-from runtime.schedulers.cohorts import CohortGroup
+from runtime.schedulers.cohorts import CohortGroup, ServedStages
 from runtime.schedulers.fits import check_fits_alone
 
 
@@ -74,7 +74,7 @@ class ThresholdScheduler(Scheduler):
         self._draining = False
         self._now_s = 0.0
         # this step's work, kept for complete_step to move requests between queues
-        self._served: list[tuple[CohortGroup, list[tuple[int, list[Request]]]]] = []  # per group: (stage, moved)
+        self._served: list[ServedStages] = []  # what each group served this step (cohort rule)
         self._prefill_items: list[Request] = []
         self._prefill_paused: list[Request] = []
         self._deferred: list[CohortGroup] = []
@@ -133,26 +133,13 @@ class ThresholdScheduler(Scheduler):
     def complete_step(self, batch: Batch, start_s: float, end_s: float) -> list[Request]:
         done = super().complete_step(batch, start_s, end_s)
         if self._cohort:
-            # only the served stages where a request completed need filtering
+            # a request that completed at decode stage s has decode_steps_done == s: only the
+            # served stages in `ended` need filtering, the rest move on whole
             ended = {r.decode_steps_done for r in done}
-            for group, moves in self._served:
+            for served in self._served:
+                group = served.group
                 stages = group.stages
-                if moves.__class__ is dict:  # the whole group moved on one stage
-                    shifted = {stage + 1: q for stage, q in moves.items()}
-                    for stage in ended:
-                        q = shifted.get(stage + 1)
-                        if q is not None:
-                            q = [r for r in q if r.completion_s is None]
-                            if q:
-                                shifted[stage + 1] = q
-                            else:
-                                del shifted[stage + 1]
-                    if not stages:
-                        group.stages = shifted
-                        group.changed()
-                        continue
-                    moves = [(stage - 1, q) for stage, q in shifted.items()]
-                for stage, moved in moves:  # push_stage, inlined: the loop runs once per served stage
+                for stage, moved in served.moves:  # push_stage, inlined: the loop runs once per served stage
                     if stage in ended:
                         moved = [r for r in moved if r.completion_s is None]
                         if not moved:
@@ -234,7 +221,7 @@ class ThresholdScheduler(Scheduler):
             reached = self.reserve_decodes(batch, flat)
             if reached == len(flat):
                 group.stages = {}
-                self._served.append((group, stages))
+                self._served.append(ServedStages(group, list(stages.items())))
                 group.changed()
                 return 0
             in_batch = set(map(id, islice(flat, reached)))  # rare: stage by stage from here
@@ -261,7 +248,7 @@ class ThresholdScheduler(Scheduler):
             if moved:
                 moves.append((stage, moved))
         if moves:
-            self._served.append((group, moves))
+            self._served.append(ServedStages(group, moves))
         group.changed()
         return blocked
 

@@ -1,6 +1,6 @@
 """vLLM v0 style: prefill-priority, never mixing prefill and decode (vLLM v0 `Scheduler._schedule_default`).
 
-Rules, every iteration (PAPERS.md §5, as vLLM v0 without chunked prefill and Vidur's vLLM scheduler):
+Rules, every iteration (vLLM v0 without chunked prefill, as the Vidur simulator models it, arXiv 2405.05187):
 1. Prefill pass: waiting prompts in FCFS order (restarts first, at the front) are admitted with
    their WHOLE prefill (prompt plus the tokens decoded before an eviction) while
    - the batch's prefill tokens stay ≤ `max_num_batched_tokens`,

@@ -1,6 +1,6 @@
 """vLLM v1 style: one token budget, running requests first, chunked prefill (vLLM v1 `Scheduler.schedule`).
 
-Rules, every iteration (PAPERS.md §5):
+Rules, every iteration (as the Vidur simulator models the policy, arXiv 2405.05187):
 1. Running pass, oldest first, while the token budget lasts: a decoding request takes 1 token, a
    request still prefilling takes a chunk of min(prefill left, budget left). When its KV blocks
    are not free, the newest running request is preempted by recompute (LIFO) and put at the front
