@@ -9,9 +9,10 @@ Nothing is rounded but the caps. At target utilisation ρ = 1 − slack:
 - Nested WAIT: segments and q_k = min(p_k + η, 0.99) as in the cohort solver (η = 0 by default:
   with one segment per decode length Σ_k width_k Π p_r is then exactly E[l' + 1], the mean
   number of stages a request stays resident); n_k = n_1 Π_{r<k} q_r
-  and n_1 = Λ x / ρ with x = d0 / (1 − A/ρ), A the Nested load per unit of n_1; the resident cap
-  is ⌈n_1 Σ_k width_k Π q_r⌉ and the thresholds are rescaled to it (the authors' n_1 =
-  tl / Σ_k Δl'_k Π q_r), again repaired until ΔT(n) < n_1/Λ.
+  with n_1 = tl / Σ_k width_k Π q_r (the authors' rule). The resident cap tl comes from the types'
+  own lengths by Little's law: a request stays l'_j + 1 stages, so tl = ⌈Σ_j λ_j (l'_j + 1) x / ρ⌉
+  with x = d0 / (1 − L/ρ), repaired until the iteration with tl residents at their mean size
+  serves Σ_j λ_j (l'_j + 1) / ρ stages per second (and the file's ΔT(n) < n_1/Λ holds).
 - The prefill chunk is the prefill work of one fluid iteration, Σ_j n_j l_j (WAIT) or n_1 l
   (Nested), rounded up to whole 16-token blocks; None (whole prompts) when it is at least the
   longest prompt.
@@ -32,8 +33,6 @@ from thresholds.conditions import (
     at_most,
     nested_base_memory_tokens,
     nested_new_tokens,
-    segment_kv_tokens,
-    segment_new_tokens,
     strictly_below,
     wait_conditions,
 )
@@ -175,18 +174,22 @@ def solve_nested_capped(workload: Workload, options, num_segments: int | None = 
     per_n1 = sum(w * u for w, u in zip(widths, unit))
     time = linear_time(workload)
     l = spec.prefill_tokens
-    kv_u = sum(u * segment_kv_tokens(l, a, b) for u, (a, b) in zip(unit, bounds))
-    new_u = sum(u * segment_new_tokens(l, a, b) for u, (a, b) in zip(unit, bounds))
     total = workload.total_rate_per_s
-    load = total * (time.d_kv_s_per_token * kv_u + time.d_new_s_per_token * new_u)
-    rho = _stable_rho(workload, load, options.slack, f"the Nested WAIT ({len(bounds)} segment(s))")
+    # the resident cap follows from the types' own lengths (Little's law), not from the representative
+    # prefill: where long outputs come with long prompts the representative instance undersizes it
+    stages = sum(t.rate_per_s * (t.decode + 1) for t in workload.types)  # Λ·E[l' + 1]
+    per_resident = (time.d_kv_s_per_token * mean_resident_kv_tokens(workload)
+                    + time.d_new_s_per_token * sum(t.rate_per_s * (t.prefill + t.decode) for t in workload.types) / stages)
+    load = stages * per_resident  # = the load factor L
+    rho = _stable_rho(workload, load, options.slack, "the")
     x = time.d0_s / (1 - load / rho)
     for _ in range(MAX_REPAIR_STEPS):
-        cap = cap_of(total * x / rho * per_n1, 1)
+        cap = cap_of(stages * x / rho, 1)
         n1 = cap / per_n1
         n = tuple(n1 * u for u in unit)
-        dt = time.iteration_time_s(nested_base_memory_tokens(l, bounds, n), nested_new_tokens(l, bounds, n))
-        if dt < rho * n1 / total or (rho == 1 and dt < n1 / total):
+        dt = time.d0_s + cap * per_resident  # every resident holding its mean
+        dt_file = time.iteration_time_s(nested_base_memory_tokens(l, bounds, n), nested_new_tokens(l, bounds, n))
+        if dt <= rho * cap / stages * (1 + 1e-12) and dt_file < n1 / total:
             break
         x = max(dt, x * (1 + 1e-9))
     else:
@@ -204,7 +207,7 @@ def solve_nested_capped(workload: Workload, options, num_segments: int | None = 
     memory = memory_report(options.memory_bound, options.memory_margin, expected, worst,
                            None if buffer is None else base + buffer, workload.kv_capacity_tokens)
     # no ratio conditions: the capped rule gates admission only, never a segment
-    conds = [strictly_below("iteration_time", dt, n[0] / total)]
+    conds = [strictly_below("iteration_time", dt_file, n[0] / total)]
     conds.append(at_most("memory_within_capacity", memory.required_tokens, workload.kv_capacity_tokens))
     chunk = options.prefill_chunk_tokens if options.prefill_chunk_tokens is not None else \
         _chunk(n1 * l, max(t.prefill for t in workload.types))
