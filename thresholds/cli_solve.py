@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fluid.cli_json import add_json_argument, print_json
 from fluid.errors import InputError, UnstableWorkloadError
 
 
@@ -62,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-scale", type=float, default=1.0, help="multiply every rate of the workload")
     parser.add_argument("--allow-violations", action="store_true",
                         help="write the file even if the thresholds break a condition (batch-cap recipe)")
+    add_json_argument(parser, "print {output, policy, broken_conditions} as JSON instead of tables")
 
 
 def _memory(sol) -> float:
@@ -143,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
 
     workload = load_workload(args.workload, rate_scale=args.rate_scale)
     policy, slack, reason = _solve(args, workload)
-    print(policy_text(policy))
+    if not args.json:
+        print(policy_text(policy))
     if args.slack is None and args.batch_cap is None:
         print(f"slack {slack:g} chosen automatically: {reason}", file=sys.stderr)
     broken = [c for c in policy.guarantees.conditions if not c.holds]
@@ -155,5 +158,13 @@ def run(args: argparse.Namespace) -> int:
             f"nothing written. Use the fluid point (drop --batch-cap), change the cap, or pass --allow-violations."
         )
     save_policy(policy, args.output)
-    print(f"\nwrote {args.output}")
+    if args.json:
+        import json
+
+        from thresholds.policy import policy_to_json
+
+        print_json({"output": args.output, "policy": json.loads(policy_to_json(policy)),
+                    "broken_conditions": [c.to_dict() for c in broken]})
+    else:
+        print(f"\nwrote {args.output}")
     return 0
