@@ -173,14 +173,14 @@ def format_tables(summaries: list[RunSummary], fluid_throughput: float | None = 
 
 def run(args) -> int:
     from runtime.results import write_run_folder
-    from runtime.simrun import POLICY_SCHEDULERS, run_simulation
+    from runtime.simrun import policy_scheduler, run_simulation
 
     policy, document = load_policy_arg(args.policy)
     scheduler = args.scheduler
     if scheduler is None:
         if policy is None:
             raise InputError(f"give --policy POLICY.json or --scheduler NAME ({', '.join(SCHEDULERS)})", field="scheduler")
-        scheduler = POLICY_SCHEDULERS[policy.policy]
+        scheduler = policy_scheduler(policy)
     config = base_config(args, scheduler, policy, document, trace=args.trace_types)
     warn_policy_mismatch(config)
     output = run_simulation(config)
