@@ -94,5 +94,5 @@ def test_bad_inputs():
         _rad(b_col=0)
     with pytest.raises(InputError, match="tile_tokens"):
         _rad(tile_tokens=1.5)
-    with pytest.raises(InputError, match="needs 11 KV tokens"):
+    with pytest.raises(InputError, match="needs 12 KV tokens"):
         _rad(capacity=8).add_request(Request(0, 0.0, 10, 2))

@@ -90,8 +90,9 @@ def test_bad_knobs_are_input_errors():
 
 
 # --- vLLM v1 -----------------------------------------------------------------------------------
-def test_v1_admits_nothing_in_a_step_that_preempted():
-    s = make_scheduler("vllm-v1", KVBlockManager(10, block_size=1))
+@pytest.mark.parametrize("reserve_full_isl", [False, True])
+def test_v1_admits_nothing_in_a_step_that_preempted(reserve_full_isl):
+    s = make_scheduler("vllm-v1", KVBlockManager(10, block_size=1), reserve_full_isl=reserve_full_isl)
     s.add_request(Request(0, 0.0, prompt_tokens=5, output_tokens=5))
     s.add_request(Request(1, 0.0, prompt_tokens=5, output_tokens=5))
     run_step(s, 0.0)  # both prefilled: memory full
@@ -101,9 +102,13 @@ def test_v1_admits_nothing_in_a_step_that_preempted():
     assert [r.request_id for r in batch.evicted] == [1]
     assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1)]
     assert [r.request_id for r in s.waiting] == [1, 2]
+    assert s.waiting[0].prefill_target_tokens == 6  # its prompt and the token it had sampled
     s.complete_step(batch, 1.0, 2.0)
     batch = s.schedule(2.0)  # nothing preempted now: admission resumes, the restart first, chunked to fit
-    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1), (1, 2)]
+    if reserve_full_isl:  # its whole 6-token sequence needs 6 free blocks; 3 are free: nothing is admitted
+        assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1)]
+    else:  # only the chunk's 2 blocks must be free
+        assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1), (1, 2)]
 
 
 def test_v1_running_first_then_chunked_admissions_within_the_budget():
