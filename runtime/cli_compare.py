@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from dataclasses import replace
 
+    from fluid.file_output import atomic_folder, finite_json
     from runtime.results import write_json, write_run_folder
     from runtime.schedulers import scheduler_options
     from runtime.simrun import run_simulation
@@ -31,6 +32,14 @@ def run(args) -> int:
     names = [n.strip() for n in args.schedulers.split(",") if n.strip()]
     if not names:
         raise InputError("give at least one scheduler name", field="schedulers")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"scheduler(s) {', '.join(twice)} named more than once in {args.schedulers!r}; "
+                         "each would run the same arrivals twice, so name each once", field="schedulers")
+    if args.out:
+        from fluid.file_output import check_out_dir
+
+        check_out_dir(args.out)
     policy, document = load_policy_arg(args.policy)
     base = base_config(args, "fcfs")
     options = base.options
@@ -38,7 +47,7 @@ def run(args) -> int:
     unused = sorted(k for k in options if not any(k in knobs for knobs in knobs_of.values()))
     if unused:
         raise InputError(f"no scheduler among {names} has option(s) {unused}", field="option")
-    summaries = []
+    summaries, outputs = [], []
     for name in names:
         uses_policy = name in ("wait", "nested-wait")
         config = replace(
@@ -50,12 +59,15 @@ def run(args) -> int:
         )
         output = run_simulation(config)
         summaries.append(output.summary)
-        if args.out:
-            write_run_folder(Path(args.out) / name, output)
+        outputs.append((name, output))
     if args.out:
-        write_json(Path(args.out) / "compare.json", summaries)
+        # every run folder and compare.json appear together or not at all
+        with atomic_folder(args.out) as tmp:
+            for name, output in outputs:
+                write_run_folder(Path(tmp) / name, output, atomic=False)
+            write_json(Path(tmp) / "compare.json", summaries)
     if args.json:
-        json.dump(summaries, sys.stdout, indent=2, default=float)
+        json.dump(finite_json(summaries), sys.stdout, indent=2, default=float, allow_nan=False)
         print()
     else:
         print(format_table(summaries))

@@ -43,13 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_split(path: str | None):
     if path is None:
         return None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except OSError as err:
-        raise InputError(f"cannot read the split file: {err.strerror or err}", source=path) from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"not valid JSON at line {err.lineno}: {err.msg}", source=path) from None
+    from fluid.file_input import read_json
+
+    return read_json(path, what="split file")
 
 
 def base_config(args, scheduler: str, policy=None, policy_document=None, *, trace: bool = False):
@@ -75,7 +71,7 @@ def base_config(args, scheduler: str, policy=None, policy_document=None, *, trac
         split=load_split(args.split),
         warmup_fraction=args.warmup,
         ttft_slo_s=args.ttft_slo,
-        tiers=parse_tiers(args.tiers) if args.tiers else None,
+        tiers=parse_tiers(args.tiers) if args.tiers is not None else None,
         horizon_s=args.horizon,
         trace=trace,
     )
@@ -88,8 +84,9 @@ def load_policy_arg(path: str | None):
     from runtime.policy_file import load_policy
 
     policy = load_policy(path)
-    with open(path, encoding="utf-8") as handle:
-        return policy, json.load(handle)
+    from fluid.file_input import read_json
+
+    return policy, read_json(path, what="policy file")
 
 
 def format_table(summaries: list[dict], fluid_throughput: float | None = None) -> str:
@@ -117,8 +114,10 @@ def format_table(summaries: list[dict], fluid_throughput: float | None = None) -
 
 
 def run(args) -> int:
+    from fluid.file_output import check_out_dir, finite_json
     from runtime.results import write_run_folder
     from runtime.simrun import POLICY_SCHEDULERS, run_simulation
+    from runtime.summary_checks import short_window_warning
 
     policy, document = load_policy_arg(args.policy)
     scheduler = args.scheduler
@@ -127,14 +126,20 @@ def run(args) -> int:
             raise InputError(f"give --policy POLICY.json or --scheduler NAME ({', '.join(SCHEDULERS)})", field="scheduler")
         scheduler = POLICY_SCHEDULERS[policy.policy]
     config = base_config(args, scheduler, policy, document, trace=args.trace_types)
+    if args.out:
+        check_out_dir(args.out)
     output = run_simulation(config)
     if args.out:
         write_run_folder(args.out, output)
     if args.json:
-        json.dump(output.summary, sys.stdout, indent=2, default=float)
+        json.dump(finite_json(output.summary), sys.stdout, indent=2, default=float, allow_nan=False)
         print()
     else:
         print(format_table([output.summary]))
+    warning = short_window_warning(output.summary)
+    if warning:
+        print(warning, file=sys.stderr)
+    if not args.json:
         if args.out:
             print(f"run folder: {args.out}")
     return 0

@@ -198,16 +198,10 @@ def _check_keys(obj, field_path: str, required, optional=(), *, source: str | No
 # --- the loader ------------------------------------------------------------------------------
 def load_policy(path: str | os.PathLike) -> RuntimePolicy:
     """Read and check a policy JSON file; every problem is an InputError naming file and field."""
+    from fluid.file_input import read_json
+
     source = os.fspath(path)
-    try:
-        with open(source, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as err:
-        raise InputError(f"cannot read the policy file: {err.strerror}", source=source) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}", source=source) from None
+    data = read_json(source, what="policy file")
     return policy_from_dict(data, source=source)
 
 

@@ -15,6 +15,13 @@ import sys
 import time
 
 from fluid.errors import InputError
+from fluid.file_output import check_out_dir, finite_json
+from runtime.gpu.requirements import require_gpu_packages
+
+
+def check_block_size(block_size) -> None:
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise InputError(f"the block size must be a positive integer number of tokens, got {block_size!r}", field="block_size")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,15 +66,21 @@ def run(args) -> int:
     from runtime.simrun import POLICY_SCHEDULERS, SimConfig, parse_option
 
     # --- every input check first -----------------------------------------------------------
+    require_gpu_packages("run")
     policy, document = load_policy_arg(args.policy)
     scheduler_name = args.scheduler or (POLICY_SCHEDULERS[policy.policy] if policy is not None else None)
     if scheduler_name is None:
         raise InputError("give --policy POLICY.json or --scheduler NAME", field="scheduler")
     workload = load_workload(args.workload)
+    check_block_size(args.block_size)
+    if args.out:
+        check_out_dir(args.out)
     capacity = args.kv_tokens if args.kv_tokens is not None else workload.kv_capacity_tokens
     if capacity is None or capacity < args.block_size:
         raise InputError(f"the KV budget must hold at least one block of {args.block_size} tokens, got {capacity}", field="kv_tokens")
-    capacity = capacity // args.block_size * args.block_size
+    # C as the workload and the policy state it; the pool holds the whole blocks inside it, as the
+    # simulator's block manager does (23,000 tokens in blocks of 16 is 1,437 blocks = 22,992)
+    usable_tokens = capacity // args.block_size * args.block_size
     if policy is not None and policy.kv_capacity_tokens is not None and policy.kv_capacity_tokens != capacity:
         raise InputError(
             f"the policy was solved for a KV capacity of {policy.kv_capacity_tokens} tokens but this run has {capacity}; "
@@ -83,12 +96,14 @@ def run(args) -> int:
     )
     requests = make_requests(workload, args.requests, args.seed, rate_scale=args.rate_scale)
 
-    from runtime.gpu.setup import check_device, model_config, resolve_dtype
+    from runtime.gpu.setup import check_device, check_host_memory, model_config, resolve_dtype
 
     device = check_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     model_cfg = model_config(args.model, args.checkpoint)
-    check_requests_fit(requests, capacity, args.block_size, model_cfg.max_position_embeddings)
+    check_requests_fit(requests, usable_tokens, args.block_size, model_cfg.max_position_embeddings)
+    if device.type == "cpu":
+        check_host_memory(model_cfg, dtype, usable_tokens, model_name=args.model or args.checkpoint or "llama-2-7b")
     from runtime.kv_blocks import KVBlockManager
     from runtime.schedulers import make_scheduler
 
@@ -102,10 +117,11 @@ def run(args) -> int:
     from runtime.gpu.setup import build_pool, load_runner
     from runtime.metrics import summarize
     from runtime.results import RunOutput, write_json, write_run_folder
+    from runtime.summary_checks import short_window_warning
 
     t_setup = time.perf_counter()
     runner = load_runner(model_cfg, args.checkpoint, dtype=dtype, device=device, seed=args.seed)
-    pool, info = build_pool(runner, kv_tokens=capacity, block_size=args.block_size)
+    pool, info = build_pool(runner, kv_tokens=usable_tokens, block_size=args.block_size)
     engine = Engine(runner, pool, use_cuda_graphs=not args.no_cuda_graphs, seed=args.seed)
     setup_s = time.perf_counter() - t_setup
     result = engine.run(scheduler, requests, horizon_s=args.horizon)
@@ -134,11 +150,17 @@ def run(args) -> int:
     run_config = config.to_dict()
     run_config.update({"executor": summary["executor"], "model": model_cfg.to_dict(), "checkpoint": args.checkpoint, "device": info.device_name, "kv_capacity_tokens": capacity})
     output = RunOutput(run_config, summary, [sim_result], document)
+    warning = short_window_warning(summary)
+    if warning:
+        print(warning, file=sys.stderr)
     if args.out:
-        folder = write_run_folder(args.out, output)
-        write_json(folder / "steps.json", engine_steps, compact=True)
+        from fluid.file_output import atomic_folder
+
+        with atomic_folder(args.out) as tmp:
+            write_run_folder(tmp, output, atomic=False)
+            write_json(tmp / "steps.json", engine_steps, compact=True)
     if args.json:
-        json.dump(summary, sys.stdout, indent=2, default=float)
+        json.dump(finite_json(summary), sys.stdout, indent=2, default=float, allow_nan=False)
         print()
     else:
         from runtime.cli_simulate import format_table

@@ -64,6 +64,49 @@ def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
     return 2 * config.num_hidden_layers * kv_heads * head_dim * torch.tensor([], dtype=dtype).element_size()
 
 
+HOST_MEMORY_SHARE = 0.9  # of MemAvailable: what a CPU run may plan to use (the OS needs the rest)
+
+
+def parameter_count(config) -> int:
+    """Weights of a Llama config (embeddings, attention, MLP, norms, LM head unless tied)."""
+    h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    heads = config.num_attention_heads
+    kv_heads = config.num_key_value_heads or heads
+    head_dim = getattr(config, "head_dim", None) or h // heads
+    per_layer = h * heads * head_dim * 2 + h * kv_heads * head_dim * 2 + 3 * h * i + 2 * h
+    head = 0 if getattr(config, "tie_word_embeddings", False) else v * h
+    return v * h + config.num_hidden_layers * per_layer + h + head
+
+
+def available_host_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None (the check is then skipped)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_host_memory(config, dtype: torch.dtype, kv_tokens: int, *, model_name: str) -> None:
+    """On CPU, refuse a model + KV pool that cannot fit in host memory, before building it
+    (an allocator failure comes only after minutes of random init, as a traceback)."""
+    available = available_host_bytes()
+    if available is None:
+        return
+    element = torch.tensor([], dtype=dtype).element_size()
+    need = parameter_count(config) * element + kv_tokens * kv_bytes_per_token(config, dtype)
+    if need > HOST_MEMORY_SHARE * available:
+        raise InputError(
+            f"{model_name} in {str(dtype).replace('torch.', '')} with a KV pool of {kv_tokens} tokens needs "
+            f"{need / 2**30:.1f} GiB of host memory but {available / 2**30:.1f} GiB are available; on CPU use a small model "
+            f"(--model tiny-llama) or fewer --kv-tokens",
+            field="model",
+        )
+
+
 def load_runner(config, checkpoint: str | None, *, dtype: torch.dtype, device: torch.device, seed: int = 0):
     from runtime.gpu.checkpoint import build_random_model, load_checkpoint_model
     from runtime.gpu.model import LlamaRunner
