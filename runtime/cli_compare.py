@@ -47,12 +47,8 @@ def run(args) -> int:
     unused = sorted(k for k in options if not any(k in knobs for knobs in knobs_of.values()))
     if unused:
         raise InputError(f"no scheduler among {names} has option(s) {unused}", field="option")
-<<<<<<< HEAD
     summaries, outputs = [], []
-=======
-    summaries = []
     names_with_policy = [n for n in names if n in ("wait", "nested-wait")]
->>>>>>> main
     for name in names:
         uses_policy = name in ("wait", "nested-wait")
         config = replace(

@@ -139,12 +139,9 @@ def run(args) -> int:
             raise InputError(f"give --policy POLICY.json or --scheduler NAME ({', '.join(SCHEDULERS)})", field="scheduler")
         scheduler = POLICY_SCHEDULERS[policy.policy]
     config = base_config(args, scheduler, policy, document, trace=args.trace_types)
-<<<<<<< HEAD
+    warn_policy_mismatch(config)
     if args.out:
         check_out_dir(args.out)
-=======
-    warn_policy_mismatch(config)
->>>>>>> main
     output = run_simulation(config)
     if args.out:
         write_run_folder(args.out, output)

@@ -191,7 +191,7 @@ RUN_FLAGS = {
     "out-under-proc": (["--out", "/proc/fluidsched-out"], "/proc"),
     "option-syntax": (["--option", "x"], "KEY=VALUE"),
     "no-scheduler": (["--scheduler", None], "scheduler"),
-    "policy-kv-mismatch": (["--policy", "{policy}", "--scheduler", None, "--kv-tokens", "30000"], "kv_capacity_tokens"),
+    "policy-kv-mismatch": (["--policy", "{policy}", "--scheduler", None, "--kv-tokens", "30000"], "C is 20000 tokens in the policy, 30000 in the run"),
 }
 CALIBRATE_BASE = ["--device", "cpu", "--model", "tiny-llama", "--out", "{out}/cal.json"]
 CALIBRATE_FLAGS = {

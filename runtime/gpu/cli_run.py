@@ -81,23 +81,13 @@ def run(args) -> int:
     capacity = args.kv_tokens if args.kv_tokens is not None else workload.kv_capacity_tokens
     if capacity is None or capacity < args.block_size:
         raise InputError(f"the KV budget must hold at least one block of {args.block_size} tokens, got {capacity}", field="kv_tokens")
-<<<<<<< HEAD
-    # C as the workload and the policy state it; the pool holds the whole blocks inside it, as the
-    # simulator's block manager does (23,000 tokens in blocks of 16 is 1,437 blocks = 22,992)
+    # C as the workload (or --kv-tokens) states it, which is what a policy is solved for; the pool
+    # holds the whole blocks inside it, as the simulator's block manager does (23,000 tokens in
+    # blocks of 16 are 1,437 blocks = 22,992 usable)
     usable_tokens = capacity // args.block_size * args.block_size
-    if policy is not None and policy.kv_capacity_tokens is not None and policy.kv_capacity_tokens != capacity:
-        raise InputError(
-            f"the policy was solved for a KV capacity of {policy.kv_capacity_tokens} tokens but this run has {capacity}; "
-            f"solve it again for {capacity} (fluidsched solve) or pass --kv-tokens {policy.kv_capacity_tokens}",
-            source=policy.source,
-            field="kv_capacity_tokens",
-        )
-=======
-    capacity = capacity // args.block_size * args.block_size
     if capacity != workload.kv_capacity_tokens:
-        # the run's C is the pool size; a policy must have been solved for that C
+        # --kv-tokens chose another C: a policy must have been solved for that C
         workload = dataclasses.replace(workload, kv_capacity_tokens=capacity)
->>>>>>> main
     options = dict(parse_option(o) for o in args.option)
     config = SimConfig(
         workload=workload, scheduler=scheduler_name, num_requests=args.requests, seed=args.seed, rate_scale=args.rate_scale,
