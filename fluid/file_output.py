@@ -36,6 +36,11 @@ def written_paths() -> list[str]:
     return list(_written)
 
 
+def forget_written() -> None:
+    """Start a new command's record of completed outputs."""
+    _written.clear()
+
+
 def _nearest_existing(path: Path) -> Path:
     p = path.absolute()
     while not p.exists() and p != p.parent:

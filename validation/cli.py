@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from fluid.file_output import forget_written
+
+    forget_written()  # "what was kept" counts this command's outputs only
     try:
         return int(importlib.import_module(SUBCOMMANDS[args.command][0]).run(args) or 0)
     except FluidSchedError as err:
