@@ -19,7 +19,7 @@ from fluid.file_output import finite_json
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda", help="cuda or cpu (default cuda)")
-    parser.add_argument("--model", default="llama-2-7b", help="preset or LlamaConfig JSON (default llama-2-7b)")
+    parser.add_argument("--model", default="llama-2-7b", help="preset, Hugging Face checkpoint folder or LlamaConfig JSON (default llama-2-7b)")
     parser.add_argument("--checkpoint", help="local safetensors checkpoint folder (default: random weights)")
     parser.add_argument("--dtype", default="auto", help="bf16, fp16, fp32 or auto")
     parser.add_argument("--kv-tokens", type=int, help="KV pool size in tokens (default: what free memory allows; 8192 on CPU)")
@@ -53,7 +53,7 @@ def run(args) -> int:
     require_gpu_packages("calibrate")
     from fluid.file_output import atomic_write_text, check_out_file
     from runtime.gpu.cli_run import check_block_size
-    from runtime.gpu.setup import check_device, check_host_memory, model_config, resolve_dtype
+    from runtime.gpu.setup import check_device, check_host_memory, model_and_checkpoint, model_config, resolve_dtype
 
     check_block_size(args.block_size)
     if args.kv_tokens is not None and args.kv_tokens < args.block_size:
@@ -67,10 +67,12 @@ def run(args) -> int:
         raise InputError(f"--grid-scale must be in (0, 1], got {args.grid_scale}", field="grid_scale")
     device = check_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    model_label = args.model
+    args.model, args.checkpoint = model_and_checkpoint(args.model, args.checkpoint)
     cfg = model_config(args.model, args.checkpoint)
     kv_tokens = args.kv_tokens if args.kv_tokens is not None or device.type == "cuda" else 8192
     if device.type == "cpu":
-        check_host_memory(cfg, dtype, kv_tokens, model_name=args.model)
+        check_host_memory(cfg, dtype, kv_tokens, model_name=model_label)
 
     import torch
     import transformers
@@ -89,7 +91,7 @@ def run(args) -> int:
     fits = fit_rows(rows)
     result = {
         "device": info.device_name,
-        "model": args.model,
+        "model": model_label,
         "dtype": str(dtype).replace("torch.", ""),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0]},
         "kv_capacity_tokens": info.kv_capacity_tokens,

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accept-policy-mismatch", action="store_true",
                         help="run a policy solved for another workload (other hash, C or rates); differences recorded")
     parser.add_argument("--scheduler", help="scheduler name (fcfs, vllm-v1, sarathi, ...)")
-    parser.add_argument("--model", help="preset (llama-2-7b, llama-2-13b, llama-3-8b, tiny-llama) or a LlamaConfig JSON (default llama-2-7b)")
+    parser.add_argument("--model", help="preset (llama-2-7b, llama-2-13b, llama-3-8b, tiny-llama), a Hugging Face checkpoint folder "
+                        "(config.json + safetensors) or a LlamaConfig JSON (default llama-2-7b)")
     parser.add_argument("--checkpoint", help="local safetensors checkpoint folder (default: random weights)")
     parser.add_argument("--device", default="cuda", help="cuda or cpu (default cuda)")
     parser.add_argument("--dtype", default="auto", help="bf16, fp16, fp32 or auto (bf16 on CUDA, fp32 on CPU)")
@@ -96,14 +97,16 @@ def run(args) -> int:
     )
     requests = make_requests(workload, args.requests, args.seed, rate_scale=args.rate_scale)
 
-    from runtime.gpu.setup import check_device, check_host_memory, model_config, resolve_dtype
+    from runtime.gpu.setup import check_device, check_host_memory, model_and_checkpoint, model_config, resolve_dtype
 
     device = check_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    model_label = args.model or args.checkpoint or "llama-2-7b"
+    args.model, args.checkpoint = model_and_checkpoint(args.model, args.checkpoint)
     model_cfg = model_config(args.model, args.checkpoint)
     check_requests_fit(requests, usable_tokens, args.block_size, model_cfg.max_position_embeddings)
     if device.type == "cpu":
-        check_host_memory(model_cfg, dtype, usable_tokens, model_name=args.model or args.checkpoint or "llama-2-7b")
+        check_host_memory(model_cfg, dtype, usable_tokens, model_name=model_label)
     from runtime.kv_blocks import KVBlockManager
     from runtime.schedulers import make_scheduler
 
@@ -136,7 +139,7 @@ def run(args) -> int:
         "wall_s": result.end_s,
         "request_steps": sum(len(r.prefill_chunk_end_s) + r.decode_steps_done for r in requests),
         "device": info.device_name,
-        "model": args.model or (args.checkpoint and "checkpoint") or "llama-2-7b",
+        "model": model_label,
         "dtype": str(dtype).replace("torch.", ""),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0]},
         "weight_bytes": info.weight_bytes,

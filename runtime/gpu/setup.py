@@ -44,6 +44,27 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return table[name]
 
 
+def model_and_checkpoint(model: str | None, checkpoint: str | None) -> tuple[str | None, str | None]:
+    """`--model FOLDER` with a Hugging Face checkpoint folder: its config and, when it holds
+    safetensors, its weights (as `--checkpoint FOLDER`); a folder with only config.json gives the
+    shape with random weights. Other values pass through."""
+    from pathlib import Path
+
+    if not model or not Path(model).is_dir():
+        return model, checkpoint
+    folder = Path(model)
+    if not (folder / "config.json").is_file():
+        raise InputError(f"model folder {folder} has no config.json; give a Hugging Face checkpoint folder "
+                         f"(saved with save_pretrained) or a preset name", field="model")
+    has_weights = (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
+    if not has_weights:
+        return str(folder / "config.json"), checkpoint
+    if checkpoint and Path(checkpoint).resolve() != folder.resolve():
+        raise InputError(f"--model {folder} is a checkpoint folder with weights, and --checkpoint names another "
+                         f"({checkpoint}); give one of them", field="checkpoint")
+    return None, str(folder)
+
+
 def model_config(model: str | None, checkpoint: str | None):
     """The config to run: --model's, checked against the checkpoint's when both are given."""
     from runtime.gpu.checkpoint import check_config_agrees, checkpoint_config
