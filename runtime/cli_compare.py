@@ -25,6 +25,7 @@ def run(args) -> int:
     from dataclasses import replace
 
     from fluid.file_output import atomic_folder, finite_json
+    from runtime.progress import RequestProgress, progress_enabled
     from runtime.results import write_json, write_run_folder
     from runtime.schedulers import scheduler_options
     from runtime.simrun import run_simulation
@@ -60,7 +61,8 @@ def run(args) -> int:
         )
         if uses_policy and name == names_with_policy[0]:
             warn_policy_mismatch(config)
-        output = run_simulation(config)
+        with RequestProgress(config.num_requests, name, enabled=progress_enabled(args.quiet)) as progress:
+            output = run_simulation(config, progress=progress)
         summaries.append(output.summary)
         outputs.append((name, output))
     if args.out:

@@ -35,6 +35,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=float, help="stop the clock at this time in s")
     parser.add_argument("--out", help="write the run folder(s) here")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (it shows only on a terminal, for runs over 1 s)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -142,7 +143,10 @@ def run(args) -> int:
     warn_policy_mismatch(config)
     if args.out:
         check_out_dir(args.out)
-    output = run_simulation(config)
+    from runtime.progress import RequestProgress, progress_enabled
+
+    with RequestProgress(config.num_requests, config.scheduler, enabled=progress_enabled(args.quiet)) as progress:
+        output = run_simulation(config, progress=progress)
     if args.out:
         write_run_folder(args.out, output)
     if args.json:

@@ -207,8 +207,9 @@ class SimConfig:
         }
 
 
-def run_simulation(config: SimConfig) -> RunOutput:
-    """Simulate `config` and summarise it; nothing is written."""
+def run_simulation(config: SimConfig, *, progress=None) -> RunOutput:
+    """Simulate `config` and summarise it; nothing is written. `progress`: a
+    `runtime.progress.RequestProgress` told of each finished request (None: no bar)."""
     # validate the scheduler and its knobs before spending time on arrivals
     unknown = sorted(set(config.options) - set(scheduler_options(config.scheduler)))
     if unknown:
@@ -225,7 +226,8 @@ def run_simulation(config: SimConfig) -> RunOutput:
     knobs = config.scheduler_knobs()
 
     def build(_replica: int):
-        return make_scheduler(config.scheduler, KVBlockManager(capacity, config.block_size), **knobs)
+        scheduler = make_scheduler(config.scheduler, KVBlockManager(capacity, config.block_size), **knobs)
+        return progress.watch(scheduler) if progress is not None else scheduler
 
     t0 = time.perf_counter()
     results = simulate_fleet(

@@ -58,11 +58,11 @@ def test_ctrl_c_during_compare_exits_130_and_keeps_nothing_partial(tmp_path, wor
     calls = []
     real = simrun.run_simulation
 
-    def interrupted(config):
+    def interrupted(config, **kwargs):
         calls.append(config.scheduler)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(config)
+        return real(config, **kwargs)
 
     monkeypatch.setattr(simrun, "run_simulation", interrupted)
     out = tmp_path / "cmp"

@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid-scale", type=float, default=1.0, help="scale the grid's token counts (e.g. 0.05 for a tiny CPU model)")
     parser.add_argument("--out", default="calibration.json", help="output JSON file (default calibration.json)")
     parser.add_argument("--json", action="store_true", help="print the result JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (it shows only on a terminal)")
 
 
 # A linear3 fit that misses the measured step times by more than this on average cannot stand in
@@ -85,7 +86,10 @@ def run(args) -> int:
     runner = load_runner(cfg, args.checkpoint, dtype=dtype, device=device)
     pool, info = build_pool(runner, kv_tokens=kv_tokens, block_size=args.block_size)
     engine = Engine(runner, pool)
-    rows = measure_grid(StepTimer(engine), calibration_grid(args.grid_scale), repeats=args.repeats)
+    from runtime.progress import iterate, progress_enabled
+
+    grid = iterate(calibration_grid(args.grid_scale), f"calibrating on {info.device_name}", enabled=progress_enabled(args.quiet))
+    rows = measure_grid(StepTimer(engine), grid, repeats=args.repeats)
     if len(rows) < 4:
         raise InputError(f"only {len(rows)} grid points fit a pool of {info.kv_capacity_tokens} tokens; raise --kv-tokens", field="kv_tokens")
     fits = fit_rows(rows)

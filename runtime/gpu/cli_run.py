@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly")
     parser.add_argument("--out", help="write the run folder here")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (it shows only on a terminal)")
 
 
 def check_requests_fit(requests, capacity_tokens: int, block_size: int, max_positions: int) -> None:
@@ -127,7 +128,10 @@ def run(args) -> int:
     pool, info = build_pool(runner, kv_tokens=usable_tokens, block_size=args.block_size)
     engine = Engine(runner, pool, use_cuda_graphs=not args.no_cuda_graphs, seed=args.seed)
     setup_s = time.perf_counter() - t_setup
-    result = engine.run(scheduler, requests, horizon_s=args.horizon)
+    from runtime.progress import RequestProgress, progress_enabled
+
+    with RequestProgress(len(requests), f"{scheduler_name} on {info.device_name}", enabled=progress_enabled(args.quiet)) as progress:
+        result = engine.run(progress.watch(scheduler), requests, horizon_s=args.horizon)
     sim_result = result.to_sim_result(capacity)
     warmup_s = args.warmup * max((r.arrival_s for r in requests), default=0.0)
     summary = summarize(sim_result, scheduler=scheduler_name, warmup_s=warmup_s, ttft_slo_s=args.ttft_slo, executor="gpu" if device.type == "cuda" else "cpu")
