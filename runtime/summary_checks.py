@@ -13,20 +13,24 @@ MIN_WINDOW_SHARE = 0.25  # of the run's end time
 MIN_WINDOW_REQUESTS = 30  # measured (arrived after warm-up and completed)
 
 
-def short_window_warning(summary: dict) -> str | None:
-    """A sentence to print when the measurement window is too short to mean anything, else None."""
-    window = summary.get("window_s")
-    end_s = summary.get("wall_s") or summary.get("sim_end_s")
-    if not window or not end_s or end_s <= 0:
+def short_window_warning(summary) -> str | None:
+    """A sentence to print when the measurement window is too short to mean anything, else None.
+
+    `summary` is a `runtime.summary.RunSummary` or its dict.
+    """
+    d = summary.to_dict() if hasattr(summary, "to_dict") else summary
+    start_s, stop_s = d.get("window_start_s"), d.get("window_stop_s")
+    end_s = d.get("sim_end_s") or d.get("wall_s")
+    if start_s is None or stop_s is None or not end_s or end_s <= 0:
         return None
-    span_s = float(window[1]) - float(window[0])
-    measured = int(summary.get("measured_requests") or 0)
+    span_s = float(stop_s) - float(start_s)
+    measured = int(d.get("measured_requests") or 0)
     if span_s >= MIN_WINDOW_SHARE * end_s and measured >= MIN_WINDOW_REQUESTS:
         return None
-    overall = summary.get("overall_throughput_tokens_per_s")
+    overall = d.get("overall_decode_throughput_tokens_per_s")
     overall_text = f"; over the whole run it produced {overall:,.1f} decode tokens/s" if overall is not None else ""
     return (
-        f"warning: the throughput window [{window[0]:.3g}, {window[1]:.3g}] s covers {span_s:.3g} s of a {end_s:.3g} s run "
-        f"with {measured} measured request(s), so the headline {summary.get('throughput_tokens_per_s') or 0:,.1f} tokens/s "
-        f"means little{overall_text}. Send more requests (--requests), a lower load, or a smaller --warmup."
+        f"warning: the throughput window [{start_s:.3g}, {stop_s:.3g}] s covers {span_s:.3g} s of a {end_s:.3g} s run "
+        f"with {measured} measured request(s), so the headline {d.get('decode_throughput_tokens_per_s') or 0:,.1f} "
+        f"decode tokens/s means little{overall_text}. Send more requests (--requests), a lower load, or a smaller --warmup."
     )

@@ -15,6 +15,7 @@ import math
 import sys
 import time
 
+from fluid.cli_json import print_json
 from fluid.errors import InputError
 from fluid.file_output import check_out_dir, finite_json
 from runtime.gpu.requirements import require_gpu_packages
@@ -119,7 +120,7 @@ def run(args) -> int:
 
     from runtime.gpu.engine import Engine
     from runtime.gpu.setup import build_pool, load_runner
-    from runtime.metrics import summarize
+    from runtime.metrics import summarize, warmup_cut_s
     from runtime.results import RunOutput, write_json, write_run_folder
     from runtime.summary_checks import short_window_warning
 
@@ -133,15 +134,15 @@ def run(args) -> int:
     with RequestProgress(len(requests), f"{scheduler_name} on {info.device_name}", enabled=progress_enabled(args.quiet)) as progress:
         result = engine.run(progress.watch(scheduler), requests, horizon_s=args.horizon)
     sim_result = result.to_sim_result(capacity)
-    warmup_s = args.warmup * max((r.arrival_s for r in requests), default=0.0)
-    summary = summarize(sim_result, scheduler=scheduler_name, warmup_s=warmup_s, ttft_slo_s=args.ttft_slo, executor="gpu" if device.type == "cuda" else "cpu")
+    warmup_s = warmup_cut_s(requests, args.warmup, args.horizon)
     steps = engine_steps = result.step_rows()
     measured = sorted(s["measured_s"] for s in steps)
     host = sorted(s["host_s"] for s in steps)
-    summary.update({
-        "replicas": 1,
-        "wall_s": result.end_s,
-        "request_steps": sum(len(r.prefill_chunk_end_s) + r.decode_steps_done for r in requests),
+    summary = summarize(
+        sim_result, scheduler=scheduler_name, warmup_s=warmup_s, ttft_slo_s=args.ttft_slo,
+        executor="gpu" if device.type == "cuda" else "cpu", wall_s=result.end_s,
+    )
+    summary = dataclasses.replace(summary, details={
         "device": info.device_name,
         "model": model_label,
         "dtype": str(dtype).replace("torch.", ""),
@@ -154,8 +155,9 @@ def run(args) -> int:
         "graph_steps": sum(s["graph"] for s in steps),
         "restart_token_mismatches": result.restart_token_mismatches,
     })
+    details = summary.details
     run_config = config.to_dict()
-    run_config.update({"executor": summary["executor"], "model": model_cfg.to_dict(), "checkpoint": args.checkpoint, "device": info.device_name, "kv_capacity_tokens": capacity})
+    run_config.update({"executor": summary.executor, "model": model_cfg.to_dict(), "checkpoint": args.checkpoint, "device": info.device_name, "kv_capacity_tokens": capacity})
     output = RunOutput(run_config, summary, [sim_result], document)
     warning = short_window_warning(summary)
     if warning:
@@ -167,13 +169,12 @@ def run(args) -> int:
             write_run_folder(tmp, output, atomic=False)
             write_json(tmp / "steps.json", engine_steps, compact=True)
     if args.json:
-        json.dump(finite_json(summary), sys.stdout, indent=2, default=float, allow_nan=False)
-        print()
+        print_json(finite_json(summary.to_dict()))
     else:
-        from runtime.cli_simulate import format_table
+        from runtime.cli_simulate import format_tables
 
-        print(format_table([summary]))
-        print(f"device: {info.device_name}; median step {summary['median_step_s'] or math.nan:.4f} s; host {summary['median_host_s'] or math.nan:.5f} s")
+        print(format_tables([summary]))
+        print(f"device: {info.device_name}; median step {details['median_step_s'] or math.nan:.4f} s; host {details['median_host_s'] or math.nan:.5f} s")
         if args.out:
             print(f"run folder: {args.out}")
     return 0
