@@ -103,13 +103,20 @@ def test_summary_json_never_holds_nan_or_infinity(tmp_path, workload):
 
 
 def test_short_throughput_window_is_flagged():
-    summary = {"window_s": [0.5, 1.0], "sim_end_s": 40.0, "measured_requests": 90,
-               "throughput_tokens_per_s": 1.7, "overall_throughput_tokens_per_s": 1152.0}
+    summary = {"window_start_s": 0.5, "window_stop_s": 1.0, "sim_end_s": 40.0, "measured_requests": 90,
+               "decode_throughput_tokens_per_s": 1.7, "overall_decode_throughput_tokens_per_s": 1152.0}
     text = short_window_warning(summary)
     assert "covers 0.5 s of a 40 s run" in text and "1,152.0 decode tokens/s" in text
     # exactly a quarter of the run with 30 measured requests is enough
-    assert short_window_warning({**summary, "window_s": [0.0, 10.0], "measured_requests": 30}) is None
-    assert short_window_warning({**summary, "window_s": [0.0, 10.0], "measured_requests": 29}) is not None
+    assert short_window_warning({**summary, "window_start_s": 0.0, "window_stop_s": 10.0, "measured_requests": 30}) is None
+    assert short_window_warning({**summary, "window_start_s": 0.0, "window_stop_s": 10.0, "measured_requests": 29}) is not None
+
+
+def test_simulate_warns_when_every_request_arrives_at_once(tmp_path, capsys):
+    path = tmp_path / "burst.yaml"
+    path.write_text(WORKLOAD.replace("20.0", "5000.0"), encoding="utf-8")  # 100 arrivals within ~20 ms
+    assert main(["simulate", str(path), "--scheduler", "fcfs", "--requests", "100"]) == 0
+    assert "warning: the throughput window" in capsys.readouterr().err
 
 
 def test_calibration_fit_warning_boundaries():
