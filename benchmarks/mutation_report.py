@@ -54,8 +54,13 @@ def render(doc: dict) -> str:
         f"(shared; load average {m['load_average']}), Python {m['python']}. Wall time {doc['wall_s'] / 60:.1f} min; "
         f"baseline {doc['baseline_tests']} tests.",
         "",
+        f"Each mutant runs the tests that call its function, at most {doc.get('max_tests') or 'all'} of them (those of the "
+        "test files that import its module first, then the fastest), stopping at the first failure; a survivor "
+        "might still be killed by a test beyond the cap, so the score is a lower bound.",
+        "",
         "## Score",
         "",
+        *(["**Partial run** (interrupted): the mutants below are those that ran.", ""] if doc.get("partial") else []),
         f"**{_pct(score)}**: {killed} killed of {scored} mutants ({equivalent} equivalent mutants excluded). "
         "Timeouts count as killed.",
         "",
