@@ -226,3 +226,57 @@ def test_earliest_lst_first_when_the_budget_is_short():
     s.token_budget = 1
     assert _step(s, 1.0) == [(1, 1, "d")]  # none urgent yet: LST order picks the tighter SLO
     assert _step(s, 2.0) == [(0, 1, "d")]  # 0 is late (LST 2.0), 1 is not (LST 2.5)
+
+
+# --- the LST rule through the scheduling path (not only `last_schedulable_time_s`) -------------------
+@pytest.mark.parametrize(("now_s", "urgent"), [(0.75, True), (0.625, False)])
+def test_a_decode_is_urgent_from_its_lst_on_in_the_scheduling_path(now_s, urgent):
+    # Θ = 2, one step of 0.25 s: mean 0.25, shift Θ·mean = 0.5. Request 0's first token came at
+    # 0.25, so LST = 0.25 + 1.0 − 0.5 = 0.75 (exact in binary). From 0.75 on (equality included)
+    # it is urgent and runs before a new prompt that would take the whole budget; before, the
+    # prompt takes the budget and the decode waits. With the shift's sign flipped it would not be
+    # urgent before 1.75.
+    s = _slai(token_budget=8, offset=2.0, default_tbt_slo_s=1.0)
+    r = Request(0, 0.0, 2, 9)
+    s.add_request(r)
+    _step(s, 0.0, dt_s=0.25)
+    assert s.last_schedulable_time_s(r) == 0.75
+    s.add_request(Request(1, now_s, 8, 3))
+    items = _step(s, now_s)
+    if urgent:
+        assert items == [(0, 1, "d"), (1, 7, "p")]
+        assert s.stats["urgent_decodes"] == 1
+    else:
+        assert items == [(1, 8, "p")]
+        assert s.stats["urgent_decodes"] == 0
+
+
+def test_urgent_decodes_follow_the_lst_with_the_dynamic_offset_above_96_percent():
+    # C = 100: above 96 blocks in use Θ = 10, so the shift is 10·0.25 = 2.5 s and a decode whose
+    # last token came at 0.25 is urgent at 0.25 + 1.0 − 2.5 < 0; below it Θ = 5 (shift 1.25 s).
+    s = _slai(capacity=100, token_budget=8, default_tbt_slo_s=1.0)
+    r = Request(0, 0.0, 2, 9)
+    s.add_request(r)
+    _step(s, 0.0, dt_s=0.25)
+    assert s.theta() == 5 and s.last_schedulable_time_s(r) == 0.0
+    hog = Request(7, 0.0, 94, 1)
+    s.kv.grow(hog, 94)  # 96 of 100 blocks in use
+    assert s.theta() == 10 and s.last_schedulable_time_s(r) == -1.25
+    s.add_request(Request(1, 0.25, 2, 3))
+    assert _step(s, 0.25) == [(0, 1, "d"), (1, 2, "p")]
+    assert s.stats["urgent_decodes"] == 1
+
+
+def test_memory_preemption_takes_the_newest_admitted_request_outside_the_batch():
+    # shortest prompt first: 1 (3 tokens), 2 (3), then 0 (4) are admitted, filling C = 10. At the
+    # next step decode 1 finds no free block: the newest admitted (0) is preempted, not the
+    # oldest, and 1 and 2 decode in its freed blocks.
+    s = _slai(capacity=10, token_budget=100, offset=0.0)
+    for rid, prompt in ((0, 4), (1, 3), (2, 3)):
+        s.add_request(Request(rid, 0.0, prompt, 5))
+    assert _step(s, 0.0) == [(1, 3, "p"), (2, 3, "p"), (0, 4, "p")]
+    batch = s.schedule(1.0)
+    assert [r.request_id for r in batch.evicted] == [0]
+    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(1, 1), (2, 1)]
+    assert s.stats["preemptions"] == 1 and list(s.resident) == [1, 2]
+    assert s.waiting[0][3].request_id == 0  # back in the queue for a restart
