@@ -23,6 +23,7 @@ from integrations.vllm.harness import BLOCK_SIZE, EngineShape, build_vllm_schedu
 from runtime.kv_blocks import KVBlockManager  # noqa: E402
 from runtime.policy_file import RuntimeClass, RuntimePolicy, RuntimeSegment  # noqa: E402
 from runtime.request import Request  # noqa: E402
+from runtime.schedulers.capped import CappedNestedWaitScheduler, CappedWaitScheduler  # noqa: E402
 from runtime.schedulers.nested_wait import NestedWaitScheduler  # noqa: E402
 from runtime.schedulers.wait import WaitScheduler  # noqa: E402
 
@@ -31,17 +32,25 @@ WAIT = RuntimePolicy("wait", "continuous", drain_max_wait_s=0.3, classes=CLASSES
 NESTED = RuntimePolicy("nested_wait", "continuous", drain_max_wait_s=0.5, segments=(
     RuntimeSegment(0, 20, 3), RuntimeSegment(21, 60, 2), RuntimeSegment(61, 400, 1)))
 
+# the capped rule: real thresholds; caps c_short = ⌈0.15·31⌉ = 5, c_long = ⌈0.07·81⌉ = 6 (11 resident)
+CAPPED_CLASSES = (RuntimeClass("short", 40, 30, 0.15), RuntimeClass("long", 200, 80, 0.07))
+WAIT_CAPPED = RuntimePolicy("wait", "capped", drain_max_wait_s=0.3, classes=CAPPED_CLASSES)
+NESTED_CAPPED = RuntimePolicy("nested_wait", "capped", drain_max_wait_s=0.5, segments=(
+    RuntimeSegment(0, 20, 0.4), RuntimeSegment(21, 60, 0.2), RuntimeSegment(61, 400, 0.02)))
+PROJECT = {("wait", "continuous"): WaitScheduler, ("nested_wait", "continuous"): NestedWaitScheduler,
+           ("wait", "capped"): CappedWaitScheduler, ("nested_wait", "capped"): CappedNestedWaitScheduler}
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return write_model_dir(tmp_path_factory.mktemp("harness") / "model")
 
 
-def wait_requests(n=200, rate=30.0, seed=1):
+def wait_requests(n=200, rate=30.0, seed=1, classes=CLASSES):
     rng, t, out = random.Random(seed), 0.0, []
     for i in range(n):
         t += rng.expovariate(rate)
-        c = rng.choice(CLASSES)
+        c = rng.choice(classes)
         out.append(Request(i, t, c.prefill_tokens, c.decode_tokens, type_name=c.name))
     return out
 
@@ -54,11 +63,11 @@ def nested_requests(n=200, rate=20.0, seed=2):
     return out
 
 
-def side_by_side(policy, requests, kv_blocks, model_dir):
-    cls = WaitScheduler if policy.policy == "wait" else NestedWaitScheduler
+def side_by_side(policy, requests, kv_blocks, model_dir, settings=None, max_steps=200_000):
+    cls = PROJECT[policy.policy, policy.service_rule]
     ours = cls(KVBlockManager(kv_blocks * BLOCK_SIZE, BLOCK_SIZE), policy=policy)
-    theirs = build_vllm_scheduler(EngineShape(kv_blocks), model_dir, plan=plan_from_settings({}, policy))
-    return run_side_by_side(requests, ours, theirs, class_of=lambda r: r.type_name)
+    theirs = build_vllm_scheduler(EngineShape(kv_blocks), model_dir, plan=plan_from_settings(settings or {}, policy))
+    return run_side_by_side(requests, ours, theirs, class_of=lambda r: r.type_name, max_steps=max_steps)
 
 
 @pytest.mark.parametrize("policy,requests", [(WAIT, wait_requests), (NESTED, nested_requests)], ids=["wait", "nested"])
@@ -100,3 +109,43 @@ def test_a_held_request_can_be_aborted(model_dir):
     assert [r.request_id for r in aborted] == ["1"]
     assert theirs.get_request_counts() == (0, 0) and theirs.fluidsched_counters["held"] == 0
     assert not theirs.has_unfinished_requests()
+
+
+def capped_wait_requests():
+    return wait_requests(classes=CAPPED_CLASSES)
+
+
+@pytest.mark.parametrize("policy,requests,settings", [
+    (WAIT_CAPPED, capped_wait_requests, {}),
+    (NESTED_CAPPED, nested_requests, {"segment_caps": False}),
+], ids=["wait", "nested-resident-cap"])
+def test_capped_rule_identical_to_the_projects_capped_scheduler_when_memory_is_loose(policy, requests, settings, model_dir):
+    res = side_by_side(policy, requests(), 4000, model_dir, settings)
+    assert res.first_mismatch is None, res.first_mismatch
+    assert res.steps_matched == res.steps > 500
+    assert res.completed_ours == res.completed_vllm == 200
+    assert res.counters["cohorts_released"] > 100
+
+
+@pytest.mark.parametrize("policy,requests,settings,blocks", [
+    (WAIT_CAPPED, capped_wait_requests, {}, 70),
+    (NESTED_CAPPED, nested_requests, {"segment_caps": False}, 150),
+], ids=["wait", "nested-resident-cap"])
+def test_capped_rule_identical_until_the_first_preemption_when_memory_binds(policy, requests, settings, blocks, model_dir):
+    res = side_by_side(policy, requests(), blocks, model_dir, settings, max_steps=1500)
+    assert res.pauses_vllm > 0 and res.counters["pauses_memory"] > 0
+    assert res.first_preemption_step is not None and res.first_preemption_step > 30
+    assert res.first_mismatch["step"] > res.first_preemption_step, res.first_mismatch
+    assert res.peak_blocks_vllm <= res.pool_blocks
+    assert res.preemptions_vllm == res.counters["last_resort_preemptions"]
+
+
+def test_segment_caps_pause_at_boundaries_a_named_difference(model_dir):
+    """With segment caps the plugin pauses requests the project's nested-wait-capped (resident cap
+    alone) would run: the runs differ from the first boundary pause on, and only by such pauses
+    while memory is loose (no memory pause, no preemption on either side)."""
+    res = side_by_side(NESTED_CAPPED, nested_requests(), 4000, model_dir)
+    assert res.counters["pauses_boundary"] > 0 and res.counters["pauses_memory"] == 0
+    assert res.first_mismatch is not None and res.pauses_vllm == res.counters["pauses_boundary"]
+    assert res.preemptions_ours == res.preemptions_vllm == 0
+    assert res.completed_ours == res.completed_vllm == 200

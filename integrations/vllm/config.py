@@ -1,5 +1,6 @@
 """What the vLLM scheduler serves: a policy file turned into groups, caps and timers (no vllm here).
 
+The caps are the project's (`thresholds.capped`, shared with `runtime/schedulers/capped.py`).
 The plugin reads its settings from vLLM's `additional_config` under the key `fluidsched`
 (`vllm serve ... --additional-config '{"fluidsched": {"policy": "policy.json"}}'`), or, when that
 is absent, the policy path from the environment variable `FLUIDSCHED_VLLM_POLICY`. The policy file
@@ -26,18 +27,12 @@ from dataclasses import dataclass
 
 from fluid.errors import InputError, closest_key_hint
 from runtime.policy_file import RuntimePolicy, load_policy
+from thresholds.capped import cap_of, nested_resident_cap, wait_class_caps
 
 CONFIG_KEY = "fluidsched"
 POLICY_ENV = "FLUIDSCHED_VLLM_POLICY"
 OPTIONS = ("policy", "rule", "resident_cap", "prefill_chunk_tokens", "segment_caps", "log_interval_s", "drain_max_wait_s")
 RULES = ("capped", "continuous")
-# a cap is n·width rounded up; a product within this relative distance of an integer is that integer
-_ROUNDING_TOLERANCE = 1e-9
-
-
-def cap_of(threshold: float, width: int) -> int:
-    """Requests a group of `width` stages holds at `threshold` per stage, rounded up (at least 1)."""
-    return max(1, math.ceil(threshold * width * (1 - _ROUNDING_TOLERANCE)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +142,10 @@ def plan_from_settings(settings: dict, policy: RuntimePolicy | None = None) -> P
 
 
 def _wait_groups(policy: RuntimePolicy, rule: str) -> tuple[GroupSpec, ...]:
+    caps = wait_class_caps([(c.decode_tokens, c.threshold) for c in policy.classes])
     return tuple(
-        GroupSpec(c.name, c.prefill_tokens, c.decode_tokens, float(c.threshold),
-                  cap_of(c.threshold, c.decode_tokens + 1) if rule == "capped" else None, (c.name,))
-        for c in policy.classes
+        GroupSpec(c.name, c.prefill_tokens, c.decode_tokens, float(c.threshold), cap if rule == "capped" else None, (c.name,))
+        for c, cap in zip(policy.classes, caps)
     )
 
 
@@ -162,6 +157,6 @@ def _nested_groups(policy: RuntimePolicy, rule: str) -> tuple[GroupSpec, ...]:
     for name, prefill, types, segs in chains:
         firsts = tuple(s.first_stage for s in segs)
         caps = tuple(cap_of(s.threshold, s.last_stage - s.first_stage + 1) for s in segs) if rule == "capped" else ()
-        total = cap_of(sum((s.last_stage - s.first_stage + 1) * s.threshold for s in segs), 1) if rule == "capped" else None
+        total = nested_resident_cap([(s.first_stage, s.last_stage, s.threshold) for s in segs]) if rule == "capped" else None
         groups.append(GroupSpec(name, prefill, None, float(segs[0].threshold), total, tuple(types), firsts, caps))
     return tuple(groups)
