@@ -243,13 +243,21 @@ class ServingResult:
     counters: dict
 
 
+def _idle_step_s(batch_time) -> float:
+    return batch_time.step_time_s(BatchShape(0, 0, 0, 0, 0))
+
+
 def _quantile(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-def run_alone(requests: list[Request], scheduler, *, class_of=None, max_steps: int = 500_000) -> ServingResult:
-    """Serve `requests` with one vLLM scheduler; TTFT ends at the step that samples the first token."""
+def run_alone(requests: list[Request], scheduler, *, class_of=None, batch_time=BATCH_TIME,
+              max_steps: int = 500_000) -> ServingResult:
+    """Serve `requests` with one vLLM scheduler; TTFT ends at the step that samples the first token.
+    Each step lasts `batch_time.step_time_s` of its shape; an empty step (a cohort held on its
+    drain timer) lasts d0."""
+    idle_s = _idle_step_s(batch_time)
     clock = {"now": 0.0}
     if hasattr(scheduler, "fluidsched_clock"):
         scheduler.fluidsched_clock = lambda: clock["now"]
@@ -271,16 +279,16 @@ def run_alone(requests: list[Request], scheduler, *, class_of=None, max_steps: i
         preemptions += len(out.preempted_req_ids)
         if not out.num_scheduled_tokens:
             if nxt < len(requests):
-                clock["now"] = max(now + BATCH_TIME.d0_s, requests[nxt].arrival_s) if not scheduler.has_unfinished_requests() \
-                    else now + BATCH_TIME.d0_s
+                clock["now"] = max(now + idle_s, requests[nxt].arrival_s) if not scheduler.has_unfinished_requests() \
+                    else now + idle_s
                 continue
             if not scheduler.has_unfinished_requests():
                 break
-            clock["now"] = now + BATCH_TIME.d0_s  # a held cohort waits on its drain timer: an empty step
+            clock["now"] = now + idle_s  # a held cohort waits on its drain timer: an empty step
             continue
         steps += 1
         peak = max(peak, used_blocks(scheduler))
-        end = now + BATCH_TIME.step_time_s(vllm_step_shape(scheduler, out))
+        end = now + batch_time.step_time_s(vllm_step_shape(scheduler, out))
         for eco in scheduler.update_from_output(out, model_output(scheduler, out)).values():
             for o in eco.outputs:
                 if o.new_token_ids and o.request_id not in first_s:
