@@ -146,7 +146,8 @@ class SideBySide:
     counters: dict = field(default_factory=dict)
 
 
-def run_side_by_side(requests: list[Request], ours, theirs, *, class_of=None, max_steps: int = 200_000) -> SideBySide:
+def run_side_by_side(requests: list[Request], ours, theirs, *, class_of=None, batch_time=BATCH_TIME,
+                     max_steps: int = 200_000) -> SideBySide:
     """Drive `ours` (a project Scheduler) and `theirs` (a vLLM scheduler) over the same arrivals.
 
     Admissions: the requests scheduled for the first time in a step. Pauses: the requests that
@@ -210,7 +211,7 @@ def run_side_by_side(requests: list[Request], ours, theirs, *, class_of=None, ma
         started_ours |= set(mine)
         started_vllm |= set(vllm)
         res.peak_blocks_vllm = max(res.peak_blocks_vllm, used_blocks(theirs))
-        end = now + BATCH_TIME.step_time_s(batch.shape()) if batch.items else now + BATCH_TIME.d0_s
+        end = now + (batch_time.step_time_s(batch.shape()) if batch.items else _idle_step_s(batch_time))
         done_ours |= {r.request_id for r in ours.complete_step(batch, now, end)}
         if out.num_scheduled_tokens:
             for eco in theirs.update_from_output(out, model_output(theirs, out)).values():
