@@ -116,17 +116,21 @@ def markdown(rows: list[dict], side: list[dict], meta: dict) -> str:
         "The same arrivals on one clock (the workload's batch time of the project's batch): the plugin inside "
         "vLLM's scheduler and the project's scheduler, steps whose scheduled requests, token counts and "
         "preemptions are identical. With segment caps on, Nested WAIT pauses at segment boundaries where "
-        "`nested-wait-capped` (resident cap alone) does not: the named difference.",
+        "`nested-wait-capped` (resident cap alone) does not, and segment 1's cap gates admission: a named "
+        "difference. A second one: vLLM lets a request alone in the engine prefill past its chunk "
+        "(`long_prefill_token_threshold`), where the project's scheduler chunks it; the plugin counts those steps "
+        "(`lone_prefills_unchunked`).",
         "",
         "| scenario | policy | plugin settings | project scheduler | identical steps | pauses project / plugin | "
-        "preemptions project / plugin | boundary pauses | peak blocks / pool |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "preemptions project / plugin | boundary pauses | lone prefills unchunked | peak blocks / pool |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in side:
         lines.append(
             f"| {r['scenario']} | {r['policy']} | `{json.dumps(r['settings'])}` | {r['project_scheduler']} | "
             f"{r['steps_matched']:,} / {r['steps']:,} | {r['pauses_ours']:,} / {r['pauses_vllm']:,} | "
             f"{r['preemptions_ours']} / {r['preemptions_vllm']} | {r['counters']['pauses_boundary']:,} | "
+            f"{r['counters']['lone_prefills_unchunked']:,} | "
             f"{r['peak_blocks_vllm']:,} / {r['pool_blocks']:,} |")
     return "\n".join(lines) + "\n"
 

@@ -42,7 +42,8 @@ from integrations.vllm.config import GroupSpec, PluginPlan, plan_from_settings, 
 check_supported(vllm.__version__)
 logger = init_logger(__name__)
 COUNTERS = ("cohorts_released", "partial_cohorts", "requests_released", "pauses_memory", "pauses_boundary",
-            "held", "held_for_full_prompt", "last_resort_preemptions", "vllm_preemptions")
+            "held", "held_for_full_prompt", "lone_prefills_unchunked", "last_resort_preemptions",
+            "vllm_preemptions")
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -152,6 +153,7 @@ class FluidschedScheduler(Scheduler):
                 self._release_capped(free, budget)
         else:
             self._release_continuous(free, budget, nothing_else=not ran and not paused)
+        self._count_lone_prefill()
         output = super().schedule(throttle_prefills)
         counters = self.fluidsched_counters
         counters["vllm_preemptions"] += len(output.preempted_req_ids)
@@ -160,6 +162,17 @@ class FluidschedScheduler(Scheduler):
             self._last_log_s = time.monotonic()
             logger.info("fluidsched: %s", " ".join(f"{k}={v}" for k, v in counters.items()))
         return output
+
+    def _count_lone_prefill(self) -> None:
+        """vLLM lets a request alone in the engine prefill past long_prefill_token_threshold (nobody
+        to starve): the policy's chunk does not hold for that step. Counted, not prevented."""
+        chunk = self.scheduler_config.long_prefill_token_threshold
+        if not chunk or len(self.running) + len(self.waiting) + len(self.kv_holding_waiting) + self._num_held != 1:
+            return
+        request = self.running[0] if self.running else (self.waiting.peek_request() if self.waiting else None)
+        if request is not None and request.num_tokens - request.num_computed_tokens > chunk and \
+                self.current_step + 1 >= request.next_decode_eligible_step:
+            self.fluidsched_counters["lone_prefills_unchunked"] += 1
 
     # --- routing -------------------------------------------------------------------------------
     def _route(self, request) -> _Group:
