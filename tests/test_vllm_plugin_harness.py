@@ -166,3 +166,18 @@ def test_counters_go_to_a_log_line_per_interval(model_dir, monkeypatch):
     logged = [line for line in lines if line.startswith("fluidsched: cohorts_released=")]
     assert len(logged) >= res.steps
     assert f"requests_released={res.counters['requests_released']}" in logged[-1] and "held=" in logged[-1]
+
+
+def test_another_vllm_version_is_refused_when_the_class_is_imported(monkeypatch):
+    import importlib
+
+    import vllm
+
+    import integrations.vllm.scheduler as plugin
+    from fluid.errors import InputError
+
+    monkeypatch.setattr(vllm, "__version__", "0.33.0")
+    with pytest.raises(InputError, match=r"vLLM 0\.33\.0 is not supported .*>=0\.32\.0,<0\.33"):
+        importlib.reload(plugin)
+    monkeypatch.setattr(vllm, "__version__", "0.32.0")
+    importlib.reload(plugin)  # the installed version loads again
