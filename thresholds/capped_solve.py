@@ -12,7 +12,7 @@ Nothing is rounded but the caps. At target utilisation ρ = 1 − slack:
   with n_1 = tl / Σ_k width_k Π q_r (the authors' rule). The resident cap tl comes from the types'
   own lengths by Little's law: a request stays l'_j + 1 stages, so tl = ⌈Σ_j λ_j (l'_j + 1) x / ρ⌉
   with x = d0 / (1 − L/ρ), repaired until the iteration with tl residents at their mean size
-  serves Σ_j λ_j (l'_j + 1) / ρ stages per second (and the file's ΔT(n) < n_1/Λ holds).
+  serves Σ_j λ_j (l'_j + 1) / ρ stages per second.
 - The prefill chunk is the prefill work of one fluid iteration, Σ_j n_j l_j (WAIT) or n_1 l
   (Nested), rounded up to whole 16-token blocks; None (whole prompts) when it is at least the
   longest prompt.
@@ -32,8 +32,6 @@ from thresholds.conditions import (
     Condition,
     at_most,
     nested_base_memory_tokens,
-    nested_new_tokens,
-    strictly_below,
     wait_conditions,
 )
 from thresholds.policy import MemoryReport
@@ -144,7 +142,10 @@ def solve_wait_capped(workload: Workload, *, slack: float, memory_bound: str = "
     else:
         raise UnstableWorkloadError(f"capped WAIT caps did not settle in {MAX_REPAIR_STEPS} steps (workload '{workload.name}')")
     shapes = [(t.prefill, t.decode, c) for t, c in zip(types, caps)]
-    expected = sum(c * (l + lp / 2) for l, lp, c in shapes)
+    # expected: the real thresholds at the design rates λ/ρ, spread evenly over the stages (M* at λ/ρ);
+    # the rounded-up caps are the headroom above it, the worst case their full length
+    x0 = time.d0_s / (1 - load / rho)
+    expected = sum(t.rate_per_s * x0 / rho * (t.decode + 1) * (t.prefill + t.decode / 2) for t in types)
     worst = sum(c * (l + lp) for l, lp, c in shapes)
     memory = memory_report(memory_bound, memory_margin, expected, worst, None, workload.kv_capacity_tokens)
     from fluid.equilibrium import closed_form
@@ -188,8 +189,7 @@ def solve_nested_capped(workload: Workload, options, num_segments: int | None = 
         n1 = cap / per_n1
         n = tuple(n1 * u for u in unit)
         dt = time.d0_s + cap * per_resident  # every resident holding its mean
-        dt_file = time.iteration_time_s(nested_base_memory_tokens(l, bounds, n), nested_new_tokens(l, bounds, n))
-        if dt <= rho * cap / stages * (1 + 1e-12) and dt_file < n1 / total:
+        if dt <= rho * cap / stages * (1 + 1e-12):
             break
         x = max(dt, x * (1 + 1e-9))
     else:
@@ -202,12 +202,12 @@ def solve_nested_capped(workload: Workload, options, num_segments: int | None = 
         buffer = nested_buffer_tokens(l, bounds, n, thetas, buffer_log_term(len(n), iterations, options.delta, options.zeta))
     except InputError:  # η = 0: n_(k+1) = p_k n_k, the bound has no root
         thetas, buffer = (None,) * len(n), None
-    expected = cap * mean_resident_kv_tokens(workload)
+    expected = stages * (time.d0_s / (1 - load / rho)) / rho * mean_resident_kv_tokens(workload)  # M* at λ/ρ
     worst = cap * max(t.prefill + t.decode for t in workload.types)
     memory = memory_report(options.memory_bound, options.memory_margin, expected, worst,
                            None if buffer is None else base + buffer, workload.kv_capacity_tokens)
     # no ratio conditions: the capped rule gates admission only, never a segment
-    conds = [strictly_below("iteration_time", dt_file, n[0] / total)]
+    conds = [at_most("iteration_time", dt, cap / stages)]  # full caps serve Σ_j λ_j (l'_j + 1) stages/s
     conds.append(at_most("memory_within_capacity", memory.required_tokens, workload.kv_capacity_tokens))
     chunk = options.prefill_chunk_tokens if options.prefill_chunk_tokens is not None else \
         _chunk(n1 * l, max(t.prefill for t in workload.types))
