@@ -85,7 +85,10 @@ def main(argv=None) -> int:
     from runtime.simrun import policy_scheduler
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=4000)
+    ap.add_argument("--requests", type=int, default=4000,
+                    help="requests per run at least; raised so that arrivals span 20 × the longest request's "
+                         "fluid latency (steady state), up to --max-requests")
+    ap.add_argument("--max-requests", type=int, default=40000)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--presets", default=None, help="comma-separated (default: every preset)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks-thresholds"))
@@ -110,18 +113,22 @@ def main(argv=None) -> int:
                 print(f"{preset} {label}: solve refused: {note}", flush=True)
                 continue
             policy = load_policy(path)
+            # steady state: the arrivals must span many lifetimes of the longest request
+            longest_s = (max(t.decode for t in w.types) + 1) * point.iteration_time_star_s
+            requests = min(args.max_requests, max(args.requests, int(20 * longest_s * w.total_rate_per_s)))
+            row["requests"] = requests
             row.update(caps=_caps(doc), slack=doc["options"]["slack"], memory=doc["capped"]["memory"],
                        chunk=doc["capped"]["prefill_chunk_tokens"])
             for seed in seeds:
                 for name in (policy_scheduler(policy),) + BASELINES:
-                    run = _run(w, name, policy if name == policy_scheduler(policy) else None, args.requests, seed)
+                    run = _run(w, name, policy if name == policy_scheduler(policy) else None, requests, seed)
                     run["seed"] = seed
                     row["runs"].append(run)
                     print(f"{preset} {label} seed {seed} {name}: {run['throughput_tokens_per_s'] / row['throughput_star']:.3f} "
                           f"of throughput*, peak KV {run['peak_kv_tokens']}, {run['wall_s']:.1f} s", flush=True)
             rows.append(row)
     out = Path(args.out)
-    meta = {"requests": args.requests, "seeds": seeds, "block_size": 16, "warmup_fraction": 0.1,
+    meta = {"requests": f"{args.requests} to {args.max_requests} (per row: 20 × the longest request's fluid latency × Λ)", "seeds": seeds, "block_size": 16, "warmup_fraction": 0.1,
             "python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor() or None,
             "command": "python benchmarks/bench_thresholds.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=float) + "\n")
@@ -146,20 +153,21 @@ def _markdown(meta: dict, rows: list[dict]) -> str:
         "`paused` counts decode steps skipped for want of a free block (the overflow events). Baselines "
         "keep their defaults. thr/thr* is decode throughput over the fluid throughput*.",
         "",
-        "| preset | load | L | caps | slack | chunk | memory: required / worst | scheduler | thr/thr* | peak KV / C | paused | evict | lat mean s | lat p99 s | TTFT mean s | TTFT p99 s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| preset | load | L | requests | caps | slack | chunk | memory: required / worst | scheduler | thr/thr* | peak KV / C | paused | evict | lat mean s | lat p99 s | TTFT mean s | TTFT p99 s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         if not row["runs"]:
             lines.append(f"| {row['preset']} | {row['load']} | {row['load_factor']:.3f} | solve refused: "
-                         f"{row['solve_note'][:120]} | | | | | | | | | | | | |")
+                         f"{row['solve_note'][:120]} | | | | | | | | | | | | | |")
             continue
         m = row["memory"]
         for run in row["runs"]:
             first = run is row["runs"][0]
             lines.append(" | ".join([
                 "", row["preset"] if first else "", row["load"] if first else "",
-                f"{row['load_factor']:.3f}" if first else "", row["caps"] if first else "",
+                f"{row['load_factor']:.3f}" if first else "", str(row["requests"]) if first else "",
+                row["caps"] if first else "",
                 f"{row['slack']:g}" if first else "", str(row["chunk"]) if first else "",
                 f"{m['required_tokens']:,.0f} / {m['worst_case_tokens']:,.0f}" if first else "",
                 run["scheduler"] + (f" (seed {run['seed']})" if len(meta["seeds"]) > 1 else ""),

@@ -58,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "shrunk to fit C)")
     parser.add_argument("--prefill-chunk", type=int, default=None,
                         help="capped rule: per-request prefill chunk in tokens (default: derived from the fluid point)")
+    parser.add_argument("--tune", action="store_true",
+                        help="capped rule: pick slack, prefill chunk (and Nested WAIT segments and η) with the simulator: "
+                             "lowest mean latency at ≥ 0.99 of throughput* and ≤ 1%% overflow (docs/capped-rule.md)")
+    parser.add_argument("--tune-requests", type=int, default=2000, help="requests per tuning simulation (default 2000)")
     parser.add_argument("--max-wait-s", type=float, default=None,
                         help="drain rule: admit a partial cohort after this wait (default 20 × ΔT(n))")
     parser.add_argument("--rate-scale", type=float, default=1.0, help="multiply every rate of the workload")
@@ -117,7 +121,22 @@ def _solve(args, workload):
         else:
             def at(slack):
                 return solve_nested(workload, options_at(slack))
-    if args.slack is not None or args.batch_cap is not None:
+    if args.tune:
+        if not capped:
+            raise InputError("--tune tunes the capped rule: add --service-rule capped", field="tune")
+        from thresholds.tune import tune
+
+        best, trials = tune(workload, None if args.policy == "wait" else options_at(0.0), requests=args.tune_requests,
+                            memory_bound=args.memory_bound, memory_margin=args.memory_margin)
+        for t in trials:
+            print(f"tune: {'*' if t is best else ' '} {t.label}: {t.throughput_ratio:.3f} of throughput*, mean latency "
+                  f"{t.mean_latency_s:.3f} s, overflow {t.overflow_rate:.2%}, evictions {t.evictions}", file=sys.stderr)
+        sol, slack = best.solution, best.solution.slack
+        reason = f"tuned ({best.label}{'' if best.admissible else '; no candidate met the targets: the highest throughput'})"
+        if args.policy != "wait":
+            tuned = best.options
+            options_at = lambda _slack: tuned  # noqa: E731
+    elif args.slack is not None or args.batch_cap is not None:
         slack = 0.0 if args.slack is None else args.slack
         sol, reason = at(slack), ("given (--slack)" if args.slack is not None else "0 (batch-cap recipe)")
     else:
@@ -128,7 +147,7 @@ def _solve(args, workload):
             require_fluid_stable(workload, closed_form(workload))
         choice = choose_slack(at, _memory, load)
         sol, slack, reason = choice.solution, choice.slack, choice.reason
-    rule = "given" if args.slack is not None else reason
+    rule = "given" if args.slack is not None and not args.tune else reason
     if args.policy == "wait":
         if capped:
             return build.wait_capped_policy(workload, sol, slack_rule=rule, **common), slack, reason
@@ -147,7 +166,9 @@ def run(args: argparse.Namespace) -> int:
     policy, slack, reason = _solve(args, workload)
     if not args.json:
         print(policy_text(policy))
-    if args.slack is None and args.batch_cap is None:
+    if args.tune:
+        print(f"slack {slack:g} {reason}", file=sys.stderr)
+    elif args.slack is None and args.batch_cap is None:
         print(f"slack {slack:g} chosen automatically: {reason}", file=sys.stderr)
     broken = [c for c in policy.guarantees.conditions if not c.holds]
     for c in broken:
