@@ -50,9 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-cap", type=int, default=None,
                         help="use the batch-cap recipe with cap B instead of the fluid point (conditions reported)")
     parser.add_argument("--memory-bound", choices=("expected", "worst", "theorem"), default="expected",
-                        help="capped rule: which memory must fit C: the expected resident KV times 1 + margin "
+                        help="which memory must fit C. Capped rule: the expected resident KV times 1 + margin "
                              "(default), the worst case (every resident at full length), or the theorem's M^π + "
-                             "buffer (Nested WAIT)")
+                             "buffer (Nested WAIT). Nested WAIT, cohort rule: expected = M^π (default), theorem = "
+                             "M^π + the safety buffer of arXiv 2504.11320 §4")
     parser.add_argument("--memory-margin", type=float, default=None,
                         help="capped rule, --memory-bound expected: margin over the expected KV (default 0.1, "
                              "shrunk to fit C)")
@@ -119,6 +120,11 @@ def _solve(args, workload):
             def at(slack):
                 return solve_nested_capped_auto(workload, options_at(slack))
         else:
+            if args.memory_bound == "worst":
+                raise InputError("the cohort rule has no finite worst case for Nested WAIT (entries to a segment are "
+                                 "random); choose --memory-bound expected (M^π) or theorem (M^π + buffer)",
+                                 field="memory_bound")
+
             def at(slack):
                 return solve_nested(workload, options_at(slack))
     if args.tune:
@@ -157,13 +163,30 @@ def _solve(args, workload):
     return build.nested_policy(workload, sol, service_rule=args.service_rule, slack_rule=rule, **common), slack, reason
 
 
+def _capped_hint(args, workload) -> str:
+    """' …--service-rule capped gives a policy here…' when it does (the cohort rule needs whole prompts per stage)."""
+    from fluid.errors import FluidSchedError
+
+    try:
+        _solve(argparse.Namespace(**{**vars(args), "service_rule": "capped", "batch_cap": None, "tune": False}), workload)
+    except FluidSchedError:
+        return ""
+    return (" The capped rule gives a policy here (real thresholds under a resident cap, docs/capped-rule.md): "
+            "add --service-rule capped.")
+
+
 def run(args: argparse.Namespace) -> int:
     from fluid.workload_io import load_workload
     from thresholds.policy import save_policy
     from thresholds.report import policy_text
 
     workload = load_workload(args.workload, rate_scale=args.rate_scale)
-    policy, slack, reason = _solve(args, workload)
+    try:
+        policy, slack, reason = _solve(args, workload)
+    except UnstableWorkloadError as err:
+        if args.service_rule == "capped" or args.batch_cap is not None:
+            raise
+        raise UnstableWorkloadError(str(err) + _capped_hint(args, workload)) from None
     if not args.json:
         print(policy_text(policy))
     if args.tune:
