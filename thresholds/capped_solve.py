@@ -249,3 +249,25 @@ def _holding(workload: Workload, sol):
                                     f"setting: a lower rate (--rate-scale), a larger C, --memory-bound expected, or "
                                     f"a smaller --eta")
     return sol
+
+
+def verify_capped(policy, workload: Workload) -> tuple[Condition, ...]:
+    """The capped policy's conditions against `workload` (`fluidsched check POLICY WORKLOAD`):
+    its caps must serve the workload's rates, and the chosen memory must fit the workload's C."""
+    from fluid.equilibrium import closed_form
+    from thresholds.policy import WaitPolicy
+
+    time = linear_time(workload)
+    required = policy.capped.memory.required_tokens
+    if isinstance(policy, WaitPolicy):
+        by_name = {t.name: t for t in workload.types}
+        classes = [(c.name, c.prefill, c.decode, by_name[c.name].rate_per_s if c.name in by_name else c.rate_per_s,
+                    c.threshold) for c in policy.classes]
+        conds = wait_conditions(time, classes, workload.kv_capacity_tokens, closed_form(workload).memory_star_tokens)
+        return tuple(at_most(c.name, required, c.rhs) if c.name == "memory_within_capacity" else c for c in conds)
+    cap = nested_resident_cap([(s.first_stage, s.last_stage, s.threshold) for s in policy.segments])
+    stages = sum(t.rate_per_s * (t.decode + 1) for t in workload.types)
+    per_resident = (time.d_kv_s_per_token * mean_resident_kv_tokens(workload)
+                    + time.d_new_s_per_token * sum(t.rate_per_s * (t.prefill + t.decode) for t in workload.types) / stages)
+    return (at_most("iteration_time", time.d0_s + cap * per_resident, cap / stages),
+            at_most("memory_within_capacity", required, workload.kv_capacity_tokens))
