@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     from runtime.simrun import policy_scheduler
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=4000,
+    ap.add_argument("--requests", type=int, default=20000,
                     help="requests per run at least; raised so that arrivals span 20 × the longest request's "
                          "fluid latency (steady state), up to --max-requests")
     ap.add_argument("--max-requests", type=int, default=40000)

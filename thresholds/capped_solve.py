@@ -82,12 +82,14 @@ def check_memory_choice(bound: str, margin: float | None) -> None:
 def memory_report(bound: str, margin: float | None, expected: float, worst: float, theorem: float | None,
                   capacity: int) -> MemoryReport:
     """The chosen bound. For `expected` the margin defaults to 10 %, shrunk (never below 0) so that
-    expected · (1 + margin) fits C when it can: near the memory limit the margin gives way first."""
+    expected · (1 + margin) fits C when it can: near the memory limit the margin gives way first;
+    the requirement never exceeds the worst case."""
     if margin is None:
         margin = DEFAULT_MARGIN
         if bound == "expected" and expected * (1 + margin) > capacity and expected > 0:
             margin = max(0.0, capacity / expected - 1)
-    required = {"expected": expected * (1 + margin), "worst": worst, "theorem": theorem}[bound]
+    # the worst case is a guarantee: a margin above it buys nothing
+    required = {"expected": min(expected * (1 + margin), worst), "worst": worst, "theorem": theorem}[bound]
     if required is None:
         raise UnstableWorkloadError("the theorem's buffer has no finite value here (a θ_k has no positive root: "
                                     "η = 0 makes n_(k+1) = p_k n_k); use --memory-bound expected or worst, or η > 0")

@@ -295,14 +295,15 @@ def _capped(r: _Reader, raw, kind: str) -> CappedSection:
     values = {k: r.number(m[k], f"capped.memory.{k}", minimum=0, nullable=k == "theorem_tokens")
               for k in MEMORY_KEYS[1:]}
     report = MemoryReport(bound, **values)
-    chosen = {"expected": report.expected_tokens * (1 + report.margin), "worst": report.worst_case_tokens,
+    chosen = {"expected": min(report.expected_tokens * (1 + report.margin), report.worst_case_tokens),
+              "worst": report.worst_case_tokens,
               "theorem": report.theorem_tokens}[bound]
     if chosen is None:
         r.fail("capped.memory.theorem_tokens", "the theorem bound was chosen but no theorem_tokens are given; "
                                                "choose bound 'expected' or 'worst', or re-solve")
     if not math.isclose(report.required_tokens, chosen, rel_tol=1e-9, abs_tol=1e-9):
         r.fail("capped.memory.required_tokens", f"must be the chosen bound's {chosen:.6g} tokens "
-                                                f"({bound}{' × (1 + margin)' if bound == 'expected' else ''}), got {report.required_tokens!r}")
+                                                f"({bound}{' × (1 + margin), at most the worst case' if bound == 'expected' else ''}), got {report.required_tokens!r}")
     return CappedSection(chunk, report)
 
 
