@@ -149,6 +149,15 @@ class SimConfig:
         r = self.rate_scale
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 0:
             raise InputError(f"the rate scale must be a finite positive number, got {r!r}", field="rate_scale")
+        seed = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise InputError(f"the seed must be an integer from 0 to 2^63 - 1, got {seed!r}", field="seed")
+        slo = self.ttft_slo_s
+        if slo is not None and (isinstance(slo, bool) or not isinstance(slo, (int, float)) or not math.isfinite(slo) or slo <= 0):
+            raise InputError(f"the TTFT SLO must be a finite positive number of seconds, got {slo!r}", field="ttft_slo")
+        if self.split is not None and self.router != "split":
+            raise InputError(f"a split file is only used by --router split, but the router is {self.router!r}; "
+                             "add --router split or drop --split", field="split")
         b = self.block_size
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise InputError(f"the block size must be a positive integer number of tokens, got {b!r}", field="block_size")
@@ -218,8 +227,9 @@ class SimConfig:
         }
 
 
-def run_simulation(config: SimConfig) -> RunOutput:
-    """Simulate `config` and summarise it; nothing is written."""
+def run_simulation(config: SimConfig, *, progress=None) -> RunOutput:
+    """Simulate `config` and summarise it; nothing is written. `progress`: a
+    `runtime.progress.RequestProgress` told of each finished request (None: no bar)."""
     # validate the scheduler and its knobs before spending time on arrivals
     unknown = sorted(set(config.options) - set(scheduler_options(config.scheduler)))
     if unknown:
@@ -236,7 +246,8 @@ def run_simulation(config: SimConfig) -> RunOutput:
     knobs = config.scheduler_knobs()
 
     def build(_replica: int):
-        return make_scheduler(config.scheduler, KVBlockManager(capacity, config.block_size), **knobs)
+        scheduler = make_scheduler(config.scheduler, KVBlockManager(capacity, config.block_size), **knobs)
+        return progress.watch(scheduler) if progress is not None else scheduler
 
     t0 = time.perf_counter()
     results = simulate_fleet(

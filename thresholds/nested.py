@@ -1,4 +1,4 @@
-"""Nested WAIT thresholds for unknown output lengths (arXiv 2504.11320; PAPERS.md §4).
+"""Nested WAIT thresholds for unknown output lengths (arXiv 2504.11320, §Nested WAIT).
 
 Per instance (one representative prefill length l, or one per prefill class):
 1. segments from breakpoints on the output-length distribution (`thresholds.segments`), and

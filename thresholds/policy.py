@@ -247,12 +247,10 @@ def policy_to_json(policy: Policy) -> str:
 
 
 def save_policy(policy: Policy, path: str | Path) -> Path:
-    path = Path(path)
-    try:
-        path.write_text(policy_to_json(policy), encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"cannot write the policy file: {err.strerror}", source=str(path)) from None
-    return path
+    from fluid.file_output import atomic_write_text, check_out_file
+
+    path = check_out_file(path, flag="--output")
+    return atomic_write_text(path, policy_to_json(policy), record=True)
 
 
 def load_policy(path: str | Path, *, allow_violations: bool | None = None) -> Policy:
@@ -260,20 +258,11 @@ def load_policy(path: str | Path, *, allow_violations: bool | None = None) -> Po
     an InputError unless `allow_violations` (default: the file's own `options.allow_violations`)."""
     from thresholds.policy_parse import parse_policy  # the parser needs the classes above
 
+    from fluid.file_input import read_json
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"cannot read the policy file: {err.strerror}", source=str(path)) from None
-    try:
-        raw = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as err:
-        raise InputError(f"not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}", source=str(path)) from None
+    raw = read_json(path, what="policy file")
     return parse_policy(raw, source=str(path), allow_violations=allow_violations)
-
-
-def _reject_constant(name: str):
-    raise InputError(f"{name} is not a valid number in a policy file (write a finite number or null)")
 
 
 def is_finite_or_none(x: float | None) -> bool:

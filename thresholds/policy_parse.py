@@ -150,6 +150,23 @@ def parse_policy(raw, *, source: str | None = None, allow_violations: bool | Non
     return policy
 
 
+def _check_batch_time(r: _Reader, bt: dict) -> None:
+    """The batch_time block must be one a workload could hold (the same reader checks both), so
+    that `check` and `show` catch a hand-edited coefficient instead of solving with it."""
+    from fluid.batch_time import batch_time_from_dict
+    from fluid.errors import with_source
+
+    source_dir = None
+    if r.source:
+        from pathlib import Path
+
+        source_dir = Path(r.source).parent
+    try:
+        batch_time_from_dict(bt, source=None, field="batch_time", base_dir=source_dir)
+    except InputError as err:
+        raise with_source(err, r.source) from None
+
+
 def _common(r: _Reader, raw: dict) -> dict:
     wl = r.obj(raw["workload"], "workload", ("name", "content_sha256", "rates_per_s"))
     rates = wl["rates_per_s"]
@@ -160,6 +177,7 @@ def _common(r: _Reader, raw: dict) -> dict:
     bt = raw["batch_time"]
     if not isinstance(bt, dict) or not isinstance(bt.get("kind"), str):
         r.fail("batch_time", f"must be an object with a 'kind', got {bt!r:.60}")
+    _check_batch_time(r, bt)
     fl = r.obj(raw["fluid"], "fluid", ("memory_star_tokens", "iteration_time_star_s", "throughput_star_tokens_per_s",
                                        "load_factor", "capacity_scale"))
     fluid = FluidSummary(*(r.number(fl[k], f"fluid.{k}", nullable=k in ("memory_star_tokens", "iteration_time_star_s"))
