@@ -116,6 +116,10 @@ def main(argv=None) -> int:
             # steady state: the arrivals must span many lifetimes of the longest request
             longest_s = (max(t.decode for t in w.types) + 1) * point.iteration_time_star_s
             requests = min(args.max_requests, max(args.requests, int(20 * longest_s * w.total_rate_per_s)))
+            if w.arrivals.kind == "trace":  # a replayed trace has as many requests as rows
+                from runtime.arrivals import load_trace
+
+                requests = min(requests, len(load_trace(w.arrivals.trace)[0]))
             row["requests"] = requests
             row.update(caps=_caps(doc), slack=doc["options"]["slack"], memory=doc["capped"]["memory"],
                        chunk=doc["capped"]["prefill_chunk_tokens"])
