@@ -105,6 +105,13 @@ def test_when_every_resident_is_paused_the_newest_is_evicted_as_a_last_resort():
     assert _step(s, 1.0) == [(0, 1), (1, 1)]  # 10 tokens: full
     assert _step(s, 2.0) == [(0, 1)]  # nobody fits: request 1 (the newest) is evicted, 0 decodes
     assert s.stats["evictions"] == 1 and s._resident.keys() == {0}
+    # the evicted request comes back and recomputes its prefix (l + s + 1 tokens) in chunks, then finishes
+    now, done = 3.0, set()
+    while s.has_unfinished() and now < 60:
+        batch = s.schedule(now)
+        done |= {r.request_id for r in s.complete_step(batch, now, now + 1.0)}
+        now += 1.0
+    assert done == {0, 1} and not s.has_unfinished()
 
 
 def test_a_cohort_rule_policy_refuses_fractional_thresholds():
