@@ -18,12 +18,12 @@ at 0.5 s.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from fluid.errors import InputError
+from fluid.numbers import check_number
 from fluid.workload import ArrivalSpec, Workload
 from runtime.request import Request
 
@@ -37,8 +37,7 @@ class SloTier:
 
     def __post_init__(self) -> None:
         for name, value in (("fraction", self.fraction), ("tbt_slo_s", self.tbt_slo_s)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise InputError(f"SLO tier {name} must be a finite positive number, got {value!r}", field=f"tiers.{name}")
+            check_number(value, f"tiers.{name}", minimum=0, strict_minimum=True, what=f"SLO tier {name}")
         if self.fraction > 1:
             raise InputError(f"SLO tier fraction must be at most 1, got {self.fraction!r}", field="tiers.fraction")
 
@@ -140,8 +139,7 @@ def make_requests(
     replayed trace plays faster by the same factor); `tiers` (SloTier list or
     (fraction, tbt_slo_s) pairs) draws each request's TBT SLO and `tier` instead of its type's.
     """
-    if isinstance(num_requests, bool) or not isinstance(num_requests, (int, np.integer)) or num_requests <= 0:
-        raise InputError(f"the number of requests must be a positive integer, got {num_requests!r}", field="requests")
+    check_number(num_requests, "requests", integer=True, minimum=1, what="the number of requests")
     spec = arrivals if arrivals is not None else workload.arrivals
     if rate_scale != 1.0:
         workload = workload.scaled(rate_scale)  # checks rate_scale

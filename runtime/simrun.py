@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from fluid.errors import InputError
+from fluid.numbers import check_number
 from fluid.workload import ArrivalSpec, Workload
 from runtime.arrivals import SloTier, check_tiers, make_requests
 from runtime.kv_blocks import KVBlockManager
@@ -135,23 +136,15 @@ class SimConfig:
     accept_policy_mismatch: bool = False  # run a policy solved for another workload (differences recorded)
 
     def __post_init__(self) -> None:
-        n = self.num_requests
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise InputError(f"the number of requests must be a positive integer, got {n!r}", field="requests")
-        r = self.rate_scale
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 0:
-            raise InputError(f"the rate scale must be a finite positive number, got {r!r}", field="rate_scale")
-        b = self.block_size
-        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-            raise InputError(f"the block size must be a positive integer number of tokens, got {b!r}", field="block_size")
+        check_number(self.num_requests, "requests", integer=True, minimum=1, what="the number of requests")
+        check_number(self.rate_scale, "rate_scale", minimum=0, strict_minimum=True, what="the rate scale")
+        b = check_number(self.block_size, "block_size", integer=True, minimum=1, what="the block size (tokens)")
         if b > self.workload.kv_capacity_tokens:
             raise InputError(f"block size {b} exceeds the KV capacity of {self.workload.kv_capacity_tokens} tokens", field="block_size")
-        if not (0 <= self.warmup_fraction < 1):
-            raise InputError(f"the warm-up fraction must be in [0, 1), got {self.warmup_fraction!r}", field="warmup")
+        check_number(self.warmup_fraction, "warmup", minimum=0, maximum=1, strict_maximum=True, what="the warm-up fraction")
         if self.router not in ROUTERS:
             raise InputError(f"unknown router {self.router!r}; valid routers: {', '.join(ROUTERS)}", field="router")
-        if self.horizon_s is not None and not (isinstance(self.horizon_s, (int, float)) and math.isfinite(self.horizon_s) and self.horizon_s > 0):
-            raise InputError(f"the horizon must be a finite positive number of seconds, got {self.horizon_s!r}", field="horizon_s")
+        check_number(self.horizon_s, "horizon_s", minimum=0, strict_minimum=True, unit="of seconds", allow_none=True, what="the horizon")
         if self.tiers is not None:
             object.__setattr__(self, "tiers", check_tiers(self.tiers))
         object.__setattr__(self, "metric_percentiles", check_percentiles(self.metric_percentiles))

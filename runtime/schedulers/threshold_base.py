@@ -28,6 +28,7 @@ import math
 from itertools import chain, islice
 
 from fluid.errors import InputError
+from fluid.numbers import check_number
 from runtime.kv_blocks import KVBlockManager, KVCapacityError
 from runtime.policy_file import SERVICE_RULES, RuntimePolicy
 from runtime.request import Request
@@ -56,13 +57,10 @@ class ThresholdScheduler(Scheduler):
             raise InputError(f"must be one of {list(SERVICE_RULES)}, got {rule!r}", field="service_rule")
         self.service_rule = rule
         wait = policy.drain_max_wait_s if drain_max_wait_s is None else drain_max_wait_s
-        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or math.isnan(wait) or wait < 0:
-            raise InputError(f"must be a non-negative number of seconds, got {wait!r}", field="drain_max_wait_s")
+        if wait != math.inf:  # inf: no drain timer
+            check_number(wait, "drain_max_wait_s", minimum=0, unit="of seconds")
         self.max_wait_s = float(wait)
-        if prefill_chunk_tokens is not None and (
-            isinstance(prefill_chunk_tokens, bool) or not isinstance(prefill_chunk_tokens, int) or prefill_chunk_tokens < 1
-        ):
-            raise InputError(f"must be a positive integer or None, got {prefill_chunk_tokens!r}", field="prefill_chunk_tokens")
+        check_number(prefill_chunk_tokens, "prefill_chunk_tokens", integer=True, minimum=1, allow_none=True)
         self.prefill_chunk_tokens = prefill_chunk_tokens
         self.groups = groups
         self._cohort = rule == "cohort"
