@@ -14,6 +14,10 @@ from numbers import Integral, Real
 from fluid.errors import InputError
 
 
+def _fmt(x) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
 def _describe(integer: bool, minimum, strict_minimum: bool, maximum, strict_maximum: bool, unit: str) -> str:
     kind = "integer" if integer else "number"
     if maximum is None and minimum == 0:
@@ -24,12 +28,12 @@ def _describe(integer: bool, minimum, strict_minimum: bool, maximum, strict_maxi
     elif minimum is None and maximum is None:
         text = f"an {kind}" if integer else "a finite number"
     elif maximum is None:
-        text = f"a{'n' if integer else ''} {kind} {'>' if strict_minimum else '≥'} {minimum:g}"
+        text = f"a{'n' if integer else ''} {kind} {'>' if strict_minimum else '≥'} {_fmt(minimum)}"
     else:
         lo = "(" if strict_minimum else "["
         hi = ")" if strict_maximum else "]"
-        low = "-inf" if minimum is None else f"{minimum:g}"
-        text = f"a{'n' if integer else ''} {kind} in {lo}{low}, {maximum:g}{hi}"
+        low = "-inf" if minimum is None else _fmt(minimum)
+        text = f"a{'n' if integer else ''} {kind} in {lo}{low}, {_fmt(maximum)}{hi}"
     return f"{text} {unit}".rstrip() if unit else text
 
 

@@ -14,6 +14,8 @@ from fluid.errors import InputError
 from fluid.numbers import check_number
 
 ARRIVAL_KINDS = ("poisson", "gamma", "deterministic", "trace")
+# gamma gaps have shape 1/cv²: outside this range the shape under/overflows in double precision
+MIN_GAMMA_CV, MAX_GAMMA_CV = 1e-3, 100.0
 
 
 def _positive_int(value, field_path: str) -> int:
@@ -82,6 +84,12 @@ class ArrivalSpec:
             cv = self.cv
             if isinstance(cv, bool) or not isinstance(cv, (int, float)) or not math.isfinite(cv) or cv <= 0:
                 raise InputError(f"gamma arrivals need a finite positive cv (1 = Poisson), got {cv!r}", field="arrivals.cv")
+            if not MIN_GAMMA_CV <= cv <= MAX_GAMMA_CV:
+                raise InputError(
+                    f"gamma cv must be between {MIN_GAMMA_CV:g} and {MAX_GAMMA_CV:g}, got {cv!r}: the gap shape 1/cv² "
+                    f"underflows or overflows outside it; use kind: deterministic for evenly spaced arrivals",
+                    field="arrivals.cv",
+                )
         elif self.cv is not None:
             raise InputError(f"cv applies to gamma arrivals only, not {self.kind!r}; remove it", field="arrivals.cv")
         if self.kind == "trace":

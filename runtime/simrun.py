@@ -23,9 +23,17 @@ from runtime.policy_file import RuntimePolicy
 from runtime.results import RunOutput
 from runtime.serving_metrics import DEFAULT_PERCENTILES, check_percentiles
 from runtime.router import ROUTERS, combine_results, simulate_fleet
-from runtime.schedulers import make_scheduler, scheduler_options
+from runtime.schedulers import check_options, make_scheduler
 
-POLICY_SCHEDULERS = {"wait": "wait", "nested_wait": "nested-wait"}
+# the schedulers that serve each kind of policy: the cohort engine and the capped rule
+POLICY_SCHEDULER_NAMES = {"wait": ("wait", "wait-capped"), "nested_wait": ("nested-wait", "nested-wait-capped")}
+SCHEDULERS_WITH_POLICY = frozenset(n for names in POLICY_SCHEDULER_NAMES.values() for n in names)
+
+
+def policy_scheduler(policy: RuntimePolicy) -> str:
+    """The scheduler a policy file runs on by default: its kind's, capped when its rule is."""
+    cohort, capped = POLICY_SCHEDULER_NAMES[policy.policy]
+    return capped if policy.service_rule == "capped" else cohort
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -131,13 +139,19 @@ class SimConfig:
     arrivals: ArrivalSpec | None = None  # overrides the workload's
     horizon_s: float | None = None
     trace: bool = False
+    accept_policy_mismatch: bool = False  # run a policy solved for another workload (differences recorded)
     metric_percentiles: tuple[float, ...] = DEFAULT_PERCENTILES  # serving metrics' percentiles (vLLM's --metric-percentiles)
     goodput_ms: dict | None = None  # vLLM's --goodput bounds, {'ttft'|'tpot'|'e2el': milliseconds}
-    accept_policy_mismatch: bool = False  # run a policy solved for another workload (differences recorded)
 
     def __post_init__(self) -> None:
         check_number(self.num_requests, "requests", integer=True, minimum=1, what="the number of requests")
         check_number(self.rate_scale, "rate_scale", minimum=0, strict_minimum=True, what="the rate scale")
+        check_number(self.seed, "seed", integer=True, minimum=0, maximum=2**63 - 1, what="the seed")
+        check_number(self.ttft_slo_s, "ttft_slo", minimum=0, strict_minimum=True, unit="of seconds", allow_none=True,
+                     what="the TTFT SLO")
+        if self.split is not None and self.router != "split":
+            raise InputError(f"a split file is only used by --router split, but the router is {self.router!r}; "
+                             "add --router split or drop --split", field="split")
         b = check_number(self.block_size, "block_size", integer=True, minimum=1, what="the block size (tokens)")
         if b > self.workload.kv_capacity_tokens:
             raise InputError(f"block size {b} exceeds the KV capacity of {self.workload.kv_capacity_tokens} tokens", field="block_size")
@@ -148,16 +162,22 @@ class SimConfig:
         if self.tiers is not None:
             object.__setattr__(self, "tiers", check_tiers(self.tiers))
         object.__setattr__(self, "metric_percentiles", check_percentiles(self.metric_percentiles))
-        if self.scheduler in ("wait", "nested-wait"):
+        if self.scheduler in SCHEDULERS_WITH_POLICY:
             if self.policy is None and "policy" not in self.options:
                 raise InputError(f"scheduler {self.scheduler!r} needs a policy: pass --policy POLICY.json", field="policy")
         if self.policy is not None:
-            want = POLICY_SCHEDULERS[self.policy.policy]
-            if self.scheduler != want:
+            names = POLICY_SCHEDULER_NAMES[self.policy.policy]
+            if self.scheduler not in names:
                 raise InputError(
-                    f"the policy file holds a {self.policy.policy!r} policy, which scheduler {want!r} runs, not {self.scheduler!r}",
+                    f"the policy file holds a {self.policy.policy!r} policy, which schedulers {' or '.join(names)} run, "
+                    f"not {self.scheduler!r}",
                     source=self.policy.source,
                     field="policy",
+                )
+            if self.policy.service_rule == "capped" and self.scheduler != names[1]:
+                raise InputError(
+                    f"the policy's service rule is 'capped' (fractional thresholds); run it on {names[1]!r}, not "
+                    f"{self.scheduler!r}", source=self.policy.source, field="service_rule",
                 )
             check_policy_matches(self.policy, self.workload, rate_scale=self.rate_scale,
                                  accept_mismatch=self.accept_policy_mismatch)
@@ -197,16 +217,11 @@ class SimConfig:
         }
 
 
-def run_simulation(config: SimConfig) -> RunOutput:
-    """Simulate `config` and summarise it; nothing is written."""
+def run_simulation(config: SimConfig, *, progress=None) -> RunOutput:
+    """Simulate `config` and summarise it; nothing is written. `progress`: a
+    `runtime.progress.RequestProgress` told of each finished request (None: no bar)."""
     # validate the scheduler and its knobs before spending time on arrivals
-    unknown = sorted(set(config.options) - set(scheduler_options(config.scheduler)))
-    if unknown:
-        raise InputError(
-            f"scheduler {config.scheduler!r} has no option(s) {unknown}; its options: "
-            f"{', '.join(scheduler_options(config.scheduler))}",
-            field="option",
-        )
+    check_options(config.scheduler, config.options)
     requests = make_requests(
         config.workload, config.num_requests, config.seed,
         rate_scale=config.rate_scale, arrivals=config.arrivals, tiers=config.tiers,
@@ -215,7 +230,8 @@ def run_simulation(config: SimConfig) -> RunOutput:
     knobs = config.scheduler_knobs()
 
     def build(_replica: int):
-        return make_scheduler(config.scheduler, KVBlockManager(capacity, config.block_size), **knobs)
+        scheduler = make_scheduler(config.scheduler, KVBlockManager(capacity, config.block_size), **knobs)
+        return progress.watch(scheduler) if progress is not None else scheduler
 
     t0 = time.perf_counter()
     results = simulate_fleet(

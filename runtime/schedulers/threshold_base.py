@@ -14,7 +14,10 @@ Memory: the policy's M^π ≤ C is its guarantee, but the scheduler never overfl
 cohort is admitted only if all its prompts fit (else `admissions_deferred` counts it); a decode
 whose next block is not free waits a turn with its cache (`decodes_paused`); when nothing at all
 can run, the newest admitted request is evicted by recompute (LIFO, as in the paper;
-`evictions`) and goes back to the front of its group's waiting queue. When nothing else runs and
+`evictions`) and goes back to the front of its group's waiting queue. The recompute is the
+engines' (`Request.evict`: the l + s + 1 tokens it knows, whose prefill samples its next token, so
+it rejoins its cohort one stage on); the paper's model restarts the prompt from its prefill stage
+instead, re-prefilling l + s and decoding again (docs/baselines.md, "Recompute"). When nothing else runs and
 a deferred cohort does not fit whole, its largest fitting prefix is admitted so that the server
 always makes progress.
 
@@ -154,7 +157,7 @@ class ThresholdScheduler(Scheduler):
         for r in self._prefill_items:
             if r.completion_s is not None:
                 continue
-            if r.cached_tokens < r.prompt_tokens + r.decode_steps_done:
+            if r.cached_tokens < r.prefill_target_tokens:
                 still.append(r)
             elif self._cohort:
                 group = self._group_of[r.request_id]
@@ -296,7 +299,7 @@ class ThresholdScheduler(Scheduler):
         return blocked
 
     def _chunk(self, r: Request) -> int:
-        left = r.prompt_tokens + r.decode_steps_done - r.cached_tokens
+        left = r.prefill_remaining
         chunk = self.prefill_chunk_tokens
         return left if chunk is None or chunk >= left else chunk
 
@@ -307,7 +310,7 @@ class ThresholdScheduler(Scheduler):
         if count == 0:
             return
         blocks = self.kv.blocks_for_tokens
-        need = sum(blocks(r.prompt_tokens + r.decode_steps_done) for r in islice(waiting, count))
+        need = sum(blocks(r.prefill_target_tokens) for r in islice(waiting, count))
         if need > self.kv.free_blocks:
             self.stats["admissions_deferred"] += 1
             self._deferred.append(group)
@@ -335,7 +338,7 @@ class ThresholdScheduler(Scheduler):
         free = self.kv.free_blocks
         count = 0
         for r in group.waiting:
-            need = self.kv.blocks_for_tokens(r.prompt_tokens + r.decode_steps_done)
+            need = self.kv.blocks_for_tokens(r.prefill_target_tokens)
             if need > free:
                 break
             free -= need
@@ -344,13 +347,9 @@ class ThresholdScheduler(Scheduler):
             self._admit_count(batch, group, count)
             self.stats["partial_cohorts"] += 1
             return 0
-        if not self._resident:
+        if not self._resident:  # the cache is empty and the head still does not fit: refuse it
             r = group.waiting[0]
-            raise InputError(
-                f"request {r.request_id} needs {r.prompt_tokens + r.decode_steps_done} KV tokens to prefill but the "
-                f"KV capacity is {self.kv.capacity_tokens} tokens: raise kv_capacity_tokens or drop the request",
-                field="kv_capacity_tokens",
-            )
+            check_fits_alone(self.kv, r, r.prefill_target_tokens, why="its prefill")
         # memory is held by residents that are not being served: treat as blocked
         self._evict_newest(batch)
         return self._fill(batch, self._now_s)
@@ -359,7 +358,7 @@ class ThresholdScheduler(Scheduler):
         """Last resort: evict the newest admitted request (recompute) to the front of its queue."""
         _, r = self._resident.popitem()
         group = self._group_of[r.request_id]
-        if r.cached_tokens < r.prompt_tokens + r.decode_steps_done:
+        if r.in_prefill:
             self._prefilling.remove(r)
         elif self._cohort:
             group.remove_resident(r, r.decode_steps_done + 1)
