@@ -57,11 +57,13 @@ def policies(workload) -> dict:
 
 def runs(workload, names: list[str]) -> list[tuple[str, str, dict, str]]:
     """(label, scheduler, knobs, policy note) per run: every scheduler, and WAIT under both service rules."""
+    from runtime.simrun import SCHEDULERS_WITH_POLICY
+
     pols = policies(workload)
     out = []
     for name in names:
         if name not in pols:
-            if name not in ("wait", "nested-wait"):
+            if name not in SCHEDULERS_WITH_POLICY:  # the capped rule needs a capped policy: not timed here
                 out.append((name, name, {}, ""))
             continue
         policy, how = pols[name]
