@@ -2,7 +2,7 @@
 
 Kinds follow `fluid.workload.ArrivalSpec` (the workload's `arrivals:` block):
 
-- `poisson`: one Poisson process per type with rate λ_j, superposed (arXiv 2504.11320, §1).
+- `poisson`: one Poisson process per type with rate λ_j, superposed (arXiv 2504.11320, the serving model).
 - `gamma`: one renewal process per type with gamma gaps of mean 1/λ_j and coefficient of
   variation `cv` (shape 1/cv², so cv = 1 is Poisson), superposed.
 - `deterministic`: type j arrives every 1/λ_j seconds (first at 1/λ_j), superposed.
