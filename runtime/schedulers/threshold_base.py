@@ -215,7 +215,7 @@ class ThresholdScheduler(Scheduler):
         """Cohort rule: up to the segment's threshold from every stage of segments 1..k."""
         stages = group.stages
         n = group.thresholds[0]
-        in_batch = None
+        left = 0  # decodes a whole-group pass already reserved, from the front in stage order
         if group.num_segments == 1 and stages and max(map(len, stages.values())) <= n:
             # every stage moves on whole: reserve them in one pass and move the dict in one piece
             flat = list(chain.from_iterable(stages.values()))
@@ -225,7 +225,7 @@ class ThresholdScheduler(Scheduler):
                 self._served.append(ServedStages(group, list(stages.items())))
                 group.changed()
                 return 0
-            in_batch = set(map(id, islice(flat, reached)))  # rare: stage by stage from here
+            left = reached  # rare (memory ran out): stage by stage from here
         limit = group.last_stages[k - 1]
         single = group.num_segments == 1
         moves: list[tuple[int, list[Request]]] = []
@@ -241,7 +241,9 @@ class ThresholdScheduler(Scheduler):
             else:
                 take = q[:n]
                 del q[:n]
-            moved, paused = self._reserve_each(batch, take, in_batch)
+            already = min(len(take), left)
+            left -= already
+            moved, paused = self._reserve_each(batch, take, already)
             blocked += len(paused)
             if paused:
                 rest = stages.get(stage)
@@ -253,22 +255,19 @@ class ThresholdScheduler(Scheduler):
         group.changed()
         return blocked
 
-    def _reserve_each(
-        self, batch: Batch, take: list[Request], in_batch: set[int] | None = None
-    ) -> tuple[list[Request], list[Request]]:
+    def _reserve_each(self, batch: Batch, take: list[Request], reserved: int = 0) -> tuple[list[Request], list[Request]]:
         """Split `take` into the decodes that got their block and the rest (which keep their caches).
 
-        `in_batch`: ids of requests already reserved in this batch (by a whole-group pass that
-        stopped short of memory); they count as served.
+        `reserved`: how many at the front of `take` a whole-group pass already reserved in this batch.
         """
-        reached = 0 if in_batch else self.reserve_decodes(batch, take)
+        reached = reserved if reserved else self.reserve_decodes(batch, take)
         if reached == len(take):
             return take, []
         moved = take[:reached]
         paused: list[Request] = []
         try_reserve = self.try_reserve
         for r in islice(take, reached, None):
-            if (in_batch and id(r) in in_batch) or try_reserve(batch, r, 1):
+            if try_reserve(batch, r, 1):
                 moved.append(r)
             else:
                 paused.append(r)
