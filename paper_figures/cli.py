@@ -70,7 +70,7 @@ def check_demo_json(path: Path) -> dict:
     for i, summary in enumerate(summaries):
         if not isinstance(summary, dict) or not isinstance(summary.get("scheduler"), str):
             raise InputError(f"must be an object with a 'scheduler' name; {advice}", source=str(path), field=f"summaries[{i}]")
-        for key in ("throughput_tokens_per_s", "mean_latency_s", "p99_latency_s", "mean_ttft_s", "peak_kv_tokens"):
+        for key in ("decode_throughput_tokens_per_s", "mean_latency_s", "p99_latency_s", "mean_ttft_s", "peak_kv_tokens"):
             value = summary.get(key)
             if value is not None and not _number(value):
                 raise InputError(f"must be a number or null, got {value!r:.60}; {advice}", source=str(path),

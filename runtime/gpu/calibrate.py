@@ -1,7 +1,7 @@
 """Calibration: measured step times over a grid, fitted to the batch-time models `fluid/` reads.
 
 The grid covers the three regimes of the linear model τ = d0 + d_kv·KV + d_new·new (arXiv
-2504.11320 §1; mixed batches per arXiv 2504.07347): prefill chunks of growing size (d_new),
+2504.11320, the serving model; mixed batches per arXiv 2504.07347): prefill chunks of growing size (d_new),
 decode batches × context (d_kv and d0), and mixed steps. `fluid.batch_time.fit_linear` fits the
 `affine` and `linear3` forms with MAPE and R²; the raw rows are kept as a table model.
 """
