@@ -79,25 +79,39 @@ class SarathiScheduler(QueueingScheduler):
 
     def schedule(self, now_s: float) -> Batch:
         batch = Batch()
-        walked, set_aside, batched = self._serve_decodes(batch)
+        walked, set_aside, batched, reordered = self._serve_decodes(batch)
         batched = self._continue_prefills(batch, set_aside, batched)
         admitted = self._admit(batch, len(walked) + len(set_aside), batched)
-        running = {}
-        for r in walked + set_aside + admitted:
+        running = self.running
+        if reordered or set_aside or batch.evicted:  # the next order: walked, set aside, admitted
+            running = self.running = {}
+            for r in walked + set_aside:
+                running[r.request_id] = r
+        for r in admitted:  # else the order is unchanged: the walk was the whole running set
             running[r.request_id] = r
-        self.running = running
         return batch
 
-    def _serve_decodes(self, batch: Batch) -> tuple[list[Request], list[Request], int]:
-        """Step 1: decodes by arrival, a free block each, LIFO preemption by arrival."""
-        order = sorted(self.running.values(), key=_arrival)
+    def _serve_decodes(self, batch: Batch) -> tuple[list[Request], list[Request], int, bool]:
+        """Step 1: decodes by arrival, a free block each, LIFO preemption by arrival.
+
+        Returns (the decodes walked, the prefills set aside, the tokens, whether sorting moved any).
+        """
+        current = list(self.running.values())
+        order = sorted(current, key=_arrival)
         kv = self.kv
         walked: list[Request] = []
         set_aside: list[Request] = []
         preempted: list[Request] = []
         end = len(order)
         i = 0
+        reserve_decodes = self.reserve_decodes
         while i < end:
+            # a run of decodes in one call, up to the first prefill or a step with no free block
+            reached = reserve_decodes(batch, order, i, end, True)
+            walked.extend(order[i:reached])
+            i = reached
+            if i == end:
+                break
             r = order[i]
             i += 1
             if r.cached_tokens < r.prefill_target_tokens:
@@ -118,7 +132,7 @@ class SarathiScheduler(QueueingScheduler):
                 self.reserve(batch, r, 1)
                 walked.append(r)
         self.waiting.extendleft(preempted)  # each to the front in turn: the last preempted is first
-        return walked, set_aside, len(walked)
+        return walked, set_aside, len(walked), order != current
 
     def _continue_prefills(self, batch: Batch, set_aside: list[Request], batched: int) -> int:
         """Step 2: the next chunk of each partly prefilled request (blocks reserved at admission)."""
