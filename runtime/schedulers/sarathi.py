@@ -22,6 +22,10 @@ Rules, every iteration:
    watermark free (`can_allocate`, base_block_space_manager.py 76-82; allocated at once by
    `allocate`, 84-92), running requests stay < `max_num_seqs` (line 216) and the budget has room
    for a chunk (lines 220-225). The first that fails stops admission (line 212).
+   A request preempted in this same step is reset for recompute only after the scheduler returns
+   (`on_schedule` → `reset_for_recompute`, base_sequence_manager.py), so admission sees its old
+   state: a preempted decode offers 0 prefill tokens and stops admission (line 224); a preempted
+   partial prefill is admitted again with a chunk of its old remainder, run from its start.
 4. The next step's running order is: the decodes walked, then the prefills set aside, then the
    new admissions (lines 155-239), which the next arrival sort keeps for equal arrival times.
 Recompute (`Request.evict`): `reset_for_recompute` makes prompt and outputs the new prompt
@@ -73,12 +77,14 @@ class SarathiScheduler(QueueingScheduler):
         self.order = order
         if order == "spf":
             self.waiting = WaitingOrder(by_length=True)  # deque interface, shortest prompt first
+        self._stale_prefill: dict[int, int] = {}  # requests preempted this step -> prefill left before
 
     def check_request(self, request: Request) -> None:
         require_fits(self.kv, request, policy=self.name, admission_free_blocks=self.watermark_blocks)
 
     def schedule(self, now_s: float) -> Batch:
         batch = Batch()
+        self._stale_prefill = {}
         walked, set_aside, batched, reordered = self._serve_decodes(batch)
         batched = self._continue_prefills(batch, set_aside, batched)
         admitted = self._admit(batch, len(walked) + len(set_aside), batched)
@@ -124,6 +130,8 @@ class SarathiScheduler(QueueingScheduler):
                 else:
                     victim = r
                 del self.running[victim.request_id]
+                # what Sarathi-Serve's stale state offers if admission meets it this step
+                self._stale_prefill[victim.request_id] = victim.prefill_remaining
                 self.preempt(victim, batch)
                 preempted.append(victim)
                 if victim is r:
@@ -147,6 +155,7 @@ class SarathiScheduler(QueueingScheduler):
         """Step 3: new prompts while their whole prefill fits above the watermark."""
         waiting, kv = self.waiting, self.kv
         admitted: list[Request] = []
+        stale = self._stale_prefill
         while waiting:
             r = waiting[0]
             whole = r.prefill_remaining
@@ -154,7 +163,11 @@ class SarathiScheduler(QueueingScheduler):
                 break
             if num_running + len(admitted) >= self.max_num_seqs:
                 break
-            chunk = min(whole, self.chunk_size - batched)
+            # a request preempted in this very step is reset only after the scheduler returns, so
+            # its prefill left reads as before: 0 for a decode (admission stops), the old rest
+            # of a partial prefill (admitted with that chunk, which then runs from the start)
+            left = stale.get(r.request_id, whole)
+            chunk = min(left, self.chunk_size - batched)
             if chunk <= 0:
                 break
             waiting.popleft()
