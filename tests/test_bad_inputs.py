@@ -223,6 +223,14 @@ SOLVE_FLAGS = {
     "out-under-proc": (["-o", "/proc/fluidsched/p.json"], "/proc"),
     "out-under-file": (["-o", "{afile}/p.json"], "is a file"),
 }
+DEMO_FLAGS = {
+    "out-is-file": (["--out", "{afile}"], "is a file"),
+    "out-under-proc": (["--out", "/proc/fluidsched-demo"], "/proc"),
+    "out-foreign-folder": (["--out", "{foreign}"], "not a fluidsched output"),
+    "requests-zero": (["--requests", "0"], "requests"),
+    "seed-negative": (["--seed", "-1"], "seed"),
+    "workload-unknown": (["--workload", "defualt"], "valid presets"),
+}
 CHECK_FLAGS = {
     "rate-zero": (["--rate-scale", "0"], "rate"),
     "rate-nan": (["--rate-scale", "nan"], "rate"),
@@ -275,6 +283,8 @@ def _cases():
         cases.append(pytest.param("flag", name, "fluid", id=f"flag-fluid-{name}"))
     for name in SOLVE_FLAGS:
         cases.append(pytest.param("flag", name, "solve", id=f"flag-solve-{name}"))
+    for name in DEMO_FLAGS:
+        cases.append(pytest.param("flag", name, "demo", id=f"flag-demo-{name}"))
     for name in CHECK_FLAGS:
         cases.append(pytest.param("flag", name, "check", id=f"flag-check-{name}"))
     for name in DEMO_JSON:
@@ -372,6 +382,9 @@ def _argv(kind: str, name: str, cmd: str, root: Path, names: dict, policy_text: 
     if cmd == "solve":
         extra, fragment = SOLVE_FLAGS[name]
         return ["solve", "w.yaml"] + _fill(extra, names), fragment
+    if cmd == "demo":
+        extra, fragment = DEMO_FLAGS[name]
+        return ["demo"] + _fill(_with_flag(["--workload", "w.yaml", "--requests", "50", "--out", "out"], extra), names), fragment
     if cmd == "check":
         extra, fragment = CHECK_FLAGS[name]
         policy = {"policy-missing": "nowhere.json", "policy-folder": "results"}.get(name, "good_policy.json")
