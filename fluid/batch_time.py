@@ -1,7 +1,7 @@
 """Batch-time models: how long one iteration (one forward pass over a batch) takes.
 
 Every model predicts a step's time from its `BatchShape`. The fluid benchmark needs the linear
-form `τ = d0 + d_kv·(KV tokens touched) + d_new·(new tokens)` (PAPERS.md §1), available from every
+form `τ = d0 + d_kv·(KV tokens touched) + d_new·(new tokens)` (arXiv 2504.11320, the serving model), available from every
 model through `linear_coefficients()`; table-like models are linearised over an operating range.
 
 Glossary (paper symbols): d0 = `d0_s`, d1 = `d1_s_per_token` of the affine model

@@ -1,4 +1,4 @@
-"""`fluidsched fluid WORKLOAD`: the fluid benchmark of a workload (arXiv 2504.11320, PAPERS.md §2).
+"""`fluidsched fluid WORKLOAD`: the fluid benchmark of a workload (arXiv 2504.11320, the fluid benchmark).
 
 Closed forms always; the LP (`--lp`), the capacity LP (`--capacity`) and the fluid ODE
 (`--ode SECONDS`) on request. cvxpy and scipy are imported only by those options, so the

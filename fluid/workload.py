@@ -1,6 +1,6 @@
 """Workloads: request types with rates and lengths, a KV capacity and a batch-time model.
 
-Glossary (PAPERS.md §1): type j has prefill length l_j (`prefill`), decode length l'_j
+Glossary (arXiv 2504.11320, the serving model): type j has prefill length l_j (`prefill`), decode length l'_j
 (`decode`) and Poisson rate λ_j (`rate_per_s`); C is `kv_capacity_tokens`.
 """
 
@@ -51,7 +51,7 @@ class RequestType:
 
     @property
     def footprint_token_iterations(self) -> float:
-        """a_j = (l'_j + 1)(l_j + l'_j/2): KV tokens summed over the l'_j + 1 stages (PAPERS.md §2)."""
+        """a_j = (l'_j + 1)(l_j + l'_j/2): KV tokens summed over the l'_j + 1 stages (arXiv 2504.11320, the fluid benchmark)."""
         return (self.decode + 1) * (self.prefill + self.decode / 2)
 
     @property

@@ -28,7 +28,7 @@ def run(args) -> int:
     from runtime.progress import RequestProgress, progress_enabled
     from runtime.results import write_json, write_run_folder
     from runtime.schedulers import scheduler_options
-    from runtime.simrun import run_simulation
+    from runtime.simrun import SCHEDULERS_WITH_POLICY, run_simulation
 
     names = [n.strip() for n in args.schedulers.split(",") if n.strip()]
     if not names:
@@ -49,9 +49,9 @@ def run(args) -> int:
     if unused:
         raise InputError(f"no scheduler among {names} has option(s) {unused}", field="option")
     summaries, outputs = [], []
-    names_with_policy = [n for n in names if n in ("wait", "nested-wait")]
+    names_with_policy = [n for n in names if n in SCHEDULERS_WITH_POLICY]
     for name in names:
-        uses_policy = name in ("wait", "nested-wait")
+        uses_policy = name in SCHEDULERS_WITH_POLICY
         config = replace(
             base,
             scheduler=name,

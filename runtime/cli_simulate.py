@@ -172,7 +172,7 @@ def format_tables(summaries: list[RunSummary], fluid_throughput: float | None = 
 def run(args) -> int:
     from fluid.file_output import check_out_dir, finite_json
     from runtime.results import write_run_folder
-    from runtime.simrun import POLICY_SCHEDULERS, run_simulation
+    from runtime.simrun import policy_scheduler, run_simulation
     from runtime.summary_checks import short_window_warning
 
     policy, document = load_policy_arg(args.policy)
@@ -180,7 +180,7 @@ def run(args) -> int:
     if scheduler is None:
         if policy is None:
             raise InputError(f"give --policy POLICY.json or --scheduler NAME ({', '.join(SCHEDULERS)})", field="scheduler")
-        scheduler = POLICY_SCHEDULERS[policy.policy]
+        scheduler = policy_scheduler(policy)
     config = base_config(args, scheduler, policy, document, trace=args.trace_types)
     warn_policy_mismatch(config)
     if args.out:

@@ -24,7 +24,15 @@ from runtime.serving_metrics import DEFAULT_PERCENTILES, check_percentiles
 from runtime.router import ROUTERS, combine_results, simulate_fleet
 from runtime.schedulers import make_scheduler, scheduler_options
 
-POLICY_SCHEDULERS = {"wait": "wait", "nested_wait": "nested-wait"}
+# the schedulers that serve each kind of policy: the cohort engine and the capped rule
+POLICY_SCHEDULER_NAMES = {"wait": ("wait", "wait-capped"), "nested_wait": ("nested-wait", "nested-wait-capped")}
+SCHEDULERS_WITH_POLICY = frozenset(n for names in POLICY_SCHEDULER_NAMES.values() for n in names)
+
+
+def policy_scheduler(policy: RuntimePolicy) -> str:
+    """The scheduler a policy file runs on by default: its kind's, capped when its rule is."""
+    cohort, capped = POLICY_SCHEDULER_NAMES[policy.policy]
+    return capped if policy.service_rule == "capped" else cohort
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -164,16 +172,22 @@ class SimConfig:
         if self.tiers is not None:
             object.__setattr__(self, "tiers", check_tiers(self.tiers))
         object.__setattr__(self, "metric_percentiles", check_percentiles(self.metric_percentiles))
-        if self.scheduler in ("wait", "nested-wait"):
+        if self.scheduler in SCHEDULERS_WITH_POLICY:
             if self.policy is None and "policy" not in self.options:
                 raise InputError(f"scheduler {self.scheduler!r} needs a policy: pass --policy POLICY.json", field="policy")
         if self.policy is not None:
-            want = POLICY_SCHEDULERS[self.policy.policy]
-            if self.scheduler != want:
+            names = POLICY_SCHEDULER_NAMES[self.policy.policy]
+            if self.scheduler not in names:
                 raise InputError(
-                    f"the policy file holds a {self.policy.policy!r} policy, which scheduler {want!r} runs, not {self.scheduler!r}",
+                    f"the policy file holds a {self.policy.policy!r} policy, which schedulers {' or '.join(names)} run, "
+                    f"not {self.scheduler!r}",
                     source=self.policy.source,
                     field="policy",
+                )
+            if self.policy.service_rule == "capped" and self.scheduler != names[1]:
+                raise InputError(
+                    f"the policy's service rule is 'capped' (fractional thresholds); run it on {names[1]!r}, not "
+                    f"{self.scheduler!r}", source=self.policy.source, field="service_rule",
                 )
             check_policy_matches(self.policy, self.workload, rate_scale=self.rate_scale,
                                  accept_mismatch=self.accept_policy_mismatch)

@@ -69,12 +69,12 @@ def run(args) -> int:
     from fluid.workload_io import load_workload
     from runtime.arrivals import make_requests
     from runtime.cli_simulate import load_policy_arg
-    from runtime.simrun import POLICY_SCHEDULERS, SimConfig, parse_option
+    from runtime.simrun import SimConfig, parse_option, policy_scheduler
 
     # --- every input check first -----------------------------------------------------------
     require_gpu_packages("run")
     policy, document = load_policy_arg(args.policy)
-    scheduler_name = args.scheduler or (POLICY_SCHEDULERS[policy.policy] if policy is not None else None)
+    scheduler_name = args.scheduler or (policy_scheduler(policy) if policy is not None else None)
     if scheduler_name is None:
         raise InputError("give --policy POLICY.json or --scheduler NAME", field="scheduler")
     workload = load_workload(args.workload)
