@@ -17,7 +17,17 @@ from fluid.errors import InputError
 from fluid.file_output import finite_json
 
 
+HELP_EXAMPLES = """examples:
+  fluidsched calibrate --device cuda --out calibration.json
+  fluidsched calibrate --device cpu --model tiny-llama --grid-scale 0.05 --out cal.json   (about 30 s on 2 CPU cores)
+
+On CPU a tiny model's step times are mostly fixed overheads and noise, so the fit is flagged as
+not useful; calibrate on the GPU you will run on to solve thresholds for it."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = HELP_EXAMPLES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--device", default="cuda", help="cuda or cpu (default cuda)")
     parser.add_argument("--model", default="llama-2-7b", help="preset, Hugging Face checkpoint folder or LlamaConfig JSON (default llama-2-7b)")
     parser.add_argument("--checkpoint", help="local safetensors checkpoint folder (default: random weights)")
