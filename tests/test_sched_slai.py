@@ -183,11 +183,20 @@ def test_memory_preemption_takes_the_newest_admitted_request_outside_the_batch()
     # next step decode 1 finds no free block: the newest admitted (0) is preempted, not the
     # oldest, and 1 and 2 decode in its freed blocks.
     s = _slai(capacity=10, token_budget=100, offset=0.0)
-    for rid, prompt in ((0, 4), (1, 3), (2, 3)):
-        s.add_request(Request(rid, 0.0, prompt, 5))
+    reqs = [Request(rid, 0.0, prompt, 5) for rid, prompt in ((0, 4), (1, 3), (2, 3))]
+    for r in reqs:
+        s.add_request(r)
     assert _step(s, 0.0) == [(1, 3, "p"), (2, 3, "p"), (0, 4, "p")]
     batch = s.schedule(1.0)
     assert [r.request_id for r in batch.evicted] == [0]
     assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(1, 1), (2, 1)]
     assert s.stats["preemptions"] == 1 and list(s.resident) == [1, 2]
     assert s.waiting[0][3].request_id == 0  # back in the queue for a restart
+    s.complete_step(batch, 1.0, 2.0)
+    t = 2.0
+    while s.has_unfinished() and t < 50:  # the restart decodes again (its old queue entry is skipped once)
+        batch = s.schedule(t)
+        s.complete_step(batch, t, t + 1.0)
+        t += 1.0
+    assert not s.has_unfinished() and reqs[0].restarts >= 1  # C = 10 is tight: more restarts follow
+    assert all(r.finished and r.decode_steps_done == 5 and len(r.token_times_s) == 5 for r in reqs)
