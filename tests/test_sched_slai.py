@@ -199,4 +199,4 @@ def test_memory_preemption_takes_the_newest_admitted_request_outside_the_batch()
         s.complete_step(batch, t, t + 1.0)
         t += 1.0
     assert not s.has_unfinished() and reqs[0].restarts >= 1  # C = 10 is tight: more restarts follow
-    assert all(r.finished and r.decode_steps_done == 5 and len(r.token_times_s) == 5 for r in reqs)
+    assert all(r.finished and r.decode_steps_done == 5 for r in reqs)
