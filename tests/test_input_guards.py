@@ -97,3 +97,64 @@ def test_llama_3_context_and_rope_and_unknown_model():
     assert MODEL_SPECS["llama-2-7b"].max_position_embeddings == 4096
     with pytest.raises(InputError, match="unknown model 'llama-9'"):
         model_spec("llama-9")
+
+
+# --- batch-time models ------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["0.01", None, True, [0.01]])
+def test_batch_time_coefficients_must_be_numbers(value):
+    from fluid.batch_time import Linear3BatchTime
+
+    with pytest.raises(InputError, match="must be a number"):
+        Linear3BatchTime(value, 1e-7, 1e-5)
+
+
+def test_staircase_needs_a_positive_constant_but_allows_a_zero_slope():
+    from fluid.batch_time import StaircaseBatchTime
+
+    with pytest.raises(InputError, match="finite positive") as info:
+        StaircaseBatchTime(0.0, 0.03)
+    assert info.value.field == "batch_time.c_s"
+    assert StaircaseBatchTime(0.01, 0.0).a_s == 0.0
+
+
+def test_default_attention_costs_follow_from_the_a100_datasheet():
+    # Llama-2-7B reads 524,288 KV bytes per cached token (2·32 layers·32 heads·128·2 B) at the
+    # A100-80GB's 2.039 TB/s; a prefill token pair costs 4·32 layers·4096 FLOPs at half of 312 TFLOP/s
+    from fluid import batch_time_profile as bp
+
+    assert model_spec("llama-2-7b").kv_bytes_per_token == 524_288
+    assert bp.DEFAULT_ATTN_S_PER_KV_TOKEN == pytest.approx(524_288 / 2.039e12, rel=1e-15)
+    assert bp.DEFAULT_ATTN_S_PER_PREFILL_PAIR == pytest.approx(4 * 32 * 4096 / 156e12, rel=1e-15)
+
+
+# --- metrics on a hand-made step log ----------------------------------------------------------------
+def test_step_metrics_by_hand():
+    from fluid.batch_time import BatchShape
+    from runtime.metrics import step_metrics
+    from runtime.sim import StepLog
+
+    log = StepLog()
+    # (start, end, new tokens, kv tokens, decodes, prefills, kv used after, evicted)
+    rows = [(0.0, 1.0, 10, 10, 0, 1, 16, 0), (1.0, 1.5, 2, 24, 1, 1, 32, 0), (1.5, 3.5, 1, 12, 1, 0, 16, 2)]
+    for start, end, new, kv, dec, pre, used, ev in rows:
+        log.append(start, end, BatchShape(new, kv, dec, pre), used, ev)
+    m = step_metrics(log, 64)
+    assert m["num_steps"] == 3 and m["busy_s"] == 3.5 and m["mean_step_s"] == pytest.approx(3.5 / 3)
+    assert m["max_batch_size"] == 2 and m["mean_batch_size"] == pytest.approx(4 / 3)
+    # one decode and one prefill in step 2 is a mixed step; step 1 is prefill-only, step 3 decode-only
+    assert m["mixed_step_fraction"] == pytest.approx(1 / 3)
+    assert m["prefill_only_step_fraction"] == pytest.approx(1 / 3)
+    assert m["decode_only_step_fraction"] == pytest.approx(1 / 3)
+    # new tokens 13, of which 2 are decodes: 11/13 prefill
+    assert m["prefill_token_fraction"] == pytest.approx(11 / 13)
+    # KV held weighted by duration: (16·1 + 32·0.5 + 16·2) / 3.5
+    assert m["peak_kv_tokens"] == 32 and m["mean_kv_tokens"] == pytest.approx(64 / 3.5)
+    assert m["evictions"] == 2 and m["kv_capacity_tokens"] == 64
+    assert step_metrics(StepLog(), 64) == {"num_steps": 0}
+
+
+def test_which_policies_read_output_lengths():
+    from runtime.schedulers import SCHEDULERS, scheduler_class
+
+    knows = {name for name in SCHEDULERS if scheduler_class(name).uses_output_lengths}
+    assert knows == {"wait", "orca", "mc-sf"}

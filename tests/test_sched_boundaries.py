@@ -136,3 +136,14 @@ def test_rad_decodes_once_exactly_b_col_requests_decode(decoding, mode):
     kinds = {"p" if w.is_prefill else "d" for w in batch.items}
     assert kinds == {mode}
     assert len(s.resident) == decoding
+
+
+def test_v1_decodes_beyond_the_budget_wait_with_their_cache():
+    s = make_scheduler("vllm-v1", KVBlockManager(1000, block_size=1), max_num_batched_tokens=8)
+    for rid in range(3):
+        s.add_request(Request(rid, 0.0, prompt_tokens=1, output_tokens=5))
+    run_step(s, 0.0)  # three prefills of one token
+    s.max_num_batched_tokens = 2  # now fewer tokens than decoding requests
+    batch = run_step(s, 1.0)
+    assert _ids(batch) == [(0, 1), (1, 1)]
+    assert s.kv.blocks_held(s.running[2]) == 1 and list(s.running) == [0, 1, 2]
