@@ -1,4 +1,4 @@
-"""The fluid ODE: stage populations of the serving model as a continuous flow (PAPERS.md §2).
+"""The fluid ODE: stage populations of the serving model as a continuous flow (arXiv 2504.11320, the fluid benchmark).
 
 Design (the paper leaves it open; arXiv 2504.11320 defines only the equilibrium):
 

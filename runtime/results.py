@@ -5,7 +5,7 @@ Layout:
     config.json     resolved configuration: workload (resolved dict), scheduler, options, seed,
                     number of requests, rate scale, block size, replicas/router, code version
     policy.json     the policy file used (WAIT / Nested WAIT), when there is one
-    summary.json    `runtime.metrics.summarize` (names the scheduler and the executor)
+    summary.json    `runtime.summary.RunSummary.to_dict()` (names the scheduler and the executor)
     metrics.csv     one row per request (`runtime.metrics.request_rows`)
     trace.json      Chrome / Perfetto trace events of the batches (open in ui.perfetto.dev):
                     one complete event ("X") per step on the replica's track, with its shape,
@@ -20,8 +20,10 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fluid.file_output import atomic_folder, atomic_write_text, finite_json
 from runtime.metrics import request_rows
-from runtime.sim import SimResult
+from runtime.step_log import SimResult
+from runtime.summary import RunSummary
 
 
 def code_version() -> str:
@@ -88,7 +90,7 @@ class RunOutput:
     """Everything a run folder holds, returned by the run and written by `write_run_folder`."""
 
     config: dict
-    summary: dict
+    summary: RunSummary
     results: list[SimResult]  # one per replica
     policy: dict | None = None
     extra: dict = field(default_factory=dict)
@@ -107,20 +109,36 @@ def _json_default(value):
 
 
 def write_json(path: Path, data, *, compact: bool = False) -> None:
-    text = json.dumps(data, default=_json_default, **({"separators": (",", ":")} if compact else {"indent": 2}))
-    path.write_text(text + "\n", encoding="utf-8")
+    """Strict JSON (non-finite numbers written as null), through a temporary file and a rename."""
+    text = json.dumps(finite_json(data), default=_json_default, allow_nan=False,
+                      **({"separators": (",", ":")} if compact else {"indent": 2}))
+    atomic_write_text(path, text + "\n")
 
 
-def write_run_folder(out_dir: str | Path, run: RunOutput, *, trace: bool = True) -> Path:
-    """Write `run` into `out_dir` (created if needed); returns the folder."""
+def write_run_folder(out_dir: str | Path, run: RunOutput, *, trace: bool = True, atomic: bool = True) -> Path:
+    """Write `run` into `out_dir`, replacing an earlier run folder there as a whole; returns it.
+
+    The files go to a temporary folder renamed into place when complete (`fluid.file_output`), so
+    a failure or Ctrl-C leaves no half-written folder and no stale file of an earlier run.
+    `atomic=False` writes straight into `out_dir` (already a temporary folder of the caller's).
+    """
+    if atomic:
+        with atomic_folder(out_dir) as tmp:
+            _write_files(tmp, run, trace=trace)
+        return Path(out_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _write_files(out, run, trace=trace)
+    return out
+
+
+def _write_files(out: Path, run: RunOutput, *, trace: bool) -> None:
     config = dict(run.config)
     config.setdefault("code_version", code_version())
     write_json(out / "config.json", config)
     if run.policy is not None:
         write_json(out / "policy.json", run.policy)
-    write_json(out / "summary.json", run.summary)
+    write_json(out / "summary.json", run.summary.to_dict())
     rows = request_rows(sorted(run.requests, key=lambda r: (r.arrival_s, r.request_id)))
     with (out / "metrics.csv").open("w", newline="", encoding="utf-8") as handle:
         if rows:
@@ -129,4 +147,3 @@ def write_run_folder(out_dir: str | Path, run: RunOutput, *, trace: bool = True)
             writer.writerows(rows)
     if trace:
         write_json(out / "trace.json", {"traceEvents": trace_events(run.results), "displayTimeUnit": "ms"}, compact=True)
-    return out

@@ -17,13 +17,22 @@ from fluid.errors import InputError
 from fluid.workload import ArrivalSpec, Workload
 from runtime.arrivals import SloTier, check_tiers, make_requests
 from runtime.kv_blocks import KVBlockManager
-from runtime.metrics import summarize
+from runtime.metrics import summarize, warmup_cut_s
 from runtime.policy_file import RuntimePolicy
 from runtime.results import RunOutput
+from runtime.serving_metrics import DEFAULT_PERCENTILES, check_percentiles
 from runtime.router import ROUTERS, combine_results, simulate_fleet
 from runtime.schedulers import make_scheduler, scheduler_options
 
-POLICY_SCHEDULERS = {"wait": "wait", "nested_wait": "nested-wait"}
+# the schedulers that serve each kind of policy: the cohort engine and the capped rule
+POLICY_SCHEDULER_NAMES = {"wait": ("wait", "wait-capped"), "nested_wait": ("nested-wait", "nested-wait-capped")}
+SCHEDULERS_WITH_POLICY = frozenset(n for names in POLICY_SCHEDULER_NAMES.values() for n in names)
+
+
+def policy_scheduler(policy: RuntimePolicy) -> str:
+    """The scheduler a policy file runs on by default: its kind's, capped when its rule is."""
+    cohort, capped = POLICY_SCHEDULER_NAMES[policy.policy]
+    return capped if policy.service_rule == "capped" else cohort
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -38,9 +47,16 @@ def parse_option(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
-def check_policy_matches(policy: RuntimePolicy, workload: Workload) -> None:
-    """A WAIT policy's classes must be the workload's types (by name); Nested WAIT per-class
-    instances may only name types of the workload."""
+def check_policy_matches(policy: RuntimePolicy, workload: Workload, *, rate_scale: float = 1.0,
+                         accept_mismatch: bool = False) -> list[str]:
+    """Refuse a policy that was solved for another workload than the run's.
+
+    The structure must always fit (a WAIT policy's classes are the workload's types; Nested WAIT
+    instances name only its types). A policy read from a file also records the workload it was
+    solved for: its content hash, C and rates must be those of the run (the workload with its
+    rates times `rate_scale`). Each difference is listed; unless `accept_mismatch`, any is an
+    InputError. Returns the differences (empty when the policy belongs to the run).
+    """
     types = {t.name for t in workload.types}
     if policy.policy == "wait":
         classes = {c.name for c in policy.classes}
@@ -60,6 +76,44 @@ def check_policy_matches(policy: RuntimePolicy, workload: Workload) -> None:
                 source=policy.source,
                 field="instances",
             )
+    differences = policy_differences(policy, workload, rate_scale)
+    if differences and not accept_mismatch:
+        raise InputError(
+            "the policy was solved for another workload than this run's: " + "; ".join(differences)
+            + ". Solve it for this workload (fluidsched solve, with the same --rate-scale), or pass "
+              "--accept-policy-mismatch to run it anyway",
+            source=policy.source,
+            field="workload",
+        )
+    return differences
+
+
+def policy_differences(policy: RuntimePolicy, workload: Workload, rate_scale: float = 1.0) -> list[str]:
+    """What differs between the workload a policy records and the run's (C, rates, content hash)."""
+    from fluid.workload_io import workload_content_sha256
+
+    out: list[str] = []
+    if policy.kv_capacity_tokens is not None and policy.kv_capacity_tokens != workload.kv_capacity_tokens:
+        out.append(f"C is {policy.kv_capacity_tokens} tokens in the policy, {workload.kv_capacity_tokens} in the run")
+    ref = policy.solved_for
+    if ref is None:
+        return out
+    solved = dict(ref.rates_per_s)
+    for t in workload.types:
+        run_rate = t.rate_per_s * rate_scale
+        if t.name not in solved:
+            out.append(f"type {t.name} has no rate in the policy")
+        elif not math.isclose(solved[t.name], run_rate, rel_tol=1e-9, abs_tol=1e-12):
+            out.append(f"rate of {t.name} is {solved[t.name]:g}/s in the policy, {run_rate:g}/s in the run")
+    for name in sorted(set(solved) - {t.name for t in workload.types}):
+        out.append(f"the policy has a rate for type {name}, which the run's workload lacks")
+    run_workload = workload.scaled(rate_scale) if rate_scale != 1.0 else workload
+    digest = workload_content_sha256(run_workload)
+    if digest != ref.content_sha256:
+        what = "" if out else " (same C and rates: the types, batch time or arrivals differ)"
+        out.append(f"workload content hash is {ref.content_sha256[:12]}… ('{ref.name}') in the policy, "
+                   f"{digest[:12]}… ('{workload.name}') in the run{what}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -84,6 +138,9 @@ class SimConfig:
     arrivals: ArrivalSpec | None = None  # overrides the workload's
     horizon_s: float | None = None
     trace: bool = False
+    accept_policy_mismatch: bool = False  # run a policy solved for another workload (differences recorded)
+    metric_percentiles: tuple[float, ...] = DEFAULT_PERCENTILES  # serving metrics' percentiles (vLLM's --metric-percentiles)
+    goodput_ms: dict | None = None  # vLLM's --goodput bounds, {'ttft'|'tpot'|'e2el': milliseconds}
 
     def __post_init__(self) -> None:
         n = self.num_requests
@@ -92,6 +149,15 @@ class SimConfig:
         r = self.rate_scale
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 0:
             raise InputError(f"the rate scale must be a finite positive number, got {r!r}", field="rate_scale")
+        seed = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise InputError(f"the seed must be an integer from 0 to 2^63 - 1, got {seed!r}", field="seed")
+        slo = self.ttft_slo_s
+        if slo is not None and (isinstance(slo, bool) or not isinstance(slo, (int, float)) or not math.isfinite(slo) or slo <= 0):
+            raise InputError(f"the TTFT SLO must be a finite positive number of seconds, got {slo!r}", field="ttft_slo")
+        if self.split is not None and self.router != "split":
+            raise InputError(f"a split file is only used by --router split, but the router is {self.router!r}; "
+                             "add --router split or drop --split", field="split")
         b = self.block_size
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise InputError(f"the block size must be a positive integer number of tokens, got {b!r}", field="block_size")
@@ -105,18 +171,26 @@ class SimConfig:
             raise InputError(f"the horizon must be a finite positive number of seconds, got {self.horizon_s!r}", field="horizon_s")
         if self.tiers is not None:
             object.__setattr__(self, "tiers", check_tiers(self.tiers))
-        if self.scheduler in ("wait", "nested-wait"):
+        object.__setattr__(self, "metric_percentiles", check_percentiles(self.metric_percentiles))
+        if self.scheduler in SCHEDULERS_WITH_POLICY:
             if self.policy is None and "policy" not in self.options:
                 raise InputError(f"scheduler {self.scheduler!r} needs a policy: pass --policy POLICY.json", field="policy")
         if self.policy is not None:
-            want = POLICY_SCHEDULERS[self.policy.policy]
-            if self.scheduler != want:
+            names = POLICY_SCHEDULER_NAMES[self.policy.policy]
+            if self.scheduler not in names:
                 raise InputError(
-                    f"the policy file holds a {self.policy.policy!r} policy, which scheduler {want!r} runs, not {self.scheduler!r}",
+                    f"the policy file holds a {self.policy.policy!r} policy, which schedulers {' or '.join(names)} run, "
+                    f"not {self.scheduler!r}",
                     source=self.policy.source,
                     field="policy",
                 )
-            check_policy_matches(self.policy, self.workload)
+            if self.policy.service_rule == "capped" and self.scheduler != names[1]:
+                raise InputError(
+                    f"the policy's service rule is 'capped' (fractional thresholds); run it on {names[1]!r}, not "
+                    f"{self.scheduler!r}", source=self.policy.source, field="service_rule",
+                )
+            check_policy_matches(self.policy, self.workload, rate_scale=self.rate_scale,
+                                 accept_mismatch=self.accept_policy_mismatch)
 
     def scheduler_knobs(self) -> dict:
         knobs = dict(self.options)
@@ -133,6 +207,8 @@ class SimConfig:
             "scheduler": self.scheduler,
             "options": {k: v for k, v in self.options.items() if k != "policy"},
             "policy_source": self.policy.source if self.policy is not None else None,
+            "policy_mismatch": (policy_differences(self.policy, self.workload, self.rate_scale)
+                                if self.policy is not None else []),
             "num_requests": self.num_requests,
             "seed": self.seed,
             "rate_scale": self.rate_scale,
@@ -145,12 +221,15 @@ class SimConfig:
             "tiers": [[t.fraction, t.tbt_slo_s] for t in self.tiers] if self.tiers else None,
             "arrivals": (self.arrivals or self.workload.arrivals).to_dict(),
             "horizon_s": self.horizon_s,
+            "metric_percentiles": list(self.metric_percentiles),
+            "goodput_ms": self.goodput_ms,
             "executor": "simulated",
         }
 
 
-def run_simulation(config: SimConfig) -> RunOutput:
-    """Simulate `config` and summarise it; nothing is written."""
+def run_simulation(config: SimConfig, *, progress=None) -> RunOutput:
+    """Simulate `config` and summarise it; nothing is written. `progress`: a
+    `runtime.progress.RequestProgress` told of each finished request (None: no bar)."""
     # validate the scheduler and its knobs before spending time on arrivals
     unknown = sorted(set(config.options) - set(scheduler_options(config.scheduler)))
     if unknown:
@@ -167,7 +246,8 @@ def run_simulation(config: SimConfig) -> RunOutput:
     knobs = config.scheduler_knobs()
 
     def build(_replica: int):
-        return make_scheduler(config.scheduler, KVBlockManager(capacity, config.block_size), **knobs)
+        scheduler = make_scheduler(config.scheduler, KVBlockManager(capacity, config.block_size), **knobs)
+        return progress.watch(scheduler) if progress is not None else scheduler
 
     t0 = time.perf_counter()
     results = simulate_fleet(
@@ -177,9 +257,9 @@ def run_simulation(config: SimConfig) -> RunOutput:
     )
     wall_s = time.perf_counter() - t0
     combined = combine_results(results)
-    warmup_s = config.warmup_fraction * max((r.arrival_s for r in requests), default=0.0)
-    summary = summarize(combined, scheduler=config.scheduler, warmup_s=warmup_s, ttft_slo_s=config.ttft_slo_s)
-    summary["replicas"] = config.replicas
-    summary["wall_s"] = wall_s
-    summary["request_steps"] = sum(len(r.prefill_chunk_end_s) + r.decode_steps_done for r in requests)
+    warmup_s = warmup_cut_s(requests, config.warmup_fraction, config.horizon_s)
+    summary = summarize(
+        combined, scheduler=config.scheduler, warmup_s=warmup_s, ttft_slo_s=config.ttft_slo_s, replicas=config.replicas,
+        percentiles=config.metric_percentiles, goodput_ms=config.goodput_ms, wall_s=wall_s,
+    )
     return RunOutput(config.to_dict(), summary, results, config.policy_document)

@@ -1,7 +1,7 @@
 """The threshold conditions of WAIT and Nested WAIT, evaluated with the standard library only.
 
 Both solvers, the policy loader and `fluidsched check` share these functions, so a condition is
-stated once (arXiv 2504.11320; PAPERS.md §3–4). Iteration time is linear in the batch:
+stated once (arXiv 2504.11320, §WAIT and §Nested WAIT). Iteration time is linear in the batch:
 ΔT(n) = d0 + d_kv·(KV tokens touched per iteration) + d_new·(new tokens per iteration).
 
 WAIT (type j: prefill l_j, decode l'_j, rate λ_j, threshold n_j; a_j = (l'_j+1)(l_j+l'_j/2)):
@@ -89,7 +89,8 @@ def wait_conditions(
     """The WAIT conditions for classes given as (name, prefill, decode, rate_per_s, threshold)."""
     shapes = [(l, lp, n) for _, l, lp, _, n in classes]
     dt = wait_iteration_time_s(time, shapes)
-    out = [at_most(f"iteration_time[{name}]", dt, n / rate) for name, _, _, rate, n in classes]
+    # a type without arrivals sets no time bound (n_j / 0 is unbounded)
+    out = [at_most(f"iteration_time[{name}]", dt, n / rate) for name, _, _, rate, n in classes if rate > 0]
     mem = wait_memory_tokens(shapes)
     star = memory_star_tokens if math.isfinite(memory_star_tokens) else float("inf")
     out.append(at_most("memory_at_least_fluid", star, mem) if math.isfinite(star)
