@@ -43,7 +43,7 @@ sys.path.insert(0, str(HERE))
 from mutation_ops import Mutant, find_mutants  # noqa: E402
 from mutation_report import render  # noqa: E402
 
-TARGETS = ("fluid/*.py", "thresholds/*.py", "runtime/schedulers/*.py", "runtime/sim.py", "runtime/kv_blocks.py",
+TARGETS = ("fluid/*.py", "thresholds/*.py", "runtime/schedulers/*.py", "runtime/sim.py", "runtime/executor.py", "runtime/kv_blocks.py",
            "runtime/metrics.py")
 SKIPPED_TESTS = ("tests/test_gpu_*.py", "tests/test_checkpoint_loading.py", "tests/test_import_boundaries.py")
 # the parent imported hypothesis before pytest could rewrite its plugin: that warning is expected
