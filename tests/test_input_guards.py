@@ -160,3 +160,34 @@ def test_which_policies_read_output_lengths():
 
     knows = {name for name in SCHEDULERS if scheduler_class(name).uses_output_lengths}
     assert knows == {"wait", "wait-capped", "orca", "mc-sf"}
+
+
+@pytest.mark.parametrize("value", [True, 12.5, "12"])
+def test_request_type_lengths_must_be_integers(value):
+    with pytest.raises(InputError, match="integer number of tokens") as info:
+        RequestType("a", value, 5, 1.0)
+    assert info.value.field.endswith("prefill")
+
+
+@pytest.mark.parametrize("value", [-1e-9, math.inf, -math.inf, math.nan])
+def test_batch_time_coefficients_must_be_finite_and_non_negative(value):
+    from fluid.batch_time import Linear3BatchTime
+
+    with pytest.raises(InputError, match="finite non-negative"):
+        Linear3BatchTime(0.01, value, 1e-5)
+    assert Linear3BatchTime(0.01, 0.0, 0.0).d_kv_s_per_token == 0.0
+
+
+def test_closed_form_report_by_hand():
+    # a = (1+1)(4 + 1/2) = 9, L = 0.01·2·9 = 0.18, ΔT* = 0.1/0.82, M* = ΔT*·2·9, use = M*/C
+    from fluid.cli import closed_form_report
+    from fluid.equilibrium import closed_form_full
+
+    w = Workload("w", 1000, AffineBatchTime(0.1, 0.01), (RequestType("a", 4, 1, 2.0),))
+    rep = closed_form_report(w, closed_form_full(w))
+    dt = 0.1 / (1 - 0.18)
+    assert rep["load_factor"] == pytest.approx(0.18) and rep["iteration_time_star_s"] == pytest.approx(dt)
+    assert rep["memory_star_tokens"] == pytest.approx(18 * dt)
+    assert rep["memory_use"] == pytest.approx(18 * dt / 1000)
+    assert rep["types"][0]["prompts_per_stage"] == pytest.approx(2 * dt)
+    assert rep["stable"] is True

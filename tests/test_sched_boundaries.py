@@ -147,3 +147,56 @@ def test_v1_decodes_beyond_the_budget_wait_with_their_cache():
     batch = run_step(s, 1.0)
     assert _ids(batch) == [(0, 1), (1, 1)]
     assert s.kv.blocks_held(s.running[2]) == 1 and list(s.running) == [0, 1, 2]
+
+
+# --- Batch bookkeeping and the first-scheduled stamp --------------------------------------------------
+def test_batch_add_keeps_the_shape_of_prefills_and_decodes():
+    prefill = Request(0, 0.0, prompt_tokens=10, output_tokens=3)
+    decode = Request(1, 0.0, prompt_tokens=4, output_tokens=3)
+    decode.cached_tokens = 4  # prompt cached: its next step is a decode
+    from runtime.schedulers.base import ScheduledWork
+
+    batch = Batch()
+    batch.add(ScheduledWork(prefill, 6, 0))
+    batch.add(ScheduledWork(decode, 1, 4))
+    shape = batch.shape()
+    assert (shape.new_tokens, shape.kv_tokens, shape.num_decodes, shape.num_prefills) == (7, 6 + 5, 1, 1)
+    assert shape == batch._recount()
+
+
+def test_first_scheduled_is_the_start_of_the_first_step_only():
+    s = make_scheduler("fcfs", KVBlockManager(100, block_size=1))
+    r = Request(0, 0.0, prompt_tokens=2, output_tokens=3)
+    s.add_request(r)
+    for t in (0.5, 2.0, 3.0, 4.0):  # the prefill, then 3 decodes
+        batch = s.schedule(t)
+        s.complete_step(batch, t, t + 0.5)
+    assert r.first_scheduled_s == 0.5 and r.finished
+
+
+# --- WAIT's progress guarantee at exactly the free blocks -------------------------------------------
+@pytest.mark.parametrize(("prompt", "capacity"), [(5, 10), (6, 12), (4, 10)])
+def test_wait_admits_the_largest_fitting_prefix_of_a_deferred_cohort(prompt, capacity):
+    # a cohort of 3 prompts does not fit whole and nothing else runs, so the longest prefix that
+    # fits is admitted: two prompts, exactly all the free blocks for (5, C = 10) and (6, C = 12)
+    from runtime.policy_file import RuntimeClass, RuntimePolicy
+
+    policy = RuntimePolicy("wait", "cohort", 0.0, classes=(RuntimeClass("a", prompt, 2, 3),))
+    s = make_scheduler("wait", KVBlockManager(capacity, block_size=1), policy=policy)
+    for rid in range(3):
+        s.add_request(Request(rid, 0.0, prompt, 2, "a"))
+    s.on_arrivals_ended()
+    batch = s.schedule(0.0)
+    assert _ids(batch) == [(0, prompt), (1, prompt)]
+    assert s.stats["partial_cohorts"] == 1 and s.stats["admissions"] == 1
+
+
+def test_wait_prefill_chunk_of_one_token_is_allowed_and_zero_is_not():
+    from runtime.policy_file import RuntimeClass, RuntimePolicy
+
+    policy = RuntimePolicy("wait", "cohort", 0.0, classes=(RuntimeClass("a", 3, 2, 1),))
+    s = make_scheduler("wait", KVBlockManager(100, block_size=1), policy=policy, prefill_chunk_tokens=1)
+    s.add_request(Request(0, 0.0, 3, 2, "a"))
+    assert _ids(s.schedule(0.0)) == [(0, 1)]
+    with pytest.raises(InputError, match="positive integer"):
+        make_scheduler("wait", KVBlockManager(100, block_size=1), policy=policy, prefill_chunk_tokens=0)
