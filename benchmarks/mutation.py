@@ -291,6 +291,23 @@ def sample_mutants(all_mutants: dict[str, list[Mutant]], sample: int | None, see
     return out
 
 
+def find_again(previous: list[dict], tree: Path, all_mutants: dict[str, list[Mutant]]) -> dict[str, Mutant]:
+    """The current tree's mutant for each previous result, matched by file, source line text and
+    edit (byte offsets move when a file changes); results whose line is gone are left out."""
+    by_text: dict[tuple, list[Mutant]] = {}
+    for path, ms in all_mutants.items():
+        lines = (tree / path).read_bytes().splitlines()
+        for m in ms:
+            text = lines[m.line - 1].decode().strip()
+            by_text.setdefault((path, text, m.operator, m.original, m.replacement), []).append(m)
+    found = {}
+    for r in previous:
+        options = by_text.get((r["path"], r["source_line"], r["operator"], r["original"], r["replacement"]))
+        if options:
+            found[r["key"]] = options.pop(0)
+    return found
+
+
 def machine() -> dict:
     return {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "platform": platform.platform(), "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
@@ -305,6 +322,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="docs/mutation.md")
     ap.add_argument("--json", default="docs/mutation.json")
     ap.add_argument("--render-only", action="store_true", help="rewrite the Markdown from the JSON")
+    ap.add_argument("--recheck", action="store_true",
+                    help="rerun only the survivors of the JSON's run on the current tree (after new tests)")
     args = ap.parse_args(argv)
     if args.render_only:
         doc = json.loads((ROOT / args.json).read_text())
@@ -317,7 +336,14 @@ def main(argv=None) -> int:
         copy_tree(tree)
         preload()
         all_mutants = {p: find_mutants(p, (tree / p).read_bytes()) for p in target_files(tree, only)}
-        chosen = sample_mutants(all_mutants, args.sample or None, args.seed)
+        previous = json.loads((ROOT / args.json).read_text()) if args.recheck else None
+        if previous is not None:
+            args.seed, args.sample, args.max_tests = previous["seed"], previous["sample"], previous["max_tests"]
+            open_rows = [r for r in previous["results"] if r["status"] in ("survived", "not covered", "equivalent")]
+            again = find_again(open_rows, tree, all_mutants)
+            chosen = list(again.values())
+        else:
+            chosen = sample_mutants(all_mutants, args.sample or None, args.seed)
         print(f"{sum(map(len, all_mutants.values()))} mutants in {len(all_mutants)} modules; running {len(chosen)}",
               flush=True)
         t0 = time.monotonic()
@@ -340,6 +366,18 @@ def main(argv=None) -> int:
 
         results = run_mutants(tree, chosen, base, lambda s: print(s, flush=True), args.max_tests, checkpoint)
     doc = document(results, False)
+    if previous is not None:  # the first pass's killed mutants stand; its survivors are replaced
+        rerun = {m.key: r for m, r in zip(chosen, results)}
+        merged = []
+        for r in previous["results"]:
+            if r["status"] in ("survived", "not covered", "equivalent"):
+                m = again.get(r["key"])
+                r = rerun[m.key] if m is not None else {**r, "status": "line gone"}
+                r["rechecked"] = True
+            merged.append(r)
+        doc.update(results=merged, first_pass_command=previous["command"], first_pass_wall_s=previous["wall_s"],
+                   first_pass_machine=previous["machine"], recheck_wall_s=doc["wall_s"],
+                   wall_s=previous["wall_s"] + doc["wall_s"], mutants_total=previous["mutants_total"])
     (ROOT / args.json).write_text(json.dumps(doc, indent=1) + "\n")
     (ROOT / args.out).write_text(render(doc))
     print((ROOT / args.out).read_text().split("\n## ")[1], flush=True)
