@@ -13,7 +13,8 @@ How it works (too slow for CI: rerun it whenever those modules change):
 4. Each mutant is written into the copy and only the tests that called its function (all tests
    touching the module, for module-level code) run, fastest first, stopping at the first
    failure, in a forked child of a process that already imported the heavy libraries; a child
-   running past 4× the baseline time of its tests + 20 s is killed (counted as killed by timeout).
+   running past 4× the baseline time of its tests + 90 s (collection included) is killed (counted
+   as killed by timeout).
    A mutant no test reaches survives without a run ("not covered").
 5. Score = killed / (mutants − equivalent mutants); equivalents are listed in
    `mutation_equivalents.py` with why, matched by file, source line text and edit.
@@ -182,18 +183,34 @@ def run_child(tree: Path, args: list[str], plugin, write, timeout_s: float) -> t
     return result, False
 
 
-def baseline(tree: Path) -> dict:
+def baseline(tree: Path, cache: Path | None = None) -> dict:
+    """The traced run of every test file. With `cache` (a previous baseline of the same source
+    tree), only test files whose text changed since are traced again; the others' maps are kept."""
+    import hashlib
+
     tests = sorted(str(p.relative_to(tree)) for p in (tree / "tests").glob("test_*.py"))
     skipped = {str(p.relative_to(tree)) for pat in SKIPPED_TESTS for p in tree.glob(pat)}
-    args = [t for t in tests if t not in skipped]
+    files = [t for t in tests if t not in skipped]
+    digest = {t: hashlib.sha256((tree / t).read_bytes()).hexdigest() for t in files}
+    old = json.loads(cache.read_text()) if cache is not None and cache.exists() else None
+    args = [t for t in files if old is None or old["digest"].get(t) != digest[t]]
 
     def write(plugin, code):
         return {"code": code, "failed": plugin.failed, "durations": plugin.durations,
                 "calls": plugin.calls}
 
-    result, timed_out = run_child(tree, args, _Recorder(str(tree)), write, 3600)
+    result, timed_out = run_child(tree, args, _Recorder(str(tree)), write, 3600) if args else (
+        {"failed": [], "durations": {}, "calls": {}}, False)
     if result is None:
         raise SystemExit("the traced baseline run did not finish" + (" (timeout)" if timed_out else ""))
+    if old is not None:  # keep the unchanged files' maps
+        kept = lambda test_id: test_id.split("::")[0] not in args and test_id.split("::")[0] in digest  # noqa: E731
+        result["durations"] = {**{k: v for k, v in old["durations"].items() if kept(k)}, **result["durations"]}
+        result["calls"] = {**{k: v for k, v in old["calls"].items() if kept(k)}, **result["calls"]}
+        result["failed"] = [t for t in old["failed"] if kept(t)] + result["failed"]
+    result["digest"] = digest
+    if cache is not None:
+        cache.write_text(json.dumps(result))
     return result
 
 
@@ -250,7 +267,7 @@ def run_mutants(tree: Path, mutants: list[Mutant], base: dict, log, max_tests: i
         if not tests:
             entry["status"] = "not covered"
         else:
-            budget = 4 * sum(base["durations"].get(t, 1.0) for t in tests) + 20
+            budget = 4 * sum(base["durations"].get(t, 1.0) for t in tests) + 90  # + collecting the test files
             src_path.write_bytes(m.apply(source))
             try:
                 result, timed_out = run_child(tree, ["-x"] + tests, _FirstFailure(),
@@ -322,6 +339,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="docs/mutation.md")
     ap.add_argument("--json", default="docs/mutation.json")
     ap.add_argument("--render-only", action="store_true", help="rewrite the Markdown from the JSON")
+    ap.add_argument("--baseline-cache", default="", help="reuse this traced baseline for unchanged test files")
     ap.add_argument("--recheck", action="store_true",
                     help="rerun only the survivors of the JSON's run on the current tree (after new tests)")
     args = ap.parse_args(argv)
@@ -347,7 +365,7 @@ def main(argv=None) -> int:
         print(f"{sum(map(len, all_mutants.values()))} mutants in {len(all_mutants)} modules; running {len(chosen)}",
               flush=True)
         t0 = time.monotonic()
-        base = baseline(tree)
+        base = baseline(tree, Path(args.baseline_cache) if args.baseline_cache else None)
         print(f"baseline: {len(base['durations'])} tests in {time.monotonic() - t0:.0f} s, "
               f"failing on the unmutated tree: {base['failed']}", flush=True)
         command = "nice -n 19 python benchmarks/mutation.py " + " ".join(argv if argv is not None else sys.argv[1:])
