@@ -40,6 +40,10 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "at end − i = budget both branches give the same stop, end = i + budget",
     ('fluid/symbolic.py', 'd_kv, d_new = sp.symbols("d_kv d_new", nonnegative=True)', 'True->False'):
         "an assumption that only steers simplification: the balance equations are linear in the unknowns, so sympy returns the same solution (compared with the closed forms in tests/test_symbolic.py)",
+    ('thresholds/nested.py', 'return brentq(theta_residual, lo, hi, args=(n_prev, n_next, p_prev), xtol=1e-300, rtol=8.9e-16, maxiter=500)', '500->499'):
+        "an iteration cap that is never reached: Brent's method on this bracketed convex residual stops at rtol in far fewer steps",
+    ('thresholds/nested.py', 'return brentq(theta_residual, lo, hi, args=(n_prev, n_next, p_prev), xtol=1e-300, rtol=8.9e-16, maxiter=500)', '500->501'):
+        "an iteration cap that is never reached: Brent's method on this bracketed convex residual stops at rtol in far fewer steps",
 }
 
 

@@ -200,3 +200,13 @@ def test_wait_prefill_chunk_of_one_token_is_allowed_and_zero_is_not():
     assert _ids(s.schedule(0.0)) == [(0, 1)]
     with pytest.raises(InputError, match="positive integer"):
         make_scheduler("wait", KVBlockManager(100, block_size=1), policy=policy, prefill_chunk_tokens=0)
+
+
+def test_v0_default_budget_is_2048_tokens_for_short_sequences():
+    # vLLM v0: max(max_model_len, 2048); sequences shorter than 2048 leave it at 2048, so two
+    # prompts of 1024 fill one step exactly and a third prompt of one token waits
+    s = make_scheduler("vllm-v0", KVBlockManager(10_000, block_size=1), watermark=0.0)
+    for rid, prompt in ((0, 1024), (1, 1024), (2, 1)):
+        s.add_request(Request(rid, 0.0, prompt_tokens=prompt, output_tokens=4))
+    assert s.max_num_batched_tokens == 2048
+    assert _ids(s.schedule(0.0)) == [(0, 1024), (1, 1024)]
