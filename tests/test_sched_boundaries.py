@@ -14,7 +14,7 @@ from runtime.kv_blocks import KVBlockManager, KVCapacityError
 from runtime.request import Request
 from runtime.schedulers import make_scheduler
 from runtime.schedulers.base import Batch
-from sim_helpers import run_step
+from sim_helpers import build_scheduler, registered_names, run_step, small_workload
 
 
 def _ids(batch) -> list[tuple[int, int]]:
@@ -210,3 +210,20 @@ def test_v0_default_budget_is_2048_tokens_for_short_sequences():
         s.add_request(Request(rid, 0.0, prompt_tokens=prompt, output_tokens=4))
     assert s.max_num_batched_tokens == 2048
     assert _ids(s.schedule(0.0)) == [(0, 1024), (1, 1024)]
+
+
+@pytest.mark.parametrize("name", [n for n in registered_names() if not n.endswith("-capped")])
+def test_one_request_left_is_unfinished_work_for_every_policy(name):
+    w = small_workload([(4, 3)], [1.0], capacity_tokens=1000)
+    s = build_scheduler(name, w, block_size=1)
+    assert not s.has_unfinished()
+    r = Request(0, 0.0, 4, 3, "t0")
+    s.add_request(r)
+    assert s.has_unfinished()  # exactly one request: still work to do
+    s.on_arrivals_ended()
+    t = 0.0
+    while s.has_unfinished() and t < 20:
+        batch = s.schedule(t)
+        s.complete_step(batch, t, t + 1.0)
+        t += 1.0
+    assert r.finished and not s.has_unfinished()
