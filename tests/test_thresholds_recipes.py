@@ -163,3 +163,15 @@ def test_a_nested_policy_file_checks_the_solvers_iteration_time():
     # 8 prompts in segment (0, 4): kv 8·60 = 480, new 8·(10 + 4) = 112; 5 in (5, 9): kv 425, new 25
     assert conds["iteration_time"].lhs == pytest.approx(0.01 + 1e-4 * 905 + 1e-3 * 137, rel=1e-12)
     assert conds["iteration_time"].lhs == pytest.approx(sol.iteration_time_s, rel=1e-12)
+
+
+def test_equal_width_and_quantile_breakpoints_by_hand():
+    dist = LengthDistribution.from_pairs([(4, 1.0), (9, 2.0), (20, 1.0)])
+    # L = 2: edges round(k·20/2) = 10, 20; the largest lengths inside are 9 and 20
+    assert breakpoints(dist, "equal-width", 2) == (9, 20)
+    # L = 4: edges 5, 10, 15, 20 -> 4, 9, 9, 20 (an empty bin is dropped)
+    assert breakpoints(dist, "equal-width", 4) == (4, 9, 20)
+    # quantiles of the rates (1, 2, 1 of 4): 25 % at 4, 50 % and 75 % at 9, 100 % at 20
+    assert breakpoints(dist, "quantile", 4) == (4, 9, 20)
+    assert breakpoints(dist, "quantile", 2) == (9, 20)
+    assert breakpoints(dist, "equal-width", 1) == (20,)
