@@ -44,6 +44,12 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "an iteration cap that is never reached: Brent's method on this bracketed convex residual stops at rtol in far fewer steps",
     ('thresholds/nested.py', 'return brentq(theta_residual, lo, hi, args=(n_prev, n_next, p_prev), xtol=1e-300, rtol=8.9e-16, maxiter=500)', '500->501'):
         "an iteration cap that is never reached: Brent's method on this bracketed convex residual stops at rtol in far fewer steps",
+    ('fluid/ode.py', 'if len(sol.t) and sol.t[-1] == hi:', '1->2'):
+        "the shortcut only saves a second integration: a mutant that misses it integrates the bin again to the same end state (to the solver tolerance), and none makes it hold when the last sample is not at the bin end",
+    ('fluid/ode.py', 'if len(sol.t) and sol.t[-1] == hi:', '1->0'):
+        "the shortcut only saves a second integration: a mutant that misses it integrates the bin again to the same end state (to the solver tolerance), and none makes it hold when the last sample is not at the bin end",
+    ('fluid/ode.py', 'if len(sol.t) and sol.t[-1] == hi:', '-->'):
+        "the shortcut only saves a second integration: a mutant that misses it integrates the bin again to the same end state (to the solver tolerance), and none makes it hold when the last sample is not at the bin end",
 }
 
 
