@@ -1,0 +1,66 @@
+"""Thresholds for a sweep point: WAIT / Nested WAIT solved for the point's own workload.
+
+`solve:` in an experiment's policy says how (`docs/validation.md`):
+
+- `policy: wait, method: fluid` (default): `thresholds.wait.solve_wait` at `slack` (default
+  0.05), cohort service rule — the policy as `fluidsched solve` derives it;
+- `policy: wait, method: batch-cap`: `solve_wait_batch_cap` with the batch cap `batch_cap`
+  (default: the fluid batch Σ_j n_j*(l'_j + 1)) and the continuous rule — the authors'
+  batch-cap recipe (arXiv 2504.11320, experiments);
+- `method: auto`: `fluid`, and when those thresholds do not fit in memory, `batch-cap` (WAIT) or
+  `segments: auto` (Nested WAIT) — the rule `fluidsched demo` uses;
+- `policy: nested-wait`: `solve_nested` with `segments` (None: one per decode length; an integer
+  L; "auto") and `slack`, `batch_cap`.
+
+Thresholds depend on the arrival rates, so a point is solved at its own load; above the fluid
+capacity no policy exists, so points above `max_load` (default 0.98, in units of the capacity
+scale θ*) run the thresholds solved at `max_load`.
+"""
+
+from __future__ import annotations
+
+from fluid.workload import Workload
+
+
+def fluid_batch_size(workload: Workload) -> int:
+    """Requests in one fluid iteration, Σ_j n_j* (l'_j + 1): the batch-cap recipe's default cap."""
+    from fluid.equilibrium import closed_form
+
+    point = closed_form(workload)
+    return max(1, round(sum(n * (t.decode + 1) for n, t in zip(point.prompts_per_stage, workload.types))))
+
+
+def solve_policy_document(workload: Workload, solve: dict) -> tuple[dict, str]:
+    """(policy JSON document, how it was obtained) for `workload` at its own rates."""
+    from thresholds.build import nested_policy, wait_policy
+
+    from fluid.errors import FluidSchedError
+
+    slack = float(solve.get("slack", 0.05))
+    if solve.get("method") == "auto":
+        # the demo's rule: the fluid thresholds when they fit in memory, else the batch-cap recipe
+        # (WAIT) or the automatic choice of the number of segments (Nested WAIT)
+        try:
+            return solve_policy_document(workload, {**solve, "method": "fluid"})
+        except FluidSchedError as err:
+            fallback = {**solve, "method": "batch-cap"} if solve["policy"] == "wait" else {**solve, "method": "fluid", "segments": "auto"}
+            doc, how = solve_policy_document(workload, fallback)
+            return doc, f"{how} (fluid thresholds do not fit: {str(err)[:80]}...)"
+    if solve["policy"] == "wait":
+        from thresholds.wait import solve_wait, solve_wait_batch_cap
+
+        method = solve.get("method", "fluid")
+        if method == "fluid":
+            rule = solve.get("service_rule", "cohort")
+            doc = wait_policy(workload, solve_wait(workload, slack=slack), service_rule=rule).to_dict()
+            return doc, f"solve_wait(slack={slack:g}), {rule} rule"
+        cap = int(solve.get("batch_cap") or fluid_batch_size(workload))
+        rule = solve.get("service_rule", "continuous")
+        slack = float(solve.get("slack", 0.0))
+        doc = wait_policy(workload, solve_wait_batch_cap(workload, cap, slack=slack), service_rule=rule).to_dict()
+        return doc, f"solve_wait_batch_cap(B={cap}, slack={slack:g}), {rule} rule"
+    from thresholds.nested import NestedOptions, solve_nested
+
+    options = NestedOptions(segments=solve.get("segments"), slack=slack, batch_cap=solve.get("batch_cap"))
+    doc = nested_policy(workload, solve_nested(workload, options), service_rule=solve.get("service_rule", "cohort")).to_dict()
+    return doc, f"solve_nested(segments={solve.get('segments')}, slack={slack:g})"

@@ -1,0 +1,172 @@
+"""A sweep's results on disk: one folder per point, and one tidy table of all points.
+
+    DIR/experiment.yaml            the experiment file as run (and `smoke: true|false`)
+    DIR/points/<folder>/           one per finished point, written atomically:
+        point.json                 the point as run (resolved workload, policy spec, knobs)
+        result.json                the typed summary (`validation.points.PointResult`)
+        config.json                the run's resolved configuration (as `runtime/results.py` writes it)
+        policy.json                the solved WAIT / Nested WAIT policy, when there is one
+        series.json                small downsampled series for figures (`validation/series.py`)
+        requests.csv.gz            one row per request (`runtime.metrics.request_rows`)
+    DIR/bisection.json             λ* per (workload, policy, seed) and its bracket
+    DIR/points.sqlite              the tidy table: one row per point (table `points`), one per
+                                   bisection (table `bisection`); rebuilt from the folders
+
+A point folder is built under a temporary name and renamed into place, so an interrupted sweep
+leaves only complete folders (and a stale temporary one, removed at the next start); a rerun
+skips every point whose folder exists. The table is a function of the folders, so it can always
+be rebuilt (`rebuild_table`). SQLite rather than Parquet: it is in the standard library, so the
+sweep, the report and the figures need no extra dependency, and one file holds both tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+from validation.points import PointPayload, folder_name
+
+TMP_PREFIX = ".tmp-"
+
+
+def _dump(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=1, allow_nan=False, default=float) + "\n", encoding="utf-8")
+
+
+def points_dir(out: Path) -> Path:
+    return Path(out) / "points"
+
+
+def clean_temporaries(out: Path) -> int:
+    """Remove half-written point folders of an interrupted sweep; returns how many."""
+    root = points_dir(out)
+    stale = [p for p in root.glob(f"{TMP_PREFIX}*")] if root.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return len(stale)
+
+
+def finished_result(out: Path, point: dict) -> dict | None:
+    """The point's `result.json` when its folder is complete, else None."""
+    path = points_dir(out) / folder_name(point) / "result.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _clean(value):
+    """JSON without NaN/inf (a summary may hold inf for an unstable fluid point): None instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_point(out: Path, point: dict, payload: PointPayload) -> Path:
+    root = points_dir(out)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / folder_name(point)
+    tmp = root / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    _dump(tmp / "point.json", _clean(point))
+    _dump(tmp / "result.json", _clean(payload.result))
+    for name, data in (("config.json", payload.config), ("policy.json", payload.policy), ("series.json", payload.series)):
+        if data is not None:
+            _dump(tmp / name, _clean(data))
+    if payload.requests_csv_gz is not None:
+        (tmp / "requests.csv.gz").write_bytes(payload.requests_csv_gz)
+    if final.exists():  # the same point finished twice (two sweeps at once): keep the first
+        shutil.rmtree(tmp)
+        return final
+    os.replace(tmp, final)
+    return final
+
+
+def read_results(out: Path) -> list[dict]:
+    root = points_dir(out)
+    if not root.is_dir():
+        return []
+    results = []
+    for folder in sorted(root.iterdir()):
+        path = folder / "result.json"
+        if folder.name.startswith(TMP_PREFIX) or not path.is_file():
+            continue
+        results.append(json.loads(path.read_text(encoding="utf-8")))
+    return results
+
+
+def read_series(out: Path, point_id: str) -> dict | None:
+    matches = list(points_dir(out).glob(f"*__{point_id}/series.json"))
+    return json.loads(matches[0].read_text(encoding="utf-8")) if matches else None
+
+
+def flat_row(result: dict) -> dict:
+    """One tidy row: the point's identity, then fluid_*, every scalar summary metric, derived."""
+    row = {k: result[k] for k in ("point_id", "experiment", "kind", "workload", "policy", "scheduler", "load",
+                                  "rate_scale", "seed", "requests", "status", "error", "policy_how")}
+    row["knobs"] = json.dumps(result.get("knobs") or {}, sort_keys=True)
+    for key, value in (result.get("knobs") or {}).items():
+        row[f"knob_{key}"] = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+    for prefix, part in (("fluid_", result.get("fluid") or {}), ("", result.get("summary") or {}), ("", result.get("derived") or {})):
+        for key, value in part.items():
+            if isinstance(value, bool):
+                value = int(value)
+            if isinstance(value, (int, float, str)) or value is None:
+                row[prefix + key] = value
+    return row
+
+
+def _write_table(db: sqlite3.Connection, name: str, rows: list[dict]) -> None:
+    db.execute(f'DROP TABLE IF EXISTS "{name}"')
+    if not rows:
+        db.execute(f'CREATE TABLE "{name}" (point_id TEXT)')
+        return
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    db.execute(f'CREATE TABLE "{name}" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in columns)})')
+    marks = ", ".join("?" for _ in columns)
+    db.executemany(f'INSERT INTO "{name}" VALUES ({marks})', [[r.get(c) for c in columns] for r in rows])
+
+
+def rebuild_table(out: Path) -> Path:
+    """Write `points.sqlite` from the point folders and `bisection.json` (atomically)."""
+    out = Path(out)
+    rows = [flat_row(r) for r in read_results(out)]
+    bisection_path = out / "bisection.json"
+    bis = json.loads(bisection_path.read_text(encoding="utf-8")) if bisection_path.is_file() else []
+    final = out / "points.sqlite"
+    tmp = out / f"{TMP_PREFIX}points.sqlite"
+    tmp.unlink(missing_ok=True)
+    db = sqlite3.connect(tmp)
+    try:
+        _write_table(db, "points", rows)
+        _write_table(db, "bisection", [{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in b.items()} for b in bis])
+        db.commit()
+    finally:
+        db.close()
+    os.replace(tmp, final)
+    return final
+
+
+def read_table(out: Path, table: str = "points") -> list[dict]:
+    """Rows of the tidy table as dicts (what reports and figures read)."""
+    path = Path(out) / "points.sqlite"
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute(f'SELECT * FROM "{table}"')]
+    finally:
+        db.close()
+
+
+def write_bisection(out: Path, records: list[dict]) -> None:
+    tmp = Path(out) / f"{TMP_PREFIX}bisection.json"
+    _dump(tmp, _clean(records))
+    os.replace(tmp, Path(out) / "bisection.json")
