@@ -16,6 +16,7 @@ import io
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from fluid.errors import FluidSchedError
 
@@ -23,7 +24,10 @@ POINT_VERSION = 1  # bump when the meaning of a point's fields changes (changes 
 
 
 def point_id(point: dict) -> str:
-    text = json.dumps({"v": POINT_VERSION, **point}, sort_keys=True, separators=(",", ":"), default=str)
+    """Hash of the point's content; keys starting with '_' (where this checkout lives) are left
+    out, so the same experiment run from another folder finds the same points."""
+    content = {k: v for k, v in point.items() if not k.startswith("_")}
+    text = json.dumps({"v": POINT_VERSION, **content}, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -34,8 +38,6 @@ def folder_name(point: dict) -> str:
 
 def resolved_workload_document(ref, base_dir: str) -> dict:
     """The workload of `ref` in resolved form (explicit types), with its overrides merged in."""
-    from pathlib import Path
-
     from fluid.workload_io import load_workload, workload_from_dict, workload_to_dict
 
     spec = ref.workload
@@ -76,6 +78,7 @@ def make_point(experiment, ref, wl_doc: dict, theta: float, policy, load: float,
         "warmup_fraction": experiment.warmup_fraction,
         "ttft_slo_s": experiment.ttft_slo_s,
         "tiers": [list(t) for t in experiment.tiers] if experiment.tiers else None,
+        "_base_dir": str(Path(experiment.base_dir).resolve()),  # relative trace paths in knobs
     }
 
 
@@ -190,7 +193,9 @@ def _config(point: dict, workload, policy_doc):
     from runtime.simrun import SimConfig
 
     knobs = point["knobs"]
-    arrivals = knobs.get("arrivals")
+    arrivals = dict(knobs["arrivals"]) if knobs.get("arrivals") else None
+    if arrivals and arrivals.get("kind") == "trace" and not str(arrivals["trace"]).startswith("builtin:"):
+        arrivals["trace"] = str(Path(point.get("_base_dir", ".")) / arrivals["trace"])
     replicas = int(knobs.get("replicas", 1))
     router = knobs.get("router", "round-robin")
     split = fleet_split(workload.scaled(point["rate_scale"]), replicas) if router == "split" else None
