@@ -125,17 +125,24 @@ def _finite(x):
 
 
 def fluid_numbers(workload) -> dict:
+    """The fluid benchmark at the workload's rates; above the capacity (no equilibrium) the
+    references M*, ΔT* and throughput* are those of the capacity boundary (rates × θ*), the most
+    any policy can carry (`at_capacity_boundary` says so)."""
     from fluid.equilibrium import closed_form
 
     p = closed_form(workload)
+    boundary = not p.stable
+    if boundary:
+        p = closed_form(workload.scaled(p.capacity_scale * (1 - 1e-9)))
     return {
+        "at_capacity_boundary": boundary,
         "load_factor": float(p.load_factor),
         "iteration_time_star_s": _finite(p.iteration_time_star_s),
         "memory_star_tokens": _finite(p.memory_star_tokens),
         "throughput_star_tokens_per_s": float(p.throughput_star_tokens_per_s),
         "capacity_scale": float(p.capacity_scale),
         "kv_capacity_tokens": int(p.kv_capacity_tokens),
-        "stable": bool(p.stable),
+        "stable": not boundary,
     }
 
 
@@ -256,6 +263,11 @@ def run_point(point: dict) -> PointPayload:
     steps = output.results[0].steps
     series = point_series(requests, steps, end_s=summary["sim_end_s"], warmup_s=warmup_s)
     derived = {**derived_metrics(summary, fluid, requests, warmup_s), "tiers": series["tiers"]}
+    if policy_doc is not None:  # the memory the thresholds reserve (M^π + buffer), for the memory-vs-L figure
+        g = policy_doc.get("guarantees") or {}
+        derived.update(policy_memory_tokens=g.get("memory_policy_tokens"), policy_buffer_tokens=g.get("buffer_tokens"),
+                       policy_memory_required_tokens=g.get("memory_required_tokens"),
+                       policy_segments=len(policy_doc["segments"]) if policy_doc.get("segments") else None)
     result = PointResult(**base, status="ok", policy_how=how, fluid=fluid, summary=summary, derived=derived)
     config_doc = dict(output.config, point=point)
     return PointPayload(result.to_dict(), config_doc, policy_doc, series, _requests_csv_gz(requests))

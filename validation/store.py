@@ -28,6 +28,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from paper_figures.results import read_series, read_table  # noqa: F401 - the readers' one home
 from validation.points import PointPayload, folder_name
 
 TMP_PREFIX = ".tmp-"
@@ -103,11 +104,6 @@ def read_results(out: Path) -> list[dict]:
     return results
 
 
-def read_series(out: Path, point_id: str) -> dict | None:
-    matches = list(points_dir(out).glob(f"*__{point_id}/series.json"))
-    return json.loads(matches[0].read_text(encoding="utf-8")) if matches else None
-
-
 def flat_row(result: dict) -> dict:
     """One tidy row: the point's identity, then fluid_*, every scalar summary metric, derived."""
     row = {k: result[k] for k in ("point_id", "experiment", "kind", "workload", "policy", "scheduler", "load",
@@ -153,17 +149,6 @@ def rebuild_table(out: Path) -> Path:
         db.close()
     os.replace(tmp, final)
     return final
-
-
-def read_table(out: Path, table: str = "points") -> list[dict]:
-    """Rows of the tidy table as dicts (what reports and figures read)."""
-    path = Path(out) / "points.sqlite"
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute(f'SELECT * FROM "{table}"')]
-    finally:
-        db.close()
 
 
 def write_bisection(out: Path, records: list[dict]) -> None:

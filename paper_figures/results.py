@@ -1,0 +1,65 @@
+"""Readers of a sweep's result files (`validation/store.py` writes them): the tidy table
+`points.sqlite`, the small per-point `series.json` and `bisection.json`. Figures and reports read
+results through these only, and never run anything."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from fluid.errors import InputError
+
+
+def is_sweep(folder: Path) -> bool:
+    return (Path(folder) / "points.sqlite").is_file()
+
+
+def read_table(out: str | Path, table: str = "points") -> list[dict]:
+    """Rows of the tidy table as dicts."""
+    path = Path(out) / "points.sqlite"
+    if not path.is_file():
+        raise InputError(f"no points.sqlite in {str(out)!r}; run `fluidsched sweep EXPERIMENT --out {out}` first", field="results_dir")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute(f'SELECT * FROM "{table}"')]
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as err:
+        raise InputError(f"cannot read the results table ({err}); rebuild it with `fluidsched sweep` (finished points are kept)",
+                         source=str(path)) from None
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"cannot read this result file ({err}); rerun the sweep that wrote it", source=str(path)) from None
+
+
+def read_series(out: str | Path, point_id: str) -> dict | None:
+    matches = sorted((Path(out) / "points").glob(f"*__{point_id}/series.json"))
+    return read_json(matches[0]) if matches else None
+
+
+def read_bisection(out: str | Path) -> list[dict]:
+    path = Path(out) / "bisection.json"
+    return read_json(path) if path.is_file() else []
+
+
+def experiment_name(out: str | Path) -> str | None:
+    path = Path(out) / "sweep.json"
+    return read_json(path).get("experiment") if path.is_file() else None
+
+
+def ok_rows(out: str | Path, **where) -> list[dict]:
+    """Rows that ran (status ok) of kind 'grid', filtered by column == value."""
+    rows = [r for r in read_table(out) if r.get("status") == "ok" and r.get("kind") == "grid"]
+    return [r for r in rows if all(r.get(k) == v for k, v in where.items())]
+
+
+def ordered(values) -> list:
+    """Distinct values in first-seen order."""
+    return list(dict.fromkeys(values))
