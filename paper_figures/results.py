@@ -54,10 +54,37 @@ def experiment_name(out: str | Path) -> str | None:
     return read_json(path).get("experiment") if path.is_file() else None
 
 
+def experiment_order(out: str | Path) -> dict[str, dict[str, int]]:
+    """Positions of the workload and policy labels in the sweep's experiment file (its smoke
+    section when the sweep was a smoke run), so tables and legends follow the file's order."""
+    import yaml
+
+    path = Path(out) / "experiment.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {"workload": {}, "policy": {}}
+    meta = Path(out) / "sweep.json"
+    if meta.is_file() and read_json(meta).get("smoke") and isinstance(data.get("smoke"), dict):
+        data = {**data, **data["smoke"]}
+
+    def label(item, key):
+        return item if isinstance(item, str) else str(item.get("label", item.get(key)))
+
+    return {"workload": {label(w, "workload"): i for i, w in enumerate(data.get("workloads") or [])},
+            "policy": {label(p, "scheduler"): i for i, p in enumerate(data.get("policies") or [])}}
+
+
+def sorted_rows(out: str | Path, rows: list[dict]) -> list[dict]:
+    order = experiment_order(out)
+    return sorted(rows, key=lambda r: (order["workload"].get(r.get("workload"), 99), order["policy"].get(r.get("policy"), 99)))
+
+
 def ok_rows(out: str | Path, **where) -> list[dict]:
-    """Rows that ran (status ok) of kind 'grid', filtered by column == value."""
+    """Rows that ran (status ok) of kind 'grid', filtered by column == value, in the experiment
+    file's order of workloads and policies."""
     rows = [r for r in read_table(out) if r.get("status") == "ok" and r.get("kind") == "grid"]
-    return [r for r in rows if all(r.get(k) == v for k, v in where.items())]
+    return sorted_rows(out, [r for r in rows if all(r.get(k) == v for k, v in where.items())])
 
 
 def ordered(values) -> list:

@@ -54,6 +54,23 @@ def _check_out(out: Path, experiment_name: str) -> None:
                              f"give another --out", field="out")
 
 
+def machine_description() -> dict:
+    """Where the sweep ran, recorded next to its numbers."""
+    import os
+    import platform
+
+    import numpy
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": numpy.__version__,
+            "platform": platform.platform()}
+
+
 def run(args) -> int:
     from runtime.results import code_version
     from validation.experiment import load_experiment
@@ -68,8 +85,9 @@ def run(args) -> int:
         raise InputError(f"cannot create the results folder {str(out)!r}: {err.strerror or err}", field="out") from None
     shutil.copyfile(args.experiment, out / "experiment.yaml")
     command = "fluidsched sweep " + " ".join([Path(args.experiment).as_posix(), "--out", out.as_posix()] + (["--smoke"] if args.smoke else []))
-    (out / "sweep.json").write_text(json.dumps({"experiment": experiment.name, "smoke": args.smoke, "command": command,
-                                                "code_version": code_version()}, indent=1) + "\n", encoding="utf-8")
+    meta = {"experiment": experiment.name, "smoke": args.smoke, "command": command, "code_version": code_version(),
+            "machine": machine_description()}
+    (out / "sweep.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     backend = make_backend(args)
     t0 = time.perf_counter()
     try:

@@ -111,6 +111,9 @@ def flat_row(result: dict) -> dict:
     row["knobs"] = json.dumps(result.get("knobs") or {}, sort_keys=True)
     for key, value in (result.get("knobs") or {}).items():
         row[f"knob_{key}"] = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+    for tier in (result.get("derived") or {}).get("tiers") or []:
+        for key in ("p50_ttft_s", "p99_tbt_s", "tbt_slo_s", "requests"):
+            row[f"tier{tier['tier']}_{key}"] = tier.get(key)
     for prefix, part in (("fluid_", result.get("fluid") or {}), ("", result.get("summary") or {}), ("", result.get("derived") or {})):
         for key, value in part.items():
             if isinstance(value, bool):
