@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from paper_figures.results import read_json
-from paper_figures.style import FLUID_COLOUR, MARKERS, legend_outside, pyplot, save
+from paper_figures.style import FLUID_COLOUR, MARKERS, legend_outside, plain_log_axis, pyplot, save
 
 EXPERIMENTS = ("calibration",)
 
@@ -29,8 +29,8 @@ def draw(calibration_json: Path, out_png: Path) -> Path | None:
                    label=f"{kind}: MAPE {fit['mape'] * 100:.1f} %, R² {fit['r2']:.3f}")
     lo, hi = min(measured) * 1e3 * 0.7, max(measured) * 1e3 * 1.4
     ax.plot([lo, hi], [lo, hi], color=FLUID_COLOUR, ls="--", lw=0.9, label="predicted = measured")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    plain_log_axis(ax, "x")
+    plain_log_axis(ax, "y")
     ax.set_xlabel("measured step time (ms)")
     ax.set_ylabel("predicted step time (ms)")
     versions = data.get("versions", {})

@@ -27,6 +27,7 @@ SWEEP_FIGURES = (
     "slai_slo",
     "fleet_routing",
     "counterexample",
+    "demo_load",
 )
 
 
@@ -51,7 +52,7 @@ def draw_sweep(sweep: Path, out_dir: Path) -> list[Path]:
     drawn = []
     for module_name in SWEEP_FIGURES:
         module = importlib.import_module(f"paper_figures.{module_name}")
-        if name in module.EXPERIMENTS or (name or "").startswith("demo"):
+        if name in module.EXPERIMENTS:
             path = module.draw(sweep, out_dir / f"{module_name}.png")
             if path is not None:
                 drawn.append(path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from paper_figures.results import ok_rows, ordered
-from paper_figures.style import VARIANT_STYLES, legend_outside, pyplot, save
+from paper_figures.style import VARIANT_STYLES, legend_outside, plain_log_axis, pyplot, save
 
 EXPERIMENTS = ("06-fleet-routing",)
 ROUTER_COLOURS = {"split": "#1b9e77", "random": "#d95f02", "least-work": "#7570b3", "round-robin": "#e7298a"}
@@ -33,7 +33,7 @@ def draw(results: Path, out_png: Path) -> Path | None:
         axes[0][j].set_title(f"{g} replicas", fontsize=9)
         axes[0][j].set_ylabel("decode throughput / offered")
         axes[1][j].set_ylabel("mean latency (s)")
-        axes[1][j].set_yscale("log")
+        plain_log_axis(axes[1][j])
         axes[1][j].set_xlabel("load (fraction of g × θ*)")
     legend_outside(axes[0][-1], title="router, policy")
     fig.tight_layout()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from paper_figures.results import ok_rows, ordered, read_series
-from paper_figures.style import legend_outside, line_style, pyplot, save
+from paper_figures.style import legend_outside, line_style, plain_log_axis, pyplot, save
 from paper_figures.throughput_over_time import chosen_load
 
 EXPERIMENTS = ("01-fluid-vs-sim", "02-latency-vs-load")
@@ -34,7 +34,7 @@ def draw(results: Path, out_png: Path) -> Path | None:
             b = series["by_index"]
             xy = [(x, y) for x, y in zip(b["index"], b["mean_latency_s"]) if y is not None]
             ax.plot([x for x, _ in xy], [y for _, y in xy], lw=0.9, label=pol, **{**line_style(pol, variants=policies), "marker": None})
-        ax.set_yscale("log")
+        plain_log_axis(ax)
         ax.set_title(f"{wl} at load {load:g}", fontsize=8)
         ax.set_xlabel("prompt number (arrival order)")
         ax.set_ylabel("mean latency (s)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from paper_figures.results import ok_rows, ordered, read_bisection
-from paper_figures.style import FLUID_COLOUR, legend_outside, line_style, pyplot, save
+from paper_figures.style import FLUID_COLOUR, legend_outside, line_style, plain_log_axis, pyplot, save
 
 EXPERIMENTS = ("02-latency-vs-load",)
 
@@ -43,7 +43,7 @@ def draw(results: Path, out_png: Path, *, metric: str = "mean_latency_s") -> Pat
                 ax.errorbar([x], [0.0], xerr=[half], transform=ax.get_xaxis_transform(), marker="^", ms=6,
                             color=style["color"], lw=1, clip_on=False, zorder=5)
         ax.axvline(1.0, color=FLUID_COLOUR, ls="--", lw=0.9, label="fluid capacity θ*")
-        ax.set_yscale("log")
+        plain_log_axis(ax)
         ax.set_title(wl)
         ax.set_xlabel("load (fraction of fluid capacity θ*)")
     axes[0][0].set_ylabel(metric.replace("_s", "").replace("_", " ") + " (s)")

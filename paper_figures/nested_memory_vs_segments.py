@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from paper_figures.results import ok_rows
-from paper_figures.style import FLUID_COLOUR, MARKERS, legend_outside, pyplot, save
+from paper_figures.style import FLUID_COLOUR, MARKERS, legend_outside, plain_log_axis, pyplot, save
 
 EXPERIMENTS = ("06-nested-segments",)
 
@@ -31,7 +31,7 @@ def draw(results: Path, out_png: Path) -> Path | None:
     ax.axhline(rows[0]["fluid_kv_capacity_tokens"], color=FLUID_COLOUR, ls="--", lw=1, label="capacity C")
     ax.set_xscale("log")
     ax.set_xticks(sorted({r["policy_segments"] for r in rows}), [str(x) for x in sorted({r["policy_segments"] for r in rows})])
-    ax.set_yscale("log")
+    plain_log_axis(ax)
     ax.set_xlabel("number of segments L")
     ax.set_ylabel("KV tokens")
     ax.set_title(f"{rows[0]['workload']}: Nested WAIT memory against L", fontsize=9)

@@ -59,9 +59,24 @@ def line_style(label: str, scheduler: str | None = None, *, variants: list[str] 
     n-th style whatever else is drawn.
     """
     base = scheduler or next((s for s in sorted(SCHEDULER_COLOURS, key=len, reverse=True) if label.startswith(s)), label)
-    same = [v for v in (variants or [label]) if v == base or v.startswith(base + "-")]
+    every = variants or [label]
+    same = [v for v in every if v == base or v.startswith(base + "-")]
     k = same.index(label) if label in same else 0
-    return {"color": colour(base), "ls": VARIANT_STYLES[k % len(VARIANT_STYLES)], "marker": MARKERS[k % len(MARKERS)]}
+    # the marker follows the label's place among all labels, so lines that coincide stay tellable apart
+    m = every.index(label) if label in every else 0
+    return {"color": colour(base), "ls": VARIANT_STYLES[k % len(VARIANT_STYLES)], "marker": MARKERS[m % len(MARKERS)]}
+
+
+def plain_log_axis(ax, axis: str = "y") -> None:
+    """Log scale with plain tick labels (0.5, 1, 2) instead of powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    fmt = FuncFormatter(lambda v, _pos: f"{v:g}")
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(fmt)
+    target.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
 
 
 def legend_outside(ax_or_fig, *, ncol: int = 1, title: str | None = None, handles=None, labels=None) -> None:

@@ -19,7 +19,7 @@ TOP_KEYS = (
     "name", "description", "workloads", "loads", "load_unit", "policies", "seeds", "requests",
     "knobs", "warmup_fraction", "ttft_slo_s", "tiers", "bisect", "smoke", "figures",
 )
-WORKLOAD_KEYS = ("label", "workload", "overrides", "requests")
+WORKLOAD_KEYS = ("label", "workload", "overrides", "requests", "warmup_fraction")
 POLICY_KEYS = ("label", "scheduler", "options", "solve")
 SOLVE_KEYS = ("policy", "method", "slack", "service_rule", "segments", "batch_cap", "max_load")
 BISECT_KEYS = ("policies", "workloads", "criterion", "lo", "hi", "tolerance", "requests", "throughput_tolerance",
@@ -36,6 +36,9 @@ class WorkloadRef:
     workload: str  # preset name or a path (resolved against the experiment file's folder)
     overrides: dict = field(default_factory=dict)  # merged into the resolved workload document
     requests: int | None = None  # per-workload request count (else the experiment's)
+    # per-workload warm-up cut (else the experiment's): long requests need a later cut, two or more
+    # request latencies, or the throughput window still holds the ramp-up
+    warmup_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,11 @@ def _workload_ref(item, index: int, source: str) -> WorkloadRef:
     requests = item.get("requests")
     if requests is not None:
         requests = _count(requests, source=source, field_path=f"{where}.requests")
-    return WorkloadRef(str(item.get("label", item["workload"])), str(item["workload"]), overrides, requests)
+    warmup = item.get("warmup_fraction")
+    if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup < 1):
+        raise InputError(f"must be a fraction in [0, 1), got {warmup!r}", source=source, field=f"{where}.warmup_fraction")
+    return WorkloadRef(str(item.get("label", item["workload"])), str(item["workload"]), overrides, requests,
+                       None if warmup is None else float(warmup))
 
 
 def _policy(item, index: int, source: str) -> PolicySpec:

@@ -75,7 +75,7 @@ def make_point(experiment, ref, wl_doc: dict, theta: float, policy, load: float,
         "seed": int(seed),
         "requests": int(requests or ref.requests or experiment.requests),
         "knobs": dict(knobs),
-        "warmup_fraction": experiment.warmup_fraction,
+        "warmup_fraction": ref.warmup_fraction if ref.warmup_fraction is not None else experiment.warmup_fraction,
         "ttft_slo_s": experiment.ttft_slo_s,
         "tiers": [list(t) for t in experiment.tiers] if experiment.tiers else None,
         "_base_dir": str(Path(experiment.base_dir).resolve()),  # relative trace paths in knobs
@@ -242,16 +242,20 @@ def run_point(point: dict) -> PointPayload:
                 seed=point["seed"], requests=point["requests"], knobs=point["knobs"])
     try:
         workload = workload_from_dict(point["workload"], source=f"workload {point['workload_label']!r}")
-        fluid = fluid_numbers(workload.scaled(point["rate_scale"]))
+        # a fleet of g replicas: the fluid benchmark and the thresholds are per replica (rates / g),
+        # throughput* is the fleet's
+        replicas = int(point["knobs"].get("replicas", 1))
+        fluid = fluid_numbers(workload.scaled(point["rate_scale"] / replicas))
+        fluid.update(replicas=replicas, throughput_star_tokens_per_s=fluid["throughput_star_tokens_per_s"] * replicas)
         policy_doc, how = None, None
         if policy.get("solve"):
             solve = policy["solve"]
-            solve_scale = point["rate_scale"]
+            solve_scale = point["rate_scale"] / replicas
             max_load = float(solve.get("max_load", 0.98))
             if point["load_unit"] == "capacity" and point["load"] > max_load:
-                solve_scale = point["rate_scale"] * max_load / point["load"]
+                solve_scale = solve_scale * max_load / point["load"]
             policy_doc, how = solve_policy_document(workload.scaled(solve_scale), solve)
-            if solve_scale != point["rate_scale"]:
+            if point["load_unit"] == "capacity" and point["load"] > max_load:
                 how += f", solved at load {max_load:g}"
         config = _config(point, workload, policy_doc)
         output = run_simulation(config)
@@ -262,7 +266,8 @@ def run_point(point: dict) -> PointPayload:
     warmup_s = summary.get("warmup_s", 0.0)
     steps = output.results[0].steps
     series = point_series(requests, steps, end_s=summary["sim_end_s"], warmup_s=warmup_s)
-    derived = {**derived_metrics(summary, fluid, requests, warmup_s), "tiers": series["tiers"]}
+    derived = {**derived_metrics(summary, fluid, requests, warmup_s), "tiers": series["tiers"],
+               "arrival_rate_per_s": workload.total_rate_per_s * point["rate_scale"]}  # nominal, Σλ × rate scale
     if policy_doc is not None:  # the memory the thresholds reserve (M^π + buffer), for the memory-vs-L figure
         g = policy_doc.get("guarantees") or {}
         derived.update(policy_memory_tokens=g.get("memory_policy_tokens"), policy_buffer_tokens=g.get("buffer_tokens"),

@@ -26,7 +26,12 @@ def fluid_batch_size(workload: Workload) -> int:
     """Requests in one fluid iteration, Σ_j n_j* (l'_j + 1): the batch-cap recipe's default cap."""
     from fluid.equilibrium import closed_form
 
+    from fluid.errors import UnstableWorkloadError
+
     point = closed_form(workload)
+    if not point.stable:
+        raise UnstableWorkloadError(f"workload {workload.name!r} has no fluid equilibrium (load factor {point.load_factor:.3f}, "
+                                    f"capacity scale {point.capacity_scale:.3f}), so no fluid batch size for the batch-cap recipe")
     return max(1, round(sum(n * (t.decode + 1) for n, t in zip(point.prompts_per_stage, workload.types))))
 
 
