@@ -11,7 +11,7 @@
 5. Sweep the load (`validation/experiments/demo.yaml`: WAIT and the main baselines at 0.5 to 1.15
    of the fluid capacity θ*) on local cores with the sweep runner, print each policy's highest
    sustained load, and draw throughput and latency against load with θ* marked
-   (`paper_figures/demo_load.py`) into `--out/load-sweep/`.
+   (`paper_figures/demo_load.py`) into `--out/load-sweep/figures/`.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def run_load_sweep(out_dir: str | Path, *, workload_spec: str = PRESET, requests
     if figure:
         from paper_figures.demo_load import draw
 
-        draw(out, out / "demo_load.png")
+        draw(out, out / "figures" / "demo_load.png")
     return sustained
 
 

@@ -163,25 +163,37 @@ def read_json_yaml(path: Path) -> dict:
         return {}
 
 
+def _current_figures(sweep: Path) -> list[Path]:
+    """The sweep's figures, redrawn from its result files unless they are newer than its table."""
+    from paper_figures.cli import draw_sweep
+
+    folder = sweep / "figures"
+    table_mtime = (sweep / "points.sqlite").stat().st_mtime
+    existing = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    if existing and all(p.stat().st_mtime >= table_mtime for p in existing):
+        return existing
+    return sorted(draw_sweep(sweep, folder))
+
+
 def write_report(results: Path, out_md: Path | None = None) -> Path:
-    from paper_figures.cli import draw_all, draw_sweep, sweep_folders
-    from validation.store import rebuild_table
+    from paper_figures.cli import draw_all, sweep_folders
 
     results = Path(results)
     out_md = Path(out_md) if out_md else results / "report.md"
-    draw_all(results)  # every figure, from the result files; fails clearly when there is nothing to draw
     sections = ["# Validation report", "",
                 f"Built by `fluidsched report {results.as_posix()}` from the result files under `{results.as_posix()}`; "
                 "every table and figure below is regenerated from them (`fluidsched figures` redraws the figures).",
                 "Loads are fractions of the fluid capacity scale θ* of each workload (arXiv 2504.11320) unless a "
                 "table says otherwise; 1 is the fluid capacity."]
-    for sweep in sweep_folders(results):
-        rebuild_table(sweep)
-        figures = sorted((sweep / "figures").glob("*.png")) if (sweep / "figures").is_dir() else []
-        if not figures:
-            figures = draw_sweep(sweep, sweep / "figures")
-        sections += ["", sweep_section(sweep, out_md.parent, figures)]
-    calibration = sorted(results.glob("calibration/*-fit.png"))
+    sweeps = sweep_folders(results)
+    if not sweeps:
+        draw_all(results)  # fails clearly when there is nothing to report
+    for sweep in sweeps:
+        sections += ["", sweep_section(sweep, out_md.parent, _current_figures(sweep))]
+    from paper_figures.calibration_fit import draw as draw_calibration
+
+    calibration = [draw_calibration(p, p.with_name(f"{p.stem}-fit.png")) for p in sorted(results.glob("calibration/*.json"))]
+    calibration = [p for p in calibration if p is not None]
     if calibration:
         sections += ["", "## Calibration", "", "Step times predicted by the fitted batch-time models against the "
                      "measured ones (the calibration JSON beside each figure, as `fluidsched calibrate` writes it)."]
