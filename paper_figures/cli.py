@@ -14,6 +14,7 @@ import argparse
 import importlib
 from pathlib import Path
 
+from fluid.cli_json import add_json_argument, print_json
 from fluid.errors import InputError
 
 SWEEP_FIGURES = (
@@ -34,6 +35,7 @@ SWEEP_FIGURES = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results_dir", help="a sweep's folder, a folder of sweeps (validation/results) or a demo folder")
     parser.add_argument("--out", help="where to write the PNGs (default: beside the results)")
+    add_json_argument(parser, "print {figures: [paths]} as JSON instead of one path per line")
 
 
 def sweep_folders(results: Path) -> list[Path]:
@@ -83,6 +85,10 @@ def draw_all(results: Path, out: Path | None = None) -> list[Path]:
 
 
 def run(args) -> int:
-    for path in draw_all(Path(args.results_dir), Path(args.out) if args.out else None):
+    drawn = draw_all(Path(args.results_dir), Path(args.out) if args.out else None)
+    if args.json:
+        print_json({"figures": [str(p) for p in drawn]})
+        return 0
+    for path in drawn:
         print(path)
     return 0

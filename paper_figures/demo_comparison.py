@@ -12,44 +12,46 @@ import json
 from pathlib import Path
 
 from paper_figures.style import FLUID_COLOUR, colour, plain_log_axis, pyplot, save
+from runtime.summary import RunSummary
 
 
 def draw_demo_comparison(demo_json: str | Path, out_png: str | Path) -> Path:
     from paper_figures.results import read_json
 
     data = read_json(Path(demo_json))
-    summaries = data["summaries"]
-    names = [s["scheduler"] for s in summaries]
+    # a summary that lacks a field is an error here (InputError naming it), never a zero bar
+    summaries = [RunSummary.from_dict(s, source=str(demo_json)) for s in data["summaries"]]
+    names = [s.scheduler for s in summaries]
     colours = [colour(n) for n in names]
     x = list(range(len(names)))
     plt = pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
 
     def bars(ax, key, title, unit):
-        values = [s.get(key) or 0.0 for s in summaries]
+        values = [getattr(s, key) or 0.0 for s in summaries]
         ax.bar(x, values, color=colours)
         ax.set_title(title)
         ax.set_ylabel(unit)
         ax.set_xticks(x, names, rotation=40, ha="right")
         return values
 
-    bars(axes[0], "throughput_tokens_per_s", "decode throughput", "tokens/s")
+    bars(axes[0], "decode_throughput_tokens_per_s", "decode throughput", "tokens/s")
     star = data["fluid"]["throughput_star_tokens_per_s"]
     axes[0].axhline(star, color=FLUID_COLOUR, ls="--", lw=1, label=f"fluid throughput* = {star:.0f} tokens/s")
     axes[0].set_ylim(0, star * 1.15)
     # latency and TTFT span decades across schedulers: dots on log axes (bars on a log axis
     # would make their lengths depend on where the axis happens to start)
     def dots(ax, key, title, p99_key=None):
-        ax.scatter(x, [s.get(key) for s in summaries], color=colours, s=40, zorder=3, label="mean" if p99_key else None)
+        ax.scatter(x, [getattr(s, key) for s in summaries], color=colours, s=40, zorder=3, label="mean" if p99_key else None)
         if p99_key:
-            ax.scatter(x, [s.get(p99_key) for s in summaries], color=colours, marker="D", facecolors="none", s=30,
+            ax.scatter(x, [getattr(s, p99_key) for s in summaries], color=colours, marker="D", facecolors="none", s=30,
                        zorder=3, label="p99")
         ax.set_title(title)
         ax.set_ylabel("s (log scale)")
         ax.set_xticks(x, names, rotation=40, ha="right")
         ax.set_xlim(-0.6, len(names) - 0.4)
         plain_log_axis(ax)
-        shown = [s.get(k) for s in summaries for k in (key, p99_key) if k and s.get(k)]
+        shown = [getattr(s, k) for s in summaries for k in (key, p99_key) if k and getattr(s, k)]
         ax.set_ylim(min(shown) / 1.4, max(shown) * 1.4)  # headroom both ways, so no dot sits on the frame
 
     dots(axes[1], "mean_latency_s", "latency (dot: mean, diamond: p99)", "p99_latency_s")

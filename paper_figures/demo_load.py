@@ -29,7 +29,7 @@ def draw(results: Path, out_png: Path) -> Path | None:
     for pol in policies:
         pts = sorted((r for r in rows if r["policy"] == pol), key=lambda r: r["load"])
         style = line_style(pol, pts[0]["scheduler"], variants=policies)
-        ax_t.plot([r["load"] for r in pts], [r["throughput_tokens_per_s"] for r in pts], lw=1.2, ms=3.5, label=pol, **style)
+        ax_t.plot([r["load"] for r in pts], [r["decode_throughput_tokens_per_s"] for r in pts], lw=1.2, ms=3.5, label=pol, **style)
         ax_l.plot([r["load"] for r in pts], [r["mean_latency_s"] for r in pts], lw=1.2, ms=3.5, label=pol, **style)
     loads = sorted({r["load"] for r in rows})
     star = {r["load"]: r["fluid_throughput_star_tokens_per_s"] for r in rows}

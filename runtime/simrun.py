@@ -17,9 +17,10 @@ from fluid.errors import InputError
 from fluid.workload import ArrivalSpec, Workload
 from runtime.arrivals import SloTier, check_tiers, make_requests
 from runtime.kv_blocks import KVBlockManager
-from runtime.metrics import summarize
+from runtime.metrics import summarize, warmup_cut_s
 from runtime.policy_file import RuntimePolicy
 from runtime.results import RunOutput
+from runtime.serving_metrics import DEFAULT_PERCENTILES, check_percentiles
 from runtime.router import ROUTERS, combine_results, simulate_fleet
 from runtime.schedulers import make_scheduler, scheduler_options
 
@@ -38,9 +39,16 @@ def parse_option(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
-def check_policy_matches(policy: RuntimePolicy, workload: Workload) -> None:
-    """A WAIT policy's classes must be the workload's types (by name); Nested WAIT per-class
-    instances may only name types of the workload."""
+def check_policy_matches(policy: RuntimePolicy, workload: Workload, *, rate_scale: float = 1.0,
+                         accept_mismatch: bool = False) -> list[str]:
+    """Refuse a policy that was solved for another workload than the run's.
+
+    The structure must always fit (a WAIT policy's classes are the workload's types; Nested WAIT
+    instances name only its types). A policy read from a file also records the workload it was
+    solved for: its content hash, C and rates must be those of the run (the workload with its
+    rates times `rate_scale`). Each difference is listed; unless `accept_mismatch`, any is an
+    InputError. Returns the differences (empty when the policy belongs to the run).
+    """
     types = {t.name for t in workload.types}
     if policy.policy == "wait":
         classes = {c.name for c in policy.classes}
@@ -60,6 +68,44 @@ def check_policy_matches(policy: RuntimePolicy, workload: Workload) -> None:
                 source=policy.source,
                 field="instances",
             )
+    differences = policy_differences(policy, workload, rate_scale)
+    if differences and not accept_mismatch:
+        raise InputError(
+            "the policy was solved for another workload than this run's: " + "; ".join(differences)
+            + ". Solve it for this workload (fluidsched solve, with the same --rate-scale), or pass "
+              "--accept-policy-mismatch to run it anyway",
+            source=policy.source,
+            field="workload",
+        )
+    return differences
+
+
+def policy_differences(policy: RuntimePolicy, workload: Workload, rate_scale: float = 1.0) -> list[str]:
+    """What differs between the workload a policy records and the run's (C, rates, content hash)."""
+    from fluid.workload_io import workload_content_sha256
+
+    out: list[str] = []
+    if policy.kv_capacity_tokens is not None and policy.kv_capacity_tokens != workload.kv_capacity_tokens:
+        out.append(f"C is {policy.kv_capacity_tokens} tokens in the policy, {workload.kv_capacity_tokens} in the run")
+    ref = policy.solved_for
+    if ref is None:
+        return out
+    solved = dict(ref.rates_per_s)
+    for t in workload.types:
+        run_rate = t.rate_per_s * rate_scale
+        if t.name not in solved:
+            out.append(f"type {t.name} has no rate in the policy")
+        elif not math.isclose(solved[t.name], run_rate, rel_tol=1e-9, abs_tol=1e-12):
+            out.append(f"rate of {t.name} is {solved[t.name]:g}/s in the policy, {run_rate:g}/s in the run")
+    for name in sorted(set(solved) - {t.name for t in workload.types}):
+        out.append(f"the policy has a rate for type {name}, which the run's workload lacks")
+    run_workload = workload.scaled(rate_scale) if rate_scale != 1.0 else workload
+    digest = workload_content_sha256(run_workload)
+    if digest != ref.content_sha256:
+        what = "" if out else " (same C and rates: the types, batch time or arrivals differ)"
+        out.append(f"workload content hash is {ref.content_sha256[:12]}… ('{ref.name}') in the policy, "
+                   f"{digest[:12]}… ('{workload.name}') in the run{what}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -84,6 +130,9 @@ class SimConfig:
     arrivals: ArrivalSpec | None = None  # overrides the workload's
     horizon_s: float | None = None
     trace: bool = False
+    accept_policy_mismatch: bool = False  # run a policy solved for another workload (differences recorded)
+    metric_percentiles: tuple[float, ...] = DEFAULT_PERCENTILES  # serving metrics' percentiles (vLLM's --metric-percentiles)
+    goodput_ms: dict | None = None  # vLLM's --goodput bounds, {'ttft'|'tpot'|'e2el': milliseconds}
 
     def __post_init__(self) -> None:
         n = self.num_requests
@@ -105,6 +154,7 @@ class SimConfig:
             raise InputError(f"the horizon must be a finite positive number of seconds, got {self.horizon_s!r}", field="horizon_s")
         if self.tiers is not None:
             object.__setattr__(self, "tiers", check_tiers(self.tiers))
+        object.__setattr__(self, "metric_percentiles", check_percentiles(self.metric_percentiles))
         if self.scheduler in ("wait", "nested-wait"):
             if self.policy is None and "policy" not in self.options:
                 raise InputError(f"scheduler {self.scheduler!r} needs a policy: pass --policy POLICY.json", field="policy")
@@ -116,7 +166,8 @@ class SimConfig:
                     source=self.policy.source,
                     field="policy",
                 )
-            check_policy_matches(self.policy, self.workload)
+            check_policy_matches(self.policy, self.workload, rate_scale=self.rate_scale,
+                                 accept_mismatch=self.accept_policy_mismatch)
 
     def scheduler_knobs(self) -> dict:
         knobs = dict(self.options)
@@ -133,6 +184,8 @@ class SimConfig:
             "scheduler": self.scheduler,
             "options": {k: v for k, v in self.options.items() if k != "policy"},
             "policy_source": self.policy.source if self.policy is not None else None,
+            "policy_mismatch": (policy_differences(self.policy, self.workload, self.rate_scale)
+                                if self.policy is not None else []),
             "num_requests": self.num_requests,
             "seed": self.seed,
             "rate_scale": self.rate_scale,
@@ -145,6 +198,8 @@ class SimConfig:
             "tiers": [[t.fraction, t.tbt_slo_s] for t in self.tiers] if self.tiers else None,
             "arrivals": (self.arrivals or self.workload.arrivals).to_dict(),
             "horizon_s": self.horizon_s,
+            "metric_percentiles": list(self.metric_percentiles),
+            "goodput_ms": self.goodput_ms,
             "executor": "simulated",
         }
 
@@ -177,9 +232,9 @@ def run_simulation(config: SimConfig) -> RunOutput:
     )
     wall_s = time.perf_counter() - t0
     combined = combine_results(results)
-    warmup_s = config.warmup_fraction * max((r.arrival_s for r in requests), default=0.0)
-    summary = summarize(combined, scheduler=config.scheduler, warmup_s=warmup_s, ttft_slo_s=config.ttft_slo_s)
-    summary["replicas"] = config.replicas
-    summary["wall_s"] = wall_s
-    summary["request_steps"] = sum(len(r.prefill_chunk_end_s) + r.decode_steps_done for r in requests)
+    warmup_s = warmup_cut_s(requests, config.warmup_fraction, config.horizon_s)
+    summary = summarize(
+        combined, scheduler=config.scheduler, warmup_s=warmup_s, ttft_slo_s=config.ttft_slo_s, replicas=config.replicas,
+        percentiles=config.metric_percentiles, goodput_ms=config.goodput_ms, wall_s=wall_s,
+    )
     return RunOutput(config.to_dict(), summary, results, config.policy_document)

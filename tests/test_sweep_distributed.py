@@ -20,7 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::R
 
 
 def _numbers(out: Path) -> dict:
-    return {r["point_id"]: (r["status"], r["restarts"], r["throughput_tokens_per_s"], r["mean_latency_s"]) for r in read_table(out)}
+    return {r["point_id"]: (r["status"], r["restarts"], r["decode_throughput_tokens_per_s"], r["mean_latency_s"]) for r in read_table(out)}
 
 
 def test_dask_local_cluster_runs_the_same_points_as_the_local_pool(tmp_path):

@@ -176,7 +176,7 @@ def derived_metrics(summary: dict, fluid: dict, requests, warmup_s: float) -> di
     from validation.series import latency_growth
     from validation.summary_adapter import metric
 
-    start_s, stop_s = summary["window_s"]
+    start_s, stop_s = summary["window_start_s"], summary["window_stop_s"]
     offered = sum(r.output_tokens for r in requests if start_s <= r.arrival_s <= stop_s)
     offered_tps = offered / (stop_s - start_s) if stop_s > start_s else None
     thr = metric(summary, "decode_throughput_tokens_per_s")
@@ -194,7 +194,7 @@ def derived_metrics(summary: dict, fluid: dict, requests, warmup_s: float) -> di
     }
 
 
-def _config(point: dict, workload, policy_doc):
+def _config(point: dict, workload, policy_doc, *, accept_mismatch: bool = False):
     from fluid.workload import ArrivalSpec
     from runtime.policy_file import policy_from_dict
     from runtime.simrun import SimConfig
@@ -223,6 +223,7 @@ def _config(point: dict, workload, policy_doc):
         ttft_slo_s=point["ttft_slo_s"],
         tiers=tuple(tuple(t) for t in point["tiers"]) if point["tiers"] else None,
         arrivals=ArrivalSpec(**arrivals) if arrivals else None,
+        accept_policy_mismatch=accept_mismatch,
     )
 
 
@@ -247,7 +248,7 @@ def run_point(point: dict) -> PointPayload:
         replicas = int(point["knobs"].get("replicas", 1))
         fluid = fluid_numbers(workload.scaled(point["rate_scale"] / replicas))
         fluid.update(replicas=replicas, throughput_star_tokens_per_s=fluid["throughput_star_tokens_per_s"] * replicas)
-        policy_doc, how = None, None
+        policy_doc, how, solve_scale = None, None, point["rate_scale"]
         if policy.get("solve"):
             solve = policy["solve"]
             solve_scale = point["rate_scale"] / replicas
@@ -257,7 +258,9 @@ def run_point(point: dict) -> PointPayload:
             policy_doc, how = solve_policy_document(workload.scaled(solve_scale), solve)
             if point["load_unit"] == "capacity" and point["load"] > max_load:
                 how += f", solved at load {max_load:g}"
-        config = _config(point, workload, policy_doc)
+        # thresholds solved at other rates than the run's (above max_load, or per replica of a
+        # fleet) are a deliberate mismatch, stated in policy_how
+        config = _config(point, workload, policy_doc, accept_mismatch=policy_doc is not None and solve_scale != point["rate_scale"])
         output = run_simulation(config)
     except FluidSchedError as err:
         return PointPayload(PointResult(**base, status="error", error=str(err)).to_dict())

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from paper_figures.results import read_series, read_table  # noqa: F401 - the readers' one home
 from validation.points import PointPayload, folder_name
+from validation.summary_adapter import summary_dict
 
 TMP_PREFIX = ".tmp-"
 
@@ -114,7 +115,8 @@ def flat_row(result: dict) -> dict:
     for tier in (result.get("derived") or {}).get("tiers") or []:
         for key in ("p50_ttft_s", "p99_tbt_s", "tbt_slo_s", "requests"):
             row[f"tier{tier['tier']}_{key}"] = tier.get(key)
-    for prefix, part in (("fluid_", result.get("fluid") or {}), ("", result.get("summary") or {}), ("", result.get("derived") or {})):
+    summary = summary_dict(result.get("summary") or {})
+    for prefix, part in (("fluid_", result.get("fluid") or {}), ("", summary), ("", result.get("derived") or {})):
         for key, value in part.items():
             if isinstance(value, bool):
                 value = int(value)

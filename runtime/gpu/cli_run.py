@@ -9,17 +9,21 @@ composition and measured time). All input checks run before the weights are buil
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
 import time
 
+from fluid.cli_json import print_json
 from fluid.errors import InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("workload", help="workload YAML/JSON file or preset name")
     parser.add_argument("--policy", help="policy JSON from `fluidsched solve` (runs wait or nested-wait)")
+    parser.add_argument("--accept-policy-mismatch", action="store_true",
+                        help="run a policy solved for another workload (other hash, C or rates); differences recorded")
     parser.add_argument("--scheduler", help="scheduler name (fcfs, vllm-v1, sarathi, ...)")
     parser.add_argument("--model", help="preset (llama-2-7b, llama-2-13b, llama-3-8b, tiny-llama) or a LlamaConfig JSON (default llama-2-7b)")
     parser.add_argument("--checkpoint", help="local safetensors checkpoint folder (default: random weights)")
@@ -68,18 +72,14 @@ def run(args) -> int:
     if capacity is None or capacity < args.block_size:
         raise InputError(f"the KV budget must hold at least one block of {args.block_size} tokens, got {capacity}", field="kv_tokens")
     capacity = capacity // args.block_size * args.block_size
-    if policy is not None and policy.kv_capacity_tokens is not None and policy.kv_capacity_tokens != capacity:
-        raise InputError(
-            f"the policy was solved for a KV capacity of {policy.kv_capacity_tokens} tokens but this run has {capacity}; "
-            f"solve it again for {capacity} (fluidsched solve) or pass --kv-tokens {policy.kv_capacity_tokens}",
-            source=policy.source,
-            field="kv_capacity_tokens",
-        )
+    if capacity != workload.kv_capacity_tokens:
+        # the run's C is the pool size; a policy must have been solved for that C
+        workload = dataclasses.replace(workload, kv_capacity_tokens=capacity)
     options = dict(parse_option(o) for o in args.option)
     config = SimConfig(
         workload=workload, scheduler=scheduler_name, num_requests=args.requests, seed=args.seed, rate_scale=args.rate_scale,
         block_size=args.block_size, options=options, policy=policy, policy_document=document, warmup_fraction=args.warmup,
-        ttft_slo_s=args.ttft_slo, horizon_s=args.horizon,
+        ttft_slo_s=args.ttft_slo, horizon_s=args.horizon, accept_policy_mismatch=args.accept_policy_mismatch,
     )
     requests = make_requests(workload, args.requests, args.seed, rate_scale=args.rate_scale)
 
@@ -100,7 +100,7 @@ def run(args) -> int:
 
     from runtime.gpu.engine import Engine
     from runtime.gpu.setup import build_pool, load_runner
-    from runtime.metrics import summarize
+    from runtime.metrics import summarize, warmup_cut_s
     from runtime.results import RunOutput, write_json, write_run_folder
 
     t_setup = time.perf_counter()
@@ -110,15 +110,15 @@ def run(args) -> int:
     setup_s = time.perf_counter() - t_setup
     result = engine.run(scheduler, requests, horizon_s=args.horizon)
     sim_result = result.to_sim_result(capacity)
-    warmup_s = args.warmup * max((r.arrival_s for r in requests), default=0.0)
-    summary = summarize(sim_result, scheduler=scheduler_name, warmup_s=warmup_s, ttft_slo_s=args.ttft_slo, executor="gpu" if device.type == "cuda" else "cpu")
+    warmup_s = warmup_cut_s(requests, args.warmup, args.horizon)
     steps = engine_steps = result.step_rows()
     measured = sorted(s["measured_s"] for s in steps)
     host = sorted(s["host_s"] for s in steps)
-    summary.update({
-        "replicas": 1,
-        "wall_s": result.end_s,
-        "request_steps": sum(len(r.prefill_chunk_end_s) + r.decode_steps_done for r in requests),
+    summary = summarize(
+        sim_result, scheduler=scheduler_name, warmup_s=warmup_s, ttft_slo_s=args.ttft_slo,
+        executor="gpu" if device.type == "cuda" else "cpu", wall_s=result.end_s,
+    )
+    summary = dataclasses.replace(summary, details={
         "device": info.device_name,
         "model": args.model or (args.checkpoint and "checkpoint") or "llama-2-7b",
         "dtype": str(dtype).replace("torch.", ""),
@@ -131,20 +131,20 @@ def run(args) -> int:
         "graph_steps": sum(s["graph"] for s in steps),
         "restart_token_mismatches": result.restart_token_mismatches,
     })
+    details = summary.details
     run_config = config.to_dict()
-    run_config.update({"executor": summary["executor"], "model": model_cfg.to_dict(), "checkpoint": args.checkpoint, "device": info.device_name, "kv_capacity_tokens": capacity})
+    run_config.update({"executor": summary.executor, "model": model_cfg.to_dict(), "checkpoint": args.checkpoint, "device": info.device_name, "kv_capacity_tokens": capacity})
     output = RunOutput(run_config, summary, [sim_result], document)
     if args.out:
         folder = write_run_folder(args.out, output)
         write_json(folder / "steps.json", engine_steps, compact=True)
     if args.json:
-        json.dump(summary, sys.stdout, indent=2, default=float)
-        print()
+        print_json(summary.to_dict())
     else:
-        from runtime.cli_simulate import format_table
+        from runtime.cli_simulate import format_tables
 
-        print(format_table([summary]))
-        print(f"device: {info.device_name}; median step {summary['median_step_s'] or math.nan:.4f} s; host {summary['median_host_s'] or math.nan:.5f} s")
+        print(format_tables([summary]))
+        print(f"device: {info.device_name}; median step {details['median_step_s'] or math.nan:.4f} s; host {details['median_host_s'] or math.nan:.5f} s")
         if args.out:
             print(f"run folder: {args.out}")
     return 0
