@@ -93,10 +93,10 @@ def run(args) -> int:
     try:
         outcome = run_sweep(experiment, out, backend, quiet=args.quiet)
     except KeyboardInterrupt:
+        backend.close(wait=False)  # points still running are dropped; their folders were never renamed into place
         print(f"fluidsched sweep: interrupted; finished points are kept in {out} (rerun the same command to go on)", file=sys.stderr)
         return 130
-    finally:
-        backend.close()
+    backend.close()
     print(f"{experiment.name}: {outcome.ran} points run, {outcome.skipped} already done, "
           f"{len(outcome.errors)} without a result, {len(outcome.bisection)} λ* bisections, "
           f"on {backend.name} in {time.perf_counter() - t0:.1f} s -> {out / 'points.sqlite'}")

@@ -43,9 +43,9 @@ class LocalBackend:
     def wait_any(self, futures):
         return cf.wait(futures, return_when=cf.FIRST_COMPLETED).done
 
-    def close(self):
+    def close(self, *, wait: bool = True):
         if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool.shutdown(wait=wait, cancel_futures=True)
 
 
 class DaskBackend:
@@ -67,7 +67,7 @@ class DaskBackend:
 
         return wait(list(futures), return_when="FIRST_COMPLETED").done
 
-    def close(self):
+    def close(self, *, wait: bool = True):
         if self.own:
             self.client.close()
 
