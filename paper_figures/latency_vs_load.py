@@ -12,7 +12,7 @@ from pathlib import Path
 from paper_figures.results import ok_rows, ordered, read_bisection
 from paper_figures.style import FLUID_COLOUR, legend_outside, line_style, plain_log_axis, pyplot, save
 
-EXPERIMENTS = ("02-latency-vs-load",)
+EXPERIMENTS = ("02-latency-vs-load", "08-gpu-h200-predictions")
 
 
 def _mean(values):

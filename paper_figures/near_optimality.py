@@ -9,7 +9,7 @@ from pathlib import Path
 from paper_figures.results import ok_rows, ordered
 from paper_figures.style import FLUID_COLOUR, legend_outside, line_style, pyplot, save
 
-EXPERIMENTS = ("01-fluid-vs-sim",)
+EXPERIMENTS = ("01-fluid-vs-sim", "08-gpu-h200-predictions")
 PANELS = (
     ("throughput_over_star", "decode throughput / throughput*"),
     ("peak_kv_over_memory_star", "peak KV in use / M*"),

@@ -95,3 +95,22 @@ def test_figures_of_an_empty_folder_say_what_they_looked_for(tmp_path, capsys):
     assert main(["figures", str(tmp_path)]) == 2
     assert "looked for points.sqlite" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nope")]) == 2
+
+
+def test_gpu_points_are_reported_beside_the_simulator_prediction(sweep, tmp_path):
+    import shutil
+
+    gpu = sweep.with_name(sweep.name + "-gpu")
+    shutil.copytree(sweep, gpu)
+    (gpu / "sweep.json").write_text(json.dumps({"experiment": "02-latency-vs-load", "device": "NVIDIA H200", "command": "gpu run"}))
+    target = next((gpu / "points").glob("w__wait__L0.5__s0__*/result.json"))
+    result = json.loads(target.read_text())
+    result["summary"]["mean_latency_s"] = 1.1  # predicted 1.0: +10 %
+    target.write_text(json.dumps(result))
+    rebuild_table(gpu)
+    assert main(["report", str(sweep.parent), "--out", str(tmp_path / "r.md")]) == 0
+    text = (tmp_path / "r.md").read_text()
+    assert "## 02-latency-vs-load-gpu" not in text and text.count("## 02-latency-vs-load") == 1
+    assert "Measured on the GPU (02-latency-vs-load-gpu: NVIDIA H200)" in text
+    row = next(line for line in text.splitlines() if line.startswith("| w | wait | 0.5 | 0 |"))
+    assert "1.1 / 1 (+10.0 %)" in row and "47.5 / 47.5 (+0.0 %)" in row

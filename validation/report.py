@@ -53,6 +53,11 @@ TABLES: dict[str, tuple[Pivot, ...]] = {
         Pivot("decode throughput / offered", "throughput_over_offered", "{:.3f}", rows=("knob_replicas", "knob_router", "policy")),
         Pivot("mean latency (s)", "mean_latency_s", rows=("knob_replicas", "knob_router", "policy")),
     ),
+    "08-gpu-h200-predictions": (
+        Pivot("decode throughput / throughput*", "throughput_over_star", "{:.3f}"),
+        LATENCY,
+        Pivot("mean TTFT (s)", "mean_ttft_s"),
+    ),
     "07-fcfs-counterexample": (
         Pivot("decode throughput / offered", "throughput_over_offered", "{:.3f}", rows=("policy", "knob_arrivals"), col="workload", per_workload=False),
         Pivot("restarts per request", "restart_rate", "{:.3f}", rows=("policy", "knob_arrivals"), col="workload", per_workload=False),
@@ -108,6 +113,29 @@ def bisection_markdown(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+COMPARED = (("decode tok/s", "decode_throughput_tokens_per_s"), ("mean latency s", "mean_latency_s"),
+            ("mean TTFT s", "mean_ttft_s"), ("peak KV", "peak_kv_tokens"))
+
+
+def measured_vs_predicted_markdown(measured: list[dict], predicted: list[dict]) -> str:
+    """Measured points (a GPU run of the same points) beside the simulator's prediction for the
+    same point id, with the relative error (measured − predicted) / predicted."""
+    by_id = {r["point_id"]: r for r in predicted if r["status"] == "ok"}
+    head = ["workload", "policy", "load", "seed"] + [f"{name}: measured / predicted (error)" for name, _ in COMPARED]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in measured:
+        p = by_id.get(m["point_id"])
+        if m["status"] != "ok" or p is None:
+            continue
+        cells = []
+        for _, key in COMPARED:
+            a, b = m.get(key), p.get(key)
+            err = f" ({(a - b) / b * 100:+.1f} %)" if a is not None and b else ""
+            cells.append("-" if a is None or b is None else f"{a:.4g} / {b:.4g}{err}")
+        lines.append(f"| {m['workload']} | {m['policy']} | {m['load']:g} | {m['seed']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def _errors_markdown(rows: list[dict]) -> str:
     bad = [r for r in rows if r["status"] != "ok"]
     if not bad:
@@ -142,6 +170,14 @@ def sweep_section(sweep: Path, report_dir: Path, figures: list[Path]) -> str:
             mine = [r for r in rows if wl is None or r["workload"] == wl]
             title = f"{pivot.title}" + (f", {wl}" if wl else "")
             parts += ["", f"**{title}**", "", pivot_markdown(mine, pivot)]
+    gpu = sweep.with_name(f"{sweep.name}-gpu")
+    if (gpu / "points.sqlite").is_file():
+        # a GPU run of the same points (same ids) next to this sweep: measured beside predicted
+        gpu_meta = read_json(gpu / "sweep.json") if (gpu / "sweep.json").is_file() else {}
+        compared = measured_vs_predicted_markdown(sorted_rows(gpu, read_table(gpu)), rows)
+        if compared:
+            parts += ["", f"**Measured on the GPU ({gpu.name}: {gpu_meta.get('device', 'device not recorded')}) against the "
+                      "simulator's prediction for the same points**", "", compared]
     bis = bisection_markdown(read_bisection(sweep))
     if bis:
         parts += ["", "**λ\\* by bisection** (criterion in `docs/validation.md`; ± combines the seeds' t interval "
@@ -189,6 +225,8 @@ def write_report(results: Path, out_md: Path | None = None) -> Path:
     if not sweeps:
         draw_all(results)  # fails clearly when there is nothing to report
     for sweep in sweeps:
+        if sweep.name.endswith("-gpu") and sweep.with_name(sweep.name[:-4]).is_dir():
+            continue  # reported beside its predictions
         sections += ["", sweep_section(sweep, out_md.parent, _current_figures(sweep))]
     from paper_figures.calibration_fit import draw as draw_calibration
 
