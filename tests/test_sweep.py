@@ -39,6 +39,8 @@ def test_counterexample_table_names_which_policy_restarts(tmp_path):
     assert wait["peak_kv_tokens"] <= 12 and wait["fluid_memory_star_tokens"] == pytest.approx(12.0)
     # ... FCFS admits greedily, evicts and loses at least 5 % of the throughput
     assert fcfs["restarts"] > 0 and fcfs["throughput_over_offered"] < 0.95
+    # latency growth (last quarter / first quarter of requests): flat for WAIT, a growing queue for FCFS
+    assert wait["latency_growth"] == pytest.approx(1.0, abs=0.05) and fcfs["latency_growth"] > 1.5
     # evenly spaced arrivals without the burst: FCFS never evicts
     assert rows[("fcfs", "deterministic")]["restarts"] == 0
 
