@@ -25,13 +25,13 @@ def draw(results: Path, out_png: Path) -> Path | None:
         c = cmap(k / max(1, len(loads) - 1) * 0.85)
         xs = [r["policy_segments"] for r in pts]
         ax.plot(xs, [r["policy_memory_required_tokens"] for r in pts], color=c, marker=MARKERS[k % len(MARKERS)], lw=1.2,
-                label=f"load {load:g}: reserved (M^π + buffer)")
+                label=f"load {load:g}: reserved ($M^\\pi$ + buffer)")
         ax.plot(xs, [r["peak_kv_tokens"] for r in pts], color=c, marker=MARKERS[k % len(MARKERS)], ls=":", lw=1,
                 label=f"load {load:g}: peak KV simulated")
     ax.axhline(rows[0]["fluid_kv_capacity_tokens"], color=FLUID_COLOUR, ls="--", lw=1, label="capacity C")
-    ax.set_xscale("log")
+    plain_log_axis(ax, "x")
     ax.set_xticks(sorted({r["policy_segments"] for r in rows}), [str(x) for x in sorted({r["policy_segments"] for r in rows})])
-    plain_log_axis(ax)
+    ax.set_ylim(0, rows[0]["fluid_kv_capacity_tokens"] * 1.15)
     ax.set_xlabel("number of segments L")
     ax.set_ylabel("KV tokens")
     ax.set_title(f"{rows[0]['workload']}: Nested WAIT memory against L", fontsize=9)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from paper_figures.results import ok_rows, ordered, read_bisection, read_series
-from paper_figures.style import FLUID_COLOUR, legend_outside, line_style, pyplot, save
+from paper_figures.style import FLUID_COLOUR, legend_outside, line_style, plain_log_axis, pyplot, save
 from paper_figures.throughput_over_time import chosen_load
 
 EXPERIMENTS = ("04-slo-aware",)
@@ -38,7 +38,7 @@ def draw(results: Path, out_png: Path) -> Path | None:
             width = 0.8 / len(policies)
             axes[1].bar(t["tier"] + (k - (len(policies) - 1) / 2) * width, t["p99_tbt_s"] or 0.0, width,
                         color=style["color"], hatch=None if style["ls"] == "-" else "//", edgecolor="white", label=pol if t["tier"] == 0 else None)
-    axes[0].set_xscale("log")
+    plain_log_axis(axes[0], "x")
     axes[0].set_xlabel("TTFT (s)")
     axes[0].set_ylabel("percentile of requests")
     axes[0].set_title(f"TTFT distribution at load {load:g}", fontsize=9)
