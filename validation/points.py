@@ -10,6 +10,7 @@ hash of that content, so the same point always lands in the same folder and a re
 from __future__ import annotations
 
 import copy
+import functools
 import gzip
 import hashlib
 import io
@@ -104,6 +105,7 @@ class PointResult:
     fluid: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     derived: dict = field(default_factory=dict)
+    code_version: str | None = None  # `git describe` of the code that ran the point
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -227,6 +229,13 @@ def _config(point: dict, workload, policy_doc, *, accept_mismatch: bool = False)
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _code_version() -> str:
+    from runtime.results import code_version
+
+    return code_version()
+
+
 def run_point(point: dict) -> PointPayload:
     """Run one point; a deterministic failure (no policy fits, a bad knob) is a finished point
     with status "error" and the reason, so a rerun does not retry it forever."""
@@ -263,7 +272,7 @@ def run_point(point: dict) -> PointPayload:
         config = _config(point, workload, policy_doc, accept_mismatch=policy_doc is not None and solve_scale != point["rate_scale"])
         output = run_simulation(config)
     except FluidSchedError as err:
-        return PointPayload(PointResult(**base, status="error", error=str(err)).to_dict())
+        return PointPayload(PointResult(**base, status="error", error=str(err), code_version=_code_version()).to_dict())
     summary = summary_dict(output.summary)
     requests = output.requests
     warmup_s = summary.get("warmup_s", 0.0)
@@ -276,6 +285,7 @@ def run_point(point: dict) -> PointPayload:
         derived.update(policy_memory_tokens=g.get("memory_policy_tokens"), policy_buffer_tokens=g.get("buffer_tokens"),
                        policy_memory_required_tokens=g.get("memory_required_tokens"),
                        policy_segments=len(policy_doc["segments"]) if policy_doc.get("segments") else None)
-    result = PointResult(**base, status="ok", policy_how=how, fluid=fluid, summary=summary, derived=derived)
-    config_doc = dict(output.config, point=point)
+    result = PointResult(**base, status="ok", policy_how=how, fluid=fluid, summary=summary, derived=derived,
+                         code_version=_code_version())
+    config_doc = dict(output.config, point=point, code_version=_code_version())
     return PointPayload(result.to_dict(), config_doc, policy_doc, series, _requests_csv_gz(requests))

@@ -109,6 +109,7 @@ def flat_row(result: dict) -> dict:
     """One tidy row: the point's identity, then fluid_*, every scalar summary metric, derived."""
     row = {k: result[k] for k in ("point_id", "experiment", "kind", "workload", "policy", "scheduler", "load",
                                   "rate_scale", "seed", "requests", "status", "error", "policy_how")}
+    row["code_version"] = result.get("code_version")
     row["knobs"] = json.dumps(result.get("knobs") or {}, sort_keys=True)
     for key, value in (result.get("knobs") or {}).items():
         row[f"knob_{key}"] = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
