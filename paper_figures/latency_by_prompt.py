@@ -6,29 +6,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from paper_figures.results import ok_rows, ordered, read_series
-from paper_figures.style import legend_outside, line_style, plain_log_axis, pyplot, save
+from paper_figures.results import first_seed, labels, ok_rows, series_of
+from paper_figures.style import legend_outside, line_style, panel_row, plain_log_axis, pyplot, save
 from paper_figures.throughput_over_time import chosen_load
 
 EXPERIMENTS = ("01-fluid-vs-sim", "02-latency-vs-load")
 
 
 def draw(results: Path, out_png: Path) -> Path | None:
-    rows = ok_rows(results)
+    rows = first_seed(ok_rows(results))
     if not rows:
         return None
-    seed = min(r["seed"] for r in rows)
-    rows = [r for r in rows if r["seed"] == seed]
-    workloads = ordered(r["workload"] for r in rows)
-    policies = ordered(r["policy"] for r in rows)
+    workloads, policies = labels(rows)
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(workloads), figsize=(3.6 * len(workloads) + 1.6, 3.2), squeeze=False)
-    for ax, wl in zip(axes[0], workloads):
+    fig, axes = panel_row(plt, len(workloads))
+    for ax, wl in zip(axes, workloads):
         mine = [r for r in rows if r["workload"] == wl]
         load = chosen_load(mine)
         for pol in policies:
-            pts = [r for r in mine if r["policy"] == pol and r["load"] == load]
-            series = read_series(results, pts[0]["point_id"]) if pts else None
+            series = series_of(results, mine, pol, load)
             if not series:
                 continue
             b = series["by_index"]
@@ -38,6 +34,6 @@ def draw(results: Path, out_png: Path) -> Path | None:
         ax.set_title(f"{wl} at load {load:g}", fontsize=8)
         ax.set_xlabel("prompt number (arrival order)")
         ax.set_ylabel("mean latency (s)")
-    legend_outside(axes[0][-1])
+    legend_outside(axes[-1])
     fig.tight_layout()
     return save(fig, out_png)

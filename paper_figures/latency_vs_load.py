@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from paper_figures.results import ok_rows, ordered, read_bisection
-from paper_figures.style import FLUID_COLOUR, legend_outside, line_style, plain_log_axis, pyplot, save
+from paper_figures.results import labels, ok_rows, read_bisection
+from paper_figures.style import FLUID_COLOUR, legend_outside, line_style, panel_row, plain_log_axis, pyplot, save
 
 EXPERIMENTS = ("02-latency-vs-load", "08-gpu-h200-predictions")
 
@@ -25,11 +25,10 @@ def draw(results: Path, out_png: Path, *, metric: str = "mean_latency_s") -> Pat
     if not rows:
         return None
     bisection = read_bisection(results)
-    workloads = ordered(r["workload"] for r in rows)
-    policies = ordered(r["policy"] for r in rows)
+    workloads, policies = labels(rows)
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(workloads), figsize=(3.6 * len(workloads) + 1.6, 3.4), squeeze=False)
-    for ax, wl in zip(axes[0], workloads):
+    fig, axes = panel_row(plt, len(workloads), height=3.4)
+    for ax, wl in zip(axes, workloads):
         for pol in policies:
             pts = [r for r in rows if r["workload"] == wl and r["policy"] == pol]
             loads = sorted({r["load"] for r in pts})
@@ -46,7 +45,7 @@ def draw(results: Path, out_png: Path, *, metric: str = "mean_latency_s") -> Pat
         plain_log_axis(ax)
         ax.set_title(wl)
         ax.set_xlabel("load (fraction of fluid capacity θ*)")
-    axes[0][0].set_ylabel(metric.replace("_s", "").replace("_", " ") + " (s)")
-    legend_outside(axes[0][-1], title="policy (▲ = λ* by bisection)")
+    axes[0].set_ylabel(metric.replace("_s", "").replace("_", " ") + " (s)")
+    legend_outside(axes[-1], title="policy (▲ = λ* by bisection)")
     fig.tight_layout()
     return save(fig, out_png)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from paper_figures.results import ok_rows, ordered
-from paper_figures.style import FLUID_COLOUR, legend_outside, line_style, pyplot, save
+from paper_figures.results import labels, ok_rows
+from paper_figures.style import FLUID_COLOUR, legend_outside, line_style, panel_row, pyplot, save
 
 EXPERIMENTS = ("01-fluid-vs-sim",)
 
@@ -15,11 +15,10 @@ def draw(results: Path, out_png: Path) -> Path | None:
     rows = ok_rows(results)
     if not rows:
         return None
-    workloads = ordered(r["workload"] for r in rows)
-    policies = ordered(r["policy"] for r in rows)
+    workloads, policies = labels(rows)
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(workloads), figsize=(3.6 * len(workloads) + 1.6, 3.2), squeeze=False)
-    for ax, wl in zip(axes[0], workloads):
+    fig, axes = panel_row(plt, len(workloads))
+    for ax, wl in zip(axes, workloads):
         mine = [r for r in rows if r["workload"] == wl]
         stable = sorted({(r["load"], r["fluid_memory_star_tokens"]) for r in mine if r["fluid_stable"]})
         ax.plot([x for x, _ in stable], [m for _, m in stable], color=FLUID_COLOUR, lw=1.4, label="fluid M*(λ)")
@@ -33,6 +32,6 @@ def draw(results: Path, out_png: Path) -> Path | None:
         ax.set_xlabel("load (fraction of fluid capacity θ*)")
         ax.set_ylabel("KV tokens")
         ax.set_ylim(0, mine[0]["fluid_kv_capacity_tokens"] * 1.15)
-    legend_outside(axes[0][-1])
+    legend_outside(axes[-1])
     fig.tight_layout()
     return save(fig, out_png)

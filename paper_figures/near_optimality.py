@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from paper_figures.results import ok_rows, ordered
+from paper_figures.results import labels, ok_rows
 from paper_figures.style import FLUID_COLOUR, legend_outside, line_style, pyplot, save
 
 EXPERIMENTS = ("01-fluid-vs-sim", "08-gpu-h200-predictions")
@@ -21,8 +21,7 @@ def draw(results: Path, out_png: Path) -> Path | None:
     rows = ok_rows(results)
     if not rows:
         return None
-    workloads = ordered(r["workload"] for r in rows)
-    policies = ordered(r["policy"] for r in rows)
+    workloads, policies = labels(rows)
     plt = pyplot()
     fig, axes = plt.subplots(len(workloads), 3, figsize=(11.5, 2.6 * len(workloads)), squeeze=False, sharex=True)
     for i, wl in enumerate(workloads):

@@ -6,26 +6,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from paper_figures.results import ok_rows, ordered, read_series
-from paper_figures.style import legend_outside, line_style, pyplot, save
+from paper_figures.results import first_seed, labels, ok_rows, series_of
+from paper_figures.style import legend_outside, line_style, panel_row, pyplot, save
 
 EXPERIMENTS = ("05-throughput-optimality",)
 
 
 def draw(results: Path, out_png: Path) -> Path | None:
-    rows = ok_rows(results)
+    rows = first_seed(ok_rows(results))
     if not rows:
         return None
-    seed = min(r["seed"] for r in rows)
-    rows = [r for r in rows if r["seed"] == seed]
     loads = sorted({r["load"] for r in rows})
-    policies = ordered(r["policy"] for r in rows)
+    _, policies = labels(rows)
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(loads), figsize=(4.2 * len(loads) + 1.4, 3.2), squeeze=False)
-    for ax, load in zip(axes[0], loads):
+    fig, axes = panel_row(plt, len(loads), width=4.2, legend_width=1.4)
+    for ax, load in zip(axes, loads):
         for pol in policies:
-            pts = [r for r in rows if r["policy"] == pol and r["load"] == load]
-            series = read_series(results, pts[0]["point_id"]) if pts else None
+            series = series_of(results, rows, pol, load)
             if not series:
                 continue
             t = series["time"]
@@ -34,6 +31,6 @@ def draw(results: Path, out_png: Path) -> Path | None:
         ax.set_xlabel("time (s)")
         ax.set_ylabel("requests in the system")
         ax.set_yscale("symlog", linthresh=10)
-    legend_outside(axes[0][-1])
+    legend_outside(axes[-1])
     fig.tight_layout()
     return save(fig, out_png)

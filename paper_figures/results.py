@@ -90,3 +90,22 @@ def ok_rows(out: str | Path, **where) -> list[dict]:
 def ordered(values) -> list:
     """Distinct values in first-seen order."""
     return list(dict.fromkeys(values))
+
+
+def first_seed(rows: list[dict]) -> list[dict]:
+    """The rows of the lowest seed (figures that draw one run per point show seed 0)."""
+    if not rows:
+        return []
+    seed = min(r["seed"] for r in rows)
+    return [r for r in rows if r["seed"] == seed]
+
+
+def labels(rows: list[dict]) -> tuple[list[str], list[str]]:
+    """(workloads, policies) of `rows`, in the rows' order."""
+    return ordered(r["workload"] for r in rows), ordered(r["policy"] for r in rows)
+
+
+def series_of(results: str | Path, rows: list[dict], policy: str, load: float) -> dict | None:
+    """`series.json` of the first row of `policy` at `load`, or None."""
+    pts = [r for r in rows if r["policy"] == policy and r["load"] == load]
+    return read_series(results, pts[0]["point_id"]) if pts else None

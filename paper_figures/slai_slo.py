@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from paper_figures.results import ok_rows, ordered, read_bisection, read_series
+from paper_figures.results import first_seed, labels, ok_rows, read_bisection, series_of
 from paper_figures.style import FLUID_COLOUR, legend_outside, line_style, plain_log_axis, pyplot, save
 from paper_figures.throughput_over_time import chosen_load
 
@@ -14,19 +14,16 @@ EXPERIMENTS = ("04-slo-aware",)
 
 
 def draw(results: Path, out_png: Path) -> Path | None:
-    rows = ok_rows(results)
+    rows = first_seed(ok_rows(results))
     if not rows:
         return None
-    seed = min(r["seed"] for r in rows)
-    rows = [r for r in rows if r["seed"] == seed]
     load = chosen_load(rows, 0.85)
-    policies = ordered(r["policy"] for r in rows)
+    _, policies = labels(rows)
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.4))
     tiers_seen = {}
     for k, pol in enumerate(policies):
-        pts = [r for r in rows if r["policy"] == pol and r["load"] == load]
-        series = read_series(results, pts[0]["point_id"]) if pts else None
+        series = series_of(results, rows, pol, load)
         if not series:
             continue
         style = line_style(pol, variants=policies)

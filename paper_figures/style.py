@@ -108,3 +108,9 @@ def save(fig, path: str | Path) -> Path:
 
     plt.close(fig)
     return path
+
+
+def panel_row(plt, count: int, *, width: float = 3.6, height: float = 3.2, legend_width: float = 1.6):
+    """A figure with `count` panels side by side (and room on the right for an outside legend)."""
+    fig, axes = plt.subplots(1, count, figsize=(width * count + legend_width, height), squeeze=False)
+    return fig, list(axes[0])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from paper_figures.results import ok_rows, ordered, read_series
+from paper_figures.results import first_seed, labels, ok_rows, series_of
 from paper_figures.style import FLUID_COLOUR, legend_outside, line_style, pad_top, pyplot, save
 
 EXPERIMENTS = ("01-fluid-vs-sim", "03-unknown-lengths")
@@ -19,11 +19,10 @@ def chosen_load(rows, limit: float = 0.95) -> float:
 
 
 def draw(results: Path, out_png: Path) -> Path | None:
-    rows = [r for r in ok_rows(results) if r["seed"] == min(x["seed"] for x in ok_rows(results))]
+    rows = first_seed(ok_rows(results))
     if not rows:
         return None
-    workloads = ordered(r["workload"] for r in rows)
-    policies = ordered(r["policy"] for r in rows)
+    workloads, policies = labels(rows)
     cols = min(3, len(workloads))
     nrows = -(-len(workloads) // cols)
     plt = pyplot()
@@ -34,8 +33,7 @@ def draw(results: Path, out_png: Path) -> Path | None:
         mine = [r for r in rows if r["workload"] == wl]
         load = chosen_load(mine)
         for pol in policies:
-            pts = [r for r in mine if r["policy"] == pol and r["load"] == load]
-            series = read_series(results, pts[0]["point_id"]) if pts else None
+            series = series_of(results, mine, pol, load)
             if not series:
                 continue
             t = series["time"]

@@ -158,20 +158,20 @@ def _policy(item, index: int, source: str) -> PolicySpec:
     return PolicySpec(str(item.get("label", scheduler)), scheduler, options, solve)
 
 
-def _bisect(item, source: str, policies, workloads) -> BisectSpec:
-    check_keys(item, allowed=BISECT_KEYS, source=source, field="bisect")
-    labels = [p.label for p in policies]
-    chosen = tuple(item.get("policies", labels))
+def _chosen_labels(item: dict, key: str, labels: list[str], source: str) -> tuple[str, ...]:
+    """`bisect.<key>`: labels of the experiment (all of them by default)."""
+    chosen = tuple(item.get(key, labels))
     for label in chosen:
         if label not in labels:
-            raise InputError(f"names policy {label!r}, which the experiment lacks (its labels: {', '.join(labels)})",
-                             source=source, field="bisect.policies")
-    wl_labels = [w.label for w in workloads]
-    chosen_wl = tuple(item.get("workloads", wl_labels))
-    for label in chosen_wl:
-        if label not in wl_labels:
-            raise InputError(f"names workload {label!r}, which the experiment lacks (its labels: {', '.join(wl_labels)})",
-                             source=source, field="bisect.workloads")
+            raise InputError(f"names {key[:-1]} {label!r}, which the experiment lacks (its labels: {', '.join(labels)})",
+                             source=source, field=f"bisect.{key}")
+    return chosen
+
+
+def _bisect(item, source: str, policies, workloads) -> BisectSpec:
+    check_keys(item, allowed=BISECT_KEYS, source=source, field="bisect")
+    chosen = _chosen_labels(item, "policies", [p.label for p in policies], source)
+    chosen_wl = _chosen_labels(item, "workloads", [w.label for w in workloads], source)
     criterion = item.get("criterion", "stable")
     if criterion not in CRITERIA:
         raise InputError(f"must be one of {', '.join(CRITERIA)}, got {criterion!r}", source=source, field="bisect.criterion")
