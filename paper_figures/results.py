@@ -39,9 +39,64 @@ def read_json(path: Path):
         raise InputError(f"cannot read this result file ({err}); rerun the sweep that wrote it", source=str(path)) from None
 
 
+# A sweep's packed form (what the repository keeps of committed results, `docs/validation.md`):
+# every point's result.json, one JSON object per line, and every grid point's series by point id
+PACKED_RESULTS = "results.jsonl.gz"
+PACKED_SERIES = "series.json.gz"
+
+
+def _read_gz_text(path: Path) -> str:
+    import gzip
+
+    try:
+        return gzip.decompress(path.read_bytes()).decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read this packed result file ({err}); rerun the sweep that wrote it", source=str(path)) from None
+
+
+_PACKED_CACHE: dict = {}
+
+
+def _packed(path: Path, parse):
+    """Parsed content of a packed file, cached while the file is unchanged."""
+    key = (str(path), path.stat().st_mtime_ns, path.stat().st_size)
+    if key not in _PACKED_CACHE:
+        _PACKED_CACHE.clear()
+        _PACKED_CACHE[key] = parse(_read_gz_text(path))
+    return _PACKED_CACHE[key]
+
+
+def packed_results(out: str | Path) -> dict[str, dict]:
+    """{point_id: result} from the sweep's packed results ({} when there are none)."""
+    path = Path(out) / PACKED_RESULTS
+    if not path.is_file():
+        return {}
+
+    def parse(text):
+        try:
+            return {r["point_id"]: r for r in map(json.loads, text.splitlines()) if r}
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise InputError(f"corrupt packed results ({err}); rerun the sweep that wrote them", source=str(path)) from None
+
+    return _packed(path, parse)
+
+
 def read_series(out: str | Path, point_id: str) -> dict | None:
+    """A point's series: its folder's series.json, else the sweep's packed series."""
     matches = sorted((Path(out) / "points").glob(f"*__{point_id}/series.json"))
-    return read_json(matches[0]) if matches else None
+    if matches:
+        return read_json(matches[0])
+    path = Path(out) / PACKED_SERIES
+    if not path.is_file():
+        return None
+
+    def parse(text):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InputError(f"corrupt packed series ({err}); rerun the sweep that wrote them", source=str(path)) from None
+
+    return _packed(path, parse).get(point_id)
 
 
 def read_bisection(out: str | Path) -> list[dict]:

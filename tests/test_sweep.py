@@ -55,6 +55,7 @@ def test_rerun_skips_finished_points_and_redoes_only_the_missing_one(tmp_path, c
     victim = folders[3]
     before = json.loads((victim / "result.json").read_text())
     shutil.rmtree(victim)
+    (out / "results.jsonl.gz").unlink()  # the packed form would still count the point as finished
     # an interrupted write leaves only a temporary folder, which the next run removes
     (out / "points" / ".tmp-half-written-123").mkdir()
     (out / "points" / ".tmp-half-written-123" / "point.json").write_text("{")
@@ -72,7 +73,9 @@ def test_point_folder_holds_config_policy_requests_and_summary(tmp_path):
     assert _sweep(out) == 0
     folder = next(p for p in (out / "points").iterdir() if "__wait__" in p.name)
     names = {p.name for p in folder.iterdir()}
-    assert {"point.json", "result.json", "config.json", "policy.json", "series.json", "requests.csv.gz"} <= names
+    assert {"result.json", "config.json", "policy.json", "series.json", "requests.csv.gz"} <= names
+    config = json.loads((folder / "config.json").read_text())
+    assert config["point"]["policy"]["label"] == "wait" and config["scheduler"] == "wait" and config["code_version"]
     result = json.loads((folder / "result.json").read_text())
     assert result["status"] == "ok" and result["policy_how"].startswith("solve_wait(slack=0)")
     import gzip
@@ -188,3 +191,17 @@ def test_bisection_sweep_writes_lambda_star(tmp_path):
             assert r["hi"] - r["lo"] <= 0.4 and r["evaluations"]
     table = read_table(out, "bisection")
     assert len(table) == len(records)
+
+
+def test_packed_form_alone_reports_draws_and_resumes(tmp_path, capsys):
+    out = tmp_path / "ce"
+    assert _sweep(out) == 0
+    before = {r["point_id"]: r["restarts"] for r in read_table(out)}
+    shutil.rmtree(out / "points")  # what a fresh clone of the repository has: the packed form only
+    (out / "points.sqlite").unlink()
+    capsys.readouterr()
+    assert _sweep(out) == 0
+    assert "0 points run, 9 already done" in capsys.readouterr().out
+    assert {r["point_id"]: r["restarts"] for r in read_table(out)} == before
+    assert main(["figures", str(out)]) == 0 and (out / "figures" / "counterexample.png").is_file()
+    assert main(["report", str(out)]) == 0 and "| wait | trace counterexample-burst.csv |" in (out / "report.md").read_text()

@@ -85,8 +85,12 @@ def run(args) -> int:
         raise InputError(f"cannot create the results folder {str(out)!r}: {err.strerror or err}", field="out") from None
     shutil.copyfile(args.experiment, out / "experiment.yaml")
     command = "fluidsched sweep " + " ".join([Path(args.experiment).as_posix(), "--out", out.as_posix()] + (["--smoke"] if args.smoke else []))
-    meta = {"experiment": experiment.name, "smoke": args.smoke, "command": command, "code_version": code_version(),
-            "machine": machine_description()}
+    # every run of the command on this folder is recorded: a resumed sweep may span code versions
+    previous = json.loads((out / "sweep.json").read_text(encoding="utf-8")) if (out / "sweep.json").is_file() else {}
+    this_run = {"code_version": code_version(), "machine": machine_description(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    meta = {"experiment": experiment.name, "smoke": args.smoke, "command": command, **this_run,
+            "runs": previous.get("runs", []) + [this_run]}
     (out / "sweep.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     backend = make_backend(args)
     t0 = time.perf_counter()

@@ -242,7 +242,8 @@ def run_point(point: dict) -> PointPayload:
     from fluid.workload_io import workload_from_dict
     from runtime.simrun import run_simulation
     from validation.policies import solve_policy_document
-    from validation.series import point_series
+    from runtime.metrics import measured_requests
+    from validation.series import point_series, tier_metrics
     from validation.summary_adapter import summary_dict
 
     pid = point_id(point)
@@ -277,8 +278,10 @@ def run_point(point: dict) -> PointPayload:
     requests = output.requests
     warmup_s = summary.get("warmup_s", 0.0)
     steps = output.results[0].steps
-    series = point_series(requests, steps, end_s=summary["sim_end_s"], warmup_s=warmup_s)
-    derived = {**derived_metrics(summary, fluid, requests, warmup_s), "tiers": series["tiers"],
+    # bisection steps feed λ* only: no figure draws their series
+    series = point_series(requests, steps, end_s=summary["sim_end_s"], warmup_s=warmup_s) if point["kind"] == "grid" else None
+    tiers = series["tiers"] if series else tier_metrics(measured_requests(requests, warmup_s))
+    derived = {**derived_metrics(summary, fluid, requests, warmup_s), "tiers": tiers,
                "arrival_rate_per_s": workload.total_rate_per_s * point["rate_scale"]}  # nominal, Σλ × rate scale
     if policy_doc is not None:  # the memory the thresholds reserve (M^π + buffer), for the memory-vs-L figure
         g = policy_doc.get("guarantees") or {}

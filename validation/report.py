@@ -156,10 +156,11 @@ def sweep_section(sweep: Path, report_dir: Path, figures: list[Path]) -> str:
     experiment = read_json_yaml(sweep / "experiment.yaml")
     rows = sorted_rows(sweep, read_table(sweep))
     machine = meta.get("machine") or {}
+    versions = ordered(str(r.get("code_version") or "not recorded") for r in rows)
     parts = [f"## {name}", "", (experiment.get("description") or "").strip(), "",
-             f"Produced by `{meta.get('command', '?')}` (code {meta.get('code_version', '?')}"
-             + (f"; {machine.get('cpu')}, {machine.get('cores')} cores, Python {machine.get('python')}, numpy {machine.get('numpy')}"
-                if machine else "") + ").", "",
+             f"Produced by `{meta.get('command', '?')}`"
+             + (f" on {machine.get('cpu')}, {machine.get('cores')} cores, Python {machine.get('python')}, numpy {machine.get('numpy')}"
+                if machine else "") + f"; code version of the points: {', '.join(versions)}.", "",
              f"{len(rows)} points; {len({r['seed'] for r in rows})} seed(s); requests per point as in the experiment file. "
              "Cells: mean over seeds ± the 95 % t interval's half-width (no ± with one seed)."]
     if meta.get("smoke"):

@@ -202,4 +202,5 @@ def run_sweep(experiment: Experiment, out: str | Path, backend, *, quiet: bool =
         if chains and not live and not outcome.crashes:
             store.write_bisection(out, outcome.bisection)
         store.rebuild_table(out)
+        store.pack(out)
     return outcome
