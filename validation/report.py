@@ -77,6 +77,11 @@ def pivot_markdown(rows: list[dict], pivot: Pivot) -> str:
     grid = [r for r in rows if r.get("kind") == "grid"]
     cols = sorted({r[pivot.col] for r in grid}, key=lambda v: (isinstance(v, str), v))
     keys = ordered(tuple(r.get(k) for k in pivot.rows) for r in grid)
+    if "policy" in pivot.rows and len(pivot.rows) > 1:
+        # policies in the experiment file's order, then the other columns sorted within each
+        at = pivot.rows.index("policy")
+        policy_pos = {p: i for i, p in enumerate(ordered(k[at] for k in keys))}
+        keys.sort(key=lambda k: (policy_pos[k[at]], [str(v) for i, v in enumerate(k) if i != at]))
     head = [k.replace("knob_", "") for k in pivot.rows] + [f"{pivot.col} {_label(c)}" for c in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key in keys:
