@@ -21,7 +21,7 @@ TOP_KEYS = (
 )
 WORKLOAD_KEYS = ("label", "workload", "overrides", "requests", "warmup_fraction")
 POLICY_KEYS = ("label", "scheduler", "options", "solve")
-SOLVE_KEYS = ("policy", "method", "slack", "service_rule", "segments", "batch_cap", "max_load")
+SOLVE_KEYS = ("policy", "method", "slack", "service_rule", "segments", "batch_cap", "max_load", "args")
 BISECT_KEYS = ("policies", "workloads", "criterion", "lo", "hi", "tolerance", "requests", "throughput_tolerance",
                "latency_growth", "ttft_median_s", "tbt_p99_within_slo")
 # SimConfig fields a knob may vary (anything else goes in policies' options or workload overrides)
@@ -148,12 +148,12 @@ def _policy(item, index: int, source: str) -> PolicySpec:
         check_keys(solve, allowed=SOLVE_KEYS, required=("policy",), source=source, field=f"{where}.solve")
         if solve["policy"] not in ("wait", "nested-wait"):
             raise InputError(f"must be 'wait' or 'nested-wait', got {solve['policy']!r}", source=source, field=f"{where}.solve.policy")
-        if solve.get("method", "fluid") not in ("fluid", "batch-cap", "auto"):
-            raise InputError(f"must be fluid, batch-cap or auto, got {solve['method']!r}", source=source, field=f"{where}.solve.method")
-        if solve["policy"] != scheduler:
+        if solve.get("method", "fluid") not in ("fluid", "batch-cap", "auto", "cli"):
+            raise InputError(f"must be fluid, batch-cap, auto or cli, got {solve['method']!r}", source=source, field=f"{where}.solve.method")
+        if scheduler not in (solve["policy"], f"{solve['policy']}-capped"):
             raise InputError(f"a {solve['policy']} policy runs on scheduler {solve['policy']!r}, not {scheduler!r}",
                              source=source, field=f"{where}.scheduler")
-    elif scheduler in ("wait", "nested-wait"):
+    elif scheduler in ("wait", "nested-wait", "wait-capped", "nested-wait-capped"):
         raise InputError(f"scheduler {scheduler!r} needs thresholds: add solve: {{policy: {scheduler}}}", source=source, field=where)
     return PolicySpec(str(item.get("label", scheduler)), scheduler, options, solve)
 

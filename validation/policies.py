@@ -7,6 +7,8 @@
 - `policy: wait, method: batch-cap`: `solve_wait_batch_cap` with the batch cap `batch_cap`
   (default: the fluid batch Σ_j n_j*(l'_j + 1)) and the continuous rule — the authors'
   batch-cap recipe (arXiv 2504.11320, experiments);
+- `method: cli`: exactly what `fluidsched solve --policy P ARGS` writes (`args:` the flags, e.g.
+  `[--service-rule, capped]` for the capped rule), its automatic choice of slack included;
 - `method: auto`: `fluid`, and when those thresholds do not fit in memory, `batch-cap` (WAIT) or
   `segments: auto` (Nested WAIT) — the rule `fluidsched demo` uses;
 - `policy: nested-wait`: `solve_nested` with `segments` (None: one per decode length; an integer
@@ -41,6 +43,8 @@ def solve_policy_document(workload: Workload, solve: dict) -> tuple[dict, str]:
 
     from fluid.errors import FluidSchedError
 
+    if solve.get("method") == "cli":
+        return _solve_as_cli(workload, solve)
     slack = float(solve.get("slack", 0.05))
     if solve.get("method") == "auto":
         # the demo's rule: the fluid thresholds when they fit in memory, else the batch-cap recipe
@@ -74,3 +78,23 @@ def solve_policy_document(workload: Workload, solve: dict) -> tuple[dict, str]:
     options = NestedOptions(segments=solve.get("segments"), slack=slack, batch_cap=solve.get("batch_cap"))
     doc = nested_policy(workload, solve_nested(workload, options), service_rule=solve.get("service_rule", "cohort")).to_dict()
     return doc, f"solve_nested(segments={solve.get('segments')}, slack={slack:g})"
+
+
+def _solve_as_cli(workload: Workload, solve: dict) -> tuple[dict, str]:
+    """Exactly what `fluidsched solve WORKLOAD --policy P ARGS...` writes for `workload` (its own
+    choice of slack included): `solve: {policy: wait, method: cli, args: [--service-rule, capped]}`."""
+    import argparse
+
+    from thresholds import cli_solve
+
+    parser = argparse.ArgumentParser(prog="fluidsched solve", exit_on_error=False)
+    cli_solve.add_arguments(parser)
+    flags = ["--policy", solve["policy"], *[str(a) for a in solve.get("args", [])]]
+    try:
+        args = parser.parse_args([workload.name, "-o", "unused.json", *flags])
+    except (argparse.ArgumentError, SystemExit) as err:
+        from fluid.errors import InputError
+
+        raise InputError(f"not valid `fluidsched solve` arguments {flags}: {err}", field="solve.args") from None
+    policy, slack, reason = cli_solve._solve(args, workload)  # the command's own solving step, not a copy
+    return policy.to_dict(), f"fluidsched solve {' '.join(flags)} (slack {slack:g}: {reason})"
