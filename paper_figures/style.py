@@ -10,6 +10,8 @@ from pathlib import Path
 SCHEDULER_COLOURS = {
     "wait": "#1b9e77",
     "nested-wait": "#66a61e",
+    "wait-capped": "#0b5d45",  # the capped rule: a darker shade of its policy's colour
+    "nested-wait-capped": "#3b6b0f",
     "fcfs": "#7570b3",
     "vllm-v0": "#d95f02",
     "vllm-v1": "#e7298a",
