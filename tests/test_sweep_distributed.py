@@ -31,9 +31,9 @@ def test_dask_local_cluster_runs_the_same_points_as_the_local_pool(tmp_path):
         outcome = run_sweep(experiment, tmp_path / "dask", backend, quiet=True)
         backend.close()  # a borrowed client stays open
         assert client.status == "running"
-    assert outcome.ran == 9 and not outcome.crashes
+    assert outcome.ran == 12 and not outcome.crashes
     local = run_sweep(experiment, tmp_path / "local", LocalBackend(1), quiet=True)
-    assert local.ran == 9
+    assert local.ran == 12
     assert _numbers(tmp_path / "dask") == _numbers(tmp_path / "local")
 
 
@@ -43,7 +43,7 @@ def test_cli_dask_address_and_an_unreachable_one(tmp_path, capsys):
     with dd.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         assert main(["sweep", str(EXPERIMENT), "--out", str(tmp_path / "o"), "--smoke", "--quiet", "--dask", cluster.scheduler_address]) == 0
     assert "on dask" in capsys.readouterr().out
-    assert len(read_table(tmp_path / "o")) == 9
+    assert len(read_table(tmp_path / "o")) == 12
     import dask
 
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
