@@ -44,6 +44,7 @@ def run(args) -> int:
     import transformers
 
     from runtime.gpu.calibrate import calibration_grid, fit_rows, measure_grid
+    from runtime.gpu.host_info import describe_host, versions
     from runtime.gpu.engine import Engine
     from runtime.gpu.setup import build_pool, load_runner
     from runtime.gpu.step_timer import StepTimer
@@ -59,7 +60,8 @@ def run(args) -> int:
         "device": info.device_name,
         "model": args.model,
         "dtype": str(dtype).replace("torch.", ""),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0]},
+        "versions": versions(),
+        "host": describe_host(),
         "kv_capacity_tokens": info.kv_capacity_tokens,
         "block_size": args.block_size,
         "cuda_graphs": engine.graphs is not None,

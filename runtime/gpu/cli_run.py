@@ -107,6 +107,8 @@ def run(args) -> int:
     runner = load_runner(model_cfg, args.checkpoint, dtype=dtype, device=device, seed=args.seed)
     pool, info = build_pool(runner, kv_tokens=capacity, block_size=args.block_size)
     engine = Engine(runner, pool, use_cuda_graphs=not args.no_cuda_graphs, seed=args.seed)
+    from runtime.gpu.host_info import describe_host, versions
+
     setup_s = time.perf_counter() - t_setup
     result = engine.run(scheduler, requests, horizon_s=args.horizon)
     sim_result = result.to_sim_result(capacity)
@@ -122,13 +124,15 @@ def run(args) -> int:
         "device": info.device_name,
         "model": args.model or (args.checkpoint and "checkpoint") or "llama-2-7b",
         "dtype": str(dtype).replace("torch.", ""),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0]},
+        "versions": versions(),
+        "host": describe_host(),
         "weight_bytes": info.weight_bytes,
         "kv_pool_bytes": info.pool_bytes,
         "setup_s": setup_s,
         "median_step_s": measured[len(measured) // 2] if measured else None,
         "median_host_s": host[len(host) // 2] if host else None,
         "graph_steps": sum(s["graph"] for s in steps),
+        "eager_step_share": (1 - sum(s["graph"] for s in steps) / len(steps)) if steps else None,
         "restart_token_mismatches": result.restart_token_mismatches,
     })
     run_config = config.to_dict()
