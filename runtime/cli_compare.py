@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from fluid.errors import InputError
-from runtime.cli_simulate import add_common_arguments, base_config, format_table, load_policy_arg
+from runtime.cli_simulate import add_common_arguments, base_config, format_table, load_policy_arg, warn_policy_mismatch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +39,7 @@ def run(args) -> int:
     if unused:
         raise InputError(f"no scheduler among {names} has option(s) {unused}", field="option")
     summaries = []
+    names_with_policy = [n for n in names if n in ("wait", "nested-wait")]
     for name in names:
         uses_policy = name in ("wait", "nested-wait")
         config = replace(
@@ -48,6 +49,8 @@ def run(args) -> int:
             policy=policy if uses_policy else None,
             policy_document=document if uses_policy else None,
         )
+        if uses_policy and name == names_with_policy[0]:
+            warn_policy_mismatch(config)
         output = run_simulation(config)
         summaries.append(output.summary)
         if args.out:

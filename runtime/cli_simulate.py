@@ -18,6 +18,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by `simulate` and `compare`."""
     parser.add_argument("workload", help="workload YAML/JSON file or preset name")
     parser.add_argument("--policy", help="policy JSON from `fluidsched solve` (runs wait or nested-wait)")
+    parser.add_argument("--accept-policy-mismatch", action="store_true",
+                        help="run a policy solved for another workload (other hash, C or rates); the differences "
+                             "are printed and recorded in config.json")
     parser.add_argument("--rate-scale", type=float, default=1.0, help="multiply every arrival rate (default 1)")
     parser.add_argument("--requests", type=int, default=2000, help="number of requests (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="arrival seed (default 0)")
@@ -78,6 +81,7 @@ def base_config(args, scheduler: str, policy=None, policy_document=None, *, trac
         tiers=parse_tiers(args.tiers) if args.tiers else None,
         horizon_s=args.horizon,
         trace=trace,
+        accept_policy_mismatch=args.accept_policy_mismatch,
     )
 
 
@@ -90,6 +94,15 @@ def load_policy_arg(path: str | None):
     policy = load_policy(path)
     with open(path, encoding="utf-8") as handle:
         return policy, json.load(handle)
+
+
+def warn_policy_mismatch(config) -> None:
+    """With --accept-policy-mismatch, say on stderr what differs (config.json records it too)."""
+    from runtime.simrun import policy_differences
+
+    if config.policy is not None and config.accept_policy_mismatch:
+        for line in policy_differences(config.policy, config.workload, config.rate_scale):
+            print(f"warning: policy mismatch accepted: {line}", file=sys.stderr)
 
 
 def format_table(summaries: list[dict], fluid_throughput: float | None = None) -> str:
@@ -127,6 +140,7 @@ def run(args) -> int:
             raise InputError(f"give --policy POLICY.json or --scheduler NAME ({', '.join(SCHEDULERS)})", field="scheduler")
         scheduler = POLICY_SCHEDULERS[policy.policy]
     config = base_config(args, scheduler, policy, document, trace=args.trace_types)
+    warn_policy_mismatch(config)
     output = run_simulation(config)
     if args.out:
         write_run_folder(args.out, output)

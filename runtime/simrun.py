@@ -38,9 +38,16 @@ def parse_option(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
-def check_policy_matches(policy: RuntimePolicy, workload: Workload) -> None:
-    """A WAIT policy's classes must be the workload's types (by name); Nested WAIT per-class
-    instances may only name types of the workload."""
+def check_policy_matches(policy: RuntimePolicy, workload: Workload, *, rate_scale: float = 1.0,
+                         accept_mismatch: bool = False) -> list[str]:
+    """Refuse a policy that was solved for another workload than the run's.
+
+    The structure must always fit (a WAIT policy's classes are the workload's types; Nested WAIT
+    instances name only its types). A policy read from a file also records the workload it was
+    solved for: its content hash, C and rates must be those of the run (the workload with its
+    rates times `rate_scale`). Each difference is listed; unless `accept_mismatch`, any is an
+    InputError. Returns the differences (empty when the policy belongs to the run).
+    """
     types = {t.name for t in workload.types}
     if policy.policy == "wait":
         classes = {c.name for c in policy.classes}
@@ -60,6 +67,44 @@ def check_policy_matches(policy: RuntimePolicy, workload: Workload) -> None:
                 source=policy.source,
                 field="instances",
             )
+    differences = policy_differences(policy, workload, rate_scale)
+    if differences and not accept_mismatch:
+        raise InputError(
+            "the policy was solved for another workload than this run's: " + "; ".join(differences)
+            + ". Solve it for this workload (fluidsched solve, with the same --rate-scale), or pass "
+              "--accept-policy-mismatch to run it anyway",
+            source=policy.source,
+            field="workload",
+        )
+    return differences
+
+
+def policy_differences(policy: RuntimePolicy, workload: Workload, rate_scale: float = 1.0) -> list[str]:
+    """What differs between the workload a policy records and the run's (C, rates, content hash)."""
+    from fluid.workload_io import workload_content_sha256
+
+    out: list[str] = []
+    if policy.kv_capacity_tokens is not None and policy.kv_capacity_tokens != workload.kv_capacity_tokens:
+        out.append(f"C is {policy.kv_capacity_tokens} tokens in the policy, {workload.kv_capacity_tokens} in the run")
+    ref = policy.solved_for
+    if ref is None:
+        return out
+    solved = dict(ref.rates_per_s)
+    for t in workload.types:
+        run_rate = t.rate_per_s * rate_scale
+        if t.name not in solved:
+            out.append(f"type {t.name} has no rate in the policy")
+        elif not math.isclose(solved[t.name], run_rate, rel_tol=1e-9, abs_tol=1e-12):
+            out.append(f"rate of {t.name} is {solved[t.name]:g}/s in the policy, {run_rate:g}/s in the run")
+    for name in sorted(set(solved) - {t.name for t in workload.types}):
+        out.append(f"the policy has a rate for type {name}, which the run's workload lacks")
+    run_workload = workload.scaled(rate_scale) if rate_scale != 1.0 else workload
+    digest = workload_content_sha256(run_workload)
+    if digest != ref.content_sha256:
+        what = "" if out else " (same C and rates: the types, batch time or arrivals differ)"
+        out.append(f"workload content hash is {ref.content_sha256[:12]}… ('{ref.name}') in the policy, "
+                   f"{digest[:12]}… ('{workload.name}') in the run{what}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -84,6 +129,7 @@ class SimConfig:
     arrivals: ArrivalSpec | None = None  # overrides the workload's
     horizon_s: float | None = None
     trace: bool = False
+    accept_policy_mismatch: bool = False  # run a policy solved for another workload (differences recorded)
 
     def __post_init__(self) -> None:
         n = self.num_requests
@@ -116,7 +162,8 @@ class SimConfig:
                     source=self.policy.source,
                     field="policy",
                 )
-            check_policy_matches(self.policy, self.workload)
+            check_policy_matches(self.policy, self.workload, rate_scale=self.rate_scale,
+                                 accept_mismatch=self.accept_policy_mismatch)
 
     def scheduler_knobs(self) -> dict:
         knobs = dict(self.options)
@@ -133,6 +180,8 @@ class SimConfig:
             "scheduler": self.scheduler,
             "options": {k: v for k, v in self.options.items() if k != "policy"},
             "policy_source": self.policy.source if self.policy is not None else None,
+            "policy_mismatch": (policy_differences(self.policy, self.workload, self.rate_scale)
+                                if self.policy is not None else []),
             "num_requests": self.num_requests,
             "seed": self.seed,
             "rate_scale": self.rate_scale,

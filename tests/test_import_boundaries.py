@@ -57,7 +57,7 @@ def _imported(modules: list[str], watch: tuple[str, ...]) -> dict[str, tuple[int
 
 @pytest.fixture(scope="module")
 def import_report():
-    watch = ("torch", "triton", "cvxpy", "scipy")
+    watch = ("torch", "triton", "cvxpy", "scipy", "numpy")
     return _imported(ALL_MODULES, watch)
 
 
@@ -86,6 +86,14 @@ def test_light_modules_pull_no_solver(module, import_report):
     rc, pulled, err = import_report[module]
     assert rc == 0, err
     assert not {"cvxpy", "scipy"} & set(filter(None, pulled.split(","))), f"{module} pulled {pulled}"
+
+
+@pytest.mark.parametrize("module", ["thresholds.policy", "thresholds.policy_parse", "runtime.policy_file"])
+def test_the_policy_reader_is_standard_library_only(module, import_report):
+    """The one policy reader runs on the GPU machine and in the runtime: no numpy either."""
+    rc, pulled, err = import_report[module]
+    assert rc == 0, err
+    assert not set(filter(None, pulled.split(","))), f"{module} pulled {pulled}"
 
 
 def test_fluid_closed_form_cli_path_stays_light(tmp_path):

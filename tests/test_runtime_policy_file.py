@@ -1,4 +1,5 @@
-"""The runtime's standard-library policy loader: good files load, bad ones fail with field paths."""
+"""The runtime's view of a policy file: the one reader (thresholds.policy) checks it, the view keeps what
+schedulers serve; good files load, bad ones fail with field paths."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ WAIT_DOC = {
     "guarantees": {"memory_policy_tokens": 900.0, "buffer_tokens": 0, "memory_required_tokens": 900.0,
                    "delta": None, "horizon_s": None, "conditions": []},
     "drain": {"max_wait_s": 0.5},
-    "options": {"slack": 0.1},
+    "options": {"slack": 0.1, "linear_batch_time": {"d0_s": 0.01, "d_kv_s_per_token": 1e-5, "d_new_s_per_token": 0.0}},
     "classes": [
         {"name": "a", "prefill": 10, "decode": 10, "rate_per_s": 2.0, "threshold": 3},
         {"name": "b", "prefill": 10, "decode": 20, "rate_per_s": 1.0, "threshold": 2},
@@ -37,8 +38,9 @@ NESTED_DOC = {
     **{k: v for k, v in WAIT_DOC.items() if k != "classes"},
     "policy": "nested_wait",
     "segments": [
-        {"first_stage": 0, "last_stage": 20, "threshold": 4, "continue_prob": 0.5, "theta": None},
-        {"first_stage": 21, "last_stage": 40, "threshold": 2, "continue_prob": 0.0, "theta": 0.7},
+        {"first_stage": 0, "last_stage": 20, "threshold": 4, "continue_prob": 0.4, "theta": None},
+        # θ_2 = ln 2.25 solves exp(−2θ)(1 − 0.4 + 0.4 e^θ)^4 = 1
+        {"first_stage": 21, "last_stage": 40, "threshold": 2, "continue_prob": 0.0, "theta": math.log(2.25)},
     ],
     "memory_required_tokens": 1200.0,
     "prefill_mode": "representative",
@@ -63,13 +65,37 @@ def test_a_wait_file_written_per_the_format_loads(tmp_path):
 
 def test_a_nested_file_loads_with_segments_and_instances(tmp_path):
     doc = copy.deepcopy(NESTED_DOC)
-    doc["drain"]["max_wait_s"] = None
     doc["prefill_mode"] = "per_class"
     doc["instances"] = [{"prefill_tokens": 10, "type_names": ["a"], "segments": doc["segments"], "memory_required_tokens": 5.0}]
     policy = load_policy(_write(tmp_path, doc))
-    assert policy.is_nested and policy.drain_max_wait_s == math.inf
-    assert policy.segments[1] == RuntimeSegment(21, 40, 2, 0.0, 0.7)
+    assert policy.is_nested and policy.drain_max_wait_s == 0.5
+    assert policy.segments[1] == RuntimeSegment(21, 40, 2, 0.0, math.log(2.25))
     assert policy.instances[0].type_names == ("a",) and policy.instances[0].segments == policy.segments
+    assert policy.solved_for.content_sha256 == "0" * 64 and dict(policy.solved_for.rates_per_s) == {"a": 2.0, "b": 1.0}
+
+
+def test_a_drain_timer_of_null_is_refused_as_the_schema_refuses_it(tmp_path):
+    """The file always sets the drain timer (the JSON Schema requires a number ≥ 0)."""
+    doc = copy.deepcopy(NESTED_DOC)
+    doc["drain"]["max_wait_s"] = None
+    err = _error(doc, tmp_path)
+    assert err.field == "drain.max_wait_s" and "got None" in str(err)
+
+
+def test_a_continuation_probability_above_one_is_refused(tmp_path):
+    doc = copy.deepcopy(NESTED_DOC)
+    doc["segments"][0]["continue_prob"] = 1.5
+    err = _error(doc, tmp_path)
+    assert err.field == "segments[0].continue_prob" and "below 1, got 1.5" in str(err)
+
+
+def test_thresholds_that_break_their_conditions_are_refused_on_load(tmp_path):
+    """n_2 / n_1 = 2/4 is not above p_1 = 0.5: the ratio condition of Nested WAIT breaks."""
+    doc = copy.deepcopy(NESTED_DOC)
+    doc["segments"][0]["continue_prob"] = 0.5
+    doc["segments"][1]["theta"] = None
+    err = _error(doc, tmp_path)
+    assert err.field is None and "violate their conditions" in str(err) and "ratio" in str(err)
 
 
 @pytest.mark.parametrize("name", ["golden_policy_wait.json", "golden_policy_nested.json"])
@@ -91,20 +117,20 @@ def _error(doc, tmp_path) -> InputError:
     "mutate, field, words",
     [
         (lambda d: d.pop("schema_version"), "schema_version", "missing"),
-        (lambda d: d.update(schema_version=2), "schema_version", "reads schema_version 1"),
-        (lambda d: d.update(schema_version="1"), "schema_version", "got '1'"),
+        (lambda d: d.update(schema_version=0), "schema_version", "unsupported version 0"),
+        (lambda d: d.update(schema_version="1"), "schema_version", "'1'"),
         (lambda d: d.update(polcy="wait"), "polcy", "did you mean 'policy'"),
-        (lambda d: d.pop("drain"), None, "missing required key(s) ['drain']"),
+        (lambda d: d.pop("drain"), "drain", "required key is missing"),
         (lambda d: d["drain"].update(max_wait=1), "drain.max_wait", "did you mean 'max_wait_s'"),
         (lambda d: d["drain"].update(max_wait_s=-1), "drain.max_wait_s", "-1"),
         (lambda d: d["classes"][1].update(threshold=-2), "classes[1].threshold", "got -2"),
-        (lambda d: d["classes"][1].update(threshold=2.0), "classes[1].threshold", "without a decimal point"),
+        (lambda d: d["classes"][1].update(threshold=2.5), "classes[1].threshold", "got 2.5"),
         (lambda d: d["classes"][1].update(threshold=0), "classes[1].threshold", "≥ 1"),
         (lambda d: d["classes"][0].update(treshold=1), "classes[0].treshold", "did you mean 'threshold'"),
-        (lambda d: d["classes"][0].pop("decode"), "classes[0]", "['decode']"),
-        (lambda d: d["classes"][1].update(name="a"), "classes[1].name", "repeated"),
+        (lambda d: d["classes"][0].pop("decode"), "classes[0].decode", "required key is missing"),
+        (lambda d: d["classes"][1].update(name="a"), "classes", "unique"),
         (lambda d: d.update(service_rule="greedy"), "service_rule", "'greedy'"),
-        (lambda d: d.update(segments=[]), "segments", "Nested WAIT"),
+        (lambda d: d.update(segments=[]), "segments", "unknown key"),
         (lambda d: d.update(classes=[]), "classes", "non-empty"),
         (lambda d: d.update(policy="fcfs"), "policy", "'fcfs'"),
     ],
@@ -125,11 +151,11 @@ def test_bad_wait_files_name_the_field(tmp_path, mutate, field, words):
         (lambda d: d["segments"][0].update(first_stage=1), "segments[0].first_stage", "must be 0"),
         (lambda d: d["segments"][1].update(threshold=5), "segments[1].threshold", "non-increasing"),
         (lambda d: d["segments"][1].update(threshold=-1), "segments[1].threshold", "got -1"),
-        (lambda d: d["segments"][0].pop("theta"), "segments[0]", "['theta']"),
-        (lambda d: d.update(classes=[]), "classes", "belongs to WAIT policies"),
+        (lambda d: d["segments"][0].pop("theta"), "segments[0].theta", "required key is missing"),
+        (lambda d: d.update(classes=[]), "classes", "unknown key"),
         (lambda d: d.update(prefill_mode="each"), "prefill_mode", "'each'"),
-        (lambda d: d.update(instances=[{"prefill_tokens": 10, "type_names": "a", "segments": d["segments"],
-                                        "memory_required_tokens": 1.0}]), "instances[0].type_names", "list of type names"),
+        (lambda d: d.update(prefill_mode="per_class", instances=[{"prefill_tokens": 10, "type_names": "a",
+                            "segments": d["segments"], "memory_required_tokens": 1.0}]), "instances[0].type_names", "list"),
     ],
 )
 def test_bad_nested_files_name_the_field(tmp_path, mutate, field, words):
@@ -147,7 +173,7 @@ def test_unreadable_and_malformed_files(tmp_path):
     path.write_text('{"schema_version": 1,\n "policy": }')
     with pytest.raises(InputError, match="line 2, column"):
         load_policy(path)
-    with pytest.raises(InputError, match="one JSON object"):
+    with pytest.raises(InputError, match="must hold a JSON object"):
         policy_from_dict([1, 2])
 
 

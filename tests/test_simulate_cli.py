@@ -128,3 +128,41 @@ def test_bad_numbers_and_options(workload, capsys, extra, fragment):
 
 def test_wait_without_policy(workload, capsys):
     _expect_input_error(["simulate", workload, "--scheduler", "wait"], capsys, "--policy")
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda t: t.replace("kv_capacity_tokens: 20000", "kv_capacity_tokens: 19999"),
+         ("C is 20000 tokens in the policy, 19999 in the run",)),
+        (lambda t: t.replace("rate_per_s: 10.0", "rate_per_s: 11.0"),
+         ("rate of long is 10/s in the policy, 11/s in the run",)),
+        (lambda t: t.replace("d0_s: 0.01", "d0_s: 0.02"), ("content hash", "same C and rates")),
+    ],
+)
+def test_a_policy_of_another_workload_is_refused_saying_what_differs(workload, policy, tmp_path, capsys, change, words):
+    other = tmp_path / "other.yaml"
+    other.write_text(change(WORKLOAD), encoding="utf-8")
+    for command in (["simulate", str(other), "--policy", policy, "--requests", "50"],
+                    ["compare", str(other), "--policy", policy, "--schedulers", "fcfs,wait", "--requests", "50"]):
+        _expect_input_error(command, capsys, "another workload", "--accept-policy-mismatch", *words)
+
+
+def test_the_run_rate_scale_must_be_the_solved_one(workload, tmp_path, capsys):
+    path = tmp_path / "half.json"
+    assert main(["solve", workload, "--rate-scale", "0.5", "-o", str(path)]) == 0
+    capsys.readouterr()
+    _expect_input_error(["simulate", workload, "--policy", str(path), "--requests", "50"], capsys,
+                        "rate of short is 10/s in the policy, 20/s in the run")
+    assert main(["simulate", workload, "--policy", str(path), "--requests", "50", "--rate-scale", "0.5"]) == 0
+
+
+def test_an_accepted_mismatch_runs_and_is_recorded(workload, policy, tmp_path, capsys):
+    other = tmp_path / "other.yaml"
+    other.write_text(WORKLOAD.replace("kv_capacity_tokens: 20000", "kv_capacity_tokens: 30000"), encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["simulate", str(other), "--policy", policy, "--requests", "50", "--accept-policy-mismatch",
+                 "--out", str(out)]) == 0
+    assert "policy mismatch accepted: C is 20000 tokens in the policy, 30000 in the run" in capsys.readouterr().err
+    recorded = json.loads((out / "config.json").read_text())["policy_mismatch"]
+    assert recorded[0] == "C is 20000 tokens in the policy, 30000 in the run" and "content hash" in recorded[-1]

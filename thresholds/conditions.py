@@ -89,7 +89,8 @@ def wait_conditions(
     """The WAIT conditions for classes given as (name, prefill, decode, rate_per_s, threshold)."""
     shapes = [(l, lp, n) for _, l, lp, _, n in classes]
     dt = wait_iteration_time_s(time, shapes)
-    out = [at_most(f"iteration_time[{name}]", dt, n / rate) for name, _, _, rate, n in classes]
+    # a type without arrivals sets no time bound (n_j / 0 is unbounded)
+    out = [at_most(f"iteration_time[{name}]", dt, n / rate) for name, _, _, rate, n in classes if rate > 0]
     mem = wait_memory_tokens(shapes)
     star = memory_star_tokens if math.isfinite(memory_star_tokens) else float("inf")
     out.append(at_most("memory_at_least_fluid", star, mem) if math.isfinite(star)

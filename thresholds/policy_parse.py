@@ -40,6 +40,7 @@ COMMON_KEYS = ("schema_version", "policy", "service_rule", "workload", "kv_capac
                "fluid", "guarantees", "drain", "options")
 WAIT_KEYS = COMMON_KEYS + ("classes",)
 NESTED_KEYS = COMMON_KEYS + ("segments", "memory_required_tokens", "prefill_mode", "representative_prefill_tokens")
+LINEAR_KEYS = ("d0_s", "d_kv_s_per_token", "d_new_s_per_token")
 THETA_TOLERANCE = 1e-6  # relative to n_{k−1}; the solver reaches 1e-9 absolute
 
 
@@ -65,8 +66,11 @@ class _Reader:
         return value
 
     def integer(self, value, path: str, minimum: int | None = None) -> int:
+        # JSON Schema counts 7.0 as an integer; so does the reader, returning int 7
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(path, f"must be an integer, got {value!r} (write a whole number without a decimal point)")
+            self.fail(path, f"must be an integer, got {value!r} (write a whole number)")
         if minimum is not None and value < minimum:
             self.fail(path, f"must be an integer ≥ {minimum}, got {value!r}")
         return value
@@ -164,6 +168,14 @@ def _common(r: _Reader, raw: dict) -> dict:
     options = raw["options"]
     if not isinstance(options, dict):
         r.fail("options", f"must be a JSON object, got {options!r:.60}")
+    if "allow_violations" in options and not isinstance(options["allow_violations"], bool):
+        r.fail("options.allow_violations", f"must be true or false, got {options['allow_violations']!r}")
+    if "linear_batch_time" not in options:
+        r.fail("options.linear_batch_time", "required key is missing (the linear batch time the conditions are checked "
+                                            "with); re-solve the policy with `fluidsched solve`")
+    lin = r.obj(options["linear_batch_time"], "options.linear_batch_time", LINEAR_KEYS)
+    for k in LINEAR_KEYS:
+        r.number(lin[k], f"options.linear_batch_time.{k}", minimum=0)
     return {
         "service_rule": r.string(raw["service_rule"], "service_rule", SERVICE_RULES),
         "workload": ref,
@@ -197,13 +209,11 @@ def _segments(r: _Reader, raw, path: str) -> tuple[Segment, ...]:
         p = f"{path}[{i}]"
         s = r.obj(s, p, ("first_stage", "last_stage", "threshold", "continue_prob", "theta"))
         first = r.integer(s["first_stage"], f"{p}.first_stage", 0)
-        expected = 0 if i == 0 else out[-1].last_stage + 1
-        if first != expected:
-            r.fail(f"{p}.first_stage", f"must be {expected} (segments are contiguous from stage 0), got {first}")
-        last = r.integer(s["last_stage"], f"{p}.last_stage", max(first, 1))
+        last = r.integer(s["last_stage"], f"{p}.last_stage", 1)
         n = r.integer(s["threshold"], f"{p}.threshold", 1)
-        if out and n > out[-1].threshold:
-            r.fail(f"{p}.threshold", f"thresholds must be non-increasing, got {n} after {out[-1].threshold}")
+        problem = segment_chain_problem(out + [Segment(first, last, n, 0.0, None)])
+        if problem is not None:
+            r.fail(f"{path}{problem[0]}", problem[1])
         prob = r.number(s["continue_prob"], f"{p}.continue_prob", minimum=0)
         if prob >= 1:
             r.fail(f"{p}.continue_prob", f"must be below 1, got {prob}")
@@ -218,15 +228,33 @@ def _segments(r: _Reader, raw, path: str) -> tuple[Segment, ...]:
     return tuple(out)
 
 
+def segment_chain_problem(segments) -> tuple[str, str] | None:
+    """(field suffix, message) of the first break in the segment chain, or None.
+
+    Segment 1 starts at the prefill (stage 0), each later one right after the previous
+    `last_stage`, none is empty, and thresholds do not increase (n_k ≤ n_{k−1}). The reader and
+    the runtime's directly built policies share this one statement of the rule.
+    """
+    expected_first = 0
+    previous = None
+    for k, seg in enumerate(segments):
+        if seg.first_stage != expected_first:
+            return (f"[{k}].first_stage", f"must be {expected_first} (segment 1 starts at the prefill, stage 0; each "
+                                          f"later segment right after the previous one's last_stage), got {seg.first_stage}")
+        if seg.last_stage < max(seg.first_stage, 1):
+            return (f"[{k}].last_stage", f"must be ≥ {max(seg.first_stage, 1)} (first_stage, and ≥ 1), got {seg.last_stage}")
+        if previous is not None and seg.threshold > previous.threshold:
+            return (f"[{k}].threshold", f"thresholds must be non-increasing across segments: {seg.threshold} > "
+                                        f"{previous.threshold} of the segment before")
+        expected_first = seg.last_stage + 1
+        previous = seg
+    return None
+
+
 def linear_time_of(policy) -> LinearTime:
-    """The linear batch-time coefficients the policy was solved with."""
-    lin = policy.options.get("linear_batch_time")
-    if isinstance(lin, dict):
-        return LinearTime(float(lin["d0_s"]), float(lin["d_kv_s_per_token"]), float(lin["d_new_s_per_token"]))
-    bt = policy.batch_time
-    if bt.get("kind") == "affine":
-        return LinearTime(float(bt["d0_s"]), float(bt["d1_s_per_token"]), 0.0)
-    return LinearTime(float(bt["d0_s"]), float(bt["d_kv_s_per_token"]), float(bt.get("d_new_s_per_token", 0.0)))
+    """The linear batch-time coefficients the policy was solved with (`options.linear_batch_time`)."""
+    lin = policy.options["linear_batch_time"]
+    return LinearTime(*(float(lin[k]) for k in LINEAR_KEYS))
 
 
 def _wait_conditions(policy: WaitPolicy) -> tuple[Condition, ...]:

@@ -9,6 +9,7 @@ composition and measured time). All input checks run before the weights are buil
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -20,6 +21,8 @@ from fluid.errors import InputError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("workload", help="workload YAML/JSON file or preset name")
     parser.add_argument("--policy", help="policy JSON from `fluidsched solve` (runs wait or nested-wait)")
+    parser.add_argument("--accept-policy-mismatch", action="store_true",
+                        help="run a policy solved for another workload (other hash, C or rates); differences recorded")
     parser.add_argument("--scheduler", help="scheduler name (fcfs, vllm-v1, sarathi, ...)")
     parser.add_argument("--model", help="preset (llama-2-7b, llama-2-13b, llama-3-8b, tiny-llama) or a LlamaConfig JSON (default llama-2-7b)")
     parser.add_argument("--checkpoint", help="local safetensors checkpoint folder (default: random weights)")
@@ -68,18 +71,14 @@ def run(args) -> int:
     if capacity is None or capacity < args.block_size:
         raise InputError(f"the KV budget must hold at least one block of {args.block_size} tokens, got {capacity}", field="kv_tokens")
     capacity = capacity // args.block_size * args.block_size
-    if policy is not None and policy.kv_capacity_tokens is not None and policy.kv_capacity_tokens != capacity:
-        raise InputError(
-            f"the policy was solved for a KV capacity of {policy.kv_capacity_tokens} tokens but this run has {capacity}; "
-            f"solve it again for {capacity} (fluidsched solve) or pass --kv-tokens {policy.kv_capacity_tokens}",
-            source=policy.source,
-            field="kv_capacity_tokens",
-        )
+    if capacity != workload.kv_capacity_tokens:
+        # the run's C is the pool size; a policy must have been solved for that C
+        workload = dataclasses.replace(workload, kv_capacity_tokens=capacity)
     options = dict(parse_option(o) for o in args.option)
     config = SimConfig(
         workload=workload, scheduler=scheduler_name, num_requests=args.requests, seed=args.seed, rate_scale=args.rate_scale,
         block_size=args.block_size, options=options, policy=policy, policy_document=document, warmup_fraction=args.warmup,
-        ttft_slo_s=args.ttft_slo, horizon_s=args.horizon,
+        ttft_slo_s=args.ttft_slo, horizon_s=args.horizon, accept_policy_mismatch=args.accept_policy_mismatch,
     )
     requests = make_requests(workload, args.requests, args.seed, rate_scale=args.rate_scale)
 
