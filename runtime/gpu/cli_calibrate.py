@@ -1,8 +1,10 @@
 """`fluidsched calibrate [--device cuda] [--model NAME] [--out FILE]`: measure and fit step times.
 
-Writes one JSON file: the device and versions, every measured row (a table model), and the
-`affine` and `linear3` fits with MAPE and R²; `batch_time` holds the linear3 fit, in the exact
-form a workload's `batch_time:` field takes, so thresholds can be solved for this machine.
+Writes one JSON file: the device, versions and host, every measured row, the `affine` and
+`linear3` fits with MAPE and R², and the stepwise model (`fluid.batch_time_stepwise`) with its
+k-fold held-out MAPE per region. `batch_time_stepwise` is that model and `batch_time` the linear3
+fitted to it over the grid, each in the exact form a workload's `batch_time:` field takes: the
+fluid benchmark and `solve` read the linear one, `simulate` can run either.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv-tokens", type=int, help="KV pool size in tokens (default: what free memory allows; 8192 on CPU)")
     parser.add_argument("--block-size", type=int, default=16, help="KV block size in tokens (default 16)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per grid point (median kept)")
+    parser.add_argument("--passes", type=int, default=2, help="passes over the whole grid (default 2; repeats of a point stay in one held-out fold)")
     parser.add_argument("--grid-scale", type=float, default=1.0, help="scale the grid's token counts (e.g. 0.05 for a tiny CPU model)")
     parser.add_argument("--out", default="calibration.json", help="output JSON file (default calibration.json)")
     parser.add_argument("--json", action="store_true", help="print the result JSON")
@@ -31,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from runtime.gpu.setup import check_device, model_config, resolve_dtype
 
+    if args.passes < 1:
+        raise InputError(f"--passes must be at least 1, got {args.passes}", field="passes")
     if args.repeats < 1:
         raise InputError(f"--repeats must be at least 1, got {args.repeats}", field="repeats")
     if not 0 < args.grid_scale <= 1:
@@ -43,7 +48,7 @@ def run(args) -> int:
     import torch
     import transformers
 
-    from runtime.gpu.calibrate import calibration_grid, fit_rows, measure_grid
+    from runtime.gpu.calibrate import calibration_grid, engine_buckets, fit_rows, measure_grid
     from runtime.gpu.host_info import describe_host, versions
     from runtime.gpu.engine import Engine
     from runtime.gpu.setup import build_pool, load_runner
@@ -52,10 +57,13 @@ def run(args) -> int:
     runner = load_runner(cfg, args.checkpoint, dtype=dtype, device=device)
     pool, info = build_pool(runner, kv_tokens=kv_tokens, block_size=args.block_size)
     engine = Engine(runner, pool)
-    rows = measure_grid(StepTimer(engine), calibration_grid(args.grid_scale), repeats=args.repeats)
-    if len(rows) < 4:
+    rows = measure_grid(StepTimer(engine), calibration_grid(args.grid_scale), repeats=args.repeats, passes=args.passes)
+    if len(rows) < 20:
         raise InputError(f"only {len(rows)} grid points fit a pool of {info.kv_capacity_tokens} tokens; raise --kv-tokens", field="kv_tokens")
-    fits = fit_rows(rows)
+    buckets = engine_buckets(engine)
+    fits = fit_rows(rows, buckets=buckets)
+    stepwise = fits["stepwise"]
+    linear = stepwise["batch_time"]["linear"]
     result = {
         "device": info.device_name,
         "model": args.model,
@@ -65,7 +73,10 @@ def run(args) -> int:
         "kv_capacity_tokens": info.kv_capacity_tokens,
         "block_size": args.block_size,
         "cuda_graphs": engine.graphs is not None,
-        "batch_time": fits["linear3"]["batch_time"],
+        # the fluid benchmark's linear model: linear3 fitted to the stepwise model over the grid
+        "batch_time": {"kind": "linear3", **linear},
+        "batch_time_stepwise": stepwise["batch_time"],
+        "heldout_step_mape": stepwise["heldout_mape"],
         "fits": fits,
         "table": rows,
     }
@@ -76,7 +87,11 @@ def run(args) -> int:
         json.dump(result, sys.stdout, indent=1)
         print()
     else:
-        for kind, f in fits.items():
+        for kind in ("affine", "linear3"):
+            f = fits[kind]
             print(f"{kind:8s} {json.dumps(f['batch_time'])}  MAPE {100 * f['mape']:.1f} %  R² {f['r2']:.4f}")
+        print(f"stepwise held-out MAPE {100 * stepwise['heldout_mape']:.1f} % (worst region {stepwise['worst_region']}: "
+              f"{100 * stepwise['heldout_mape_by_region'][stepwise['worst_region']]:.1f} %); its linear3 is "
+              f"{100 * stepwise['linear_vs_model_mape']:.1f} % from it, {100 * stepwise['linear_vs_measured_mape']:.1f} % from the measurements")
         print(f"{len(rows)} grid points on {info.device_name}; written to {out}")
     return 0
