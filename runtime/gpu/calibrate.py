@@ -91,3 +91,33 @@ def engine_buckets(engine) -> dict:
         "max_prefills": m.max_prefills if m is not None else 0,
         "max_decodes": m.max_decodes if m is not None else 0,
     }
+
+
+def calibrate_engine(engine, info, *, model: str, grid_scale: float = 1.0, repeats: int = 5, passes: int = 2) -> dict:
+    """Measure the grid on `engine` and fit every model: the calibration file's content."""
+    from fluid.errors import InputError
+    from runtime.gpu.host_info import describe_host, versions
+    from runtime.gpu.step_timer import StepTimer
+
+    rows = measure_grid(StepTimer(engine), calibration_grid(grid_scale), repeats=repeats, passes=passes)
+    if len(rows) < 20:
+        raise InputError(f"only {len(rows)} grid points fit a pool of {info.kv_capacity_tokens} tokens; raise --kv-tokens", field="kv_tokens")
+    fits = fit_rows(rows, buckets=engine_buckets(engine))
+    stepwise = fits["stepwise"]
+    return {
+        "device": info.device_name,
+        "model": model,
+        "dtype": str(engine.runner.dtype).replace("torch.", ""),
+        "versions": versions(),
+        "host": describe_host(),
+        "kv_capacity_tokens": info.kv_capacity_tokens,
+        "block_size": engine.block_size,
+        "cuda_graphs": engine.graphs is not None,
+        "mixed_cuda_graphs": engine.mixed_graphs is not None,
+        # the fluid benchmark's linear model: linear3 fitted to the stepwise model over the grid
+        "batch_time": {"kind": "linear3", **stepwise["batch_time"]["linear"]},
+        "batch_time_stepwise": stepwise["batch_time"],
+        "heldout_step_mape": stepwise["heldout_mape"],
+        "fits": fits,
+        "table": rows,
+    }

@@ -45,41 +45,15 @@ def run(args) -> int:
     cfg = model_config(args.model, args.checkpoint)
     kv_tokens = args.kv_tokens if args.kv_tokens is not None or device.type == "cuda" else 8192
 
-    import torch
-    import transformers
-
-    from runtime.gpu.calibrate import calibration_grid, engine_buckets, fit_rows, measure_grid
-    from runtime.gpu.host_info import describe_host, versions
+    from runtime.gpu.calibrate import calibrate_engine
     from runtime.gpu.engine import Engine
     from runtime.gpu.setup import build_pool, load_runner
-    from runtime.gpu.step_timer import StepTimer
 
     runner = load_runner(cfg, args.checkpoint, dtype=dtype, device=device)
     pool, info = build_pool(runner, kv_tokens=kv_tokens, block_size=args.block_size)
     engine = Engine(runner, pool)
-    rows = measure_grid(StepTimer(engine), calibration_grid(args.grid_scale), repeats=args.repeats, passes=args.passes)
-    if len(rows) < 20:
-        raise InputError(f"only {len(rows)} grid points fit a pool of {info.kv_capacity_tokens} tokens; raise --kv-tokens", field="kv_tokens")
-    buckets = engine_buckets(engine)
-    fits = fit_rows(rows, buckets=buckets)
-    stepwise = fits["stepwise"]
-    linear = stepwise["batch_time"]["linear"]
-    result = {
-        "device": info.device_name,
-        "model": args.model,
-        "dtype": str(dtype).replace("torch.", ""),
-        "versions": versions(),
-        "host": describe_host(),
-        "kv_capacity_tokens": info.kv_capacity_tokens,
-        "block_size": args.block_size,
-        "cuda_graphs": engine.graphs is not None,
-        # the fluid benchmark's linear model: linear3 fitted to the stepwise model over the grid
-        "batch_time": {"kind": "linear3", **linear},
-        "batch_time_stepwise": stepwise["batch_time"],
-        "heldout_step_mape": stepwise["heldout_mape"],
-        "fits": fits,
-        "table": rows,
-    }
+    result = calibrate_engine(engine, info, model=args.model, grid_scale=args.grid_scale, repeats=args.repeats, passes=args.passes)
+    fits, stepwise = result["fits"], result["fits"]["stepwise"]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
@@ -93,5 +67,5 @@ def run(args) -> int:
         print(f"stepwise held-out MAPE {100 * stepwise['heldout_mape']:.1f} % (worst region {stepwise['worst_region']}: "
               f"{100 * stepwise['heldout_mape_by_region'][stepwise['worst_region']]:.1f} %); its linear3 is "
               f"{100 * stepwise['linear_vs_model_mape']:.1f} % from it, {100 * stepwise['linear_vs_measured_mape']:.1f} % from the measurements")
-        print(f"{len(rows)} grid points on {info.device_name}; written to {out}")
+        print(f"{len(result['table'])} grid points on {info.device_name}; written to {out}")
     return 0

@@ -94,10 +94,8 @@ def run(args) -> int:
     scheduler = make_scheduler(scheduler_name, KVBlockManager(capacity, args.block_size, track_block_ids=True), **config.scheduler_knobs())
 
     # --- the work --------------------------------------------------------------------------
-    import torch
-    import transformers
-
     from runtime.gpu.engine import Engine
+    from runtime.gpu.host_info import describe_host, versions
     from runtime.gpu.setup import build_pool, load_runner
     from runtime.metrics import summarize
     from runtime.results import RunOutput, write_json, write_run_folder
@@ -106,8 +104,6 @@ def run(args) -> int:
     runner = load_runner(model_cfg, args.checkpoint, dtype=dtype, device=device, seed=args.seed)
     pool, info = build_pool(runner, kv_tokens=capacity, block_size=args.block_size)
     engine = Engine(runner, pool, use_cuda_graphs=not args.no_cuda_graphs, seed=args.seed)
-    from runtime.gpu.host_info import describe_host, versions
-
     setup_s = time.perf_counter() - t_setup
     result = engine.run(scheduler, requests, horizon_s=args.horizon)
     sim_result = result.to_sim_result(capacity)
