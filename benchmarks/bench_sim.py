@@ -1,6 +1,6 @@
 """Simulator speed: request-steps per second for every policy on the chat-like preset.
 
-Workload: the `chat-d-ten-bins` preset (PAPERS.md §7 (d): decode 1–500 in 10 bins, prefill 60,
+Workload: the `chat-d-ten-bins` preset (arXiv 2504.11320 §7, workload (d): decode 1–500 in 10 bins, prefill 60,
 55 req/s), 10,000 Poisson requests (seed 0), KV blocks of 16 tokens. A request-step is one
 request's share of one step (a prefill chunk or a decode token). WAIT runs the policy
 `fluidsched demo` would solve (the batch-cap recipe with the continuous rule when the cohort rule
@@ -144,10 +144,10 @@ def main(argv=None) -> int:
                 "runs_s": times,
                 "request_steps": steps,
                 "request_steps_per_s": steps / median_s,
-                "sim_steps": summary["num_steps"],
-                "throughput_tokens_per_s": summary["throughput_tokens_per_s"],
-                "mean_latency_s": summary["mean_latency_s"],
-                "restarts": summary["restarts"],
+                "sim_steps": summary.num_steps,
+                "throughput_tokens_per_s": summary.decode_throughput_tokens_per_s,
+                "mean_latency_s": summary.mean_latency_s,
+                "restarts": summary.restarts,
                 "policy": how,
             }
         )

@@ -15,6 +15,7 @@ import sys
 
 from fluid.equilibrium import FluidArrays, closed_form, closed_form_full, instability_advice
 from fluid.errors import InputError, UnstableWorkloadError
+from fluid.tables import format_table
 from fluid.workload import Workload
 
 
@@ -126,9 +127,7 @@ def _fmt(x, digits: int = 6) -> str:
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+    return format_table(header, rows)
 
 
 def _binding_text(binding: list[str], num_types: int) -> str:

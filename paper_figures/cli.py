@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fluid.cli_json import add_json_argument, print_json
 from fluid.errors import InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results_dir", help="folder with result files (e.g. runs/demo)")
     parser.add_argument("--out", help="where to write the PNGs (default: RESULTS_DIR)")
+    add_json_argument(parser, "print {figures: [paths]} as JSON instead of one path per line")
 
 
 def run(args) -> int:
@@ -29,6 +31,9 @@ def run(args) -> int:
         drawn.append(draw_demo_comparison(demo_json, target))
     if not drawn:
         raise InputError(f"found no result files to draw in {str(results)!r} (looked for demo.json)", field="results_dir")
+    if args.json:
+        print_json({"figures": [str(p) for p in drawn]})
+        return 0
     for path in drawn:
         print(path)
     return 0

@@ -1,5 +1,5 @@
 """`fluidsched compare WORKLOAD --schedulers a,b,c [--policy P.json]`: several schedulers on the
-same arrivals (same seed, fresh copies of the requests), one table.
+same arrivals (same seed, fresh copies of the requests), the fluid throughput* as a first row.
 
 `--option key=value` knobs go to every scheduler that has that knob (and must exist for at least
 one). With `--out DIR`, each run's folder is written to DIR/NAME and the table to DIR/compare.json.
@@ -8,12 +8,12 @@ one). With `--out DIR`, each run's folder is written to DIR/NAME and the table t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from fluid.errors import InputError
-from runtime.cli_simulate import add_common_arguments, base_config, format_table, load_policy_arg, warn_policy_mismatch
+from fluid.cli_json import print_json
+from runtime.cli_simulate import add_common_arguments, base_config, format_tables, load_policy_arg, warn_policy_mismatch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,11 +55,25 @@ def run(args) -> int:
         summaries.append(output.summary)
         if args.out:
             write_run_folder(Path(args.out) / name, output)
+    fluid_star = fluid_throughput_star(base.workload.scaled(base.rate_scale))
     if args.out:
-        write_json(Path(args.out) / "compare.json", summaries)
+        write_json(Path(args.out) / "compare.json", [s.to_dict() for s in summaries])
     if args.json:
-        json.dump(summaries, sys.stdout, indent=2, default=float)
-        print()
+        print_json({"fluid_throughput_star_tokens_per_s": fluid_star, "summaries": [s.to_dict() for s in summaries]})
     else:
-        print(format_table(summaries))
+        print(format_tables(summaries, fluid_star))
+        if fluid_star is None:
+            print("note: no fluid row: the workload has no stable fluid point within C", file=sys.stderr)
     return 0
+
+
+def fluid_throughput_star(workload) -> float | None:
+    """The fluid benchmark's throughput* (arXiv 2504.11320 §2), or None when the workload has no
+    stable fluid point within its memory."""
+    from fluid.equilibrium import closed_form
+    from fluid.errors import FluidSchedError
+
+    try:
+        return closed_form(workload).throughput_star_tokens_per_s
+    except FluidSchedError:
+        return None

@@ -10,8 +10,11 @@ import argparse
 import json
 import sys
 
+from fluid.cli_json import add_json_argument, print_json
 from fluid.errors import InputError
+from fluid.tables import format_table as render_table
 from runtime.schedulers import SCHEDULERS
+from runtime.summary import RunSummary
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +37,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ttft-slo", type=float, default=0.5, help="TTFT bound for SLO attainment in s (default 0.5)")
     parser.add_argument("--horizon", type=float, help="stop the clock at this time in s")
     parser.add_argument("--out", help="write the run folder(s) here")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--metric-percentiles", default="99", help="percentiles of the serving metrics, e.g. 50,90,99 (default 99, as vLLM)")
+    parser.add_argument("--goodput", nargs="+", metavar="METRIC:MS", help="goodput bounds as vLLM's: ttft:MS tpot:MS e2el:MS")
+    add_json_argument(parser, "print the summary as JSON")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +64,7 @@ def base_config(args, scheduler: str, policy=None, policy_document=None, *, trac
     """The SimConfig the common arguments describe, for one scheduler."""
     from fluid.workload_io import load_workload
     from runtime.arrivals import parse_tiers
+    from runtime.serving_metrics import parse_goodput, parse_percentiles
     from runtime.simrun import SimConfig, parse_option
 
     workload = load_workload(args.workload)
@@ -82,6 +88,8 @@ def base_config(args, scheduler: str, policy=None, policy_document=None, *, trac
         horizon_s=args.horizon,
         trace=trace,
         accept_policy_mismatch=args.accept_policy_mismatch,
+        metric_percentiles=parse_percentiles(args.metric_percentiles),
+        goodput_ms=parse_goodput(args.goodput) if args.goodput else None,
     )
 
 
@@ -105,28 +113,62 @@ def warn_policy_mismatch(config) -> None:
             print(f"warning: policy mismatch accepted: {line}", file=sys.stderr)
 
 
-def format_table(summaries: list[dict], fluid_throughput: float | None = None) -> str:
-    """One row per scheduler: throughput, latency, TTFT, TBT, restarts, peak KV."""
-    cols = [
-        ("scheduler", "{}", "scheduler"),
-        ("tok/s", "{:.1f}", "throughput_tokens_per_s"),
-        ("lat mean s", "{:.3f}", "mean_latency_s"),
-        ("lat p99 s", "{:.3f}", "p99_latency_s"),
-        ("TTFT mean s", "{:.3f}", "mean_ttft_s"),
-        ("TBT p99 s", "{:.4f}", "p99_tbt_s"),
-        ("restarts", "{}", "restarts"),
-        ("peak KV", "{}", "peak_kv_tokens"),
-        ("done", "{}", "completed"),
-    ]
-    rows = [[h for h, _, _ in cols]]
+#: the fluid benchmark's table: (header, format, RunSummary field)
+FLUID_COLUMNS = (
+    ("scheduler", "{}", "scheduler"),
+    ("tok/s", "{:.1f}", "decode_throughput_tokens_per_s"),
+    ("lat mean s", "{:.3f}", "mean_latency_s"),
+    ("lat p99 s", "{:.3f}", "p99_latency_s"),
+    ("TTFT mean s", "{:.3f}", "mean_ttft_s"),
+    ("TBT p99 s", "{:.4f}", "p99_tbt_s"),
+    ("restarts", "{}", "restarts"),
+    ("peak KV", "{}", "peak_kv_tokens"),
+    ("done", "{}", "completed"),
+)
+
+#: vLLM's serving-benchmark measures (milliseconds, as `vllm bench serve` prints them) and SLOs
+SERVING_COLUMNS = (
+    ("scheduler", "{}", "scheduler"),
+    ("req/s", "{:.2f}", "request_throughput"),
+    ("out tok/s", "{:.1f}", "output_throughput"),
+    ("total tok/s", "{:.1f}", "total_token_throughput"),
+    ("TTFT mean ms", "{:.2f}", "mean_ttft_ms"),
+    ("TTFT p99 ms", "{:.2f}", "p99_ttft_ms"),
+    ("TPOT mean ms", "{:.2f}", "mean_tpot_ms"),
+    ("ITL p99 ms", "{:.2f}", "p99_itl_ms"),
+    ("E2EL mean ms", "{:.2f}", "mean_e2el_ms"),
+    ("TTFT SLO %", "{:.1%}", "ttft_slo_attainment"),
+    ("TBT SLO %", "{:.1%}", "tbt_slo_attainment"),
+    ("goodput req/s", "{:.2f}", "request_goodput"),
+)
+
+
+def _cells(summary: RunSummary, columns) -> list[str]:
+    out = []
+    for _, fmt, name in columns:
+        value = summary.value(name)
+        out.append("-" if value is None else fmt.format(value).rstrip("%"))
+    return out
+
+
+def format_table(summaries: list[RunSummary], fluid_throughput: float | None = None) -> str:
+    """One row per scheduler: decode throughput, latency, TTFT, TBT, restarts, peak KV (the fluid
+    benchmark's measures); `fluid_throughput` adds the fluid optimum throughput* as a first row."""
+    rows = []
     if fluid_throughput is not None:
-        rows.append(["fluid*", f"{fluid_throughput:.1f}"] + ["-"] * (len(cols) - 2))
-    for s in summaries:
-        rows.append([("-" if s.get(k) is None else fmt.format(s[k])) for _, fmt, k in cols])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+        rows.append(["fluid*", f"{fluid_throughput:.1f}"] + ["-"] * (len(FLUID_COLUMNS) - 2))
+    rows += [_cells(s, FLUID_COLUMNS) for s in summaries]
+    return render_table([h for h, _, _ in FLUID_COLUMNS], rows)
+
+
+def format_serving_table(summaries: list[RunSummary]) -> str:
+    """One row per scheduler in vLLM's serving-benchmark terms (ms), with SLO attainment and goodput."""
+    return render_table([h for h, _, _ in SERVING_COLUMNS], [_cells(s, SERVING_COLUMNS) for s in summaries])
+
+
+def format_tables(summaries: list[RunSummary], fluid_throughput: float | None = None) -> str:
+    """Both tables, as `simulate`, `compare`, `demo` and `run` print them."""
+    return format_table(summaries, fluid_throughput) + "\n\n" + format_serving_table(summaries)
 
 
 def run(args) -> int:
@@ -145,10 +187,9 @@ def run(args) -> int:
     if args.out:
         write_run_folder(args.out, output)
     if args.json:
-        json.dump(output.summary, sys.stdout, indent=2, default=float)
-        print()
+        print_json(output.summary.to_dict())
     else:
-        print(format_table([output.summary]))
+        print(format_tables([output.summary]))
         if args.out:
             print(f"run folder: {args.out}")
     return 0

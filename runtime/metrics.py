@@ -1,19 +1,23 @@
-"""Metrics: pure functions over finished requests and the step log (PAPERS.md §1, §6).
+"""Metrics: pure functions over finished requests and the step log, gathered into `RunSummary`.
 
-Definitions (arXiv 2504.11320 for throughput and latency, 2508.01002 for the SLO measures):
+Definitions (arXiv 2504.11320 §2 for throughput and latency, arXiv 2508.01002 for the SLO
+measures; vLLM's serving-benchmark metrics are in `runtime/serving_metrics.py`; the mapping
+between the two sets is `docs/metrics.md`):
 
-- throughput: decode tokens per second (the l' decode-stage tokens, as throughput* = Σ λ_j l'_j
+- decode throughput (`decode_throughput_tokens_per_s`): decode tokens per second (the l' decode-stage tokens, as throughput* = Σ λ_j l'_j
   counts them; the prefill's first token is not counted), over the measurement window
   [warm-up cut, last arrival] — the span in which arrivals still flow, so neither the empty
-  start nor the drain after the last arrival dilutes it. If the cut is at or after the last
-  arrival, the window runs to the end of the simulation instead.
+  start nor the drain after the last arrival dilutes it. With a horizon the window stops at the
+  clock stop when that comes first, and the warm-up cut is the fraction of the arrival span seen
+  before it (`warmup_cut_s`). If the cut is at or after the stop, the window runs to the end of
+  the run instead.
 - latency: arrival → completion; TTFT: arrival → first output token (end of the prefill);
   TBT: every gap between consecutive output tokens of a request (restarts included: a gap that
   spans an eviction is a real stall the user sees). Percentiles are exact (numpy's linear
   interpolation over every value, no sketch).
 - request metrics cover requests that arrived at or after the warm-up cut and completed.
-- KV use: peak over steps and time-weighted mean (the reservation after each step, held for the
-  step's duration); batch sizes and composition per step.
+- KV use: peak over steps and time-weighted mean of the memory each step held while it ran
+  (granted for the batch, before the requests finishing in it were released); batch sizes and composition per step.
 - SLO attainment: a request meets its TBT SLO when every one of its gaps is ≤ its `tbt_slo_s`;
   the token-level share counts gaps within their request's SLO. TTFT attainment: TTFT ≤ bound.
 """
@@ -23,7 +27,9 @@ from __future__ import annotations
 import numpy as np
 
 from runtime.request import Request
-from runtime.sim import SimResult, StepLog
+from runtime.serving_metrics import DEFAULT_PERCENTILES, SERVING_METRICS, serving_metrics
+from runtime.step_log import SimResult, StepLog
+from runtime.summary import RunSummary
 
 
 def _pct(values: np.ndarray, q: float) -> float | None:
@@ -39,10 +45,25 @@ def measured_requests(requests: list[Request], warmup_s: float = 0.0) -> list[Re
     return [r for r in requests if r.completion_s is not None and r.arrival_s >= warmup_s]
 
 
-def measurement_window_s(requests: list[Request], end_s: float, warmup_s: float = 0.0) -> tuple[float, float]:
-    """[start, end] of the throughput window: warm-up cut to last arrival (or to `end_s`)."""
+def warmup_cut_s(requests: list[Request], fraction: float, horizon_s: float | None = None) -> float:
+    """The warm-up cut: `fraction` of the arrival span, the span ending at the horizon when the
+    clock stops before the last arrival (arrivals after the stop are never seen)."""
     last_arrival_s = max((r.arrival_s for r in requests), default=0.0)
-    stop_s = last_arrival_s if last_arrival_s > warmup_s else end_s
+    if horizon_s is not None:
+        last_arrival_s = min(last_arrival_s, horizon_s)
+    return fraction * last_arrival_s
+
+
+def measurement_window_s(
+    requests: list[Request], end_s: float, warmup_s: float = 0.0, horizon_s: float | None = None
+) -> tuple[float, float]:
+    """[start, stop] of the throughput window: warm-up cut to the last arrival, or to the clock
+    stop when that comes first (a horizon); to `end_s` when the cut is at or past that point."""
+    stop_s = max((r.arrival_s for r in requests), default=0.0)
+    if horizon_s is not None:
+        stop_s = min(stop_s, horizon_s, end_s)
+    if stop_s <= warmup_s:
+        stop_s = end_s
     return warmup_s, stop_s
 
 
@@ -98,7 +119,12 @@ def slo_attainment(requests: list[Request], ttft_slo_s: float | None = None) -> 
 def step_metrics(steps: StepLog, kv_capacity_tokens: int) -> dict:
     """Batch sizes, composition and KV use over the step log."""
     if not len(steps):
-        return {"num_steps": 0}
+        return {
+            "num_steps": 0, "busy_s": 0.0, "mean_step_s": None, "mean_batch_size": None, "max_batch_size": 0,
+            "mean_decodes_per_step": None, "mean_prefills_per_step": None, "mixed_step_fraction": None,
+            "prefill_only_step_fraction": None, "decode_only_step_fraction": None, "prefill_token_fraction": None,
+            "peak_kv_tokens": 0, "mean_kv_tokens": 0.0, "kv_capacity_tokens": int(kv_capacity_tokens), "evictions": 0,
+        }
     start = np.asarray(steps.start_s)
     dur = np.asarray(steps.end_s) - start
     decodes = np.asarray(steps.num_decodes)
@@ -153,49 +179,79 @@ def summarize(
     warmup_s: float = 0.0,
     ttft_slo_s: float | None = 0.5,
     executor: str = "simulated",
-) -> dict:
-    """The run's summary (the keys of `summary.json` and of `--json`)."""
+    replicas: int = 1,
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES,
+    goodput_ms: dict[str, float] | None = None,
+    wall_s: float | None = None,
+) -> RunSummary:
+    """The run's typed summary (`summary.json` and `--json` are its `to_dict()`).
+
+    `percentiles`: the serving metrics' percentiles (p99 is always kept); `goodput_ms`: vLLM's
+    `--goodput` bounds in milliseconds (request_goodput is None without them).
+    """
     reqs = result.requests
     done = measured_requests(reqs, warmup_s)
-    start_s, stop_s = measurement_window_s(reqs, result.end_s, warmup_s)
+    start_s, stop_s = measurement_window_s(reqs, result.end_s, warmup_s, result.horizon_s)
     lat = latencies_s(done)
     ttft = ttfts_s(done)
     tbt = tbt_gaps_s(done)
-    summary = {
-        "scheduler": scheduler,
-        "executor": executor,
-        "num_requests": len(reqs),
-        "completed": sum(1 for r in reqs if r.completion_s is not None),
-        "measured_requests": len(done),
-        "warmup_s": warmup_s,
-        "window_s": [start_s, stop_s],
-        "sim_end_s": result.end_s,
-        "throughput_tokens_per_s": decode_throughput_tokens_per_s(reqs, start_s, stop_s),
-        "overall_throughput_tokens_per_s": (
+    steps = step_metrics(result.steps, result.kv_capacity_tokens)
+    slo = slo_attainment(done, ttft_slo_s)
+    chosen = tuple(sorted(set(percentiles) | {99.0}))
+    serving = serving_metrics(reqs, result.end_s, percentiles=chosen, goodput_ms=goodput_ms)
+    served = serving.to_dict()
+    fixed = {f"{stat}_{m}_ms" for m in SERVING_METRICS for stat in ("mean", "median", "std", "p99")}
+    composition = type_composition(result.steps)
+    return RunSummary(
+        scheduler=scheduler,
+        executor=executor,
+        replicas=replicas,
+        num_requests=len(reqs),
+        completed=sum(1 for r in reqs if r.completion_s is not None),
+        measured_requests=len(done),
+        restarts=sum(r.restarts for r in reqs),
+        restarted_requests=sum(1 for r in reqs if r.restarts),
+        warmup_s=warmup_s,
+        window_start_s=start_s,
+        window_stop_s=stop_s,
+        sim_end_s=result.end_s,
+        horizon_s=result.horizon_s,
+        decode_throughput_tokens_per_s=decode_throughput_tokens_per_s(reqs, start_s, stop_s),
+        overall_decode_throughput_tokens_per_s=(
             sum(max(0, len(r.token_times_s) - 1) for r in reqs) / result.end_s if result.end_s > 0 else 0.0
         ),
-        "mean_latency_s": _mean(lat),
-        "p50_latency_s": _pct(lat, 50),
-        "p90_latency_s": _pct(lat, 90),
-        "p99_latency_s": _pct(lat, 99),
-        "mean_ttft_s": _mean(ttft),
-        "p50_ttft_s": _pct(ttft, 50),
-        "p99_ttft_s": _pct(ttft, 99),
-        "mean_tbt_s": _mean(tbt),
-        "p50_tbt_s": _pct(tbt, 50),
-        "p90_tbt_s": _pct(tbt, 90),
-        "p99_tbt_s": _pct(tbt, 99),
-        "max_tbt_s": float(tbt.max()) if len(tbt) else None,
-        "restarts": sum(r.restarts for r in reqs),
-        "restarted_requests": sum(1 for r in reqs if r.restarts),
-    }
-    summary.update(step_metrics(result.steps, result.kv_capacity_tokens))
-    summary["peak_kv_tokens"] = max(summary.get("peak_kv_tokens", 0), result.peak_kv_tokens)
-    summary.update(slo_attainment(done, ttft_slo_s))
-    composition = type_composition(result.steps)
-    if composition is not None:
-        summary["mean_requests_per_step_by_type"] = composition
-    return summary
+        mean_latency_s=_mean(lat),
+        p50_latency_s=_pct(lat, 50),
+        p90_latency_s=_pct(lat, 90),
+        p99_latency_s=_pct(lat, 99),
+        mean_ttft_s=_mean(ttft),
+        p50_ttft_s=_pct(ttft, 50),
+        p99_ttft_s=_pct(ttft, 99),
+        mean_tbt_s=_mean(tbt),
+        p50_tbt_s=_pct(tbt, 50),
+        p90_tbt_s=_pct(tbt, 90),
+        p99_tbt_s=_pct(tbt, 99),
+        max_tbt_s=float(tbt.max()) if len(tbt) else None,
+        tbt_slo_requests=slo["tbt_slo_requests"],
+        tbt_slo_attainment=slo["tbt_slo_attainment"],
+        tbt_slo_token_attainment=slo["tbt_slo_token_attainment"],
+        ttft_slo_s=ttft_slo_s,
+        ttft_slo_attainment=slo.get("ttft_slo_attainment"),
+        duration_s=serving.duration_s,
+        total_input_tokens=serving.total_input_tokens,
+        total_output_tokens=serving.total_output_tokens,
+        request_throughput=serving.request_throughput,
+        output_throughput=serving.output_throughput,
+        total_token_throughput=serving.total_token_throughput,
+        request_goodput=serving.request_goodput,
+        goodput_slo_ms=dict(goodput_ms) if goodput_ms else None,
+        **{k: served[k] for k in sorted(fixed)},
+        **steps,
+        wall_s=wall_s,
+        request_steps=sum(len(r.prefill_chunk_end_s) + r.decode_steps_done for r in reqs),
+        mean_requests_per_step_by_type=composition,
+        percentiles_ms={k: v for k, v in served.items() if k.startswith("p") and k.endswith("_ms") and k not in fixed},
+    )
 
 
 def request_rows(requests: list[Request]) -> list[dict]:

@@ -5,7 +5,7 @@ Layout:
     config.json     resolved configuration: workload (resolved dict), scheduler, options, seed,
                     number of requests, rate scale, block size, replicas/router, code version
     policy.json     the policy file used (WAIT / Nested WAIT), when there is one
-    summary.json    `runtime.metrics.summarize` (names the scheduler and the executor)
+    summary.json    `runtime.summary.RunSummary.to_dict()` (names the scheduler and the executor)
     metrics.csv     one row per request (`runtime.metrics.request_rows`)
     trace.json      Chrome / Perfetto trace events of the batches (open in ui.perfetto.dev):
                     one complete event ("X") per step on the replica's track, with its shape,
@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.metrics import request_rows
-from runtime.sim import SimResult
+from runtime.step_log import SimResult
+from runtime.summary import RunSummary
 
 
 def code_version() -> str:
@@ -88,7 +89,7 @@ class RunOutput:
     """Everything a run folder holds, returned by the run and written by `write_run_folder`."""
 
     config: dict
-    summary: dict
+    summary: RunSummary
     results: list[SimResult]  # one per replica
     policy: dict | None = None
     extra: dict = field(default_factory=dict)
@@ -120,7 +121,7 @@ def write_run_folder(out_dir: str | Path, run: RunOutput, *, trace: bool = True)
     write_json(out / "config.json", config)
     if run.policy is not None:
         write_json(out / "policy.json", run.policy)
-    write_json(out / "summary.json", run.summary)
+    write_json(out / "summary.json", run.summary.to_dict())
     rows = request_rows(sorted(run.requests, key=lambda r: (r.arrival_s, r.request_id)))
     with (out / "metrics.csv").open("w", newline="", encoding="utf-8") as handle:
         if rows:

@@ -14,7 +14,8 @@ The first three do not look at server state, so the requests are routed up front
 replica is simulated on its own (`runtime.sim.simulate`). `least-work` depends on the replicas'
 state at each arrival, so it runs one joint event loop over all replica clocks: events are
 arrivals and step ends, processed in time order (arrivals first on ties, as in the single-server
-loop), with the same memory check and deadlock detection as `simulate`.
+loop); each replica's steps go through the shared `runtime.executor.ServerLoop`, so memory
+checks, peak KV, eviction times and the deadlock error are the simulator's.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from fluid.batch_time import BatchTimeModel
 from fluid.errors import InputError
 from runtime.request import Request
 from runtime.schedulers.base import Scheduler
-from runtime.sim import MemoryOverflowError, SchedulerDeadlockError, SimResult, StepLog, _check_horizon, _type_counts, simulate
+from runtime.executor import ServerLoop, check_horizon
+from runtime.sim import simulate
+from runtime.step_log import SimResult, StepLog
 
 ROUTERS = ("round-robin", "random", "split", "least-work")
 
@@ -94,21 +97,18 @@ def _outstanding_tokens(unfinished: list[Request]) -> int:
 
 
 class _Replica:
-    """One server's state inside the joint event loop."""
+    """One server inside the joint event loop: its `ServerLoop`, its batch in flight and its wake-up."""
 
-    __slots__ = ("index", "scheduler", "log", "requests", "unfinished", "batch", "start_s", "end_s", "wake_s", "num_steps", "peak")
+    __slots__ = ("index", "loop", "requests", "unfinished", "batch", "start_s", "end_s", "wake_s")
 
     def __init__(self, index: int, scheduler: Scheduler, trace: bool):
         self.index = index
-        self.scheduler = scheduler
-        self.log = StepLog(type_counts=[] if trace else None)
+        self.loop = ServerLoop(scheduler, index=index, trace=trace)
         self.requests: list[Request] = []
         self.unfinished: list[Request] = []
         self.batch = None
         self.start_s = self.end_s = 0.0
         self.wake_s: float | None = None
-        self.num_steps = 0
-        self.peak = 0
 
     def next_event_s(self) -> float:
         if self.batch is not None:
@@ -116,32 +116,19 @@ class _Replica:
         return self.wake_s if self.wake_s is not None else math.inf
 
     def try_start(self, now_s: float, batch_time: BatchTimeModel) -> None:
-        batch = self.scheduler.schedule(now_s)
-        for r in batch.evicted:
-            r.eviction_times_s.append(now_s)
-        if batch.items:
-            self.batch, self.start_s = batch, now_s
+        batch = self.loop.begin(now_s)
+        self.batch = batch
+        if batch is not None:
+            self.start_s = now_s
             self.end_s = now_s + batch_time.step_time_s(batch.shape())
             self.wake_s = None
         else:
-            self.batch = None
-            wake = self.scheduler.next_wakeup_s()
+            wake = self.loop.scheduler.next_wakeup_s()
             self.wake_s = wake if wake is not None and wake > now_s else None
 
-    def finish_step(self, trace: bool) -> None:
-        batch, kv = self.batch, self.scheduler.kv
-        done = self.scheduler.complete_step(batch, self.start_s, self.end_s)
-        if done:
+    def finish_step(self) -> None:
+        if self.loop.finish(self.batch, self.start_s, self.end_s):
             self.unfinished = [r for r in self.unfinished if r.completion_s is None]
-        self.num_steps += 1
-        free = kv.free_blocks
-        if free < 0 or free > kv.num_blocks:
-            raise MemoryOverflowError(f"replica {self.index}: KV blocks in use {kv.num_blocks - free} outside [0, {kv.num_blocks}]")
-        reserved = (kv.num_blocks - free) * kv.block_size
-        self.peak = max(self.peak, reserved)
-        self.log.append(self.start_s, self.end_s, batch.shape(), reserved, len(batch.evicted))
-        if trace:
-            self.log.type_counts.append(_type_counts(batch))
         self.batch = None
 
 
@@ -152,46 +139,47 @@ def _simulate_least_work(schedulers, requests, batch_time, *, horizon_s, trace) 
     now = 0.0
     if n == 0:
         for rep in replicas:
-            rep.scheduler.on_arrivals_ended()
+            rep.loop.scheduler.on_arrivals_ended()
     while True:
         t_arrival = arrivals[i].arrival_s if i < n else math.inf
         rep = min(replicas, key=_Replica.next_event_s)
         t_replica = rep.next_event_s()
-        now = min(t_arrival, t_replica)
-        if now == math.inf or (horizon_s is not None and now >= horizon_s):
+        t_next = min(t_arrival, t_replica)
+        if t_next == math.inf or (horizon_s is not None and t_next >= horizon_s):
             break
+        now = t_next
         if t_arrival <= t_replica:
             touched = set()
             while i < n and arrivals[i].arrival_s <= t_arrival:
                 r = arrivals[i]
                 target = min(replicas, key=lambda x: (_outstanding_tokens(x.unfinished), x.index))
-                target.scheduler.add_request(r)
+                target.loop.scheduler.add_request(r)
                 target.requests.append(r)
                 target.unfinished.append(r)
                 touched.add(target.index)
                 i += 1
             if i == n:
                 for x in replicas:
-                    x.scheduler.on_arrivals_ended()
+                    x.loop.scheduler.on_arrivals_ended()
                 touched = set(range(len(replicas)))
             for g in sorted(touched):
                 if replicas[g].batch is None:
                     replicas[g].try_start(now, batch_time)
         elif rep.batch is not None:
-            rep.finish_step(trace)
+            rep.finish_step()
             rep.try_start(now, batch_time)
         else:
             rep.try_start(now, batch_time)
+    stopped_by_horizon = horizon_s is not None and t_next != math.inf
     if horizon_s is None:
         for rep in replicas:
-            if rep.scheduler.has_unfinished():
-                raise SchedulerDeadlockError(
-                    f"replica {rep.index}: {type(rep.scheduler).__name__} is idle with unfinished requests and no pending event"
-                )
-    return [
-        SimResult(rep.requests, rep.end_s, rep.num_steps, rep.peak, rep.log, rep.scheduler.kv.capacity_tokens, rep.index)
-        for rep in replicas
-    ]
+            rep.loop.check_finished(now)
+    # requests that had not arrived when the clock stopped were never routed: list them on the
+    # replica the router would pick at the stop, so that the fleet's summary still counts them
+    for r in arrivals[i:]:
+        min(replicas, key=lambda x: (_outstanding_tokens(x.unfinished), x.index)).requests.append(r)
+    # a clock stopped by the horizon reads the horizon on every replica (a step in flight is not counted)
+    return [rep.loop.result(rep.requests, horizon_s if stopped_by_horizon else rep.end_s, horizon_s) for rep in replicas]
 
 
 def simulate_fleet(
@@ -211,7 +199,7 @@ def simulate_fleet(
         raise InputError(f"the number of replicas must be a positive integer, got {num_replicas!r}", field="replicas")
     if router not in ROUTERS:
         raise InputError(f"unknown router {router!r}; valid routers: {', '.join(ROUTERS)}", field="router")
-    _check_horizon(horizon_s)
+    check_horizon(horizon_s)
     schedulers = [make_scheduler(g) for g in range(num_replicas)]
     if router == "least-work":
         return _simulate_least_work(schedulers, requests, batch_time, horizon_s=horizon_s, trace=trace)
@@ -232,12 +220,13 @@ def combine_results(results: list[SimResult]) -> SimResult:
     """
     if len(results) == 1:
         return results[0]
-    log = StepLog(type_counts=[] if all(r.steps.type_counts is not None for r in results) else None)
+    log = StepLog(
+        type_counts=[] if all(r.steps.type_counts is not None for r in results) else None,
+        host_s=[] if all(r.steps.host_s is not None for r in results) else None,
+        graph=[] if all(r.steps.graph is not None for r in results) else None,
+    )
     for res in results:
-        for name in ("start_s", "end_s", "new_tokens", "kv_tokens", "num_decodes", "num_prefills", "kv_used_tokens", "num_evicted"):
-            getattr(log, name).extend(getattr(res.steps, name))
-        if log.type_counts is not None:
-            log.type_counts.extend(res.steps.type_counts)
+        log.extend(res.steps)
     requests = sorted((r for res in results for r in res.requests), key=lambda r: (r.arrival_s, r.request_id))
     return SimResult(
         requests,
@@ -247,4 +236,5 @@ def combine_results(results: list[SimResult]) -> SimResult:
         log,
         results[0].kv_capacity_tokens,
         -1,
+        results[0].horizon_s,
     )

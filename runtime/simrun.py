@@ -17,9 +17,10 @@ from fluid.errors import InputError
 from fluid.workload import ArrivalSpec, Workload
 from runtime.arrivals import SloTier, check_tiers, make_requests
 from runtime.kv_blocks import KVBlockManager
-from runtime.metrics import summarize
+from runtime.metrics import summarize, warmup_cut_s
 from runtime.policy_file import RuntimePolicy
 from runtime.results import RunOutput
+from runtime.serving_metrics import DEFAULT_PERCENTILES, check_percentiles
 from runtime.router import ROUTERS, combine_results, simulate_fleet
 from runtime.schedulers import make_scheduler, scheduler_options
 
@@ -130,6 +131,8 @@ class SimConfig:
     horizon_s: float | None = None
     trace: bool = False
     accept_policy_mismatch: bool = False  # run a policy solved for another workload (differences recorded)
+    metric_percentiles: tuple[float, ...] = DEFAULT_PERCENTILES  # serving metrics' percentiles (vLLM's --metric-percentiles)
+    goodput_ms: dict | None = None  # vLLM's --goodput bounds, {'ttft'|'tpot'|'e2el': milliseconds}
 
     def __post_init__(self) -> None:
         n = self.num_requests
@@ -151,6 +154,7 @@ class SimConfig:
             raise InputError(f"the horizon must be a finite positive number of seconds, got {self.horizon_s!r}", field="horizon_s")
         if self.tiers is not None:
             object.__setattr__(self, "tiers", check_tiers(self.tiers))
+        object.__setattr__(self, "metric_percentiles", check_percentiles(self.metric_percentiles))
         if self.scheduler in ("wait", "nested-wait"):
             if self.policy is None and "policy" not in self.options:
                 raise InputError(f"scheduler {self.scheduler!r} needs a policy: pass --policy POLICY.json", field="policy")
@@ -194,6 +198,8 @@ class SimConfig:
             "tiers": [[t.fraction, t.tbt_slo_s] for t in self.tiers] if self.tiers else None,
             "arrivals": (self.arrivals or self.workload.arrivals).to_dict(),
             "horizon_s": self.horizon_s,
+            "metric_percentiles": list(self.metric_percentiles),
+            "goodput_ms": self.goodput_ms,
             "executor": "simulated",
         }
 
@@ -226,9 +232,9 @@ def run_simulation(config: SimConfig) -> RunOutput:
     )
     wall_s = time.perf_counter() - t0
     combined = combine_results(results)
-    warmup_s = config.warmup_fraction * max((r.arrival_s for r in requests), default=0.0)
-    summary = summarize(combined, scheduler=config.scheduler, warmup_s=warmup_s, ttft_slo_s=config.ttft_slo_s)
-    summary["replicas"] = config.replicas
-    summary["wall_s"] = wall_s
-    summary["request_steps"] = sum(len(r.prefill_chunk_end_s) + r.decode_steps_done for r in requests)
+    warmup_s = warmup_cut_s(requests, config.warmup_fraction, config.horizon_s)
+    summary = summarize(
+        combined, scheduler=config.scheduler, warmup_s=warmup_s, ttft_slo_s=config.ttft_slo_s, replicas=config.replicas,
+        percentiles=config.metric_percentiles, goodput_ms=config.goodput_ms, wall_s=wall_s,
+    )
     return RunOutput(config.to_dict(), summary, results, config.policy_document)

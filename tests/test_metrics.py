@@ -42,17 +42,17 @@ def test_latency_ttft_tbt_exact():
     steps.append(0.0, 5.2, BatchShape(3, 30, 2, 1), 48, 0)
     s = summarize(SimResult(reqs, 5.2, 1, 48, steps, 100), scheduler="x", warmup_s=0.0, ttft_slo_s=0.6)
     lat = np.array([1.3, 0.8, 1.2])
-    assert s["mean_latency_s"] == pytest.approx(lat.mean())
-    assert s["p50_latency_s"] == pytest.approx(1.2)
-    assert s["p99_latency_s"] == pytest.approx(np.percentile(lat, 99))
-    assert s["mean_ttft_s"] == pytest.approx((1.0 + 0.5 + 0.2) / 3)
+    assert s.mean_latency_s == pytest.approx(lat.mean())
+    assert s.p50_latency_s == pytest.approx(1.2)
+    assert s.p99_latency_s == pytest.approx(np.percentile(lat, 99))
+    assert s.mean_ttft_s == pytest.approx((1.0 + 0.5 + 0.2) / 3)
     gaps = np.array([0.1, 0.2, 0.1, 0.1, 0.1, 1.0])
     assert np.sort(tbt_gaps_s(reqs)) == pytest.approx(np.sort(gaps))
-    assert s["p99_tbt_s"] == pytest.approx(np.percentile(gaps, 99))
-    assert s["max_tbt_s"] == pytest.approx(1.0)
-    assert s["restarts"] == 2 and s["completed"] == 3
-    assert s["scheduler"] == "x" and s["executor"] == "simulated"
-    assert s["ttft_slo_attainment"] == pytest.approx(2 / 3)  # 1.0 s misses 0.6 s
+    assert s.p99_tbt_s == pytest.approx(np.percentile(gaps, 99))
+    assert s.max_tbt_s == pytest.approx(1.0)
+    assert s.restarts == 2 and s.completed == 3
+    assert s.scheduler == "x" and s.executor == "simulated"
+    assert s.ttft_slo_attainment == pytest.approx(2 / 3)  # 1.0 s misses 0.6 s
 
 
 def test_slo_attainment_by_request_and_token():
@@ -69,8 +69,8 @@ def test_throughput_window_and_warmup():
     # decode tokens (not first tokens) inside [1, 4]: 1.1, 1.3, 2.6, 2.7, 2.8
     assert decode_throughput_tokens_per_s(reqs, start, stop) == pytest.approx(5 / 3)
     s = summarize(SimResult(reqs, 5.2, 0, 0, StepLog(), 100), scheduler="x", warmup_s=1.0)
-    assert s["measured_requests"] == 2  # request 0 arrived before the cut
-    assert s["throughput_tokens_per_s"] == pytest.approx(5 / 3)
+    assert s.measured_requests == 2  # request 0 arrived before the cut
+    assert s.decode_throughput_tokens_per_s == pytest.approx(5 / 3)
 
 
 def test_step_metrics_composition_and_kv():

@@ -17,7 +17,7 @@ types:
   - {name: short, prefill: 20, decode: 10, rate_per_s: 20.0}
   - {name: long, prefill: 40, decode: 30, rate_per_s: 10.0}
 """
-SUMMARY_KEYS = ("scheduler", "executor", "throughput_tokens_per_s", "mean_latency_s", "mean_ttft_s", "p99_tbt_s", "completed", "restarts", "peak_kv_tokens")
+SUMMARY_KEYS = ("scheduler", "executor", "decode_throughput_tokens_per_s", "mean_latency_s", "mean_ttft_s", "p99_tbt_s", "completed", "restarts", "peak_kv_tokens")
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_json_summary(workload, capsys):
     assert summary["scheduler"] == "sarathi" and summary["executor"] == "simulated" and summary["completed"] == 300
     assert summary["peak_kv_tokens"] <= 20000
     # fluid throughput* = 20·10 + 10·30 = 500 tokens/s; far below capacity the simulator matches it
-    assert summary["throughput_tokens_per_s"] == pytest.approx(500, rel=0.1)
+    assert summary["decode_throughput_tokens_per_s"] == pytest.approx(500, rel=0.1)
 
 
 def test_policy_run_writes_the_folder(workload, policy, tmp_path, capsys):

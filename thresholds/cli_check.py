@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from fluid.cli_json import add_json_argument, print_json
 from fluid.errors import EXIT_UNSTABLE
 
 
@@ -17,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("policy", help="policy JSON written by `fluidsched solve`")
     parser.add_argument("workload", nargs="?", default=None, help="workload file or preset (default: the policy's own)")
     parser.add_argument("--rate-scale", type=float, default=1.0, help="multiply every rate before checking")
+    add_json_argument(parser, "print {policy, kind, against, conditions, all_hold} as JSON instead of tables")
 
 
 def _own_workload(policy, rate_scale: float):
@@ -56,9 +58,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         conditions = verify_policy(policy, _own_workload(policy, args.rate_scale))
         against = f"the policy's own rates × {args.rate_scale:g}"
+    broken = [c for c in conditions if not c.holds]
+    if args.json:
+        print_json({"policy": args.policy, "kind": policy.kind, "against": against,
+                    "conditions": [c.to_dict() for c in conditions], "all_hold": not broken})
+        return EXIT_UNSTABLE if broken else 0
     print(f"checking {args.policy} ({policy.kind}) against {against}")
     print(conditions_text(conditions))
-    broken = [c for c in conditions if not c.holds]
     if broken:
         print(f"\n{len(broken)} condition(s) break: {', '.join(c.name for c in broken)}")
         return EXIT_UNSTABLE

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fluid.cli_json import add_json_argument, print_json
 from fluid.errors import InputError, UnstableWorkloadError
 
 
@@ -49,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-scale", type=float, default=1.0, help="multiply every rate of the workload")
     parser.add_argument("--allow-violations", action="store_true",
                         help="write the file even if the thresholds break a condition (batch-cap recipe)")
+    add_json_argument(parser, "print {output, policy, broken_conditions} as JSON instead of tables")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
                                 prefill_mode=args.prefill.replace("-", "_"))
         sol = solve_nested(workload, options)
         policy = nested_policy(workload, sol, **common)
-    print(policy_text(policy))
+    if not args.json:
+        print(policy_text(policy))
     broken = [c for c in policy.guarantees.conditions if not c.holds]
     for c in broken:
         print(f"warning: condition {c.name} is broken: {c.lhs:.6g} vs {c.rhs:.6g}", file=sys.stderr)
@@ -87,7 +90,15 @@ def run(args: argparse.Namespace) -> int:
             f"nothing written. Use the fluid point (drop --batch-cap), change the cap, or pass --allow-violations."
         )
     save_policy(policy, args.output)
-    print(f"\nwrote {args.output}")
+    if args.json:
+        import json
+
+        from thresholds.policy import policy_to_json
+
+        print_json({"output": args.output, "policy": json.loads(policy_to_json(policy)),
+                    "broken_conditions": [c.to_dict() for c in broken]})
+    else:
+        print(f"\nwrote {args.output}")
     return 0
 
 

@@ -7,14 +7,12 @@ segment k). Below 1 the stage keeps up; the fluid point has it at exactly 1.
 
 from __future__ import annotations
 
+from fluid.tables import format_table
 from thresholds.conditions import Condition, footprint_token_iterations, segment_kv_tokens
 from thresholds.policy import NestedWaitPolicy, Policy, WaitPolicy
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+_table = format_table  # one printer for every command (fluid/tables.py)
 
 
 def _iteration_time_s(policy: Policy) -> float:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fluid.cli_json import add_json_argument, print_json
 from fluid.errors import FluidSchedError, UnstableWorkloadError
 
 BASELINES = ("vllm-v0", "vllm-v1", "sarathi", "orca", "fcfs")
@@ -31,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="arrival seed (default 0)")
     parser.add_argument("--workload", default=PRESET, help=f"workload file or preset (default {PRESET})")
     parser.add_argument("--no-figure", action="store_true", help="skip the PNG figure")
+    add_json_argument(parser, "print demo.json's object (fluid numbers, summaries, notes) instead of the tables")
 
 
 @dataclass
@@ -112,22 +114,7 @@ def write_demo(out_dir: str | Path, demo: dict, *, figure: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for name, run in demo["runs"].items():
         write_run_folder(out / name, run)
-    point = demo["fluid"]
-    write_json(
-        out / "demo.json",
-        {
-            "workload": demo["workload"].name,
-            "fluid": {
-                "throughput_star_tokens_per_s": point.throughput_star_tokens_per_s,
-                "memory_star_tokens": point.memory_star_tokens,
-                "iteration_time_star_s": point.iteration_time_star_s,
-                "load_factor": point.load_factor,
-                "kv_capacity_tokens": point.kv_capacity_tokens,
-            },
-            "summaries": [run.summary for run in demo["runs"].values()],
-            "notes": demo["notes"],
-        },
-    )
+    write_json(out / "demo.json", demo_document(demo))
     if figure:
         from paper_figures.demo_comparison import draw_demo_comparison
 
@@ -135,12 +122,34 @@ def write_demo(out_dir: str | Path, demo: dict, *, figure: bool = True) -> Path:
     return out
 
 
+def demo_document(demo: dict) -> dict:
+    """`demo.json` (and `demo --json`): the fluid numbers, every run's summary, the notes."""
+    point = demo["fluid"]
+    return {
+        "workload": demo["workload"].name,
+        "fluid": {
+            "throughput_star_tokens_per_s": point.throughput_star_tokens_per_s,
+            "memory_star_tokens": point.memory_star_tokens,
+            "iteration_time_star_s": point.iteration_time_star_s,
+            "load_factor": point.load_factor,
+            "kv_capacity_tokens": point.kv_capacity_tokens,
+        },
+        "summaries": [run.summary.to_dict() for run in demo["runs"].values()],
+        "notes": demo["notes"],
+    }
+
+
 def run(args) -> int:
-    from runtime.cli_simulate import format_table
+    from runtime.cli_simulate import format_serving_table, format_table
 
     t0 = time.perf_counter()
     demo = run_demo(args.workload, num_requests=args.requests, seed=args.seed)
     out = write_demo(args.out, demo, figure=not args.no_figure)
+    if args.json:
+        for note in demo["notes"]:
+            print(f"note: {note}", file=sys.stderr)
+        print_json(demo_document(demo))
+        return 0
     point = demo["fluid"]
     w = demo["workload"]
     print(
@@ -151,7 +160,10 @@ def run(args) -> int:
     for name, r in demo["runs"].items():
         if "how" in r.extra:
             print(f"{name} policy: {r.extra['how']}")
-    print(format_table([r.summary for r in demo["runs"].values()], point.throughput_star_tokens_per_s))
+    summaries = [r.summary for r in demo["runs"].values()]
+    print(format_table(summaries, point.throughput_star_tokens_per_s))
+    print()
+    print(format_serving_table(summaries))
     for note in demo["notes"]:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {out} in {time.perf_counter() - t0:.1f} s")

@@ -15,6 +15,7 @@ import math
 import sys
 import time
 
+from fluid.cli_json import print_json
 from fluid.errors import InputError
 
 
@@ -97,7 +98,7 @@ def run(args) -> int:
     from runtime.gpu.engine import Engine
     from runtime.gpu.host_info import describe_host, versions
     from runtime.gpu.setup import build_pool, load_runner
-    from runtime.metrics import summarize
+    from runtime.metrics import summarize, warmup_cut_s
     from runtime.results import RunOutput, write_json, write_run_folder
 
     t_setup = time.perf_counter()
@@ -107,15 +108,15 @@ def run(args) -> int:
     setup_s = time.perf_counter() - t_setup
     result = engine.run(scheduler, requests, horizon_s=args.horizon)
     sim_result = result.to_sim_result(capacity)
-    warmup_s = args.warmup * max((r.arrival_s for r in requests), default=0.0)
-    summary = summarize(sim_result, scheduler=scheduler_name, warmup_s=warmup_s, ttft_slo_s=args.ttft_slo, executor="gpu" if device.type == "cuda" else "cpu")
+    warmup_s = warmup_cut_s(requests, args.warmup, args.horizon)
     steps = engine_steps = result.step_rows()
     measured = sorted(s["measured_s"] for s in steps)
     host = sorted(s["host_s"] for s in steps)
-    summary.update({
-        "replicas": 1,
-        "wall_s": result.end_s,
-        "request_steps": sum(len(r.prefill_chunk_end_s) + r.decode_steps_done for r in requests),
+    summary = summarize(
+        sim_result, scheduler=scheduler_name, warmup_s=warmup_s, ttft_slo_s=args.ttft_slo,
+        executor="gpu" if device.type == "cuda" else "cpu", wall_s=result.end_s,
+    )
+    summary = dataclasses.replace(summary, details={
         "device": info.device_name,
         "model": args.model or (args.checkpoint and "checkpoint") or "llama-2-7b",
         "dtype": str(dtype).replace("torch.", ""),
@@ -130,20 +131,20 @@ def run(args) -> int:
         "eager_step_share": (1 - sum(s["graph"] for s in steps) / len(steps)) if steps else None,
         "restart_token_mismatches": result.restart_token_mismatches,
     })
+    details = summary.details
     run_config = config.to_dict()
-    run_config.update({"executor": summary["executor"], "model": model_cfg.to_dict(), "checkpoint": args.checkpoint, "device": info.device_name, "kv_capacity_tokens": capacity})
+    run_config.update({"executor": summary.executor, "model": model_cfg.to_dict(), "checkpoint": args.checkpoint, "device": info.device_name, "kv_capacity_tokens": capacity})
     output = RunOutput(run_config, summary, [sim_result], document)
     if args.out:
         folder = write_run_folder(args.out, output)
         write_json(folder / "steps.json", engine_steps, compact=True)
     if args.json:
-        json.dump(summary, sys.stdout, indent=2, default=float)
-        print()
+        print_json(summary.to_dict())
     else:
-        from runtime.cli_simulate import format_table
+        from runtime.cli_simulate import format_tables
 
-        print(format_table([summary]))
-        print(f"device: {info.device_name}; median step {summary['median_step_s'] or math.nan:.4f} s; host {summary['median_host_s'] or math.nan:.5f} s")
+        print(format_tables([summary]))
+        print(f"device: {info.device_name}; median step {details['median_step_s'] or math.nan:.4f} s; host {details['median_host_s'] or math.nan:.5f} s")
         if args.out:
             print(f"run folder: {args.out}")
     return 0

@@ -1,7 +1,7 @@
 """The GPU executor: drives any scheduler over a real Llama forward on the paged KV pool.
 
-The loop is the simulator's (`runtime/sim.py`) with the batch-time model replaced by a measured
-forward: requests arrive at their times on a wall clock while the device works (open loop), the
+The loop is the simulator's (`runtime/executor.py`, shared) with the batch-time model replaced by
+a measured forward: requests arrive at their times on a wall clock while the device works (open loop), the
 scheduler is asked for a batch between steps, and `complete_step` stamps the same per-request
 timestamps. Block ids come from the scheduler's `KVBlockManager(track_block_ids=True)`, so an
 eviction (`batch.evicted`) needs no device work: the freed blocks are simply handed out again,
@@ -20,45 +20,33 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from fluid.batch_time import BatchShape
+from runtime.executor import ServerLoop, run_server
 from runtime.gpu.attention import PREFILL_BLOCK_M, PrefillSeq, pack_varlen
 from runtime.gpu.kv_pool import KVPool
 from runtime.gpu.model import LlamaRunner, StepInputs
 from runtime.request import Request
-from runtime.schedulers.base import Batch, Scheduler, feed_arrivals
-
-
-@dataclass
-class EngineStep:
-    start_s: float
-    end_s: float
-    shape: BatchShape
-    kv_used_tokens: int
-    host_s: float  # scheduler call + input preparation before the device work starts
-    num_evicted: int
-    graph: bool  # replayed a decode CUDA graph
+from runtime.schedulers.base import Batch, Scheduler
+from runtime.step_log import SimResult, StepLog
 
 
 @dataclass
 class EngineResult:
+    """The GPU run: the shared executor's `SimResult` fields plus the engine's own check."""
+
     requests: list[Request]
     end_s: float
-    steps: list[EngineStep] = field(default_factory=list)
+    steps: StepLog = field(default_factory=StepLog)  # with the measured columns host_s and graph
     peak_kv_tokens: int = 0
     restart_token_mismatches: int = 0  # re-prefill after eviction sampled a different token
+    horizon_s: float | None = None
 
     @property
     def num_steps(self) -> int:
         return len(self.steps)
 
-    def to_sim_result(self, kv_capacity_tokens: int):
+    def to_sim_result(self, kv_capacity_tokens: int) -> SimResult:
         """The simulator's result type, so `runtime.metrics.summarize` and the run folder apply as is."""
-        from runtime.sim import SimResult, StepLog
-
-        log = StepLog()
-        for s in self.steps:
-            log.append(s.start_s, s.end_s, s.shape, s.kv_used_tokens, s.num_evicted)
-        return SimResult(self.requests, self.end_s, len(self.steps), self.peak_kv_tokens, log, kv_capacity_tokens)
+        return SimResult(self.requests, self.end_s, len(self.steps), self.peak_kv_tokens, self.steps, kv_capacity_tokens, 0, self.horizon_s)
 
     def step_rows(self) -> list[dict]:
         """Each step's composition and measured time (the run folder's steps.json)."""
@@ -71,6 +59,32 @@ class EngineResult:
             }
             for s in self.steps
         ]
+
+
+class _WallClock:
+    """The shared loop's device for the GPU: a real forward per batch, `time.perf_counter` as the clock."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.mismatches = 0
+        self.sync = torch.cuda.synchronize if engine.runner.device.type == "cuda" else (lambda: None)
+        self.sync()
+        self.t0 = time.perf_counter()
+        self.turn_start = self.t0
+
+    def now_s(self) -> float:
+        self.turn_start = time.perf_counter()  # the host time of the step starts here (scheduler call included)
+        return self.turn_start - self.t0
+
+    def execute(self, loop, batch: Batch, start_s: float) -> float:
+        engine = self.engine
+        self.mismatches += engine.execute(batch)  # ends with a device sync (tokens to host)
+        end_s = time.perf_counter() - self.t0
+        loop.finish(batch, start_s, end_s, host_s=engine._prep_end - self.turn_start, graph=engine._used_graph)
+        return end_s
+
+    def wait_until(self, t_s: float) -> None:
+        time.sleep(max(0.0, t_s - (time.perf_counter() - self.t0)))
 
 
 class Engine:
@@ -193,7 +207,8 @@ class Engine:
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self, scheduler: Scheduler, requests: list[Request], *, horizon_s: float | None = None) -> EngineResult:
-        """Open-loop run: arrivals on the wall clock, one scheduler call between steps."""
+        """Open-loop run through the shared executor loop (`runtime.executor.run_server`):
+        arrivals on the wall clock, one scheduler call between steps, `execute` per batch."""
         if not scheduler.kv.track_block_ids:
             raise ValueError("the GPU engine needs KVBlockManager(track_block_ids=True): its block ids index the pool")
         if scheduler.kv.num_blocks > self.pool.shape.num_blocks or scheduler.kv.block_size != self.block_size:
@@ -202,37 +217,6 @@ class Engine:
                 f"({self.pool.shape.num_blocks} blocks of {self.block_size})"
             )
         self.scheduler = scheduler
-        arrivals = sorted(requests, key=lambda r: r.arrival_s)
-        n, i = len(arrivals), 0
-        steps: list[EngineStep] = []
-        peak = mismatches = 0
-        arrivals_ended = False
-        sync = torch.cuda.synchronize if self.runner.device.type == "cuda" else (lambda: None)
-        sync()
-        t0 = time.perf_counter()
-        while True:
-            host_start = time.perf_counter()
-            now = host_start - t0
-            i, arrivals_ended = feed_arrivals(scheduler, arrivals, i, now, arrivals_ended)
-            if horizon_s is not None and now >= horizon_s:
-                break
-            batch = scheduler.schedule(now)
-            if not batch.items:
-                wake = scheduler.next_wakeup_s()
-                nxt = arrivals[i].arrival_s if i < n else None
-                candidates = [t for t in (wake, nxt) if t is not None]
-                if not candidates:
-                    if scheduler.has_unfinished():
-                        raise RuntimeError(f"{type(scheduler).__name__} is idle with unfinished requests and no pending event at t={now:.6f}s")
-                    break
-                time.sleep(max(0.0, min(candidates) - (time.perf_counter() - t0)))
-                continue
-            shape = batch.shape()  # before complete_step: a decode reads as prefill once advanced
-            mismatches += self.execute(batch)  # ends with a device sync (tokens to host)
-            end = time.perf_counter() - t0
-            host_s = self._prep_end - host_start  # scheduler call + input preparation
-            scheduler.complete_step(batch, now, end)
-            reserved = scheduler.kv.used_tokens
-            peak = max(peak, reserved)
-            steps.append(EngineStep(now, end, shape, reserved, host_s, len(batch.evicted), self._used_graph))
-        return EngineResult(arrivals, time.perf_counter() - t0, steps, peak, mismatches)
+        clock = _WallClock(self)
+        res = run_server(ServerLoop(scheduler, measured=True), requests, clock, horizon_s=horizon_s)
+        return EngineResult(res.requests, res.end_s, res.steps, res.peak_kv_tokens, clock.mismatches, horizon_s)
