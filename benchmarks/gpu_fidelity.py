@@ -94,6 +94,10 @@ def main() -> None:
               f"stepwise held-out {100 * sw['heldout_mape']:.1f} % (worst {sw['worst_region']} {100 * sw['heldout_mape_by_region'][sw['worst_region']]:.1f} %)", flush=True)
     stepwise = batch_time_from_dict(calibration["batch_time_stepwise"], source="calibration")
     points, live_steps, repro_runs = [], {}, []
+    fidelity = {**base, "batch_time_model": calibration["batch_time_stepwise"], "linear3_for_fluid": calibration["batch_time"],
+                "heldout_step_mape": calibration.get("heldout_step_mape"),
+                "heldout_mape_by_region": calibration.get("fits", {}).get("stepwise", {}).get("heldout_mape_by_region"),
+                "slack": args.slack, "requests": args.requests, "points": points}
     for load in [float(x) for x in args.loads.split(",")]:
         wl, design = gpu_loop_workload.build(calibration, load=load, memory_use=0.75)
         wl_path = out / f"default-L{load:.2f}.yaml"
@@ -139,15 +143,11 @@ def main() -> None:
             live_steps[f"{name}-L{load:.2f}"] = rows
             tok_s[name], ttft[name] = m["tok_s"], m["mean_ttft_s"]
             p = points[-1]
+            (out / "fidelity.json").write_text(json.dumps(fidelity, indent=1) + "\n")  # after every point: a cut run keeps what it measured
             print(f"[{time.perf_counter() - t_start:.0f} s] {name:8s} L={load}: live {p['measured_tok_s']:.0f} tok/s, sim stepwise {p['simulated_tok_s']:.0f}, "
                   f"sim linear3 {p['simulated_linear3_tok_s']:.0f}; latency {p['measured_mean_latency_s']:.3f} vs {p['simulated_mean_latency_s']:.3f} s; "
                   f"evictions {p['measured_evictions']} vs {p['simulated_evictions']}; eager {100 * eager:.1f} %; step err {100 * step_err:.1f} %", flush=True)
         repro_runs.append({"load": load, "tok_s": tok_s, "mean_ttft_s": ttft})
-    fidelity = {**base, "batch_time_model": calibration["batch_time_stepwise"], "linear3_for_fluid": calibration["batch_time"],
-                "heldout_step_mape": calibration.get("heldout_step_mape"),
-                "heldout_mape_by_region": calibration.get("fits", {}).get("stepwise", {}).get("heldout_mape_by_region"),
-                "slack": args.slack, "points": points}
-    (out / "fidelity.json").write_text(json.dumps(fidelity, indent=1) + "\n")
     near = next((r for r in repro_runs if r["load"] == 0.9), repro_runs[-1])
     all_live = [r for rows in live_steps.values() for r in rows]
     repro = {"runs": [{**base, "load": near["load"], "tok_s": near["tok_s"], "mean_ttft_s": near["mean_ttft_s"],

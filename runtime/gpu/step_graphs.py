@@ -70,7 +70,7 @@ class _Varlen:
             meta[i] = (row, num_new, ctx)
             if ctx:
                 tables[i, : len(table)] = table
-        if tiles is not None:
+        if tiles:
             self.view(h, "tiles", 2 * self.max_tiles, (self.max_tiles, 2))[: len(tiles)] = tiles
         h[self.offsets["count"]] = n if tiles is None else len(tiles)
 
