@@ -76,7 +76,10 @@ def main() -> None:
     smoke = args.reuse_calibration is not None
     if smoke:
         print(f"SMOKE TEST: reusing the calibration {args.reuse_calibration} made on another run; no figure here is a result", flush=True)
+    from runtime.gpu.attention import PREFILL_BLOCK_M, PREFILL_NUM_STAGES, PREFILL_NUM_WARPS
+
     base = {"device": info.device_name, "versions": vers, "host": host, "model": args.model,
+            "varlen_prefill_tile": {"block_m": PREFILL_BLOCK_M, "num_warps": PREFILL_NUM_WARPS, "num_stages": PREFILL_NUM_STAGES},
             "command": "PYTHONPATH=. python benchmarks/gpu_fidelity.py " + " ".join(sys.argv[1:]), "smoke_test_reused_calibration": smoke}
     timer = StepTimer(engine)
     steps = {}

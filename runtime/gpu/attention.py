@@ -18,6 +18,7 @@ makes the linear batch-time model hold). The token rows of a step are packed as
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -39,9 +40,21 @@ class PrefillSeq:
     block_ids: torch.Tensor | None  # [blocks] on device; needed only when context_tokens > 0
 
 
+def _prefill_tiles(text: str) -> tuple[int, int, int]:
+    try:
+        bm, warps, stages = (int(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"FLUIDSCHED_VARLEN_PREFILL must be BLOCK_M,NUM_WARPS,NUM_STAGES (e.g. 64,4,2), got {text!r}") from None
+    if bm < 16 or bm & (bm - 1) or warps not in (1, 2, 4, 8, 16) or stages < 1:
+        raise ValueError(f"FLUIDSCHED_VARLEN_PREFILL: BLOCK_M a power of two ≥ 16, warps 1-16, stages ≥ 1; got {text!r}")
+    return bm, warps, stages
+
+
 # query-tile heights of the variable-length kernel: prefill chunks use tall tiles (each K/V tile is
-# read once per 64 queries), decodes (one query row) short ones (the tensor-core minimum, 16 rows)
-PREFILL_BLOCK_M = 64
+# read once per BLOCK_M queries), decodes (one query row) short ones (the tensor-core minimum, 16
+# rows). The prefill tile (height, warps, pipeline stages) can be set for a tuning sweep
+# (benchmarks/bench_varlen.py) with FLUIDSCHED_VARLEN_PREFILL=BLOCK_M,NUM_WARPS,NUM_STAGES.
+PREFILL_BLOCK_M, PREFILL_NUM_WARPS, PREFILL_NUM_STAGES = _prefill_tiles(os.environ.get("FLUIDSCHED_VARLEN_PREFILL", "64,4,2"))
 DECODE_BLOCK_M = 16
 
 

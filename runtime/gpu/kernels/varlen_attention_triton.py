@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from runtime.gpu.attention import DECODE_BLOCK_M, PREFILL_BLOCK_M  # noqa: F401 - the tile heights callers pick
+from runtime.gpu.attention import DECODE_BLOCK_M, PREFILL_BLOCK_M, PREFILL_NUM_STAGES, PREFILL_NUM_WARPS  # noqa: F401
 
 BLOCK_N = 64
 NUM_WARPS = 4
@@ -121,6 +121,8 @@ def varlen_paged_attention(
     *,
     grid_programs: int,
     block_m: int,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
 ) -> torch.Tensor:
     heads, d = q.shape[1], q.shape[2]
     kv_heads = k_cache.shape[2]
@@ -128,6 +130,8 @@ def varlen_paged_attention(
     if grid_programs <= 0:
         return out
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
+    warps, stages = (PREFILL_NUM_WARPS, PREFILL_NUM_STAGES) if block_m == PREFILL_BLOCK_M else (NUM_WARPS, NUM_STAGES)
+    warps, stages = (num_warps or warps), (num_stages or stages)
     _varlen_paged_kernel[(grid_programs, heads)](
         q, k_new, v_new, k_cache, v_cache, out,
         seq_meta, block_tables, tile_map, num_tiles,
@@ -139,6 +143,6 @@ def varlen_paged_attention(
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         GROUP=heads // kv_heads, HEAD_DIM=d, BLOCK_SIZE=k_cache.shape[1],
         BLOCK_M=block_m, BLOCK_N=BLOCK_N, PRECISION=precision,
-        num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+        num_warps=warps, num_stages=stages,
     )
     return out
