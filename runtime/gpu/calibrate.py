@@ -30,7 +30,7 @@ def calibration_grid(scale: float = 1.0) -> list[tuple[str, list[tuple[int, int]
     counts for tiny CPU models."""
 
     def s(x: int) -> int:
-        return max(1, int(x * scale))
+        return max(1, int(x * scale)) if x else 0  # a fresh prompt keeps no prefix
 
     grid = [(f"prefill {s(n)}", [(s(n), 0)]) for n in PREFILL_CHUNKS]
     grid += [(f"cohort {p}x{s(n)}", [(s(n), 0)] * p) for p, n in COHORTS]
