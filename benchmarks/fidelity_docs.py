@@ -6,7 +6,7 @@ writes `docs/fidelity-TAG.json` (the last run's device, versions, host, stepwise
 MAPE and points; every run's points under `runs`), `docs/reproducibility-TAG.json` (per run: host,
 device, versions, tok/s and mean TTFT per scheduler at load 0.9, step over device time, eager
 share; and the spread between runs), and copies the last run's calibration, step benchmark and
-live step log to `docs/calibration-TAG.json`, `docs/bench-steps-TAG.json`,
+live step log to `docs/calibration-TAG-fidelity.json`, `docs/bench-steps-TAG.json`,
 `docs/fidelity-TAG-steps.json.gz`. A folder that lacks `steps.json` (its step benchmark was not
 kept) takes the median step-over-device ratio from `--step-ratio-from-log LOG` when given.
 """
@@ -74,7 +74,7 @@ def main() -> None:
     repro = {"command": args.command, "runs": runs, "tok_s_spread_between_runs": spread, "target": "tok/s within 3 % per scheduler"}
     (args.docs / f"reproducibility-{args.tag}.json").write_text(json.dumps(repro, indent=1) + "\n")
     src = args.runs[-1]
-    for name, dst in (("calibration.json", f"calibration-{args.tag}.json"), ("steps.json", f"bench-steps-{args.tag}.json"),
+    for name, dst in (("calibration.json", f"calibration-{args.tag}-fidelity.json"), ("steps.json", f"bench-steps-{args.tag}.json"),
                       ("live-steps.json.gz", f"fidelity-{args.tag}-steps.json.gz")):
         if (src / name).is_file():
             shutil.copyfile(src / name, args.docs / dst)
