@@ -14,7 +14,7 @@ One process loads the model once (Llama-2-7B shape, bf16, random weights) and on
    workload's linear3 and with the stepwise model (same types, rates and C; the WAIT policy is the
    one solved for the linear3 workload, so that simulation accepts the batch-time difference).
 
-Writes OUT/fidelity.json (issue schema: device, versions, host, batch_time_model, heldout_step_mape,
+Writes OUT/fidelity.json (device, versions, host, batch_time_model, heldout_step_mape,
 points), OUT/reproducibility.json (one run), OUT/steps.json (the step benchmark),
 OUT/calibration.json and OUT/live-steps.json.gz (every live step's composition and time).
 """

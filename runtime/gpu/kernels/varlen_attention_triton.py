@@ -14,10 +14,9 @@ memory, and each program walks tiles `pid, pid + grid, ...` up to that count. So
 one CUDA graph) serves any mix of sequences whose tiles fit the map: the grid is a property of
 the graph's bucket, the composition only of the buffers.
 
-Without this each prefill sequence cost one SDPA call per layer, and a chunk with a prefix a
+Before it each prefill sequence cost one SDPA call per layer, and a chunk with a prefix a
 gather of the whole prefix plus a dense mask: host time grew with the number of prefill
-sequences (about 1.9 ms per sequence per step on an H200 host, issue notes in
-docs/benchmarks-gpu.md).
+sequences (about 1.9 ms per sequence per step on an H200 host; docs/benchmarks-gpu.md).
 """
 
 from __future__ import annotations
