@@ -5,12 +5,16 @@ latencies, KV use) and a SHA-256 over every request's timestamps (first schedule
 ends, token times, completion, evictions) and of the per-step log. Two runs of this script on
 two versions of the code must print the same lines; `--out FILE` writes them to a file for `diff`.
 
+The same digests, for a few fixed runs, are the golden test `tests/test_golden_runs.py`
+(`--write-golden tests/data/golden_runs.json` rewrites its file after a deliberate change of
+results; say why in the commit).
+
 Variants: the `chat-d-ten-bins` preset as benchmarked (`bench`), the same with a quarter of
 its KV capacity (`tight`: evictions for WAIT's fallback, FCFS and SLAI) or a twentieth (`tiny`:
 evictions for the capped baselines too), and the same
 with one-token blocks (`token`: the paper's memory model).
 
-    python benchmarks/sim_fingerprint.py [--requests 3000] [--only wait,sarathi] [--out FILE]
+    python benchmarks/sim_fingerprint.py [--requests 3000] [--only wait,sarathi] [--out FILE] [--write-golden FILE]
 """
 
 from __future__ import annotations
@@ -28,7 +32,11 @@ from bench_sim import PRESET, runs  # noqa: E402
 VARIANTS = {"bench": (1.0, 16), "tight": (0.25, 16), "tiny": (0.05, 16), "token": (1.0, 1)}
 
 
+GOLDEN_REQUESTS = 300  # small enough for CI, large enough for evictions in the tight variants
+
+
 def request_digest(result) -> str:
+    """SHA-256 prefix over every request's timestamps and the step log (what a rewrite must keep)."""
     h = hashlib.sha256()
     for r in result.requests:
         h.update(
@@ -65,10 +73,24 @@ def fingerprint(name, workload, knobs, num_requests, capacity_fraction, block_si
     except Exception as err:  # a policy that cannot run a variant: the error is its fingerprint
         return f"error {type(err).__name__}: {err}"
     summary = summarize(result, scheduler=name, warmup_s=0.1 * requests[-1].arrival_s)
-    keys = ("completed", "num_steps", "throughput_tokens_per_s", "mean_latency_s", "p99_latency_s", "mean_ttft_s",
+    keys = ("completed", "num_steps", "decode_throughput_tokens_per_s", "mean_latency_s", "p99_latency_s", "mean_ttft_s",
             "p99_tbt_s", "restarts", "peak_kv_tokens")
-    picked = {k: summary.get(k) for k in keys}
+    picked = {k: getattr(summary, k) for k in keys}
     return f"{json.dumps(picked, sort_keys=True)} digest={request_digest(result)}"
+
+
+def golden_lines(num_requests: int = GOLDEN_REQUESTS) -> dict[str, str]:
+    """{'variant label': fingerprint} for every registered policy on every variant."""
+    from fluid.workload_io import load_workload
+    from runtime.schedulers import available_schedulers
+
+    workload = load_workload(PRESET)
+    planned = runs(workload, available_schedulers())
+    out = {}
+    for variant, (fraction, block_size) in VARIANTS.items():
+        for label, name, knobs, _ in planned:
+            out[f"{variant} {label}"] = fingerprint(name, workload, knobs, num_requests, fraction, block_size)
+    return out
 
 
 def main(argv=None) -> int:
@@ -77,7 +99,13 @@ def main(argv=None) -> int:
     parser.add_argument("--only", help="comma-separated scheduler names")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out")
+    parser.add_argument("--write-golden", metavar="FILE", help=f"write the golden test's file ({GOLDEN_REQUESTS} requests) and exit")
     args = parser.parse_args(argv)
+    if args.write_golden:
+        lines = golden_lines()
+        Path(args.write_golden).write_text(json.dumps({"requests": GOLDEN_REQUESTS, "runs": lines}, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {len(lines)} fingerprints to {args.write_golden}")
+        return 0
 
     from fluid.workload_io import load_workload
     from runtime.schedulers import available_schedulers

@@ -1,4 +1,4 @@
-"""The fluid benchmark of LLM serving under a KV-cache limit (arXiv 2504.11320, PAPERS.md §1–2).
+"""The fluid benchmark of LLM serving under a KV-cache limit (arXiv 2504.11320, the serving model and the fluid benchmark).
 
 Importing `fluid` loads nothing heavy: cvxpy is imported by `fluid.lp` when a solve runs and
 scipy by `fluid.ode` / `fluid.fleet`; nothing here ever imports torch.

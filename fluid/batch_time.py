@@ -1,7 +1,7 @@
 """Batch-time models: how long one iteration (one forward pass over a batch) takes.
 
 Every model predicts a step's time from its `BatchShape`. The fluid benchmark needs the linear
-form `τ = d0 + d_kv·(KV tokens touched) + d_new·(new tokens)` (PAPERS.md §1), available from every
+form `τ = d0 + d_kv·(KV tokens touched) + d_new·(new tokens)` (arXiv 2504.11320, the serving model), available from every
 model through `linear_coefficients()`; table-like models are linearised over an operating range.
 
 Glossary (paper symbols): d0 = `d0_s`, d1 = `d1_s_per_token` of the affine model
@@ -58,12 +58,19 @@ class BatchTimeModel(Protocol):
     def to_dict(self) -> dict: ...
 
 
+# A coefficient beyond this (a step of more than 11 days per token) is a typo, and products of
+# such values with token counts overflow to infinity inside the fluid formulas.
+MAX_COEFFICIENT_S = 1e6
+
+
 def _check_nonneg_finite(value: float, field: str, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(f"must be a number, got {value!r}", field=field)
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         need = "positive" if positive else "non-negative"
         raise InputError(f"must be a finite {need} number of seconds, got {value!r}", field=field)
+    if value > MAX_COEFFICIENT_S:
+        raise InputError(f"must be at most {MAX_COEFFICIENT_S:g} seconds, got {value!r}; check the units (seconds, not ms or µs)", field=field)
     return float(value)
 
 

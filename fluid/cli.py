@@ -1,4 +1,4 @@
-"""`fluidsched fluid WORKLOAD`: the fluid benchmark of a workload (arXiv 2504.11320, PAPERS.md §2).
+"""`fluidsched fluid WORKLOAD`: the fluid benchmark of a workload (arXiv 2504.11320, the fluid benchmark).
 
 Closed forms always; the LP (`--lp`), the capacity LP (`--capacity`) and the fluid ODE
 (`--ode SECONDS`) on request. cvxpy and scipy are imported only by those options, so the
@@ -36,9 +36,25 @@ def _num(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def request_too_big(workload: Workload) -> str:
+    """Why the workload cannot be served at all when one request of a type outgrows C, else ''.
+
+    The fluid point can still sit below C (it averages over many requests), but a request whose
+    prompt plus output exceeds the KV capacity never completes under any policy.
+    """
+    worst = max(workload.types, key=lambda t: t.prefill + t.decode)
+    need = worst.prefill + worst.decode
+    if need <= workload.kv_capacity_tokens:
+        return ""
+    return (f"one request of type {worst.name!r} needs {need} KV tokens (prefill {worst.prefill} + decode {worst.decode}) "
+            f"but C = {workload.kv_capacity_tokens}; it can never be served, so raise the KV capacity to at least {need} "
+            f"tokens or shorten that type")
+
+
 def closed_form_report(workload: Workload, arr: FluidArrays) -> dict:
     d0, d_kv, d_new = workload.batch_time.linear_coefficients()
     point = closed_form(workload)
+    too_big = request_too_big(workload)
     rows = []
     for t, a, n in zip(workload.types, arr.footprints_token_iterations, arr.prompts_per_stage):
         rows.append({
@@ -57,8 +73,8 @@ def closed_form_report(workload: Workload, arr: FluidArrays) -> dict:
         "memory_use": _num(arr.memory_star_tokens / workload.kv_capacity_tokens),
         "throughput_star_tokens_per_s": arr.throughput_star_tokens_per_s,
         "capacity_scale": arr.capacity_scale,
-        "stable": bool(arr.stable),
-        "advice": instability_advice(point),
+        "stable": bool(arr.stable) and not too_big,
+        "advice": too_big or instability_advice(point),
         "types": rows,
     }
 

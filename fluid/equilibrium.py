@@ -1,4 +1,4 @@
-"""Closed forms of the fluid equilibrium (arXiv 2504.11320; PAPERS.md §2).
+"""Closed forms of the fluid equilibrium (arXiv 2504.11320, the fluid benchmark).
 
 With the linear batch time τ = d0 + d_kv·M + d_new·N, the balance n_j = λ_j ΔT gives
     a_j = (l'_j + 1)(l_j + l'_j/2)                              (memory-time footprint)

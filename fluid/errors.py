@@ -35,6 +35,12 @@ class UnstableWorkloadError(FluidSchedError):
     exit_code = EXIT_UNSTABLE
 
 
+class MissingDependencyError(FluidSchedError):
+    """An optional package a command needs is not installed; the message says what to install."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
 class SolverError(FluidSchedError):
     """A solver returned a status other than optimal; the message says which constraint binds."""
 

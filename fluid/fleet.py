@@ -1,6 +1,6 @@
 """The fluid LP in matrix form, for a fleet of g GPUs (one GPU is a fleet of one).
 
-PAPERS.md §2, arXiv 2504.11320 generalised: GPU g with KV capacity C_g and linear batch time
+arXiv 2504.11320 (the fluid benchmark) generalised: GPU g with KV capacity C_g and linear batch time
 (d0_g, d_kv_g, d_new_g) serves y_{g,j} requests/s of type j; t_g = 1/ΔT_g is its iteration rate
 (Charnes–Cooper variable). Per GPU, with s_j = l_j + l'_j new tokens per request:
 

@@ -1,4 +1,4 @@
-"""The fluid LP (PAPERS.md §2; generalises the closed forms of arXiv 2504.11320).
+"""The fluid LP (generalises the closed forms of arXiv 2504.11320, the fluid benchmark).
 
     maximise   Σ_j w_j x_j                      (w_j = l'_j: decode tokens/s, or given weights)
     subject to iteration_time   d0 t + Σ_j (d_kv a_j + d_new (l_j + l'_j)) x_j = 1

@@ -1,4 +1,4 @@
-"""The fluid ODE: stage populations of the serving model as a continuous flow (PAPERS.md §2).
+"""The fluid ODE: stage populations of the serving model as a continuous flow (arXiv 2504.11320, the fluid benchmark).
 
 Design (the paper leaves it open; arXiv 2504.11320 defines only the equilibrium):
 
@@ -22,6 +22,9 @@ Design (the paper leaves it open; arXiv 2504.11320 defines only the equilibrium)
   iteration; evicted prompts lose their cache and rejoin the queue (restart from prefill), which
   is how greedy admission loses throughput in the fluid.
 * Throughput counts completed decode tokens: Σ_j l'_j × (completion rate of type j).
+* Two running totals ride along in the state, arrived (∫λ) and completed prompts, so that the
+  flows can be checked to conserve prompts: arrived = queued + resident + completed at all times
+  (an evicted prompt leaves the compartments and rejoins the queue; none is lost or made).
 
 λ may be constant (the workload's rates), a callable t ↦ array[m], or `PiecewiseRates` (e.g. the
 rate profile of a timestamped trace), integrated bin by bin so no change of rate is stepped over.
@@ -95,6 +98,9 @@ class FluidTrajectory:
     throughput_tokens_per_s: np.ndarray  # completed decode tokens/s
     evicted_rate_per_s: np.ndarray  # prompts/s sent back to the queue
     kv_capacity_tokens: int
+    resident_prompts: np.ndarray  # Σ over compartments: admitted, not completed
+    arrived_prompts: np.ndarray  # ∫ Σλ dt since 0
+    completed_prompts: np.ndarray  # ∫ (completion rate) dt since 0
 
     @property
     def final_memory_tokens(self) -> float:
@@ -175,13 +181,13 @@ def simulate_fluid(
     lam_of, breaks = _rate_function(workload, rates)
     d0, d_kv, d_new = workload.batch_time.linear_coefficients()
     C = float(workload.kv_capacity_tokens)
-    m = lay.num_types
+    m, size = lay.num_types, lay.size
     if policy == "wait":
         n_thr = _wait_thresholds(workload, thresholds, threshold_slack)
 
     def flows(t: float, y: np.ndarray):
         q = np.clip(y[:m], 0.0, None)
-        pop = np.clip(y[m:], 0.0, None)
+        pop = np.clip(y[m : m + size], 0.0, None)
         M = pop @ lay.tokens
         dT = d0 + d_kv * M + d_new * (pop @ lay.new)
         lam = lam_of(t)
@@ -206,11 +212,12 @@ def simulate_fluid(
         inflow[1:] = out[:-1]
         inflow[lay.first] = u  # stage 0 of each type is fed by admission, not by the previous type
         evicted = np.bincount(lay.owner, weights=evict, minlength=m)
-        return np.concatenate([lam - u + evicted, inflow - out - evict])
+        # the last two blocks are the running totals: arrivals, and completions (out of the last compartment)
+        return np.concatenate([lam - u + evicted, inflow - out - evict, lam, out[lay.last]])
 
     edges = sorted({0.0, float(duration_s), *[b for b in breaks if 0.0 < b < duration_s]})
     t_eval = np.linspace(0.0, duration_s, num_points)
-    y0 = np.zeros(m + lay.size)
+    y0 = np.zeros(m + lay.size + 2 * m)
     ts, ys = [], []
     for lo, hi in zip(edges[:-1], edges[1:]):
         inside = t_eval[(t_eval >= lo) & (t_eval <= hi)]
@@ -261,4 +268,7 @@ def _trajectory(policy, times, states, flows, lay: _Layout, workload: Workload) 
         throughput_tokens_per_s=np.array([r[6][lay.last] @ lay.decode_len for r in rows]),
         evicted_rate_per_s=np.array([r[7].sum() for r in rows]),
         kv_capacity_tokens=workload.kv_capacity_tokens,
+        resident_prompts=np.clip(states[:, m : m + lay.size], 0.0, None).sum(axis=1),
+        arrived_prompts=states[:, m + lay.size : 2 * m + lay.size].sum(axis=1),
+        completed_prompts=states[:, 2 * m + lay.size :].sum(axis=1),
     )

@@ -1,4 +1,4 @@
-"""Symbolic derivation of the fluid closed forms (arXiv 2504.11320, PAPERS.md §2) with sympy.
+"""Symbolic derivation of the fluid closed forms (arXiv 2504.11320, the fluid benchmark) with sympy.
 
 Nothing here restates a result: starting from the stage model and the balance equations,
 

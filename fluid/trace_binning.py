@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fluid.errors import InputError, check_keys
+from fluid.errors import InputError, check_keys, with_source
 from fluid.traces import load_length_trace, load_timestamp_trace, trace_reference
 from fluid.workload import RequestType
 
 BINNINGS = ("equal-width", "quantile")
 PREFILL_RULES = ("per-bin", "mean", "median")
-_KEYS = ("path", "bins", "binning", "total_rate_per_s", "by", "prefill", "tbt_slo_s")
+_KEYS = ("path", "bins", "binning", "total_rate_per_s", "by", "prefill", "tbt_slo_s", "tokenizer")
 
 
 def decode_bin_edges(decode_tokens: np.ndarray, bins: int, binning: str) -> np.ndarray:
@@ -73,12 +73,29 @@ def types_from_lengths(
     return tuple(types)
 
 
+def _sharegpt_trace(data: dict, path: str, *, source, base_dir, field):
+    from fluid.sharegpt import load_sharegpt
+
+    folder = data.get("tokenizer")
+    if not isinstance(folder, str) or not folder:
+        raise InputError("a raw ShareGPT .json trace needs tokenizer: a local Hugging Face model folder with "
+                         "tokenizer.json (lengths are counted in that model's tokens)", source=source, field=f"{field}.tokenizer")
+    tok = Path(folder).expanduser()
+    if not tok.is_absolute() and base_dir is not None:
+        tok = Path(base_dir) / tok
+    try:
+        return load_sharegpt(path, tok)
+    except InputError as err:
+        raise with_source(err, source) if err.source is None else err from None
+
+
 def types_from_trace_dict(data, *, source: str | None, base_dir: Path | None, field: str = "types_from_trace"):
     """Validate a `types_from_trace` mapping and bin its trace.
 
     `{path, bins, binning?: equal-width|quantile, total_rate_per_s?, by?: decode,
-      prefill?: per-bin|mean|median, tbt_slo_s?}`; `total_rate_per_s` may be left out for a
-    timestamped trace, which then gives its own mean rate (requests / span).
+      prefill?: per-bin|mean|median, tbt_slo_s?, tokenizer?}`; `total_rate_per_s` may be left out for a
+    timestamped trace, which then gives its own mean rate (requests / span). A `.json` path is raw
+    ShareGPT, tokenized with the local `tokenizer` folder (`fluid/sharegpt.py`).
     """
     from fluid.workload_io import positive_float, positive_int
 
@@ -94,7 +111,13 @@ def types_from_trace_dict(data, *, source: str | None, base_dir: Path | None, fi
         picked[key] = value
     slo = data.get("tbt_slo_s")
     slo = None if slo is None else positive_float(slo, source=source, field=f"{field}.tbt_slo_s", unit="seconds")
-    trace = load_length_trace(path)
+    if path.lower().endswith(".json"):
+        trace = _sharegpt_trace(data, path, source=source, base_dir=base_dir, field=field)
+    else:
+        if "tokenizer" in data:
+            raise InputError("tokenizer applies to a raw ShareGPT .json trace only; remove it for a CSV trace",
+                             source=source, field=f"{field}.tokenizer")
+        trace = load_length_trace(path)
     if "total_rate_per_s" in data:
         total = positive_float(data["total_rate_per_s"], source=source, field=f"{field}.total_rate_per_s", unit="requests/s")
     else:

@@ -1,20 +1,27 @@
-"""Request traces: length traces and timestamped traces, read from CSV.
+"""Request traces: length traces and timestamped traces, read from CSV (and raw ShareGPT JSON).
 
-Two CSV layouts are understood, by column name:
-- length traces (Vidur / Sarathi-Serve processed traces): `num_prefill_tokens,num_decode_tokens,...`
-- timestamped traces (Azure LLM inference 2023, used by Splitwise): `TIMESTAMP,ContextTokens,
-  GeneratedTokens`; TIMESTAMP is `YYYY-MM-DD HH:MM:SS[.fraction]` or a number of seconds.
+CSV layouts are recognised by column name (docs/traces.md has the details and sources):
+- Azure LLM inference 2023 and 2024 (Splitwise, DynamoLLM): `TIMESTAMP,ContextTokens,GeneratedTokens`;
+  TIMESTAMP is `YYYY-MM-DD HH:MM:SS[.fraction]` with an optional `+HH:MM` / `Z` suffix (2024),
+  no suffix meaning UTC (2023), or a number of seconds;
+- BurstGPT: `Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type`; Timestamp in
+  seconds from the trace's start;
+- Vidur: `arrived_at,num_prefill_tokens,num_decode_tokens` (arrival in seconds) is replayed with
+  its times; without `arrived_at` it is a length trace (Vidur / Sarathi-Serve processed traces).
+Raw ShareGPT JSON is tokenized with a local tokenizer folder (`fluid/sharegpt.py`).
 
-Every malformed row is an `InputError` naming file:line. A trace is named in a workload file by a
-path (relative to that file) or as `builtin:NAME`, a copy shipped in `fluid/data/traces/` (see its
-README and NOTICE files for origin and attribution). `fluid/trace_binning.py` turns a length trace
-into request types.
+Every malformed row is an `InputError` naming file:line; so are NaN or infinite times, which
+would otherwise drop requests silently. A trace is named in a workload file by a path (relative to
+that file) or as `builtin:NAME`, a copy shipped in `fluid/data/traces/` (see its README and NOTICE
+files for origin and attribution). `fluid/trace_binning.py` turns a length trace into request types.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -27,7 +34,7 @@ from fluid.errors import InputError
 TRACE_DIR = Path(__file__).resolve().parent / "data" / "traces"
 BUILTIN_PREFIX = "builtin:"
 _LENGTH_COLUMNS = ("num_prefill_tokens", "num_decode_tokens")
-_AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+MAX_TOKENS_PER_REQUEST = 2**31 - 1  # beyond any context length; keeps sums far inside int64
 
 
 def builtin_trace_names() -> list[str]:
@@ -106,36 +113,89 @@ def _int_cell(text: str, *, where: str, column: str) -> int:
         value = int(text.strip())
     except ValueError:
         raise InputError(
-            f"column {column} must be a positive integer number of tokens, got {text!r}; fix or delete the row",
+            f"column {column} must be a positive integer number of tokens, got {text!r:.40}; fix or delete the row",
             source=where,
         ) from None
     if value <= 0:
         raise InputError(f"column {column} must be a positive number of tokens, got {value}; fix or delete the row", source=where)
+    if value > MAX_TOKENS_PER_REQUEST:
+        raise InputError(f"column {column} has {value} tokens, more than any model's context ({MAX_TOKENS_PER_REQUEST}); fix or delete the row", source=where)
     return value
 
 
-def _timestamp_s(text: str, *, where: str) -> float:
-    """Seconds since the epoch (UTC) of `YYYY-MM-DD HH:MM:SS[.fraction]`, or a plain number."""
+def _seconds_cell(text: str, *, where: str, column: str) -> float:
+    """A finite number of seconds (Vidur's arrived_at, BurstGPT's Timestamp)."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise InputError(f"column {column} must be a number of seconds, got {text!r:.40}", source=where) from None
+    if not math.isfinite(value):
+        raise InputError(f"column {column} must be a finite number of seconds, got {text.strip()!r}; fix or delete the row", source=where)
+    return value
+
+
+def _timestamp_s(text: str, *, where: str, column: str = "TIMESTAMP") -> float:
+    """Seconds since the epoch of `YYYY-MM-DD HH:MM:SS[.fraction][+HH:MM|Z]` (no suffix = UTC), or a
+    plain finite number of seconds. Azure 2023 writes 7 fraction digits, Azure 2024 six and `+00:00`."""
     text = text.strip()
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
-        pass
-    head, _, fraction = text.partition(".")
-    try:
-        seconds = datetime.fromisoformat(head).replace(tzinfo=timezone.utc).timestamp()
-        return seconds + (float("0." + fraction) if fraction else 0.0)
-    except ValueError:
+        number = None
+    if number is not None:
+        if not math.isfinite(number):
+            raise InputError(f"{column} must be a finite time, got {text!r}; fix or delete the row", source=where)
+        return number
+    match = _DATETIME.match(text)
+    if match is None:
         raise InputError(
-            f"TIMESTAMP must look like 2023-11-16 18:15:46.68 or be a number of seconds, got {text!r}",
+            f"{column} must look like 2023-11-16 18:15:46.68 (optionally with +00:00) or be a number of seconds, got {text!r:.40}",
             source=where,
-        ) from None
+        )
+    head, fraction, zone = match.group(1), match.group(2) or "", match.group(3)
+    try:
+        stamp = datetime.fromisoformat(head)
+        if zone:
+            stamp = stamp.replace(tzinfo=timezone.utc if zone == "Z" else datetime.strptime(zone.replace(":", ""), "%z").tzinfo)
+        else:
+            stamp = stamp.replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise InputError(f"{column} {text!r:.40} is not a valid date and time", source=where) from None
+    return stamp.timestamp() + (float("0." + fraction) if fraction else 0.0)
 
 
-def _header_index(header: list[str], columns: tuple[str, ...]) -> list[int] | None:
+_DATETIME = re.compile(r"^(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:?\d{2})?$")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """One CSV layout, recognised by its column names."""
+
+    name: str
+    prompt_column: str
+    output_column: str
+    time_column: str | None = None
+    time_parser: object = None
+
+
+# checked in this order: the first whose columns are all present wins
+_LAYOUTS = (
+    _Layout("azure", "ContextTokens", "GeneratedTokens", "TIMESTAMP", _timestamp_s),
+    _Layout("burstgpt", "Request tokens", "Response tokens", "Timestamp", _seconds_cell),
+    _Layout("vidur-timestamped", "num_prefill_tokens", "num_decode_tokens", "arrived_at", _seconds_cell),
+    _Layout("lengths", "num_prefill_tokens", "num_decode_tokens"),
+)
+_LAYOUT_HELP = ("TIMESTAMP,ContextTokens,GeneratedTokens (Azure 2023/2024); Timestamp,Request tokens,Response tokens "
+                "(BurstGPT); arrived_at,num_prefill_tokens,num_decode_tokens (Vidur, timestamped) or "
+                "num_prefill_tokens,num_decode_tokens (lengths only)")
+
+
+def _layout_of(header: list[str]) -> tuple[_Layout, dict[str, int]] | None:
     names = [h.strip() for h in header]
-    if all(c in names for c in columns):
-        return [names.index(c) for c in columns]
+    for layout in _LAYOUTS:
+        wanted = [c for c in (layout.time_column, layout.prompt_column, layout.output_column) if c]
+        if all(c in names for c in wanted):
+            return layout, {c: names.index(c) for c in wanted}
     return None
 
 
@@ -143,50 +203,54 @@ def _header_index(header: list[str], columns: tuple[str, ...]) -> list[int] | No
 def _read_csv(path_str: str, mtime_ns: int, size: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray | None]:
     """(layout, prompt, output, timestamps or None); cached on the file's mtime and size."""
     del mtime_ns, size  # cache key only
-    with open(path_str, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise InputError("the trace file is empty; it needs a header row and one row per request", source=f"{path_str}:1")
-        azure = _header_index(header, _AZURE_COLUMNS)
-        lengths = _header_index(header, _LENGTH_COLUMNS)
-        if azure is None and lengths is None:
+    from fluid.file_input import read_text
+
+    text = read_text(path_str, what="trace file")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        raise InputError("the trace file is empty; it needs a header row and one row per request", source=f"{path_str}:1")
+    found = _layout_of(header)
+    if found is None:
+        raise InputError(f"unknown trace columns {header!r:.120}; expected one of: {_LAYOUT_HELP}", source=f"{path_str}:1")
+    layout, index = found
+    prompt, output, stamps = [], [], []
+    for line_no, row in enumerate(reader, start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        where = f"{path_str}:{line_no}"
+        if len(row) != len(header):
+            raise InputError(f"expected {len(header)} comma-separated fields, got {len(row)}: {','.join(row)!r:.120}", source=where)
+        if layout.time_column is not None:
+            cell = row[index[layout.time_column]]
+            stamp = layout.time_parser(cell, where=where, column=layout.time_column)
+            if stamps and stamp < stamps[-1]:
+                raise InputError(
+                    f"{layout.time_column} {cell.strip()!r} is earlier than the row before; sort the trace by time",
+                    source=where,
+                )
+            stamps.append(stamp)
+        if layout.name == "burstgpt" and row[index[layout.output_column]].strip() == "0":
             raise InputError(
-                f"unknown trace columns {header!r:.120}; expected {','.join(_LENGTH_COLUMNS)} (length trace) or "
-                f"{','.join(_AZURE_COLUMNS)} (timestamped trace)",
-                source=f"{path_str}:1",
+                "Response tokens is 0: BurstGPT marks a failed request so; use the BurstGPT_without_fails_*.csv files "
+                "or delete the failed rows",
+                source=where,
             )
-        cols = azure if azure is not None else lengths
-        names = _AZURE_COLUMNS[1:] if azure is not None else _LENGTH_COLUMNS
-        prompt, output, stamps = [], [], []
-        for line_no, row in enumerate(reader, start=2):
-            if not row or all(not c.strip() for c in row):
-                continue
-            where = f"{path_str}:{line_no}"
-            if len(row) != len(header):
-                raise InputError(f"expected {len(header)} comma-separated fields, got {len(row)}: {','.join(row)!r:.120}", source=where)
-            if azure is not None:
-                stamp = _timestamp_s(row[cols[0]], where=where)
-                if stamps and stamp < stamps[-1]:
-                    raise InputError(
-                        f"TIMESTAMP {row[cols[0]].strip()!r} is earlier than the row before; sort the trace by time",
-                        source=where,
-                    )
-                stamps.append(stamp)
-                p_idx, o_idx = cols[1], cols[2]
-            else:
-                p_idx, o_idx = cols[0], cols[1]
-            prompt.append(_int_cell(row[p_idx], where=where, column=names[0]))
-            output.append(_int_cell(row[o_idx], where=where, column=names[1]))
+        prompt.append(_int_cell(row[index[layout.prompt_column]], where=where, column=layout.prompt_column))
+        output.append(_int_cell(row[index[layout.output_column]], where=where, column=layout.output_column))
     if not prompt:
         raise InputError("the trace has a header but no request rows", source=f"{path_str}:2")
-    as_array = lambda values, dtype: np.asarray(values, dtype=dtype)  # noqa: E731
-    arrays = [as_array(prompt, np.int64), as_array(output, np.int64)]
-    ts = as_array(stamps, np.float64) if azure is not None else None
+    timed = layout.time_column is not None
+    return _frozen(("timestamped" if timed else "lengths"), prompt, output, stamps if timed else None)
+
+
+def _frozen(layout: str, prompt, output, stamps) -> tuple[str, np.ndarray, np.ndarray, np.ndarray | None]:
+    arrays = [np.asarray(prompt, np.int64), np.asarray(output, np.int64)]
+    ts = np.asarray(stamps, np.float64) if stamps is not None else None
     for a in [*arrays, ts]:
         if a is not None:
             a.setflags(write=False)  # shared through the cache
-    return ("timestamped" if azure is not None else "lengths", arrays[0], arrays[1], ts)
+    return (layout, arrays[0], arrays[1], ts)
 
 
 def _read(path: str | Path) -> tuple[str, str, np.ndarray, np.ndarray, np.ndarray | None]:
@@ -209,8 +273,8 @@ def load_timestamp_trace(path: str | Path) -> TimestampTrace:
     name, layout, prompt, output, stamps = _read(path)
     if layout != "timestamped":
         raise InputError(
-            f"has no TIMESTAMP column (it is a length trace: {','.join(_LENGTH_COLUMNS)}); trace replay and "
-            f"rate profiles need {','.join(_AZURE_COLUMNS)}",
+            f"has no arrival-time column (it is a length trace: {','.join(_LENGTH_COLUMNS)}); trace replay and "
+            f"rate profiles need a timestamped layout: {_LAYOUT_HELP}",
             source=name,
         )
     arrival_s = stamps - stamps[0]

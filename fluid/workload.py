@@ -1,6 +1,6 @@
 """Workloads: request types with rates and lengths, a KV capacity and a batch-time model.
 
-Glossary (PAPERS.md §1): type j has prefill length l_j (`prefill`), decode length l'_j
+Glossary (arXiv 2504.11320, the serving model): type j has prefill length l_j (`prefill`), decode length l'_j
 (`decode`) and Poisson rate λ_j (`rate_per_s`); C is `kv_capacity_tokens`.
 """
 
@@ -13,6 +13,8 @@ from fluid.batch_time import BatchTimeModel
 from fluid.errors import InputError
 
 ARRIVAL_KINDS = ("poisson", "gamma", "deterministic", "trace")
+# gamma gaps have shape 1/cv²: outside this range the shape under/overflows in double precision
+MIN_GAMMA_CV, MAX_GAMMA_CV = 1e-3, 100.0
 
 
 def _positive_int(value, field_path: str) -> int:
@@ -49,7 +51,7 @@ class RequestType:
 
     @property
     def footprint_token_iterations(self) -> float:
-        """a_j = (l'_j + 1)(l_j + l'_j/2): KV tokens summed over the l'_j + 1 stages (PAPERS.md §2)."""
+        """a_j = (l'_j + 1)(l_j + l'_j/2): KV tokens summed over the l'_j + 1 stages (arXiv 2504.11320, the fluid benchmark)."""
         return (self.decode + 1) * (self.prefill + self.decode / 2)
 
     @property
@@ -86,6 +88,12 @@ class ArrivalSpec:
             cv = self.cv
             if isinstance(cv, bool) or not isinstance(cv, (int, float)) or not math.isfinite(cv) or cv <= 0:
                 raise InputError(f"gamma arrivals need a finite positive cv (1 = Poisson), got {cv!r}", field="arrivals.cv")
+            if not MIN_GAMMA_CV <= cv <= MAX_GAMMA_CV:
+                raise InputError(
+                    f"gamma cv must be between {MIN_GAMMA_CV:g} and {MAX_GAMMA_CV:g}, got {cv!r}: the gap shape 1/cv² "
+                    f"underflows or overflows outside it; use kind: deterministic for evenly spaced arrivals",
+                    field="arrivals.cv",
+                )
         elif self.cv is not None:
             raise InputError(f"cv applies to gamma arrivals only, not {self.kind!r}; remove it", field="arrivals.cv")
         if self.kind == "trace":

@@ -27,11 +27,14 @@ import yaml
 
 from fluid.batch_time import batch_time_from_dict
 from fluid.errors import InputError, check_keys, with_source
+from fluid.file_input import check_nesting, duplicate_key_error, read_text
 from fluid.workload import ARRIVAL_KINDS, ArrivalSpec, RequestType, Workload
 
 TOP_KEYS = ("name", "kv_capacity_tokens", "kv_capacity", "batch_time", "types", "types_from_trace", "arrivals")
 TYPE_KEYS = ("name", "prefill", "decode", "rate_per_s", "tbt_slo_s")
 ARRIVAL_KEYS = ("kind", "cv", "trace", "time_scale")
+MAX_INTEGER = 2**53  # exact in a float: every count here meets floats in the formulas
+MIN_FLOAT, MAX_FLOAT = 1e-12, 1e12  # rates, SLOs, time scales: far outside any real value
 _TOP_HINTS = {
     "block_size_tokens": "the KV block size is not part of a workload; set it where the scheduler or "
     "run is configured (the policy or the simulate/run command), and remove it here",
@@ -56,19 +59,43 @@ _Loader.add_implicit_resolver(
 )
 
 
-def read_document(path: Path, *, source: str) -> object:
-    """Parse a YAML/JSON file; syntax errors become InputError with file:line."""
+def _construct_unique_mapping(loader, node, deep=False):
+    """A mapping whose keys are all distinct: YAML itself lets the last duplicate win silently."""
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+        except TypeError:  # an unhashable key: let PyYAML's own error speak
+            break
+        if duplicate:
+            raise duplicate_key_error(key, line=key_node.start_mark.line + 1, source=loader.fluid_source)
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def parse_yaml(text: str, *, what: str, source: str) -> object:
+    """Parse YAML/JSON text: nesting and duplicate keys checked, syntax errors with file:line."""
+    check_nesting(text, what=what, source=source)
+    loader = _Loader(text)
+    loader.fluid_source = source
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"cannot read the workload file: {err.strerror or err}; check the path", source=source) from None
-    try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        return loader.get_single_data()
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(err, "problem", None) or str(err)
         raise InputError(f"not valid YAML/JSON ({problem}); fix the syntax at that line", source=where) from None
+    finally:
+        loader.dispose()
+
+
+def read_document(path: Path, *, source: str) -> object:
+    """Parse a YAML/JSON file; syntax errors become InputError with file:line."""
+    data = parse_yaml(read_text(path, what="workload file", source=source), what="workload", source=source)
     if data is None:
         raise InputError("the file is empty; a workload needs name, batch_time, a capacity and types", source=source)
     return data
@@ -120,13 +147,19 @@ def positive_int(value, *, source, field, what: str = "tokens") -> int:
         raise InputError(f"must be an integer number of {what}, got {value!r}; {advice}", source=source, field=field)
     if value <= 0:
         raise InputError(f"must be a positive integer number of {what}, got {value!r}", source=source, field=field)
+    if value > MAX_INTEGER:
+        raise InputError(f"must be at most 2^53 = {MAX_INTEGER} {what}, got {value:.3e}; larger integers lose precision "
+                         "in the fluid formulas (and no GPU holds that many)", source=source, field=field)
     return value
 
 
 def positive_float(value, *, source, field, unit: str) -> float:
     """A finite positive number (int or float, not a boolean)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise InputError(f"must be a finite positive number of {unit}, got {value!r}", source=source, field=field)
+        raise InputError(f"must be a finite positive number of {unit}, got {value!r:.40}", source=source, field=field)
+    if not MIN_FLOAT <= value <= MAX_FLOAT:
+        raise InputError(f"must be between {MIN_FLOAT:g} and {MAX_FLOAT:g} {unit}, got {value!r:.40}; products of such "
+                         "values overflow or underflow in the fluid formulas", source=source, field=field)
     return float(value)
 
 

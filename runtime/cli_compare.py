@@ -24,13 +24,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from dataclasses import replace
 
+    from fluid.file_output import atomic_folder, finite_json
+    from runtime.progress import RequestProgress, progress_enabled
     from runtime.results import write_json, write_run_folder
     from runtime.schedulers import scheduler_options
-    from runtime.simrun import run_simulation
+    from runtime.simrun import SCHEDULERS_WITH_POLICY, run_simulation
 
     names = [n.strip() for n in args.schedulers.split(",") if n.strip()]
     if not names:
         raise InputError("give at least one scheduler name", field="schedulers")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"scheduler(s) {', '.join(twice)} named more than once in {args.schedulers!r}; "
+                         "each would run the same arrivals twice, so name each once", field="schedulers")
+    if args.out:
+        from fluid.file_output import check_out_dir
+
+        check_out_dir(args.out)
     policy, document = load_policy_arg(args.policy)
     base = base_config(args, "fcfs")
     options = base.options
@@ -38,10 +48,10 @@ def run(args) -> int:
     unused = sorted(k for k in options if not any(k in knobs for knobs in knobs_of.values()))
     if unused:
         raise InputError(f"no scheduler among {names} has option(s) {unused}", field="option")
-    summaries = []
-    names_with_policy = [n for n in names if n in ("wait", "nested-wait")]
+    summaries, outputs = [], []
+    names_with_policy = [n for n in names if n in SCHEDULERS_WITH_POLICY]
     for name in names:
-        uses_policy = name in ("wait", "nested-wait")
+        uses_policy = name in SCHEDULERS_WITH_POLICY
         config = replace(
             base,
             scheduler=name,
@@ -51,15 +61,19 @@ def run(args) -> int:
         )
         if uses_policy and name == names_with_policy[0]:
             warn_policy_mismatch(config)
-        output = run_simulation(config)
+        with RequestProgress(config.num_requests, name, enabled=progress_enabled(args.quiet)) as progress:
+            output = run_simulation(config, progress=progress)
         summaries.append(output.summary)
-        if args.out:
-            write_run_folder(Path(args.out) / name, output)
+        outputs.append((name, output))
     fluid_star = fluid_throughput_star(base.workload.scaled(base.rate_scale))
     if args.out:
-        write_json(Path(args.out) / "compare.json", [s.to_dict() for s in summaries])
+        # every run folder and compare.json appear together or not at all
+        with atomic_folder(args.out) as tmp:
+            for name, output in outputs:
+                write_run_folder(Path(tmp) / name, output, atomic=False)
+            write_json(Path(tmp) / "compare.json", [s.to_dict() for s in summaries])
     if args.json:
-        print_json({"fluid_throughput_star_tokens_per_s": fluid_star, "summaries": [s.to_dict() for s in summaries]})
+        print_json(finite_json({"fluid_throughput_star_tokens_per_s": fluid_star, "summaries": [s.to_dict() for s in summaries]}))
     else:
         print(format_tables(summaries, fluid_star))
         if fluid_star is None:

@@ -40,6 +40,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric-percentiles", default="99", help="percentiles of the serving metrics, e.g. 50,90,99 (default 99, as vLLM)")
     parser.add_argument("--goodput", nargs="+", metavar="METRIC:MS", help="goodput bounds as vLLM's: ttft:MS tpot:MS e2el:MS")
     add_json_argument(parser, "print the summary as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (it shows only on a terminal, for runs over 1 s)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,13 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_split(path: str | None):
     if path is None:
         return None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except OSError as err:
-        raise InputError(f"cannot read the split file: {err.strerror or err}", source=path) from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"not valid JSON at line {err.lineno}: {err.msg}", source=path) from None
+    from fluid.file_input import read_json
+
+    return read_json(path, what="split file")
 
 
 def base_config(args, scheduler: str, policy=None, policy_document=None, *, trace: bool = False):
@@ -84,7 +81,7 @@ def base_config(args, scheduler: str, policy=None, policy_document=None, *, trac
         split=load_split(args.split),
         warmup_fraction=args.warmup,
         ttft_slo_s=args.ttft_slo,
-        tiers=parse_tiers(args.tiers) if args.tiers else None,
+        tiers=parse_tiers(args.tiers) if args.tiers is not None else None,
         horizon_s=args.horizon,
         trace=trace,
         accept_policy_mismatch=args.accept_policy_mismatch,
@@ -100,8 +97,9 @@ def load_policy_arg(path: str | None):
     from runtime.policy_file import load_policy
 
     policy = load_policy(path)
-    with open(path, encoding="utf-8") as handle:
-        return policy, json.load(handle)
+    from fluid.file_input import read_json
+
+    return policy, read_json(path, what="policy file")
 
 
 def warn_policy_mismatch(config) -> None:
@@ -172,24 +170,35 @@ def format_tables(summaries: list[RunSummary], fluid_throughput: float | None = 
 
 
 def run(args) -> int:
+    from fluid.file_output import check_out_dir, finite_json
     from runtime.results import write_run_folder
-    from runtime.simrun import POLICY_SCHEDULERS, run_simulation
+    from runtime.simrun import policy_scheduler, run_simulation
+    from runtime.summary_checks import short_window_warning
 
     policy, document = load_policy_arg(args.policy)
     scheduler = args.scheduler
     if scheduler is None:
         if policy is None:
             raise InputError(f"give --policy POLICY.json or --scheduler NAME ({', '.join(SCHEDULERS)})", field="scheduler")
-        scheduler = POLICY_SCHEDULERS[policy.policy]
+        scheduler = policy_scheduler(policy)
     config = base_config(args, scheduler, policy, document, trace=args.trace_types)
     warn_policy_mismatch(config)
-    output = run_simulation(config)
+    if args.out:
+        check_out_dir(args.out)
+    from runtime.progress import RequestProgress, progress_enabled
+
+    with RequestProgress(config.num_requests, config.scheduler, enabled=progress_enabled(args.quiet)) as progress:
+        output = run_simulation(config, progress=progress)
     if args.out:
         write_run_folder(args.out, output)
     if args.json:
-        print_json(output.summary.to_dict())
+        print_json(finite_json(output.summary.to_dict()))
     else:
         print(format_tables([output.summary]))
+    warning = short_window_warning(output.summary)
+    if warning:
+        print(warning, file=sys.stderr)
+    if not args.json:
         if args.out:
             print(f"run folder: {args.out}")
     return 0

@@ -48,17 +48,20 @@ class KVBlockManager:
     def blocks_held(self, request: Request) -> int:
         return self._held.get(request.request_id, 0)
 
-    def blocks_needed(self, request: Request, new_tokens: int) -> int:
-        """Extra blocks `request` needs to hold its cached tokens plus `new_tokens`."""
-        total = request.cached_tokens + new_tokens
-        return max(0, -(-total // self.block_size) - self._held.get(request.request_id, 0))
-
     def blocks_for_tokens(self, tokens: int) -> int:
+        """Blocks that hold `tokens` KV tokens (rounded up): the one tokens-to-blocks conversion."""
         return -(-tokens // self.block_size)
 
+    def blocks_needed(self, request: Request, new_tokens: int) -> int:
+        """Extra blocks `request` needs to hold its cached tokens plus `new_tokens`."""
+        return max(0, self.blocks_for_tokens(request.cached_tokens + new_tokens) - self._held.get(request.request_id, 0))
+
     def can_grow(self, request: Request, new_tokens: int) -> bool:
-        need = -(-(request.cached_tokens + new_tokens) // self.block_size) - self._held.get(request.request_id, 0)
-        return need <= self.free_blocks
+        return self.blocks_needed(request, new_tokens) <= self.free_blocks
+
+    def fits_alone(self, tokens: int) -> bool:
+        """Whether `tokens` KV tokens fit in the whole (empty) cache."""
+        return self.blocks_for_tokens(tokens) <= self.num_blocks
 
     def block_table(self, request: Request) -> list[int]:
         if not self.track_block_ids:
@@ -70,7 +73,7 @@ class KVBlockManager:
         """Reserve blocks so that `request` can hold cached_tokens + new_tokens."""
         rid = request.request_id
         held = self._held.get(rid, 0)
-        need = -(-(request.cached_tokens + new_tokens) // self.block_size) - held
+        need = self.blocks_for_tokens(request.cached_tokens + new_tokens) - held
         if need <= 0:
             return
         if need > self.free_blocks:

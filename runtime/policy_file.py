@@ -18,13 +18,17 @@ import os
 from dataclasses import dataclass, field
 
 from fluid.errors import InputError
-from thresholds.policy import SERVICE_RULES, NestedWaitPolicy, Policy, WorkloadRef
+from thresholds.policy import SERVICE_RULES as ALL_SERVICE_RULES
+from thresholds.policy import NestedWaitPolicy, Policy, WorkloadRef
 from thresholds.policy import load_policy as read_policy_file
 from thresholds.policy_parse import parse_policy, segment_chain_problem
 
 POLICY_KINDS = ("wait", "nested_wait")
+# the rules of the cohort engine (`runtime/schedulers/threshold_base.py`); "capped" has its own
+# schedulers (`runtime/schedulers/capped.py`)
+SERVICE_RULES = ("cohort", "continuous")
 PREFILL_MODES = ("representative", "per_class")
-__all__ = ["SERVICE_RULES", "RuntimeClass", "RuntimeSegment", "RuntimeInstance", "RuntimePolicy",
+__all__ = ["SERVICE_RULES", "ALL_SERVICE_RULES", "RuntimeClass", "RuntimeSegment", "RuntimeInstance", "RuntimePolicy",
            "runtime_policy", "load_policy", "policy_from_dict", "as_policy"]
 
 
@@ -113,15 +117,15 @@ class RuntimePolicy:
     prefill_mode: str = "representative"
     representative_prefill_tokens: int | None = None
     solved_for: WorkloadRef | None = None  # the workload (hash, rates) the file was solved for
-    capped: dict | None = None  # the capped rule's knobs (resident cap, chunk), from the file
+    prefill_chunk_tokens: int | None = None  # the capped rule's per-request prefill chunk (None: whole prompts)
     source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICY_KINDS:
             raise InputError(f"must be one of {list(POLICY_KINDS)}, got {self.policy!r}", source=self.source, field="policy")
-        if self.service_rule not in SERVICE_RULES:
+        if self.service_rule not in ALL_SERVICE_RULES:
             raise InputError(
-                f"must be one of {list(SERVICE_RULES)}, got {self.service_rule!r}", source=self.source, field="service_rule"
+                f"must be one of {list(ALL_SERVICE_RULES)}, got {self.service_rule!r}", source=self.source, field="service_rule"
             )
         w = self.drain_max_wait_s
         if isinstance(w, bool) or not isinstance(w, (int, float)) or math.isnan(w) or w < 0:
@@ -138,6 +142,13 @@ class RuntimePolicy:
                 raise InputError("a Nested WAIT policy needs segments", source=self.source, field="segments")
             if self.segments:
                 _check_segments(self.segments, "segments", self.source)
+        if self.service_rule != "capped":
+            thresholds = [c.threshold for c in self.classes] + [s.threshold for s in self.segments]
+            thresholds += [s.threshold for i in self.instances for s in i.segments]
+            if any(isinstance(n, float) for n in thresholds):
+                raise InputError(f"the {self.service_rule} rule serves whole prompts per stage: thresholds must be "
+                                 f"integers, got {thresholds}; fractional thresholds need the capped rule",
+                                 source=self.source, field="service_rule")
 
     @property
     def is_nested(self) -> bool:
@@ -157,7 +168,7 @@ def runtime_policy(policy: Policy, *, source: str | None = None) -> RuntimePolic
         memory_policy_tokens=policy.guarantees.memory_policy_tokens,
         memory_required_tokens=policy.guarantees.memory_required_tokens,
         solved_for=policy.workload,
-        capped=getattr(policy, "capped", None),
+        prefill_chunk_tokens=policy.capped.prefill_chunk_tokens if policy.capped is not None else None,
         source=source,
     )
     if not isinstance(policy, NestedWaitPolicy):

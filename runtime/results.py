@@ -20,6 +20,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fluid.file_output import atomic_folder, atomic_write_text, finite_json
 from runtime.metrics import request_rows
 from runtime.step_log import SimResult
 from runtime.summary import RunSummary
@@ -108,14 +109,30 @@ def _json_default(value):
 
 
 def write_json(path: Path, data, *, compact: bool = False) -> None:
-    text = json.dumps(data, default=_json_default, **({"separators": (",", ":")} if compact else {"indent": 2}))
-    path.write_text(text + "\n", encoding="utf-8")
+    """Strict JSON (non-finite numbers written as null), through a temporary file and a rename."""
+    text = json.dumps(finite_json(data), default=_json_default, allow_nan=False,
+                      **({"separators": (",", ":")} if compact else {"indent": 2}))
+    atomic_write_text(path, text + "\n")
 
 
-def write_run_folder(out_dir: str | Path, run: RunOutput, *, trace: bool = True) -> Path:
-    """Write `run` into `out_dir` (created if needed); returns the folder."""
+def write_run_folder(out_dir: str | Path, run: RunOutput, *, trace: bool = True, atomic: bool = True) -> Path:
+    """Write `run` into `out_dir`, replacing an earlier run folder there as a whole; returns it.
+
+    The files go to a temporary folder renamed into place when complete (`fluid.file_output`), so
+    a failure or Ctrl-C leaves no half-written folder and no stale file of an earlier run.
+    `atomic=False` writes straight into `out_dir` (already a temporary folder of the caller's).
+    """
+    if atomic:
+        with atomic_folder(out_dir) as tmp:
+            _write_files(tmp, run, trace=trace)
+        return Path(out_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _write_files(out, run, trace=trace)
+    return out
+
+
+def _write_files(out: Path, run: RunOutput, *, trace: bool) -> None:
     config = dict(run.config)
     config.setdefault("code_version", code_version())
     write_json(out / "config.json", config)
@@ -130,4 +147,3 @@ def write_run_folder(out_dir: str | Path, run: RunOutput, *, trace: bool = True)
             writer.writerows(rows)
     if trace:
         write_json(out / "trace.json", {"traceEvents": trace_events(run.results), "displayTimeUnit": "ms"}, compact=True)
-    return out

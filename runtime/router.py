@@ -55,6 +55,11 @@ def check_split(split: dict, num_replicas: int, type_names) -> dict[str, np.ndar
         raise InputError(f"the split gives no probabilities for types {missing}", field="split")
     out = {}
     for name, probs in split.items():
+        if not isinstance(probs, list) or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in probs):
+            raise InputError(
+                f"type {name!r} needs a list of {num_replicas} numbers (probabilities per replica), got {probs!r:.80}",
+                field=f"split.{name}",
+            )
         p = np.asarray(probs, float)
         if p.shape != (num_replicas,) or np.any(p < 0) or not np.isfinite(p).all() or abs(p.sum() - 1) > 1e-6:
             raise InputError(

@@ -24,7 +24,15 @@ from runtime.serving_metrics import DEFAULT_PERCENTILES, check_percentiles
 from runtime.router import ROUTERS, combine_results, simulate_fleet
 from runtime.schedulers import make_scheduler, scheduler_options
 
-POLICY_SCHEDULERS = {"wait": "wait", "nested_wait": "nested-wait"}
+# the schedulers that serve each kind of policy: the cohort engine and the capped rule
+POLICY_SCHEDULER_NAMES = {"wait": ("wait", "wait-capped"), "nested_wait": ("nested-wait", "nested-wait-capped")}
+SCHEDULERS_WITH_POLICY = frozenset(n for names in POLICY_SCHEDULER_NAMES.values() for n in names)
+
+
+def policy_scheduler(policy: RuntimePolicy) -> str:
+    """The scheduler a policy file runs on by default: its kind's, capped when its rule is."""
+    cohort, capped = POLICY_SCHEDULER_NAMES[policy.policy]
+    return capped if policy.service_rule == "capped" else cohort
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -141,6 +149,15 @@ class SimConfig:
         r = self.rate_scale
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 0:
             raise InputError(f"the rate scale must be a finite positive number, got {r!r}", field="rate_scale")
+        seed = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise InputError(f"the seed must be an integer from 0 to 2^63 - 1, got {seed!r}", field="seed")
+        slo = self.ttft_slo_s
+        if slo is not None and (isinstance(slo, bool) or not isinstance(slo, (int, float)) or not math.isfinite(slo) or slo <= 0):
+            raise InputError(f"the TTFT SLO must be a finite positive number of seconds, got {slo!r}", field="ttft_slo")
+        if self.split is not None and self.router != "split":
+            raise InputError(f"a split file is only used by --router split, but the router is {self.router!r}; "
+                             "add --router split or drop --split", field="split")
         b = self.block_size
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise InputError(f"the block size must be a positive integer number of tokens, got {b!r}", field="block_size")
@@ -155,16 +172,22 @@ class SimConfig:
         if self.tiers is not None:
             object.__setattr__(self, "tiers", check_tiers(self.tiers))
         object.__setattr__(self, "metric_percentiles", check_percentiles(self.metric_percentiles))
-        if self.scheduler in ("wait", "nested-wait"):
+        if self.scheduler in SCHEDULERS_WITH_POLICY:
             if self.policy is None and "policy" not in self.options:
                 raise InputError(f"scheduler {self.scheduler!r} needs a policy: pass --policy POLICY.json", field="policy")
         if self.policy is not None:
-            want = POLICY_SCHEDULERS[self.policy.policy]
-            if self.scheduler != want:
+            names = POLICY_SCHEDULER_NAMES[self.policy.policy]
+            if self.scheduler not in names:
                 raise InputError(
-                    f"the policy file holds a {self.policy.policy!r} policy, which scheduler {want!r} runs, not {self.scheduler!r}",
+                    f"the policy file holds a {self.policy.policy!r} policy, which schedulers {' or '.join(names)} run, "
+                    f"not {self.scheduler!r}",
                     source=self.policy.source,
                     field="policy",
+                )
+            if self.policy.service_rule == "capped" and self.scheduler != names[1]:
+                raise InputError(
+                    f"the policy's service rule is 'capped' (fractional thresholds); run it on {names[1]!r}, not "
+                    f"{self.scheduler!r}", source=self.policy.source, field="service_rule",
                 )
             check_policy_matches(self.policy, self.workload, rate_scale=self.rate_scale,
                                  accept_mismatch=self.accept_policy_mismatch)
@@ -204,8 +227,9 @@ class SimConfig:
         }
 
 
-def run_simulation(config: SimConfig) -> RunOutput:
-    """Simulate `config` and summarise it; nothing is written."""
+def run_simulation(config: SimConfig, *, progress=None) -> RunOutput:
+    """Simulate `config` and summarise it; nothing is written. `progress`: a
+    `runtime.progress.RequestProgress` told of each finished request (None: no bar)."""
     # validate the scheduler and its knobs before spending time on arrivals
     unknown = sorted(set(config.options) - set(scheduler_options(config.scheduler)))
     if unknown:
@@ -222,7 +246,8 @@ def run_simulation(config: SimConfig) -> RunOutput:
     knobs = config.scheduler_knobs()
 
     def build(_replica: int):
-        return make_scheduler(config.scheduler, KVBlockManager(capacity, config.block_size), **knobs)
+        scheduler = make_scheduler(config.scheduler, KVBlockManager(capacity, config.block_size), **knobs)
+        return progress.watch(scheduler) if progress is not None else scheduler
 
     t0 = time.perf_counter()
     results = simulate_fleet(

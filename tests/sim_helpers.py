@@ -25,7 +25,7 @@ def registered_names() -> list[str]:
 
 def policy_for(name: str, workload: Workload) -> RuntimePolicy:
     """A small WAIT / Nested WAIT policy for `workload` (thresholds ≥ 1, drain after 0.05 s)."""
-    if name == "wait":
+    if name in ("wait", "wait-capped"):
         classes = tuple(RuntimeClass(t.name, t.prefill, t.decode, 2) for t in workload.types)
         return RuntimePolicy("wait", "cohort", 0.05, classes=classes)
     cuts = sorted({t.decode for t in workload.types})
@@ -38,7 +38,7 @@ def policy_for(name: str, workload: Workload) -> RuntimePolicy:
 
 def build_scheduler(name: str, workload: Workload, block_size: int = 16):
     kv = KVBlockManager(workload.kv_capacity_tokens, block_size)
-    options = {"policy": policy_for(name, workload)} if name in ("wait", "nested-wait") else {}
+    options = {"policy": policy_for(name, workload)} if name in ("wait", "nested-wait", "wait-capped", "nested-wait-capped") else {}
     try:
         return make_scheduler(name, kv, **options)
     except ModuleNotFoundError:

@@ -14,7 +14,7 @@ import pytest
 from fluid.equilibrium import closed_form
 from fluid.lp import solve_lp
 from fluid.workload_io import load_workload
-from runtime.simrun import SimConfig, run_simulation
+from runtime.simrun import SCHEDULERS_WITH_POLICY, SimConfig, run_simulation
 from sim_helpers import policy_for, registered_names
 
 NOISE = 0.03  # relative: finite-run noise of a 2,000-request simulation
@@ -43,7 +43,7 @@ def test_the_cases_are_overloads_where_the_lp_sheds_load():
 def test_no_policy_beats_the_fluid_lp(case, scheduler):
     workload = OVERLOADS[case]
     bound = solve_lp(workload).throughput_tokens_per_s
-    policy = policy_for(scheduler, workload) if scheduler in ("wait", "nested-wait") else None
+    policy = policy_for(scheduler, workload) if scheduler in SCHEDULERS_WITH_POLICY else None
     config = SimConfig(workload, scheduler, num_requests=2000, seed=1, policy=policy)
     summary = run_simulation(config).summary
     assert summary.completed == 2000

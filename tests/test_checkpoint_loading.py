@@ -80,3 +80,43 @@ def test_cli_exits_2_before_any_work(saved, tmp_path, capsys):
 def test_model_config_json_path(saved):
     cfg = model_config(str(saved[0] / "config.json"), None)
     assert cfg.hidden_size == 64 and cfg.num_key_value_heads == 2
+
+
+def _tiny_workload(tmp_path):
+    wl = tmp_path / "wl.yaml"
+    wl.write_text("name: t\nkv_capacity_tokens: 1024\nbatch_time: {kind: affine, d0_s: 0.01, d1_s_per_token: 0.00001}\n"
+                  "types:\n  - {name: a, prefill: 12, decode: 3, rate_per_s: 400}\n")
+    return wl
+
+
+def test_model_folder_runs_its_own_weights(saved, tmp_path, capsys):
+    """--model FOLDER of a Hugging Face checkpoint: config and weights both come from the folder."""
+    from runtime.gpu.setup import model_and_checkpoint
+
+    folder, _ = saved
+    assert model_and_checkpoint(str(folder), None) == (None, str(folder))
+    out = tmp_path / "run"
+    assert main(["run", str(_tiny_workload(tmp_path)), "--scheduler", "fcfs", "--model", str(folder), "--device", "cpu",
+                 "--requests", "3", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["checkpoint"] == str(folder) and config["model"]["hidden_size"] == 64
+    assert json.loads((out / "summary.json").read_text())["model"] == str(folder)
+
+
+def test_model_folder_with_only_config_uses_random_weights(saved, tmp_path):
+    from runtime.gpu.setup import model_and_checkpoint
+
+    shape_only = _copy(saved[0], tmp_path / "shape", skip={"model.safetensors"})
+    assert model_and_checkpoint(str(shape_only), None) == (str(shape_only / "config.json"), None)
+
+
+def test_model_folder_errors(saved, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    wl = str(_tiny_workload(tmp_path))
+    assert main(["run", wl, "--scheduler", "fcfs", "--model", str(empty), "--device", "cpu", "--requests", "2"]) == 2
+    assert "has no config.json" in capsys.readouterr().err
+    other = _copy(saved[0], tmp_path / "other")
+    assert main(["run", wl, "--scheduler", "fcfs", "--model", str(saved[0]), "--checkpoint", str(other),
+                 "--device", "cpu", "--requests", "2"]) == 2
+    assert "give one of them" in capsys.readouterr().err

@@ -48,6 +48,7 @@ def test_engine_matches_transformers(tiny, budget, max_seqs, evict_every, length
     reqs = [Request(i, 0.0, p, o) for i, (p, o) in enumerate(lengths)]
     result = engine.run(sched, reqs)
     assert all(r.finished for r in reqs)
+    assert all(len(r.eviction_times_s) == r.restarts for r in reqs)  # the shared loop stamps evictions
     if evict_every:
         assert sum(r.restarts for r in reqs) > 0
     assert result.restart_token_mismatches == 0
@@ -132,3 +133,40 @@ def test_policy_for_other_memory_size_is_rejected(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "C is 1024 tokens in the policy, 2048 in the run" in err, err
+
+
+class _Stuck(TinyChunkedScheduler):
+    def schedule(self, now_s):
+        from runtime.schedulers.base import Batch
+
+        return Batch()
+
+
+class _Cheater(TinyChunkedScheduler):
+    def schedule(self, now_s):
+        batch = super().schedule(now_s)
+        self.kv.free_blocks -= 100  # a bug: memory taken without `grow`
+        return batch
+
+
+def test_engine_shares_the_deadlock_and_memory_errors(tiny):
+    from runtime.executor import MemoryOverflowError, SchedulerDeadlockError
+
+    cfg, _, runner = tiny
+    engine = _engine(cfg, runner, 16)
+    with pytest.raises(SchedulerDeadlockError, match="idle with unfinished requests"):
+        engine.run(_Stuck(KVBlockManager(16 * BLOCK, BLOCK, track_block_ids=True)), [Request(0, 0.0, 5, 2)])
+    with pytest.raises(MemoryOverflowError):
+        engine.run(_Cheater(KVBlockManager(16 * BLOCK, BLOCK, track_block_ids=True)), [Request(0, 0.0, 5, 2)])
+
+
+def test_engine_peak_kv_is_held_while_the_step_runs(tiny):
+    cfg, _, runner = tiny
+    engine = _engine(cfg, runner, 16)
+    sched = TinyChunkedScheduler(KVBlockManager(16 * BLOCK, BLOCK, track_block_ids=True), token_budget=64, max_seqs=1)
+    req = Request(0, 0.0, BLOCK, 1)  # one block of prompt; the decode needs a second, then frees both
+    result = engine.run(sched, [req])
+    assert req.finished
+    assert result.steps.kv_used_tokens == [BLOCK, 2 * BLOCK]
+    assert result.peak_kv_tokens == 2 * BLOCK
+    assert all(h is not None and h >= 0 for h in result.steps.host_s) and len(result.steps.graph) == 2

@@ -1,4 +1,4 @@
-"""The fluid LP (PAPERS.md §2): closed forms inside the region, capacity, fleet, linprog twin, errors."""
+"""The fluid LP (arXiv 2504.11320, the fluid benchmark): closed forms inside the region, capacity, fleet, linprog twin, errors."""
 
 from __future__ import annotations
 

@@ -106,3 +106,18 @@ def test_bad_inputs():
         PiecewiseRates(np.array([0.0, 1.0]), -np.ones((1, 2)))
     with pytest.raises(UnstableWorkloadError, match="load factor"):
         simulate_fluid(_two_types(3.0), 1.0, policy="wait")
+
+
+@pytest.mark.parametrize("policy", ["fcfs", "wait"])
+def test_prompts_are_conserved_evicted_ones_rejoin_the_queue(policy):
+    # arrived = queued + resident + completed at every sample, also while FCFS evicts (an evicted
+    # prompt leaves the compartments and must reappear in the queue, not vanish)
+    w = _two_types(3.0) if policy == "fcfs" else _two_types(0.8)
+    tr = simulate_fluid(w, 60.0, policy=policy, num_points=61)
+    if policy == "fcfs":
+        assert tr.evicted_rate_per_s.max() > 0.1  # the check bites: prompts are being evicted
+    queued = np.clip(tr.queue_prompts, 0.0, None)
+    total = queued + tr.resident_prompts + tr.completed_prompts
+    assert tr.arrived_prompts[-1] == pytest.approx(60.0 * sum(t.rate_per_s for t in w.types), rel=1e-6)
+    assert np.allclose(total, tr.arrived_prompts, rtol=1e-5, atol=1e-3)
+    assert tr.completed_prompts[-1] > 0.3 * tr.arrived_prompts[-1]  # the totals are not all queue

@@ -20,12 +20,17 @@ from thresholds.wait import solve_wait, solve_wait_batch_cap
 DATA = Path(__file__).parent / "data"
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 # Regenerate deliberately (a format change) with:
-#   fluidsched solve paper-a-two-types -o tests/data/golden_policy_wait.json
-#   fluidsched solve chat-d-ten-bins --policy nested-wait --segments auto --rate-scale 0.5 \
+#   fluidsched solve paper-a-two-types --slack 0.05 -o tests/data/golden_policy_wait.json
+#   fluidsched solve chat-d-ten-bins --policy nested-wait --segments auto --rate-scale 0.5 --slack 0.05 \
 #       -o tests/data/golden_policy_nested.json
+#   fluidsched solve p512d1000 --service-rule capped -o tests/data/golden_policy_wait_capped.json
+#   fluidsched solve chat-d-ten-bins --policy nested-wait --service-rule capped \
+#       -o tests/data/golden_policy_nested_capped.json
 GOLDEN = {
     "golden_policy_wait.json": ("paper-a-two-types", 1.0, "wait", NestedOptions()),
     "golden_policy_nested.json": ("chat-d-ten-bins", 0.5, "nested", NestedOptions(segments="auto")),
+    "golden_policy_wait_capped.json": ("p512d1000", 1.0, "wait-capped", None),
+    "golden_policy_nested_capped.json": ("chat-d-ten-bins", 1.0, "nested-capped", NestedOptions(eta=0.0)),
 }
 
 
@@ -79,10 +84,26 @@ def _close(a, b, path="") -> None:
 def test_golden_policy(name):
     from fluid.workload_io import load_workload
 
+    from thresholds.build import nested_capped_policy, wait_capped_policy
+    from thresholds.capped_solve import solve_nested_capped_auto, solve_wait_capped
+    from thresholds.slack import choose_slack
+
     preset, scale, kind, options = GOLDEN[name]
     w = load_workload(preset, rate_scale=scale)
-    fresh = (wait_policy(w, solve_wait(w)) if kind == "wait"
-             else nested_policy(w, solve_nested(w, options), rate_scale=scale))
+    if kind == "wait":
+        fresh = wait_policy(w, solve_wait(w, slack=0.05), slack_rule="given")
+    elif kind == "nested":
+        fresh = nested_policy(w, solve_nested(w, options), rate_scale=scale, slack_rule="given")
+    else:  # the capped goldens pin the automatic slack too
+        from dataclasses import replace
+
+        from fluid.equilibrium import closed_form
+
+        at = (lambda s: solve_wait_capped(w, slack=s)) if kind == "wait-capped" else \
+            (lambda s: solve_nested_capped_auto(w, replace(options, slack=s)))
+        choice = choose_slack(at, lambda sol: sol.memory.required_tokens, closed_form(w).load_factor)
+        fresh = (wait_capped_policy(w, choice.solution, slack_rule=choice.reason) if kind == "wait-capped" else
+                 nested_capped_policy(w, choice.solution, replace(options, slack=choice.slack), slack_rule=choice.reason))
     golden = json.loads((DATA / name).read_text())
     jsonschema.validate(golden, SCHEMA)
     _close(json.loads(policy_to_json(fresh)), golden)
@@ -99,7 +120,7 @@ def _written(tmp_path, mutate, policy=None) -> Path:
 
 @pytest.mark.parametrize("mutate,field,words", [
     (lambda r: r.pop("schema_version"), "schema_version", "missing"),
-    (lambda r: r.update(schema_version=2), "schema_version", "unsupported version 2"),
+    (lambda r: r.update(schema_version=1), "schema_version", "unsupported version 1"),
     (lambda r: r.pop("drain"), "drain", "required key is missing"),
     (lambda r: r.update(kv_capacity_tokenz=r.pop("kv_capacity_tokens")), "kv_capacity_tokenz", "did you mean 'kv_capacity_tokens'"),
     (lambda r: r["classes"][1].update(threshold=-3), "classes[1].threshold", "integer ≥ 1, got -3"),

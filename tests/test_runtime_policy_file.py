@@ -16,7 +16,7 @@ from runtime.policy_file import RuntimeClass, RuntimePolicy, RuntimeSegment, as_
 DATA = Path(__file__).parent / "data"
 
 WAIT_DOC = {
-    "schema_version": 1,
+    "schema_version": 2,
     "policy": "wait",
     "service_rule": "cohort",
     "workload": {"name": "w", "content_sha256": "0" * 64, "rates_per_s": {"a": 2.0, "b": 1.0}},
@@ -117,7 +117,7 @@ def _error(doc, tmp_path) -> InputError:
     "mutate, field, words",
     [
         (lambda d: d.pop("schema_version"), "schema_version", "missing"),
-        (lambda d: d.update(schema_version=0), "schema_version", "unsupported version 0"),
+        (lambda d: d.update(schema_version=1), "schema_version", "unsupported version 1"),
         (lambda d: d.update(schema_version="1"), "schema_version", "'1'"),
         (lambda d: d.update(polcy="wait"), "polcy", "did you mean 'policy'"),
         (lambda d: d.pop("drain"), "drain", "required key is missing"),

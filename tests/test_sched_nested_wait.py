@@ -1,4 +1,4 @@
-"""Nested WAIT (arXiv 2504.11320, PAPERS.md §4): segment gating, entry queues, drain, per-class
+"""Nested WAIT (arXiv 2504.11320, §Nested WAIT): segment gating, entry queues, drain, per-class
 instances, and that it never reads output lengths."""
 
 from __future__ import annotations

@@ -94,5 +94,28 @@ def test_bad_inputs():
         _rad(b_col=0)
     with pytest.raises(InputError, match="tile_tokens"):
         _rad(tile_tokens=1.5)
-    with pytest.raises(InputError, match="needs 11 KV tokens"):
+    with pytest.raises(InputError, match="needs 12 KV tokens"):
         _rad(capacity=8).add_request(Request(0, 0.0, 10, 2))
+
+
+@pytest.mark.parametrize(("capacity", "refused"), [(13, True), (14, False)])
+def test_refuses_a_request_that_fits_its_prompt_but_not_its_whole_sequence(capacity, refused):
+    """C between one prompt (10 + its first token) and one whole request (10 + 4): refused on
+    arrival with the capacity named, where it used to end in a deadlock; exactly l + l' runs."""
+    s = _rad(capacity=capacity)
+    if refused:
+        with pytest.raises(InputError, match=r"needs 14 KV tokens at once .* capacity is 13 tokens") as err:
+            s.add_request(Request(0, 0.0, 10, 4))
+        assert err.value.field == "kv_capacity_tokens"
+        assert not s.has_unfinished()
+    else:
+        result = simulate(s, [Request(0, 0.0, 10, 4)], AffineBatchTime(0.01, 1e-5), audit=True)
+        assert result.requests[0].decode_steps_done == 4 and result.peak_kv_tokens <= 14
+
+
+def test_prefill_chunk_is_a_knob_apart_from_the_tile():
+    s = _rad(tile_tokens=8, b_col=2, prefill_chunk_tokens=5)
+    s.add_request(Request(0, 0.0, 12, 3))
+    assert [_step(s, float(t))[0] for t in range(3)] == [["p5"], ["p5"], ["p2"]]
+    with pytest.raises(InputError, match="prefill_chunk_tokens"):
+        _rad(prefill_chunk_tokens=0)

@@ -1,5 +1,8 @@
-"""SLAI (arXiv 2508.01002): LST arithmetic, dynamic and fixed offset, batch order under the token
-budget, shortest-prompt-first or FCFS, paying tier first, the decode cap, memory safety."""
+"""SLAI as the authors' code runs it (github agrimUT/SLAI, slai_scheduler.py): LST computed once
+per served decode with the cumulative mean batch time, the dynamic offset on reserved blocks,
+(LST, arrival) order, batch order under the token budget, shortest-prompt-first, tiers only under
+`user_priority`, round-robin paused prefills, whole-prompt reservation with a watermark and a
+seat cap, preemption of the last paused prefill else the decode itself, and clean refusals."""
 
 from __future__ import annotations
 
@@ -25,40 +28,51 @@ def _step(s, now_s, dt_s=1.0):
     return items
 
 
-def test_lst_is_last_token_plus_slo_minus_theta_times_mean_batch_time():
+def test_lst_is_fixed_when_the_decode_is_served_with_the_cumulative_mean():
     s = _slai(default_tbt_slo_s=0.2)
     r = Request(0, 0.0, 4, 5)
     s.add_request(r)
-    _step(s, 0.0, dt_s=0.01)
-    _step(s, 0.01, dt_s=0.03)
+    _step(s, 0.0, dt_s=0.01)  # prefill ends at 0.01: mean 0.01
+    assert s.last_schedulable_time_s(r) == pytest.approx(0.01 + 0.2 - 5 * 0.01)
+    _step(s, 0.01, dt_s=0.03)  # decode ends at 0.04: mean (0.01 + 0.03) / 2
     assert s.mean_batch_time_s == pytest.approx(0.02)
-    assert s.theta() == 5
     assert s.last_schedulable_time_s(r) == pytest.approx(0.04 + 0.2 - 5 * 0.02)
-    tight = Request(1, 0.0, 4, 5, tbt_slo_s=0.1)
-    tight.token_times_s.append(1.0)
-    assert s.last_schedulable_time_s(tight) == pytest.approx(1.0 + 0.1 - 5 * 0.02)
+    for start in (0.04, 1.04, 2.04):  # the mean is over every batch, not a window
+        _step(s, start, dt_s=1.0)
+    assert s.mean_batch_time_s == pytest.approx((0.01 + 0.03 + 3.0) / 5)
 
 
-def test_mean_batch_time_is_a_window_of_recent_steps():
-    s = _slai(mean_window_steps=2)
-    for i in range(4):
+def test_a_queued_decode_keeps_the_lst_it_was_given():
+    """The official code computes the LST once; a decode left out keeps it though Θ·mean changes."""
+    s = _slai(token_budget=3, max_decodes=1, offset=1.0, default_tbt_slo_s=10.0)
+    for i in range(2):
         s.add_request(Request(i, 0.0, 1, 9))
-    for start, dt in ((0.0, 1.0), (1.0, 2.0), (3.0, 4.0)):
-        _step(s, start, dt)
-    assert s.mean_batch_time_s == pytest.approx(3.0)
+    _step(s, 0.0, dt_s=1.0)  # both prefilled at 1.0: LST 1 + 10 − 1·1 = 10 for both
+    assert s.last_schedulable_time_s(s.resident[1]) == pytest.approx(10.0)
+    assert _step(s, 1.0, dt_s=5.0) == [(0, 1, "d")]  # one decode a batch; tie on LST: arrival, then id
+    assert s.last_schedulable_time_s(s.resident[1]) == pytest.approx(10.0)  # unchanged, mean is now 3
+    assert s.last_schedulable_time_s(s.resident[0]) == pytest.approx(6.0 + 10.0 - 3.0)
 
 
-def test_dynamic_offset_switches_at_96_percent_kv_use_and_fixed_offset_overrides():
-    s = _slai(capacity=100)
-    hog = Request(0, 0.0, 95, 1)
-    s.kv.grow(hog, 95)
-    assert s.theta() == 5
-    s.kv.grow(hog, 96)
-    assert s.theta() == 10
+def test_dynamic_offset_reads_the_blocks_reserved_for_whole_prompts():
+    s = _slai(capacity=100, token_budget=10, watermark=0.0)
+    s.add_request(Request(0, 0.0, 96, 3))
+    batch = s.schedule(0.0)
+    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 10)]
+    assert s.kv.used_blocks == 96  # the whole prompt is reserved at admission
+    assert s.theta() == 10  # 96 % in use: the high offset, though only 10 tokens are cached
     assert _slai(capacity=100, offset=2.5).theta() == 2.5
 
 
-def test_batch_order_urgent_decodes_then_started_prefills_then_new_prompts():
+@pytest.mark.parametrize(("prompt", "theta"), [(95, 5), (96, 10)])
+def test_the_offset_switches_exactly_at_96_percent(prompt, theta):
+    s = _slai(capacity=100, token_budget=200, watermark=0.0)
+    s.add_request(Request(0, 0.0, prompt, 3))
+    s.schedule(0.0)
+    assert s.theta() == theta
+
+
+def test_batch_order_urgent_decodes_then_paused_prefills_then_new_prompts_then_the_rest():
     s = _slai(token_budget=6, offset=0.0, default_tbt_slo_s=1.0)
     s.add_request(Request(0, 0.0, 2, 9))
     s.add_request(Request(1, 0.0, 3, 9))
@@ -67,16 +81,27 @@ def test_batch_order_urgent_decodes_then_started_prefills_then_new_prompts():
     # LST of 0 and 1 = 1.0 + 1.0 = 2.0 > now: the new prompt takes the whole budget, they wait
     assert _step(s, 1.0) == [(2, 6, "p")]
     s.add_request(Request(3, 2.0, 1, 9))
-    # now 0 and 1 are past their LST: first; then the started prefill (4 left); the budget is spent
+    # 0 and 1 are past their LST: first; then the paused prefill (4 left); the budget is spent
     assert _step(s, 2.0) == [(0, 1, "d"), (1, 1, "d"), (2, 4, "p")]
-    # nothing urgent (all LSTs are 3.0 + 1.0): new prompt 3 first, then the other decodes
+    # nothing urgent (LSTs 4.0, 4.0, 4.0): new prompt 3 first, then the other decodes by (LST, arrival)
     assert _step(s, 3.0) == [(3, 1, "p"), (0, 1, "d"), (1, 1, "d"), (2, 1, "d")]
-    # request 3's first token came at 4.0, the others' at 4.0 too; at 5.5 all of 0, 1, 2 are late
-    # (LST 5.0) but 3 is as well: all four run, the urgent ones in LST order
-    assert sorted(i for i, _, _ in _step(s, 5.5)) == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("order, first", [("spf", 1), ("fcfs", 0)])
+def test_paused_prefills_take_turns():
+    s = _slai(token_budget=4, order="fcfs")
+    s.add_request(Request(0, 0.0, 10, 3))
+    s.add_request(Request(1, 0.0, 10, 3))
+    assert _step(s, 0.0) == [(0, 4, "p")]
+    assert _step(s, 1.0) == [(0, 4, "p")]  # the only paused prefill; 1 gets no budget
+    s2 = _slai(token_budget=6, order="fcfs")
+    for i in range(2):
+        s2.add_request(Request(i, 0.0, 10, 3))
+    assert _step(s2, 0.0) == [(0, 6, "p")]
+    assert _step(s2, 1.0) == [(0, 4, "p"), (1, 2, "p")]
+    assert _step(s2, 2.0) == [(0, 1, "d"), (1, 5, "p")]  # 0's prefill ended; 1 continues
+
+
+@pytest.mark.parametrize(("order", "first"), [("spf", 1), ("fcfs", 0)])
 def test_new_prompt_order(order, first):
     s = _slai(token_budget=5, order=order)
     s.add_request(Request(0, 0.0, 5, 3))
@@ -84,11 +109,12 @@ def test_new_prompt_order(order, first):
     assert _step(s, 1.0)[0][0] == first
 
 
-def test_paying_tier_first():
-    s = _slai(token_budget=5)
+@pytest.mark.parametrize(("user_priority", "first"), [(False, 0), (True, 1)])
+def test_tier_goes_first_only_under_user_priority(user_priority, first):
+    s = _slai(token_budget=5, user_priority=user_priority)
     s.add_request(Request(0, 0.0, 1, 3, tier=1))
     s.add_request(Request(1, 0.0, 5, 3, tier=0))
-    assert _step(s, 0.0) == [(1, 5, "p")]
+    assert _step(s, 0.0)[0][0] == first
 
 
 def test_at_most_max_decodes_per_batch_and_the_rest_keep_their_cache():
@@ -97,11 +123,54 @@ def test_at_most_max_decodes_per_batch_and_the_rest_keep_their_cache():
         s.add_request(Request(i, 0.0, 2, 5))
     _step(s, 0.0)
     items = _step(s, 1.0)
-    assert [k for _, _, k in items] == ["d", "d"]
+    assert [(i, k) for i, _, k in items] == [(0, "d"), (1, "d")]
     assert s.kv.used_tokens == 2 + 2 * 3  # the third waits with its 2 cached tokens
 
 
-def test_memory_pressure_preempts_lifo_and_everything_completes():
+def test_seat_cap_counts_requests_holding_memory():
+    s = _slai(max_num_seqs=2, token_budget=100)
+    for i in range(3):
+        s.add_request(Request(i, 0.0, 2, 5))
+    assert [i for i, _, _ in _step(s, 0.0)] == [0, 1]
+
+
+@pytest.mark.parametrize(("second_prompt", "admitted"), [(98, True), (99, False)])
+def test_admission_keeps_the_watermark_free(second_prompt, admitted):
+    s = _slai(capacity=200, token_budget=500, order="fcfs")  # watermark int(0.01 · 200) = 2 blocks
+    s.add_request(Request(0, 0.0, 100, 3))
+    s.add_request(Request(1, 0.0, second_prompt, 3))
+    batch = s.schedule(0.0)  # request 1 is admitted iff 200 − 100 − prompt ≥ 2
+    assert [w.request.request_id for w in batch.items] == ([0, 1] if admitted else [0])
+
+
+def test_memory_pressure_preempts_the_last_paused_prefill_then_the_decode_itself():
+    s = _slai(capacity=10, token_budget=4, watermark=0.0, order="fcfs", offset=0.0, default_tbt_slo_s=0.5)
+    s.add_request(Request(0, 0.0, 2, 3))
+    s.add_request(Request(1, 0.0, 3, 3))
+    s.add_request(Request(2, 0.0, 5, 3))
+    assert _step(s, 0.0) == [(0, 2, "p"), (1, 2, "p")]  # all of 1's 3 blocks reserved: 5 in use
+    assert _step(s, 1.0) == [(1, 1, "p"), (2, 3, "p")]  # 2 reserves its 5 blocks: memory full
+    # at 2.0 request 0 is urgent (LST 1.0 + 0.5) and finds no free block: the paused prefill
+    # added last (2) is preempted; 1 (LST 2.5) then runs as a non-urgent decode
+    batch = s.schedule(2.0)
+    assert [r.request_id for r in batch.evicted] == [2]
+    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1), (1, 1)]
+    assert s.waiting[0].request_id == 2 and s.waiting[0].prefill_target_tokens == 5  # it had sampled nothing
+
+
+def test_a_decode_with_no_free_block_and_no_paused_prefill_preempts_itself():
+    s = _slai(capacity=16, block=4, token_budget=12, watermark=0.0, default_tbt_slo_s=100.0)
+    s.add_request(Request(0, 0.0, 6, 3))
+    s.add_request(Request(1, 0.0, 6, 3))
+    assert _step(s, 0.0) == [(0, 6, "p"), (1, 6, "p")]  # 2 blocks each: 4 of 4 in use
+    batch = s.schedule(1.0)
+    # the first decode popped finds no free block, though its 7th token fits in its 2nd block
+    assert [r.request_id for r in batch.evicted] == [0]
+    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(1, 1)]
+    assert s.waiting[0].prefill_target_tokens == 7  # its recompute: prompt + the sampled token
+
+
+def test_everything_completes_under_memory_pressure():
     reqs = [Request(i, 0.005 * i, 20 + (i * 13) % 40, 5 + (i * 7) % 30, tier=i % 2) for i in range(120)]
     s = _slai(capacity=256, block=16)
     result = simulate(s, reqs, AffineBatchTime(0.01, 1e-5), audit=True)
@@ -118,6 +187,22 @@ def test_tight_slo_requests_are_served_on_time_under_light_load():
     assert max(gaps) <= 0.1
 
 
+@pytest.mark.parametrize(("capacity", "refused"), [(13, True), (14, False)])
+def test_refuses_a_request_that_fits_its_prompt_but_not_its_whole_sequence(capacity, refused):
+    """C between one prompt (10) and one whole request (10 + 4): refused on arrival, not run forever."""
+    s = _slai(capacity=capacity, watermark=0.0)
+    r = Request(0, 0.0, 10, 4)
+    if refused:
+        with pytest.raises(InputError, match="needs 14 KV tokens at once") as err:
+            s.add_request(r)
+        assert err.value.field == "kv_capacity_tokens"
+        assert not s.has_unfinished()
+    else:
+        s.add_request(r)
+        result = simulate(s, [Request(1, 0.0, 10, 4)], AffineBatchTime(0.01, 1e-5), audit=True)
+        assert result.requests[0].finished
+
+
 def test_bad_knobs():
     with pytest.raises(InputError, match="order"):
         _slai(order="lifo")
@@ -127,6 +212,10 @@ def test_bad_knobs():
         _slai(offset=-1)
     with pytest.raises(InputError, match="high_kv_use_fraction"):
         _slai(high_kv_use_fraction=1.5)
+    with pytest.raises(InputError, match="user_priority"):
+        _slai(user_priority="yes")
+    with pytest.raises(InputError, match="watermark"):
+        _slai(watermark=1.0)
 
 
 def test_earliest_lst_first_when_the_budget_is_short():
@@ -137,3 +226,57 @@ def test_earliest_lst_first_when_the_budget_is_short():
     s.token_budget = 1
     assert _step(s, 1.0) == [(1, 1, "d")]  # none urgent yet: LST order picks the tighter SLO
     assert _step(s, 2.0) == [(0, 1, "d")]  # 0 is late (LST 2.0), 1 is not (LST 2.5)
+
+
+# --- the LST rule through the scheduling path (not only `last_schedulable_time_s`) -------------------
+@pytest.mark.parametrize(("now_s", "urgent"), [(0.75, True), (0.625, False)])
+def test_a_decode_is_urgent_from_its_lst_on_in_the_scheduling_path(now_s, urgent):
+    # Θ = 2, one step of 0.25 s: mean 0.25, shift Θ·mean = 0.5. Request 0's first token came at
+    # 0.25, so LST = 0.25 + 1.0 − 0.5 = 0.75 (exact in binary). From 0.75 on (equality included)
+    # it is urgent and runs before a new prompt that would take the whole budget; before, the
+    # prompt takes the budget and the decode waits. With the shift's sign flipped it would not be
+    # urgent before 1.75.
+    s = _slai(token_budget=8, offset=2.0, default_tbt_slo_s=1.0)
+    r = Request(0, 0.0, 2, 9)
+    s.add_request(r)
+    _step(s, 0.0, dt_s=0.25)
+    assert s.last_schedulable_time_s(r) == 0.75
+    s.add_request(Request(1, now_s, 8, 3))
+    items = _step(s, now_s)
+    if urgent:
+        assert items == [(0, 1, "d"), (1, 7, "p")]
+        assert s.stats["urgent_decodes"] == 1
+    else:
+        assert items == [(1, 8, "p")]
+        assert s.stats["urgent_decodes"] == 0
+
+
+def test_urgent_decodes_follow_the_lst_with_the_dynamic_offset_above_96_percent():
+    # C = 100: above 96 blocks in use Θ = 10, so the shift is 10·0.25 = 2.5 s and a decode whose
+    # last token came at 0.25 is urgent at 0.25 + 1.0 − 2.5 < 0; below it Θ = 5 (shift 1.25 s).
+    s = _slai(capacity=100, token_budget=8, default_tbt_slo_s=1.0)
+    r = Request(0, 0.0, 2, 9)
+    s.add_request(r)
+    _step(s, 0.0, dt_s=0.25)
+    assert s.theta() == 5 and s.last_schedulable_time_s(r) == 0.0
+    hog = Request(7, 0.0, 94, 1)
+    s.kv.grow(hog, 94)  # 96 of 100 blocks in use
+    assert s.theta() == 10 and s.last_schedulable_time_s(r) == -1.25
+    s.add_request(Request(1, 0.25, 2, 3))
+    assert _step(s, 0.25) == [(0, 1, "d"), (1, 2, "p")]
+    assert s.stats["urgent_decodes"] == 1
+
+
+def test_memory_preemption_takes_the_newest_admitted_request_outside_the_batch():
+    # shortest prompt first: 1 (3 tokens), 2 (3), then 0 (4) are admitted, filling C = 10. At the
+    # next step decode 1 finds no free block: the newest admitted (0) is preempted, not the
+    # oldest, and 1 and 2 decode in its freed blocks.
+    s = _slai(capacity=10, token_budget=100, offset=0.0)
+    for rid, prompt in ((0, 4), (1, 3), (2, 3)):
+        s.add_request(Request(rid, 0.0, prompt, 5))
+    assert _step(s, 0.0) == [(1, 3, "p"), (2, 3, "p"), (0, 4, "p")]
+    batch = s.schedule(1.0)
+    assert [r.request_id for r in batch.evicted] == [0]
+    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(1, 1), (2, 1)]
+    assert s.stats["preemptions"] == 1 and list(s.resident) == [1, 2]
+    assert s.waiting[0][3].request_id == 0  # back in the queue for a restart

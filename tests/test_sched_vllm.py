@@ -90,8 +90,9 @@ def test_bad_knobs_are_input_errors():
 
 
 # --- vLLM v1 -----------------------------------------------------------------------------------
-def test_v1_admits_nothing_in_a_step_that_preempted():
-    s = make_scheduler("vllm-v1", KVBlockManager(10, block_size=1))
+@pytest.mark.parametrize("reserve_full_isl", [False, True])
+def test_v1_admits_nothing_in_a_step_that_preempted(reserve_full_isl):
+    s = make_scheduler("vllm-v1", KVBlockManager(10, block_size=1), reserve_full_isl=reserve_full_isl)
     s.add_request(Request(0, 0.0, prompt_tokens=5, output_tokens=5))
     s.add_request(Request(1, 0.0, prompt_tokens=5, output_tokens=5))
     run_step(s, 0.0)  # both prefilled: memory full
@@ -101,9 +102,13 @@ def test_v1_admits_nothing_in_a_step_that_preempted():
     assert [r.request_id for r in batch.evicted] == [1]
     assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1)]
     assert [r.request_id for r in s.waiting] == [1, 2]
+    assert s.waiting[0].prefill_target_tokens == 6  # its prompt and the token it had sampled
     s.complete_step(batch, 1.0, 2.0)
     batch = s.schedule(2.0)  # nothing preempted now: admission resumes, the restart first, chunked to fit
-    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1), (1, 2)]
+    if reserve_full_isl:  # its whole 6-token sequence needs 6 free blocks; 3 are free: nothing is admitted
+        assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1)]
+    else:  # only the chunk's 2 blocks must be free
+        assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1), (1, 2)]
 
 
 def test_v1_running_first_then_chunked_admissions_within_the_budget():
@@ -138,3 +143,53 @@ def test_random_workloads_finish_exactly_within_memory(name, lengths, block_size
     result = simulate(make_scheduler(name, kv, **knobs), requests, AffineBatchTime(0.5, 0.01), audit=True)
     assert all(r.decode_steps_done == r.output_tokens and r.completion_s is not None for r in result.requests)
     assert result.peak_kv_tokens <= kv.capacity_tokens and kv.free_blocks == kv.num_blocks
+
+
+# --- the rules settled against vLLM's sources (docs/baselines.md) ------------------------------
+def _items(batch):
+    return [(w.request.request_id, w.num_new_tokens) for w in batch.items]
+
+
+def test_v0_decode_needs_a_free_block_even_inside_its_last_block():
+    """vLLM 0.6's `can_append_slots` counts one touched block per decode: with none free the
+    newest admission is preempted though the token fits in the block the decode holds."""
+    s = make_scheduler("vllm-v0", KVBlockManager(16, block_size=4), watermark=0.0)
+    s.add_request(Request(0, 0.0, prompt_tokens=6, output_tokens=3))
+    s.add_request(Request(1, 0.0, prompt_tokens=6, output_tokens=3))
+    assert _items(run_step(s, 0.0)) == [(0, 6), (1, 6)]  # 4 of 4 blocks
+    batch = run_step(s, 1.0)
+    assert [r.request_id for r in batch.evicted] == [1]
+    assert _items(batch) == [(0, 1)]
+    assert s.waiting[0].prefill_target_tokens == 7  # recompute: 6 prompt + 1 sampled token
+
+
+@pytest.mark.parametrize(("prompt", "first_step"), [(8, [(0, 8)]), (9, [(0, 8)])])
+def test_v1_a_prompt_exactly_the_budget_is_one_chunk(prompt, first_step):
+    s = make_scheduler("vllm-v1", KVBlockManager(1000, block_size=1), max_num_batched_tokens=8)
+    s.add_request(Request(0, 0.0, prompt_tokens=prompt, output_tokens=3))
+    assert _items(run_step(s, 0.0)) == first_step
+    # exactly the budget: the prefill is done and the next step decodes; one more: a chunk of 1
+    assert _items(run_step(s, 1.0)) == [(0, 1)]
+    assert s.running[0].decode_steps_done == (1 if prompt == 8 else 0)
+
+
+@pytest.mark.parametrize(("reserve_full_isl", "free_blocks", "admitted"), [
+    (True, 4, True), (True, 3, False), (False, 1, True), (False, 0, False)])
+def test_v1_admission_needs_exactly_all_free_blocks_for_the_whole_sequence(reserve_full_isl, free_blocks, admitted):
+    """A 16-token prompt in blocks of 4 is 4 blocks; the budget lets only a 4-token chunk in."""
+    kv = KVBlockManager(40, block_size=4)  # 10 blocks
+    s = make_scheduler("vllm-v1", kv, max_num_batched_tokens=64, reserve_full_isl=reserve_full_isl)
+    # ends 1 token short of its blocks, so its decode takes no new block
+    hog = Request(0, 0.0, prompt_tokens=4 * (10 - free_blocks) - 1, output_tokens=1)
+    s.add_request(hog)
+    run_step(s, 0.0)
+    assert kv.free_blocks == free_blocks
+    s.max_num_batched_tokens = 5  # the hog's decode + a 4-token chunk
+    s.add_request(Request(1, 1.0, prompt_tokens=16, output_tokens=1))
+    batch = run_step(s, 1.0)
+    assert _items(batch) == ([(0, 1), (1, 4)] if admitted else [(0, 1)])
+    assert not batch.evicted
+    if admitted:  # only the chunk's block is allocated, whatever the gate checked
+        assert kv.blocks_held(s.running[1]) == 1
+    else:
+        assert [r.request_id for r in s.waiting] == [1]

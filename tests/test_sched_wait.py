@@ -169,7 +169,7 @@ def test_wrong_policy_kind_and_bad_knobs():
 
 # --- against the fluid benchmark ------------------------------------------------------------------
 def _thresholds_with_slack(workload: Workload) -> list[int]:
-    """Smallest integers n with ΔT(n) ≤ n_j/λ_j (PAPERS.md §3), by fixed point from n*."""
+    """Smallest integers n with ΔT(n) ≤ n_j/λ_j (arXiv 2504.11320, §WAIT), by fixed point from n*."""
     fluid = closed_form(workload)
     n = [max(1, math.ceil(x)) for x in fluid.prompts_per_stage]
     d0, d1, _ = workload.batch_time.linear_coefficients()

@@ -179,3 +179,30 @@ def test_complete_step_matches_request_advance():
         slow.advance(n, step + 1.0)
         assert (fast.cached_tokens, fast.decode_steps_done, fast.token_times_s) == (slow.cached_tokens, slow.decode_steps_done, slow.token_times_s)
     assert done == [fast] and fast.completion_s == slow.completion_s == 5.0 and kv.free_blocks == kv.num_blocks
+
+
+def _wait_with_drain(max_wait_s: float):
+    from runtime.policy_file import RuntimeClass, RuntimePolicy
+    from runtime.schedulers import make_scheduler
+
+    policy = RuntimePolicy("wait", "cohort", max_wait_s, classes=(RuntimeClass("a", 4, 2, 2),))
+    return make_scheduler("wait", KVBlockManager(1000, 1), policy=policy)
+
+
+@pytest.mark.parametrize(("second_arrival_s", "first_start_s"), [(1.0, 0.05), (0.02, 0.02)])
+def test_idle_clock_wakes_at_the_earlier_of_the_drain_timer_and_the_next_arrival(second_arrival_s, first_start_s):
+    # threshold 2, drain after 0.05 s: alone, request 0 waits for its drain timer (0.05) unless the
+    # second prompt arrives first and completes the cohort (0.02); the clock must not jump to the later event
+    reqs = [Request(0, 0.0, 4, 2, "a"), Request(1, second_arrival_s, 4, 2, "a")]
+    result = simulate(_wait_with_drain(0.05), reqs, AffineBatchTime(0.5, 0.0))
+    assert result.steps.start_s[0] == pytest.approx(first_start_s, abs=1e-12)
+    assert reqs[0].first_scheduled_s == pytest.approx(first_start_s, abs=1e-12)
+    assert all(r.finished for r in reqs)
+
+
+def test_idle_clock_with_a_timer_due_now_waits_for_the_arrival():
+    # max_wait 0: the timer is due at once (not later than now), so only the arrival can wake the
+    # clock; and a drain with wait 0 serves request 0 alone at its own arrival
+    reqs = [Request(0, 0.0, 4, 2, "a"), Request(1, 3.0, 4, 2, "a")]
+    result = simulate(_wait_with_drain(0.0), reqs, AffineBatchTime(0.5, 0.0))
+    assert result.steps.start_s[0] == 0.0 and reqs[1].first_scheduled_s == 3.0

@@ -86,17 +86,21 @@ types:
 """
 
 
-def test_solve_notes_a_leaner_slack_near_the_load_limit(tmp_path, capsys):
-    """At load factor 0.9 slack 0.05 doubles the thresholds; the solver says slack 0 meets every
-    condition with half the memory (measured on an H200: it also served more). Far from the limit
-    (and at slack 0) it stays quiet."""
+def test_automatic_slack_picks_slack_0_near_the_load_limit_and_an_explicit_slack_wins(tmp_path, capsys):
+    """At load factor 0.9 the candidate min(0.05, (1 − 0.9)/2) = 0.05 doubles the thresholds
+    ((15, 15), 67,200 tokens); slack 0 meets every condition with (8, 8) and 35,840, so the rule
+    picks slack 0 and says why. `--slack 0.05` still gets the larger thresholds."""
     near = tmp_path / "near.yaml"
     near.write_text(NEAR_CAPACITY)
     assert main(["solve", str(near), "-o", str(tmp_path / "p.json")]) == 0
     err = capsys.readouterr().err
-    assert "slack 0.05 asks for thresholds (15, 15)" in err and "slack 0 meets every condition with (8, 8)" in err
-    assert main(["solve", str(near), "-o", str(tmp_path / "p0.json"), "--slack", "0"]) == 0
-    assert "note: slack" not in capsys.readouterr().err
-    assert load_policy(tmp_path / "p0.json").classes[0].threshold == 8
+    assert "slack 0 chosen automatically" in err and "needs 67,200 tokens, ≥ 1.5× the 35,840 of slack 0" in err
+    auto = load_policy(tmp_path / "p.json")
+    assert [c.threshold for c in auto.classes] == [8, 8] and auto.options["slack"] == 0.0
+    assert "67,200" in auto.options["slack_rule"]
+    assert main(["solve", str(near), "-o", str(tmp_path / "p5.json"), "--slack", "0.05"]) == 0
+    assert "chosen automatically" not in capsys.readouterr().err
+    given = load_policy(tmp_path / "p5.json")
+    assert [c.threshold for c in given.classes] == [15, 15] and given.options["slack_rule"] == "given"
     assert main(["solve", _workload(tmp_path), "-o", str(tmp_path / "far.json")]) == 0
-    assert "note: slack" not in capsys.readouterr().err
+    assert "slack 0.05 chosen automatically: slack 0.05 = min(0.05, (1 − L)/2)" in capsys.readouterr().err

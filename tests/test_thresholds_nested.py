@@ -91,7 +91,7 @@ def _chat(rate_scale: float) -> Workload:
         from fluid.workload_io import load_workload
 
         return load_workload("chat-d-ten-bins", rate_scale=rate_scale)
-    except Exception:  # the preset is PAPERS.md §7 (d); build it if the preset is unavailable
+    except Exception:  # the preset is configuration (d) of the experiments of arXiv 2504.11320; build it if the preset is unavailable
         ratio = [23, 11, 8, 7, 6, 4, 3, 2, 1, 1]
         types = tuple(RequestType(f"d{50 * (i + 1)}", 60, 50 * (i + 1), 55.0 * r / 66 * rate_scale) for i, r in enumerate(ratio))
         return Workload("chat-d-ten-bins", 450800, AffineBatchTime(0.045, 4.8e-07), types)

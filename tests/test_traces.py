@@ -46,7 +46,7 @@ def test_timestamp_trace_and_rate_profile():
 
 def test_length_trace_from_a_timestamped_file_and_the_reverse_error():
     assert len(load_length_trace(AZURE)) == 19366
-    with pytest.raises(InputError, match="no TIMESTAMP column"):
+    with pytest.raises(InputError, match="no arrival-time column"):
         load_timestamp_trace(SHAREGPT)
 
 

@@ -300,3 +300,28 @@ def test_yaml_infinite_rate_is_rejected(tmp_path):
     )
     with pytest.raises(InputError, match=r"types\[0\]\.rate_per_s.*inf"):
         load_workload(path)
+
+
+NESTED_UNKNOWN_KEYS = [
+    # (block, document, the field named, the advice)
+    ("arrivals", _with("arrivals", {"kind": "gamma", "cv": 2.0, "seed": 3}), "arrivals.seed", "valid keys here: cv, kind"),
+    ("arrivals", _with("arrivals", {"kind": "poisson", "cvv": 1.0}), "arrivals.cvv", "did you mean 'cv'"),
+    ("arrivals", _with("arrivals", {"kind": "trace", "trace": "builtin:x.csv", "scale": 2}), "arrivals.scale",
+     "did you mean 'time_scale'"),
+    ("SLO", _with("types.1.tbt_slo", 0.2), "types[1].tbt_slo", "did you mean 'tbt_slo_s'"),
+    ("SLO", _with("types.0.ttft_slo_s", 0.5), "types[0].ttft_slo_s", "valid keys here"),
+    ("SLO", {**_with("types", ...), "types_from_trace": {"path": "builtin:sharegpt_8k_filtered_stats_llama2_tokenizer.csv",
+                                                        "bins": 3, "tbt_slo": 0.2}},
+     "types_from_trace.tbt_slo", "did you mean 'tbt_slo_s'"),
+]
+
+
+@pytest.mark.parametrize("block,doc,field,advice", NESTED_UNKNOWN_KEYS, ids=[f"{b}:{f}" for b, _, f, _ in NESTED_UNKNOWN_KEYS])
+def test_unknown_keys_in_nested_blocks_are_refused(tmp_path, block, doc, field, advice):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InputError) as info:
+        load_workload(path)
+    message = str(info.value)
+    assert f"field '{field}'" in message and f"unknown key '{field.rsplit('.', 1)[-1]}'" in message
+    assert advice in message and str(path) in message

@@ -64,8 +64,9 @@ def _common(workload: Workload, service_rule: str, iteration_time_s: float, max_
 
 
 def wait_policy(workload: Workload, sol: WaitSolution, *, service_rule: str = "cohort",
-                max_wait_s: float | None = None, allow_violations: bool = False, rate_scale: float = 1.0) -> WaitPolicy:
-    options = {"mode": sol.mode, "slack": sol.slack, "batch_cap": sol.batch_cap, "rate_scale": rate_scale,
+                max_wait_s: float | None = None, allow_violations: bool = False, rate_scale: float = 1.0,
+                slack_rule: str | None = None) -> WaitPolicy:
+    options = {"mode": sol.mode, "slack": sol.slack, "slack_rule": slack_rule, "batch_cap": sol.batch_cap, "rate_scale": rate_scale,
                "allow_violations": allow_violations, "iteration_time_s": sol.iteration_time_s,
                "drain_iterations": DRAIN_ITERATIONS if max_wait_s is None else None}
     guarantees = Guarantees(sol.memory_policy_tokens, 0.0, sol.memory_policy_tokens, None, None, sol.conditions)
@@ -81,9 +82,10 @@ def _segments(inst) -> tuple[Segment, ...]:
 
 
 def nested_policy(workload: Workload, sol: NestedSolution, *, service_rule: str = "cohort",
-                  max_wait_s: float | None = None, allow_violations: bool = False, rate_scale: float = 1.0) -> NestedWaitPolicy:
+                  max_wait_s: float | None = None, allow_violations: bool = False, rate_scale: float = 1.0,
+                  slack_rule: str | None = None) -> NestedWaitPolicy:
     o = sol.options
-    options = {"mode": sol.mode, "slack": o.slack, "eta": o.eta, "batch_cap": o.batch_cap, "rate_scale": rate_scale,
+    options = {"mode": sol.mode, "slack": o.slack, "slack_rule": slack_rule, "eta": o.eta, "batch_cap": o.batch_cap, "rate_scale": rate_scale,
                "segments": o.segments if o.segments is not None else "types",
                "segment_rule": "types" if sol.num_segments_requested is None else o.segment_rule,
                "segments_chosen": sol.num_segments_requested, "zeta": o.zeta,
@@ -102,4 +104,45 @@ def nested_policy(workload: Workload, sol: NestedSolution, *, service_rule: str 
         **_common(workload, service_rule, sol.iteration_time_s, max_wait_s, options, guarantees),
         segments=_segments(first), memory_required_tokens=sol.memory_required_tokens,
         prefill_mode=o.prefill_mode, representative_prefill_tokens=first.spec.prefill_tokens, instances=instances,
+    )
+
+
+def _capped_section(sol) -> "CappedSection":
+    from thresholds.policy import CappedSection
+
+    return CappedSection(sol.prefill_chunk_tokens, sol.memory)
+
+
+def wait_capped_policy(workload: Workload, sol, *, max_wait_s: float | None = None, rate_scale: float = 1.0,
+                       slack_rule: str | None = None, allow_violations: bool = False) -> WaitPolicy:
+    """A capped-rule WAIT policy from `thresholds.capped_solve.solve_wait_capped`."""
+    options = {"mode": "fluid", "slack": sol.slack, "slack_rule": slack_rule, "batch_cap": None,
+               "rate_scale": rate_scale, "allow_violations": allow_violations, "iteration_time_s": sol.iteration_time_s,
+               "class_caps": list(sol.caps), "drain_iterations": DRAIN_ITERATIONS if max_wait_s is None else None}
+    m = sol.memory
+    guarantees = Guarantees(m.expected_tokens, 0.0, m.required_tokens, None, None, sol.conditions)
+    classes = tuple(ClassThreshold(t.name, t.prefill, t.decode, float(t.rate_per_s), n)
+                    for t, n in zip(workload.types, sol.thresholds))
+    return WaitPolicy(**_common(workload, "capped", sol.iteration_time_s, max_wait_s, options, guarantees),
+                      classes=classes, capped=_capped_section(sol))
+
+
+def nested_capped_policy(workload: Workload, sol, options, *, max_wait_s: float | None = None, rate_scale: float = 1.0,
+                         slack_rule: str | None = None, allow_violations: bool = False) -> NestedWaitPolicy:
+    """A capped-rule Nested WAIT policy from `thresholds.capped_solve.solve_nested_capped`."""
+    opts = {"mode": "fluid", "slack": sol.slack, "slack_rule": slack_rule, "eta": options.eta, "batch_cap": None,
+            "rate_scale": rate_scale, "segments": options.segments if options.segments is not None else "types",
+            "segment_rule": "types" if sol.num_segments is None else options.segment_rule,
+            "segments_chosen": sol.num_segments, "resident_cap": sol.resident_cap, "zeta": options.zeta,
+            "iteration_time_s": sol.iteration_time_s, "allow_violations": allow_violations,
+            "drain_iterations": DRAIN_ITERATIONS if max_wait_s is None else None}
+    m = sol.memory
+    guarantees = Guarantees(sol.base_memory_tokens, sol.buffer_tokens or 0.0, m.required_tokens,
+                            options.delta, options.horizon_s, sol.conditions)
+    segments = tuple(Segment(a, b, n, float(p), None if th is None else float(th))
+                     for (a, b), n, p, th in zip(sol.bounds, sol.thresholds, sol.continue_probs, sol.thetas))
+    return NestedWaitPolicy(
+        **_common(workload, "capped", sol.iteration_time_s, max_wait_s, opts, guarantees),
+        segments=segments, memory_required_tokens=m.required_tokens, prefill_mode="representative",
+        representative_prefill_tokens=sol.prefill_tokens, instances=None, capped=_capped_section(sol),
     )

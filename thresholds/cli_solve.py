@@ -29,22 +29,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("workload", help="workload file (YAML/JSON) or preset name")
     parser.add_argument("-o", "--output", required=True, help="policy JSON to write")
     parser.add_argument("--policy", choices=("wait", "nested-wait"), default="wait")
-    parser.add_argument("--service-rule", choices=("cohort", "continuous"), default="cohort",
+    parser.add_argument("--service-rule", choices=("cohort", "continuous", "capped"), default="cohort",
                         help="cohort: each stage serves up to its threshold (the paper's rule); continuous: "
-                             "every resident decode runs each iteration, thresholds gate admission")
-    parser.add_argument("--slack", type=float, default=0.05,
-                        help="target utilisation ρ = 1 − slack: thresholds solved at rates λ/ρ (default 0.05)")
+                             "every resident decode runs each iteration, thresholds gate admission; capped: real "
+                             "thresholds enforced by resident caps, chunked prefill, pause when no block is free "
+                             "(docs/capped-rule.md)")
+    parser.add_argument("--slack", type=float, default=None,
+                        help="target utilisation ρ = 1 − slack: thresholds solved at rates λ/ρ (default: chosen "
+                             "automatically, min(0.05, (1 − L)/2) or 0, see docs/capped-rule.md)")
     parser.add_argument("--segments", type=_segments, default="types",
                         help="Nested WAIT: 'types' (one segment per distinct decode length, default), a number L, or 'auto'")
     parser.add_argument("--segment-rule", choices=("equal-width", "quantile"), default="equal-width",
                         help="Nested WAIT with a number L: equal-width or quantile segments")
-    parser.add_argument("--eta", type=float, default=0.05, help="Nested WAIT: q_k = min(p_k + η, 0.99)")
+    parser.add_argument("--eta", type=float, default=None,
+                        help="Nested WAIT: q_k = min(p_k + η, 0.99) (default 0.05; 0 for the capped rule)")
     parser.add_argument("--delta", type=float, default=0.01, help="Nested WAIT: allowed overflow probability δ")
     parser.add_argument("--horizon-s", type=float, default=3600.0, help="Nested WAIT: horizon of the guarantee (s)")
     parser.add_argument("--prefill", choices=("representative", "per-class"), default="representative",
                         help="Nested WAIT: one instance at the rate-weighted mean prefill, or one per prefill length")
     parser.add_argument("--batch-cap", type=int, default=None,
                         help="use the batch-cap recipe with cap B instead of the fluid point (conditions reported)")
+    parser.add_argument("--memory-bound", choices=("expected", "worst", "theorem"), default="expected",
+                        help="capped rule: which memory must fit C: the expected resident KV times 1 + margin "
+                             "(default), the worst case (every resident at full length), or the theorem's M^π + "
+                             "buffer (Nested WAIT)")
+    parser.add_argument("--memory-margin", type=float, default=None,
+                        help="capped rule, --memory-bound expected: margin over the expected KV (default 0.1, "
+                             "shrunk to fit C)")
+    parser.add_argument("--prefill-chunk", type=int, default=None,
+                        help="capped rule: per-request prefill chunk in tokens (default: derived from the fluid point)")
     parser.add_argument("--max-wait-s", type=float, default=None,
                         help="drain rule: admit a partial cohort after this wait (default 20 × ΔT(n))")
     parser.add_argument("--rate-scale", type=float, default=1.0, help="multiply every rate of the workload")
@@ -53,34 +66,89 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_argument(parser, "print {output, policy, broken_conditions} as JSON instead of tables")
 
 
+def _memory(sol) -> float:
+    memory = getattr(sol, "memory", None)
+    if memory is not None:
+        return memory.required_tokens
+    return getattr(sol, "memory_required_tokens", None) or sol.memory_policy_tokens
+
+
+def _solve(args, workload):
+    """(policy, slack choice text) for the arguments."""
+    from fluid.equilibrium import closed_form
+    from thresholds import build
+    from thresholds.slack import choose_slack
+
+    common = dict(max_wait_s=args.max_wait_s, allow_violations=args.allow_violations, rate_scale=args.rate_scale)
+    capped = args.service_rule == "capped"
+    if capped and args.batch_cap is not None:
+        raise InputError("the capped rule derives its caps from the fluid point; drop --batch-cap", field="batch_cap")
+    if args.policy == "wait":
+        from thresholds.wait import solve_wait, solve_wait_batch_cap
+
+        if capped:
+            from thresholds.capped_solve import solve_wait_capped
+
+            def at(slack):
+                return solve_wait_capped(workload, slack=slack, memory_bound=args.memory_bound,
+                                         memory_margin=args.memory_margin, prefill_chunk_tokens=args.prefill_chunk)
+        elif args.batch_cap is not None:
+            def at(slack):
+                return solve_wait_batch_cap(workload, args.batch_cap, slack=slack)
+        else:
+            def at(slack):
+                return solve_wait(workload, slack=slack)
+    else:
+        from thresholds.nested import NestedOptions, solve_nested
+
+        def options_at(slack):
+            return NestedOptions(segments=None if args.segments == "types" else args.segments,
+                                 segment_rule=args.segment_rule, slack=slack, delta=args.delta,
+                                 eta=args.eta if args.eta is not None else (0.0 if capped else 0.05),
+                                 horizon_s=args.horizon_s, batch_cap=args.batch_cap,
+                                 prefill_mode=args.prefill.replace("-", "_"), memory_bound=args.memory_bound,
+                                 memory_margin=args.memory_margin, prefill_chunk_tokens=args.prefill_chunk)
+
+        if capped:
+            from thresholds.capped_solve import solve_nested_capped_auto
+
+            def at(slack):
+                return solve_nested_capped_auto(workload, options_at(slack))
+        else:
+            def at(slack):
+                return solve_nested(workload, options_at(slack))
+    if args.slack is not None or args.batch_cap is not None:
+        slack = 0.0 if args.slack is None else args.slack
+        sol, reason = at(slack), ("given (--slack)" if args.slack is not None else "0 (batch-cap recipe)")
+    else:
+        load = closed_form(workload).load_factor
+        if load >= 1:
+            from thresholds.wait import require_fluid_stable
+
+            require_fluid_stable(workload, closed_form(workload))
+        choice = choose_slack(at, _memory, load)
+        sol, slack, reason = choice.solution, choice.slack, choice.reason
+    rule = "given" if args.slack is not None else reason
+    if args.policy == "wait":
+        if capped:
+            return build.wait_capped_policy(workload, sol, slack_rule=rule, **common), slack, reason
+        return build.wait_policy(workload, sol, service_rule=args.service_rule, slack_rule=rule, **common), slack, reason
+    if capped:
+        return build.nested_capped_policy(workload, sol, options_at(slack), slack_rule=rule, **common), slack, reason
+    return build.nested_policy(workload, sol, service_rule=args.service_rule, slack_rule=rule, **common), slack, reason
+
+
 def run(args: argparse.Namespace) -> int:
     from fluid.workload_io import load_workload
-    from thresholds.build import nested_policy, wait_policy
     from thresholds.policy import save_policy
     from thresholds.report import policy_text
 
     workload = load_workload(args.workload, rate_scale=args.rate_scale)
-    common = dict(service_rule=args.service_rule, max_wait_s=args.max_wait_s,
-                  allow_violations=args.allow_violations, rate_scale=args.rate_scale)
-    if args.policy == "wait":
-        from thresholds.wait import solve_wait, solve_wait_batch_cap
-
-        sol = solve_wait_batch_cap(workload, args.batch_cap, slack=args.slack) if args.batch_cap is not None \
-            else solve_wait(workload, slack=args.slack)
-        policy = wait_policy(workload, sol, **common)
-        if sol.mode == "fluid" and sol.slack > 0:
-            _note_leaner_slack(workload, sol)
-    else:
-        from thresholds.nested import NestedOptions, solve_nested
-
-        options = NestedOptions(segments=None if args.segments == "types" else args.segments,
-                                segment_rule=args.segment_rule, slack=args.slack, eta=args.eta, delta=args.delta,
-                                horizon_s=args.horizon_s, batch_cap=args.batch_cap,
-                                prefill_mode=args.prefill.replace("-", "_"))
-        sol = solve_nested(workload, options)
-        policy = nested_policy(workload, sol, **common)
+    policy, slack, reason = _solve(args, workload)
     if not args.json:
         print(policy_text(policy))
+    if args.slack is None and args.batch_cap is None:
+        print(f"slack {slack:g} chosen automatically: {reason}", file=sys.stderr)
     broken = [c for c in policy.guarantees.conditions if not c.holds]
     for c in broken:
         print(f"warning: condition {c.name} is broken: {c.lhs:.6g} vs {c.rhs:.6g}", file=sys.stderr)
@@ -100,27 +168,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"\nwrote {args.output}")
     return 0
-
-
-# Thresholds at slack s are the fluid point at rates λ/(1 − s); near the load limit that inflates
-# them (and the memory and the cohort wait) far beyond what the conditions need. Measured on an
-# H200 at load factor 0.9 (docs/benchmarks-gpu.md): slack 0.05 asked for (15, 15) and 67,200
-# tokens, slack 0 for (8, 8) and 35,840, and slack 0 carried 9 % more tokens/s with lower TTFT.
-LEANER_MEMORY_RATIO = 1.5
-
-
-def _note_leaner_slack(workload, sol) -> None:
-    from fluid.errors import FluidSchedError
-    from thresholds.wait import solve_wait
-
-    try:
-        lean = solve_wait(workload, slack=0.0)
-    except FluidSchedError:
-        return
-    if lean.holds and sol.memory_policy_tokens >= LEANER_MEMORY_RATIO * lean.memory_policy_tokens:
-        print(
-            f"note: slack {sol.slack:g} asks for thresholds {tuple(sol.thresholds)} and M^π = {sol.memory_policy_tokens:,.0f} tokens; "
-            f"slack 0 meets every condition with {tuple(lean.thresholds)} and {lean.memory_policy_tokens:,.0f} tokens. "
-            f"Near the load limit the smaller thresholds usually serve more with less waiting; pass --slack 0 to use them.",
-            file=sys.stderr,
-        )

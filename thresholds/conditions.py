@@ -1,7 +1,7 @@
 """The threshold conditions of WAIT and Nested WAIT, evaluated with the standard library only.
 
 Both solvers, the policy loader and `fluidsched check` share these functions, so a condition is
-stated once (arXiv 2504.11320; PAPERS.md §3–4). Iteration time is linear in the batch:
+stated once (arXiv 2504.11320, §WAIT and §Nested WAIT). Iteration time is linear in the batch:
 ΔT(n) = d0 + d_kv·(KV tokens touched per iteration) + d_new·(new tokens per iteration).
 
 WAIT (type j: prefill l_j, decode l'_j, rate λ_j, threshold n_j; a_j = (l'_j+1)(l_j+l'_j/2)):

@@ -1,4 +1,4 @@
-"""Nested WAIT thresholds for unknown output lengths (arXiv 2504.11320; PAPERS.md §4).
+"""Nested WAIT thresholds for unknown output lengths (arXiv 2504.11320, §Nested WAIT).
 
 Per instance (one representative prefill length l, or one per prefill class):
 1. segments from breakpoints on the output-length distribution (`thresholds.segments`), and
@@ -59,6 +59,10 @@ class NestedOptions:
     batch_cap: int | None = None
     prefill_mode: str = "representative"
     zeta: float = 1.0
+    # the capped rule (thresholds/capped_solve.py)
+    memory_bound: str = "expected"
+    memory_margin: float | None = None  # None: the stated default (thresholds.capped_solve.memory_report)
+    prefill_chunk_tokens: int | None = None  # None: derived from the fluid point
 
     def __post_init__(self) -> None:
         check_slack(self.slack)

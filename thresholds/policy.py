@@ -1,4 +1,4 @@
-"""The policy file: frozen dataclasses ⇄ JSON, schema version 1 (docs/policy-format.md).
+"""The policy file: frozen dataclasses ⇄ JSON, schema version 2 (docs/policy-format.md).
 
 `save_policy(policy, path)` writes the JSON; `load_policy(path)` reads it with the standard
 library only (the GPU machine has no jsonschema), checks the version, the keys (unknown ones get
@@ -18,14 +18,16 @@ from pathlib import Path
 from fluid.errors import InputError
 from thresholds.conditions import Condition
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
-SERVICE_RULES = ("cohort", "continuous")
+SERVICE_RULES = ("cohort", "continuous", "capped")
 
 
 def _check_threshold(threshold, field: str) -> None:
-    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
-        raise InputError(f"a threshold must be an integer ≥ 1, got {threshold!r}", field=field)
+    """Integers ≥ 1 for the cohort and continuous rules, reals > 0 for the capped rule (the reader
+    and `RuntimePolicy` check which applies)."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold <= 0:
+        raise InputError(f"a threshold must be a finite number > 0, got {threshold!r}", field=field)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,36 @@ class Drain:
 
     def to_dict(self) -> dict:
         return {"max_wait_s": self.max_wait_s}
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryReport:
+    """The memory a capped policy needs (docs/capped-rule.md): expected resident KV at steady
+    state, the worst case (every resident at full length), the theorem's M^π + buffer (Nested WAIT;
+    None for WAIT), and which of them, times 1 + margin for `expected`, must fit C: `required_tokens`."""
+
+    bound: str  # "expected" | "worst" | "theorem"
+    margin: float
+    expected_tokens: float
+    worst_case_tokens: float
+    theorem_tokens: float | None
+    required_tokens: float
+
+    def to_dict(self) -> dict:
+        return {"bound": self.bound, "margin": self.margin, "expected_tokens": self.expected_tokens,
+                "worst_case_tokens": self.worst_case_tokens, "theorem_tokens": self.theorem_tokens,
+                "required_tokens": self.required_tokens}
+
+
+@dataclass(frozen=True, slots=True)
+class CappedSection:
+    """What the capped rule adds: the per-request prefill chunk (None: whole prompts) and memory."""
+
+    prefill_chunk_tokens: int | None
+    memory: MemoryReport
+
+    def to_dict(self) -> dict:
+        return {"prefill_chunk_tokens": self.prefill_chunk_tokens, "memory": self.memory.to_dict()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,10 +203,14 @@ class _Common:
 @dataclass(frozen=True, slots=True)
 class WaitPolicy(_Common):
     classes: tuple[ClassThreshold, ...] = ()
+    capped: CappedSection | None = None  # the capped rule only
     kind = "wait"
 
     def to_dict(self) -> dict:
-        return {**self._common_dict("wait"), "classes": [c.to_dict() for c in self.classes]}
+        out = {**self._common_dict("wait"), "classes": [c.to_dict() for c in self.classes]}
+        if self.capped is not None:
+            out["capped"] = self.capped.to_dict()
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +220,7 @@ class NestedWaitPolicy(_Common):
     prefill_mode: str = "representative"
     representative_prefill_tokens: int = 1
     instances: tuple[NestedInstance, ...] | None = None
+    capped: CappedSection | None = None  # the capped rule only
     kind = "nested_wait"
 
     def to_dict(self) -> dict:
@@ -196,6 +233,8 @@ class NestedWaitPolicy(_Common):
         }
         if self.instances is not None:
             out["instances"] = [i.to_dict() for i in self.instances]
+        if self.capped is not None:
+            out["capped"] = self.capped.to_dict()
         return out
 
 
@@ -208,12 +247,10 @@ def policy_to_json(policy: Policy) -> str:
 
 
 def save_policy(policy: Policy, path: str | Path) -> Path:
-    path = Path(path)
-    try:
-        path.write_text(policy_to_json(policy), encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"cannot write the policy file: {err.strerror}", source=str(path)) from None
-    return path
+    from fluid.file_output import atomic_write_text, check_out_file
+
+    path = check_out_file(path, flag="--output")
+    return atomic_write_text(path, policy_to_json(policy), record=True)
 
 
 def load_policy(path: str | Path, *, allow_violations: bool | None = None) -> Policy:
@@ -221,20 +258,11 @@ def load_policy(path: str | Path, *, allow_violations: bool | None = None) -> Po
     an InputError unless `allow_violations` (default: the file's own `options.allow_violations`)."""
     from thresholds.policy_parse import parse_policy  # the parser needs the classes above
 
+    from fluid.file_input import read_json
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"cannot read the policy file: {err.strerror}", source=str(path)) from None
-    try:
-        raw = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as err:
-        raise InputError(f"not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}", source=str(path)) from None
+    raw = read_json(path, what="policy file")
     return parse_policy(raw, source=str(path), allow_violations=allow_violations)
-
-
-def _reject_constant(name: str):
-    raise InputError(f"{name} is not a valid number in a policy file (write a finite number or null)")
 
 
 def is_finite_or_none(x: float | None) -> bool:

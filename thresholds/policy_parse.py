@@ -22,10 +22,13 @@ from thresholds.conditions import (
     theta_residual,
     wait_conditions,
 )
+from thresholds.capped import MEMORY_BOUNDS
 from thresholds.policy import (
     SCHEMA_VERSION,
     SERVICE_RULES,
+    CappedSection,
     ClassThreshold,
+    MemoryReport,
     Drain,
     FluidSummary,
     Guarantees,
@@ -40,6 +43,7 @@ COMMON_KEYS = ("schema_version", "policy", "service_rule", "workload", "kv_capac
                "fluid", "guarantees", "drain", "options")
 WAIT_KEYS = COMMON_KEYS + ("classes",)
 NESTED_KEYS = COMMON_KEYS + ("segments", "memory_required_tokens", "prefill_mode", "representative_prefill_tokens")
+MEMORY_KEYS = ("bound", "margin", "expected_tokens", "worst_case_tokens", "theorem_tokens", "required_tokens")
 LINEAR_KEYS = ("d0_s", "d_kv_s_per_token", "d_new_s_per_token")
 THETA_TOLERANCE = 1e-6  # relative to n_{k−1}; the solver reaches 1e-9 absolute
 
@@ -47,6 +51,7 @@ THETA_TOLERANCE = 1e-6  # relative to n_{k−1}; the solver reaches 1e-9 absolut
 class _Reader:
     def __init__(self, source: str | None):
         self.source = source
+        self.capped = False  # the service rule is "capped": real thresholds
 
     def fail(self, path: str, message: str):
         raise InputError(message, source=self.source, field=path or None)
@@ -84,6 +89,14 @@ class _Reader:
             self.fail(path, f"must be ≥ {minimum}, got {value!r}")
         return float(value)
 
+    def threshold(self, value, path: str):
+        """n_j or n_k: an integer ≥ 1, or under the capped rule a real > 0."""
+        if not self.capped:
+            return self.integer(value, path, 1)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            self.fail(path, f"must be a finite number > 0 (the capped rule takes real thresholds), got {value!r}")
+        return value
+
     def string(self, value, path: str, choices: tuple[str, ...] | None = None) -> str:
         if not isinstance(value, str) or not value:
             self.fail(path, f"must be a non-empty string, got {value!r}")
@@ -114,15 +127,20 @@ def parse_policy(raw, *, source: str | None = None, allow_violations: bool | Non
         r.fail("schema_version", f"unsupported version {version!r}; this reader understands {SCHEMA_VERSION}: re-solve with `fluidsched solve`")
     kind = r.string(raw.get("policy"), "policy", ("wait", "nested_wait"))
     if kind == "wait":
-        r.obj(raw, "", WAIT_KEYS)
+        r.obj(raw, "", WAIT_KEYS, ("capped",))
     else:
-        r.obj(raw, "", NESTED_KEYS, ("instances",))
+        r.obj(raw, "", NESTED_KEYS, ("instances", "capped"))
+    r.capped = r.string(raw["service_rule"], "service_rule", SERVICE_RULES) == "capped"
+    if r.capped != ("capped" in raw):
+        r.fail("capped", "required key is missing: a capped policy records its chunk and memory" if r.capped
+               else "only a policy with service_rule 'capped' has this key")
     common = _common(r, raw)
+    capped = _capped(r, raw["capped"], kind) if r.capped else None
     if kind == "wait":
-        policy = WaitPolicy(**common, classes=_classes(r, raw["classes"], common["workload"]))
+        policy = WaitPolicy(**common, classes=_classes(r, raw["classes"], common["workload"]), capped=capped)
         conditions = _wait_conditions(policy)
     else:
-        policy, conditions = _nested(r, raw, common)
+        policy, conditions = _nested(r, raw, common, capped)
     allowed = bool(policy.options.get("allow_violations")) if allow_violations is None else allow_violations
     broken = [c for c in conditions if not c.holds]
     if broken and not allowed:
@@ -130,6 +148,23 @@ def parse_policy(raw, *, source: str | None = None, allow_violations: bool | Non
         r.fail("", f"the thresholds violate their conditions ({listing}); re-solve with `fluidsched solve` "
                    f"(or write the file with --allow-violations if this is deliberate)")
     return policy
+
+
+def _check_batch_time(r: _Reader, bt: dict) -> None:
+    """The batch_time block must be one a workload could hold (the same reader checks both), so
+    that `check` and `show` catch a hand-edited coefficient instead of solving with it."""
+    from fluid.batch_time import batch_time_from_dict
+    from fluid.errors import with_source
+
+    source_dir = None
+    if r.source:
+        from pathlib import Path
+
+        source_dir = Path(r.source).parent
+    try:
+        batch_time_from_dict(bt, source=None, field="batch_time", base_dir=source_dir)
+    except InputError as err:
+        raise with_source(err, r.source) from None
 
 
 def _common(r: _Reader, raw: dict) -> dict:
@@ -142,6 +177,7 @@ def _common(r: _Reader, raw: dict) -> dict:
     bt = raw["batch_time"]
     if not isinstance(bt, dict) or not isinstance(bt.get("kind"), str):
         r.fail("batch_time", f"must be an object with a 'kind', got {bt!r:.60}")
+    _check_batch_time(r, bt)
     fl = r.obj(raw["fluid"], "fluid", ("memory_star_tokens", "iteration_time_star_s", "throughput_star_tokens_per_s",
                                        "load_factor", "capacity_scale"))
     fluid = FluidSummary(*(r.number(fl[k], f"fluid.{k}", nullable=k in ("memory_star_tokens", "iteration_time_star_s"))
@@ -196,7 +232,7 @@ def _classes(r: _Reader, raw, ref: WorkloadRef) -> tuple[ClassThreshold, ...]:
         out.append(ClassThreshold(r.string(c["name"], f"{p}.name"), r.integer(c["prefill"], f"{p}.prefill", 1),
                                   r.integer(c["decode"], f"{p}.decode", 1),
                                   r.number(c["rate_per_s"], f"{p}.rate_per_s", minimum=0),
-                                  r.integer(c["threshold"], f"{p}.threshold", 1)))
+                                  r.threshold(c["threshold"], f"{p}.threshold")))
     names = [c.name for c in out]
     if len(set(names)) != len(names):
         r.fail("classes", f"class names must be unique, got {names}")
@@ -210,7 +246,7 @@ def _segments(r: _Reader, raw, path: str) -> tuple[Segment, ...]:
         s = r.obj(s, p, ("first_stage", "last_stage", "threshold", "continue_prob", "theta"))
         first = r.integer(s["first_stage"], f"{p}.first_stage", 0)
         last = r.integer(s["last_stage"], f"{p}.last_stage", 1)
-        n = r.integer(s["threshold"], f"{p}.threshold", 1)
+        n = r.threshold(s["threshold"], f"{p}.threshold")
         problem = segment_chain_problem(out + [Segment(first, last, n, 0.0, None)])
         if problem is not None:
             r.fail(f"{path}{problem[0]}", problem[1])
@@ -260,10 +296,35 @@ def linear_time_of(policy) -> LinearTime:
 def _wait_conditions(policy: WaitPolicy) -> tuple[Condition, ...]:
     star = policy.fluid.memory_star_tokens
     classes = [(c.name, c.prefill, c.decode, c.rate_per_s, c.threshold) for c in policy.classes]
-    return wait_conditions(linear_time_of(policy), classes, policy.kv_capacity_tokens, math.inf if star is None else star)
+    out = wait_conditions(linear_time_of(policy), classes, policy.kv_capacity_tokens, math.inf if star is None else star)
+    if policy.capped is None:
+        return out
+    # the capped rule's memory is the chosen bound (docs/capped-rule.md), not M^π
+    return tuple(at_most(c.name, policy.capped.memory.required_tokens, c.rhs) if c.name == "memory_within_capacity" else c
+                 for c in out)
 
 
-def _nested(r: _Reader, raw: dict, common: dict):
+def _capped(r: _Reader, raw, kind: str) -> CappedSection:
+    c = r.obj(raw, "capped", ("prefill_chunk_tokens", "memory"))
+    chunk = c["prefill_chunk_tokens"]
+    chunk = None if chunk is None else r.integer(chunk, "capped.prefill_chunk_tokens", 1)
+    m = r.obj(c["memory"], "capped.memory", MEMORY_KEYS)
+    bound = r.string(m["bound"], "capped.memory.bound", MEMORY_BOUNDS)
+    values = {k: r.number(m[k], f"capped.memory.{k}", minimum=0, nullable=k == "theorem_tokens")
+              for k in MEMORY_KEYS[1:]}
+    report = MemoryReport(bound, **values)
+    chosen = {"expected": report.expected_tokens * (1 + report.margin), "worst": report.worst_case_tokens,
+              "theorem": report.theorem_tokens}[bound]
+    if chosen is None:
+        r.fail("capped.memory.theorem_tokens", "the theorem bound was chosen but no theorem_tokens are given; "
+                                               "choose bound 'expected' or 'worst', or re-solve")
+    if not math.isclose(report.required_tokens, chosen, rel_tol=1e-9, abs_tol=1e-9):
+        r.fail("capped.memory.required_tokens", f"must be the chosen bound's {chosen:.6g} tokens "
+                                                f"({bound}{' × (1 + margin)' if bound == 'expected' else ''}), got {report.required_tokens!r}")
+    return CappedSection(chunk, report)
+
+
+def _nested(r: _Reader, raw: dict, common: dict, capped: CappedSection | None = None):
     segments = _segments(r, raw["segments"], "segments")
     mode = r.string(raw["prefill_mode"], "prefill_mode", ("representative", "per_class"))
     prefill = r.integer(raw["representative_prefill_tokens"], "representative_prefill_tokens", 1)
@@ -284,7 +345,7 @@ def _nested(r: _Reader, raw: dict, common: dict):
     elif mode == "per_class":
         r.fail("instances", "a per_class policy must list its instances")
     policy = NestedWaitPolicy(**common, segments=segments, memory_required_tokens=required, prefill_mode=mode,
-                              representative_prefill_tokens=prefill, instances=instances)
+                              representative_prefill_tokens=prefill, instances=instances, capped=capped)
     return policy, nested_file_conditions(policy)
 
 
@@ -304,7 +365,8 @@ def nested_file_conditions(policy: NestedWaitPolicy) -> tuple[Condition, ...]:
     dt = linear_time_of(policy).iteration_time_s(kv, new)
     out: list[Condition] = []
     for _, total_rate, segs, label in groups:
-        out += nested_ratio_conditions(label, [s.threshold for s in segs], [s.continue_prob for s in segs])
+        if policy.capped is None:  # the capped rule does not gate segments, so their ratios do not matter
+            out += nested_ratio_conditions(label, [s.threshold for s in segs], [s.continue_prob for s in segs])
         out.append(strictly_below(f"iteration_time{label}", dt, segs[0].threshold / total_rate if total_rate > 0 else math.inf))
     out.append(at_most("memory_within_capacity", policy.memory_required_tokens, policy.kv_capacity_tokens))
     return tuple(out)

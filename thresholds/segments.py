@@ -1,4 +1,4 @@
-"""Segments of Nested WAIT over the output-length distribution (arXiv 2504.11320; PAPERS.md §4).
+"""Segments of Nested WAIT over the output-length distribution (arXiv 2504.11320, §Nested WAIT).
 
 The distribution is discrete: the decode lengths of a workload's types, weighted by their rates
 λ_j. A prompt reveals its class only by finishing, so a breakpoint is useful only where some
@@ -93,7 +93,7 @@ def continue_probs(dist: LengthDistribution, points: tuple[int, ...]) -> tuple[f
 
 
 def q_recipe(probs: tuple[float, ...], eta: float) -> tuple[float, ...]:
-    """q_k = min(p_k + η, 0.99): the authors' threshold ratios (PAPERS.md §4)."""
+    """q_k = min(p_k + η, 0.99): the authors' threshold ratios (arXiv 2504.11320, §Nested WAIT)."""
     return tuple(min(p + eta, 0.99) for p in probs[:-1])
 
 

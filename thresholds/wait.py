@@ -1,4 +1,4 @@
-"""WAIT thresholds for known output lengths (arXiv 2504.11320, §3 of PAPERS.md).
+"""WAIT thresholds for known output lengths (arXiv 2504.11320, §WAIT).
 
 Two ways to set the per-type integer thresholds n_j:
 

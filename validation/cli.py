@@ -15,6 +15,8 @@ import sys
 
 from fluid.errors import FluidSchedError
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "fluid": ("fluid.cli", "fluid benchmark of a workload: closed forms, LP, ODE, capacity"),
@@ -48,11 +50,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from fluid.file_output import forget_written
+
+    forget_written()  # "what was kept" counts this command's outputs only
     try:
         return int(importlib.import_module(SUBCOMMANDS[args.command][0]).run(args) or 0)
     except FluidSchedError as err:
         print(f"fluidsched {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
+    except KeyboardInterrupt:
+        # outputs are written whole or not at all (fluid/file_output.py): say which were completed
+        from fluid.file_output import written_paths
+
+        kept = written_paths()
+        said = f"kept {', '.join(kept)}" if kept else "nothing was written (no partial output is left behind)"
+        print(f"fluidsched {args.command}: interrupted; {said}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # the reader went away (`fluidsched ... | head`): not an error of ours; silence the
         # interpreter's own flush of stdout at exit

@@ -1,7 +1,7 @@
 """Workload presets: one YAML file each in this folder, loadable by name.
 
 `fluidsched fluid p512d20` or `load_workload("p512d20")`. Each file's leading comment says where
-its numbers come from (PAPERS.md §7 for the papers' configurations).
+its numbers come from (the experiments of arXiv 2504.11320 and arXiv 2508.01002 for the papers' configurations).
 """
 
 from __future__ import annotations

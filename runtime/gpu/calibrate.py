@@ -43,11 +43,12 @@ def calibration_grid(scale: float = 1.0) -> list[tuple[str, list[tuple[int, int]
     return grid
 
 
-def measure_grid(timer, grid, *, repeats: int = 5, passes: int = 1) -> list[dict]:
-    """Every point timed in each of `passes` passes over the grid (drift shows between passes)."""
+def measure_grid(timer, grid, *, repeats: int = 5, passes: int = 1, wrap_grid=None) -> list[dict]:
+    """Every point timed in each of `passes` passes over the grid (drift shows between passes);
+    `wrap_grid` wraps each pass's iterable (a progress bar)."""
     rows = []
     for pass_index in range(passes):
-        for label, composition in grid:
+        for label, composition in (grid if wrap_grid is None else wrap_grid(grid)):
             if not timer.fits(composition):
                 continue
             t, shape = timer.time_s(composition, repeats=repeats)
@@ -93,13 +94,14 @@ def engine_buckets(engine) -> dict:
     }
 
 
-def calibrate_engine(engine, info, *, model: str, grid_scale: float = 1.0, repeats: int = 5, passes: int = 2) -> dict:
-    """Measure the grid on `engine` and fit every model: the calibration file's content."""
+def calibrate_engine(engine, info, *, model: str, grid_scale: float = 1.0, repeats: int = 5, passes: int = 2, wrap_grid=None) -> dict:
+    """Measure the grid on `engine` and fit every model: the calibration file's content.
+    `wrap_grid` may wrap the grid's iterable (a progress bar)."""
     from fluid.errors import InputError
     from runtime.gpu.host_info import describe_host, versions
     from runtime.gpu.step_timer import StepTimer
 
-    rows = measure_grid(StepTimer(engine), calibration_grid(grid_scale), repeats=repeats, passes=passes)
+    rows = measure_grid(StepTimer(engine), calibration_grid(grid_scale), repeats=repeats, passes=passes, wrap_grid=wrap_grid)
     if len(rows) < 20:
         raise InputError(f"only {len(rows)} grid points fit a pool of {info.kv_capacity_tokens} tokens; raise --kv-tokens", field="kv_tokens")
     fits = fit_rows(rows, buckets=engine_buckets(engine))

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from fluid.errors import InputError
+from fluid.file_output import finite_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda", help="cuda or cpu (default cuda)")
-    parser.add_argument("--model", default="llama-2-7b", help="preset or LlamaConfig JSON (default llama-2-7b)")
+    parser.add_argument("--model", default="llama-2-7b", help="preset, Hugging Face checkpoint folder or LlamaConfig JSON (default llama-2-7b)")
     parser.add_argument("--checkpoint", help="local safetensors checkpoint folder (default: random weights)")
     parser.add_argument("--dtype", default="auto", help="bf16, fp16, fp32 or auto")
     parser.add_argument("--kv-tokens", type=int, help="KV pool size in tokens (default: what free memory allows; 8192 on CPU)")
@@ -29,11 +31,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid-scale", type=float, default=1.0, help="scale the grid's token counts (e.g. 0.05 for a tiny CPU model)")
     parser.add_argument("--out", default="calibration.json", help="output JSON file (default calibration.json)")
     parser.add_argument("--json", action="store_true", help="print the result JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (it shows only on a terminal)")
+
+
+# A linear3 fit that misses the measured step times by more than this on average cannot stand in
+# for the machine in the fluid benchmark (solved thresholds would be off by as much).
+USEFUL_FIT_MAPE = 0.25
+
+
+def fit_warning(fits: dict) -> str | None:
+    """Why the linear3 fit should not be trusted, or None."""
+    f = fits["linear3"]
+    if f["mape"] <= USEFUL_FIT_MAPE and f["r2"] >= 0.9:
+        return None
+    return (
+        f"the linear3 fit misses the measured step times by {100 * f['mape']:.0f} % on average (R² {f['r2']:.3f}); "
+        f"thresholds solved from it would be off by as much. On CPU, timings of a tiny model are dominated by noise and "
+        f"fixed overheads: raise --repeats, use --grid-scale 1 with a larger model, or calibrate on the GPU you will run on"
+    )
 
 
 def run(args) -> int:
-    from runtime.gpu.setup import check_device, model_config, resolve_dtype
+    from runtime.gpu.requirements import require_gpu_packages
 
+    require_gpu_packages("calibrate")
+    from fluid.file_output import atomic_write_text, check_out_file
+    from runtime.gpu.cli_run import check_block_size
+    from runtime.gpu.setup import check_device, check_host_memory, model_and_checkpoint, model_config, resolve_dtype
+
+    check_block_size(args.block_size)
+    if args.kv_tokens is not None and args.kv_tokens < args.block_size:
+        raise InputError(f"--kv-tokens must hold at least one block of {args.block_size} tokens, got {args.kv_tokens}", field="kv_tokens")
+    if not math.isfinite(args.grid_scale):
+        raise InputError(f"--grid-scale must be a finite number in (0, 1], got {args.grid_scale}", field="grid_scale")
+    check_out_file(args.out)
     if args.passes < 1:
         raise InputError(f"--passes must be at least 1, got {args.passes}", field="passes")
     if args.repeats < 1:
@@ -42,23 +73,33 @@ def run(args) -> int:
         raise InputError(f"--grid-scale must be in (0, 1], got {args.grid_scale}", field="grid_scale")
     device = check_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    model_label = args.model
+    args.model, args.checkpoint = model_and_checkpoint(args.model, args.checkpoint)
     cfg = model_config(args.model, args.checkpoint)
     kv_tokens = args.kv_tokens if args.kv_tokens is not None or device.type == "cuda" else 8192
+    if device.type == "cpu":
+        check_host_memory(cfg, dtype, kv_tokens, model_name=model_label)
 
     from runtime.gpu.calibrate import calibrate_engine
     from runtime.gpu.engine import Engine
     from runtime.gpu.setup import build_pool, load_runner
+    from runtime.progress import iterate, progress_enabled
 
     runner = load_runner(cfg, args.checkpoint, dtype=dtype, device=device)
     pool, info = build_pool(runner, kv_tokens=kv_tokens, block_size=args.block_size)
     engine = Engine(runner, pool)
-    result = calibrate_engine(engine, info, model=args.model, grid_scale=args.grid_scale, repeats=args.repeats, passes=args.passes)
+    result = calibrate_engine(
+        engine, info, model=model_label, grid_scale=args.grid_scale, repeats=args.repeats, passes=args.passes,
+        wrap_grid=lambda grid: iterate(grid, f"calibrating on {info.device_name}", enabled=progress_enabled(args.quiet)),
+    )
     fits, stepwise = result["fits"], result["fits"]["stepwise"]
+    warning = fit_warning(fits)
+    if warning:
+        result["fit_warning"] = warning
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_text(out, json.dumps(finite_json(result), indent=1, allow_nan=False) + "\n", record=True)
     if args.json:
-        json.dump(result, sys.stdout, indent=1)
+        json.dump(finite_json(result), sys.stdout, indent=1, allow_nan=False)
         print()
     else:
         for kind in ("affine", "linear3"):
@@ -68,4 +109,6 @@ def run(args) -> int:
               f"{100 * stepwise['heldout_mape_by_region'][stepwise['worst_region']]:.1f} %); its linear3 is "
               f"{100 * stepwise['linear_vs_model_mape']:.1f} % from it, {100 * stepwise['linear_vs_measured_mape']:.1f} % from the measurements")
         print(f"{len(result['table'])} grid points on {info.device_name}; written to {out}")
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0

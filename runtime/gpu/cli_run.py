@@ -17,6 +17,13 @@ import time
 
 from fluid.cli_json import print_json
 from fluid.errors import InputError
+from fluid.file_output import check_out_dir, finite_json
+from runtime.gpu.requirements import require_gpu_packages
+
+
+def check_block_size(block_size) -> None:
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise InputError(f"the block size must be a positive integer number of tokens, got {block_size!r}", field="block_size")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accept-policy-mismatch", action="store_true",
                         help="run a policy solved for another workload (other hash, C or rates); differences recorded")
     parser.add_argument("--scheduler", help="scheduler name (fcfs, vllm-v1, sarathi, ...)")
-    parser.add_argument("--model", help="preset (llama-2-7b, llama-2-13b, llama-3-8b, tiny-llama) or a LlamaConfig JSON (default llama-2-7b)")
+    parser.add_argument("--model", help="preset (llama-2-7b, llama-2-13b, llama-3-8b, tiny-llama), a Hugging Face checkpoint folder "
+                        "(config.json + safetensors) or a LlamaConfig JSON (default llama-2-7b)")
     parser.add_argument("--checkpoint", help="local safetensors checkpoint folder (default: random weights)")
     parser.add_argument("--device", default="cuda", help="cuda or cpu (default cuda)")
     parser.add_argument("--dtype", default="auto", help="bf16, fp16, fp32 or auto (bf16 on CUDA, fp32 on CPU)")
@@ -41,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly")
     parser.add_argument("--out", help="write the run folder here")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (it shows only on a terminal)")
 
 
 def check_requests_fit(requests, capacity_tokens: int, block_size: int, max_positions: int) -> None:
@@ -60,20 +69,27 @@ def run(args) -> int:
     from fluid.workload_io import load_workload
     from runtime.arrivals import make_requests
     from runtime.cli_simulate import load_policy_arg
-    from runtime.simrun import POLICY_SCHEDULERS, SimConfig, parse_option
+    from runtime.simrun import SimConfig, parse_option, policy_scheduler
 
     # --- every input check first -----------------------------------------------------------
+    require_gpu_packages("run")
     policy, document = load_policy_arg(args.policy)
-    scheduler_name = args.scheduler or (POLICY_SCHEDULERS[policy.policy] if policy is not None else None)
+    scheduler_name = args.scheduler or (policy_scheduler(policy) if policy is not None else None)
     if scheduler_name is None:
         raise InputError("give --policy POLICY.json or --scheduler NAME", field="scheduler")
     workload = load_workload(args.workload)
+    check_block_size(args.block_size)
+    if args.out:
+        check_out_dir(args.out)
     capacity = args.kv_tokens if args.kv_tokens is not None else workload.kv_capacity_tokens
     if capacity is None or capacity < args.block_size:
         raise InputError(f"the KV budget must hold at least one block of {args.block_size} tokens, got {capacity}", field="kv_tokens")
-    capacity = capacity // args.block_size * args.block_size
+    # C as the workload (or --kv-tokens) states it, which is what a policy is solved for; the pool
+    # holds the whole blocks inside it, as the simulator's block manager does (23,000 tokens in
+    # blocks of 16 are 1,437 blocks = 22,992 usable)
+    usable_tokens = capacity // args.block_size * args.block_size
     if capacity != workload.kv_capacity_tokens:
-        # the run's C is the pool size; a policy must have been solved for that C
+        # --kv-tokens chose another C: a policy must have been solved for that C
         workload = dataclasses.replace(workload, kv_capacity_tokens=capacity)
     options = dict(parse_option(o) for o in args.option)
     config = SimConfig(
@@ -83,12 +99,16 @@ def run(args) -> int:
     )
     requests = make_requests(workload, args.requests, args.seed, rate_scale=args.rate_scale)
 
-    from runtime.gpu.setup import check_device, model_config, resolve_dtype
+    from runtime.gpu.setup import check_device, check_host_memory, model_and_checkpoint, model_config, resolve_dtype
 
     device = check_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    model_label = args.model or args.checkpoint or "llama-2-7b"
+    args.model, args.checkpoint = model_and_checkpoint(args.model, args.checkpoint)
     model_cfg = model_config(args.model, args.checkpoint)
-    check_requests_fit(requests, capacity, args.block_size, model_cfg.max_position_embeddings)
+    check_requests_fit(requests, usable_tokens, args.block_size, model_cfg.max_position_embeddings)
+    if device.type == "cpu":
+        check_host_memory(model_cfg, dtype, usable_tokens, model_name=model_label)
     from runtime.kv_blocks import KVBlockManager
     from runtime.schedulers import make_scheduler
 
@@ -100,13 +120,17 @@ def run(args) -> int:
     from runtime.gpu.setup import build_pool, load_runner
     from runtime.metrics import summarize, warmup_cut_s
     from runtime.results import RunOutput, write_json, write_run_folder
+    from runtime.summary_checks import short_window_warning
 
     t_setup = time.perf_counter()
     runner = load_runner(model_cfg, args.checkpoint, dtype=dtype, device=device, seed=args.seed)
-    pool, info = build_pool(runner, kv_tokens=capacity, block_size=args.block_size)
+    pool, info = build_pool(runner, kv_tokens=usable_tokens, block_size=args.block_size)
     engine = Engine(runner, pool, use_cuda_graphs=not args.no_cuda_graphs, seed=args.seed)
     setup_s = time.perf_counter() - t_setup
-    result = engine.run(scheduler, requests, horizon_s=args.horizon)
+    from runtime.progress import RequestProgress, progress_enabled
+
+    with RequestProgress(len(requests), f"{scheduler_name} on {info.device_name}", enabled=progress_enabled(args.quiet)) as progress:
+        result = engine.run(progress.watch(scheduler), requests, horizon_s=args.horizon)
     sim_result = result.to_sim_result(capacity)
     warmup_s = warmup_cut_s(requests, args.warmup, args.horizon)
     steps = engine_steps = result.step_rows()
@@ -118,7 +142,7 @@ def run(args) -> int:
     )
     summary = dataclasses.replace(summary, details={
         "device": info.device_name,
-        "model": args.model or (args.checkpoint and "checkpoint") or "llama-2-7b",
+        "model": model_label,
         "dtype": str(dtype).replace("torch.", ""),
         "versions": versions(),
         "host": describe_host(),
@@ -135,11 +159,17 @@ def run(args) -> int:
     run_config = config.to_dict()
     run_config.update({"executor": summary.executor, "model": model_cfg.to_dict(), "checkpoint": args.checkpoint, "device": info.device_name, "kv_capacity_tokens": capacity})
     output = RunOutput(run_config, summary, [sim_result], document)
+    warning = short_window_warning(summary)
+    if warning:
+        print(warning, file=sys.stderr)
     if args.out:
-        folder = write_run_folder(args.out, output)
-        write_json(folder / "steps.json", engine_steps, compact=True)
+        from fluid.file_output import atomic_folder
+
+        with atomic_folder(args.out) as tmp:
+            write_run_folder(tmp, output, atomic=False)
+            write_json(tmp / "steps.json", engine_steps, compact=True)
     if args.json:
-        print_json(summary.to_dict())
+        print_json(finite_json(summary.to_dict()))
     else:
         from runtime.cli_simulate import format_tables
 

@@ -44,6 +44,27 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return table[name]
 
 
+def model_and_checkpoint(model: str | None, checkpoint: str | None) -> tuple[str | None, str | None]:
+    """`--model FOLDER` with a Hugging Face checkpoint folder: its config and, when it holds
+    safetensors, its weights (as `--checkpoint FOLDER`); a folder with only config.json gives the
+    shape with random weights. Other values pass through."""
+    from pathlib import Path
+
+    if not model or not Path(model).is_dir():
+        return model, checkpoint
+    folder = Path(model)
+    if not (folder / "config.json").is_file():
+        raise InputError(f"model folder {folder} has no config.json; give a Hugging Face checkpoint folder "
+                         f"(saved with save_pretrained) or a preset name", field="model")
+    has_weights = (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
+    if not has_weights:
+        return str(folder / "config.json"), checkpoint
+    if checkpoint and Path(checkpoint).resolve() != folder.resolve():
+        raise InputError(f"--model {folder} is a checkpoint folder with weights, and --checkpoint names another "
+                         f"({checkpoint}); give one of them", field="checkpoint")
+    return None, str(folder)
+
+
 def model_config(model: str | None, checkpoint: str | None):
     """The config to run: --model's, checked against the checkpoint's when both are given."""
     from runtime.gpu.checkpoint import check_config_agrees, checkpoint_config
@@ -62,6 +83,49 @@ def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_heads = config.num_key_value_heads or config.num_attention_heads
     return 2 * config.num_hidden_layers * kv_heads * head_dim * torch.tensor([], dtype=dtype).element_size()
+
+
+HOST_MEMORY_SHARE = 0.9  # of MemAvailable: what a CPU run may plan to use (the OS needs the rest)
+
+
+def parameter_count(config) -> int:
+    """Weights of a Llama config (embeddings, attention, MLP, norms, LM head unless tied)."""
+    h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    heads = config.num_attention_heads
+    kv_heads = config.num_key_value_heads or heads
+    head_dim = getattr(config, "head_dim", None) or h // heads
+    per_layer = h * heads * head_dim * 2 + h * kv_heads * head_dim * 2 + 3 * h * i + 2 * h
+    head = 0 if getattr(config, "tie_word_embeddings", False) else v * h
+    return v * h + config.num_hidden_layers * per_layer + h + head
+
+
+def available_host_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None (the check is then skipped)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_host_memory(config, dtype: torch.dtype, kv_tokens: int, *, model_name: str) -> None:
+    """On CPU, refuse a model + KV pool that cannot fit in host memory, before building it
+    (an allocator failure comes only after minutes of random init, as a traceback)."""
+    available = available_host_bytes()
+    if available is None:
+        return
+    element = torch.tensor([], dtype=dtype).element_size()
+    need = parameter_count(config) * element + kv_tokens * kv_bytes_per_token(config, dtype)
+    if need > HOST_MEMORY_SHARE * available:
+        raise InputError(
+            f"{model_name} in {str(dtype).replace('torch.', '')} with a KV pool of {kv_tokens} tokens needs "
+            f"{need / 2**30:.1f} GiB of host memory but {available / 2**30:.1f} GiB are available; on CPU use a small model "
+            f"(--model tiny-llama) or fewer --kv-tokens",
+            field="model",
+        )
 
 
 def load_runner(config, checkpoint: str | None, *, dtype: torch.dtype, device: torch.device, seed: int = 0):

@@ -15,6 +15,8 @@ from fluid.errors import InputError
 SCHEDULERS: dict[str, str] = {
     "wait": "runtime.schedulers.wait:WaitScheduler",
     "nested-wait": "runtime.schedulers.nested_wait:NestedWaitScheduler",
+    "wait-capped": "runtime.schedulers.capped:CappedWaitScheduler",
+    "nested-wait-capped": "runtime.schedulers.capped:CappedNestedWaitScheduler",
     "fcfs": "runtime.schedulers.fcfs:FcfsScheduler",
     "vllm-v0": "runtime.schedulers.vllm_v0:VllmV0Scheduler",
     "vllm-v1": "runtime.schedulers.vllm_v1:VllmV1Scheduler",

@@ -69,8 +69,7 @@ class Batch:
         self._counted += 1
         self._new_tokens += n
         self._kv_tokens += ctx + n
-        r = work.request
-        if ctx < r.prompt_tokens + r.decode_steps_done:  # is_prefill, inlined
+        if ctx < work.request.prefill_target_tokens:  # is_prefill, inlined
             self._num_prefills += 1
             self._prefill_pairs += n * (ctx + n)
 
@@ -104,6 +103,9 @@ class Scheduler(ABC):
 
     def __init__(self, kv: KVBlockManager):
         self.kv = kv
+        #: evictions re-prefill l + s and decode again (the paper's reading) instead of the
+        #: engines' l + s + 1 that samples directly (`Request.evict`); only FCFS exposes it
+        self.paper_recompute = False
 
     # --- called by the executor ----------------------------------------------------------
     @abstractmethod
@@ -140,7 +142,7 @@ class Scheduler(ABC):
                 r.first_scheduled_s = start_s
             cached = r.cached_tokens
             steps_done = r.decode_steps_done
-            if w.num_new_tokens == 1 and cached >= r.prompt_tokens + steps_done:  # a decode stage
+            if w.num_new_tokens == 1 and cached >= r.prefill_target_tokens:  # a decode stage
                 r.cached_tokens = cached + 1
                 steps_done += 1
                 r.decode_steps_done = steps_done
@@ -163,7 +165,7 @@ class Scheduler(ABC):
     def preempt(self, request: Request, batch: Batch) -> None:
         """Evict by recompute: free its blocks; the subclass re-queues it."""
         self.kv.release(request)
-        request.evict()
+        request.evict(paper=self.paper_recompute)
         batch.evicted.append(request)
 
     def try_reserve(self, batch: Batch, request: Request, num_new_tokens: int) -> bool:
@@ -176,23 +178,27 @@ class Scheduler(ABC):
         total = ctx + num_new_tokens
         held = kv._held.get(request.request_id, 0)
         if total > held * kv.block_size:
-            if -(-total // kv.block_size) - held > kv.free_blocks:
+            if kv.blocks_for_tokens(total) - held > kv.free_blocks:
                 return False
             kv.grow(request, num_new_tokens)
         batch.items.append(ScheduledWork(request, num_new_tokens, ctx))
         batch._counted += 1
         batch._new_tokens += num_new_tokens
         batch._kv_tokens += total
-        if ctx < request.prompt_tokens + request.decode_steps_done:
+        if ctx < request.prefill_target_tokens:
             batch._num_prefills += 1
             batch._prefill_pairs += num_new_tokens * total
         return True
 
-    def reserve_decodes(self, batch: Batch, requests: list[Request], start: int = 0, stop: int | None = None) -> int:
+    def reserve_decodes(
+        self, batch: Batch, requests: list[Request], start: int = 0, stop: int | None = None, needs_free_block: bool = False
+    ) -> int:
         """Reserve one decode token for each of `requests[start:stop]` in order, while they decode and fit.
 
-        Stops before the first request that is still prefilling or whose next block is not free,
-        and returns its index (`stop`, or len(requests), when all were reserved). The bulk form of
+        Stops before the first request that is still prefilling or whose next block is not free
+        (with `needs_free_block`: before the first one that finds no free block, whether or not it
+        would take one, as vLLM 0.6 and Sarathi-Serve check), and returns its index (`stop`, or
+        len(requests), when all were reserved). The bulk form of
         `try_reserve(batch, r, 1)` for the decode passes of every policy: the locals are bound
         and the batch's shape updated once per call instead of once per request.
         """
@@ -205,12 +211,14 @@ class Scheduler(ABC):
         i = start
         for r in requests if start == 0 and stop is None else islice(requests, start, stop):
             ctx = r.cached_tokens
-            if ctx < r.prompt_tokens + r.decode_steps_done:
+            if ctx < r.prefill_target_tokens:
                 break  # a prefill: the caller sizes its chunk
+            if needs_free_block and not kv.free_blocks:
+                break
             total = ctx + 1
             held = held_get(r.request_id, 0)
             if total > held * block_size:
-                if -(-total // block_size) - held > kv.free_blocks:
+                if kv.blocks_for_tokens(total) - held > kv.free_blocks:  # only at a block boundary
                     break
                 kv.grow(r, 1)
             append(work(r, 1, ctx))
@@ -247,7 +255,7 @@ class Scheduler(ABC):
         batch._counted += 1
         batch._new_tokens += num_new_tokens
         batch._kv_tokens += ctx + num_new_tokens
-        if ctx < request.prompt_tokens + request.decode_steps_done:
+        if ctx < request.prefill_target_tokens:
             batch._num_prefills += 1
             batch._prefill_pairs += num_new_tokens * (ctx + num_new_tokens)
 

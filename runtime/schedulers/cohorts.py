@@ -1,4 +1,4 @@
-"""Stage queues of one WAIT class or one Nested WAIT instance (arXiv 2504.11320, PAPERS.md §3–4).
+"""Stage queues of one WAIT class or one Nested WAIT instance (arXiv 2504.11320, §WAIT and §Nested WAIT).
 
 A group holds its requests by the stage they run next: `waiting` is stage 0 (prompts waiting for
 prefill, no cache), `stages[s]` the resident prompts whose next step is decode stage s (cache
@@ -23,11 +23,21 @@ import sys
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from runtime.request import Request
 
 #: last stage of the last segment: every stage beyond the policy's breakpoints belongs to it
 BEYOND_LAST_STAGE = sys.maxsize
+
+
+@dataclass(slots=True)
+class ServedStages:
+    """What one group served in one step (cohort rule): per served stage, in the group's stage
+    order, the requests that ran there, FIFO. `complete_step` moves each list one stage on."""
+
+    group: CohortGroup
+    moves: list[tuple[int, list[Request]]]
 
 
 class CohortGroup:

@@ -1,4 +1,4 @@
-"""MC-SF, memory-constrained shortest-first (Jaillet et al., arXiv 2502.07115; PAPERS.md §5).
+"""MC-SF, memory-constrained shortest-first (Jaillet et al., arXiv 2502.07115).
 
 Rules, every iteration:
 1. Every running request decodes one token (they are all kept: none is ever preempted).
@@ -71,7 +71,7 @@ class McSfScheduler(QueueingScheduler):
         heap, kv = self.shortest_first, self.kv
         while heap and self.has_seat():
             r = heap[0][2]
-            prefill_tokens = r.prompt_tokens + r.decode_steps_done - r.cached_tokens
+            prefill_tokens = r.prefill_remaining
             last_step = step + r.output_tokens - r.decode_steps_done
             offset = prefill_tokens - step + self._slack_tokens
             if not self._fits(last_step, offset):

@@ -1,4 +1,4 @@
-"""Nested WAIT: thresholds per decode segment, unknown output lengths (arXiv 2504.11320, PAPERS.md §4).
+"""Nested WAIT: thresholds per decode segment, unknown output lengths (arXiv 2504.11320, §Nested WAIT).
 
 Segments come from the policy: segment 1 covers stages 0..l'_1 (every prompt), segment k the
 decode stages l'_{k−1}+1..l'_k. A request's segment follows from its decode progress alone; it

@@ -1,4 +1,4 @@
-"""Orca: iteration-level batching with worst-case KV reservation (Yu et al., OSDI'22; PAPERS.md §5).
+"""Orca: iteration-level batching with worst-case KV reservation (Yu et al., OSDI'22).
 
 Rules, every iteration:
 1. Every running request decodes one token. Its blocks were reserved at admission, so no decode
@@ -22,7 +22,8 @@ from fluid.errors import InputError
 from runtime.kv_blocks import KVBlockManager
 from runtime.request import Request
 from runtime.schedulers.base import Batch
-from runtime.schedulers.queues import QueueingScheduler, positive_int_knob, require_fits
+from runtime.schedulers.fits import check_fits_alone, require_fits
+from runtime.schedulers.queues import QueueingScheduler, positive_int_knob
 
 
 class OrcaScheduler(QueueingScheduler):
@@ -46,13 +47,10 @@ class OrcaScheduler(QueueingScheduler):
                 field="max_tokens",
             )
         require_fits(self.kv, request, policy=self.name)
-        reserve_blocks = self.kv.blocks_for_tokens(self.reserved_tokens(request))
-        if reserve_blocks > self.kv.num_blocks:
-            raise InputError(
-                f"request {request.request_id}: its worst-case reservation of {self.reserved_tokens(request)} "
-                f"tokens exceeds the KV capacity C = {self.kv.capacity_tokens} tokens; lower max_tokens",
-                field="max_tokens",
-            )
+        check_fits_alone(
+            self.kv, request, self.reserved_tokens(request),
+            why="its worst-case reservation, prompt + max_tokens", field="max_tokens", fix="lower max_tokens",
+        )
 
     def schedule(self, now_s: float) -> Batch:
         batch = Batch()

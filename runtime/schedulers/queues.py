@@ -7,7 +7,7 @@ Every baseline keeps the same two structures:
   before new arrivals, oldest restart first.
 - `running`: a dict `request_id -> Request` in admission order. Python dicts keep insertion order,
   so iterating it is oldest-first, deleting a finished request is O(1), and the newest admitted
-  request (the LIFO victim of PAPERS.md §1 and of vLLM's recompute preemption) is the last entry.
+  request (the LIFO victim of the serving model of arXiv 2504.11320 and of vLLM's recompute preemption) is the last entry.
 
 `serve_running` is the pass that vLLM v0 (`_schedule_running`), vLLM v1 (the running loop of
 `Scheduler.schedule`) and Vidur's Sarathi scheduler share: oldest first, each running request
@@ -19,10 +19,10 @@ the asking request is itself the newest one and is preempted.
 memory last, stopping at the first request that does not fit; each policy picks whole or chunked
 prefills, the blocks it checks (the first step's or the whole prefill's) and a watermark.
 
-`require_fits` is the deadlock guard: a request that could never run, even alone, is refused on
-arrival with an `InputError` instead of stalling the simulation. It checks the whole l + l' (with
-`fits.check_fits_alone`) even for policies that do not schedule by output length: a request that
-outgrows C alone would evict itself and restart forever.
+`fits.require_fits` is the deadlock guard: a request that could never run, even alone, is refused
+on arrival with an `InputError` instead of stalling the simulation. It checks the whole l + l'
+even for policies that do not schedule by output length: a request that outgrows C alone would
+evict itself and restart forever.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from fluid.errors import InputError
 from runtime.kv_blocks import KVBlockManager
 from runtime.request import Request
 from runtime.schedulers.base import Batch, Scheduler
-from runtime.schedulers.fits import check_fits_alone
+from runtime.schedulers.fits import require_fits
 
 
 NO_BUDGET = 1 << 62  # stands for "no token budget" inside the running pass
@@ -56,45 +56,6 @@ def fraction_knob(value, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value < 1:
         raise InputError(f"must be a fraction in [0, 1), got {value!r}", field=field)
     return float(value)
-
-
-# --- the deadlock guard ---------------------------------------------------------------------
-def longest_prefill_tokens(request: Request) -> int:
-    """The largest prefill the request can ever need: a recompute after its last-but-one decode (l + l' − 1)."""
-    return request.prompt_tokens + request.output_tokens - 1
-
-
-def require_fits(
-    kv: KVBlockManager,
-    request: Request,
-    *,
-    policy: str,
-    admission_free_blocks: int = 0,
-    whole_prefill_budget_tokens: int | None = None,
-) -> None:
-    """Raise InputError if `request` could never run under `policy`, even with the server to itself.
-
-    It must hold l + l' KV tokens at its last stage; a policy that admits only while
-    `admission_free_blocks` stay free (a watermark) must also admit its longest prefill with them
-    spare; a policy without chunked prefill must fit its longest prefill in one step's budget.
-    """
-    check_fits_alone(kv, request, request.prompt_tokens + request.output_tokens)
-    what = f"request {request.request_id} (prompt {request.prompt_tokens} + output {request.output_tokens} tokens)"
-    prefill_blocks = kv.blocks_for_tokens(longest_prefill_tokens(request))
-    if admission_free_blocks and prefill_blocks > kv.num_blocks - admission_free_blocks:
-        raise InputError(
-            f"{what} can never be admitted by {policy}: its longest prefill needs {prefill_blocks} blocks "
-            f"and admission keeps {admission_free_blocks} of the {kv.num_blocks} blocks free (watermark); "
-            f"raise the capacity or lower the watermark",
-            field="kv_capacity_tokens",
-        )
-    if whole_prefill_budget_tokens is not None and longest_prefill_tokens(request) > whole_prefill_budget_tokens:
-        raise InputError(
-            f"{what} can never be scheduled by {policy}: its longest prefill (a recompute of "
-            f"{longest_prefill_tokens(request)} tokens) exceeds max_num_batched_tokens = "
-            f"{whole_prefill_budget_tokens}; raise max_num_batched_tokens",
-            field="max_num_batched_tokens",
-        )
 
 
 # --- the shared state and running pass -------------------------------------------------------
@@ -142,29 +103,33 @@ class QueueingScheduler(Scheduler):
         *,
         chunked: bool = False,
         reserve_whole_prefill: bool = False,
+        full_sequence_must_fit: bool = False,
         watermark_blocks: int = 0,
     ) -> int:
         """Admit waiting requests FCFS (restarts first) while seats, budget and memory last; return how many.
 
         Each takes its whole prefill, or (`chunked`) a chunk cut to the budget left; without
         `chunked` a prefill larger than the budget left stops admission. It must leave
-        `watermark_blocks` free after the blocks of its first step, or (`reserve_whole_prefill`,
-        as Sarathi-Serve and vLLM v0 allocate) of its whole prefill, which are then reserved at
-        once. The first request that does not fit stops admission (no skipping ahead).
+        `watermark_blocks` free after the blocks of its first step, or of its whole prefill when
+        `reserve_whole_prefill` (those are then reserved at once, as Sarathi-Serve and vLLM v0
+        allocate) or `full_sequence_must_fit` (vLLM 0.32's `scheduler_reserve_full_isl`: the
+        whole prefill must fit in the free blocks, but only the chunk's are reserved). The first
+        request that does not fit stops admission (no skipping ahead).
         """
         waiting, kv = self.waiting, self.kv
         budget = NO_BUDGET if token_budget is None else token_budget
+        whole = reserve_whole_prefill or full_sequence_must_fit
         admitted = 0
         while waiting and budget > 0 and self.has_seat():
             r = waiting[0]
-            prefill_tokens = r.prompt_tokens + r.decode_steps_done - r.cached_tokens
+            prefill_tokens = r.prefill_remaining
             if prefill_tokens <= budget:
                 chunk = prefill_tokens
             elif chunked:
                 chunk = budget
             else:
                 break
-            if kv.free_blocks - kv.blocks_needed(r, prefill_tokens if reserve_whole_prefill else chunk) < watermark_blocks:
+            if kv.free_blocks - kv.blocks_needed(r, prefill_tokens if whole else chunk) < watermark_blocks:
                 break
             if reserve_whole_prefill:
                 kv.grow(r, prefill_tokens)
@@ -174,18 +139,27 @@ class QueueingScheduler(Scheduler):
         return admitted
 
     def serve_running(
-        self, batch: Batch, token_budget: int | None = None, *, skip_prefills: bool = False
+        self,
+        batch: Batch,
+        token_budget: int | None = None,
+        *,
+        skip_prefills: bool = False,
+        decode_needs_free_block: bool = False,
     ) -> tuple[int | None, list[Request], bool]:
         """Schedule running requests oldest first, preempting the newest (LIFO) when KV runs out.
 
         Each running request asks for one decode token, or (unless `skip_prefills`) a prefill
-        chunk of at most the remaining `token_budget` (None: no budget, whole prefills). The pass
-        stops when the budget is spent; requests not reached keep their cache (paused).
-        Preempted requests go to the front of `waiting`, oldest first.
+        chunk of at most the remaining `token_budget` (None: no budget, whole prefills). A decode
+        needs a new block only when it crosses a block boundary (vLLM v1), or, with
+        `decode_needs_free_block`, one free block whether or not it takes it (vLLM 0.6's
+        `can_append_slots`, Sarathi-Serve's `can_append_slot`). The pass stops when the budget is
+        spent; requests not reached keep their cache (paused). Preempted requests go to the
+        front of `waiting`, oldest first. Only requests not yet reached are preempted.
 
         Returns (budget left, the prefills skipped in running order, whether anything was preempted).
         """
         try_reserve, reserve_decodes = self.try_reserve, self.reserve_decodes  # bound once: the hot path
+        kv = self.kv
         running = self.running
         order = list(running.values())  # a C-level copy: preemption deletes from `running`
         end = len(order)
@@ -196,14 +170,14 @@ class QueueingScheduler(Scheduler):
         while i < end and budget > 0:
             # a run of decodes in one call, up to the first prefill or missing block
             stop = end if end - i <= budget else i + budget
-            reached = reserve_decodes(batch, order, i, stop)
+            reached = reserve_decodes(batch, order, i, stop, decode_needs_free_block)
             budget -= reached - i
             i = reached
             if i == stop:
                 continue
             r = order[i]
             i += 1
-            remaining = r.prompt_tokens + r.decode_steps_done - r.cached_tokens  # slots, not properties
+            remaining = r.prefill_target_tokens - r.cached_tokens  # slots, not properties
             if remaining > 0:
                 if skip_prefills:
                     skipped.append(r)
@@ -211,7 +185,8 @@ class QueueingScheduler(Scheduler):
                 n = remaining if remaining <= budget else budget
             else:
                 n = 1
-            if try_reserve(batch, r, n):
+            needs_free = decode_needs_free_block and remaining <= 0
+            if (not needs_free or kv.free_blocks) and try_reserve(batch, r, n):
                 budget -= n
                 continue
             while True:  # LIFO: evict the newest running request until `r` fits, or `r` is the newest
@@ -222,7 +197,7 @@ class QueueingScheduler(Scheduler):
                 preempted.append(victim)
                 if victim is r:
                     break
-                if try_reserve(batch, r, n):
+                if (not needs_free or kv.free_blocks) and try_reserve(batch, r, n):
                     budget -= n
                     break
         if preempted:

@@ -1,7 +1,9 @@
 """Bookkeeping shared by RAD and SLAI (arXiv 2508.01002): output lengths unknown, LIFO preemption.
 
-Both refuse on arrival a request whose prompt and first decode token cannot fit in an empty
-cache, count their unfinished requests (so `has_unfinished` is O(1)), and keep the requests that
+Both refuse on arrival a request that could not finish even with the cache to itself (its
+l + l' tokens, or, under SLAI's watermark, its longest recompute with the watermark kept free):
+without output lengths they would otherwise admit it, decode it until memory runs out, preempt it
+and start again forever. They count their unfinished requests (so `has_unfinished` is O(1)), and keep the requests that
 hold a cache in `resident`, in admission order, whose last entry is the LIFO victim (as vLLM).
 """
 
@@ -12,7 +14,7 @@ from abc import abstractmethod
 from runtime.kv_blocks import KVBlockManager
 from runtime.request import Request
 from runtime.schedulers.base import Scheduler
-from runtime.schedulers.fits import check_fits_alone
+from runtime.schedulers.fits import require_fits
 
 
 class ResidentScheduler(Scheduler):
@@ -20,13 +22,16 @@ class ResidentScheduler(Scheduler):
 
     uses_output_lengths = False
 
+    #: blocks that admission keeps free (SLAI's watermark); the arrival guard accounts for them
+    admission_free_blocks: int = 0
+
     def __init__(self, kv: KVBlockManager):
         super().__init__(kv)
         self.resident: dict[int, Request] = {}  # request id -> request, oldest admission first
         self._unfinished = 0
 
     def add_request(self, request: Request) -> None:
-        check_fits_alone(self.kv, request, request.prompt_tokens + 1)
+        require_fits(self.kv, request, policy=self.name, admission_free_blocks=self.admission_free_blocks)
         self._enqueue(request)
         self._unfinished += 1
 

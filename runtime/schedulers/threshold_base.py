@@ -1,4 +1,4 @@
-"""The engine shared by WAIT and Nested WAIT (arXiv 2504.11320, PAPERS.md §3–4).
+"""The engine shared by WAIT and Nested WAIT (arXiv 2504.11320, §WAIT and §Nested WAIT).
 
 Both policies keep requests in `CohortGroup`s (one per WAIT class, one per Nested WAIT instance)
 and differ only in how a request finds its group and how the groups' segments are built.
@@ -14,7 +14,10 @@ Memory: the policy's M^π ≤ C is its guarantee, but the scheduler never overfl
 cohort is admitted only if all its prompts fit (else `admissions_deferred` counts it); a decode
 whose next block is not free waits a turn with its cache (`decodes_paused`); when nothing at all
 can run, the newest admitted request is evicted by recompute (LIFO, as in the paper;
-`evictions`) and goes back to the front of its group's waiting queue. When nothing else runs and
+`evictions`) and goes back to the front of its group's waiting queue. The recompute is the
+engines' (`Request.evict`: the l + s + 1 tokens it knows, whose prefill samples its next token, so
+it rejoins its cohort one stage on); the paper's model restarts the prompt from its prefill stage
+instead, re-prefilling l + s and decoding again (docs/baselines.md, "Recompute"). When nothing else runs and
 a deferred cohort does not fit whole, its largest fitting prefix is admitted so that the server
 always makes progress.
 
@@ -32,7 +35,7 @@ from runtime.kv_blocks import KVBlockManager, KVCapacityError
 from runtime.policy_file import SERVICE_RULES, RuntimePolicy
 from runtime.request import Request
 from runtime.schedulers.base import Batch, Scheduler
-from runtime.schedulers.cohorts import CohortGroup
+from runtime.schedulers.cohorts import CohortGroup, ServedStages
 from runtime.schedulers.fits import check_fits_alone
 
 
@@ -74,7 +77,7 @@ class ThresholdScheduler(Scheduler):
         self._draining = False
         self._now_s = 0.0
         # this step's work, kept for complete_step to move requests between queues
-        self._served: list[tuple[CohortGroup, list[tuple[int, list[Request]]]]] = []  # per group: (stage, moved)
+        self._served: list[ServedStages] = []  # what each group served this step (cohort rule)
         self._prefill_items: list[Request] = []
         self._prefill_paused: list[Request] = []
         self._deferred: list[CohortGroup] = []
@@ -133,26 +136,13 @@ class ThresholdScheduler(Scheduler):
     def complete_step(self, batch: Batch, start_s: float, end_s: float) -> list[Request]:
         done = super().complete_step(batch, start_s, end_s)
         if self._cohort:
-            # only the served stages where a request completed need filtering
+            # a request that completed at decode stage s has decode_steps_done == s: only the
+            # served stages in `ended` need filtering, the rest move on whole
             ended = {r.decode_steps_done for r in done}
-            for group, moves in self._served:
+            for served in self._served:
+                group = served.group
                 stages = group.stages
-                if moves.__class__ is dict:  # the whole group moved on one stage
-                    shifted = {stage + 1: q for stage, q in moves.items()}
-                    for stage in ended:
-                        q = shifted.get(stage + 1)
-                        if q is not None:
-                            q = [r for r in q if r.completion_s is None]
-                            if q:
-                                shifted[stage + 1] = q
-                            else:
-                                del shifted[stage + 1]
-                    if not stages:
-                        group.stages = shifted
-                        group.changed()
-                        continue
-                    moves = [(stage - 1, q) for stage, q in shifted.items()]
-                for stage, moved in moves:  # push_stage, inlined: the loop runs once per served stage
+                for stage, moved in served.moves:  # push_stage, inlined: the loop runs once per served stage
                     if stage in ended:
                         moved = [r for r in moved if r.completion_s is None]
                         if not moved:
@@ -169,7 +159,7 @@ class ThresholdScheduler(Scheduler):
         for r in self._prefill_items:
             if r.completion_s is not None:
                 continue
-            if r.cached_tokens < r.prompt_tokens + r.decode_steps_done:
+            if r.cached_tokens < r.prefill_target_tokens:
                 still.append(r)
             elif self._cohort:
                 group = self._group_of[r.request_id]
@@ -234,7 +224,7 @@ class ThresholdScheduler(Scheduler):
             reached = self.reserve_decodes(batch, flat)
             if reached == len(flat):
                 group.stages = {}
-                self._served.append((group, stages))
+                self._served.append(ServedStages(group, list(stages.items())))
                 group.changed()
                 return 0
             in_batch = set(map(id, islice(flat, reached)))  # rare: stage by stage from here
@@ -261,7 +251,7 @@ class ThresholdScheduler(Scheduler):
             if moved:
                 moves.append((stage, moved))
         if moves:
-            self._served.append((group, moves))
+            self._served.append(ServedStages(group, moves))
         group.changed()
         return blocked
 
@@ -311,7 +301,7 @@ class ThresholdScheduler(Scheduler):
         return blocked
 
     def _chunk(self, r: Request) -> int:
-        left = r.prompt_tokens + r.decode_steps_done - r.cached_tokens
+        left = r.prefill_remaining
         chunk = self.prefill_chunk_tokens
         return left if chunk is None or chunk >= left else chunk
 
@@ -322,7 +312,7 @@ class ThresholdScheduler(Scheduler):
         if count == 0:
             return
         blocks = self.kv.blocks_for_tokens
-        need = sum(blocks(r.prompt_tokens + r.decode_steps_done) for r in islice(waiting, count))
+        need = sum(blocks(r.prefill_target_tokens) for r in islice(waiting, count))
         if need > self.kv.free_blocks:
             self.stats["admissions_deferred"] += 1
             self._deferred.append(group)
@@ -350,7 +340,7 @@ class ThresholdScheduler(Scheduler):
         free = self.kv.free_blocks
         count = 0
         for r in group.waiting:
-            need = self.kv.blocks_for_tokens(r.prompt_tokens + r.decode_steps_done)
+            need = self.kv.blocks_for_tokens(r.prefill_target_tokens)
             if need > free:
                 break
             free -= need
@@ -359,13 +349,9 @@ class ThresholdScheduler(Scheduler):
             self._admit_count(batch, group, count)
             self.stats["partial_cohorts"] += 1
             return 0
-        if not self._resident:
+        if not self._resident:  # the cache is empty and the head still does not fit: refuse it
             r = group.waiting[0]
-            raise InputError(
-                f"request {r.request_id} needs {r.prompt_tokens + r.decode_steps_done} KV tokens to prefill but the "
-                f"KV capacity is {self.kv.capacity_tokens} tokens: raise kv_capacity_tokens or drop the request",
-                field="kv_capacity_tokens",
-            )
+            check_fits_alone(self.kv, r, r.prefill_target_tokens, why="its prefill")
         # memory is held by residents that are not being served: treat as blocked
         self._evict_newest(batch)
         return self._fill(batch, self._now_s)
@@ -374,7 +360,7 @@ class ThresholdScheduler(Scheduler):
         """Last resort: evict the newest admitted request (recompute) to the front of its queue."""
         _, r = self._resident.popitem()
         group = self._group_of[r.request_id]
-        if r.cached_tokens < r.prompt_tokens + r.decode_steps_done:
+        if r.in_prefill:
             self._prefilling.remove(r)
         elif self._cohort:
             group.remove_resident(r, r.decode_steps_done + 1)

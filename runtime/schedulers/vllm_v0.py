@@ -1,25 +1,45 @@
-"""vLLM v0 style: prefill-priority, never mixing prefill and decode (vLLM v0 `Scheduler._schedule_default`).
+"""vLLM v0: prefill-priority, never mixing prefill and decode (vLLM 0.6.3, `Scheduler._schedule_default`).
 
-Rules, every iteration (PAPERS.md §5, as vLLM v0 without chunked prefill and Vidur's vLLM scheduler):
-1. Prefill pass: waiting prompts in FCFS order (restarts first, at the front) are admitted with
-   their WHOLE prefill (prompt plus the tokens decoded before an eviction) while
+Matched version: vLLM 0.6.3 (the last v0 release line with chunked prefill off by default for
+short-context models), `vllm/core/scheduler.py` and the default block manager
+`vllm/core/block_manager_v2.py` (`use_v2_block_manager = True`, engine/arg_utils.py line 110).
+
+Rules, every iteration:
+1. Prefill pass (`_schedule_prefills`, scheduler.py 845-985): waiting prompts in FCFS order
+   (preempted ones at the front, `self.waiting.extendleft(preempted)`, line 1041) are admitted
+   with their WHOLE prefill (prompt plus the tokens sampled before a preemption) while
    - the batch's prefill tokens stay ≤ `max_num_batched_tokens`,
    - running requests stay ≤ `max_num_seqs`,
-   - free KV blocks after the admission stay ≥ the watermark, `int(watermark × num_blocks)`
-     blocks (vLLM's `BlockSpaceManager.can_allocate`).
+   - the free blocks after allocating the whole prefill stay ≥ the watermark,
+     `int(watermark × num_blocks)` blocks (`BlockSpaceManagerV2.can_allocate`, block_manager_v2.py
+     108-145).
    The first prompt that fails a test stops the pass.
-2. If nothing was admitted, decode pass: every running request grows by one token, oldest first;
-   when no block is free, the newest running request is preempted by recompute (LIFO) and put
-   back at the front of the queue, until the block is there (or the request is itself the newest).
+2. Only if nothing was admitted (scheduler.py 1025), decode pass (`_schedule_running`, 493-646):
+   every running request decodes one token, oldest first, within the same token budget. Before
+   each decode at least one block must be free, whether or not the decode crosses a block
+   boundary: `can_append_slots` counts one "touched" block per running sequence
+   (block_manager_v2.py 202-229 with block_table.py 336-354 giving 1 for any single token).
+   When none is free, the last request of the running queue (the newest admission) is preempted
+   by recompute (`running_queue.pop()`, scheduler.py 580) and goes to the front of the waiting
+   queue, until a block is free or the request is itself the newest and is preempted.
 An iteration is therefore all-prefill or all-decode: this is what makes it lose stability that
 mixed batching keeps (arXiv 2504.07347).
+Recompute (`Request.evict`): the prefill covers prompt and outputs (`get_num_uncomputed_tokens`
+uses `get_len()`, sequence.py 317-322), l + s + 1 tokens, and samples the next token.
 
-Knobs and defaults (vLLM v0):
-- `max_num_seqs` = 256.
+Not modelled: swapping (preemption mode SWAP, used only for multi-sequence groups such as beam
+search), prefix caching (off by default in 0.6.3), chunked prefill (vLLM enables it by default for
+models longer than 32K tokens; see `vllm-v1`, `sarathi`), async output processing, multi-step
+scheduling, the priority policy, LoRA limits. A request that can never be allocated is refused on
+arrival with an InputError where vLLM marks it FINISHED_IGNORED.
+
+Knobs and defaults (vLLM 0.6.3):
+- `max_num_seqs` = 256 (engine/arg_utils.py line 115).
 - `max_num_batched_tokens` = None: max(2048, longest l + l' seen so far), vLLM's
-  max(max_model_len, 2048) with the model length taken as the longest sequence of the workload.
-  A fixed value refuses (InputError) any request whose longest prefill exceeds it.
-- `watermark` = 0.01 (fraction of the KV blocks kept free at admission).
+  max(max_model_len, 2048) without chunked prefill (config.py 985-987) with the model length taken
+  as the longest sequence of the workload. A fixed value refuses (InputError) any request whose
+  longest prefill exceeds it.
+- `watermark` = 0.01 (fraction of the KV blocks kept free at admission, block_manager_v2.py line 65).
 """
 
 from __future__ import annotations
@@ -27,7 +47,8 @@ from __future__ import annotations
 from runtime.kv_blocks import KVBlockManager
 from runtime.request import Request
 from runtime.schedulers.base import Batch
-from runtime.schedulers.queues import QueueingScheduler, fraction_knob, positive_int_knob, require_fits
+from runtime.schedulers.fits import require_fits
+from runtime.schedulers.queues import QueueingScheduler, fraction_knob, positive_int_knob
 
 VLLM_MIN_BATCHED_TOKENS = 2048  # vLLM v0: max_num_batched_tokens defaults to max(max_model_len, 2048)
 
@@ -63,7 +84,8 @@ class VllmV0Scheduler(QueueingScheduler):
     def schedule(self, now_s: float) -> Batch:
         batch = Batch()
         if not self._schedule_prefills(batch):
-            self.serve_running(batch)  # prefills are whole, so every running request decodes
+            # prefills are whole, so every running request decodes; each needs a free block
+            self.serve_running(batch, self.max_num_batched_tokens, decode_needs_free_block=True)
         return batch
 
     def _schedule_prefills(self, batch: Batch) -> bool:

@@ -1,4 +1,4 @@
-"""WAIT: threshold scheduling with known output lengths (arXiv 2504.11320, PAPERS.md §3).
+"""WAIT: threshold scheduling with known output lengths (arXiv 2504.11320, §WAIT).
 
 One threshold n_j per request type (class) from the policy file. The class of a request is known
 at arrival: `request.type_name` names it, or else its (prompt, output) lengths match a class's

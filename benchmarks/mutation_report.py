@@ -1,0 +1,91 @@
+"""The Markdown page of `benchmarks/mutation.py`: score per module, survivors, equivalents."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from mutation_equivalents import reason_for
+
+KILLED = ("killed", "killed (timeout)", "killed (crash)")
+
+
+def classify(results: list[dict]) -> None:
+    """Mark the survivors that are listed equivalents (in place)."""
+    for r in results:
+        if r["status"] in ("survived", "not covered"):
+            why = reason_for(r["path"], r["source_line"], r["original"], r["replacement"])
+            if why:
+                r["status"], r["equivalent_because"] = "equivalent", why
+
+
+def _score(rows: list[dict]) -> tuple[int, int, int, float | None]:
+    killed = sum(r["status"] in KILLED for r in rows)
+    equivalent = sum(r["status"] == "equivalent" for r in rows)
+    scored = len(rows) - equivalent
+    return killed, equivalent, scored, (killed / scored if scored else None)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def _mutant(r: dict) -> str:
+    return f"`{r['path']}:{r['line']}` ({r['function']}) `{r['original']}` → `{r['replacement'] or '∅'}`: `{r['source_line']}`"
+
+
+def render(doc: dict) -> str:
+    results = doc["results"]
+    classify(results)
+    by_module: dict[str, list[dict]] = defaultdict(list)
+    for r in results:
+        by_module[r["path"]].append(r)
+    killed, equivalent, scored, score = _score(results)
+    m = doc["machine"]
+    lines = [
+        "# Mutation score",
+        "",
+        "How many small planted bugs the tests catch, over `fluid/`, `thresholds/`, `runtime/schedulers/`,",
+        "the simulator (`runtime/sim.py`), KV blocks (`runtime/kv_blocks.py`) and metrics (`runtime/metrics.py`).",
+        "Mutants, sampling and the test selection are described in `benchmarks/mutation.py` and",
+        "`benchmarks/mutation_ops.py`; equivalent mutants, with why, in `benchmarks/mutation_equivalents.py`.",
+        "",
+        f"Command: `{doc['command']}` (seed {doc['seed']}; {len(results)} mutants drawn of "
+        f"{sum(doc['mutants_total'].values())}, stratified by module). Machine: {m['platform']}, {m['cpus']} CPUs "
+        f"(shared; load average {m['load_average']}), Python {m['python']}. Wall time {doc['wall_s'] / 60:.1f} min; "
+        f"baseline {doc['baseline_tests']} tests.",
+        "",
+        f"Each mutant runs the tests that call its function, at most {doc.get('max_tests') or 'all'} of them (those of the "
+        "test files that import its module first, then the fastest), stopping at the first failure; a survivor "
+        "might still be killed by a test beyond the cap, so the score is a lower bound.",
+        "",
+        "## Score",
+        "",
+        *(["**Partial run** (interrupted): the mutants below are those that ran.", ""] if doc.get("partial") else []),
+        f"**{_pct(score)}**: {killed} killed of {scored} mutants ({equivalent} equivalent mutants excluded). "
+        "Timeouts count as killed.",
+        "",
+    ]
+    if doc["baseline_failing"]:
+        lines += ["Tests failing on the unmutated tree (left out of every run): "
+                  + ", ".join(f"`{t}`" for t in doc["baseline_failing"]), ""]
+    lines += ["| module | mutants in module | drawn | killed | equivalent | survived | not covered | score |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for path in sorted(doc["mutants_total"]):
+        rows = by_module.get(path, [])
+        k, e, s, sc = _score(rows)
+        survived = sum(r["status"] == "survived" for r in rows)
+        uncovered = sum(r["status"] == "not covered" for r in rows)
+        lines.append(f"| `{path}` | {doc['mutants_total'][path]} | {len(rows)} | {k} | {e} | {survived} | {uncovered} | {_pct(sc)} |")
+    groups = [("Surviving mutants", "survived"), ("Mutants no test reaches", "not covered")]
+    for title, status in groups:
+        rows = [r for r in results if r["status"] == status]
+        lines += ["", f"## {title} ({len(rows)})", ""]
+        lines += [f"- {_mutant(r)}" for r in rows] or ["None."]
+    rows = [r for r in results if r["status"] == "equivalent"]
+    lines += ["", f"## Equivalent mutants ({len(rows)})", ""]
+    lines += [f"- {_mutant(r)} — {r['equivalent_because']}" for r in rows] or ["None."]
+    timeouts = [r for r in results if r["status"] != "killed" and r["status"] in KILLED]
+    if timeouts:
+        lines += ["", f"## Killed by timeout or crash ({len(timeouts)})", ""]
+        lines += [f"- {_mutant(r)} ({r['status']})" for r in timeouts]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,153 @@
+"""Outputs are whole or absent: atomic run folders, a reused folder loses its stale files, Ctrl-C
+says what was kept and exits 130; run/calibrate as a new user meets them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fluid.file_output import atomic_folder, finite_json
+from runtime.gpu.cli_calibrate import fit_warning
+from runtime.summary_checks import short_window_warning
+from validation.cli import main
+
+WORKLOAD = """\
+name: tiny
+kv_capacity_tokens: 20000
+batch_time: {kind: affine, d0_s: 0.01, d1_s_per_token: 1.0e-6}
+types:
+  - {name: short, prefill: 20, decode: 10, rate_per_s: 20.0}
+"""
+
+
+@pytest.fixture
+def workload(tmp_path):
+    path = tmp_path / "w.yaml"
+    path.write_text(WORKLOAD, encoding="utf-8")
+    return str(path)
+
+
+def test_reused_run_folder_drops_the_stale_policy(tmp_path, workload):
+    out = tmp_path / "run"
+    policy = tmp_path / "p.json"
+    assert main(["solve", workload, "-o", str(policy)]) == 0
+    assert main(["simulate", workload, "--policy", str(policy), "--requests", "50", "--out", str(out)]) == 0
+    assert (out / "policy.json").is_file()
+    assert main(["simulate", workload, "--scheduler", "fcfs", "--requests", "50", "--out", str(out)]) == 0
+    assert not (out / "policy.json").exists()  # the fcfs run used no policy
+    assert json.loads((out / "summary.json").read_text())["scheduler"] == "fcfs"
+    assert not [p.name for p in tmp_path.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+def test_a_failure_while_writing_leaves_the_earlier_folder(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(out) as tmp:
+            (tmp / "summary.json").write_text("{}", encoding="utf-8")
+            raise RuntimeError("disk full")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary folder left
+
+
+def test_ctrl_c_during_compare_exits_130_and_keeps_nothing_partial(tmp_path, workload, monkeypatch, capsys):
+    import runtime.simrun as simrun
+
+    calls = []
+    real = simrun.run_simulation
+
+    def interrupted(config, **kwargs):
+        calls.append(config.scheduler)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(simrun, "run_simulation", interrupted)
+    out = tmp_path / "cmp"
+    code = main(["compare", workload, "--schedulers", "fcfs,vllm-v1", "--requests", "50", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 130 and calls == ["fcfs", "vllm-v1"]
+    assert "interrupted; nothing was written" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_ctrl_c_after_an_output_names_it(tmp_path, workload, monkeypatch, capsys):
+    import runtime.cli_simulate as cli_simulate
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(cli_simulate, "format_table", interrupted)  # after the folder is written
+    assert main(["simulate", workload, "--scheduler", "fcfs", "--requests", "50", "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip() == f"fluidsched simulate: interrupted; kept {out}"
+    assert (out / "summary.json").is_file()
+    # the next command's report counts its own outputs only
+    monkeypatch.setattr(cli_simulate, "run_simulation", interrupted, raising=False)
+    import runtime.simrun as simrun
+
+    monkeypatch.setattr(simrun, "run_simulation", interrupted)
+    assert main(["simulate", workload, "--scheduler", "fcfs", "--requests", "50", "--out", str(tmp_path / "b")]) == 130
+    assert "nothing was written" in capsys.readouterr().err
+
+
+def test_summary_json_never_holds_nan_or_infinity(tmp_path, workload):
+    out = tmp_path / "run"
+    # a horizon before any request finishes: every latency statistic is undefined
+    assert main(["simulate", workload, "--scheduler", "fcfs", "--requests", "50", "--horizon", "0.001", "--out", str(out)]) == 0
+    text = (out / "summary.json").read_text()
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in summary.json"))
+    assert finite_json({"a": [float("nan"), float("inf"), 1.0]}) == {"a": [None, None, 1.0]}
+
+
+def test_short_throughput_window_is_flagged():
+    summary = {"window_start_s": 0.5, "window_stop_s": 1.0, "sim_end_s": 40.0, "measured_requests": 90,
+               "decode_throughput_tokens_per_s": 1.7, "overall_decode_throughput_tokens_per_s": 1152.0}
+    text = short_window_warning(summary)
+    assert "covers 0.5 s of a 40 s run" in text and "1,152.0 decode tokens/s" in text
+    # exactly a quarter of the run with 30 measured requests is enough
+    assert short_window_warning({**summary, "window_start_s": 0.0, "window_stop_s": 10.0, "measured_requests": 30}) is None
+    assert short_window_warning({**summary, "window_start_s": 0.0, "window_stop_s": 10.0, "measured_requests": 29}) is not None
+
+
+def test_simulate_warns_when_every_request_arrives_at_once(tmp_path, capsys):
+    path = tmp_path / "burst.yaml"
+    path.write_text(WORKLOAD.replace("20.0", "5000.0"), encoding="utf-8")  # 100 arrivals within ~20 ms
+    assert main(["simulate", str(path), "--scheduler", "fcfs", "--requests", "100"]) == 0
+    assert "warning: the throughput window" in capsys.readouterr().err
+
+
+def test_calibration_fit_warning_boundaries():
+    good = {"linear3": {"mape": 0.25, "r2": 0.9}}
+    assert fit_warning(good) is None
+    assert "2267 %" in fit_warning({"linear3": {"mape": 22.67, "r2": 0.5}})
+    assert fit_warning({"linear3": {"mape": 0.1, "r2": 0.89}}) is not None
+
+
+def test_missing_gpu_packages_say_what_to_install(monkeypatch, workload, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a))
+    for argv in (["run", workload, "--scheduler", "fcfs", "--device", "cpu"], ["calibrate", "--device", "cpu"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "needs transformers" in err and 'pip install -e ".[gpu]"' in err and "Traceback" not in err
+
+
+def test_solved_preset_runs_on_that_preset_despite_block_rounding(tmp_path, capsys):
+    """default has C = 23,000 tokens, not a multiple of 16: the policy solved for it must run."""
+    pytest.importorskip("transformers")
+    policy = tmp_path / "p.json"
+    workload = tmp_path / "w.yaml"
+    workload.write_text(WORKLOAD.replace("20000", "23000"), encoding="utf-8")
+    assert main(["solve", str(workload), "-o", str(policy)]) == 0
+    out = tmp_path / "run"
+    assert main(["run", str(workload), "--policy", str(policy), "--device", "cpu", "--model", "tiny-llama",
+                 "--requests", "4", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["kv_capacity_tokens"] == 23000
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["completed"] == 4 and summary["kv_pool_bytes"] > 0

@@ -1,0 +1,149 @@
+"""The capped service rule (docs/capped-rule.md): resident and class caps at their boundary,
+continuous decode, per-request chunked prefill, pause with the cache kept, the last-resort
+eviction, and the memory derivation against simulated occupancy."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from fluid.batch_time import AffineBatchTime
+from fluid.equilibrium import closed_form
+from fluid.errors import InputError
+from fluid.workload import RequestType, Workload
+from runtime.arrivals import make_requests
+from runtime.kv_blocks import KVBlockManager
+from runtime.policy_file import RuntimeClass, RuntimePolicy, RuntimeSegment, runtime_policy
+from runtime.request import Request
+from runtime.schedulers import make_scheduler
+from runtime.sim import simulate
+from thresholds.build import nested_capped_policy, wait_capped_policy
+from thresholds.capped import cap_of, nested_resident_cap, wait_class_caps
+from thresholds.capped_solve import solve_nested_capped_auto, solve_wait_capped
+from thresholds.nested import NestedOptions
+
+
+def _wait(classes, capacity=10_000, **knobs):
+    policy = RuntimePolicy("wait", "capped", classes=tuple(RuntimeClass(*c) for c in classes))
+    return make_scheduler("wait-capped", KVBlockManager(capacity, 1), policy=policy, **knobs)
+
+
+def _nested(segments, capacity=10_000, **knobs):
+    policy = RuntimePolicy("nested_wait", "capped", segments=tuple(RuntimeSegment(*s) for s in segments))
+    return make_scheduler("nested-wait-capped", KVBlockManager(capacity, 1), policy=policy, **knobs)
+
+
+def _req(rid, arrival_s=0.0, prompt=4, output=3, type_name="a"):
+    return Request(rid, arrival_s, prompt, output, type_name)
+
+
+def _step(s, now_s):
+    batch = s.schedule(now_s)
+    work = sorted((w.request.request_id, w.num_new_tokens) for w in batch.items)
+    s.complete_step(batch, now_s, now_s + 1.0)
+    return work
+
+
+def test_caps_round_n_times_width_up_and_an_exact_product_is_not_rounded():
+    assert cap_of(0.12, 1001) == 121 and cap_of(0.5, 4) == 2 and cap_of(1 / 3, 3) == 1 and cap_of(1e-6, 5) == 1
+    assert wait_class_caps([(999, 0.107), (3, 0.5)]) == (107, 2)
+    assert nested_resident_cap([(0, 9, 0.3), (10, 19, 0.1)]) == 4
+
+
+def test_the_resident_cap_admits_exactly_that_many_first_come_first_served():
+    s = _nested([(0, 2, 0.5)])  # cap ⌈3 · 0.5⌉ = 2
+    assert s.resident_cap == 2
+    for i in range(3):
+        s.add_request(_req(i, arrival_s=0.1 * i, output=2))
+    assert _step(s, 0.0) == [(0, 4), (1, 4)]  # requests 0 and 1, whole prompts; 2 waits
+    assert _step(s, 1.0) == [(0, 1), (1, 1)]  # both decode; still 2 resident
+    assert _step(s, 2.0) == [(0, 1), (1, 1)]  # their second decode stage: both finish
+    assert _step(s, 3.0) == [(2, 4)]  # room: request 2 is admitted
+    assert s.stats["admissions"] == 3 and s.stats["evictions"] == 0
+
+
+def test_a_class_at_its_cap_waits_while_a_later_request_of_another_class_is_admitted():
+    s = _wait([("a", 4, 3, 0.25), ("b", 4, 7, 0.125)])  # caps ⌈4·0.25⌉ = 1 and ⌈8·0.125⌉ = 1
+    assert s.group_caps == {"a": 1, "b": 1}
+    s.add_request(_req(0, 0.0, type_name="a"))
+    s.add_request(_req(1, 0.1, type_name="a"))
+    s.add_request(_req(2, 0.2, output=7, type_name="b"))
+    assert _step(s, 0.0) == [(0, 4), (2, 4)]  # a's second request waits; b's is admitted past it
+
+
+def test_prefill_is_chunked_per_request_while_residents_decode():
+    s = _nested([(0, 9, 1.0)], prefill_chunk_tokens=32)  # cap 10
+    s.add_request(_req(0, prompt=8, output=5))
+    assert _step(s, 0.0) == [(0, 8)]
+    s.add_request(_req(1, prompt=100, output=2))
+    assert _step(s, 1.0) == [(0, 1), (1, 32)]
+    assert _step(s, 2.0) == [(0, 1), (1, 32)]
+    assert _step(s, 3.0) == [(0, 1), (1, 32)]
+    assert _step(s, 4.0) == [(0, 1), (1, 4)]  # the last chunk: 100 = 3·32 + 4
+
+
+def test_a_decode_with_no_free_block_pauses_with_its_cache_kept_and_no_one_is_evicted():
+    # C = 9 tokens, block 1: after both prefills 8 are held; request 0 takes the last block and
+    # finishes, request 1 finds none and waits a step with its 4 tokens, then decodes
+    s = _nested([(0, 3, 1.0)], capacity=9)
+    s.add_request(_req(0, prompt=4, output=1))
+    s.add_request(_req(1, prompt=4, output=3))
+    assert _step(s, 0.0) == [(0, 4), (1, 4)]
+    r1 = s._resident[1]
+    assert _step(s, 1.0) == [(0, 1)]  # 9 of 9 tokens: request 1 is paused
+    assert r1.cached_tokens == 4 and s.stats["decodes_paused"] == 1
+    assert _step(s, 2.0) == [(1, 1)]  # request 0 finished and freed its blocks
+    assert s.stats["evictions"] == 0 and r1.restarts == 0
+
+
+def test_when_every_resident_is_paused_the_newest_is_evicted_as_a_last_resort():
+    s = _nested([(0, 19, 1.0)], capacity=10)  # cap 20; C = 10 tokens
+    s.add_request(_req(0, prompt=4, output=5))
+    s.add_request(_req(1, prompt=4, output=5))
+    assert _step(s, 0.0) == [(0, 4), (1, 4)]
+    assert _step(s, 1.0) == [(0, 1), (1, 1)]  # 10 tokens: full
+    assert _step(s, 2.0) == [(0, 1)]  # nobody fits: request 1 (the newest) is evicted, 0 decodes
+    assert s.stats["evictions"] == 1 and s._resident.keys() == {0}
+
+
+def test_a_cohort_rule_policy_refuses_fractional_thresholds():
+    with pytest.raises(InputError, match="capped rule"):
+        RuntimePolicy("wait", "cohort", classes=(RuntimeClass("a", 4, 3, 0.5),))
+    with pytest.raises(InputError, match="positive integer"):
+        _wait([("a", 4, 3, 1)], resident_cap=0)
+
+
+def _workload(capacity, rates=(1.0, 0.5), lengths=((64, 40), (200, 120))):
+    types = tuple(RequestType(f"t{i}", p, d, r) for i, ((p, d), r) in enumerate(zip(lengths, rates)))
+    w = Workload("occupancy", capacity, AffineBatchTime(0.02, 2e-6), types)
+    return w.scaled(0.8 * closed_form(w).capacity_scale)
+
+
+@pytest.mark.parametrize("kind", ["wait", "nested"])
+@pytest.mark.parametrize("capacity", [20_000, 60_000])
+def test_the_memory_derivation_against_simulated_occupancy(kind, capacity):
+    """Worst case is a guarantee (peak ≤ it, block size 1); the expected resident KV is what the
+    caps hold when full, so steady-state mean occupancy lies between M* (the fluid point's) and it."""
+    w = _workload(capacity)
+    if kind == "wait":
+        sol = solve_wait_capped(w, slack=0.0)
+        policy = runtime_policy(wait_capped_policy(w, sol))
+        name = "wait-capped"
+    else:
+        opts = NestedOptions(slack=0.0, eta=0.0)
+        sol = solve_nested_capped_auto(w, opts)
+        policy = runtime_policy(nested_capped_policy(w, sol, opts))
+        name = "nested-wait-capped"
+    scheduler = make_scheduler(name, KVBlockManager(w.kv_capacity_tokens, 1), policy=policy)
+    requests = make_requests(w, 3000, seed=3)
+    result = simulate(scheduler, requests, w.batch_time)
+    steps = result.steps
+    start = len(steps) // 5  # past the warm-up
+    spans = [steps.end_s[i] - steps.start_s[i] for i in range(start, len(steps))]
+    mean_kv = sum(steps.kv_used_tokens[i] * d for i, d in zip(range(start, len(steps)), spans)) / sum(spans)
+    star = closed_form(w).memory_star_tokens
+    assert result.peak_kv_tokens <= sol.memory.worst_case_tokens
+    assert 0.8 * star <= mean_kv <= 1.05 * sol.memory.expected_tokens, (star, mean_kv, sol.memory)
+    assert scheduler.stats["evictions"] == 0
+    assert all(r.completion_s is not None for r in requests)

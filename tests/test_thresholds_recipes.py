@@ -1,0 +1,135 @@
+"""Threshold recipes on hand-computed cases, and the conditions at their exact boundaries.
+
+Every expected number below is worked out by hand in the comment next to it (arXiv 2504.11320
+§3–4 for the recipes; `thresholds/segments.py`, `thresholds/nested.py`, `thresholds/wait.py`).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fluid.batch_time import AffineBatchTime
+from fluid.equilibrium import closed_form
+from fluid.errors import UnstableWorkloadError
+from fluid.workload import RequestType, Workload
+from thresholds.conditions import (
+    LinearTime,
+    at_most,
+    segment_kv_tokens,
+    segment_new_tokens,
+    strictly_above,
+    strictly_below,
+    wait_conditions,
+)
+from thresholds.nested import NestedOptions, solve_nested_fixed
+from thresholds.segments import LengthDistribution, breakpoints, continue_probs, q_recipe, round_thresholds
+from thresholds.wait import require_fluid_stable, solve_wait, solve_wait_batch_cap
+
+
+def _workload(types, d1_s=1e-4, capacity=10**9, d0_s=0.01) -> Workload:
+    return Workload("hand", capacity, AffineBatchTime(d0_s, d1_s), tuple(types))
+
+
+# --- recipes ----------------------------------------------------------------------------------
+def test_wait_batch_cap_recipe_divides_by_the_number_of_stages_l_prime_plus_one():
+    # shares 0.75 and 0.25; B = 120: n = round(120·0.75/(9+1)) = 9 and round(120·0.25/(19+1)) = round(1.5) = 2.
+    # Dividing by l' instead (9 and 19 stages) would give round(10.0) = 10 and round(1.58) = 2.
+    w = _workload([RequestType("a", 10, 9, 3.0), RequestType("b", 10, 19, 1.0)])
+    sol = solve_wait_batch_cap(w, 120)
+    assert sol.thresholds == (9, 2)
+    assert sol.mode == "batch_cap" and sol.batch_cap == 120
+
+
+def test_wait_batch_cap_recipe_keeps_at_least_one_prompt_per_stage():
+    # a rare type: round(10·0.01/(4+1)) = round(0.02) = 0, raised to 1
+    w = _workload([RequestType("a", 10, 4, 99.0), RequestType("rare", 10, 4, 1.0)])
+    assert solve_wait_batch_cap(w, 10).thresholds == (2, 1)  # round(10·0.99/5) = round(1.98) = 2
+
+
+def test_segment_token_counts_by_hand():
+    # stage 0 is the prefill (l = 10 new tokens), stages 1..5 one token each: 10 + 5 = 15
+    assert segment_new_tokens(10, 0, 5) == 15
+    # a later segment, stages 6..9: four decode tokens, no prefill
+    assert segment_new_tokens(10, 6, 9) == 4
+    # KV held at stages 0, 1, 2 with l = 10: 10 + 11 + 12 = 33; at stages 6..9: 16+17+18+19 = 70
+    assert segment_kv_tokens(10, 0, 2) == 33
+    assert segment_kv_tokens(10, 6, 9) == 70
+
+
+def test_continuation_probabilities_and_ratios_by_hand():
+    dist = LengthDistribution.from_pairs([(4, 1.0), (9, 2.0), (20, 1.0)])
+    points = breakpoints(dist, "types")
+    assert points == (4, 9, 20)
+    # 3 of 4 requests/s decode past 4; of those, 1 of 3 past 9; the last segment is 0 by definition
+    assert continue_probs(dist, points) == pytest.approx((0.75, 1 / 3, 0.0), rel=1e-15)
+    # q_k = min(p_k + η, 0.99) for every segment but the last
+    assert q_recipe((0.75, 1 / 3, 0.0), 0.05) == pytest.approx((0.8, 1 / 3 + 0.05), rel=1e-15)
+    assert q_recipe((0.97, 0.0), 0.05) == (0.99,)
+
+
+@pytest.mark.parametrize(
+    ("p", "n1", "expected"),
+    [
+        (0.98, 1000, 990),  # q = 0.99: ⌈990⌉ = 990 > ⌊980⌋ + 1 = 981
+        (0.99, 1000, 991),  # q = p = 0.99: the repair ⌊990⌋ + 1 = 991 keeps n_2/n_1 > p
+        (0.995, 1000, 996),  # q = 0.99 < p: the repair ⌊995⌋ + 1 = 996 wins over ⌈990⌉
+        (0.995, 100, 100),  # ⌊99.5⌋ + 1 = 100: the ratio 1 > 0.995
+        (0.1, 20, 3),  # q = 0.15: 0.15·20 is 3.0000000000000004 in floats; the tolerance keeps ⌈3⌉ = 3
+    ],
+)
+def test_rounding_of_thresholds_near_the_099_cap(p, n1, expected):
+    q = q_recipe((p, 0.0), 0.05)
+    n = round_thresholds(n1, (p, 0.0), q)
+    assert n == (n1, expected)
+    assert n[1] / n[0] > p
+
+
+def test_nested_batch_cap_recipe_counts_segment_widths_in_stages():
+    # decode lengths 4 and 9 at equal rates: segments (0, 4) and (5, 9), 5 stages each; p_1 = 0.5,
+    # q_1 = 0.55. Σ width·ratio = 5·1 + 5·0.55 = 7.75 prompts per unit of n_1, so B = 62 gives
+    # n_1 = round(62 / 7.75) = 8 (widths of 4 stages would give round(62 / 6.2) = 10), and
+    # n_2 = max(⌈0.55·8⌉, ⌊0.5·8⌋ + 1) = max(5, 5) = 5.
+    w = _workload([RequestType("short", 10, 4, 1.0), RequestType("long", 10, 9, 1.0)])
+    sol = solve_nested_fixed(w, NestedOptions(batch_cap=62), None)
+    (inst,) = sol.instances
+    assert inst.bounds == ((0, 4), (5, 9))
+    assert inst.continue_probs == (0.5, 0.0)
+    assert inst.thresholds == (8, 5)
+    # base memory Σ_k n_k Σ_{s∈k}(l+s) = 8·(5·10 + 10) + 5·(5·10 + 35) = 480 + 425
+    assert inst.memory_policy_tokens == 905
+
+
+# --- conditions at the boundary ----------------------------------------------------------------
+def test_condition_helpers_at_float_equality():
+    assert at_most("x", 0.3, 0.3).holds
+    assert at_most("x", 0.1 + 0.2, 0.3).holds  # 0.30000000000000004: within the relative tolerance
+    assert not at_most("x", 0.3 * (1 + 1e-9), 0.3).holds
+    assert not strictly_below("x", 0.3, 0.3).holds and strictly_below("x", 0.2, 0.3).holds
+    assert not strictly_above("x", 0.3, 0.3).holds and strictly_above("x", 0.4, 0.3).holds
+
+
+def test_wait_conditions_hold_exactly_at_the_boundary():
+    # ΔT(n) = 0.5 + 0.125·(n·a) with a = (1+1)(3 + 1/2) = 7, n = 2: 0.5 + 1.75 = 2.25 s; n/λ = 2/λ.
+    time = LinearTime(0.5, 0.125, 0.0)
+    exact = wait_conditions(time, [("t", 3, 1, 2 / 2.25, 2)], kv_capacity_tokens=14, memory_star_tokens=14.0)
+    assert [c.name for c in exact] == ["iteration_time[t]", "memory_at_least_fluid", "memory_within_capacity"]
+    assert all(c.holds for c in exact)  # ΔT = n/λ, M* = M^π = C = 14: every ≤ holds with equality
+    over = wait_conditions(time, [("t", 3, 1, 2 / 2.25, 2)], kv_capacity_tokens=13, memory_star_tokens=14.0)
+    assert [c.holds for c in over] == [True, True, False]
+
+
+def test_load_factor_exactly_at_the_target_is_refused():
+    # L = d1·λ·a = (0.75/9)·1·9 = 0.75 exactly (a = (1+1)(4 + 1/2) = 9): at slack 0.25, ρ = 0.75 = L.
+    w = _workload([RequestType("t", 4, 1, 1.0)], d1_s=0.75 / 9)
+    assert closed_form(w).load_factor == 0.75
+    with pytest.raises(UnstableWorkloadError, match="not below the target"):
+        solve_wait(w, slack=0.25)
+    assert solve_wait(w, slack=0.2).holds  # ρ = 0.8 > L: solvable
+
+
+def test_load_factor_exactly_one_is_unstable():
+    w = _workload([RequestType("t", 4, 1, 1.0)], d1_s=1 / 9)
+    point = closed_form(w)
+    assert point.load_factor == 1.0
+    with pytest.raises(UnstableWorkloadError, match="unstable"):
+        require_fluid_stable(w, point)

@@ -1,0 +1,158 @@
+"""Real trace formats: Azure 2024 (timezone suffix), BurstGPT, Vidur's arrived_at, raw ShareGPT JSON
+tokenized with a local tokenizer folder, and the non-finite times that must be refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fluid.errors import InputError
+from fluid.traces import load_length_trace, load_timestamp_trace
+from fluid.workload import ArrivalSpec
+from fluid.workload_io import load_workload
+from runtime.arrivals import make_requests
+
+AZURE_2024 = """TIMESTAMP,ContextTokens,GeneratedTokens
+2024-05-10 00:00:00.009930+00:00,2162,5
+2024-05-10 00:00:00.509930+00:00,1200,17
+2024-05-10 02:00:01.009930+02:00,40,3
+"""
+BURSTGPT = """Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type
+5,ChatGPT,472,18,490,Conversation log
+45,ChatGPT,1087,230,1317,Conversation log
+118,GPT-4,417,276,693,API log
+"""
+VIDUR = """arrived_at,num_prefill_tokens,num_decode_tokens
+0.0,100,10
+0.25,200,20
+1.75,300,30
+"""
+WORKLOAD = """name: replay
+kv_capacity_tokens: 50000
+batch_time: {kind: affine, d0_s: 0.01, d1_s_per_token: 1.0e-6}
+types:
+  - {name: a, prefill: 100, decode: 10, rate_per_s: 1.0}
+"""
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_azure_2024_timezone_suffix_is_read_as_an_instant(tmp_path):
+    t = load_timestamp_trace(_write(tmp_path, "az24.csv", AZURE_2024))
+    # the third row is 02:00:01 at +02:00 = 00:00:01 UTC: 1.0 s after the first row
+    assert t.arrival_s.tolist() == pytest.approx([0.0, 0.5, 1.0])
+    assert t.prompt_tokens.tolist() == [2162, 1200, 40] and t.output_tokens.tolist() == [5, 17, 3]
+
+
+def test_azure_2023_without_suffix_still_reads_as_utc(tmp_path):
+    t = load_timestamp_trace(_write(tmp_path, "az23.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                                    "2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.9951690,396,109\n"))
+    assert t.arrival_s[1] == pytest.approx(4.314579, abs=1e-6)
+
+
+def test_burstgpt_columns_by_name(tmp_path):
+    t = load_timestamp_trace(_write(tmp_path, "burst.csv", BURSTGPT))
+    assert t.arrival_s.tolist() == [0.0, 40.0, 113.0]
+    assert t.prompt_tokens.tolist() == [472, 1087, 417] and t.output_tokens.tolist() == [18, 230, 276]
+
+
+def test_burstgpt_failed_request_row_is_refused_with_advice(tmp_path):
+    path = _write(tmp_path, "burst.csv", BURSTGPT.replace("1087,230,1317", "1087,0,1087"))
+    with pytest.raises(InputError, match=r"burst\.csv:3: .*Response tokens is 0.*without_fails"):
+        load_length_trace(path)
+
+
+def test_vidur_arrived_at_is_replayed(tmp_path):
+    path = _write(tmp_path, "vidur.csv", VIDUR)
+    t = load_timestamp_trace(path)
+    assert t.arrival_s.tolist() == [0.0, 0.25, 1.75]
+    workload = load_workload(_write(tmp_path, "w.yaml", WORKLOAD))
+    reqs = make_requests(workload, 3, arrivals=ArrivalSpec("trace", trace=path))
+    assert [r.arrival_s for r in reqs] == [0.0, 0.25, 1.75]
+    assert [(r.prompt_tokens, r.output_tokens) for r in reqs] == [(100, 10), (200, 20), (300, 30)]
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "NaN"])
+@pytest.mark.parametrize("layout", ["azure", "vidur", "burstgpt"])
+def test_non_finite_times_are_refused_naming_the_row(tmp_path, layout, bad):
+    text = {"azure": AZURE_2024.replace("2024-05-10 00:00:00.509930+00:00", bad),
+            "vidur": VIDUR.replace("0.25,", f"{bad},"),
+            "burstgpt": BURSTGPT.replace("45,ChatGPT", f"{bad},ChatGPT")}[layout]
+    path = _write(tmp_path, f"{layout}.csv", text)
+    with pytest.raises(InputError, match=rf"{layout}\.csv:3: .*finite"):
+        load_length_trace(path)
+
+
+def test_unknown_columns_list_every_layout(tmp_path):
+    with pytest.raises(InputError, match=r"x\.csv:1: unknown trace columns.*BurstGPT.*arrived_at"):
+        load_length_trace(_write(tmp_path, "x.csv", "when,in,out\n1,2,3\n"))
+
+
+# --- raw ShareGPT with a tokenizer built here -----------------------------------------------------
+@pytest.fixture
+def tokenizer_dir(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    vocab = {"[UNK]": 0, "hello": 1, "world": 2, "how": 3, "are": 4, "you": 5, "fine": 6, "thanks": 7, "?": 8}
+    tok = tokenizers.Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = Whitespace()
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+SHAREGPT = [
+    {"id": "a", "conversations": [{"from": "human", "value": "hello world how are you ?"},
+                                  {"from": "gpt", "value": "fine thanks"}, {"from": "human", "value": "x"}]},
+    {"id": "b", "conversations": [{"from": "human", "value": "hello"}]},  # one turn: skipped
+    {"id": "c", "conversations": [{"from": "human", "value": "how are you"},
+                                  {"from": "gpt", "value": "fine fine fine thanks zebra"}]},
+]
+
+
+def test_sharegpt_is_tokenized_with_the_local_tokenizer(tmp_path, tokenizer_dir):
+    from fluid.sharegpt import load_sharegpt
+
+    path = tmp_path / "sg.json"
+    path.write_text(json.dumps(SHAREGPT), encoding="utf-8")
+    t = load_sharegpt(path, tokenizer_dir)
+    # whitespace words (unknown ones count as one [UNK] token); the second turn is the output
+    assert t.prompt_tokens.tolist() == [6, 3] and t.output_tokens.tolist() == [2, 5]
+    assert t.skipped_conversations == 1
+
+
+def test_sharegpt_in_a_workload_bins_its_lengths(tmp_path, tokenizer_dir):
+    (tmp_path / "sg.json").write_text(json.dumps(SHAREGPT), encoding="utf-8")
+    doc = ("name: sg\nkv_capacity_tokens: 10000\nbatch_time: {kind: affine, d0_s: 0.01, d1_s_per_token: 1.0e-6}\n"
+           "types_from_trace: {path: sg.json, tokenizer: tok, bins: 2, total_rate_per_s: 3.0}\n")
+    w = load_workload(_write(tmp_path, "w.yaml", doc))
+    assert [(t.prefill, t.decode) for t in w.types] == [(6, 2), (3, 5)]
+    assert sum(t.rate_per_s for t in w.types) == pytest.approx(3.0)
+
+
+def test_sharegpt_without_tokenizer_says_what_to_give(tmp_path):
+    (tmp_path / "sg.json").write_text(json.dumps(SHAREGPT), encoding="utf-8")
+    doc = ("name: sg\nkv_capacity_tokens: 10000\nbatch_time: {kind: affine, d0_s: 0.01, d1_s_per_token: 1.0e-6}\n"
+           "types_from_trace: {path: sg.json, bins: 2, total_rate_per_s: 3.0}\n")
+    with pytest.raises(InputError, match=r"w\.yaml, field 'types_from_trace\.tokenizer': .*tokenizer\.json"):
+        load_workload(_write(tmp_path, "w.yaml", doc))
+    doc2 = doc.replace("bins: 2", "tokenizer: nowhere, bins: 2")
+    with pytest.raises(InputError, match=r"no tokenizer\.json at .*nowhere"):
+        load_workload(_write(tmp_path, "w2.yaml", doc2))
+
+
+def test_sharegpt_not_a_list_of_conversations(tmp_path, tokenizer_dir):
+    from fluid.sharegpt import load_sharegpt
+
+    path = tmp_path / "sg.json"
+    path.write_text(json.dumps([{"id": "a", "turns": []}]), encoding="utf-8")
+    with pytest.raises(InputError, match=r"conversation 0 has no 'conversations' list"):
+        load_sharegpt(path, tokenizer_dir)
