@@ -21,7 +21,9 @@ def _interpreter_shim() -> None:
     numpy ≥ 2.4 refuses; read the element instead (interpreter runs only)."""
     import triton.runtime.interpreter as interp
 
-    original = interp._patch_lang_tensor
+    original = getattr(interp, "_patch_lang_tensor", None)
+    if original is None:  # another Triton version: its interpreter is used as it is
+        return
 
     def patched(tensor, scope):
         original(tensor, scope)
