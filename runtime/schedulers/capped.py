@@ -108,7 +108,7 @@ class CappedScheduler(Scheduler):
             if i >= len(residents):
                 break
             r = residents[i]
-            if r.cached_tokens < r.prefill_target_tokens:  # prefilling: its next chunk
+            if r.cached_tokens < r.prefill_target_tokens:  # prefilling (or recomputing): its next chunk
                 if not self.try_reserve(batch, r, self._chunk(r)):
                     paused += 1
             else:
