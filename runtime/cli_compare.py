@@ -66,6 +66,12 @@ def run(args) -> int:
         summaries.append(output.summary)
         outputs.append((name, output))
     fluid_star = fluid_throughput_star(base.workload.scaled(base.rate_scale))
+    from runtime.summary_checks import short_window_warning
+
+    for name, output in outputs:
+        warning = short_window_warning(output.summary)
+        if warning:
+            print(f"{name}: {warning}", file=sys.stderr)
     if args.out:
         # every run folder and compare.json appear together or not at all
         with atomic_folder(args.out) as tmp:
