@@ -162,6 +162,9 @@ COMMON_FLAGS = {
     "workload-missing": ([], "no such workload file"),
 }
 COMPARE_ONLY = {
+    "vllm-result-missing": (["--vllm-result", "nowhere.json"], "nowhere.json"),
+    "vllm-result-not-vllm": (["--vllm-result", "{split_ok}"], "missing duration"),
+    "vllm-result-latin1": (["--vllm-result", "{split_latin}"], "not UTF-8"),
     "scheduler-twice": (["--schedulers", "fcfs,vllm-v1,fcfs"], "named more than once"),
     "scheduler-unknown": (["--schedulers", "fcfs,vlm"], "vlm"),
     "schedulers-empty": (["--schedulers", ","], "at least one scheduler"),
