@@ -1,4 +1,4 @@
-"""Nested WAIT (arXiv 2504.11320 §4): segments, p_k, thresholds, θ_k, buffer, choice of L."""
+"""Nested WAIT (arXiv 2504.11320, §Nested WAIT): segments, p_k, thresholds, θ_k, buffer, choice of L."""
 
 from __future__ import annotations
 
