@@ -33,7 +33,7 @@ def _replace(old: str, new: str):
 
 # name -> (how to make the workload file's bytes from the good text, a fragment the message must hold)
 BAD_WORKLOADS = {
-    "latin1": (lambda t: t.replace("tiny", "t\xe9").encode("latin-1"), "not UTF-8"),
+    "latin1": (lambda t: t.encode("utf-8").replace(b"tiny", b"t\xe9"), "not UTF-8"),
     "deep-flow": (lambda t: t + "extra: " + "[" * 3000 + "]" * 3000 + "\n", "nests more than"),
     "deep-block": (lambda t: t + "".join("  " * i + f"k{i}:\n" for i in range(200)) + "  " * 200 + "v: 1\n", "nests more than"),
     "dup-top": (lambda t: t + "name: other\n", "'name' appears twice"),
@@ -87,7 +87,8 @@ TRACE_CASES = {"trace-nan", "trace-latin1", "trace-columns"}
 ARRIVAL_COMMANDS = {"simulate", "compare", "run"}
 
 BAD_POLICIES = {
-    "latin1": (lambda t: t.replace('"tiny"', '"t\xe9"').encode("latin-1"), "not UTF-8"),
+    # one Latin-1 byte in an otherwise UTF-8 file (the policy's notes hold non-Latin-1 text)
+    "latin1": (lambda t: t.encode("utf-8").replace(b'"tiny"', b'"t\xe9"'), "not UTF-8"),
     "deep": (lambda t: t[:-2] + ', "x": ' + "[" * 3000 + "]" * 3000 + "}\n", "nests more than"),
     "dup-key": (lambda t: t.replace('"policy": "wait",', '"policy": "wait", "policy": "wait",', 1), "'policy' appears twice"),
     "nan": (lambda t: re.sub(r'"load_factor": [0-9.e-]+', '"load_factor": NaN', t, count=1), "NaN"),
