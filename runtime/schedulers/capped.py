@@ -94,7 +94,7 @@ class CappedScheduler(Scheduler):
 
     # --- the rule --------------------------------------------------------------------------
     def _chunk(self, request: Request) -> int:
-        left = request.prefill_remaining
+        left = request.prefill_remaining  # l + s + 1 after a recompute (Request.evict)
         chunk = self.prefill_chunk_tokens
         return left if chunk is None or left <= chunk else chunk
 
