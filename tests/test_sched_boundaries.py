@@ -60,11 +60,11 @@ def test_try_reserve_at_exactly_the_free_blocks():
 
 # --- token budgets -------------------------------------------------------------------------------
 def test_v0_longest_prefill_exactly_the_fixed_budget_is_accepted():
-    # longest prefill = l + l' − 1 (a recompute after the last-but-one decode)
+    # longest prefill = l + l' (a recompute after the last-but-one decode prefills l + (l' − 1) + 1)
     s = make_scheduler("vllm-v0", KVBlockManager(1000, block_size=1), max_num_batched_tokens=8)
-    s.add_request(Request(0, 0.0, prompt_tokens=5, output_tokens=4))  # 5 + 4 − 1 = 8
+    s.add_request(Request(0, 0.0, prompt_tokens=5, output_tokens=3))  # 5 + 3 = 8
     with pytest.raises(InputError, match="longest prefill"):
-        s.add_request(Request(1, 0.0, prompt_tokens=5, output_tokens=5))  # 9 > 8
+        s.add_request(Request(1, 0.0, prompt_tokens=5, output_tokens=4))  # 9 > 8
 
 
 @pytest.mark.parametrize(("second_prompt", "admitted"), [(3, [(0, 5), (1, 3)]), (4, [(0, 5)])])

@@ -40,7 +40,7 @@ def test_rad_preempts_the_prompt_being_prefilled_before_any_decode():
     # the prompt being prefilled was admitted after every decoding request: it is the newest.
     # C = 10: 0 decodes (4 + 1 tokens held), 1 has a first chunk of 4 of its 8 tokens cached.
     s = make_scheduler("rad", KVBlockManager(10, block_size=1), b_col=2, tile_tokens=4)
-    a, b = Request(0, 0.0, 4, 6), Request(1, 0.0, 8, 3)
+    a, b = Request(0, 0.0, 4, 6), Request(1, 0.0, 8, 2)  # each l + l' ≤ C, as the arrival guard asks
     s.add_request(a)
     run_step(s, 0.0)  # prefill of 0 (one tile)
     s.add_request(b)
