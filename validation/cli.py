@@ -29,6 +29,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("runtime.gpu.cli_calibrate", "measure step times and fit batch-time models"),
     "demo": ("validation.demo", "the main job: solve, simulate against baselines, table and figure"),
     "figures": ("paper_figures.cli", "draw the figures from result files"),
+    "sweep": ("validation.cli_sweep", "run an experiment: loads x policies x seeds x knobs, locally or on Dask"),
+    "report": ("validation.cli_report", "write the markdown report of a sweep's results"),
 }
 
 
