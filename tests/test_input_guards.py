@@ -202,3 +202,14 @@ def test_gamma_cv_range_is_inclusive(cv, ok):
     else:
         with pytest.raises(InputError, match="gamma cv must be between 0.001 and 100"):
             ArrivalSpec("gamma", cv)
+
+
+def test_staircase_steps_at_exactly_one_tile():
+    # t = c + a·⌈new tokens / 128⌉ (arXiv 2504.07347's b0 = 128 by default)
+    from fluid.batch_time import BatchShape, StaircaseBatchTime
+
+    m = StaircaseBatchTime(0.01, 0.03)
+    assert m.tile_tokens == 128
+    assert m.step_time_s(BatchShape(128, 0, 0, 1)) == pytest.approx(0.04)
+    assert m.step_time_s(BatchShape(129, 0, 0, 1)) == pytest.approx(0.07)
+    assert m.step_time_s(BatchShape(1, 500, 1, 0)) == pytest.approx(0.04)  # KV read does not enter
