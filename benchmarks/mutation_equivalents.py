@@ -60,6 +60,8 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "at equality the held blocks already cover the tokens: the extra call grows nothing (`KVBlockManager.grow` returns when no block is needed)",
     ('runtime/schedulers/base.py', 'if ctx + num_new_tokens > kv._held.get(request.request_id, 0) * kv.block_size:', '>->='):
         "at equality the held blocks already cover the tokens: the extra call grows nothing (`KVBlockManager.grow` returns when no block is needed)",
+    ('runtime/metrics.py', 'if len(times) > 1:', '>->='):
+        "with one token the decode tokens `times[1:]` are empty and add 0 either way",
 }
 
 
