@@ -167,7 +167,9 @@ def test_json_on_solve_check_demo_figures(tmp_path, workload, capsys):
     demo = json.loads(capsys.readouterr().out)
     assert {s["scheduler"] for s in demo["summaries"]} >= {"wait", "fcfs"}
     assert main(["figures", str(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["figures"] == [str(out / "demo_comparison.png")]
+    # the comparison figure, and the load sweep's
+    assert sorted(json.loads(capsys.readouterr().out)["figures"]) == sorted(
+        [str(out / "demo_comparison.png"), str(out / "load-sweep" / "figures" / "demo_load.png")])
 
 
 def test_figures_refuse_a_summary_that_lacks_a_field(tmp_path, capsys):

@@ -108,18 +108,18 @@ def run_demo(workload_spec: str = PRESET, *, num_requests: int = 3000, seed: int
 
 def write_demo(out_dir: str | Path, demo: dict, *, figure: bool = True) -> Path:
     """Run folders per scheduler, `demo.json` (table + fluid numbers + notes), the figure."""
+    from fluid.file_output import atomic_folder
     from runtime.results import write_json, write_run_folder
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, run in demo["runs"].items():
-        write_run_folder(out / name, run)
-    write_json(out / "demo.json", demo_document(demo))
-    if figure:
-        from paper_figures.demo_comparison import draw_demo_comparison
+    with atomic_folder(out_dir) as tmp:  # the whole folder appears at once, or not at all
+        for name, run in demo["runs"].items():
+            write_run_folder(tmp / name, run, atomic=False)
+        write_json(tmp / "demo.json", demo_document(demo))
+        if figure:
+            from paper_figures.demo_comparison import draw_demo_comparison
 
-        draw_demo_comparison(out / "demo.json", out / "demo_comparison.png")
-    return out
+            draw_demo_comparison(tmp / "demo.json", tmp / "demo_comparison.png")
+    return Path(out_dir)
 
 
 def demo_document(demo: dict) -> dict:
@@ -186,7 +186,10 @@ def run_load_sweep(out_dir: str | Path, *, workload_spec: str = PRESET, requests
 def run(args) -> int:
     from runtime.cli_simulate import format_serving_table, format_table
 
+    from fluid.file_output import check_out_dir
+
     t0 = time.perf_counter()
+    check_out_dir(args.out)  # before the work: a bad --out costs nothing
     demo = run_demo(args.workload, num_requests=args.requests, seed=args.seed)
     out = write_demo(args.out, demo, figure=not args.no_figure)
     if args.json:
