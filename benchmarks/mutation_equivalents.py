@@ -50,6 +50,18 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "the shortcut only saves a second integration: a mutant that misses it integrates the bin again to the same end state (to the solver tolerance), and none makes it hold when the last sample is not at the bin end",
     ('fluid/ode.py', 'if len(sol.t) and sol.t[-1] == hi:', '-->'):
         "the shortcut only saves a second integration: a mutant that misses it integrates the bin again to the same end state (to the solver tolerance), and none makes it hold when the last sample is not at the bin end",
+    ('runtime/schedulers/threshold_base.py', 'return left if chunk is None or chunk >= left else chunk', '>=->>'):
+        "at chunk = left both branches return the same number",
+    ('thresholds/policy_parse.py', 'problem = segment_chain_problem(out + [Segment(first, last, n, 0.0, None)])', '0.0->1.0'):
+        "a placeholder continuation probability: `segment_chain_problem` reads only stages and thresholds",
+    ('runtime/schedulers/base.py', 'if total > held * kv.block_size:', '>->='):
+        "at equality the held blocks already cover the tokens: the extra call grows nothing (`KVBlockManager.grow` returns when no block is needed)",
+    ('runtime/schedulers/base.py', 'if total > held * block_size:', '>->='):
+        "at equality the held blocks already cover the tokens: the extra call grows nothing (`KVBlockManager.grow` returns when no block is needed)",
+    ('runtime/schedulers/base.py', 'if ctx + num_new_tokens > kv._held.get(request.request_id, 0) * kv.block_size:', '>->='):
+        "at equality the held blocks already cover the tokens: the extra call grows nothing (`KVBlockManager.grow` returns when no block is needed)",
+    ('runtime/metrics.py', 'if len(times) > 1:', '>->='):
+        "with one token the decode tokens `times[1:]` are empty and add 0 either way",
 }
 
 

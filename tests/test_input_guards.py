@@ -191,3 +191,25 @@ def test_closed_form_report_by_hand():
     assert rep["memory_use"] == pytest.approx(18 * dt / 1000)
     assert rep["types"][0]["prompts_per_stage"] == pytest.approx(2 * dt)
     assert rep["stable"] is True
+
+
+@pytest.mark.parametrize(("cv", "ok"), [(1e-3, True), (100.0, True), (9.99e-4, False), (100.01, False)])
+def test_gamma_cv_range_is_inclusive(cv, ok):
+    from fluid.workload import ArrivalSpec
+
+    if ok:
+        assert ArrivalSpec("gamma", cv).cv == cv
+    else:
+        with pytest.raises(InputError, match="gamma cv must be between 0.001 and 100"):
+            ArrivalSpec("gamma", cv)
+
+
+def test_staircase_steps_at_exactly_one_tile():
+    # t = c + a·⌈new tokens / 128⌉ (arXiv 2504.07347's b0 = 128 by default)
+    from fluid.batch_time import BatchShape, StaircaseBatchTime
+
+    m = StaircaseBatchTime(0.01, 0.03)
+    assert m.tile_tokens == 128
+    assert m.step_time_s(BatchShape(128, 0, 0, 1)) == pytest.approx(0.04)
+    assert m.step_time_s(BatchShape(129, 0, 0, 1)) == pytest.approx(0.07)
+    assert m.step_time_s(BatchShape(1, 500, 1, 0)) == pytest.approx(0.04)  # KV read does not enter

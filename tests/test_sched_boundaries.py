@@ -227,3 +227,15 @@ def test_one_request_left_is_unfinished_work_for_every_policy(name):
         s.complete_step(batch, t, t + 1.0)
         t += 1.0
     assert r.finished and not s.has_unfinished()
+
+
+def test_reserve_decodes_keeps_the_batch_shape():
+    s = make_scheduler("fcfs", KVBlockManager(100, block_size=1))
+    reqs = [Request(rid, 0.0, prompt_tokens=3 + rid, output_tokens=4) for rid in range(3)]
+    for r in reqs:
+        r.cached_tokens = r.prompt_tokens  # decoding
+    batch = Batch()
+    assert s.reserve_decodes(batch, reqs) == 3
+    shape = batch.shape()
+    assert (shape.new_tokens, shape.kv_tokens, shape.num_decodes) == (3, 4 + 5 + 6, 3)
+    assert shape == batch._recount()

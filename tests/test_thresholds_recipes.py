@@ -175,3 +175,22 @@ def test_equal_width_and_quantile_breakpoints_by_hand():
     assert breakpoints(dist, "quantile", 4) == (4, 9, 20)
     assert breakpoints(dist, "quantile", 2) == (9, 20)
     assert breakpoints(dist, "equal-width", 1) == (20,)
+
+
+def test_capped_rule_refuses_a_load_exactly_at_the_target():
+    from thresholds.capped_solve import solve_wait_capped
+
+    w = _workload([RequestType("t", 4, 1, 1.0)], d1_s=0.75 / 9)  # L = 0.75 exactly (see above)
+    with pytest.raises(UnstableWorkloadError, match="not below the target"):
+        solve_wait_capped(w, slack=0.25)
+    assert solve_wait_capped(w, slack=0.2) is not None
+
+
+@pytest.mark.parametrize("count", [None, 0, -2])
+def test_a_segment_rule_needs_a_positive_count(count):
+    from fluid.errors import InputError
+
+    dist = LengthDistribution.from_pairs([(4, 1.0), (9, 1.0)])
+    for rule in ("equal-width", "quantile"):
+        with pytest.raises(InputError, match="positive number of segments"):
+            breakpoints(dist, rule, count)
