@@ -164,7 +164,7 @@ def test_json_on_solve_check_demo_figures(tmp_path, workload, capsys):
     assert main(["check", str(policy), workload, "--rate-scale", "20", "--json"]) == 3
     assert json.loads(capsys.readouterr().out)["all_hold"] is False
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--requests", "200", "--json", "--no-figure", "--no-sweep"]) == 0
+    assert main(["demo", "--out", str(out), "--requests", "200", "--json", "--no-figure", "--sweep-requests", "100", "--jobs", "1"]) == 0
     demo = json.loads(capsys.readouterr().out)
     assert {s["scheduler"] for s in demo["summaries"]} >= {"wait", "fcfs"}
     assert main(["figures", str(out), "--json"]) == 0
