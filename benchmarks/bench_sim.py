@@ -180,11 +180,12 @@ request).
 
 Each section below is one run of the script (`--label`/`--title` name it; the JSON file keeps
 every section; `--render-only` rewrites the markdown from it). Speed-ups must not change results:
-`python benchmarks/sim_fingerprint.py --requests N` prints every policy's summary (throughput,
-restarts, latencies, KV peak) and a digest of every timestamp and of the step log, on the
-benchmark's memory, a quarter and a twentieth of it (evictions) and one-token blocks; for the
-"after" code below it printed the same 44 lines as for commit 6ccc6d0, at 3,000 and at 10,000
-requests. Timings on the shared machine vary by about ±20 % from run to run (`runs_s` in the JSON).
+the golden test `tests/test_golden_runs.py` replays 300 requests of every policy on the
+benchmark's memory, a quarter and a twentieth of it (evictions) and one-token blocks and compares
+each run's fingerprint (`benchmarks/sim_fingerprint.py`: headline summary and a digest of every
+timestamp and of the step log) with `tests/data/golden_runs.json`; the script also prints them
+for any number of requests. Timings on the shared machine vary by about ±20 % from run to run
+(`runs_s` in the JSON), more when other jobs share the cores.
 """
 
 NOTES = """

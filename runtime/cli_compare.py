@@ -19,6 +19,8 @@ from runtime.cli_simulate import add_common_arguments, base_config, format_table
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     parser.add_argument("--schedulers", required=True, help="comma-separated scheduler names (wait/nested-wait need --policy)")
+    parser.add_argument("--vllm-result", action="append", default=[], metavar="FILE",
+                        help="a `vllm bench serve --save-result` JSON to show in the serving table (repeatable)")
 
 
 def run(args) -> int:
@@ -41,6 +43,9 @@ def run(args) -> int:
         from fluid.file_output import check_out_dir
 
         check_out_dir(args.out)
+    from runtime.vllm_results import MeasuredRow, read_vllm_result
+
+    measured = [MeasuredRow(read_vllm_result(path), f"vllm: {Path(path).stem}") for path in args.vllm_result]
     policy, document = load_policy_arg(args.policy)
     base = base_config(args, "fcfs")
     options = base.options
@@ -66,6 +71,12 @@ def run(args) -> int:
         summaries.append(output.summary)
         outputs.append((name, output))
     fluid_star = fluid_throughput_star(base.workload.scaled(base.rate_scale))
+    from runtime.summary_checks import short_window_warning
+
+    for name, output in outputs:
+        warning = short_window_warning(output.summary)
+        if warning:
+            print(f"{name}: {warning}", file=sys.stderr)
     if args.out:
         # every run folder and compare.json appear together or not at all
         with atomic_folder(args.out) as tmp:
@@ -73,9 +84,17 @@ def run(args) -> int:
                 write_run_folder(Path(tmp) / name, output, atomic=False)
             write_json(Path(tmp) / "compare.json", [s.to_dict() for s in summaries])
     if args.json:
-        print_json(finite_json({"fluid_throughput_star_tokens_per_s": fluid_star, "summaries": [s.to_dict() for s in summaries]}))
+        doc = {"fluid_throughput_star_tokens_per_s": fluid_star, "summaries": [s.to_dict() for s in summaries]}
+        if measured:
+            doc["vllm_results"] = [m.to_dict() for m in measured]
+        print_json(finite_json(doc))
     else:
         print(format_tables(summaries, fluid_star))
+        if measured:
+            from runtime.cli_simulate import format_serving_table
+
+            print("\nmeasured with vLLM (its own workload and hardware; see each file's model_id, num_prompts, request_rate):")
+            print(format_serving_table(measured))
         if fluid_star is None:
             print("note: no fluid row: the workload has no stable fluid point within C", file=sys.stderr)
     return 0

@@ -69,3 +69,17 @@ def read_vllm_result(path: str | Path) -> dict:
 def latency_metrics_present(row: dict) -> list[str]:
     """Which of ttft/tpot/itl/e2el the row has statistics for (vLLM's --percentile-metrics)."""
     return [m for m in LATENCY_METRICS if f"mean_{m}_ms" in row]
+
+
+class MeasuredRow:
+    """A vLLM result row where a summary is expected by the serving table: `value(name)` is the
+    row's value, None (shown as "-") for what vLLM does not measure (SLO attainment, say)."""
+
+    def __init__(self, row: dict, label: str):
+        self.row = {**row, "scheduler": label}
+
+    def value(self, name: str):
+        return self.row.get(name)
+
+    def to_dict(self) -> dict:
+        return dict(self.row)

@@ -163,6 +163,9 @@ COMMON_FLAGS = {
     "workload-missing": ([], "no such workload file"),
 }
 COMPARE_ONLY = {
+    "vllm-result-missing": (["--vllm-result", "nowhere.json"], "nowhere.json"),
+    "vllm-result-not-vllm": (["--vllm-result", "{split_ok}"], "missing duration"),
+    "vllm-result-latin1": (["--vllm-result", "{split_latin}"], "not UTF-8"),
     "scheduler-twice": (["--schedulers", "fcfs,vllm-v1,fcfs"], "named more than once"),
     "scheduler-unknown": (["--schedulers", "fcfs,vlm"], "vlm"),
     "schedulers-empty": (["--schedulers", ","], "at least one scheduler"),
@@ -259,6 +262,16 @@ DEMO_JSON = {
 }
 
 
+GOOD_DEMO_JSON = json.dumps({"fluid": {"throughput_star_tokens_per_s": 1.0, "kv_capacity_tokens": 1},
+                             "summaries": [{"scheduler": "fcfs"}]})
+FIGURES_FLAGS = {  # argv after `figures`
+    "out-is-file": (["results", "--out", "{afile}"], "is a file"),
+    "out-under-proc": (["results", "--out", "/proc/fluidsched-figs"], "/proc"),
+    "results-missing": (["nowhere", "--out", "figs"], "no such results folder"),
+    "results-is-file": (["afile"], "no such results folder"),
+}
+
+
 def _changes(make, text: str):
     out = make(text)
     assert out != text, "the bad-input recipe did not change the file"
@@ -292,7 +305,7 @@ def _cases():
         cases.append(pytest.param("flag", name, "demo", id=f"flag-demo-{name}"))
     for name in CHECK_FLAGS:
         cases.append(pytest.param("flag", name, "check", id=f"flag-check-{name}"))
-    for name in DEMO_JSON:
+    for name in list(DEMO_JSON) + list(FIGURES_FLAGS):
         cases.append(pytest.param("figures", name, "figures", id=f"figures-{name}"))
     return cases
 
@@ -357,6 +370,10 @@ def _argv(kind: str, name: str, cmd: str, root: Path, names: dict, policy_text: 
         (root / "bad.json").write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
         return _fill(POLICY_COMMANDS[cmd], {**names, "p": "bad.json"}), fragment
     if kind == "figures":
+        if name in FIGURES_FLAGS:
+            (root / "results" / "demo.json").write_text(GOOD_DEMO_JSON, encoding="utf-8")
+            extra, fragment = FIGURES_FLAGS[name]
+            return ["figures"] + _fill(extra, names), fragment
         text, fragment = DEMO_JSON[name]
         (root / "results" / "demo.json").write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
         return ["figures", "results", "--out", "figs"], fragment

@@ -163,16 +163,18 @@ def test_json_on_solve_check_demo_figures(tmp_path, workload, capsys):
     assert main(["check", str(policy), workload, "--rate-scale", "20", "--json"]) == 3
     assert json.loads(capsys.readouterr().out)["all_hold"] is False
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--requests", "200", "--json", "--no-figure"]) == 0
+    assert main(["demo", "--out", str(out), "--requests", "200", "--json", "--no-figure", "--sweep-requests", "100", "--jobs", "1"]) == 0
     demo = json.loads(capsys.readouterr().out)
     assert {s["scheduler"] for s in demo["summaries"]} >= {"wait", "fcfs"}
     assert main(["figures", str(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["figures"] == [str(out / "demo_comparison.png")]
+    # the comparison figure, and the load sweep's
+    assert sorted(json.loads(capsys.readouterr().out)["figures"]) == sorted(
+        [str(out / "demo_comparison.png"), str(out / "load-sweep" / "figures" / "demo_load.png")])
 
 
 def test_figures_refuse_a_summary_that_lacks_a_field(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--requests", "200", "--no-figure"]) == 0
+    assert main(["demo", "--out", str(out), "--requests", "200", "--no-figure", "--no-sweep"]) == 0
     capsys.readouterr()
     data = json.loads((out / "demo.json").read_text())
     del data["summaries"][0]["decode_throughput_tokens_per_s"]

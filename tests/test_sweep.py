@@ -207,3 +207,16 @@ def test_packed_form_alone_reports_draws_and_resumes(tmp_path, capsys):
     assert {r["point_id"]: r["restarts"] for r in read_table(out)} == before
     assert main(["figures", str(out)]) == 0 and (out / "figures" / "counterexample.png").is_file()
     assert main(["report", str(out)]) == 0 and "| wait | trace counterexample-burst.csv |" in (out / "report.md").read_text()
+
+
+def test_points_an_edited_experiment_dropped_leave_the_table(tmp_path):
+    path = tmp_path / "exp.yaml"
+    out = tmp_path / "out"
+    text = "name: edit\nworkloads: [default]\nloads: [0.5, 0.7]\npolicies: [fcfs]\nrequests: 60\n"
+    path.write_text(text)
+    assert main(["sweep", str(path), "--out", str(out), "--jobs", "1", "--quiet"]) == 0
+    assert sorted(r["load"] for r in read_table(out)) == [0.5, 0.7]
+    path.write_text(text.replace("[0.5, 0.7]", "[0.5]"))
+    assert main(["sweep", str(path), "--out", str(out), "--jobs", "1", "--quiet"]) == 0
+    assert [r["load"] for r in read_table(out)] == [0.5]  # the 0.7 point left the table ...
+    assert len(list((out / "points").iterdir())) == 2  # ... and its folder stays on disk

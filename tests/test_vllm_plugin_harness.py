@@ -152,3 +152,32 @@ def test_segment_caps_pause_at_boundaries_a_named_difference(model_dir):
     assert res.first_mismatch is not None and res.pauses_vllm == res.counters["pauses_boundary"]
     assert res.preemptions_ours == res.preemptions_vllm == 0
     assert res.completed_ours == res.completed_vllm == 200
+
+
+def test_counters_go_to_a_log_line_per_interval(model_dir, monkeypatch):
+    import integrations.vllm.scheduler as plugin
+
+    lines = []
+    monkeypatch.setattr(plugin.logger, "info", lambda fmt, *args: lines.append(fmt % args))
+    plan = plan_from_settings({"log_interval_s": 1e-9}, WAIT)  # every step
+    theirs = build_vllm_scheduler(EngineShape(4000), model_dir, plan=plan)
+    ours = WaitScheduler(KVBlockManager(4000 * BLOCK_SIZE, BLOCK_SIZE), policy=WAIT)
+    res = run_side_by_side(wait_requests(n=20), ours, theirs, class_of=lambda r: r.type_name)
+    logged = [line for line in lines if line.startswith("fluidsched: cohorts_released=")]
+    assert len(logged) >= res.steps
+    assert f"requests_released={res.counters['requests_released']}" in logged[-1] and "held=" in logged[-1]
+
+
+def test_another_vllm_version_is_refused_when_the_class_is_imported(monkeypatch):
+    import importlib
+
+    import vllm
+
+    import integrations.vllm.scheduler as plugin
+    from fluid.errors import InputError
+
+    monkeypatch.setattr(vllm, "__version__", "0.33.0")
+    with pytest.raises(InputError, match=r"vLLM 0\.33\.0 is not supported .*>=0\.32\.0,<0\.33"):
+        importlib.reload(plugin)
+    monkeypatch.setattr(vllm, "__version__", "0.32.0")
+    importlib.reload(plugin)  # the installed version loads again

@@ -62,3 +62,19 @@ def test_nan_in_a_result_file_is_refused(tmp_path):
     path.write_text(FIXTURE.read_text().replace('"mean_ttft_ms": 41.2', '"mean_ttft_ms": NaN'))
     with pytest.raises(InputError, match="NaN is not a number JSON allows"):
         read_vllm_result(path)
+
+
+def test_compare_shows_the_measured_vllm_row_in_the_serving_table(tmp_path, capsys):
+    from validation.cli import main
+
+    workload = tmp_path / "w.yaml"
+    workload.write_text("name: tiny\nkv_capacity_tokens: 20000\nbatch_time: {kind: affine, d0_s: 0.01, d1_s_per_token: 1.0e-6}\n"
+                        "types:\n  - {name: short, prefill: 20, decode: 10, rate_per_s: 20.0}\n", encoding="utf-8")
+    assert main(["compare", str(workload), "--schedulers", "fcfs", "--requests", "100", "--vllm-result", str(FIXTURE)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("vllm: vllm_bench_serve_result"))
+    # req/s, out tok/s, total tok/s, TTFT mean, TTFT p99, TPOT mean, ITL p99, E2EL mean; no SLO columns
+    assert row.split()[2:] == ["19.05", "3771.4", "7866.7", "41.20", "120.00", "14.10", "30.10", "2850.00", "-", "-", "-"]
+    assert main(["compare", str(workload), "--schedulers", "fcfs", "--requests", "100", "--json", "--vllm-result", str(FIXTURE)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["vllm_results"][0]["p99_ttft_ms"] == 120.0 and doc["summaries"][0]["scheduler"] == "fcfs"

@@ -18,7 +18,7 @@ from pathlib import Path
 from validation import store
 from validation.bisection import bisect_chain
 from validation.experiment import Experiment
-from validation.points import capacity_scale, make_point, resolved_workload_document, run_point
+from validation.points import capacity_scale, make_point, point_id, resolved_workload_document, run_point
 
 
 class LocalBackend:
@@ -166,7 +166,10 @@ def run_sweep(experiment: Experiment, out: str | Path, backend, *, quiet: bool =
             return
         offer(factory(load), index)
 
+    planned: set[str] = set()  # every point the experiment as it stands asked for
+
     def offer(point, chain):
+        planned.add(point_id(point))
         done = store.finished_result(out, point)
         if done is not None:
             outcome.skipped += 1
@@ -201,6 +204,8 @@ def run_sweep(experiment: Experiment, out: str | Path, backend, *, quiet: bool =
         outcome.bisection.sort(key=lambda r: (r["workload"], r["policy"], r["seed"]))
         if chains and not live and not outcome.crashes:
             store.write_bisection(out, outcome.bisection)
-        store.rebuild_table(out)
-        store.pack(out)
+        # an interrupted run keeps every finished point in the table; a complete one only its plan's
+        keep = planned if not pending and not live else None
+        store.rebuild_table(out, keep)
+        store.pack(out, keep)
     return outcome

@@ -113,8 +113,9 @@ def write_point(out: Path, point: dict, payload: PointPayload) -> Path:
     return final
 
 
-def read_results(out: Path) -> list[dict]:
-    """Every finished point's result: the folders', and the packed ones no folder replaces."""
+def read_results(out: Path, point_ids: set[str] | None = None) -> list[dict]:
+    """Every finished point's result (only those in `point_ids` when given): the folders', and
+    the packed ones no folder replaces."""
     results = dict(packed_results(out))
     root = points_dir(out)
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
@@ -123,7 +124,7 @@ def read_results(out: Path) -> list[dict]:
             continue
         result = json.loads(path.read_text(encoding="utf-8"))
         results[result["point_id"]] = result
-    return [results[k] for k in sorted(results)]
+    return [results[k] for k in sorted(results) if point_ids is None or k in point_ids]
 
 
 def _write_gz(path: Path, text: str) -> None:
@@ -134,13 +135,13 @@ def _write_gz(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def pack(out: Path) -> None:
+def pack(out: Path, point_ids: set[str] | None = None) -> None:
     """Write the sweep's packed form: every result (one JSON line each) and every grid point's
     series, from the folders and any earlier packed form. The repository keeps these, the table
     and the figures, not the point folders (`docs/validation.md`)."""
     from paper_figures.results import PACKED_RESULTS, PACKED_SERIES, read_series
 
-    results = read_results(out)
+    results = read_results(out, point_ids)
     _write_gz(Path(out) / PACKED_RESULTS, "".join(json.dumps(_clean(r), sort_keys=True, separators=(",", ":")) + "\n" for r in results))
     series = {}
     for r in results:
@@ -183,10 +184,12 @@ def _write_table(db: sqlite3.Connection, name: str, rows: list[dict]) -> None:
     db.executemany(f'INSERT INTO "{name}" VALUES ({marks})', [[r.get(c) for c in columns] for r in rows])
 
 
-def rebuild_table(out: Path) -> Path:
-    """Write `points.sqlite` from the point folders and `bisection.json` (atomically)."""
+def rebuild_table(out: Path, point_ids: set[str] | None = None) -> Path:
+    """Write `points.sqlite` from the point folders and `bisection.json` (atomically). With
+    `point_ids` (the points of the experiment as it stands), folders of points the experiment
+    no longer has (an edited experiment file) stay on disk but leave the table."""
     out = Path(out)
-    rows = [flat_row(r) for r in read_results(out)]
+    rows = [flat_row(r) for r in read_results(out, point_ids)]
     bisection_path = out / "bisection.json"
     bis = json.loads(bisection_path.read_text(encoding="utf-8")) if bisection_path.is_file() else []
     final = out / "points.sqlite"

@@ -255,19 +255,24 @@ class FluidschedScheduler(Scheduler):
     def _preempt_newest(self) -> None:
         victim = self.running.pop()
         self._preempt_request(victim, time.monotonic())  # frees its blocks; vLLM reports it preempted
-        self.waiting.remove_request(victim)
-        group, segment = self._group_of.pop(victim.request_id)
-        group.resident -= 1
-        group.in_segment[segment] -= 1
-        group.held.appendleft(victim)
-        self._num_held += 1
+        entry = self._group_of.pop(victim.request_id, None)
+        if entry is not None:  # back to the front of its class's queue, as the project's schedulers do
+            self.waiting.remove_request(victim)
+            group, segment = entry
+            group.resident -= 1
+            group.in_segment[segment] -= 1
+            group.held.appendleft(victim)
+            self._num_held += 1
         self._preempted_this_step = True
         self.fluidsched_counters["last_resort_preemptions"] += 1
 
     def _enter_segment(self, request) -> bool:
         """Nested WAIT segment caps: whether a decoding request may run its next stage (moving into
         the next segment when it has room)."""
-        group, held = self._group_of[request.request_id]
+        entry = self._group_of.get(request.request_id)
+        if entry is None:  # not released by this class (never happens in vLLM 0.32): no segment to hold
+            return True
+        group, held = entry
         spec = group.spec
         segment = bisect_right(spec.segment_first_stages, request.num_output_tokens) - 1  # next decode stage
         if segment <= held:
