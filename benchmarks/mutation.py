@@ -292,6 +292,23 @@ def run_mutants(tree: Path, mutants: list[Mutant], base: dict, log, max_tests: i
     return results
 
 
+def confirm_kills(tree: Path, results: list[dict], log) -> None:
+    """A kill counts only if the killing test passes on the unmutated tree (run again now, once per
+    test): a test that fails by itself (order-dependent, or broken meanwhile) kills nothing."""
+    verdict: dict[str, bool] = {}
+    for r in results:
+        test = r.get("killed_by")
+        if r["status"] != "killed" or not test:
+            continue
+        if test not in verdict:
+            result, _ = run_child(tree, [test], _FirstFailure(), lambda p, code: {"code": code}, 600)
+            verdict[test] = result is not None and result["code"] == 0
+            if not verdict[test]:
+                log(f"{test} fails on the unmutated tree: its kills do not count")
+        if not verdict[test]:
+            r["status"], r["killed_by_failing_test"] = "survived", r.pop("killed_by")
+
+
 def sample_mutants(all_mutants: dict[str, list[Mutant]], sample: int | None, seed: int) -> list[Mutant]:
     total = sum(len(v) for v in all_mutants.values())
     if sample is None or sample >= total:
@@ -383,6 +400,7 @@ def main(argv=None) -> int:
             (ROOT / args.json).write_text(json.dumps(document(results, True), indent=1) + "\n")
 
         results = run_mutants(tree, chosen, base, lambda s: print(s, flush=True), args.max_tests, checkpoint)
+        confirm_kills(tree, results, lambda s: print(s, flush=True))
     doc = document(results, False)
     if previous is not None:  # the first pass's killed mutants stand; its survivors are replaced
         rerun = {m.key: r for m, r in zip(chosen, results)}

@@ -54,13 +54,13 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "at chunk = left both branches return the same number",
     ('thresholds/policy_parse.py', 'problem = segment_chain_problem(out + [Segment(first, last, n, 0.0, None)])', '0.0->1.0'):
         "a placeholder continuation probability: `segment_chain_problem` reads only stages and thresholds",
-    ('runtime/schedulers/base.py', 'if total > held * kv.block_size:', '>->='):
+    ('runtime/schedulers/base.py', 'if total > held * kv.block_size:', '>->>='):
         "at equality the held blocks already cover the tokens: the extra call grows nothing (`KVBlockManager.grow` returns when no block is needed)",
-    ('runtime/schedulers/base.py', 'if total > held * block_size:', '>->='):
+    ('runtime/schedulers/base.py', 'if total > held * block_size:', '>->>='):
         "at equality the held blocks already cover the tokens: the extra call grows nothing (`KVBlockManager.grow` returns when no block is needed)",
-    ('runtime/schedulers/base.py', 'if ctx + num_new_tokens > kv._held.get(request.request_id, 0) * kv.block_size:', '>->='):
+    ('runtime/schedulers/base.py', 'if ctx + num_new_tokens > kv._held.get(request.request_id, 0) * kv.block_size:', '>->>='):
         "at equality the held blocks already cover the tokens: the extra call grows nothing (`KVBlockManager.grow` returns when no block is needed)",
-    ('runtime/metrics.py', 'if len(times) > 1:', '>->='):
+    ('runtime/metrics.py', 'if len(times) > 1:', '>->>='):
         "with one token the decode tokens `times[1:]` are empty and add 0 either way",
 }
 

@@ -69,6 +69,17 @@ def render(doc: dict) -> str:
         "Timeouts count as killed.",
         "",
     ]
+    if doc.get("kills_not_counted"):
+        lines += [f"Not counted as kills: {doc['kills_not_counted']}.", ""]
+    areas = [("fluid/", "fluid/"), ("thresholds/", "thresholds/"), ("runtime/schedulers/", "runtime/schedulers/"),
+             ("simulator (sim, executor)", ("runtime/sim.py", "runtime/executor.py")), ("KV blocks", "runtime/kv_blocks.py"),
+             ("metrics", "runtime/metrics.py")]
+    lines += ["| area | drawn | killed | equivalent | score |", "|---|---:|---:|---:|---:|"]
+    for label, prefix in areas:
+        rows = [r for r in results if r["path"].startswith(prefix)]
+        k, e, _, sc = _score(rows)
+        lines.append(f"| {label} | {len(rows)} | {k} | {e} | {_pct(sc)} |")
+    lines.append("")
     if doc["baseline_failing"]:
         lines += ["Tests failing on the unmutated tree (left out of every run): "
                   + ", ".join(f"`{t}`" for t in doc["baseline_failing"]), ""]
