@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from fluid.errors import InputError, UnstableWorkloadError
 from fluid.workload import Workload
-from thresholds.capped import MEMORY_BOUNDS, cap_of, nested_resident_cap, wait_class_caps
+from thresholds.capped import MEMORY_BOUNDS, cap_of, littles_law_cap, nested_resident_cap, wait_class_caps
 from thresholds.conditions import (
     Condition,
     at_most,
@@ -182,18 +182,21 @@ def solve_nested_capped(workload: Workload, options, num_segments: int | None = 
                     + time.d_new_s_per_token * sum(t.rate_per_s * (t.prefill + t.decode) for t in workload.types) / stages)
     load = stages * per_resident  # = the load factor L
     rho = _stable_rho(workload, load, options.slack, "the")
-    x = time.d0_s / (1 - load / rho)
-    for _ in range(MAX_REPAIR_STEPS):
-        cap = cap_of(stages * x / rho, 1)
+
+    def segments_at(cap: int) -> tuple[float, tuple[float, ...]]:
         n1 = cap / per_n1
-        n = tuple(n1 * u for u in unit)
-        dt = time.d0_s + cap * per_resident  # every resident holding its mean
-        dt_file = time.iteration_time_s(nested_base_memory_tokens(l, bounds, n), nested_new_tokens(l, bounds, n))
-        if dt <= rho * cap / stages * (1 + 1e-12) and dt_file < n1 / total:
-            break
-        x = max(dt, x * (1 + 1e-9))
-    else:
-        raise UnstableWorkloadError(f"capped Nested WAIT cap did not settle in {MAX_REPAIR_STEPS} steps (workload '{workload.name}')")
+        return n1, tuple(n1 * u for u in unit)
+
+    def file_condition(cap: int) -> bool:  # the policy file's ΔT(n) < n_1 / Λ at this cap
+        n1, n = segments_at(cap)
+        return time.iteration_time_s(nested_base_memory_tokens(l, bounds, n), nested_new_tokens(l, bounds, n)) < n1 / total
+
+    try:
+        cap, dt = littles_law_cap(stages, per_resident, time.d0_s, rho, accept=file_condition, max_steps=MAX_REPAIR_STEPS)
+    except ArithmeticError:
+        raise UnstableWorkloadError(f"capped Nested WAIT cap did not settle in {MAX_REPAIR_STEPS} steps (workload '{workload.name}')") from None
+    n1, n = segments_at(cap)
+    dt_file = time.iteration_time_s(nested_base_memory_tokens(l, bounds, n), nested_new_tokens(l, bounds, n))
     assert nested_resident_cap([(a, b, k) for (a, b), k in zip(bounds, n)]) == cap
     base = nested_base_memory_tokens(l, bounds, n)
     try:
