@@ -28,6 +28,11 @@ from thresholds.capped import MEMORY_BOUNDS, littles_law_cap
 SCALE_BISECTION_STEPS = 20
 
 
+def upper_rate(estimate_per_s: float, settings: "AdaptiveSettings") -> float:
+    """The rate the caps are solved for: λ̂ (1 + headroom) plus one Poisson standard error."""
+    return estimate_per_s * (1 + settings.headroom) + math.sqrt(max(estimate_per_s, 0.0) / settings.window_s)
+
+
 def _number(value, field: str, *, minimum: float, strict: bool = False, integer: bool = False):
     ok = not isinstance(value, bool) and isinstance(value, int if integer else (int, float)) and math.isfinite(value)
     if not ok or value < minimum or (strict and value == minimum):
@@ -46,7 +51,9 @@ class AdaptiveSettings:
     at once when it grows, after two consecutive periods when it shrinks (growth is urgent, a
     shrink is not); `min_rate_scale`, `max_rate_scale`: each estimated rate is clipped to this
     range times the rate the policy was solved for; `min_completions`: Nested WAIT keeps the
-    solved per-request lengths until this many requests finished in the window.
+    solved per-request lengths until this many requests finished in the window; `headroom`: caps
+    are solved for the upper edge of the estimate, λ̂ (1 + headroom) + √(λ̂ / window_s) (one
+    Poisson standard error), since caps sized exactly to the rate queue like a server at ρ = 1.
     """
 
     window_s: float = 60.0
@@ -55,6 +62,7 @@ class AdaptiveSettings:
     min_rate_scale: float = 0.05
     max_rate_scale: float = 20.0
     min_completions: int = 50
+    headroom: float = 0.25
 
     def __post_init__(self) -> None:
         _number(self.window_s, "window_s", minimum=0, strict=True)
@@ -63,6 +71,7 @@ class AdaptiveSettings:
         _number(self.min_rate_scale, "min_rate_scale", minimum=0, strict=True)
         _number(self.max_rate_scale, "max_rate_scale", minimum=0, strict=True)
         _number(self.min_completions, "min_completions", minimum=1, integer=True)
+        _number(self.headroom, "headroom", minimum=0)
         if self.max_rate_scale < self.min_rate_scale:
             raise InputError(f"max_rate_scale {self.max_rate_scale!r} is below min_rate_scale {self.min_rate_scale!r}",
                              field="adaptive.max_rate_scale")
@@ -70,7 +79,7 @@ class AdaptiveSettings:
     def to_dict(self) -> dict:
         return {"window_s": self.window_s, "period_s": self.period_s, "hysteresis": self.hysteresis,
                 "min_rate_scale": self.min_rate_scale, "max_rate_scale": self.max_rate_scale,
-                "min_completions": self.min_completions}
+                "min_completions": self.min_completions, "headroom": self.headroom}
 
     @classmethod
     def from_dict(cls, data) -> "AdaptiveSettings":

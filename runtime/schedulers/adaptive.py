@@ -32,6 +32,7 @@ from thresholds.adaptive import (
     SolveRule,
     resolve_nested_cap,
     resolve_wait_caps,
+    upper_rate,
 )
 
 
@@ -91,7 +92,8 @@ class AdaptiveCappedWaitScheduler(_Adaptive, CappedWaitScheduler):
         lo, hi = self.settings.min_rate_scale, self.settings.max_rate_scale
 
         def resolve(now_s: float):
-            est = {n: min(max(r, lo * solved[n]), hi * solved[n]) for n, r in self.rates.rates_per_s(now_s).items()}
+            est = {n: min(max(upper_rate(r, self.settings), lo * solved[n]), hi * solved[n])
+                   for n, r in self.rates.rates_per_s(now_s).items()}
             return resolve_wait_caps(classes, est, rule)
 
         self.controller = CapController(self.settings, self.group_caps, resolve)
@@ -147,7 +149,8 @@ class AdaptiveCappedNestedWaitScheduler(_Adaptive, CappedNestedWaitScheduler):
         lo, hi = self.settings.min_rate_scale, self.settings.max_rate_scale
 
         def resolve(now_s: float):
-            total = min(max(self.rates.rates_per_s(now_s)["all"], lo * solved_total), hi * solved_total)
+            total = min(max(upper_rate(self.rates.rates_per_s(now_s)["all"], self.settings), lo * solved_total),
+                        hi * solved_total)
             seen = self.lengths.lengths(now_s)
             shape = RequestShape.of_lengths(seen) if len(seen) >= self.settings.min_completions else prior
             worst = max([longest] + [p + o for p, o in seen])
