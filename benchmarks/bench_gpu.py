@@ -204,6 +204,12 @@ def main() -> None:
         res["lscpu_model"] = [l for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines() if "Model name" in l]
     except Exception as err:  # noqa: BLE001 - best-effort machine description
         res["lscpu_model"] = str(err)
+    from runtime.gpu.host_info import describe_host
+
+    from runtime.gpu.attention import PREFILL_BLOCK_M, PREFILL_NUM_STAGES, PREFILL_NUM_WARPS
+
+    res["host"] = describe_host()
+    res["varlen_prefill_tile"] = {"block_m": PREFILL_BLOCK_M, "num_warps": PREFILL_NUM_WARPS, "num_stages": PREFILL_NUM_STAGES}
     res["ceilings"] = ceil = ceilings()
     print(json.dumps(res, indent=1), flush=True)
     hf = build_random_model(cfg, dtype=torch.bfloat16, device="cuda")

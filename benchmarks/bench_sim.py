@@ -1,6 +1,6 @@
 """Simulator speed: request-steps per second for every policy on the chat-like preset.
 
-Workload: the `chat-d-ten-bins` preset (arXiv 2504.11320 §7, workload (d): decode 1–500 in 10 bins, prefill 60,
+Workload: the `chat-d-ten-bins` preset (configuration (d) of the experiments of arXiv 2504.11320: decode 1–500 in 10 bins, prefill 60,
 55 req/s), 10,000 Poisson requests (seed 0), KV blocks of 16 tokens. A request-step is one
 request's share of one step (a prefill chunk or a decode token). WAIT runs the policy
 `fluidsched demo` would solve (the batch-cap recipe with the continuous rule when the cohort rule
@@ -57,11 +57,13 @@ def policies(workload) -> dict:
 
 def runs(workload, names: list[str]) -> list[tuple[str, str, dict, str]]:
     """(label, scheduler, knobs, policy note) per run: every scheduler, and WAIT under both service rules."""
+    from runtime.simrun import SCHEDULERS_WITH_POLICY
+
     pols = policies(workload)
     out = []
     for name in names:
         if name not in pols:
-            if name not in ("wait", "nested-wait"):
+            if name not in SCHEDULERS_WITH_POLICY:  # the capped rule needs a capped policy: not timed here
                 out.append((name, name, {}, ""))
             continue
         policy, how = pols[name]

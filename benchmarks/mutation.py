@@ -13,7 +13,8 @@ How it works (too slow for CI: rerun it whenever those modules change):
 4. Each mutant is written into the copy and only the tests that called its function (all tests
    touching the module, for module-level code) run, fastest first, stopping at the first
    failure, in a forked child of a process that already imported the heavy libraries; a child
-   running past 4× the baseline time of its tests + 20 s is killed (counted as killed by timeout).
+   running past 4× the baseline time of its tests + 90 s (collection included) is killed (counted
+   as killed by timeout).
    A mutant no test reaches survives without a run ("not covered").
 5. Score = killed / (mutants − equivalent mutants); equivalents are listed in
    `mutation_equivalents.py` with why, matched by file, source line text and edit.
@@ -43,7 +44,7 @@ sys.path.insert(0, str(HERE))
 from mutation_ops import Mutant, find_mutants  # noqa: E402
 from mutation_report import render  # noqa: E402
 
-TARGETS = ("fluid/*.py", "thresholds/*.py", "runtime/schedulers/*.py", "runtime/sim.py", "runtime/kv_blocks.py",
+TARGETS = ("fluid/*.py", "thresholds/*.py", "runtime/schedulers/*.py", "runtime/sim.py", "runtime/executor.py", "runtime/kv_blocks.py",
            "runtime/metrics.py")
 SKIPPED_TESTS = ("tests/test_gpu_*.py", "tests/test_checkpoint_loading.py", "tests/test_import_boundaries.py")
 # the parent imported hypothesis before pytest could rewrite its plugin: that warning is expected
@@ -182,18 +183,34 @@ def run_child(tree: Path, args: list[str], plugin, write, timeout_s: float) -> t
     return result, False
 
 
-def baseline(tree: Path) -> dict:
+def baseline(tree: Path, cache: Path | None = None) -> dict:
+    """The traced run of every test file. With `cache` (a previous baseline of the same source
+    tree), only test files whose text changed since are traced again; the others' maps are kept."""
+    import hashlib
+
     tests = sorted(str(p.relative_to(tree)) for p in (tree / "tests").glob("test_*.py"))
     skipped = {str(p.relative_to(tree)) for pat in SKIPPED_TESTS for p in tree.glob(pat)}
-    args = [t for t in tests if t not in skipped]
+    files = [t for t in tests if t not in skipped]
+    digest = {t: hashlib.sha256((tree / t).read_bytes()).hexdigest() for t in files}
+    old = json.loads(cache.read_text()) if cache is not None and cache.exists() else None
+    args = [t for t in files if old is None or old["digest"].get(t) != digest[t]]
 
     def write(plugin, code):
         return {"code": code, "failed": plugin.failed, "durations": plugin.durations,
                 "calls": plugin.calls}
 
-    result, timed_out = run_child(tree, args, _Recorder(str(tree)), write, 3600)
+    result, timed_out = run_child(tree, args, _Recorder(str(tree)), write, 3600) if args else (
+        {"failed": [], "durations": {}, "calls": {}}, False)
     if result is None:
         raise SystemExit("the traced baseline run did not finish" + (" (timeout)" if timed_out else ""))
+    if old is not None:  # keep the unchanged files' maps
+        kept = lambda test_id: test_id.split("::")[0] not in args and test_id.split("::")[0] in digest  # noqa: E731
+        result["durations"] = {**{k: v for k, v in old["durations"].items() if kept(k)}, **result["durations"]}
+        result["calls"] = {**{k: v for k, v in old["calls"].items() if kept(k)}, **result["calls"]}
+        result["failed"] = [t for t in old["failed"] if kept(t)] + result["failed"]
+    result["digest"] = digest
+    if cache is not None:
+        cache.write_text(json.dumps(result))
     return result
 
 
@@ -250,7 +267,7 @@ def run_mutants(tree: Path, mutants: list[Mutant], base: dict, log, max_tests: i
         if not tests:
             entry["status"] = "not covered"
         else:
-            budget = 4 * sum(base["durations"].get(t, 1.0) for t in tests) + 20
+            budget = 4 * sum(base["durations"].get(t, 1.0) for t in tests) + 90  # + collecting the test files
             src_path.write_bytes(m.apply(source))
             try:
                 result, timed_out = run_child(tree, ["-x"] + tests, _FirstFailure(),
@@ -291,6 +308,23 @@ def sample_mutants(all_mutants: dict[str, list[Mutant]], sample: int | None, see
     return out
 
 
+def find_again(previous: list[dict], tree: Path, all_mutants: dict[str, list[Mutant]]) -> dict[str, Mutant]:
+    """The current tree's mutant for each previous result, matched by file, source line text and
+    edit (byte offsets move when a file changes); results whose line is gone are left out."""
+    by_text: dict[tuple, list[Mutant]] = {}
+    for path, ms in all_mutants.items():
+        lines = (tree / path).read_bytes().splitlines()
+        for m in ms:
+            text = lines[m.line - 1].decode().strip()
+            by_text.setdefault((path, text, m.operator, m.original, m.replacement), []).append(m)
+    found = {}
+    for r in previous:
+        options = by_text.get((r["path"], r["source_line"], r["operator"], r["original"], r["replacement"]))
+        if options:
+            found[r["key"]] = options.pop(0)
+    return found
+
+
 def machine() -> dict:
     return {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
             "platform": platform.platform(), "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
@@ -305,6 +339,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="docs/mutation.md")
     ap.add_argument("--json", default="docs/mutation.json")
     ap.add_argument("--render-only", action="store_true", help="rewrite the Markdown from the JSON")
+    ap.add_argument("--baseline-cache", default="", help="reuse this traced baseline for unchanged test files")
+    ap.add_argument("--recheck", action="store_true",
+                    help="rerun only the survivors of the JSON's run on the current tree (after new tests)")
     args = ap.parse_args(argv)
     if args.render_only:
         doc = json.loads((ROOT / args.json).read_text())
@@ -317,11 +354,18 @@ def main(argv=None) -> int:
         copy_tree(tree)
         preload()
         all_mutants = {p: find_mutants(p, (tree / p).read_bytes()) for p in target_files(tree, only)}
-        chosen = sample_mutants(all_mutants, args.sample or None, args.seed)
+        previous = json.loads((ROOT / args.json).read_text()) if args.recheck else None
+        if previous is not None:
+            args.seed, args.sample, args.max_tests = previous["seed"], previous["sample"], previous["max_tests"]
+            open_rows = [r for r in previous["results"] if r["status"] in ("survived", "not covered", "equivalent")]
+            again = find_again(open_rows, tree, all_mutants)
+            chosen = list(again.values())
+        else:
+            chosen = sample_mutants(all_mutants, args.sample or None, args.seed)
         print(f"{sum(map(len, all_mutants.values()))} mutants in {len(all_mutants)} modules; running {len(chosen)}",
               flush=True)
         t0 = time.monotonic()
-        base = baseline(tree)
+        base = baseline(tree, Path(args.baseline_cache) if args.baseline_cache else None)
         print(f"baseline: {len(base['durations'])} tests in {time.monotonic() - t0:.0f} s, "
               f"failing on the unmutated tree: {base['failed']}", flush=True)
         command = "nice -n 19 python benchmarks/mutation.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -340,6 +384,18 @@ def main(argv=None) -> int:
 
         results = run_mutants(tree, chosen, base, lambda s: print(s, flush=True), args.max_tests, checkpoint)
     doc = document(results, False)
+    if previous is not None:  # the first pass's killed mutants stand; its survivors are replaced
+        rerun = {m.key: r for m, r in zip(chosen, results)}
+        merged = []
+        for r in previous["results"]:
+            if r["status"] in ("survived", "not covered", "equivalent"):
+                m = again.get(r["key"])
+                r = rerun[m.key] if m is not None else {**r, "status": "line gone"}
+                r["rechecked"] = True
+            merged.append(r)
+        doc.update(results=merged, first_pass_command=previous["command"], first_pass_wall_s=previous["wall_s"],
+                   first_pass_machine=previous["machine"], recheck_wall_s=doc["wall_s"],
+                   wall_s=previous["wall_s"] + doc["wall_s"], mutants_total=previous["mutants_total"])
     (ROOT / args.json).write_text(json.dumps(doc, indent=1) + "\n")
     (ROOT / args.out).write_text(render(doc))
     print((ROOT / args.out).read_text().split("\n## ")[1], flush=True)

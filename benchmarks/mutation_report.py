@@ -54,6 +54,10 @@ def render(doc: dict) -> str:
         f"(shared; load average {m['load_average']}), Python {m['python']}. Wall time {doc['wall_s'] / 60:.1f} min; "
         f"baseline {doc['baseline_tests']} tests.",
         "",
+        *([f"Two passes: the sample was run with `{doc['first_pass_command']}` ({doc['first_pass_wall_s'] / 60:.1f} min); "
+           f"its survivors were then run again on the current tree, after tests were added, with `{doc['command']}` "
+           f"({doc['recheck_wall_s'] / 60:.1f} min). Mutants the first pass killed stay killed (tests were only added).", ""]
+          if doc.get("first_pass_command") else []),
         f"Each mutant runs the tests that call its function, at most {doc.get('max_tests') or 'all'} of them (those of the "
         "test files that import its module first, then the fastest), stopping at the first failure; a survivor "
         "might still be killed by a test beyond the cap, so the score is a lower bound.",
@@ -77,6 +81,8 @@ def render(doc: dict) -> str:
         uncovered = sum(r["status"] == "not covered" for r in rows)
         lines.append(f"| `{path}` | {doc['mutants_total'][path]} | {len(rows)} | {k} | {e} | {survived} | {uncovered} | {_pct(sc)} |")
     groups = [("Surviving mutants", "survived"), ("Mutants no test reaches", "not covered")]
+    if any(r["status"] == "line gone" for r in results):
+        groups.append(("Survivors whose line changed before the recheck (counted as surviving)", "line gone"))
     for title, status in groups:
         rows = [r for r in results if r["status"] == status]
         lines += ["", f"## {title} ({len(rows)})", ""]

@@ -9,7 +9,8 @@ Glossary (paper symbols): d0 = `d0_s`, d1 = `d1_s_per_token` of the affine model
 
 Models: `AffineBatchTime` (the paper's, arXiv 2504.11320), `Linear3BatchTime`,
 `StaircaseBatchTime` (GEMM tiles, arXiv 2504.07347), `ProfileBatchTime` (a per-operator table,
-in `fluid/batch_time_profile.py`). `batch_time_from_dict` builds any of them from a workload
+in `fluid/batch_time_profile.py`), `StepwiseBatchTime` (the GPU engine's graph buckets, eager
+steps and per-sequence terms, fitted by `calibrate`: `fluid/batch_time_stepwise.py`). `batch_time_from_dict` builds any of them from a workload
 file's `batch_time` mapping; `fit_linear` (in `fluid/batch_time_fit.py`) fits affine or linear3
 from measured rows. Both are importable from here.
 """
@@ -163,6 +164,10 @@ _BATCH_TIME_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "affine": (("kind", "d0_s", "d1_s_per_token"), ("d0_s", "d1_s_per_token")),
     "linear3": (("kind", "d0_s", "d_kv_s_per_token", "d_new_s_per_token"), ("d0_s", "d_kv_s_per_token")),
     "staircase": (("kind", "c_s", "a_s", "tile_tokens"), ("c_s", "a_s")),
+    "stepwise": (
+        ("kind", "coefficients", "decode_buckets", "token_buckets", "max_prefills", "max_decodes", "linear"),
+        ("coefficients", "decode_buckets", "token_buckets", "max_prefills", "max_decodes"),
+    ),
     "profile": (
         (
             "kind",
@@ -206,6 +211,10 @@ def batch_time_from_dict(
             return Linear3BatchTime(**args)
         if kind == "staircase":
             return StaircaseBatchTime(**args)
+        if kind == "stepwise":
+            from fluid.batch_time_stepwise import stepwise_from_dict
+
+            return stepwise_from_dict(args, field=field)
         from fluid.batch_time_profile import profile_from_dict
 
         if base_dir is None and source and Path(source).is_file():

@@ -118,11 +118,12 @@ def read_mlp_csv(path: str | Path, *, num_layers: int, tensor_parallel: int = 1)
     whole model = num_layers × per-layer + embedding. Rows of other tensor-parallel degrees are
     skipped; repeated token counts are averaged.
     """
+    import io
+
+    from fluid.file_input import read_text
+
     p = resolve_profile_path(path)
-    try:
-        handle = open(p, newline="", encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"cannot read the profile: {err.strerror or err}; check the path", source=str(p)) from None
+    handle = io.StringIO(read_text(p, what="profile"), newline="")  # UTF-8 checked, with the line of a bad byte
     with handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []

@@ -32,6 +32,7 @@ import scipy.sparse as sp
 
 from fluid.batch_time import BatchTimeModel
 from fluid.errors import InputError
+from fluid.numbers import check_number
 from fluid.equilibrium import footprints
 from fluid.workload import RequestType, Workload
 
@@ -67,9 +68,7 @@ class GpuSpec:
 def _optional_positive(value: float | None, field_path: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise InputError(f"must be a finite positive number, got {value!r}", field=field_path)
-    return float(value)
+    return float(check_number(value, field_path, minimum=0, strict_minimum=True))
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from fluid.batch_time import BatchTimeModel
 from fluid.errors import InputError
+from fluid.numbers import check_number
 
 ARRIVAL_KINDS = ("poisson", "gamma", "deterministic", "trace")
 # gamma gaps have shape 1/cv²: outside this range the shape under/overflows in double precision
@@ -43,11 +44,8 @@ class RequestType:
             raise InputError(f"a type needs a non-empty name, got {self.name!r}", field="types[].name")
         _positive_int(self.prefill, f"{where}.prefill")
         _positive_int(self.decode, f"{where}.decode")
-        r = self.rate_per_s
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 0:
-            raise InputError(f"must be a finite positive rate in requests/s, got {r!r}", field=f"{where}.rate_per_s")
-        if self.tbt_slo_s is not None and not (isinstance(self.tbt_slo_s, (int, float)) and math.isfinite(self.tbt_slo_s) and self.tbt_slo_s > 0):
-            raise InputError(f"must be a positive number of seconds, got {self.tbt_slo_s!r}", field=f"{where}.tbt_slo_s")
+        check_number(self.rate_per_s, f"{where}.rate_per_s", minimum=0, strict_minimum=True, unit="rate in requests/s")
+        check_number(self.tbt_slo_s, f"{where}.tbt_slo_s", minimum=0, strict_minimum=True, unit="of seconds", allow_none=True)
 
     @property
     def footprint_token_iterations(self) -> float:
@@ -81,9 +79,7 @@ class ArrivalSpec:
     def __post_init__(self) -> None:
         if self.kind not in ARRIVAL_KINDS:
             raise InputError(f"unknown arrival kind {self.kind!r}; use one of {', '.join(ARRIVAL_KINDS)}", field="arrivals.kind")
-        ts = self.time_scale
-        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts) or ts <= 0:
-            raise InputError(f"must be a finite positive factor, got {ts!r}", field="arrivals.time_scale")
+        ts = check_number(self.time_scale, "arrivals.time_scale", minimum=0, strict_minimum=True, unit="factor")
         if self.kind == "gamma":
             cv = self.cv
             if isinstance(cv, bool) or not isinstance(cv, (int, float)) or not math.isfinite(cv) or cv <= 0:

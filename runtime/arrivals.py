@@ -2,7 +2,7 @@
 
 Kinds follow `fluid.workload.ArrivalSpec` (the workload's `arrivals:` block):
 
-- `poisson`: one Poisson process per type with rate λ_j, superposed (arXiv 2504.11320, §1).
+- `poisson`: one Poisson process per type with rate λ_j, superposed (arXiv 2504.11320, the serving model).
 - `gamma`: one renewal process per type with gamma gaps of mean 1/λ_j and coefficient of
   variation `cv` (shape 1/cv², so cv = 1 is Poisson), superposed.
 - `deterministic`: type j arrives every 1/λ_j seconds (first at 1/λ_j), superposed.
@@ -18,12 +18,12 @@ at 0.5 s.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from fluid.errors import InputError
+from fluid.numbers import check_number
 from fluid.workload import ArrivalSpec, Workload
 from runtime.request import Request
 
@@ -37,8 +37,7 @@ class SloTier:
 
     def __post_init__(self) -> None:
         for name, value in (("fraction", self.fraction), ("tbt_slo_s", self.tbt_slo_s)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise InputError(f"SLO tier {name} must be a finite positive number, got {value!r}", field=f"tiers.{name}")
+            check_number(value, f"tiers.{name}", minimum=0, strict_minimum=True, what=f"SLO tier {name}")
         if self.fraction > 1:
             raise InputError(f"SLO tier fraction must be at most 1, got {self.fraction!r}", field="tiers.fraction")
 
@@ -140,8 +139,7 @@ def make_requests(
     replayed trace plays faster by the same factor); `tiers` (SloTier list or
     (fraction, tbt_slo_s) pairs) draws each request's TBT SLO and `tier` instead of its type's.
     """
-    if isinstance(num_requests, bool) or not isinstance(num_requests, (int, np.integer)) or num_requests <= 0:
-        raise InputError(f"the number of requests must be a positive integer, got {num_requests!r}", field="requests")
+    check_number(num_requests, "requests", integer=True, minimum=1, what="the number of requests")
     spec = arrivals if arrivals is not None else workload.arrivals
     if rate_scale != 1.0:
         workload = workload.scaled(rate_scale)  # checks rate_scale

@@ -82,7 +82,7 @@ def run(args) -> int:
 
 
 def fluid_throughput_star(workload) -> float | None:
-    """The fluid benchmark's throughput* (arXiv 2504.11320 §2), or None when the workload has no
+    """The fluid benchmark's throughput* (arXiv 2504.11320, the fluid benchmark), or None when the workload has no
     stable fluid point within its memory."""
     from fluid.equilibrium import closed_form
     from fluid.errors import FluidSchedError

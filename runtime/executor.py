@@ -22,10 +22,9 @@ a step is the scheduler's `schedule` and `complete_step`.
 
 from __future__ import annotations
 
-import math
 from typing import Protocol
 
-from fluid.errors import InputError
+from fluid.numbers import check_number
 from runtime.request import Request
 from runtime.schedulers.base import Batch, Scheduler, feed_arrivals
 from runtime.step_log import SimResult, StepLog
@@ -40,10 +39,7 @@ class SchedulerDeadlockError(RuntimeError):
 
 
 def check_horizon(horizon_s: float | None) -> None:
-    if horizon_s is None:
-        return
-    if isinstance(horizon_s, bool) or not isinstance(horizon_s, (int, float)) or not math.isfinite(horizon_s) or horizon_s <= 0:
-        raise InputError(f"horizon must be a finite positive number of seconds, got {horizon_s!r}", field="horizon_s")
+    check_number(horizon_s, "horizon_s", minimum=0, strict_minimum=True, unit="of seconds", allow_none=True, what="the horizon")
 
 
 def type_counts(batch: Batch) -> dict[str, int]:

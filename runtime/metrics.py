@@ -1,6 +1,6 @@
 """Metrics: pure functions over finished requests and the step log, gathered into `RunSummary`.
 
-Definitions (arXiv 2504.11320 §2 for throughput and latency, arXiv 2508.01002 for the SLO
+Definitions (arXiv 2504.11320, the fluid benchmark, for throughput and latency; arXiv 2508.01002 for the SLO
 measures; vLLM's serving-benchmark metrics are in `runtime/serving_metrics.py`; the mapping
 between the two sets is `docs/metrics.md`):
 

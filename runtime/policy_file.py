@@ -8,7 +8,7 @@ plus the workload it was solved for so that a run can refuse a policy of another
 (`runtime.simrun.check_policy_matches`). Tests and benchmarks may build a `RuntimePolicy`
 directly; its constructor checks what the schedulers rely on, with the reader's segment rule.
 
-WAIT and Nested WAIT: arXiv 2504.11320 §3–4.
+WAIT and Nested WAIT: arXiv 2504.11320, §WAIT and §Nested WAIT.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ class Request:
         """Drop the cache (the caller frees the blocks); the request must prefill what it knows again.
 
         That is l + s + 1 tokens once its first token was sampled (vLLM's `num_tokens`), else l.
-        `paper=True` is the model of arXiv 2504.11320 §2 as this project reads it: the prompt
+        `paper=True` is the model of arXiv 2504.11320 (the fluid benchmark) as this project reads it: the prompt
         restarts from its prefill stage, re-prefilling l + s tokens without sampling, and decode
         stage s + 1 follows as a step of its own (docs/baselines.md, "Recompute").
         """

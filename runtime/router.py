@@ -27,6 +27,7 @@ import numpy as np
 
 from fluid.batch_time import BatchTimeModel
 from fluid.errors import InputError
+from fluid.numbers import check_number
 from runtime.request import Request
 from runtime.schedulers.base import Scheduler
 from runtime.executor import ServerLoop, check_horizon
@@ -200,8 +201,7 @@ def simulate_fleet(
     trace: bool = False,
 ) -> list[SimResult]:
     """Simulate `num_replicas` servers (scheduler g = `make_scheduler(g)`); one result per replica."""
-    if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
-        raise InputError(f"the number of replicas must be a positive integer, got {num_replicas!r}", field="replicas")
+    check_number(num_replicas, "replicas", integer=True, minimum=1, what="the number of replicas")
     if router not in ROUTERS:
         raise InputError(f"unknown router {router!r}; valid routers: {', '.join(ROUTERS)}", field="router")
     check_horizon(horizon_s)

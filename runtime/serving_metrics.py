@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fluid.errors import InputError
+from fluid.numbers import check_number
 from runtime.request import Request
 
 SERVING_METRICS = ("ttft", "tpot", "itl", "e2el")
@@ -47,12 +48,11 @@ def percentile_word(p: float) -> str:
 
 
 def check_percentiles(values) -> tuple[float, ...]:
-    out = []
-    for p in values:
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0 < p < 100:
-            raise InputError(f"a metric percentile must be a number in (0, 100), got {p!r}", field="metric_percentiles")
-        out.append(float(p))
-    return tuple(out)
+    return tuple(
+        float(check_number(p, "metric_percentiles", minimum=0, strict_minimum=True, maximum=100, strict_maximum=True,
+                           what="a metric percentile"))
+        for p in values
+    )
 
 
 def parse_percentiles(text: str) -> tuple[float, ...]:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from fluid.errors import InputError
+from fluid.numbers import check_number
 from fluid.workload import ArrivalSpec, Workload
 from runtime.arrivals import SloTier, check_tiers, make_requests
 from runtime.kv_blocks import KVBlockManager
@@ -22,7 +23,7 @@ from runtime.policy_file import RuntimePolicy
 from runtime.results import RunOutput
 from runtime.serving_metrics import DEFAULT_PERCENTILES, check_percentiles
 from runtime.router import ROUTERS, combine_results, simulate_fleet
-from runtime.schedulers import make_scheduler, scheduler_options
+from runtime.schedulers import check_options, make_scheduler
 
 # the schedulers that serve each kind of policy: the cohort engine, the capped rule, the capped rule adapting online
 POLICY_SCHEDULER_NAMES = {"wait": ("wait", "wait-capped", "wait-adaptive"),
@@ -147,32 +148,21 @@ class SimConfig:
     goodput_ms: dict | None = None  # vLLM's --goodput bounds, {'ttft'|'tpot'|'e2el': milliseconds}
 
     def __post_init__(self) -> None:
-        n = self.num_requests
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise InputError(f"the number of requests must be a positive integer, got {n!r}", field="requests")
-        r = self.rate_scale
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 0:
-            raise InputError(f"the rate scale must be a finite positive number, got {r!r}", field="rate_scale")
-        seed = self.seed
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise InputError(f"the seed must be an integer from 0 to 2^63 - 1, got {seed!r}", field="seed")
-        slo = self.ttft_slo_s
-        if slo is not None and (isinstance(slo, bool) or not isinstance(slo, (int, float)) or not math.isfinite(slo) or slo <= 0):
-            raise InputError(f"the TTFT SLO must be a finite positive number of seconds, got {slo!r}", field="ttft_slo")
+        check_number(self.num_requests, "requests", integer=True, minimum=1, what="the number of requests")
+        check_number(self.rate_scale, "rate_scale", minimum=0, strict_minimum=True, what="the rate scale")
+        check_number(self.seed, "seed", integer=True, minimum=0, maximum=2**63 - 1, what="the seed")
+        check_number(self.ttft_slo_s, "ttft_slo", minimum=0, strict_minimum=True, unit="of seconds", allow_none=True,
+                     what="the TTFT SLO")
         if self.split is not None and self.router != "split":
             raise InputError(f"a split file is only used by --router split, but the router is {self.router!r}; "
                              "add --router split or drop --split", field="split")
-        b = self.block_size
-        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-            raise InputError(f"the block size must be a positive integer number of tokens, got {b!r}", field="block_size")
+        b = check_number(self.block_size, "block_size", integer=True, minimum=1, what="the block size (tokens)")
         if b > self.workload.kv_capacity_tokens:
             raise InputError(f"block size {b} exceeds the KV capacity of {self.workload.kv_capacity_tokens} tokens", field="block_size")
-        if not (0 <= self.warmup_fraction < 1):
-            raise InputError(f"the warm-up fraction must be in [0, 1), got {self.warmup_fraction!r}", field="warmup")
+        check_number(self.warmup_fraction, "warmup", minimum=0, maximum=1, strict_maximum=True, what="the warm-up fraction")
         if self.router not in ROUTERS:
             raise InputError(f"unknown router {self.router!r}; valid routers: {', '.join(ROUTERS)}", field="router")
-        if self.horizon_s is not None and not (isinstance(self.horizon_s, (int, float)) and math.isfinite(self.horizon_s) and self.horizon_s > 0):
-            raise InputError(f"the horizon must be a finite positive number of seconds, got {self.horizon_s!r}", field="horizon_s")
+        check_number(self.horizon_s, "horizon_s", minimum=0, strict_minimum=True, unit="of seconds", allow_none=True, what="the horizon")
         if self.tiers is not None:
             object.__setattr__(self, "tiers", check_tiers(self.tiers))
         object.__setattr__(self, "metric_percentiles", check_percentiles(self.metric_percentiles))
@@ -235,13 +225,7 @@ def run_simulation(config: SimConfig, *, progress=None) -> RunOutput:
     """Simulate `config` and summarise it; nothing is written. `progress`: a
     `runtime.progress.RequestProgress` told of each finished request (None: no bar)."""
     # validate the scheduler and its knobs before spending time on arrivals
-    unknown = sorted(set(config.options) - set(scheduler_options(config.scheduler)))
-    if unknown:
-        raise InputError(
-            f"scheduler {config.scheduler!r} has no option(s) {unknown}; its options: "
-            f"{', '.join(scheduler_options(config.scheduler))}",
-            field="option",
-        )
+    check_options(config.scheduler, config.options)
     requests = make_requests(
         config.workload, config.num_requests, config.seed,
         rate_scale=config.rate_scale, arrivals=config.arrivals, tiers=config.tiers,

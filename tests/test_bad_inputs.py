@@ -71,6 +71,10 @@ BAD_WORKLOADS = {
     "trace-nan": (lambda t: t + "arrivals: {kind: trace, trace: nan_trace.csv}\n", "nan_trace.csv:3"),
     "trace-latin1": (lambda t: t + "arrivals: {kind: trace, trace: latin_trace.csv}\n", "not UTF-8"),
     "trace-columns": (lambda t: t + "arrivals: {kind: trace, trace: cols_trace.csv}\n", "unknown trace columns"),
+    "profile-latin1": (_replace("{kind: affine, d0_s: 0.01, d1_s_per_token: 1.0e-6}", "{kind: profile, mlp_csv: latin_mlp.csv, num_layers: 2}"),
+                       "latin_mlp.csv:2: the profile is not UTF-8"),
+    "profile-missing": (_replace("{kind: affine, d0_s: 0.01, d1_s_per_token: 1.0e-6}", "{kind: profile, mlp_csv: nowhere_mlp.csv, num_layers: 2}"),
+                        "nowhere_mlp.csv"),
 }
 # commands that read a workload: argv with {w} for the file and {out} for an output path
 WORKLOAD_COMMANDS = {
@@ -96,7 +100,7 @@ BAD_POLICIES = {
     "truncated": (lambda t: t[: len(t) // 2], "not valid JSON"),
     "a-list": (lambda t: "[1, 2]\n", "object"),
     "empty": (lambda t: "", "not valid JSON"),
-    "schema": (lambda t: t.replace('"schema_version": 1', '"schema_version": 2', 1), "schema_version"),
+    "schema": (lambda t: re.sub(r'"schema_version": \d+', '"schema_version": 99', t, count=1), "schema_version"),
     "bt-kind": (lambda t: t.replace('"kind": "affine"', '"kind": "cubic"', 1), "batch_time"),
     "bt-negative": (lambda t: t.replace('"d0_s": 0.01', '"d0_s": -0.01', 1), "batch_time.d0_s"),
     "bt-string": (lambda t: t.replace('"d0_s": 0.01', '"d0_s": "0.01"', 1), "batch_time.d0_s"),
@@ -224,6 +228,14 @@ SOLVE_FLAGS = {
     "out-under-proc": (["-o", "/proc/fluidsched/p.json"], "/proc"),
     "out-under-file": (["-o", "{afile}/p.json"], "is a file"),
 }
+DEMO_FLAGS = {
+    "out-is-file": (["--out", "{afile}"], "is a file"),
+    "out-under-proc": (["--out", "/proc/fluidsched-demo"], "/proc"),
+    "out-foreign-folder": (["--out", "{foreign}"], "not a fluidsched output"),
+    "requests-zero": (["--requests", "0"], "requests"),
+    "seed-negative": (["--seed", "-1"], "seed"),
+    "workload-unknown": (["--workload", "defualt"], "valid presets"),
+}
 CHECK_FLAGS = {
     "rate-zero": (["--rate-scale", "0"], "rate"),
     "rate-nan": (["--rate-scale", "nan"], "rate"),
@@ -276,6 +288,8 @@ def _cases():
         cases.append(pytest.param("flag", name, "fluid", id=f"flag-fluid-{name}"))
     for name in SOLVE_FLAGS:
         cases.append(pytest.param("flag", name, "solve", id=f"flag-solve-{name}"))
+    for name in DEMO_FLAGS:
+        cases.append(pytest.param("flag", name, "demo", id=f"flag-demo-{name}"))
     for name in CHECK_FLAGS:
         cases.append(pytest.param("flag", name, "check", id=f"flag-check-{name}"))
     for name in DEMO_JSON:
@@ -297,6 +311,7 @@ def _setup(root: Path, policy_text: str) -> dict:
     (root / "nan_trace.csv").write_text(TRACE.replace("2024-05-10 00:00:01.2+00:00", "nan"), encoding="utf-8")
     (root / "latin_trace.csv").write_bytes(TRACE.replace("ContextTokens", "ContextTokéns").encode("latin-1"))
     (root / "cols_trace.csv").write_text("when,in,out\n1,2,3\n", encoding="utf-8")
+    (root / "latin_mlp.csv").write_bytes("num_tokens,time_stats.mlp.median\n16,0.1 \xb5s\n".encode("latin-1"))
     (root / "split_ok.json").write_text(json.dumps({"short": [1.0], "long": [1.0]}), encoding="utf-8")
     (root / "split_str.json").write_text(json.dumps({"short": ["a", 0.5], "long": [0.5, 0.5]}), encoding="utf-8")
     (root / "split_sum.json").write_text(json.dumps({"short": [0.7, 0.7], "long": [0.5, 0.5]}), encoding="utf-8")
@@ -373,6 +388,9 @@ def _argv(kind: str, name: str, cmd: str, root: Path, names: dict, policy_text: 
     if cmd == "solve":
         extra, fragment = SOLVE_FLAGS[name]
         return ["solve", "w.yaml"] + _fill(extra, names), fragment
+    if cmd == "demo":
+        extra, fragment = DEMO_FLAGS[name]
+        return ["demo"] + _fill(_with_flag(["--workload", "w.yaml", "--requests", "50", "--out", "out"], extra), names), fragment
     if cmd == "check":
         extra, fragment = CHECK_FLAGS[name]
         policy = {"policy-missing": "nowhere.json", "policy-folder": "results"}.get(name, "good_policy.json")
@@ -387,6 +405,8 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("kind, name, cmd", _cases())
 def test_bad_input_is_refused_cleanly(kind, name, cmd, tmp_path, monkeypatch, capsys, good_policy_text):
     monkeypatch.chdir(tmp_path)
+    if "host" in name:  # the same answer whatever this machine's memory: 8 GiB available
+        monkeypatch.setattr("runtime.gpu.setup.available_host_bytes", lambda: 8 * 2**30)
     names = _setup(tmp_path, good_policy_text)
     argv, fragment = _argv(kind, name, cmd, tmp_path, names, good_policy_text)
     before = _snapshot(tmp_path)

@@ -27,11 +27,18 @@ def test_calibrate_cpu_writes_fits(tmp_path, capsys):
     code = main(["calibrate", "--device", "cpu", "--model", "tiny-llama", "--grid-scale", "0.02", "--repeats", "1", "--kv-tokens", "2048", "--out", str(out)])
     assert code == 0
     data = json.loads(out.read_text())
-    assert set(data["fits"]) == {"affine", "linear3"}
-    for fit in data["fits"].values():
+    assert set(data["fits"]) == {"affine", "linear3", "stepwise"}
+    for kind in ("affine", "linear3"):
+        fit = data["fits"][kind]
         assert 0 <= fit["mape"] and fit["r2"] <= 1 and fit["num_rows"] == len(data["table"])
+    passes = [[r["label"] for r in data["table"] if r["pass"] == k] for k in (0, 1)]
+    assert passes[0] == passes[1] and len(passes[0]) * 2 == len(data["table"])  # two passes over every point
     model = batch_time_from_dict(data["batch_time"], source=str(out))  # readable as a workload's batch_time
     assert model.kind == "linear3" and model.linear_coefficients()[0] > 0
+    rich = batch_time_from_dict(data["batch_time_stepwise"], source=str(out))
+    assert rich.kind == "stepwise" and rich.linear_coefficients() == model.linear_coefficients()
+    assert data["heldout_step_mape"] == data["fits"]["stepwise"]["heldout_mape"] >= 0
+    assert data["host"]["cpu_cores"] >= 1 and data["host"]["python_loop_1e6_s"] > 0
     assert all(row["time_s"] > 0 for row in data["table"])
 
 

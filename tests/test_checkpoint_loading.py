@@ -120,3 +120,17 @@ def test_model_folder_errors(saved, tmp_path, capsys):
     assert main(["run", wl, "--scheduler", "fcfs", "--model", str(saved[0]), "--checkpoint", str(other),
                  "--device", "cpu", "--requests", "2"]) == 2
     assert "give one of them" in capsys.readouterr().err
+
+
+def test_host_memory_check_counts_the_real_weights(monkeypatch):
+    """parameter_count equals the built model's, and the check refuses exactly past 90 % of MemAvailable."""
+    import runtime.gpu.setup as setup
+
+    cfg = resolve_model_config("tiny-llama")
+    model = build_random_model(cfg, dtype=torch.float32, device="cpu")
+    assert setup.parameter_count(cfg) == sum(p.numel() for p in model.parameters())
+    need = setup.parameter_count(cfg) * 4 + 1000 * setup.kv_bytes_per_token(cfg, torch.float32)
+    monkeypatch.setattr(setup, "available_host_bytes", lambda: need / setup.HOST_MEMORY_SHARE)
+    setup.check_host_memory(cfg, torch.float32, 1000, model_name="tiny-llama")  # exactly the budget: fits
+    with pytest.raises(InputError, match=r"tiny-llama in float32 with a KV pool of 1001 tokens needs .* GiB of host memory"):
+        setup.check_host_memory(cfg, torch.float32, 1001, model_name="tiny-llama")

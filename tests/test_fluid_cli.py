@@ -110,3 +110,10 @@ def test_bad_field_in_file_exits_2(tmp_path, capsys):
 def test_infeasible_tbt_slo_exits_3(workload_file, capsys):
     assert main(["fluid", str(workload_file), "--lp", "--tbt-slo", "0.001"]) == 3
     assert "tbt_slo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scale", ["0", "inf", "nan"])
+def test_rate_scale_zero_or_not_finite_exits_2(scale, workload_file, capsys):
+    assert main(["fluid", str(workload_file), "--rate-scale", scale]) == 2
+    err = capsys.readouterr().err
+    assert "--rate-scale" in err and "Traceback" not in err

@@ -121,3 +121,34 @@ def test_prompts_are_conserved_evicted_ones_rejoin_the_queue(policy):
     assert tr.arrived_prompts[-1] == pytest.approx(60.0 * sum(t.rate_per_s for t in w.types), rel=1e-6)
     assert np.allclose(total, tr.arrived_prompts, rtol=1e-5, atol=1e-3)
     assert tr.completed_prompts[-1] > 0.3 * tr.arrived_prompts[-1]  # the totals are not all queue
+
+
+def test_piecewise_rates_at_their_edges():
+    prof = PiecewiseRates(np.array([0.0, 1.0, 3.0]), np.array([[2.0, 1.0], [4.0, 0.0]]))
+    assert np.array_equal(prof(0.0), [2.0, 1.0])  # a bin is [left, right)
+    assert np.array_equal(prof(1.0), [4.0, 0.0])
+    assert np.array_equal(prof(2.999), [4.0, 0.0])
+    assert np.array_equal(prof(3.0), [0.0, 0.0]) and np.array_equal(prof(-0.5), [0.0, 0.0])  # 0 outside
+    with pytest.raises(InputError, match="strictly increasing"):
+        PiecewiseRates(np.array([0.0, 1.0, 1.0]), np.ones((2, 2)))
+    with pytest.raises(InputError, match="finite"):
+        PiecewiseRates(np.array([0.0, np.inf]), np.ones((1, 2)))
+    assert PiecewiseRates(np.array([0.0, 1.0]), np.zeros((1, 2)))(0.5).sum() == 0.0  # zero rates are allowed
+    with pytest.raises(InputError, match="shares"):
+        PiecewiseRates.from_total([0.0, 1.0], [10.0], [1.0, -0.5])
+    with pytest.raises(InputError, match="shares"):
+        PiecewiseRates.from_total([0.0, 1.0], [10.0], [0.0, 0.0])
+
+
+def test_ode_option_guards():
+    w = _two_types()
+    with pytest.raises(InputError, match="max_compartments"):
+        simulate_fluid(w, 1.0, max_compartments=0)
+    with pytest.raises(InputError, match="duration_s"):
+        simulate_fluid(w, float("inf"))
+    with pytest.raises(InputError, match="thresholds"):
+        simulate_fluid(w, 1.0, thresholds=[1.0, 0.0])
+    with pytest.raises(InputError, match="has 3 types, the workload 2"):
+        simulate_fluid(w, 1.0, rates=PiecewiseRates(np.array([0.0, 1.0]), np.ones((1, 3))))
+    tr = simulate_fluid(w, 1.0, max_compartments=1, num_points=3)  # one decode compartment per type is allowed
+    assert list(tr.times_s) == [0.0, 0.5, 1.0] and tr.kv_capacity_tokens == w.kv_capacity_tokens

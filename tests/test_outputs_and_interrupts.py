@@ -151,3 +151,19 @@ def test_solved_preset_runs_on_that_preset_despite_block_rounding(tmp_path, caps
     assert config["kv_capacity_tokens"] == 23000
     summary = json.loads((out / "summary.json").read_text())
     assert summary["completed"] == 4 and summary["kv_pool_bytes"] > 0
+
+
+def test_calibrate_help_example_is_the_one_that_runs(capsys):
+    """The CPU example in `calibrate --help` is the command this suite runs (tests/test_calibrate.py
+    runs it at a smaller grid); here: the help shows it, and its flags parse."""
+    from runtime.gpu.cli_calibrate import HELP_EXAMPLES
+    from validation.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--help"])
+    out = capsys.readouterr().out
+    example = next(line for line in HELP_EXAMPLES.splitlines() if "--device cpu" in line)
+    argv = example.split("(")[0].split()[1:]
+    assert example.split("(")[0].strip() in out
+    args = build_parser("calibrate").parse_args(argv)
+    assert (args.device, args.model, args.grid_scale, args.out) == ("cpu", "tiny-llama", 0.05, "cal.json")

@@ -155,3 +155,14 @@ def test_not_json_is_input_error(tmp_path):
     path.write_text("{ nope")
     with pytest.raises(InputError, match="line 1"):
         load_policy(path)
+
+
+@pytest.mark.parametrize("mutate,field", [
+    (lambda r: r["workload"].update(name=""), "workload.name"),
+    (lambda r: r["classes"][0].update(name=""), "classes[0].name"),
+    (lambda r: r["classes"][0].update(name=7), "classes[0].name"),
+])
+def test_policy_file_names_must_be_non_empty_strings(tmp_path, mutate, field):
+    with pytest.raises(InputError, match="must be a non-empty string") as info:
+        load_policy(_written(tmp_path, mutate))
+    assert info.value.field == field

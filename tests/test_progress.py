@@ -38,11 +38,11 @@ def test_watched_scheduler_counts_every_finished_request_once(tmp_path, monkeypa
     stream = _Terminal()
     with RequestProgress(123, "vllm-v1", enabled=True, stream=stream) as bar:
         output = run_simulation(config, progress=bar)
-    assert bar.done == output.summary["completed"] == 123
+    assert bar.done == output.summary.completed == 123
     assert "vllm-v1" in stream.getvalue()
     # the same run without a bar gives the same numbers
     plain = run_simulation(config)
-    assert plain.summary["throughput_tokens_per_s"] == output.summary["throughput_tokens_per_s"]
+    assert plain.summary.decode_throughput_tokens_per_s == output.summary.decode_throughput_tokens_per_s
 
 
 def test_disabled_bar_returns_the_scheduler_itself():

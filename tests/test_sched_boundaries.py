@@ -14,7 +14,7 @@ from runtime.kv_blocks import KVBlockManager, KVCapacityError
 from runtime.request import Request
 from runtime.schedulers import make_scheduler
 from runtime.schedulers.base import Batch
-from sim_helpers import run_step
+from sim_helpers import build_scheduler, registered_names, run_step, small_workload
 
 
 def _ids(batch) -> list[tuple[int, int]]:
@@ -60,11 +60,11 @@ def test_try_reserve_at_exactly_the_free_blocks():
 
 # --- token budgets -------------------------------------------------------------------------------
 def test_v0_longest_prefill_exactly_the_fixed_budget_is_accepted():
-    # longest prefill = l + l' − 1 (a recompute after the last-but-one decode)
+    # longest prefill = l + l' (a recompute after the last-but-one decode prefills l + (l' − 1) + 1)
     s = make_scheduler("vllm-v0", KVBlockManager(1000, block_size=1), max_num_batched_tokens=8)
-    s.add_request(Request(0, 0.0, prompt_tokens=5, output_tokens=4))  # 5 + 4 − 1 = 8
+    s.add_request(Request(0, 0.0, prompt_tokens=5, output_tokens=3))  # 5 + 3 = 8
     with pytest.raises(InputError, match="longest prefill"):
-        s.add_request(Request(1, 0.0, prompt_tokens=5, output_tokens=5))  # 9 > 8
+        s.add_request(Request(1, 0.0, prompt_tokens=5, output_tokens=4))  # 9 > 8
 
 
 @pytest.mark.parametrize(("second_prompt", "admitted"), [(3, [(0, 5), (1, 3)]), (4, [(0, 5)])])
@@ -136,3 +136,94 @@ def test_rad_decodes_once_exactly_b_col_requests_decode(decoding, mode):
     kinds = {"p" if w.is_prefill else "d" for w in batch.items}
     assert kinds == {mode}
     assert len(s.resident) == decoding
+
+
+def test_v1_decodes_beyond_the_budget_wait_with_their_cache():
+    s = make_scheduler("vllm-v1", KVBlockManager(1000, block_size=1), max_num_batched_tokens=8)
+    for rid in range(3):
+        s.add_request(Request(rid, 0.0, prompt_tokens=1, output_tokens=5))
+    run_step(s, 0.0)  # three prefills of one token
+    s.max_num_batched_tokens = 2  # now fewer tokens than decoding requests
+    batch = run_step(s, 1.0)
+    assert _ids(batch) == [(0, 1), (1, 1)]
+    assert s.kv.blocks_held(s.running[2]) == 1 and list(s.running) == [0, 1, 2]
+
+
+# --- Batch bookkeeping and the first-scheduled stamp --------------------------------------------------
+def test_batch_add_keeps_the_shape_of_prefills_and_decodes():
+    prefill = Request(0, 0.0, prompt_tokens=10, output_tokens=3)
+    decode = Request(1, 0.0, prompt_tokens=4, output_tokens=3)
+    decode.cached_tokens = 4  # prompt cached: its next step is a decode
+    from runtime.schedulers.base import ScheduledWork
+
+    batch = Batch()
+    batch.add(ScheduledWork(prefill, 6, 0))
+    batch.add(ScheduledWork(decode, 1, 4))
+    shape = batch.shape()
+    assert (shape.new_tokens, shape.kv_tokens, shape.num_decodes, shape.num_prefills) == (7, 6 + 5, 1, 1)
+    assert shape == batch._recount()
+
+
+def test_first_scheduled_is_the_start_of_the_first_step_only():
+    s = make_scheduler("fcfs", KVBlockManager(100, block_size=1))
+    r = Request(0, 0.0, prompt_tokens=2, output_tokens=3)
+    s.add_request(r)
+    for t in (0.5, 2.0, 3.0, 4.0):  # the prefill, then 3 decodes
+        batch = s.schedule(t)
+        s.complete_step(batch, t, t + 0.5)
+    assert r.first_scheduled_s == 0.5 and r.finished
+
+
+# --- WAIT's progress guarantee at exactly the free blocks -------------------------------------------
+@pytest.mark.parametrize(("prompt", "capacity"), [(5, 10), (6, 12), (4, 10)])
+def test_wait_admits_the_largest_fitting_prefix_of_a_deferred_cohort(prompt, capacity):
+    # a cohort of 3 prompts does not fit whole and nothing else runs, so the longest prefix that
+    # fits is admitted: two prompts, exactly all the free blocks for (5, C = 10) and (6, C = 12)
+    from runtime.policy_file import RuntimeClass, RuntimePolicy
+
+    policy = RuntimePolicy("wait", "cohort", 0.0, classes=(RuntimeClass("a", prompt, 2, 3),))
+    s = make_scheduler("wait", KVBlockManager(capacity, block_size=1), policy=policy)
+    for rid in range(3):
+        s.add_request(Request(rid, 0.0, prompt, 2, "a"))
+    s.on_arrivals_ended()
+    batch = s.schedule(0.0)
+    assert _ids(batch) == [(0, prompt), (1, prompt)]
+    assert s.stats["partial_cohorts"] == 1 and s.stats["admissions"] == 1
+
+
+def test_wait_prefill_chunk_of_one_token_is_allowed_and_zero_is_not():
+    from runtime.policy_file import RuntimeClass, RuntimePolicy
+
+    policy = RuntimePolicy("wait", "cohort", 0.0, classes=(RuntimeClass("a", 3, 2, 1),))
+    s = make_scheduler("wait", KVBlockManager(100, block_size=1), policy=policy, prefill_chunk_tokens=1)
+    s.add_request(Request(0, 0.0, 3, 2, "a"))
+    assert _ids(s.schedule(0.0)) == [(0, 1)]
+    with pytest.raises(InputError, match="positive integer"):
+        make_scheduler("wait", KVBlockManager(100, block_size=1), policy=policy, prefill_chunk_tokens=0)
+
+
+def test_v0_default_budget_is_2048_tokens_for_short_sequences():
+    # vLLM v0: max(max_model_len, 2048); sequences shorter than 2048 leave it at 2048, so two
+    # prompts of 1024 fill one step exactly and a third prompt of one token waits
+    s = make_scheduler("vllm-v0", KVBlockManager(10_000, block_size=1), watermark=0.0)
+    for rid, prompt in ((0, 1024), (1, 1024), (2, 1)):
+        s.add_request(Request(rid, 0.0, prompt_tokens=prompt, output_tokens=4))
+    assert s.max_num_batched_tokens == 2048
+    assert _ids(s.schedule(0.0)) == [(0, 1024), (1, 1024)]
+
+
+@pytest.mark.parametrize("name", [n for n in registered_names() if not n.endswith("-capped")])
+def test_one_request_left_is_unfinished_work_for_every_policy(name):
+    w = small_workload([(4, 3)], [1.0], capacity_tokens=1000)
+    s = build_scheduler(name, w, block_size=1)
+    assert not s.has_unfinished()
+    r = Request(0, 0.0, 4, 3, "t0")
+    s.add_request(r)
+    assert s.has_unfinished()  # exactly one request: still work to do
+    s.on_arrivals_ended()
+    t = 0.0
+    while s.has_unfinished() and t < 20:
+        batch = s.schedule(t)
+        s.complete_step(batch, t, t + 1.0)
+        t += 1.0
+    assert r.finished and not s.has_unfinished()

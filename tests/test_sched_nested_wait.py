@@ -148,3 +148,13 @@ def test_tight_memory_never_overflows():
     assert result.peak_kv_tokens <= 160
     assert all(r.finished for r in reqs)
     assert s.stats["admissions_deferred"] + s.stats["decodes_paused"] > 0  # memory did bind
+
+
+def test_a_prompt_halfway_between_two_instances_goes_to_the_shorter_prefill():
+    inst = (
+        RuntimeInstance(30, ("b",), (RuntimeSegment(0, 4, 1),)),
+        RuntimeInstance(10, ("a",), (RuntimeSegment(0, 4, 1),)),
+    )
+    s = _nested(_policy((0, 4, 1), instances=inst))
+    assert s._group_for(Request(0, 0.0, 20, 3)) is s.groups[1]  # |20 − 10| = |20 − 30|: the tie goes to 10
+    assert s._group_for(Request(1, 0.0, 21, 3)) is s.groups[0]

@@ -96,15 +96,17 @@ def _items(batch):
 def test_a_decode_needs_a_free_block_even_inside_its_last_block():
     """Sarathi-Serve's `can_append_slot` is `free blocks > 0`: with none free the newest arrival is
     preempted though the decode's token fits in the block it holds (vLLM v1 would preempt nothing).
-    Sarathi-Serve has no "no admission after a preemption" rule: the victim's recompute (6 + 1
-    tokens, 2 blocks) is admitted again in the same step."""
+    The victim is reset only after the scheduler returns, so in that step it offers no prefill
+    and admission stops; its recompute (6 + 1 tokens, 2 blocks) is admitted the next step (as the
+    real Sarathi-Serve code does, run on the same case)."""
     s = make_scheduler("sarathi", KVBlockManager(16, block_size=4), watermark=0.0)
     s.add_request(Request(0, 0.0, prompt_tokens=6, output_tokens=3))
     s.add_request(Request(1, 0.0, prompt_tokens=6, output_tokens=3))
     assert _items(run_step(s, 0.0)) == [(0, 6), (1, 6)]  # 2 blocks each: 4 of 4
     batch = run_step(s, 1.0)
     assert [r.request_id for r in batch.evicted] == [1]
-    assert _items(batch) == [(0, 1), (1, 7)]
+    assert _items(batch) == [(0, 1)]
+    assert _items(run_step(s, 2.0)) == [(0, 1), (1, 7)]
     v1 = make_scheduler("vllm-v1", KVBlockManager(16, block_size=4))
     for rid in range(2):
         v1.add_request(Request(rid, 0.0, prompt_tokens=6, output_tokens=3))
@@ -164,3 +166,17 @@ def test_shortest_prompt_first_keeps_queue_order_among_equal_lengths_restarts_in
     q.appendleft(d)
     q.appendleft(Request(9, 9.0, 5, 3))  # another restart to the front, length 5: before a and c
     assert [q.popleft().request_id for _ in range(5)] == [1, 3, 9, 0, 2]
+
+
+def test_a_partial_prefill_preempted_this_step_is_admitted_again_with_its_old_remainder():
+    """Sarathi-Serve resets a victim only after scheduling: a partial prefill preempted this
+    step offers its old remainder (12 − 1 = 11 tokens) and is admitted again at once, its chunk
+    then running from the start (as the real code does on the same case)."""
+    s = make_scheduler("sarathi", KVBlockManager(24, block_size=4), watermark=0.0, chunk_size=10)
+    s.add_request(Request(0, 0.0, prompt_tokens=9, output_tokens=4))
+    s.add_request(Request(1, 0.1, prompt_tokens=12, output_tokens=4))
+    assert _items(run_step(s, 0.0)) == [(0, 9), (1, 1)]  # 3 + 3 blocks reserved: 6 of 6
+    batch = run_step(s, 1.0)  # 0's decode fits its block but finds none free: 1 is the victim
+    assert [r.request_id for r in batch.evicted] == [1]
+    assert _items(batch) == [(0, 1), (1, 9)]  # 1 back at once: chunk min(12 − 1, 10 − 1) = 9
+    assert (s.running[1].cached_tokens, s.running[1].prefill_remaining) == (9, 3)

@@ -251,32 +251,48 @@ def test_a_decode_is_urgent_from_its_lst_on_in_the_scheduling_path(now_s, urgent
         assert s.stats["urgent_decodes"] == 0
 
 
-def test_urgent_decodes_follow_the_lst_with_the_dynamic_offset_above_96_percent():
-    # C = 100: above 96 blocks in use Θ = 10, so the shift is 10·0.25 = 2.5 s and a decode whose
-    # last token came at 0.25 is urgent at 0.25 + 1.0 − 2.5 < 0; below it Θ = 5 (shift 1.25 s).
-    s = _slai(capacity=100, token_budget=8, default_tbt_slo_s=1.0)
+@pytest.mark.parametrize(("hog_prompt", "urgent"), [(94, True), (93, False)])
+def test_urgent_decodes_follow_the_lst_with_the_dynamic_offset_at_96_percent(hog_prompt, urgent):
+    # C = 100. The first batch admits r (2) and the hog, whose whole prompt is reserved: 96 (or
+    # 95) blocks in use when the batch ends at 0.25, so r's LST is fixed with Θ = 10 (or 5):
+    # 0.25 + 2.0 − 10·0.25 = −0.25, urgent at 0.25 (or 0.25 + 2.0 − 5·0.25 = 1.0, not yet).
+    s = _slai(capacity=100, token_budget=8, default_tbt_slo_s=2.0)
     r = Request(0, 0.0, 2, 9)
     s.add_request(r)
-    _step(s, 0.0, dt_s=0.25)
-    assert s.theta() == 5 and s.last_schedulable_time_s(r) == 0.0
-    hog = Request(7, 0.0, 94, 1)
-    s.kv.grow(hog, 94)  # 96 of 100 blocks in use
-    assert s.theta() == 10 and s.last_schedulable_time_s(r) == -1.25
-    s.add_request(Request(1, 0.25, 2, 3))
-    assert _step(s, 0.25) == [(0, 1, "d"), (1, 2, "p")]
-    assert s.stats["urgent_decodes"] == 1
+    s.add_request(Request(7, 0.0, hog_prompt, 3))
+    assert _step(s, 0.0, dt_s=0.25) == [(0, 2, "p"), (7, 6, "p")]
+    assert s.kv.used_blocks == 2 + hog_prompt
+    assert s.last_schedulable_time_s(r) == pytest.approx(-0.25 if urgent else 1.0)
+    if urgent:  # served first, then the paused prefill with the budget left
+        assert _step(s, 0.25) == [(0, 1, "d"), (7, 7, "p")]
+    else:  # the paused prefill comes before non-urgent decodes and takes the whole budget
+        assert _step(s, 0.25) == [(7, 8, "p")]
+    assert s.stats["urgent_decodes"] == (1 if urgent else 0)
 
 
-def test_memory_preemption_takes_the_newest_admitted_request_outside_the_batch():
+def test_memory_preemption_takes_the_decode_itself_when_no_prefill_is_paused():
     # shortest prompt first: 1 (3 tokens), 2 (3), then 0 (4) are admitted, filling C = 10. At the
-    # next step decode 1 finds no free block: the newest admitted (0) is preempted, not the
-    # oldest, and 1 and 2 decode in its freed blocks.
+    # next step no decode is urgent; decode 1 pops first (LST tie, arrival tie, batch order),
+    # finds no free block and no paused prefill: it preempts itself (the official rule, not the
+    # newest admission), and 2 and 0 decode in its freed blocks.
     s = _slai(capacity=10, token_budget=100, offset=0.0)
     for rid, prompt in ((0, 4), (1, 3), (2, 3)):
         s.add_request(Request(rid, 0.0, prompt, 5))
     assert _step(s, 0.0) == [(1, 3, "p"), (2, 3, "p"), (0, 4, "p")]
     batch = s.schedule(1.0)
-    assert [r.request_id for r in batch.evicted] == [0]
-    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(1, 1), (2, 1)]
-    assert s.stats["preemptions"] == 1 and list(s.resident) == [1, 2]
-    assert s.waiting[0][3].request_id == 0  # back in the queue for a restart
+    assert [r.request_id for r in batch.evicted] == [1]
+    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(2, 1), (0, 1)]
+    assert s.stats["preemptions"] == 1 and list(s.resident) == [2, 0]
+    assert s.waiting[0].request_id == 1  # back in the queue for a restart
+
+def test_a_paused_prefill_preempted_this_step_is_admitted_again_with_its_old_remainder():
+    """The official code resets a victim only after scheduling: the paused prefill preempted for
+    an urgent decode offers its old remainder (12 − 7 = 5) and is admitted again at once, that
+    chunk then running from the start (a fresh admission would take 12)."""
+    s = _slai(capacity=24, block=4, token_budget=16, watermark=0.0, order="fcfs", offset=0.0, default_tbt_slo_s=0.5)
+    s.add_request(Request(0, 0.0, 9, 4))
+    s.add_request(Request(1, 0.0, 12, 4))
+    assert _step(s, 0.0) == [(0, 9, "p"), (1, 7, "p")]  # 3 + 3 blocks reserved: 6 of 6
+    batch = s.schedule(2.0)  # 0 is urgent (LST 1.5), finds no free block: the paused prefill goes
+    assert [r.request_id for r in batch.evicted] == [1]
+    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1), (1, 5)]

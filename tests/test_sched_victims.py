@@ -38,20 +38,19 @@ def test_victims_go_newest_first_until_the_asking_request_is_itself_the_newest(n
 
 def test_rad_preempts_the_prompt_being_prefilled_before_any_decode():
     # the prompt being prefilled was admitted after every decoding request: it is the newest.
-    # C = 10: 0 decodes (4 + 1 tokens held), 1 has a first chunk of 4 of its 8 tokens cached.
-    s = make_scheduler("rad", KVBlockManager(10, block_size=1), b_col=2, tile_tokens=4)
+    # C = 12: 0 decodes, 1 has a first chunk of 4 of its 8 tokens cached.
+    s = make_scheduler("rad", KVBlockManager(12, block_size=1), b_col=2, tile_tokens=4)
     a, b = Request(0, 0.0, 4, 6), Request(1, 0.0, 8, 3)
     s.add_request(a)
     run_step(s, 0.0)  # prefill of 0 (one tile)
     s.add_request(b)
     run_step(s, 1.0)  # 1 decoding < b_col: a tile of 1
     assert s.prefilling is b and b.cached_tokens == 4
-    s.b_col = 1  # force decode mode: 0 grows to 5, 6 tokens; then it needs a block
-    run_step(s, 2.0)
-    assert s.kv.free_blocks == 1
-    run_step(s, 3.0)
-    assert s.kv.free_blocks == 0
-    batch = s.schedule(4.0)
+    s.b_col = 1  # force decode mode: 0 grows from 4 to 8 tokens, filling C; then it needs a block
+    for t in range(2, 6):
+        run_step(s, float(t))
+    assert s.kv.free_blocks == 0 and a.cached_tokens == 8
+    batch = s.schedule(6.0)
     assert [r.request_id for r in batch.evicted] == [1]
     assert s.prefilling is None and s.waiting[0] is b
     assert [(w.request.request_id, w.is_prefill) for w in batch.items] == [(0, False)]

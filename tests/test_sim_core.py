@@ -206,3 +206,33 @@ def test_idle_clock_with_a_timer_due_now_waits_for_the_arrival():
     reqs = [Request(0, 0.0, 4, 2, "a"), Request(1, 3.0, 4, 2, "a")]
     result = simulate(_wait_with_drain(0.0), reqs, AffineBatchTime(0.5, 0.0))
     assert result.steps.start_s[0] == 0.0 and reqs[1].first_scheduled_s == 3.0
+
+
+def test_no_step_starts_at_or_after_the_horizon():
+    # steps of exactly 1 s from t = 0: with a horizon of 2 s the steps at 0 and 1 run, the one
+    # that would start at 2.0 does not
+    from runtime.schedulers import make_scheduler
+
+    reqs = [Request(0, 0.0, 2, 5)]
+    result = simulate(make_scheduler("fcfs", KVBlockManager(100, 1)), reqs, AffineBatchTime(1.0, 0.0), horizon_s=2.0)
+    assert result.num_steps == 2 and list(result.steps.start_s) == [0.0, 1.0]
+    assert result.end_s == 2.0 and not reqs[0].finished
+
+
+def test_max_steps_stops_after_exactly_that_many_steps():
+    from runtime.schedulers import make_scheduler
+
+    with pytest.raises(SchedulerDeadlockError, match="ran 3 steps"):
+        simulate(make_scheduler("fcfs", KVBlockManager(100, 1)), [Request(0, 0.0, 2, 5)], BT, max_steps=3)
+    result = simulate(make_scheduler("fcfs", KVBlockManager(100, 1)), [Request(0, 0.0, 2, 5)], BT, max_steps=7)
+    assert result.num_steps == 6  # the prefill and 5 decodes
+
+
+def test_evictions_are_stamped_with_the_step_that_evicted():
+    from runtime.schedulers import make_scheduler
+
+    s = make_scheduler("fcfs", KVBlockManager(9, 1))
+    reqs = [Request(rid, 0.0, 3, 4) for rid in range(3)]
+    simulate(s, reqs, AffineBatchTime(1.0, 0.0))
+    # all three prefill at 0 (9 of 9 tokens); at t = 1 request 2, the newest, is evicted
+    assert reqs[2].eviction_times_s[0] == 1.0 and reqs[0].eviction_times_s == []

@@ -104,3 +104,13 @@ def test_automatic_slack_picks_slack_0_near_the_load_limit_and_an_explicit_slack
     assert [c.threshold for c in given.classes] == [15, 15] and given.options["slack_rule"] == "given"
     assert main(["solve", _workload(tmp_path), "-o", str(tmp_path / "far.json")]) == 0
     assert "slack 0.05 chosen automatically: slack 0.05 = min(0.05, (1 − L)/2)" in capsys.readouterr().err
+
+
+def test_a_cohort_refusal_says_when_the_capped_rule_solves(tmp_path, capsys):
+    """p512d1000: one prompt per stage needs Σ a_j ≈ 1.01e6 tokens against C = 137,000, so the cohort
+    rule refuses (exit 3); the capped rule solves it, and the refusal says so."""
+    assert main(["solve", "p512d1000", "-o", str(tmp_path / "p.json")]) == 3
+    err = capsys.readouterr().err
+    assert "1.01301e+06" in err and "add --service-rule capped" in err and "Traceback" not in err
+    assert main(["solve", "p512d1000", "--service-rule", "capped", "-o", str(tmp_path / "p.json")]) == 0
+    assert load_policy(tmp_path / "p.json").service_rule == "capped"

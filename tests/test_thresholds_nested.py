@@ -1,4 +1,4 @@
-"""Nested WAIT (arXiv 2504.11320 §4): segments, p_k, thresholds, θ_k, buffer, choice of L."""
+"""Nested WAIT (arXiv 2504.11320, §Nested WAIT): segments, p_k, thresholds, θ_k, buffer, choice of L."""
 
 from __future__ import annotations
 
@@ -125,3 +125,20 @@ def test_batch_cap_mode_reports_conditions_instead_of_raising():
     widths = [b - a + 1 for a, b in sol.instances[0].bounds]
     assert abs(sum(k * wd for k, wd in zip(n, widths)) - 128) <= sum(widths)  # Σ width·n_k ≈ cap
     assert sol.mode == "batch_cap" and any(c.name == "iteration_time" for c in sol.conditions)
+
+
+def test_the_buffer_is_reported_by_default_and_required_only_in_theorem_mode():
+    """Default: M^π must fit C, the buffer is reported. `memory_bound="theorem"` still refuses a C
+    between M^π and M^π + buffer, naming the memory condition."""
+    from dataclasses import replace
+
+    w = Workload("mixed", 10**7, AffineBatchTime(0.02, 5e-8),
+                  tuple(RequestType(f"p{p}d{d}", p, d, r) for p, d, r in [(20, 50, 10.0), (20, 200, 5.0), (200, 50, 4.0)]))
+    free = solve_nested(w, NestedOptions())
+    assert free.buffer_tokens > 0 and free.memory_required_tokens == pytest.approx(free.memory_policy_tokens)
+    between = replace(w, kv_capacity_tokens=int(free.memory_policy_tokens + free.buffer_tokens / 2))
+    assert solve_nested(between, NestedOptions()).holds
+    with pytest.raises(UnstableWorkloadError, match="memory_within_capacity"):
+        solve_nested(between, NestedOptions(memory_bound="theorem"))
+    exact = replace(w, kv_capacity_tokens=int(free.memory_policy_tokens + free.buffer_tokens) + 1)
+    assert solve_nested(exact, NestedOptions(memory_bound="theorem")).memory_required_tokens <= exact.kv_capacity_tokens

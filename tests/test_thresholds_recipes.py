@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from fluid.batch_time import AffineBatchTime
+from fluid.batch_time import AffineBatchTime, Linear3BatchTime
 from fluid.equilibrium import closed_form
 from fluid.errors import UnstableWorkloadError
 from fluid.workload import RequestType, Workload
@@ -21,7 +21,7 @@ from thresholds.conditions import (
     strictly_below,
     wait_conditions,
 )
-from thresholds.nested import NestedOptions, solve_nested_fixed
+from thresholds.nested import NestedOptions, solve_nested, solve_nested_fixed
 from thresholds.segments import LengthDistribution, breakpoints, continue_probs, q_recipe, round_thresholds
 from thresholds.wait import require_fluid_stable, solve_wait, solve_wait_batch_cap
 
@@ -133,3 +133,45 @@ def test_load_factor_exactly_one_is_unstable():
     assert point.load_factor == 1.0
     with pytest.raises(UnstableWorkloadError, match="unstable"):
         require_fluid_stable(w, point)
+
+
+def test_continuation_probability_past_the_longest_length_is_zero():
+    # a breakpoint beyond the support: nobody enters the second segment, p = 0 (no 0/0)
+    dist = LengthDistribution.from_pairs([(4, 1.0), (9, 1.0)])
+    assert continue_probs(dist, (9, 12)) == (0.0, 0.0)
+    assert continue_probs(dist, (4, 12)) == (0.5, 0.0)
+
+
+def test_auto_segment_counts_follow_the_instance_with_the_most_lengths():
+    # per prefill class: one instance with 1 decode length, one with 3 distinct lengths, so the
+    # candidate counts are L = 1, 2, 3 (capped by the larger, not the smaller, number of lengths)
+    w = _workload([RequestType("a", 10, 5, 1.0), RequestType("b", 50, 4, 1.0), RequestType("c", 50, 9, 1.0),
+                   RequestType("d", 50, 20, 1.0)], d1_s=1e-5, capacity=10**8)
+    sol = solve_nested(w, NestedOptions(segments="auto", prefill_mode="per_class", slack=0.1))
+    assert [e["segments"] for e in sol.curve] == [1, 2, 3]
+
+
+def test_a_nested_policy_file_checks_the_solvers_iteration_time():
+    # the file's own condition recomputes ΔT(n) from its segments: kv and new tokens of every segment
+    from thresholds.build import nested_policy
+    from thresholds.policy_parse import nested_file_conditions
+
+    types = (RequestType("short", 10, 4, 1.0), RequestType("long", 10, 9, 1.0))
+    w = Workload("hand", 10**6, Linear3BatchTime(0.01, 1e-4, 1e-3), types)
+    sol = solve_nested_fixed(w, NestedOptions(batch_cap=62), None)
+    conds = {c.name: c for c in nested_file_conditions(nested_policy(w, sol, allow_violations=True))}
+    # 8 prompts in segment (0, 4): kv 8·60 = 480, new 8·(10 + 4) = 112; 5 in (5, 9): kv 425, new 25
+    assert conds["iteration_time"].lhs == pytest.approx(0.01 + 1e-4 * 905 + 1e-3 * 137, rel=1e-12)
+    assert conds["iteration_time"].lhs == pytest.approx(sol.iteration_time_s, rel=1e-12)
+
+
+def test_equal_width_and_quantile_breakpoints_by_hand():
+    dist = LengthDistribution.from_pairs([(4, 1.0), (9, 2.0), (20, 1.0)])
+    # L = 2: edges round(k·20/2) = 10, 20; the largest lengths inside are 9 and 20
+    assert breakpoints(dist, "equal-width", 2) == (9, 20)
+    # L = 4: edges 5, 10, 15, 20 -> 4, 9, 9, 20 (an empty bin is dropped)
+    assert breakpoints(dist, "equal-width", 4) == (4, 9, 20)
+    # quantiles of the rates (1, 2, 1 of 4): 25 % at 4, 50 % and 75 % at 9, 100 % at 20
+    assert breakpoints(dist, "quantile", 4) == (4, 9, 20)
+    assert breakpoints(dist, "quantile", 2) == (9, 20)
+    assert breakpoints(dist, "equal-width", 1) == (20,)

@@ -7,8 +7,6 @@ capacity scale θ*), where the Nested WAIT solver used to raise an OverflowError
 
 from __future__ import annotations
 
-import math
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -78,22 +76,15 @@ def test_every_solver_gives_a_policy_or_a_typed_error(name, w):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(w=stable_workloads())
-def test_the_capped_rule_solves_whenever_the_fluid_point_fits_with_its_caps(w):
-    """L < 1 and M* ≤ C: the capped WAIT policy exists unless its caps' own expected memory
-    (each cap rounded up to a whole request) exceeds C; then the error names that memory."""
+def test_the_capped_rule_solves_whenever_the_fluid_point_fits(w):
+    """L < 1 and M* ≤ C: slack 0 gives a capped WAIT and a capped Nested WAIT policy whose
+    expected memory is M* (the margin gives way near C) and whose conditions hold."""
     point = closed_form(w)
     assert point.load_factor < 1 and point.memory_star_tokens <= point.kv_capacity_tokens * (1 + 1e-9)
-    try:
-        sol = solve_wait_capped(w, slack=0.0)
-    except UnstableWorkloadError as err:
-        assert "memory_within_capacity" in str(err)
-        caps_floor = sum(max(1, math.ceil(t.rate_per_s * point.iteration_time_star_s * (t.decode + 1) - 1e-9))
-                         * (t.prefill + t.decode / 2) for t in w.types)
-        assert caps_floor > 0.99 * point.kv_capacity_tokens
-        return
-    assert sol.memory.expected_tokens >= point.memory_star_tokens * (1 - 1e-9)
-    assert sol.memory.required_tokens <= w.kv_capacity_tokens * (1 + 1e-12)
-    assert all(c.holds for c in sol.conditions)
+    for sol in (solve_wait_capped(w, slack=0.0), solve_nested_capped_auto(w, NestedOptions(slack=0.0, eta=0.0))):
+        assert sol.memory.expected_tokens == pytest.approx(point.memory_star_tokens, rel=1e-9)
+        assert sol.memory.required_tokens <= w.kv_capacity_tokens * (1 + 1e-12)
+        assert all(c.holds for c in sol.conditions)
 
 
 def test_the_counterexample_that_slack_0_05_refuses_is_solved_by_default():

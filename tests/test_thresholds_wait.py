@@ -1,4 +1,4 @@
-"""WAIT thresholds (arXiv 2504.11320 §3): integer thresholds keep ΔT(n) ≤ n_j/λ_j and M* ≤ M^π ≤ C."""
+"""WAIT thresholds (arXiv 2504.11320, §WAIT): integer thresholds keep ΔT(n) ≤ n_j/λ_j and M* ≤ M^π ≤ C."""
 
 from __future__ import annotations
 

@@ -325,3 +325,23 @@ def test_unknown_keys_in_nested_blocks_are_refused(tmp_path, block, doc, field, 
     message = str(info.value)
     assert f"field '{field}'" in message and f"unknown key '{field.rsplit('.', 1)[-1]}'" in message
     assert advice in message and str(path) in message
+
+
+def test_relative_paths_resolve_from_the_source_file_without_base_dir(tmp_path, monkeypatch):
+    trace = tmp_path / "sub" / "t.csv"
+    trace.parent.mkdir()
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n0.0,10,5\n1.5,20,7\n")
+    doc = copy.deepcopy(GOOD)
+    doc["arrivals"] = {"kind": "trace", "trace": "sub/t.csv"}
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # a relative path must not resolve from the working directory
+    w = workload_from_dict(doc, source=str(path))
+    assert w.arrivals.trace == str(trace.resolve())
+    # an explicit base_dir wins over the source's folder
+    other = tmp_path / "other" / "sub"
+    other.mkdir(parents=True)
+    (other / "t.csv").write_text(trace.read_text())
+    assert workload_from_dict(doc, source=str(path), base_dir=other.parent).arrivals.trace == str((other / "t.csv").resolve())

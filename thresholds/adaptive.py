@@ -185,8 +185,10 @@ def resolve_nested_cap(total_rate_per_s: float, shape: RequestShape, rule: Solve
         if stages_per_s * per_resident >= rho:
             raise UnstableWorkloadError(f"load {stages_per_s * per_resident:.4g} ≥ ρ = {rho:.4g}")
         cap, _ = littles_law_cap(stages_per_s, per_resident, d0, rho)
-        memory = memory_report(rule.memory_bound, rule.memory_margin, cap * shape.resident_kv_tokens,
-                               cap * longest_request_tokens, None, rule.kv_capacity_tokens)
+        # as `solve`: expected memory is M* at λ/ρ, the worst case every resident at full length
+        expected = stages_per_s * (d0 / (1 - stages_per_s * per_resident / rho)) / rho * shape.resident_kv_tokens
+        memory = memory_report(rule.memory_bound, rule.memory_margin, expected, cap * longest_request_tokens, None,
+                               rule.kv_capacity_tokens)
         if memory.required_tokens > rule.kv_capacity_tokens:
             raise UnstableWorkloadError(f"memory {memory.required_tokens:.6g} > C = {rule.kv_capacity_tokens}")
         return cap

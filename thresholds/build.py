@@ -86,6 +86,7 @@ def nested_policy(workload: Workload, sol: NestedSolution, *, service_rule: str 
                   slack_rule: str | None = None) -> NestedWaitPolicy:
     o = sol.options
     options = {"mode": sol.mode, "slack": o.slack, "slack_rule": slack_rule, "eta": o.eta, "batch_cap": o.batch_cap, "rate_scale": rate_scale,
+               "memory_bound": "theorem" if o.memory_bound == "theorem" else "expected",
                "segments": o.segments if o.segments is not None else "types",
                "segment_rule": "types" if sol.num_segments_requested is None else o.segment_rule,
                "segments_chosen": sol.num_segments_requested, "zeta": o.zeta,

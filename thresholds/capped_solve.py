@@ -12,7 +12,7 @@ Nothing is rounded but the caps. At target utilisation ρ = 1 − slack:
   with n_1 = tl / Σ_k width_k Π q_r (the authors' rule). The resident cap tl comes from the types'
   own lengths by Little's law: a request stays l'_j + 1 stages, so tl = ⌈Σ_j λ_j (l'_j + 1) x / ρ⌉
   with x = d0 / (1 − L/ρ), repaired until the iteration with tl residents at their mean size
-  serves Σ_j λ_j (l'_j + 1) / ρ stages per second (and the file's ΔT(n) < n_1/Λ holds).
+  serves Σ_j λ_j (l'_j + 1) / ρ stages per second.
 - The prefill chunk is the prefill work of one fluid iteration, Σ_j n_j l_j (WAIT) or n_1 l
   (Nested), rounded up to whole 16-token blocks; None (whole prompts) when it is at least the
   longest prompt.
@@ -32,8 +32,6 @@ from thresholds.conditions import (
     Condition,
     at_most,
     nested_base_memory_tokens,
-    nested_new_tokens,
-    strictly_below,
     wait_conditions,
 )
 from thresholds.policy import MemoryReport
@@ -84,12 +82,14 @@ def check_memory_choice(bound: str, margin: float | None) -> None:
 def memory_report(bound: str, margin: float | None, expected: float, worst: float, theorem: float | None,
                   capacity: int) -> MemoryReport:
     """The chosen bound. For `expected` the margin defaults to 10 %, shrunk (never below 0) so that
-    expected · (1 + margin) fits C when it can: near the memory limit the margin gives way first."""
+    expected · (1 + margin) fits C when it can: near the memory limit the margin gives way first;
+    the requirement never exceeds the worst case."""
     if margin is None:
         margin = DEFAULT_MARGIN
         if bound == "expected" and expected * (1 + margin) > capacity and expected > 0:
             margin = max(0.0, capacity / expected - 1)
-    required = {"expected": expected * (1 + margin), "worst": worst, "theorem": theorem}[bound]
+    # the worst case is a guarantee: a margin above it buys nothing
+    required = {"expected": min(expected * (1 + margin), worst), "worst": worst, "theorem": theorem}[bound]
     if required is None:
         raise UnstableWorkloadError("the theorem's buffer has no finite value here (a θ_k has no positive root: "
                                     "η = 0 makes n_(k+1) = p_k n_k); use --memory-bound expected or worst, or η > 0")
@@ -144,7 +144,10 @@ def solve_wait_capped(workload: Workload, *, slack: float, memory_bound: str = "
     else:
         raise UnstableWorkloadError(f"capped WAIT caps did not settle in {MAX_REPAIR_STEPS} steps (workload '{workload.name}')")
     shapes = [(t.prefill, t.decode, c) for t, c in zip(types, caps)]
-    expected = sum(c * (l + lp / 2) for l, lp, c in shapes)
+    # expected: the real thresholds at the design rates λ/ρ, spread evenly over the stages (M* at λ/ρ);
+    # the rounded-up caps are the headroom above it, the worst case their full length
+    x0 = time.d0_s / (1 - load / rho)
+    expected = sum(t.rate_per_s * x0 / rho * (t.decode + 1) * (t.prefill + t.decode / 2) for t in types)
     worst = sum(c * (l + lp) for l, lp, c in shapes)
     memory = memory_report(memory_bound, memory_margin, expected, worst, None, workload.kv_capacity_tokens)
     from fluid.equilibrium import closed_form
@@ -183,20 +186,12 @@ def solve_nested_capped(workload: Workload, options, num_segments: int | None = 
     load = stages * per_resident  # = the load factor L
     rho = _stable_rho(workload, load, options.slack, "the")
 
-    def segments_at(cap: int) -> tuple[float, tuple[float, ...]]:
-        n1 = cap / per_n1
-        return n1, tuple(n1 * u for u in unit)
-
-    def file_condition(cap: int) -> bool:  # the policy file's ΔT(n) < n_1 / Λ at this cap
-        n1, n = segments_at(cap)
-        return time.iteration_time_s(nested_base_memory_tokens(l, bounds, n), nested_new_tokens(l, bounds, n)) < n1 / total
-
     try:
-        cap, dt = littles_law_cap(stages, per_resident, time.d0_s, rho, accept=file_condition, max_steps=MAX_REPAIR_STEPS)
+        cap, dt = littles_law_cap(stages, per_resident, time.d0_s, rho, max_steps=MAX_REPAIR_STEPS)
     except ArithmeticError:
         raise UnstableWorkloadError(f"capped Nested WAIT cap did not settle in {MAX_REPAIR_STEPS} steps (workload '{workload.name}')") from None
-    n1, n = segments_at(cap)
-    dt_file = time.iteration_time_s(nested_base_memory_tokens(l, bounds, n), nested_new_tokens(l, bounds, n))
+    n1 = cap / per_n1
+    n = tuple(n1 * u for u in unit)
     assert nested_resident_cap([(a, b, k) for (a, b), k in zip(bounds, n)]) == cap
     base = nested_base_memory_tokens(l, bounds, n)
     try:
@@ -205,12 +200,12 @@ def solve_nested_capped(workload: Workload, options, num_segments: int | None = 
         buffer = nested_buffer_tokens(l, bounds, n, thetas, buffer_log_term(len(n), iterations, options.delta, options.zeta))
     except InputError:  # η = 0: n_(k+1) = p_k n_k, the bound has no root
         thetas, buffer = (None,) * len(n), None
-    expected = cap * mean_resident_kv_tokens(workload)
+    expected = stages * (time.d0_s / (1 - load / rho)) / rho * mean_resident_kv_tokens(workload)  # M* at λ/ρ
     worst = cap * max(t.prefill + t.decode for t in workload.types)
     memory = memory_report(options.memory_bound, options.memory_margin, expected, worst,
                            None if buffer is None else base + buffer, workload.kv_capacity_tokens)
     # no ratio conditions: the capped rule gates admission only, never a segment
-    conds = [strictly_below("iteration_time", dt_file, n[0] / total)]
+    conds = [at_most("iteration_time", dt, cap / stages)]  # full caps serve Σ_j λ_j (l'_j + 1) stages/s
     conds.append(at_most("memory_within_capacity", memory.required_tokens, workload.kv_capacity_tokens))
     chunk = options.prefill_chunk_tokens if options.prefill_chunk_tokens is not None else \
         _chunk(n1 * l, max(t.prefill for t in workload.types))
@@ -252,3 +247,25 @@ def _holding(workload: Workload, sol):
                                     f"setting: a lower rate (--rate-scale), a larger C, --memory-bound expected, or "
                                     f"a smaller --eta")
     return sol
+
+
+def verify_capped(policy, workload: Workload) -> tuple[Condition, ...]:
+    """The capped policy's conditions against `workload` (`fluidsched check POLICY WORKLOAD`):
+    its caps must serve the workload's rates, and the chosen memory must fit the workload's C."""
+    from fluid.equilibrium import closed_form
+    from thresholds.policy import WaitPolicy
+
+    time = linear_time(workload)
+    required = policy.capped.memory.required_tokens
+    if isinstance(policy, WaitPolicy):
+        by_name = {t.name: t for t in workload.types}
+        classes = [(c.name, c.prefill, c.decode, by_name[c.name].rate_per_s if c.name in by_name else c.rate_per_s,
+                    c.threshold) for c in policy.classes]
+        conds = wait_conditions(time, classes, workload.kv_capacity_tokens, closed_form(workload).memory_star_tokens)
+        return tuple(at_most(c.name, required, c.rhs) if c.name == "memory_within_capacity" else c for c in conds)
+    cap = nested_resident_cap([(s.first_stage, s.last_stage, s.threshold) for s in policy.segments])
+    stages = sum(t.rate_per_s * (t.decode + 1) for t in workload.types)
+    per_resident = (time.d_kv_s_per_token * mean_resident_kv_tokens(workload)
+                    + time.d_new_s_per_token * sum(t.rate_per_s * (t.prefill + t.decode) for t in workload.types) / stages)
+    return (at_most("iteration_time", time.d0_s + cap * per_resident, cap / stages),
+            at_most("memory_within_capacity", required, workload.kv_capacity_tokens))

@@ -50,14 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-cap", type=int, default=None,
                         help="use the batch-cap recipe with cap B instead of the fluid point (conditions reported)")
     parser.add_argument("--memory-bound", choices=("expected", "worst", "theorem"), default="expected",
-                        help="capped rule: which memory must fit C: the expected resident KV times 1 + margin "
+                        help="which memory must fit C. Capped rule: the expected resident KV times 1 + margin "
                              "(default), the worst case (every resident at full length), or the theorem's M^π + "
-                             "buffer (Nested WAIT)")
+                             "buffer (Nested WAIT). Nested WAIT, cohort rule: expected = M^π (default), theorem = "
+                             "M^π + the safety buffer of arXiv 2504.11320 §4")
     parser.add_argument("--memory-margin", type=float, default=None,
                         help="capped rule, --memory-bound expected: margin over the expected KV (default 0.1, "
                              "shrunk to fit C)")
     parser.add_argument("--prefill-chunk", type=int, default=None,
                         help="capped rule: per-request prefill chunk in tokens (default: derived from the fluid point)")
+    parser.add_argument("--tune", action="store_true",
+                        help="capped rule: pick slack, prefill chunk (and Nested WAIT segments and η) with the simulator: "
+                             "lowest mean latency at ≥ 0.99 of throughput* and ≤ 1%% overflow (docs/capped-rule.md)")
+    parser.add_argument("--tune-requests", type=int, default=2000, help="requests per tuning simulation (default 2000)")
     parser.add_argument("--max-wait-s", type=float, default=None,
                         help="drain rule: admit a partial cohort after this wait (default 20 × ΔT(n))")
     parser.add_argument("--rate-scale", type=float, default=1.0, help="multiply every rate of the workload")
@@ -151,9 +156,29 @@ def _solve_rule(args, workload):
             def at(slack):
                 return solve_nested_capped_auto(workload, options_at(slack))
         else:
+            if args.memory_bound == "worst":
+                raise InputError("the cohort rule has no finite worst case for Nested WAIT (entries to a segment are "
+                                 "random); choose --memory-bound expected (M^π) or theorem (M^π + buffer)",
+                                 field="memory_bound")
+
             def at(slack):
                 return solve_nested(workload, options_at(slack))
-    if args.slack is not None or args.batch_cap is not None:
+    if args.tune:
+        if not capped:
+            raise InputError("--tune tunes the capped rule: add --service-rule capped", field="tune")
+        from thresholds.tune import tune
+
+        best, trials = tune(workload, None if args.policy == "wait" else options_at(0.0), requests=args.tune_requests,
+                            memory_bound=args.memory_bound, memory_margin=args.memory_margin)
+        for t in trials:
+            print(f"tune: {'*' if t is best else ' '} {t.label}: {t.throughput_ratio:.3f} of throughput*, mean latency "
+                  f"{t.mean_latency_s:.3f} s, overflow {t.overflow_rate:.2%}, evictions {t.evictions}", file=sys.stderr)
+        sol, slack = best.solution, best.solution.slack
+        reason = f"tuned ({best.label}{'' if best.admissible else '; no candidate met the targets: the highest throughput'})"
+        if args.policy != "wait":
+            tuned = best.options
+            options_at = lambda _slack: tuned  # noqa: E731
+    elif args.slack is not None or args.batch_cap is not None:
         slack = 0.0 if args.slack is None else args.slack
         sol, reason = at(slack), ("given (--slack)" if args.slack is not None else "0 (batch-cap recipe)")
     else:
@@ -164,7 +189,7 @@ def _solve_rule(args, workload):
             require_fluid_stable(workload, closed_form(workload))
         choice = choose_slack(at, _memory, load)
         sol, slack, reason = choice.solution, choice.slack, choice.reason
-    rule = "given" if args.slack is not None else reason
+    rule = "given" if args.slack is not None and not args.tune else reason
     if args.policy == "wait":
         if capped:
             return build.wait_capped_policy(workload, sol, slack_rule=rule, **common), slack, reason
@@ -174,16 +199,35 @@ def _solve_rule(args, workload):
     return build.nested_policy(workload, sol, service_rule=args.service_rule, slack_rule=rule, **common), slack, reason
 
 
+def _capped_hint(args, workload) -> str:
+    """' …--service-rule capped gives a policy here…' when it does (the cohort rule needs whole prompts per stage)."""
+    from fluid.errors import FluidSchedError
+
+    try:
+        _solve(argparse.Namespace(**{**vars(args), "service_rule": "capped", "batch_cap": None, "tune": False}), workload)
+    except FluidSchedError:
+        return ""
+    return (" The capped rule gives a policy here (real thresholds under a resident cap, docs/capped-rule.md): "
+            "add --service-rule capped.")
+
+
 def run(args: argparse.Namespace) -> int:
     from fluid.workload_io import load_workload
     from thresholds.policy import save_policy
     from thresholds.report import policy_text
 
     workload = load_workload(args.workload, rate_scale=args.rate_scale)
-    policy, slack, reason = _solve(args, workload)
+    try:
+        policy, slack, reason = _solve(args, workload)
+    except UnstableWorkloadError as err:
+        if args.service_rule == "capped" or args.batch_cap is not None:
+            raise
+        raise UnstableWorkloadError(str(err) + _capped_hint(args, workload)) from None
     if not args.json:
         print(policy_text(policy))
-    if args.slack is None and args.batch_cap is None:
+    if args.tune:
+        print(f"slack {slack:g} {reason}", file=sys.stderr)
+    elif args.slack is None and args.batch_cap is None:
         print(f"slack {slack:g} chosen automatically: {reason}", file=sys.stderr)
     broken = [c for c in policy.guarantees.conditions if not c.holds]
     for c in broken:

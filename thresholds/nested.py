@@ -79,6 +79,8 @@ class NestedOptions:
             raise InputError(f"horizon must be a positive number of seconds, got {self.horizon_s!r}", field="horizon_s")
         if self.batch_cap is not None and (isinstance(self.batch_cap, bool) or not isinstance(self.batch_cap, int) or self.batch_cap < 1):
             raise InputError(f"batch cap must be a positive integer, got {self.batch_cap!r}", field="batch_cap")
+        if self.memory_bound not in ("expected", "worst", "theorem"):
+            raise InputError(f"memory bound must be expected, worst or theorem, got {self.memory_bound!r}", field="memory_bound")
         if self.prefill_mode not in PREFILL_MODES:
             raise InputError(f"prefill mode must be one of {PREFILL_MODES}, got {self.prefill_mode!r}", field="prefill_mode")
 
@@ -105,10 +107,12 @@ class InstanceSolution:
     thetas: tuple[float | None, ...]  # None for segment 1 and where n_k = n_{k−1}
     memory_policy_tokens: float
     buffer_tokens: float
+    counts_buffer: bool = False  # the theorem mode: the buffer must fit C too
 
     @property
     def memory_required_tokens(self) -> float:
-        return self.memory_policy_tokens + self.buffer_tokens
+        """M^π, plus the buffer in the theorem mode (`--memory-bound theorem`)."""
+        return self.memory_policy_tokens + (self.buffer_tokens if self.counts_buffer else 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +136,7 @@ class NestedSolution:
 
     @property
     def memory_required_tokens(self) -> float:
-        return self.memory_policy_tokens + self.buffer_tokens
+        return sum(i.memory_required_tokens for i in self.instances)
 
     @property
     def holds(self) -> bool:
@@ -276,7 +280,8 @@ def _finish(workload, options, mode, num_segments, layouts, thresholds, dt) -> N
         conds.append(strictly_below(f"iteration_time{label}", dt, n[0] / spec.rate_per_s))
         thetas, base, buffer = instance_memory_tokens(spec.prefill_tokens, bounds, n, probs, iterations,
                                                       options.delta, options.zeta)
-        instances.append(InstanceSolution(spec, bounds, probs, n, thetas, base, buffer))
+        instances.append(InstanceSolution(spec, bounds, probs, n, thetas, base, buffer,
+                                          counts_buffer=options.memory_bound == "theorem"))
     required = sum(i.memory_required_tokens for i in instances)
     conds.append(at_most("memory_within_capacity", required, workload.kv_capacity_tokens))
     return NestedSolution(mode, options, num_segments, tuple(instances), dt, iterations, tuple(conds))

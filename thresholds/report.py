@@ -41,6 +41,16 @@ def policy_text(policy: Policy) -> str:
               f"{g.memory_required_tokens:.6g} tokens of C = {cap} ({g.memory_required_tokens / cap:.1%})")
     if g.delta is not None:
         totals += f"; δ = {g.delta:g}, horizon {g.horizon_s:g} s"
+    capped = getattr(policy, "capped", None)
+    if capped is not None:
+        m = capped.memory
+        chosen = f"expected × (1 + {m.margin:.3g})" if m.bound == "expected" else m.bound
+        totals = (f"memory (capped rule, docs/capped-rule.md): expected {m.expected_tokens:,.0f} tokens (an expectation), "
+                  f"worst case {m.worst_case_tokens:,.0f} (a guarantee), theorem M^π + buffer "
+                  f"{'n/a' if m.theorem_tokens is None else f'{m.theorem_tokens:,.0f}'}; must fit C = {cap}: {chosen} = "
+                  f"{m.required_tokens:,.0f} ({m.required_tokens / cap:.1%})\n"
+                  f"caps: {_caps_text(policy)}, prefill chunk "
+                  f"{'whole prompts' if capped.prefill_chunk_tokens is None else f'{capped.prefill_chunk_tokens} tokens'}")
     curve = policy.options.get("segments_curve")
     extra = []
     if curve:
@@ -49,6 +59,15 @@ def policy_text(policy: Policy) -> str:
             [str(e["segments"]), str(e["effective_segments"]), _num(e["memory_required_tokens"]), "yes" if e["conditions_hold"] else "no"]
             for e in curve]))
     return "\n".join([*head, "", body, "", totals, *extra, "", conditions_text(g.conditions)])
+
+
+def _caps_text(policy: Policy) -> str:
+    from thresholds.capped import nested_resident_cap, wait_class_caps
+
+    if isinstance(policy, WaitPolicy):
+        caps = wait_class_caps([(c.decode, c.threshold) for c in policy.classes])
+        return "per class " + ", ".join(f"{c.name} {k}" for c, k in zip(policy.classes, caps)) + f" (resident {sum(caps)})"
+    return f"resident {nested_resident_cap([(s.first_stage, s.last_stage, s.threshold) for s in policy.segments])}"
 
 
 def _num(x, unit: str = "") -> str:

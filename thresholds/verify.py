@@ -28,6 +28,10 @@ from thresholds.wait import linear_time
 
 
 def verify_policy(policy: Policy, workload: Workload) -> tuple[Condition, ...]:
+    if getattr(policy, "capped", None) is not None:
+        from thresholds.capped_solve import verify_capped
+
+        return verify_capped(policy, workload)
     if isinstance(policy, WaitPolicy):
         return _verify_wait(policy, workload)
     return _verify_nested(policy, workload)

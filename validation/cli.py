@@ -30,6 +30,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "drift": ("validation.drift", "WAIT under drifting load: adaptive vs static caps vs baselines vs the fluid ODE"),
     "demo": ("validation.demo", "the main job: solve, simulate against baselines, table and figure"),
     "figures": ("paper_figures.cli", "draw the figures from result files"),
+    "sweep": ("validation.cli_sweep", "run an experiment: loads x policies x seeds x knobs, locally or on Dask"),
+    "report": ("validation.cli_report", "write the markdown report of a sweep's results"),
 }
 
 

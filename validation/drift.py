@@ -42,6 +42,7 @@ GRID_S = 5.0  # time grid of the recorded curves
 # the cumulative comparison starts once the benchmark has completed this share of its run's tokens
 # (before that both counts are a handful of requests and their ratio is noise)
 COMPARE_FROM_SHARE = 0.02
+PEAK_CAP_OF_CAPACITY = 0.95
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,20 @@ def solve_capped(workload, policy: str, rate_per_s: float, adaptive: dict | None
     return doc.to_dict()
 
 
+def solve_capped_at_most(workload, policy: str, rate_per_s: float) -> tuple[float, dict]:
+    """`solve_capped` at `rate_per_s`, or at the highest rate 2 % steps below it that solves (near
+    capacity the solver can refuse a rate the fluid model still serves)."""
+    from fluid.errors import UnstableWorkloadError
+
+    rate = rate_per_s
+    for _ in range(25):
+        try:
+            return rate, solve_capped(workload, policy, rate, None)
+        except UnstableWorkloadError:
+            rate *= 0.98
+    return rate, solve_capped(workload, policy, rate, None)
+
+
 def _copy(r):
     from runtime.request import Request
 
@@ -214,10 +229,19 @@ def _curves(requests, end_s: float):
     return grid, cum, in_system
 
 
+def solvable_peak_rate(workload, profile: Profile) -> float:
+    """The profile's peak total rate, or PEAK_CAP_OF_CAPACITY × the capacity when the peak is beyond
+    what any policy serves (a trace's busiest minute can be): no threshold exists above capacity."""
+    from fluid.equilibrium import closed_form
+
+    capacity = closed_form(workload).capacity_scale * workload.total_rate_per_s
+    return min(profile.peak_rate_per_s(), PEAK_CAP_OF_CAPACITY * capacity)
+
+
 def _fluid_curve(workload, profile: Profile, end_s: float):
     from fluid.ode import simulate_fluid
 
-    peak = workload.scaled(profile.peak_rate_per_s() / workload.total_rate_per_s)
+    peak = workload.scaled(solvable_peak_rate(workload, profile) / workload.total_rate_per_s)
     traj = simulate_fluid(peak, end_s, policy="wait", rates=profile.rates(), num_points=int(end_s / GRID_S) + 1)
     grid = np.arange(0.0, end_s + GRID_S, GRID_S)
     rate = np.interp(grid, traj.times_s, traj.throughput_tokens_per_s)
@@ -236,9 +260,10 @@ def run_experiment(exp: DriftExperiment, *, progress=None) -> dict:
 
     workload = load_workload(exp.workload)
     profile, rows = build_profile(exp, workload)
+    peak_rate, peak_document = solve_capped_at_most(workload, exp.policy, solvable_peak_rate(workload, profile))
     documents = {
         "static-mean": solve_capped(workload, exp.policy, profile.mean_rate_per_s(), None),
-        "static-peak": solve_capped(workload, exp.policy, profile.peak_rate_per_s(), None),
+        "static-peak": peak_document,
         ADAPTIVE: solve_capped(workload, exp.policy, profile.mean_rate_per_s(), exp.adaptive),
     }
     names = {"static-mean": f"{exp.policy}-capped", "static-peak": f"{exp.policy}-capped", ADAPTIVE: f"{exp.policy}-adaptive"}
@@ -287,6 +312,7 @@ def run_experiment(exp: DriftExperiment, *, progress=None) -> dict:
         r["static_peak_mean_latency_s"] = static.get("static-peak")
     return {"experiment": exp.name, "workload": exp.workload, "policy": exp.policy, "profile": exp.profile,
             "mean_rate_per_s": profile.mean_rate_per_s(), "peak_rate_per_s": profile.peak_rate_per_s(),
+            "static_peak_solved_at_rate_per_s": peak_rate,
             "compare_from_share": COMPARE_FROM_SHARE, "runs": runs}
 
 

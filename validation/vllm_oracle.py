@@ -178,13 +178,20 @@ def _vllm_step_output(scheduler, output):
     return ModelRunnerOutput(req_ids=ids, req_id_to_index={rid: i for i, rid in enumerate(ids)}, sampled_token_ids=sampled)
 
 
-def run_scenario(scenario: OracleScenario, model_dir: str, *, max_steps: int = 200_000) -> OracleResult:
-    """Both schedulers over `scenario`'s arrivals on one clock; count the identical steps."""
+def run_scenario(
+    scenario: OracleScenario, model_dir: str, *, reserve_full_isl: bool = True, max_steps: int = 200_000
+) -> OracleResult:
+    """Both schedulers over `scenario`'s arrivals on one clock; count the identical steps.
+
+    `reserve_full_isl` is the project scheduler's knob (vLLM keeps its default, True): False shows
+    what the gate is worth.
+    """
     requests = scenario.requests()
     ours = VllmV1Scheduler(
         KVBlockManager(scenario.kv_blocks * BLOCK_SIZE, BLOCK_SIZE),
         max_num_batched_tokens=scenario.max_num_batched_tokens,
         max_num_seqs=scenario.max_num_seqs,
+        reserve_full_isl=reserve_full_isl,
     )
     theirs = build_vllm_scheduler(scenario, model_dir)
     now_s = 0.0
@@ -237,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the results to this JSON file")
     parser.add_argument("--scenario", action="append", help="run only these scenarios (repeatable)")
+    parser.add_argument(
+        "--reserve-full-isl", choices=("true", "false"), default="true",
+        help="the project scheduler's full-sequence admission gate (vLLM keeps its default, true)",
+    )
     args = parser.parse_args(argv)
     try:
         import vllm
@@ -247,10 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = write_model_dir(Path(tmp) / "model")
-        print(f"vLLM {vllm.__version__} v1 Scheduler vs vllm-v1 (block {BLOCK_SIZE}, clock {BATCH_TIME})")
+        print(
+            f"vLLM {vllm.__version__} v1 Scheduler vs vllm-v1 (reserve_full_isl={args.reserve_full_isl}, "
+            f"block {BLOCK_SIZE}, clock {BATCH_TIME})"
+        )
         print(f"{'scenario':<14} {'steps':>6} {'matched':>8} {'preempt ours':>13} {'preempt vLLM':>13} {'done':>9}")
         for scenario in chosen:
-            res = run_scenario(scenario, model_dir)
+            res = run_scenario(scenario, model_dir, reserve_full_isl=args.reserve_full_isl == "true")
             results.append(res)
             print(
                 f"{res.scenario:<14} {res.steps:>6} {res.steps_matched:>8} {res.preemptions_ours:>13} "
@@ -259,7 +273,12 @@ def main(argv: list[str] | None = None) -> int:
             if res.first_mismatch is not None:
                 print(f"  first mismatch: {res.first_mismatch}")
     if args.json:
-        doc = {"vllm_version": vllm.__version__, "batch_time": BATCH_TIME.to_dict(), "results": [r.to_dict() for r in results]}
+        doc = {
+            "vllm_version": vllm.__version__,
+            "reserve_full_isl": args.reserve_full_isl == "true",
+            "batch_time": BATCH_TIME.to_dict(),
+            "results": [r.to_dict() for r in results],
+        }
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 

@@ -4,9 +4,13 @@ One forward serves a mixed batch (arXiv 2504.07347: mixing prefill chunks with d
 makes the linear batch-time model hold). The token rows of a step are packed as
 `[prefill chunk tokens of each prefill sequence..., one token per decode sequence]`.
 
-- Prefill: each chunk attends causally to itself and to its request's cached prefix. A chunk with
-  no prefix uses its fresh K/V directly (SDPA, FlashAttention-backed on CUDA); a chunk with a
-  prefix gathers prefix + chunk from the pool (written first) and uses a bottom-right causal mask.
+- Prefill: each chunk attends causally to itself and to its request's cached prefix. On CUDA all
+  prefill chunks of a step go through one variable-length kernel launch per layer
+  (`runtime.gpu.kernels.varlen_attention_triton`: prefix read in place through the block table,
+  the chunk's keys from this step's rows); its metadata is a `VarlenBatch` of device tensors.
+  The torch reference (`prefill_attention`, the CPU path and the test oracle) runs one SDPA per
+  chunk: with no prefix on the fresh K/V, with a prefix over prefix + chunk gathered from the pool
+  (written first) under a bottom-right causal mask.
 - Decode: one query row per sequence over its block table — a Triton kernel on CUDA (online
   softmax over pages, one program per (sequence, query head)), a torch reference on CPU.
 """
@@ -14,6 +18,7 @@ makes the linear batch-time model hold). The token rows of a step are packed as
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +38,90 @@ class PrefillSeq:
     num_new_tokens: int
     context_tokens: int  # cached prefix length before this chunk
     block_ids: torch.Tensor | None  # [blocks] on device; needed only when context_tokens > 0
+
+
+def _prefill_tiles(text: str) -> tuple[int, int, int]:
+    try:
+        bm, warps, stages = (int(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"FLUIDSCHED_VARLEN_PREFILL must be BLOCK_M,NUM_WARPS,NUM_STAGES (e.g. 64,4,2), got {text!r}") from None
+    if bm < 16 or bm & (bm - 1) or warps not in (1, 2, 4, 8, 16) or stages < 1:
+        raise ValueError(f"FLUIDSCHED_VARLEN_PREFILL: BLOCK_M a power of two ≥ 16, warps 1-16, stages ≥ 1; got {text!r}")
+    return bm, warps, stages
+
+
+# query-tile heights of the variable-length kernel: prefill chunks use tall tiles (each K/V tile is
+# read once per BLOCK_M queries), decodes (one query row) short ones (the tensor-core minimum, 16
+# rows). The prefill tile (height, warps, pipeline stages) can be set for a tuning sweep
+# (benchmarks/bench_varlen.py) with FLUIDSCHED_VARLEN_PREFILL=BLOCK_M,NUM_WARPS,NUM_STAGES.
+PREFILL_BLOCK_M, PREFILL_NUM_WARPS, PREFILL_NUM_STAGES = _prefill_tiles(os.environ.get("FLUIDSCHED_VARLEN_PREFILL", "64,4,2"))
+DECODE_BLOCK_M = 16
+
+
+@dataclass(frozen=True, slots=True)
+class VarlenBatch:
+    """Device metadata of the sequences one variable-length attention launch serves (see the kernel)."""
+
+    seq_meta: torch.Tensor  # [S, 3] int32: row_start, num_new, context_tokens
+    block_tables: torch.Tensor  # [S, width] int32
+    tile_map: torch.Tensor  # [tiles, 2] int32: sequence index, first chunk row of the tile
+    num_tiles: torch.Tensor  # [1] int32
+    grid_programs: int  # programs along the tile axis (the live tile count, or a graph bucket's capacity)
+    block_m: int  # query rows per tile
+
+
+def tile_map_rows(num_new: list[int], block_m: int) -> list[tuple[int, int]]:
+    """(sequence index, first chunk row) of every query tile of sequences with `num_new` rows each."""
+    return [(s, m) for s, n in enumerate(num_new) for m in range(0, n, block_m)]
+
+
+def _aligned(size: int) -> int:
+    """int32 elements rounded up to 16 bytes: Triton specialises on pointer alignment, and a region
+    starting at a new alignment would compile another kernel variant in the middle of a run."""
+    return -(-size // 4) * 4
+
+
+def pack_varlen(seqs: list[tuple[int, int, int, list[int]]], block_m: int, device) -> VarlenBatch:
+    """One host→device copy of the metadata of `seqs` = [(row_start, num_new, context_tokens, block table)].
+
+    Tables are padded to the longest table among sequences with a prefix (others are never read)."""
+    import numpy as np
+
+    n_seqs = len(seqs)
+    tiles = tile_map_rows([n for _, n, _, _ in seqs], block_m)
+    width = max((len(t) for _, _, ctx, t in seqs if ctx), default=1)
+    at_tiles = _aligned(3 * n_seqs)
+    at_count = at_tiles + _aligned(2 * len(tiles))
+    at_tables = at_count + 4
+    host = np.zeros(at_tables + n_seqs * width, dtype=np.int32)
+    host[: 3 * n_seqs] = [x for r, n, c, _ in seqs for x in (r, n, c)]
+    host[at_tiles : at_tiles + 2 * len(tiles)] = [x for tile in tiles for x in tile]
+    host[at_count] = len(tiles)
+    tables = host[at_tables:].reshape(n_seqs, width)
+    for i, (_, _, ctx, t) in enumerate(seqs):
+        if ctx:
+            tables[i, : len(t)] = t
+    dev = torch.from_numpy(host).to(device)
+    return VarlenBatch(
+        dev[: 3 * n_seqs].view(n_seqs, 3), dev[at_tables:].view(n_seqs, width),
+        dev[at_tiles : at_tiles + 2 * len(tiles)].view(len(tiles), 2), dev[at_count : at_count + 1], len(tiles), block_m,
+    )
+
+
+def varlen_from_prefills(prefills: list[PrefillSeq], block_m: int, device) -> VarlenBatch:
+    """The VarlenBatch of `PrefillSeq`s (callers that build steps by hand: warm-up, benchmarks, tests)."""
+    seqs = [(p.row_start, p.num_new_tokens, p.context_tokens, p.block_ids.tolist() if p.context_tokens else []) for p in prefills]
+    return pack_varlen(seqs, block_m, device)
+
+
+def varlen_attention_reference(q, k_new, v_new, k_cache, v_cache, batch: VarlenBatch, scale: float, out: torch.Tensor) -> torch.Tensor:
+    """Torch oracle of the variable-length kernel on the same metadata: `prefill_attention` per sequence."""
+    meta = batch.seq_meta.tolist()
+    for s, (row, n, ctx) in enumerate(meta):
+        rows = slice(row, row + n)
+        seq = PrefillSeq(row, n, ctx, batch.block_tables[s].long() if ctx else None)
+        out[rows] = prefill_attention(q[rows], k_new[rows], v_new[rows], seq, k_cache, v_cache, scale)
+    return out
 
 
 def _expand_kv_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:

@@ -1,8 +1,10 @@
 """`fluidsched calibrate [--device cuda] [--model NAME] [--out FILE]`: measure and fit step times.
 
-Writes one JSON file: the device and versions, every measured row (a table model), and the
-`affine` and `linear3` fits with MAPE and R²; `batch_time` holds the linear3 fit, in the exact
-form a workload's `batch_time:` field takes, so thresholds can be solved for this machine.
+Writes one JSON file: the device, versions and host, every measured row, the `affine` and
+`linear3` fits with MAPE and R², and the stepwise model (`fluid.batch_time_stepwise`) with its
+k-fold held-out MAPE per region. `batch_time_stepwise` is that model and `batch_time` the linear3
+fitted to it over the grid, each in the exact form a workload's `batch_time:` field takes: the
+fluid benchmark and `solve` read the linear one, `simulate` can run either.
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ from fluid.errors import InputError
 from fluid.file_output import finite_json
 
 
+HELP_EXAMPLES = """examples:
+  fluidsched calibrate --device cuda --out calibration.json
+  fluidsched calibrate --device cpu --model tiny-llama --grid-scale 0.05 --out cal.json   (about 30 s on 2 CPU cores)
+
+On CPU a tiny model's step times are mostly fixed overheads and noise, so the fit is flagged as
+not useful; calibrate on the GPU you will run on to solve thresholds for it."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = HELP_EXAMPLES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--device", default="cuda", help="cuda or cpu (default cuda)")
     parser.add_argument("--model", default="llama-2-7b", help="preset, Hugging Face checkpoint folder or LlamaConfig JSON (default llama-2-7b)")
     parser.add_argument("--checkpoint", help="local safetensors checkpoint folder (default: random weights)")
@@ -25,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv-tokens", type=int, help="KV pool size in tokens (default: what free memory allows; 8192 on CPU)")
     parser.add_argument("--block-size", type=int, default=16, help="KV block size in tokens (default 16)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per grid point (median kept)")
+    parser.add_argument("--passes", type=int, default=2, help="passes over the whole grid (default 2; repeats of a point stay in one held-out fold)")
     parser.add_argument("--grid-scale", type=float, default=1.0, help="scale the grid's token counts (e.g. 0.05 for a tiny CPU model)")
     parser.add_argument("--out", default="calibration.json", help="output JSON file (default calibration.json)")
     parser.add_argument("--json", action="store_true", help="print the result JSON")
@@ -62,6 +75,8 @@ def run(args) -> int:
     if not math.isfinite(args.grid_scale):
         raise InputError(f"--grid-scale must be a finite number in (0, 1], got {args.grid_scale}", field="grid_scale")
     check_out_file(args.out)
+    if args.passes < 1:
+        raise InputError(f"--passes must be at least 1, got {args.passes}", field="passes")
     if args.repeats < 1:
         raise InputError(f"--repeats must be at least 1, got {args.repeats}", field="repeats")
     if not 0 < args.grid_scale <= 1:
@@ -75,36 +90,19 @@ def run(args) -> int:
     if device.type == "cpu":
         check_host_memory(cfg, dtype, kv_tokens, model_name=model_label)
 
-    import torch
-    import transformers
-
-    from runtime.gpu.calibrate import calibration_grid, fit_rows, measure_grid
+    from runtime.gpu.calibrate import calibrate_engine
     from runtime.gpu.engine import Engine
     from runtime.gpu.setup import build_pool, load_runner
-    from runtime.gpu.step_timer import StepTimer
+    from runtime.progress import iterate, progress_enabled
 
     runner = load_runner(cfg, args.checkpoint, dtype=dtype, device=device)
     pool, info = build_pool(runner, kv_tokens=kv_tokens, block_size=args.block_size)
     engine = Engine(runner, pool)
-    from runtime.progress import iterate, progress_enabled
-
-    grid = iterate(calibration_grid(args.grid_scale), f"calibrating on {info.device_name}", enabled=progress_enabled(args.quiet))
-    rows = measure_grid(StepTimer(engine), grid, repeats=args.repeats)
-    if len(rows) < 4:
-        raise InputError(f"only {len(rows)} grid points fit a pool of {info.kv_capacity_tokens} tokens; raise --kv-tokens", field="kv_tokens")
-    fits = fit_rows(rows)
-    result = {
-        "device": info.device_name,
-        "model": model_label,
-        "dtype": str(dtype).replace("torch.", ""),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0]},
-        "kv_capacity_tokens": info.kv_capacity_tokens,
-        "block_size": args.block_size,
-        "cuda_graphs": engine.graphs is not None,
-        "batch_time": fits["linear3"]["batch_time"],
-        "fits": fits,
-        "table": rows,
-    }
+    result = calibrate_engine(
+        engine, info, model=model_label, grid_scale=args.grid_scale, repeats=args.repeats, passes=args.passes,
+        wrap_grid=lambda grid: iterate(grid, f"calibrating on {info.device_name}", enabled=progress_enabled(args.quiet)),
+    )
+    fits, stepwise = result["fits"], result["fits"]["stepwise"]
     warning = fit_warning(fits)
     if warning:
         result["fit_warning"] = warning
@@ -114,9 +112,13 @@ def run(args) -> int:
         json.dump(finite_json(result), sys.stdout, indent=1, allow_nan=False)
         print()
     else:
-        for kind, f in fits.items():
+        for kind in ("affine", "linear3"):
+            f = fits[kind]
             print(f"{kind:8s} {json.dumps(f['batch_time'])}  MAPE {100 * f['mape']:.1f} %  R² {f['r2']:.4f}")
-        print(f"{len(rows)} grid points on {info.device_name}; written to {out}")
+        print(f"stepwise held-out MAPE {100 * stepwise['heldout_mape']:.1f} % (worst region {stepwise['worst_region']}: "
+              f"{100 * stepwise['heldout_mape_by_region'][stepwise['worst_region']]:.1f} %); its linear3 is "
+              f"{100 * stepwise['linear_vs_model_mape']:.1f} % from it, {100 * stepwise['linear_vs_measured_mape']:.1f} % from the measurements")
+        print(f"{len(result['table'])} grid points on {info.device_name}; written to {out}")
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     return 0

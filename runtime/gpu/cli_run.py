@@ -115,10 +115,8 @@ def run(args) -> int:
     scheduler = make_scheduler(scheduler_name, KVBlockManager(capacity, args.block_size, track_block_ids=True), **config.scheduler_knobs())
 
     # --- the work --------------------------------------------------------------------------
-    import torch
-    import transformers
-
     from runtime.gpu.engine import Engine
+    from runtime.gpu.host_info import describe_host, versions
     from runtime.gpu.setup import build_pool, load_runner
     from runtime.metrics import summarize, warmup_cut_s
     from runtime.results import RunOutput, write_json, write_run_folder
@@ -146,13 +144,15 @@ def run(args) -> int:
         "device": info.device_name,
         "model": model_label,
         "dtype": str(dtype).replace("torch.", ""),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0]},
+        "versions": versions(),
+        "host": describe_host(),
         "weight_bytes": info.weight_bytes,
         "kv_pool_bytes": info.pool_bytes,
         "setup_s": setup_s,
         "median_step_s": measured[len(measured) // 2] if measured else None,
         "median_host_s": host[len(host) // 2] if host else None,
         "graph_steps": sum(s["graph"] for s in steps),
+        "eager_step_share": (1 - sum(s["graph"] for s in steps) / len(steps)) if steps else None,
         "restart_token_mismatches": result.restart_token_mismatches,
     })
     details = summary.details

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from runtime.executor import ServerLoop, run_server
-from runtime.gpu.attention import PrefillSeq
+from runtime.gpu.attention import PREFILL_BLOCK_M, PrefillSeq, pack_varlen
 from runtime.gpu.kv_pool import KVPool
 from runtime.gpu.model import LlamaRunner, StepInputs
 from runtime.request import Request
@@ -88,7 +88,7 @@ class _WallClock:
 
 
 class Engine:
-    def __init__(self, runner: LlamaRunner, pool: KVPool, *, use_cuda_graphs: bool = True, seed: int = 0, keep_logits: bool = False):
+    def __init__(self, runner: LlamaRunner, pool: KVPool, *, use_cuda_graphs: bool = True, mixed_graphs: bool = True, seed: int = 0, keep_logits: bool = False):
         self.runner, self.pool = runner, pool
         self.seed = seed
         self.keep_logits = keep_logits
@@ -96,11 +96,14 @@ class Engine:
         self.max_blocks_per_seq = -(-runner.max_positions // self.block_size)
         self.sequences: dict[int, list[int]] = {}  # request id -> prompt + generated token ids
         self.logits: dict[int, list[torch.Tensor]] = {}  # request id -> logits of each sampled token
-        self.graphs = None
+        self.graphs = self.mixed_graphs = None
         if use_cuda_graphs and runner.device.type == "cuda":
             from runtime.gpu.cuda_graphs import DecodeGraphs
+            from runtime.gpu.step_graphs import MixedGraphs
 
             self.graphs = DecodeGraphs(runner, pool, self.max_blocks_per_seq)
+            if mixed_graphs:
+                self.mixed_graphs = MixedGraphs(runner, pool, self.max_blocks_per_seq)
 
     # --- token bookkeeping -----------------------------------------------------------------
     def prompt_ids(self, request: Request) -> list[int]:
@@ -136,8 +139,9 @@ class Engine:
             self._prep_end, self._used_graph = time.perf_counter(), True
             logits, tokens = self.graphs.run(ids, pos, slots, lens, tables)
             return self._record(items, tokens.tolist(), logits)
-        ids, pos, slots, prefills, sample_rows = [], [], [], [], []
-        dec_tables, dec_lens = [], []
+        on_cuda = self.runner.device.type == "cuda"
+        ids, pos, slots, prefills, sample_rows, varlen_seqs = [], [], [], [], [], []
+        dec_tables, dec_lens, dec_seqs = [], [], []
         for w in items:
             seq, table = self._sequence(w.request), self._table(w.request)
             ctx, n = w.context_tokens, w.num_new_tokens
@@ -147,23 +151,37 @@ class Engine:
             slots += self._slots(table, ctx, ctx + n)
             sample_rows.append(row + n - 1)
             if w.is_prefill:
-                block_ids = torch.tensor(table, dtype=torch.int64, device=self.runner.device) if ctx else None
-                prefills.append(PrefillSeq(row, n, ctx, block_ids))
+                if on_cuda:  # one metadata copy for all chunks (runtime.gpu.attention.pack_varlen)
+                    varlen_seqs.append((row, n, ctx, table))
+                else:
+                    block_ids = torch.tensor(table, dtype=torch.int64) if ctx else None
+                    prefills.append(PrefillSeq(row, n, ctx, block_ids))
             else:
                 dec_tables.append(table)
                 dec_lens.append(ctx + 1)
+                dec_seqs.append((row, 1, ctx, table))
+        bucket = self.mixed_graphs.bucket_for(len(ids), len(varlen_seqs), len(dec_seqs)) if self.mixed_graphs is not None else None
+        if bucket is not None:  # a graphed prefill / mixed step (runtime.gpu.step_graphs)
+            self._prep_end, self._used_graph = time.perf_counter(), True
+            logits, tokens = self.mixed_graphs.run(bucket, ids, pos, slots, sample_rows, varlen_seqs, dec_seqs)
+            return self._record(items, tokens.tolist(), logits)
         width = max((len(t) for t in dec_tables), default=0)  # pad only to this batch's longest table
         dec_tables = [t + [0] * (width - len(t)) for t in dec_tables]
         dev = self.runner.device
+        # one host→device copy for ids, positions, slots and sample rows (rows of an even width keep
+        # every row 16-byte aligned: Triton specialises on pointer alignment)
+        T, S = len(ids), len(sample_rows)
+        rows = np.zeros((4, T + T % 2), dtype=np.int64)
+        rows[0, :T], rows[1, :T], rows[2, :T], rows[3, :S] = ids, pos, slots, sample_rows
+        packed = torch.from_numpy(rows).to(dev)
         step = StepInputs(
-            torch.tensor(ids, dtype=torch.int64, device=dev),
-            torch.tensor(pos, dtype=torch.int64, device=dev),
-            torch.tensor(slots, dtype=torch.int64, device=dev),
+            packed[0, :T], packed[1, :T], packed[2, :T],
             prefills,
-            torch.tensor(dec_tables, dtype=torch.int32, device=dev) if decodes else None,
-            torch.tensor(dec_lens, dtype=torch.int32, device=dev) if decodes else None,
-            torch.tensor(sample_rows, dtype=torch.int64, device=dev),
+            torch.tensor(dec_tables, dtype=torch.int32).to(dev) if decodes else None,
+            torch.tensor(dec_lens, dtype=torch.int32).to(dev) if decodes else None,
+            packed[3, :S],
             num_decode_rows=len(decodes),
+            prefill_varlen=pack_varlen(varlen_seqs, PREFILL_BLOCK_M, dev) if varlen_seqs else None,
         )
         self._prep_end, self._used_graph = time.perf_counter(), False
         logits = self.runner.forward(step, kv)

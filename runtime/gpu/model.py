@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from runtime.gpu.attention import PrefillSeq, default_scale, paged_decode_attention, prefill_attention
+from runtime.gpu.attention import PREFILL_BLOCK_M, PrefillSeq, VarlenBatch, default_scale, paged_decode_attention, prefill_attention, varlen_from_prefills
 from runtime.gpu.kv_pool import KVPool
 
 
@@ -43,6 +43,10 @@ class StepInputs:
     decode_context_lens: torch.Tensor | None  # [D] int32: tokens attended, the current one included
     sample_rows: torch.Tensor | None  # [S] rows whose logits are returned; None = every row
     num_decode_rows: int = 0
+    # CUDA: the metadata of the variable-length attention launches (built from `prefills` when None);
+    # `decode_varlen` set means decodes go through the variable-length kernel too (graphed mixed steps)
+    prefill_varlen: VarlenBatch | None = None
+    decode_varlen: VarlenBatch | None = None
 
 
 class LlamaRunner:
@@ -140,6 +144,8 @@ class LlamaRunner:
     def _attention_core(self, q, k, v, step: StepInputs, k_cache, v_cache) -> torch.Tensor:
         """q: [T, H, d] rotated; k, v: [T, KV, d] of this step (already in the pool). Returns [T, H, d]."""
         T = q.shape[0]
+        if q.is_cuda and (step.prefills or step.prefill_varlen is not None or step.decode_varlen is not None):
+            return self._attention_varlen(q, k, v, step, k_cache, v_cache)
         outs = []
         for seq in step.prefills:
             rows = slice(seq.row_start, seq.row_start + seq.num_new_tokens)
@@ -148,6 +154,28 @@ class LlamaRunner:
             qd = q[T - step.num_decode_rows :]
             outs.append(paged_decode_attention(qd, k_cache, v_cache, step.decode_block_tables, step.decode_context_lens, self.scale))
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+
+    def _attention_varlen(self, q, k, v, step: StepInputs, k_cache, v_cache) -> torch.Tensor:
+        """CUDA: all prefill chunks in one variable-length launch; decodes in a second one (graphed
+        mixed steps) or in the paged decode kernel. Rows outside every sequence (a graph's padding)
+        are left unwritten."""
+        from runtime.gpu.kernels.attention_triton import paged_decode_triton
+        from runtime.gpu.kernels.varlen_attention_triton import varlen_paged_attention
+
+        T = q.shape[0]
+        out = torch.empty((T, self.num_heads, self.head_dim), dtype=q.dtype, device=q.device)
+        if step.prefill_varlen is None and step.prefills:
+            step.prefill_varlen = varlen_from_prefills(step.prefills, PREFILL_BLOCK_M, q.device)  # once, reused by every layer
+        for batch in (step.prefill_varlen, step.decode_varlen):
+            if batch is not None:
+                varlen_paged_attention(
+                    q, k, v, k_cache, v_cache, out, batch.seq_meta, batch.block_tables, batch.tile_map, batch.num_tiles, self.scale,
+                    grid_programs=batch.grid_programs, block_m=batch.block_m,
+                )
+        if step.decode_varlen is None and step.num_decode_rows:
+            D = step.num_decode_rows
+            paged_decode_triton(q[T - D :], k_cache, v_cache, step.decode_block_tables, step.decode_context_lens, self.scale, out=out[T - D :])
+        return out
 
     def _forward_fused(self, step: StepInputs, pool: KVPool) -> torch.Tensor:
         """CUDA: per layer add+RMSNorm, QKV GEMM, RoPE+KV write, attention, O GEMM, add+RMSNorm,

@@ -56,14 +56,16 @@ class StepTimer:
         """Median wall time of one step of `composition` (s) and its BatchShape."""
         batch, reqs = self._batch(composition)
         try:
-            times, host = [], []
+            times, host, graph = [], [], []
             for i in range(warmup + repeats):
                 t = time.perf_counter()
                 self.engine.execute(batch)
                 if i >= warmup:
                     times.append(time.perf_counter() - t)
                     host.append(self.engine._prep_end - t)
+                    graph.append(self.engine._used_graph)
             self.last_host_s = statistics.median(host)  # input preparation before the device work
+            self.last_graph = all(graph)
             return statistics.median(times), batch.shape()
         finally:
             for r in reqs:

@@ -79,16 +79,17 @@ def scheduler_options(name: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def make_scheduler(name: str, kv, **options):
-    """Build scheduler `name` over the KV manager `kv`; `options` are the policy's knobs.
-
-    An option the scheduler does not have is an InputError that lists the ones it has.
-    """
-    cls = scheduler_class(name)
-    unknown = sorted(set(options) - set(scheduler_options(name)))
+def check_options(name: str, options) -> None:
+    """The one "has no option" check: InputError naming the options scheduler `name` lacks and
+    listing the ones it has (also refuses an unknown scheduler name)."""
+    known = scheduler_options(name)
+    unknown = sorted(set(options) - set(known))
     if unknown:
-        raise InputError(
-            f"scheduler {name!r} has no option(s) {unknown}; its options: {', '.join(scheduler_options(name)) or 'none'}",
-            field="option",
-        )
+        raise InputError(f"scheduler {name!r} has no option(s) {unknown}; its options: {', '.join(known) or 'none'}", field="option")
+
+
+def make_scheduler(name: str, kv, **options):
+    """Build scheduler `name` over the KV manager `kv`; `options` are the policy's knobs (`check_options`)."""
+    cls = scheduler_class(name)
+    check_options(name, options)
     return cls(kv, **options)

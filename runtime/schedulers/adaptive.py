@@ -140,7 +140,7 @@ class AdaptiveCappedNestedWaitScheduler(_Adaptive, CappedNestedWaitScheduler):
         if ref is None or not ref.rates_per_s:
             raise InputError("the adaptive mode needs the rates the policy was solved for (workload.rates_per_s)",
                              source=self.policy.source, field="workload")
-        solved_total = sum(ref.rates_per_s.values())
+        solved_total = sum(rate for _, rate in ref.rates_per_s)
         self.rates = RateEstimator({"all": solved_total}, self.settings.window_s)
         self.lengths = LengthWindow(self.settings.window_s)
         prefill = self.policy.representative_prefill_tokens or 0
@@ -166,7 +166,7 @@ class AdaptiveCappedNestedWaitScheduler(_Adaptive, CappedNestedWaitScheduler):
     def on_finished(self, requests: list[Request]) -> None:
         super().on_finished(requests)
         for r in requests:
-            self.lengths.observe(r.finish_s, r.prompt_tokens, r.output_tokens)
+            self.lengths.observe(r.completion_s, r.prompt_tokens, r.output_tokens)
 
     def _apply(self, caps: dict[str, int]) -> None:
         self.group_caps.update(caps)

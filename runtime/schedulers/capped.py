@@ -94,7 +94,7 @@ class CappedScheduler(Scheduler):
 
     # --- the rule --------------------------------------------------------------------------
     def _chunk(self, request: Request) -> int:
-        left = request.prompt_tokens + request.decode_steps_done - request.cached_tokens
+        left = request.prefill_remaining  # l + s + 1 after a recompute (Request.evict)
         chunk = self.prefill_chunk_tokens
         return left if chunk is None or left <= chunk else chunk
 
@@ -108,7 +108,7 @@ class CappedScheduler(Scheduler):
             if i >= len(residents):
                 break
             r = residents[i]
-            if r.cached_tokens < r.prompt_tokens + r.decode_steps_done:  # prefilling: its next chunk
+            if r.cached_tokens < r.prefill_target_tokens:  # prefilling (or recomputing): its next chunk
                 if not self.try_reserve(batch, r, self._chunk(r)):
                     paused += 1
             else:

@@ -27,10 +27,10 @@ evict itself and restart forever.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
 from fluid.errors import InputError
+from fluid.numbers import check_number
 from runtime.kv_blocks import KVBlockManager
 from runtime.request import Request
 from runtime.schedulers.base import Batch, Scheduler
@@ -43,19 +43,12 @@ NO_BUDGET = 1 << 62  # stands for "no token budget" inside the running pass
 # --- knob validation ------------------------------------------------------------------------
 def positive_int_knob(value, field: str, *, allow_none: bool = False) -> int | None:
     """Return `value` if it is a positive integer (or None when allowed), else raise InputError."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        hint = " or null for no limit" if allow_none else ""
-        raise InputError(f"must be a positive integer{hint}, got {value!r}", field=field)
-    return value
+    return check_number(value, field, integer=True, minimum=1, allow_none=allow_none)
 
 
 def fraction_knob(value, field: str) -> float:
     """Return `value` if it is a number in [0, 1), else raise InputError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value < 1:
-        raise InputError(f"must be a fraction in [0, 1), got {value!r}", field=field)
-    return float(value)
+    return float(check_number(value, field, minimum=0, maximum=1, strict_maximum=True))
 
 
 # --- the shared state and running pass -------------------------------------------------------

@@ -22,6 +22,10 @@ Rules, every iteration:
    watermark free (`can_allocate`, base_block_space_manager.py 76-82; allocated at once by
    `allocate`, 84-92), running requests stay < `max_num_seqs` (line 216) and the budget has room
    for a chunk (lines 220-225). The first that fails stops admission (line 212).
+   A request preempted in this same step is reset for recompute only after the scheduler returns
+   (`on_schedule` → `reset_for_recompute`, base_sequence_manager.py), so admission sees its old
+   state: a preempted decode offers 0 prefill tokens and stops admission (line 224); a preempted
+   partial prefill is admitted again with a chunk of its old remainder, run from its start.
 4. The next step's running order is: the decodes walked, then the prefills set aside, then the
    new admissions (lines 155-239), which the next arrival sort keeps for equal arrival times.
 Recompute (`Request.evict`): `reset_for_recompute` makes prompt and outputs the new prompt
@@ -73,31 +77,47 @@ class SarathiScheduler(QueueingScheduler):
         self.order = order
         if order == "spf":
             self.waiting = WaitingOrder(by_length=True)  # deque interface, shortest prompt first
+        self._stale_prefill: dict[int, int] = {}  # requests preempted this step -> prefill left before
 
     def check_request(self, request: Request) -> None:
         require_fits(self.kv, request, policy=self.name, admission_free_blocks=self.watermark_blocks)
 
     def schedule(self, now_s: float) -> Batch:
         batch = Batch()
-        walked, set_aside, batched = self._serve_decodes(batch)
+        self._stale_prefill = {}
+        walked, set_aside, batched, reordered = self._serve_decodes(batch)
         batched = self._continue_prefills(batch, set_aside, batched)
         admitted = self._admit(batch, len(walked) + len(set_aside), batched)
-        running = {}
-        for r in walked + set_aside + admitted:
+        running = self.running
+        if reordered or set_aside or batch.evicted:  # the next order: walked, set aside, admitted
+            running = self.running = {}
+            for r in walked + set_aside:
+                running[r.request_id] = r
+        for r in admitted:  # else the order is unchanged: the walk was the whole running set
             running[r.request_id] = r
-        self.running = running
         return batch
 
-    def _serve_decodes(self, batch: Batch) -> tuple[list[Request], list[Request], int]:
-        """Step 1: decodes by arrival, a free block each, LIFO preemption by arrival."""
-        order = sorted(self.running.values(), key=_arrival)
+    def _serve_decodes(self, batch: Batch) -> tuple[list[Request], list[Request], int, bool]:
+        """Step 1: decodes by arrival, a free block each, LIFO preemption by arrival.
+
+        Returns (the decodes walked, the prefills set aside, the tokens, whether sorting moved any).
+        """
+        current = list(self.running.values())
+        order = sorted(current, key=_arrival)
         kv = self.kv
         walked: list[Request] = []
         set_aside: list[Request] = []
         preempted: list[Request] = []
         end = len(order)
         i = 0
+        reserve_decodes = self.reserve_decodes
         while i < end:
+            # a run of decodes in one call, up to the first prefill or a step with no free block
+            reached = reserve_decodes(batch, order, i, end, True)
+            walked.extend(order[i:reached])
+            i = reached
+            if i == end:
+                break
             r = order[i]
             i += 1
             if r.cached_tokens < r.prefill_target_tokens:
@@ -110,6 +130,8 @@ class SarathiScheduler(QueueingScheduler):
                 else:
                     victim = r
                 del self.running[victim.request_id]
+                # what Sarathi-Serve's stale state offers if admission meets it this step
+                self._stale_prefill[victim.request_id] = victim.prefill_remaining
                 self.preempt(victim, batch)
                 preempted.append(victim)
                 if victim is r:
@@ -118,7 +140,7 @@ class SarathiScheduler(QueueingScheduler):
                 self.reserve(batch, r, 1)
                 walked.append(r)
         self.waiting.extendleft(preempted)  # each to the front in turn: the last preempted is first
-        return walked, set_aside, len(walked)
+        return walked, set_aside, len(walked), order != current
 
     def _continue_prefills(self, batch: Batch, set_aside: list[Request], batched: int) -> int:
         """Step 2: the next chunk of each partly prefilled request (blocks reserved at admission)."""
@@ -133,6 +155,7 @@ class SarathiScheduler(QueueingScheduler):
         """Step 3: new prompts while their whole prefill fits above the watermark."""
         waiting, kv = self.waiting, self.kv
         admitted: list[Request] = []
+        stale = self._stale_prefill
         while waiting:
             r = waiting[0]
             whole = r.prefill_remaining
@@ -140,7 +163,11 @@ class SarathiScheduler(QueueingScheduler):
                 break
             if num_running + len(admitted) >= self.max_num_seqs:
                 break
-            chunk = min(whole, self.chunk_size - batched)
+            # a request preempted in this very step is reset only after the scheduler returns, so
+            # its prefill left reads as before: 0 for a decode (admission stops), the old rest
+            # of a partial prefill (admitted with that chunk, which then runs from the start)
+            left = stale.get(r.request_id, whole)
+            chunk = min(left, self.chunk_size - batched)
             if chunk <= 0:
                 break
             waiting.popleft()

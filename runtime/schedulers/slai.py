@@ -28,9 +28,16 @@ else the decode itself (lines 159-173, 273-287); preempted requests go to the fr
 queue (`_preempt`) and a recompute prefills l + s + 1 tokens (`Request.evict`).
 TBT_SLO is `request.tbt_slo_s`, else `default_tbt_slo_s` (0.2 s). Output lengths are not read.
 
-Deliberate differences: none in the rules. The arrival guard refuses a request that could
-never be admitted even with the cache to itself, where the official code would wait forever.
-The clock is the executor's (`now_s`), where the official code reads `time.perf_counter()`.
+As in the official code, a request preempted in step 1 is reset for recompute only after the
+scheduler returns, so step 3 sees its old state: a preempted paused prefill is admitted again with
+a chunk of its old remainder (run from its start).
+
+Deliberate differences: a decode preempted in step 1 that reaches the head of the waiting queue
+in the same step stops admission, where the official code fails an assertion ("It is a decode
+job"); in that step the official shortest-prompt-first sort still reads the victim's old prompt
+length, this one its recompute length. The arrival guard refuses a request that could never be
+admitted even with the cache to itself, where the official code would wait forever. The clock is
+the executor's (`now_s`), where the official code reads `time.perf_counter()`.
 """
 
 from __future__ import annotations
@@ -106,6 +113,7 @@ class SlaiScheduler(ResidentScheduler):
         self._batches = 0
         self._mean_batch_s = 0.0  # cumulative mean over every batch run
         self._served: list[Request] = []  # the last batch's requests, in batch order
+        self._stale_prefill: dict[int, int] = {}  # preempted this step -> prefill left before
         self.stats = {"preemptions": 0, "urgent_decodes": 0}
 
     # --- quantities of the rule ------------------------------------------------------------------
@@ -169,6 +177,7 @@ class SlaiScheduler(ResidentScheduler):
                 return batch
 
     def _fill(self, batch: Batch, now_s: float) -> None:
+        self._stale_prefill = {}
         served = self._served
         budget = self.token_budget
         # 1. decodes past their LST, earliest first
@@ -191,10 +200,16 @@ class SlaiScheduler(ResidentScheduler):
                 break
             if len(self.resident) >= self.max_num_seqs:
                 break
+            # preempted in this step (step 1): reset only after the scheduler returns, so it offers
+            # its old remainder; for a decode that is 0, where the official code stops on an
+            # assertion ("It is a decode job") and this one stops admission
+            left = self._stale_prefill.get(r.request_id, whole)
+            if left == 0:
+                break
             waiting.popleft()
             kv.grow(r, whole)
             self.resident[r.request_id] = r
-            chunk = min(whole, budget)
+            chunk = min(left, budget)
             self.reserve(batch, r, chunk)
             served.append(r)
             budget -= chunk
@@ -232,6 +247,7 @@ class SlaiScheduler(ResidentScheduler):
         return count, budget
 
     def _preempt(self, victim: Request, batch: Batch) -> None:
+        self._stale_prefill[victim.request_id] = victim.prefill_remaining
         del self.resident[victim.request_id]
         self._lst_s.pop(victim.request_id, None)
         self.preempt(victim, batch)

@@ -31,6 +31,7 @@ import math
 from itertools import chain, islice
 
 from fluid.errors import InputError
+from fluid.numbers import check_number
 from runtime.kv_blocks import KVBlockManager, KVCapacityError
 from runtime.policy_file import SERVICE_RULES, RuntimePolicy
 from runtime.request import Request
@@ -59,13 +60,10 @@ class ThresholdScheduler(Scheduler):
             raise InputError(f"must be one of {list(SERVICE_RULES)}, got {rule!r}", field="service_rule")
         self.service_rule = rule
         wait = policy.drain_max_wait_s if drain_max_wait_s is None else drain_max_wait_s
-        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or math.isnan(wait) or wait < 0:
-            raise InputError(f"must be a non-negative number of seconds, got {wait!r}", field="drain_max_wait_s")
+        if wait != math.inf:  # inf: no drain timer
+            check_number(wait, "drain_max_wait_s", minimum=0, unit="of seconds")
         self.max_wait_s = float(wait)
-        if prefill_chunk_tokens is not None and (
-            isinstance(prefill_chunk_tokens, bool) or not isinstance(prefill_chunk_tokens, int) or prefill_chunk_tokens < 1
-        ):
-            raise InputError(f"must be a positive integer or None, got {prefill_chunk_tokens!r}", field="prefill_chunk_tokens")
+        check_number(prefill_chunk_tokens, "prefill_chunk_tokens", integer=True, minimum=1, allow_none=True)
         self.prefill_chunk_tokens = prefill_chunk_tokens
         self.groups = groups
         self._cohort = rule == "cohort"
@@ -217,7 +215,7 @@ class ThresholdScheduler(Scheduler):
         """Cohort rule: up to the segment's threshold from every stage of segments 1..k."""
         stages = group.stages
         n = group.thresholds[0]
-        in_batch = None
+        left = 0  # decodes a whole-group pass already reserved, from the front in stage order
         if group.num_segments == 1 and stages and max(map(len, stages.values())) <= n:
             # every stage moves on whole: reserve them in one pass and move the dict in one piece
             flat = list(chain.from_iterable(stages.values()))
@@ -227,7 +225,7 @@ class ThresholdScheduler(Scheduler):
                 self._served.append(ServedStages(group, list(stages.items())))
                 group.changed()
                 return 0
-            in_batch = set(map(id, islice(flat, reached)))  # rare: stage by stage from here
+            left = reached  # rare (memory ran out): stage by stage from here
         limit = group.last_stages[k - 1]
         single = group.num_segments == 1
         moves: list[tuple[int, list[Request]]] = []
@@ -243,7 +241,9 @@ class ThresholdScheduler(Scheduler):
             else:
                 take = q[:n]
                 del q[:n]
-            moved, paused = self._reserve_each(batch, take, in_batch)
+            already = min(len(take), left)
+            left -= already
+            moved, paused = self._reserve_each(batch, take, already)
             blocked += len(paused)
             if paused:
                 rest = stages.get(stage)
@@ -255,22 +255,19 @@ class ThresholdScheduler(Scheduler):
         group.changed()
         return blocked
 
-    def _reserve_each(
-        self, batch: Batch, take: list[Request], in_batch: set[int] | None = None
-    ) -> tuple[list[Request], list[Request]]:
+    def _reserve_each(self, batch: Batch, take: list[Request], reserved: int = 0) -> tuple[list[Request], list[Request]]:
         """Split `take` into the decodes that got their block and the rest (which keep their caches).
 
-        `in_batch`: ids of requests already reserved in this batch (by a whole-group pass that
-        stopped short of memory); they count as served.
+        `reserved`: how many at the front of `take` a whole-group pass already reserved in this batch.
         """
-        reached = 0 if in_batch else self.reserve_decodes(batch, take)
+        reached = reserved if reserved else self.reserve_decodes(batch, take)
         if reached == len(take):
             return take, []
         moved = take[:reached]
         paused: list[Request] = []
         try_reserve = self.try_reserve
         for r in islice(take, reached, None):
-            if (in_batch and id(r) in in_batch) or try_reserve(batch, r, 1):
+            if try_reserve(batch, r, 1):
                 moved.append(r)
             else:
                 paused.append(r)

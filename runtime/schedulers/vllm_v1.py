@@ -2,7 +2,7 @@
 
 Matched version: vLLM 0.32.0, `vllm/v1/core/sched/scheduler.py` (`Scheduler.schedule`, lines
 591-1330 of the released wheel) and `vllm/v1/core/kv_cache_manager.py` (`allocate_slots`, lines
-380-600), with the default FCFS policy, chunked prefill on, no prefix caching. The oracle test
+371-600), with the default FCFS policy, chunked prefill on, no prefix caching. The oracle test
 (`tests/test_vllm_oracle.py`) drives that scheduler without a model and requires the same batches
 and preemptions step for step; docs/baselines.md lists the scenarios and the steps matched.
 
@@ -12,7 +12,7 @@ Rules, every iteration:
    needs a new block only when it crosses a block boundary. When the blocks are not free, the
    last request of the running list (the newest admission) is preempted by recompute and put at
    the front of the waiting queue, until they are, or until the request itself is the newest and
-   is preempted, which ends the pass (scheduler.py 780-846).
+   is preempted, which ends the pass (scheduler.py 775-848).
 2. Admission, only if nothing was preempted this step (scheduler.py 900): waiting requests FCFS
    (preempted ones first, the last one preempted at the very front), each with a chunk of
    min(prefill, budget left), while the budget lasts and running requests stay < `max_num_seqs`.

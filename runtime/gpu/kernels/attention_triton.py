@@ -171,10 +171,13 @@ def paged_decode_triton(
     split: bool | None = None,
     part_tokens: int = PART_TOKENS,
     split_num_warps: int = SPLIT_NUM_WARPS,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """Returns `out` ([B, heads, d], written in place when given: a slice of a step's attention output)."""
     batch, num_heads, head_dim = q.shape
     kv_heads = k_cache.shape[2]
-    out = torch.empty_like(q)
+    if out is None:
+        out = torch.empty_like(q)
     assert k_cache.stride() == v_cache.stride() and k_cache.stride(3) == 1 and q.stride(2) == 1
     if split is None:
         split = batch * num_heads < SPLIT_BELOW_PROGRAMS

@@ -1,0 +1,168 @@
+"""The closed loop on one machine in one process: calibrate → workload → solve → run → simulate.
+
+    PYTHONPATH=. python benchmarks/gpu_fidelity.py --out-dir OUT [--loads 0.5,0.8,0.9] [--requests 2000]
+    PYTHONPATH=. python benchmarks/gpu_fidelity.py --out-dir OUT --reuse-calibration docs/calibration-h200.json   (smoke test)
+
+One process loads the model once (Llama-2-7B shape, bf16, random weights) and on that machine:
+1. runs the step benchmark (`gpu_steps.py`: flatness in prefill sequences, step over device time);
+2. calibrates the engine (`runtime.gpu.calibrate.calibrate_engine`: the operating-range grid, two
+   passes, linear3 / stepwise fits with held-out MAPE) — unless `--reuse-calibration FILE` is
+   given, which makes the run a smoke test and says so in every file it writes;
+3. for each load factor builds the workload from the calibration (`gpu_loop_workload.build`: the
+   linear3 fitted to the stepwise model), solves WAIT thresholds (`fluidsched solve`), runs WAIT,
+   vLLM-v1 and Sarathi-Serve live on the engine, and simulates the same arrivals twice: with the
+   workload's linear3 and with the stepwise model (same types, rates and C; the WAIT policy is the
+   one solved for the linear3 workload, so that simulation accepts the batch-time difference).
+
+Writes OUT/fidelity.json (device, versions, host, batch_time_model, heldout_step_mape,
+points), OUT/reproducibility.json (one run), OUT/steps.json (the step benchmark),
+OUT/calibration.json and OUT/live-steps.json.gz (every live step's composition and time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+SCHEDULERS = ("wait", "vllm-v1", "sarathi")
+
+
+def _summary_keys(s) -> dict:
+    return {"tok_s": s.decode_throughput_tokens_per_s, "mean_latency_s": s.mean_latency_s, "mean_ttft_s": s.mean_ttft_s,
+            "evictions": s.evictions, "completed": s.completed, "mean_step_s": s.mean_step_s, "peak_kv_tokens": s.peak_kv_tokens}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out-dir", type=Path, required=True)
+    ap.add_argument("--loads", default="0.5,0.8,0.9")
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--slack", type=float, default=0.0, help="WAIT solver slack (default 0, as the near-capacity runs)")
+    ap.add_argument("--reuse-calibration", type=Path, help="SMOKE TEST: reuse a calibration made elsewhere instead of calibrating here")
+    ap.add_argument("--skip-steps", action="store_true", help="skip the step benchmark")
+    ap.add_argument("--model", default="llama-2-7b")
+    ap.add_argument("--device", default="cuda", help="cuda, or cpu with a tiny model and --kv-tokens (a smoke test of the script)")
+    ap.add_argument("--kv-tokens", type=int, help="KV pool size (default: what free GPU memory allows)")
+    ap.add_argument("--grid-scale", type=float, default=1.0, help="calibration grid token scale (tiny CPU models)")
+    args = ap.parse_args()
+    out = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    import gpu_loop_workload
+    import gpu_steps
+
+    from fluid.batch_time import batch_time_from_dict
+    from fluid.workload_io import load_workload
+    from runtime.cli_simulate import load_policy_arg
+    from runtime.gpu.calibrate import calibrate_engine
+    from runtime.gpu.host_info import describe_host, versions
+    from runtime.gpu.step_timer import StepTimer
+    from runtime.arrivals import make_requests
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.metrics import summarize, warmup_cut_s
+    from runtime.schedulers import make_scheduler
+    from runtime.simrun import SimConfig, run_simulation
+    from validation.cli import main as cli
+
+    engine, info = gpu_steps.build_engine(args.model, kv_tokens=args.kv_tokens, device=args.device)
+    host, vers = describe_host(), versions()
+    smoke = args.reuse_calibration is not None
+    if smoke:
+        print(f"SMOKE TEST: reusing the calibration {args.reuse_calibration} made on another run; no figure here is a result", flush=True)
+    from runtime.gpu.attention import PREFILL_BLOCK_M, PREFILL_NUM_STAGES, PREFILL_NUM_WARPS
+
+    base = {"device": info.device_name, "versions": vers, "host": host, "model": args.model,
+            "varlen_prefill_tile": {"block_m": PREFILL_BLOCK_M, "num_warps": PREFILL_NUM_WARPS, "num_stages": PREFILL_NUM_STAGES},
+            "command": "PYTHONPATH=. python benchmarks/gpu_fidelity.py " + " ".join(sys.argv[1:]), "smoke_test_reused_calibration": smoke}
+    timer = StepTimer(engine)
+    steps = {}
+    if not args.skip_steps:
+        steps = {**base, "flatness": gpu_steps.flatness(engine, timer), "step_vs_device": gpu_steps.step_vs_device(engine, timer)}
+        (out / "steps.json").write_text(json.dumps(steps, indent=1) + "\n")
+    print(f"[{time.perf_counter() - t_start:.0f} s] steps done", flush=True)
+    if smoke:
+        calibration = json.loads(args.reuse_calibration.read_text())
+    else:
+        calibration = calibrate_engine(engine, info, model=args.model, grid_scale=args.grid_scale)
+        (out / "calibration.json").write_text(json.dumps(calibration, indent=1) + "\n")
+        sw = calibration["fits"]["stepwise"]
+        print(f"[{time.perf_counter() - t_start:.0f} s] calibrated: linear3 MAPE {100 * calibration['fits']['linear3']['mape']:.1f} %, "
+              f"stepwise held-out {100 * sw['heldout_mape']:.1f} % (worst {sw['worst_region']} {100 * sw['heldout_mape_by_region'][sw['worst_region']]:.1f} %)", flush=True)
+    stepwise = batch_time_from_dict(calibration["batch_time_stepwise"], source="calibration")
+    points, live_steps, repro_runs = [], {}, []
+    fidelity = {**base, "batch_time_model": calibration["batch_time_stepwise"], "linear3_for_fluid": calibration["batch_time"],
+                "heldout_step_mape": calibration.get("heldout_step_mape"),
+                "heldout_mape_by_region": calibration.get("fits", {}).get("stepwise", {}).get("heldout_mape_by_region"),
+                "slack": args.slack, "requests": args.requests, "points": points}
+    for load in [float(x) for x in args.loads.split(",")]:
+        wl, design = gpu_loop_workload.build(calibration, load=load, memory_use=0.75)
+        wl_path = out / f"default-L{load:.2f}.yaml"
+        wl_path.write_text(gpu_loop_workload.to_yaml(wl, design, "calibration.json"))
+        workload = load_workload(str(wl_path))
+        policy_path = out / f"policy-wait-L{load:.2f}.json"
+        if cli(["solve", str(wl_path), "--slack", str(args.slack), "-o", str(policy_path)]) != 0:
+            raise SystemExit(f"solve failed for load {load}")
+        policy, document = load_policy_arg(str(policy_path))
+        offered = sum(t.rate_per_s * t.decode for t in workload.types)
+        capacity = workload.kv_capacity_tokens
+        tok_s, ttft = {}, {}
+        for name in SCHEDULERS:
+            pol = policy if name == "wait" else None
+            sched_name = "wait" if name == "wait" else name
+            config = SimConfig(workload=workload, scheduler=sched_name, num_requests=args.requests, seed=0, block_size=16,
+                               policy=pol, policy_document=document if pol else None)
+            requests = make_requests(workload, args.requests, 0)
+            scheduler = make_scheduler(sched_name, KVBlockManager(capacity, 16, track_block_ids=True), **config.scheduler_knobs())
+            engine.sequences.clear()
+            res = engine.run(scheduler, requests)
+            live = summarize(res.to_sim_result(capacity), scheduler=sched_name, warmup_s=warmup_cut_s(requests, 0.1), executor="gpu", wall_s=res.end_s)
+            rows = res.step_rows()
+            eager = 1 - sum(r["graph"] for r in rows) / len(rows)
+            sim_lin = run_simulation(config).summary
+            sim_rich = run_simulation(dataclasses.replace(config, workload=dataclasses.replace(workload, batch_time=stepwise), accept_policy_mismatch=True)).summary
+            m, sl, sr = _summary_keys(live), _summary_keys(sim_lin), _summary_keys(sim_rich)
+            pred = [stepwise.step_time_s(s.shape) for s in res.steps]
+            meas = [s.end_s - s.start_s for s in res.steps]
+            step_err = statistics.median(abs(p - t) / t for p, t in zip(pred, meas))
+            points.append({
+                "scheduler": name, "load": load, "below_saturation": bool(m["tok_s"] >= 0.95 * offered),
+                "offered_decode_tok_s": offered,
+                "measured_tok_s": m["tok_s"], "simulated_tok_s": sr["tok_s"], "simulated_linear3_tok_s": sl["tok_s"],
+                "measured_mean_latency_s": m["mean_latency_s"], "simulated_mean_latency_s": sr["mean_latency_s"], "simulated_linear3_mean_latency_s": sl["mean_latency_s"],
+                "measured_mean_ttft_s": m["mean_ttft_s"], "simulated_mean_ttft_s": sr["mean_ttft_s"], "simulated_linear3_mean_ttft_s": sl["mean_ttft_s"],
+                "measured_evictions": m["evictions"], "simulated_evictions": sr["evictions"], "simulated_linear3_evictions": sl["evictions"],
+                "measured_mean_step_s": m["mean_step_s"], "simulated_mean_step_s": sr["mean_step_s"],
+                "live_step_median_abs_error_of_stepwise": step_err, "eager_step_share": eager,
+                "median_host_s": statistics.median(r["host_s"] for r in rows), "num_steps": len(rows),
+                "completed": m["completed"], "requests": args.requests,
+            })
+            live_steps[f"{name}-L{load:.2f}"] = rows
+            tok_s[name], ttft[name] = m["tok_s"], m["mean_ttft_s"]
+            p = points[-1]
+            (out / "fidelity.json").write_text(json.dumps(fidelity, indent=1) + "\n")  # after every point: a cut run keeps what it measured
+            print(f"[{time.perf_counter() - t_start:.0f} s] {name:8s} L={load}: live {p['measured_tok_s']:.0f} tok/s, sim stepwise {p['simulated_tok_s']:.0f}, "
+                  f"sim linear3 {p['simulated_linear3_tok_s']:.0f}; latency {p['measured_mean_latency_s']:.3f} vs {p['simulated_mean_latency_s']:.3f} s; "
+                  f"evictions {p['measured_evictions']} vs {p['simulated_evictions']}; eager {100 * eager:.1f} %; step err {100 * step_err:.1f} %", flush=True)
+        repro_runs.append({"load": load, "tok_s": tok_s, "mean_ttft_s": ttft})
+    near = next((r for r in repro_runs if r["load"] == 0.9), repro_runs[-1])
+    all_live = [r for rows in live_steps.values() for r in rows]
+    repro = {"runs": [{**base, "load": near["load"], "tok_s": near["tok_s"], "mean_ttft_s": near["mean_ttft_s"],
+                       "step_over_device_median": (steps.get("step_vs_device") or {}).get("median_step_over_device"),
+                       "eager_step_share": 1 - sum(r["graph"] for r in all_live) / len(all_live),
+                       "calibration_made_here": not smoke}],
+             "note": "one machine: the target compares two fresh machines; a second run appends here"}
+    (out / "reproducibility.json").write_text(json.dumps(repro, indent=1) + "\n")
+    with gzip.open(out / "live-steps.json.gz", "wt") as f:
+        json.dump(live_steps, f, separators=(",", ":"))
+    print(f"[{time.perf_counter() - t_start:.0f} s] done", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Optional integrations of the solved policies into other serving systems (each its own extra)."""

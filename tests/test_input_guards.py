@@ -1,0 +1,193 @@
+"""Input guards at their edges: zero, negative, non-finite, booleans and wrong types are refused
+with an InputError naming the field, and the value just inside the edge is accepted."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fluid.batch_time import AffineBatchTime
+from fluid.errors import InputError
+from fluid.fleet import LPOptions
+from fluid.model_specs import MODEL_SPECS, model_spec
+from fluid.traces import load_timestamp_trace
+from fluid.workload import RequestType, Workload
+from thresholds.policy import ClassThreshold, Segment
+
+BAD_NUMBERS = [0, 0.0, -1, -0.5, math.inf, math.nan, True, "1"]
+
+
+@pytest.mark.parametrize("field", ["batch_cap", "token_budget_tokens", "tbt_slo_s"])
+@pytest.mark.parametrize("value", BAD_NUMBERS)
+def test_lp_options_refuse_non_positive_limits(field, value):
+    with pytest.raises(InputError, match="finite positive") as info:
+        LPOptions(**{field: value})
+    assert info.value.field == field
+
+
+def test_lp_options_accept_small_positive_limits_and_none():
+    opts = LPOptions(batch_cap=1e-9, token_budget_tokens=1, tbt_slo_s=0.001)
+    assert opts.batch_cap == 1e-9 and LPOptions().batch_cap is None
+
+
+@pytest.mark.parametrize("value", [0, 0.0, -1, math.inf, math.nan, True, "2", None])
+def test_policy_thresholds_must_be_finite_and_positive(value):
+    # reals > 0 here (the capped rule takes real thresholds); the readers require integers where needed
+    with pytest.raises(InputError, match="finite number > 0"):
+        ClassThreshold("a", 10, 5, 1.0, value)
+    with pytest.raises(InputError, match="finite number > 0"):
+        Segment(0, 5, value, 0.5, None)
+    assert ClassThreshold("a", 10, 5, 1.0, 1).threshold == 1
+    assert Segment(0, 5, 1e-3, 0.5, None).threshold == 1e-3
+
+
+@pytest.mark.parametrize("scale", [0.0, -2.0, math.inf, math.nan])
+def test_workload_rate_scale_must_be_finite_and_positive(scale):
+    w = Workload("w", 1000, AffineBatchTime(0.01, 1e-5), (RequestType("a", 10, 5, 2.0),))
+    with pytest.raises(InputError, match="rate scale"):
+        w.scaled(scale)
+    assert w.scaled(1e-6).types[0].rate_per_s == pytest.approx(2e-6)
+
+
+def test_timestamps_must_not_go_back_from_the_previous_row(tmp_path):
+    # 18:00:05 after 18:00:00 but before 18:00:09 (the row before): out of order even though it
+    # is later than the first row
+    path = tmp_path / "t.csv"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:00:00,1,2\n"
+                    "2023-11-16 18:00:09,3,4\n2023-11-16 18:00:05,5,6\n")
+    with pytest.raises(InputError, match="earlier than the row before") as info:
+        load_timestamp_trace(path)
+    assert f"{path}:4" in str(info.value)
+
+
+def test_trace_arrays_are_read_only(tmp_path):
+    # the parsed arrays are shared through a cache: a caller must not be able to change them
+    path = tmp_path / "t.csv"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:00:00,1,2\n2023-11-16 18:00:02,3,4\n")
+    trace = load_timestamp_trace(path)
+    assert list(trace.arrival_s) == [0.0, 2.0]
+    for arr in (trace.arrival_s, trace.prompt_tokens, trace.output_tokens):
+        with pytest.raises(ValueError, match="read-only"):
+            arr[0] = 7
+    again = load_timestamp_trace(path)
+    assert np.array_equal(again.arrival_s, [0.0, 2.0])
+
+
+# KV bytes per token = 2 · layers · kv_heads · head_dim · 2 bytes (bf16), from the models' published
+# configs: Llama-2-7B 32 layers, 32 KV heads of 128; Llama-2-13B 40 layers, 40 of 128; Llama-3-8B
+# 32 layers, 8 of 128.
+@pytest.mark.parametrize(
+    ("name", "shape", "kv_bytes"),
+    [
+        ("llama-2-7b", (32, 4096, 11008, 32, 32, 32000), 2 * 32 * 32 * 128 * 2),
+        ("llama-2-13b", (40, 5120, 13824, 40, 40, 32000), 2 * 40 * 40 * 128 * 2),
+        ("llama-3-8b", (32, 4096, 14336, 32, 8, 128256), 2 * 32 * 8 * 128 * 2),
+    ],
+)
+def test_model_shapes_match_the_published_configs(name, shape, kv_bytes):
+    m = model_spec(name)
+    assert (m.num_layers, m.hidden_size, m.intermediate_size, m.num_attention_heads, m.num_kv_heads,
+            m.vocab_size) == shape
+    assert m.head_dim == 128 and m.kv_bytes_per_token == kv_bytes
+
+
+def test_llama_3_context_and_rope_and_unknown_model():
+    m = MODEL_SPECS["llama-3-8b"]
+    assert (m.max_position_embeddings, m.rope_theta) == (8192, 500000.0)
+    assert MODEL_SPECS["llama-2-7b"].max_position_embeddings == 4096
+    with pytest.raises(InputError, match="unknown model 'llama-9'"):
+        model_spec("llama-9")
+
+
+# --- batch-time models ------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["0.01", None, True, [0.01]])
+def test_batch_time_coefficients_must_be_numbers(value):
+    from fluid.batch_time import Linear3BatchTime
+
+    with pytest.raises(InputError, match="must be a number"):
+        Linear3BatchTime(value, 1e-7, 1e-5)
+
+
+def test_staircase_needs_a_positive_constant_but_allows_a_zero_slope():
+    from fluid.batch_time import StaircaseBatchTime
+
+    with pytest.raises(InputError, match="finite positive") as info:
+        StaircaseBatchTime(0.0, 0.03)
+    assert info.value.field == "batch_time.c_s"
+    assert StaircaseBatchTime(0.01, 0.0).a_s == 0.0
+
+
+def test_default_attention_costs_follow_from_the_a100_datasheet():
+    # Llama-2-7B reads 524,288 KV bytes per cached token (2·32 layers·32 heads·128·2 B) at the
+    # A100-80GB's 2.039 TB/s; a prefill token pair costs 4·32 layers·4096 FLOPs at half of 312 TFLOP/s
+    from fluid import batch_time_profile as bp
+
+    assert model_spec("llama-2-7b").kv_bytes_per_token == 524_288
+    assert bp.DEFAULT_ATTN_S_PER_KV_TOKEN == pytest.approx(524_288 / 2.039e12, rel=1e-15)
+    assert bp.DEFAULT_ATTN_S_PER_PREFILL_PAIR == pytest.approx(4 * 32 * 4096 / 156e12, rel=1e-15)
+
+
+# --- metrics on a hand-made step log ----------------------------------------------------------------
+def test_step_metrics_by_hand():
+    from fluid.batch_time import BatchShape
+    from runtime.metrics import step_metrics
+    from runtime.sim import StepLog
+
+    log = StepLog()
+    # (start, end, new tokens, kv tokens, decodes, prefills, kv used after, evicted)
+    rows = [(0.0, 1.0, 10, 10, 0, 1, 16, 0), (1.0, 1.5, 2, 24, 1, 1, 32, 0), (1.5, 3.5, 1, 12, 1, 0, 16, 2)]
+    for start, end, new, kv, dec, pre, used, ev in rows:
+        log.append(start, end, BatchShape(new, kv, dec, pre), used, ev)
+    m = step_metrics(log, 64)
+    assert m["num_steps"] == 3 and m["busy_s"] == 3.5 and m["mean_step_s"] == pytest.approx(3.5 / 3)
+    assert m["max_batch_size"] == 2 and m["mean_batch_size"] == pytest.approx(4 / 3)
+    # one decode and one prefill in step 2 is a mixed step; step 1 is prefill-only, step 3 decode-only
+    assert m["mixed_step_fraction"] == pytest.approx(1 / 3)
+    assert m["prefill_only_step_fraction"] == pytest.approx(1 / 3)
+    assert m["decode_only_step_fraction"] == pytest.approx(1 / 3)
+    # new tokens 13, of which 2 are decodes: 11/13 prefill
+    assert m["prefill_token_fraction"] == pytest.approx(11 / 13)
+    # KV held weighted by duration: (16·1 + 32·0.5 + 16·2) / 3.5
+    assert m["peak_kv_tokens"] == 32 and m["mean_kv_tokens"] == pytest.approx(64 / 3.5)
+    assert m["evictions"] == 2 and m["kv_capacity_tokens"] == 64
+    assert step_metrics(StepLog(), 64)["num_steps"] == 0
+
+
+def test_which_policies_read_output_lengths():
+    from runtime.schedulers import SCHEDULERS, scheduler_class
+
+    knows = {name for name in SCHEDULERS if scheduler_class(name).uses_output_lengths}
+    assert knows == {"wait", "wait-capped", "orca", "mc-sf"}
+
+
+@pytest.mark.parametrize("value", [True, 12.5, "12"])
+def test_request_type_lengths_must_be_integers(value):
+    with pytest.raises(InputError, match="integer number of tokens") as info:
+        RequestType("a", value, 5, 1.0)
+    assert info.value.field.endswith("prefill")
+
+
+@pytest.mark.parametrize("value", [-1e-9, math.inf, -math.inf, math.nan])
+def test_batch_time_coefficients_must_be_finite_and_non_negative(value):
+    from fluid.batch_time import Linear3BatchTime
+
+    with pytest.raises(InputError, match="finite non-negative"):
+        Linear3BatchTime(0.01, value, 1e-5)
+    assert Linear3BatchTime(0.01, 0.0, 0.0).d_kv_s_per_token == 0.0
+
+
+def test_closed_form_report_by_hand():
+    # a = (1+1)(4 + 1/2) = 9, L = 0.01·2·9 = 0.18, ΔT* = 0.1/0.82, M* = ΔT*·2·9, use = M*/C
+    from fluid.cli import closed_form_report
+    from fluid.equilibrium import closed_form_full
+
+    w = Workload("w", 1000, AffineBatchTime(0.1, 0.01), (RequestType("a", 4, 1, 2.0),))
+    rep = closed_form_report(w, closed_form_full(w))
+    dt = 0.1 / (1 - 0.18)
+    assert rep["load_factor"] == pytest.approx(0.18) and rep["iteration_time_star_s"] == pytest.approx(dt)
+    assert rep["memory_star_tokens"] == pytest.approx(18 * dt)
+    assert rep["memory_use"] == pytest.approx(18 * dt / 1000)
+    assert rep["types"][0]["prompts_per_stage"] == pytest.approx(2 * dt)
+    assert rep["stable"] is True

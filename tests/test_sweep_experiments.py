@@ -1,0 +1,67 @@
+"""Every experiment under validation/experiments/ at --smoke size, then every figure and the
+report built from those result files alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from paper_figures.results import read_table
+from validation.cli import main
+from validation.experiment import load_experiment
+from validation.runner import plan
+
+EXPERIMENTS = sorted((Path(__file__).resolve().parent.parent / "validation" / "experiments").glob("*.yaml"))
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    for path in EXPERIMENTS:
+        assert main(["sweep", str(path), "--out", str(root / path.stem), "--smoke", "--jobs", "1", "--quiet"]) == 0, path.name
+    return root
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_experiment_smoke_runs_every_point(smoke_results, path):
+    experiment = load_experiment(path, smoke=True)
+    grid, chains = plan(experiment)
+    rows = read_table(smoke_results / path.stem)
+    assert sorted(r["point_id"] for r in rows if r["kind"] == "grid") == sorted(
+        __import__("validation.points", fromlist=["point_id"]).point_id(p) for p in grid)
+    assert any(r["status"] == "ok" for r in rows), "no point of the experiment ran"
+    bisection = read_table(smoke_results / path.stem, "bisection")
+    assert len([b for b in bisection if "policy" in b]) == len(chains)
+
+
+def test_full_size_experiments_parse_with_their_stated_sizes():
+    for path in EXPERIMENTS:
+        full, smoke = load_experiment(path), load_experiment(path, smoke=True)
+        grid_full, grid_smoke = plan(full)[0], plan(smoke)[0]
+        assert len(grid_smoke) <= len(grid_full)
+        assert max(p["requests"] for p in grid_smoke) <= 300, path.name  # smoke means seconds
+
+
+def test_every_figure_builds_from_the_smoke_results(smoke_results, capsys):
+    from paper_figures.cli import SWEEP_FIGURES
+
+    assert main(["figures", str(smoke_results)]) == 0
+    drawn = [Path(line) for line in capsys.readouterr().out.split()]
+    assert all(p.read_bytes()[:8] == PNG for p in drawn)
+    names = {p.stem for p in drawn}
+    assert names == set(SWEEP_FIGURES)  # each figure script drew at least once
+
+
+def test_report_holds_every_experiment_table_and_figure(smoke_results):
+    assert main(["report", str(smoke_results)]) == 0
+    text = (smoke_results / "report.md").read_text()
+    for path in EXPERIMENTS:
+        assert f"## {load_experiment(path).name}" in text
+        assert f"fluidsched sweep {path.as_posix()}" in text or f"--out {(smoke_results / path.stem).as_posix()}" in text
+    for line in text.splitlines():
+        if line.startswith("!["):
+            target = smoke_results / line.split("](")[1].rstrip(")")
+            assert target.read_bytes()[:8] == PNG, target
+    assert "**λ\\* by bisection**" in text and "Smoke size" in text

@@ -1,0 +1,47 @@
+"""`solve --service-rule capped --tune`: candidates simulated on the same arrivals, the lowest mean
+latency among those meeting the throughput and overflow targets wins."""
+
+from __future__ import annotations
+
+import json
+
+from fluid.batch_time import AffineBatchTime
+from fluid.equilibrium import closed_form
+from fluid.workload import RequestType, Workload
+from thresholds.nested import NestedOptions
+from thresholds.tune import MAX_OVERFLOW_RATE, TARGET_THROUGHPUT, tune
+from validation.cli import main
+
+
+def _workload() -> Workload:
+    w = Workload("tune", 6000, AffineBatchTime(0.01, 2e-6),
+                 (RequestType("a", 32, 20, 1.0), RequestType("b", 64, 60, 0.5)))
+    return w.scaled(0.7 * closed_form(w).capacity_scale)
+
+
+def test_tune_picks_the_lowest_latency_among_admissible_trials():
+    for options in (None, NestedOptions()):
+        best, trials = tune(_workload(), options, requests=400, seed=1)
+        assert len(trials) >= 3 and best in trials
+        good = [t for t in trials if t.throughput_ratio >= TARGET_THROUGHPUT and t.overflow_rate <= MAX_OVERFLOW_RATE]
+        if good:
+            assert best.admissible and best.mean_latency_s == min(t.mean_latency_s for t in good)
+        else:
+            assert best.throughput_ratio == max(t.throughput_ratio for t in trials)
+
+
+def test_tune_needs_the_capped_rule_and_records_its_choice(tmp_path, capsys):
+    path = tmp_path / "w.json"
+    w = _workload()
+    path.write_text(json.dumps({"name": "tune", "kv_capacity_tokens": 6000,
+                                "batch_time": {"kind": "affine", "d0_s": 0.01, "d1_s_per_token": 2e-6},
+                                "types": [{"name": t.name, "prefill": t.prefill, "decode": t.decode,
+                                           "rate_per_s": t.rate_per_s} for t in w.types]}))
+    assert main(["solve", str(path), "--tune", "-o", str(tmp_path / "p.json")]) == 2
+    assert "--service-rule capped" in capsys.readouterr().err
+    assert main(["solve", str(path), "--service-rule", "capped", "--tune", "--tune-requests", "300",
+                 "-o", str(tmp_path / "p.json")]) == 0
+    err = capsys.readouterr().err
+    assert "tune: *" in err
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert doc["options"]["slack_rule"].startswith("tuned (")
