@@ -53,7 +53,10 @@ class AdaptiveSettings:
     range times the rate the policy was solved for; `min_completions`: Nested WAIT keeps the
     solved per-request lengths until this many requests finished in the window; `headroom`: caps
     are solved for the upper edge of the estimate, λ̂ (1 + headroom) + √(λ̂ / window_s) (one
-    Poisson standard error), since caps sized exactly to the rate queue like a server at ρ = 1.
+    Poisson standard error), since caps sized exactly to the rate queue like a server at ρ = 1;
+    `max_capacity_fraction`: the rates solved for are at most this fraction of the capacity scale
+    θ* of the estimated mix — near capacity the caps grow without bound (ΔT* = d0 / (1 − L)) and
+    would fill C with a batch that is slower than the fluid point's.
     """
 
     window_s: float = 60.0
@@ -63,6 +66,7 @@ class AdaptiveSettings:
     max_rate_scale: float = 20.0
     min_completions: int = 50
     headroom: float = 0.25
+    max_capacity_fraction: float = 0.95
 
     def __post_init__(self) -> None:
         _number(self.window_s, "window_s", minimum=0, strict=True)
@@ -72,6 +76,10 @@ class AdaptiveSettings:
         _number(self.max_rate_scale, "max_rate_scale", minimum=0, strict=True)
         _number(self.min_completions, "min_completions", minimum=1, integer=True)
         _number(self.headroom, "headroom", minimum=0)
+        _number(self.max_capacity_fraction, "max_capacity_fraction", minimum=0, strict=True)
+        if self.max_capacity_fraction >= 1:
+            raise InputError(f"must be below 1 (caps explode at capacity), got {self.max_capacity_fraction!r}",
+                             field="adaptive.max_capacity_fraction")
         if self.max_rate_scale < self.min_rate_scale:
             raise InputError(f"max_rate_scale {self.max_rate_scale!r} is below min_rate_scale {self.min_rate_scale!r}",
                              field="adaptive.max_rate_scale")
@@ -79,7 +87,8 @@ class AdaptiveSettings:
     def to_dict(self) -> dict:
         return {"window_s": self.window_s, "period_s": self.period_s, "hysteresis": self.hysteresis,
                 "min_rate_scale": self.min_rate_scale, "max_rate_scale": self.max_rate_scale,
-                "min_completions": self.min_completions, "headroom": self.headroom}
+                "min_completions": self.min_completions, "headroom": self.headroom,
+                "max_capacity_fraction": self.max_capacity_fraction}
 
     @classmethod
     def from_dict(cls, data) -> "AdaptiveSettings":
@@ -100,6 +109,7 @@ class SolveRule:
     memory_margin: float | None
     kv_capacity_tokens: int
     batch_time: object  # a fluid.batch_time model
+    max_capacity_fraction: float = 0.95  # AdaptiveSettings.max_capacity_fraction
 
     def __post_init__(self) -> None:
         if self.memory_bound not in MEMORY_BOUNDS:
@@ -107,13 +117,13 @@ class SolveRule:
                              field="memory_bound")
 
 
-def _largest_fitting_scale(solve, what: str):
-    """solve(1.0), or else solve(s) at the largest s in (0, 1) that solves (bisection)."""
+def _largest_fitting_scale(solve, what: str, start: float = 1.0):
+    """solve(start), or else solve(s) at the largest s in (0, start) that solves (bisection)."""
     try:
-        return solve(1.0), 1.0
+        return solve(start), start
     except UnstableWorkloadError:
         pass
-    lo, hi, best = 0.0, 1.0, None
+    lo, hi, best = 0.0, start, None
     for _ in range(SCALE_BISECTION_STEPS):
         mid = (lo + hi) / 2
         try:
@@ -130,17 +140,22 @@ def resolve_wait_caps(classes, rates_per_s: dict[str, float], rule: SolveRule) -
     """Caps c_j of `solve_wait_capped` at `rates_per_s` ({class: λ̂_j}); classes are (name, l_j, l'_j).
 
     Returns (caps by class, the scale of the estimate they were solved at: 1, or below 1 when the
-    estimated traffic does not fit)."""
+    estimate is beyond `max_capacity_fraction` of capacity or does not fit)."""
     from thresholds.capped_solve import solve_wait_capped
 
-    def solve(scale: float):
+    from fluid.equilibrium import closed_form
+
+    def workload_at(scale: float) -> Workload:
         types = tuple(RequestType(name, prefill, decode, rates_per_s[name] * scale) for name, prefill, decode in classes)
-        workload = Workload("adaptive", rule.kv_capacity_tokens, rule.batch_time, types)
-        sol = solve_wait_capped(workload, slack=rule.slack, memory_bound=rule.memory_bound,
+        return Workload("adaptive", rule.kv_capacity_tokens, rule.batch_time, types)
+
+    def solve(scale: float):
+        sol = solve_wait_capped(workload_at(scale), slack=rule.slack, memory_bound=rule.memory_bound,
                                 memory_margin=rule.memory_margin)
         return {name: cap for (name, _, _), cap in zip(classes, sol.caps)}
 
-    return _largest_fitting_scale(solve, "adaptive WAIT")
+    start = min(1.0, rule.max_capacity_fraction * closed_form(workload_at(1.0)).capacity_scale)
+    return _largest_fitting_scale(solve, "adaptive WAIT", start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,4 +208,6 @@ def resolve_nested_cap(total_rate_per_s: float, shape: RequestShape, rule: Solve
             raise UnstableWorkloadError(f"memory {memory.required_tokens:.6g} > C = {rule.kv_capacity_tokens}")
         return cap
 
-    return _largest_fitting_scale(solve, "adaptive Nested WAIT")
+    load = total_rate_per_s * shape.stages * per_resident  # the load factor of the estimate
+    start = min(1.0, rule.max_capacity_fraction * rho / load) if load > 0 else 1.0
+    return _largest_fitting_scale(solve, "adaptive Nested WAIT", start)

@@ -42,13 +42,13 @@ def _settings(policy, window_s, period_s, hysteresis) -> AdaptiveSettings:
     return dataclasses.replace(base, **changes) if changes else base
 
 
-def _rule(policy, kv: KVBlockManager) -> SolveRule:
+def _rule(policy, kv: KVBlockManager, settings: AdaptiveSettings) -> SolveRule:
     if policy.batch_time is None:
         raise InputError("the adaptive mode re-solves caps with the policy's batch_time, which this policy lacks: "
                          "re-solve it with fluidsched solve", source=policy.source, field="batch_time")
     capacity = min(policy.kv_capacity_tokens or kv.num_blocks * kv.block_size, kv.num_blocks * kv.block_size)
     return SolveRule(policy.slack or 0.0, policy.memory_bound or "expected", policy.memory_margin, capacity,
-                     batch_time_from_dict(policy.batch_time, source=policy.source))
+                     batch_time_from_dict(policy.batch_time, source=policy.source), settings.max_capacity_fraction)
 
 
 class _Adaptive:
@@ -82,7 +82,7 @@ class AdaptiveCappedWaitScheduler(_Adaptive, CappedWaitScheduler):
         super().__init__(kv, policy=policy, resident_cap=resident_cap, prefill_chunk_tokens=prefill_chunk_tokens)
         self.settings = _settings(self.policy, window_s, period_s, hysteresis)
         self._fixed_resident_cap = resident_cap is not None
-        rule = _rule(self.policy, kv)
+        rule = _rule(self.policy, kv, self.settings)
         classes = [(c.name, c.prefill_tokens, c.decode_tokens) for c in self.policy.classes]
         solved = {c.name: c.rate_per_s for c in self.policy.classes}
         if any(r is None or r <= 0 for r in solved.values()):
@@ -135,7 +135,7 @@ class AdaptiveCappedNestedWaitScheduler(_Adaptive, CappedNestedWaitScheduler):
                              "nested-wait-capped", field="resident_cap")
         super().__init__(kv, policy=policy, prefill_chunk_tokens=prefill_chunk_tokens)
         self.settings = _settings(self.policy, window_s, period_s, hysteresis)
-        rule = _rule(self.policy, kv)
+        rule = _rule(self.policy, kv, self.settings)
         ref = self.policy.solved_for
         if ref is None or not ref.rates_per_s:
             raise InputError("the adaptive mode needs the rates the policy was solved for (workload.rates_per_s)",
