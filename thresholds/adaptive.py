@@ -154,7 +154,10 @@ def resolve_wait_caps(classes, rates_per_s: dict[str, float], rule: SolveRule) -
                                 memory_margin=rule.memory_margin)
         return {name: cap for (name, _, _), cap in zip(classes, sol.caps)}
 
-    start = min(1.0, rule.max_capacity_fraction * closed_form(workload_at(1.0)).capacity_scale)
+    # the capacity at this slack: the fluid capacity θ* (memory and load at ρ = 1), and ρ / L for the load
+    point = closed_form(workload_at(1.0))
+    capacity = min(point.capacity_scale, (1 - rule.slack) / point.load_factor) if point.load_factor > 0 else 1.0
+    start = min(1.0, rule.max_capacity_fraction * capacity)
     return _largest_fitting_scale(solve, "adaptive WAIT", start)
 
 
