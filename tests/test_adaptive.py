@@ -233,3 +233,31 @@ def test_nested_adaptive_learns_the_lengths_of_finished_requests():
     simulate(sched, reqs, BT)
     assert sched.controller.stats["resolves"] >= 25
     assert len(sched.lengths.lengths(60.0)) >= 50  # finished requests in the window feed the shape
+
+
+# --- the drift experiments at smoke size ----------------------------------------------------------
+@pytest.mark.parametrize("name", ["step", "periodic", "azure-x10"])
+def test_drift_experiment_smoke_writes_the_documented_fields(tmp_path, name, capsys):
+    from validation.cli import main
+
+    out = tmp_path / f"adaptive-{name}.json"
+    assert main(["drift", f"validation/experiments/adaptive/{name}.yaml", "--smoke", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    labels = {r["policy"] for r in data["runs"]}
+    assert labels == {"adaptive", "static-mean", "static-peak", "vllm-v1", "sarathi"}
+    for r in data["runs"]:
+        for key in ("experiment", "policy", "cumulative_throughput_vs_fluid_min", "mean_latency_s",
+                    "static_mean_latency_s", "static_peak_mean_latency_s"):
+            assert r[key] is not None, key
+        assert r["completed"] == r["requests"]  # every request of the smoke run finished
+        assert r["peak_kv_tokens"] <= 137_000
+    assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_drift_refuses_an_unknown_key(tmp_path, capsys):
+    from validation.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nworkload: p512d20\npolicy: wait\nprofile: {kind: steps, edges_s: [0, 10], scales: [0.5]}\nseed: 1\n")
+    assert main(["drift", str(bad), "--out", str(tmp_path / "o.json")]) == 2
+    assert "unknown key(s) ['seed']" in capsys.readouterr().err

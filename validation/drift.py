@@ -322,6 +322,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="result JSON (default: docs/adaptive-<name>.json)")
     parser.add_argument("--smoke", action="store_true", help="the file's small version, in seconds")
     parser.add_argument("--json", action="store_true", help="print the result JSON instead of a table")
+    parser.add_argument("--no-figure", action="store_true", help="skip the figure (written beside the JSON as .png)")
 
 
 def run(args) -> int:
@@ -332,8 +333,12 @@ def run(args) -> int:
     out = Path(args.out) if args.out else Path("docs") / f"adaptive-{exp.name}.json"
     result = run_experiment(exp, progress=lambda r: print(f"  {r['policy']:<12} seed {r['seed']}: done", file=sys.stderr))
     atomic_write_text(out, json.dumps(finite_json(result), indent=1) + "\n")
+    if not args.no_figure:
+        from paper_figures.drift_throughput import draw
+
+        draw(out, out.with_suffix(".png"))
     if args.json:
-        print(json.dumps(finite_json({k: v for k, v in result.items()}), indent=1))
+        print(json.dumps(finite_json(result), indent=1))
         return 0
     rows = [[r["policy"], str(r["seed"]), f"{r['cumulative_throughput_vs_fluid_min']:.4f}", f"{r['mean_latency_s']:.3f}",
              f"{r['mean_ttft_s']:.3f}", str(r["restarts"]), str(r["peak_kv_tokens"])] for r in result["runs"]]
