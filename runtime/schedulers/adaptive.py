@@ -47,7 +47,9 @@ def _rule(policy, kv: KVBlockManager, settings: AdaptiveSettings) -> SolveRule:
         raise InputError("the adaptive mode re-solves caps with the policy's batch_time, which this policy lacks: "
                          "re-solve it with fluidsched solve", source=policy.source, field="batch_time")
     capacity = min(policy.kv_capacity_tokens or kv.num_blocks * kv.block_size, kv.num_blocks * kv.block_size)
-    return SolveRule(policy.slack or 0.0, policy.memory_bound or "expected", policy.memory_margin, capacity,
+    # slack 0: the headroom on the estimate is the margin (solve's slack is a utilisation target for a
+    # rate known in advance; adding both would size the caps twice over)
+    return SolveRule(0.0, policy.memory_bound or "expected", policy.memory_margin, capacity,
                      batch_time_from_dict(policy.batch_time, source=policy.source), settings.max_capacity_fraction)
 
 
