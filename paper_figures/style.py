@@ -12,6 +12,8 @@ SCHEDULER_COLOURS = {
     "nested-wait": "#66a61e",
     "wait-capped": "#0b5d45",  # the capped rule: a darker shade of its policy's colour
     "nested-wait-capped": "#3b6b0f",
+    "wait-adaptive": "#17becf",  # the capped rule re-solved online
+    "nested-wait-adaptive": "#0e7c86",
     "fcfs": "#7570b3",
     "vllm-v0": "#d95f02",
     "vllm-v1": "#e7298a",

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 
 from fluid.errors import InputError
+from thresholds.adaptive import AdaptiveSettings
 from thresholds.policy import SERVICE_RULES as ALL_SERVICE_RULES
 from thresholds.policy import NestedWaitPolicy, Policy, WorkloadRef
 from thresholds.policy import load_policy as read_policy_file
@@ -118,6 +119,11 @@ class RuntimePolicy:
     representative_prefill_tokens: int | None = None
     solved_for: WorkloadRef | None = None  # the workload (hash, rates) the file was solved for
     prefill_chunk_tokens: int | None = None  # the capped rule's per-request prefill chunk (None: whole prompts)
+    batch_time: dict | None = None  # the batch-time model the policy was solved with
+    slack: float | None = None  # the slack `solve` chose
+    memory_bound: str | None = None  # capped rule: which memory bound must fit C, and its margin
+    memory_margin: float | None = None
+    adaptive: AdaptiveSettings | None = None  # capped rule: re-solve the caps online (docs/adaptive.md)
     source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -169,6 +175,11 @@ def runtime_policy(policy: Policy, *, source: str | None = None) -> RuntimePolic
         memory_required_tokens=policy.guarantees.memory_required_tokens,
         solved_for=policy.workload,
         prefill_chunk_tokens=policy.capped.prefill_chunk_tokens if policy.capped is not None else None,
+        batch_time=dict(policy.batch_time),
+        slack=policy.options.get("slack") if isinstance(policy.options, dict) else None,
+        memory_bound=policy.capped.memory.bound if policy.capped is not None else None,
+        memory_margin=policy.capped.memory.margin if policy.capped is not None else None,
+        adaptive=policy.capped.adaptive if policy.capped is not None else None,
         source=source,
     )
     if not isinstance(policy, NestedWaitPolicy):

@@ -25,15 +25,19 @@ from runtime.serving_metrics import DEFAULT_PERCENTILES, check_percentiles
 from runtime.router import ROUTERS, combine_results, simulate_fleet
 from runtime.schedulers import check_options, make_scheduler
 
-# the schedulers that serve each kind of policy: the cohort engine and the capped rule
-POLICY_SCHEDULER_NAMES = {"wait": ("wait", "wait-capped"), "nested_wait": ("nested-wait", "nested-wait-capped")}
+# the schedulers that serve each kind of policy: the cohort engine, the capped rule, the capped rule adapting online
+POLICY_SCHEDULER_NAMES = {"wait": ("wait", "wait-capped", "wait-adaptive"),
+                          "nested_wait": ("nested-wait", "nested-wait-capped", "nested-wait-adaptive")}
 SCHEDULERS_WITH_POLICY = frozenset(n for names in POLICY_SCHEDULER_NAMES.values() for n in names)
 
 
 def policy_scheduler(policy: RuntimePolicy) -> str:
-    """The scheduler a policy file runs on by default: its kind's, capped when its rule is."""
-    cohort, capped = POLICY_SCHEDULER_NAMES[policy.policy]
-    return capped if policy.service_rule == "capped" else cohort
+    """The scheduler a policy file runs on by default: its kind's, capped when its rule is, adaptive
+    when its capped section has an `adaptive` block."""
+    cohort, capped, adaptive = POLICY_SCHEDULER_NAMES[policy.policy]
+    if policy.service_rule != "capped":
+        return cohort
+    return adaptive if policy.adaptive is not None else capped
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -174,10 +178,10 @@ class SimConfig:
                     source=self.policy.source,
                     field="policy",
                 )
-            if self.policy.service_rule == "capped" and self.scheduler != names[1]:
+            if self.policy.service_rule == "capped" and self.scheduler == names[0]:
                 raise InputError(
-                    f"the policy's service rule is 'capped' (fractional thresholds); run it on {names[1]!r}, not "
-                    f"{self.scheduler!r}", source=self.policy.source, field="service_rule",
+                    f"the policy's service rule is 'capped' (fractional thresholds); run it on {names[1]!r} (or "
+                    f"{names[2]!r}, adapting online), not {self.scheduler!r}", source=self.policy.source, field="service_rule",
                 )
             check_policy_matches(self.policy, self.workload, rate_scale=self.rate_scale,
                                  accept_mismatch=self.accept_policy_mismatch)

@@ -41,3 +41,26 @@ def wait_class_caps(classes: Sequence[tuple[int, float]]) -> tuple[int, ...]:
 def nested_resident_cap(segments: Sequence[tuple[int, int, float]]) -> int:
     """The resident cap Σ_k width_k n_k, rounded up, for segments (first_stage, last_stage, n_k)."""
     return cap_of(sum((b - a + 1) * n for a, b, n in segments), 1)
+
+
+def littles_law_cap(stages_per_s: float, per_resident_s: float, d0_s: float, rho: float,
+                    max_steps: int = 10_000) -> tuple[int, float]:
+    """The least resident cap that serves `stages_per_s` resident-steps per second at utilisation ρ.
+
+    A step holding `cap` residents at their mean size lasts dt = d0 + cap · per_resident_s and
+    serves cap/dt stages per second; Little's law asks cap = stages_per_s · x / ρ at the step time
+    x. Start at the fluid x = d0 / (1 − L/ρ) (L = stages_per_s · per_resident_s), round the cap up,
+    and repair x ← dt until dt ≤ ρ · cap / stages_per_s.
+    Returns (cap, dt). L must be below ρ.
+    """
+    load = stages_per_s * per_resident_s
+    if not load < rho:
+        raise ValueError(f"load {load!r} must be below ρ = {rho!r}")
+    x = d0_s / (1 - load / rho)
+    for _ in range(max_steps):
+        cap = cap_of(stages_per_s * x / rho, 1)
+        dt = d0_s + cap * per_resident_s
+        if dt <= rho * cap / stages_per_s * (1 + 1e-12):
+            return cap, dt
+        x = max(dt, x * (1 + 1e-9))
+    raise ArithmeticError(f"the resident cap did not settle in {max_steps} steps")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from fluid.errors import InputError, UnstableWorkloadError
 from fluid.workload import Workload
-from thresholds.capped import MEMORY_BOUNDS, cap_of, nested_resident_cap, wait_class_caps
+from thresholds.capped import MEMORY_BOUNDS, cap_of, littles_law_cap, nested_resident_cap, wait_class_caps
 from thresholds.conditions import (
     Condition,
     at_most,
@@ -185,17 +185,13 @@ def solve_nested_capped(workload: Workload, options, num_segments: int | None = 
                     + time.d_new_s_per_token * sum(t.rate_per_s * (t.prefill + t.decode) for t in workload.types) / stages)
     load = stages * per_resident  # = the load factor L
     rho = _stable_rho(workload, load, options.slack, "the")
-    x = time.d0_s / (1 - load / rho)
-    for _ in range(MAX_REPAIR_STEPS):
-        cap = cap_of(stages * x / rho, 1)
-        n1 = cap / per_n1
-        n = tuple(n1 * u for u in unit)
-        dt = time.d0_s + cap * per_resident  # every resident holding its mean
-        if dt <= rho * cap / stages * (1 + 1e-12):
-            break
-        x = max(dt, x * (1 + 1e-9))
-    else:
-        raise UnstableWorkloadError(f"capped Nested WAIT cap did not settle in {MAX_REPAIR_STEPS} steps (workload '{workload.name}')")
+
+    try:
+        cap, dt = littles_law_cap(stages, per_resident, time.d0_s, rho, max_steps=MAX_REPAIR_STEPS)
+    except ArithmeticError:
+        raise UnstableWorkloadError(f"capped Nested WAIT cap did not settle in {MAX_REPAIR_STEPS} steps (workload '{workload.name}')") from None
+    n1 = cap / per_n1
+    n = tuple(n1 * u for u in unit)
     assert nested_resident_cap([(a, b, k) for (a, b), k in zip(bounds, n)]) == cap
     base = nested_base_memory_tokens(l, bounds, n)
     try:

@@ -66,6 +66,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-wait-s", type=float, default=None,
                         help="drain rule: admit a partial cohort after this wait (default 20 × ΔT(n))")
     parser.add_argument("--rate-scale", type=float, default=1.0, help="multiply every rate of the workload")
+    parser.add_argument("--adaptive", action="store_true",
+                        help="capped rule: re-solve the caps online from the measured rates (docs/adaptive.md); "
+                             "the scheduler that runs the file is then wait-adaptive / nested-wait-adaptive")
+    parser.add_argument("--adaptive-window-s", type=float, default=None, help="--adaptive: rate window (s), default 60")
+    parser.add_argument("--adaptive-period-s", type=float, default=None, help="--adaptive: re-solve period (s), default 5")
+    parser.add_argument("--adaptive-hysteresis", type=float, default=None,
+                        help="--adaptive: least relative cap change applied, default 0.05")
+    parser.add_argument("--adaptive-headroom", type=float, default=None,
+                        help="--adaptive: caps are solved for the estimated rate × (1 + headroom), default 0.25")
     parser.add_argument("--allow-violations", action="store_true",
                         help="write the file even if the thresholds break a condition (batch-cap recipe)")
     add_json_argument(parser, "print {output, policy, broken_conditions} as JSON instead of tables")
@@ -78,7 +87,34 @@ def _memory(sol) -> float:
     return getattr(sol, "memory_required_tokens", None) or sol.memory_policy_tokens
 
 
+def _adaptive_settings(args):
+    """The `capped.adaptive` block the flags ask for (None without --adaptive)."""
+    given = {"window_s": args.adaptive_window_s, "period_s": args.adaptive_period_s,
+             "hysteresis": args.adaptive_hysteresis, "headroom": args.adaptive_headroom}
+    if not args.adaptive:
+        named = [f"--adaptive-{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+        if named:
+            raise InputError(f"{', '.join(named)} only apply with --adaptive", field="adaptive")
+        return None
+    if args.service_rule != "capped":
+        raise InputError("--adaptive re-solves the capped rule's caps: add --service-rule capped", field="adaptive")
+    from thresholds.adaptive import AdaptiveSettings
+
+    return AdaptiveSettings(**{k: v for k, v in given.items() if v is not None})
+
+
 def _solve(args, workload):
+    """(policy, slack, why that slack) for the parsed `solve` arguments."""
+    adaptive = _adaptive_settings(args)
+    policy, slack, reason = _solve_rule(args, workload)
+    if adaptive is not None:
+        from dataclasses import replace
+
+        policy = replace(policy, capped=replace(policy.capped, adaptive=adaptive))
+    return policy, slack, reason
+
+
+def _solve_rule(args, workload):
     """(policy, slack choice text) for the arguments."""
     from fluid.equilibrium import closed_form
     from thresholds import build

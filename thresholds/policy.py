@@ -14,9 +14,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fluid.errors import InputError
 from thresholds.conditions import Condition
+
+if TYPE_CHECKING:
+    from thresholds.adaptive import AdaptiveSettings
 
 SCHEMA_VERSION = 2
 SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
@@ -119,9 +123,13 @@ class CappedSection:
 
     prefill_chunk_tokens: int | None
     memory: MemoryReport
+    adaptive: "AdaptiveSettings | None" = None  # re-solve the caps online (docs/adaptive.md)
 
     def to_dict(self) -> dict:
-        return {"prefill_chunk_tokens": self.prefill_chunk_tokens, "memory": self.memory.to_dict()}
+        out = {"prefill_chunk_tokens": self.prefill_chunk_tokens, "memory": self.memory.to_dict()}
+        if self.adaptive is not None:
+            out["adaptive"] = self.adaptive.to_dict()
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from thresholds.conditions import (
     theta_residual,
     wait_conditions,
 )
+from thresholds.adaptive import AdaptiveSettings
 from thresholds.capped import MEMORY_BOUNDS
 from thresholds.policy import (
     SCHEMA_VERSION,
@@ -43,6 +44,8 @@ COMMON_KEYS = ("schema_version", "policy", "service_rule", "workload", "kv_capac
                "fluid", "guarantees", "drain", "options")
 WAIT_KEYS = COMMON_KEYS + ("classes",)
 NESTED_KEYS = COMMON_KEYS + ("segments", "memory_required_tokens", "prefill_mode", "representative_prefill_tokens")
+ADAPTIVE_KEYS = ("window_s", "period_s", "hysteresis", "min_rate_scale", "max_rate_scale", "headroom",
+                 "max_capacity_fraction", "min_completions")
 MEMORY_KEYS = ("bound", "margin", "expected_tokens", "worst_case_tokens", "theorem_tokens", "required_tokens")
 LINEAR_KEYS = ("d0_s", "d_kv_s_per_token", "d_new_s_per_token")
 THETA_TOLERANCE = 1e-6  # relative to n_{k−1}; the solver reaches 1e-9 absolute
@@ -305,7 +308,7 @@ def _wait_conditions(policy: WaitPolicy) -> tuple[Condition, ...]:
 
 
 def _capped(r: _Reader, raw, kind: str) -> CappedSection:
-    c = r.obj(raw, "capped", ("prefill_chunk_tokens", "memory"))
+    c = r.obj(raw, "capped", ("prefill_chunk_tokens", "memory"), ("adaptive",))
     chunk = c["prefill_chunk_tokens"]
     chunk = None if chunk is None else r.integer(chunk, "capped.prefill_chunk_tokens", 1)
     m = r.obj(c["memory"], "capped.memory", MEMORY_KEYS)
@@ -322,7 +325,17 @@ def _capped(r: _Reader, raw, kind: str) -> CappedSection:
     if not math.isclose(report.required_tokens, chosen, rel_tol=1e-9, abs_tol=1e-9):
         r.fail("capped.memory.required_tokens", f"must be the chosen bound's {chosen:.6g} tokens "
                                                 f"({bound}{' × (1 + margin), at most the worst case' if bound == 'expected' else ''}), got {report.required_tokens!r}")
-    return CappedSection(chunk, report)
+    return CappedSection(chunk, report, _adaptive(r, c["adaptive"]) if "adaptive" in c else None)
+
+
+def _adaptive(r: _Reader, raw) -> AdaptiveSettings:
+    a = r.obj(raw, "capped.adaptive", ADAPTIVE_KEYS)
+    values = {key: r.number(a[key], f"capped.adaptive.{key}", minimum=0) for key in ADAPTIVE_KEYS[:-1]}
+    values["min_completions"] = r.integer(a["min_completions"], "capped.adaptive.min_completions", 1)
+    try:
+        return AdaptiveSettings(**values)
+    except InputError as err:
+        r.fail("capped." + (err.field or "adaptive"), str(err).split(": ", 1)[-1])
 
 
 def _nested(r: _Reader, raw: dict, common: dict, capped: CappedSection | None = None):

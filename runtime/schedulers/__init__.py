@@ -17,6 +17,8 @@ SCHEDULERS: dict[str, str] = {
     "nested-wait": "runtime.schedulers.nested_wait:NestedWaitScheduler",
     "wait-capped": "runtime.schedulers.capped:CappedWaitScheduler",
     "nested-wait-capped": "runtime.schedulers.capped:CappedNestedWaitScheduler",
+    "wait-adaptive": "runtime.schedulers.adaptive:AdaptiveCappedWaitScheduler",
+    "nested-wait-adaptive": "runtime.schedulers.adaptive:AdaptiveCappedNestedWaitScheduler",
     "fcfs": "runtime.schedulers.fcfs:FcfsScheduler",
     "vllm-v0": "runtime.schedulers.vllm_v0:VllmV0Scheduler",
     "vllm-v1": "runtime.schedulers.vllm_v1:VllmV1Scheduler",

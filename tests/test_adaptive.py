@@ -1,0 +1,263 @@
+"""Adaptive WAIT / Nested WAIT: estimators, hysteresis, re-solved caps, the policy block, drift runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from fluid.batch_time import Linear3BatchTime
+from fluid.errors import InputError
+from fluid.workload import RequestType, Workload
+from runtime.adaptive import CapController, LengthWindow, RateEstimator
+from thresholds.adaptive import AdaptiveSettings, RequestShape, SolveRule, resolve_nested_cap, resolve_wait_caps, upper_rate
+
+BT = Linear3BatchTime(d0_s=0.0093, d_kv_s_per_token=2.6e-7, d_new_s_per_token=4.7e-5)
+
+
+# --- estimators -----------------------------------------------------------------------------
+def test_rate_estimate_fills_the_unseen_part_of_the_window_with_the_prior():
+    est = RateEstimator({"a": 2.0}, window_s=10.0)
+    for t in (1.0, 2.0, 3.0):
+        est.observe("a", t)
+    # 5 s seen (3 arrivals), 5 s unseen at the prior 2/s: (3 + 2·5) / 10
+    assert est.rates_per_s(5.0)["a"] == pytest.approx(1.3)
+    # a whole window seen: the prior is gone; the arrival exactly at now − window has left it
+    est.observe("a", 12.0)
+    assert est.rates_per_s(13.0)["a"] == pytest.approx(1 / 10)  # 3.0 is at 13 − 10: out; only 12.0 is in
+
+
+def test_length_window_drops_what_finished_before_the_window():
+    w = LengthWindow(5.0)
+    w.observe(1.0, 10, 3)
+    w.observe(4.0, 20, 7)
+    assert w.lengths(6.0) == [(20, 7)]  # 1.0 ≤ 6 − 5
+
+
+def test_request_shape_by_hand():
+    # (prompt 10, output 2): 3 stages holding 10, 11, 12 -> mean 11; (4, 0): 1 stage of 4
+    shape = RequestShape.of_lengths([(10, 2), (4, 0)])
+    assert shape.stages == pytest.approx(2.0)  # (3 + 1) / 2
+    assert shape.resident_kv_tokens == pytest.approx((3 * 11 + 1 * 4) / 4)
+    assert shape.new_tokens_per_stage == pytest.approx((12 + 4) / 4)
+
+
+def test_upper_rate_adds_headroom_and_one_standard_error():
+    s = AdaptiveSettings(window_s=100.0, headroom=0.25)
+    assert upper_rate(4.0, s) == pytest.approx(4.0 * 1.25 + math.sqrt(4.0 / 100.0))
+    assert upper_rate(0.0, s) == 0.0
+
+
+# --- the controller ---------------------------------------------------------------------------
+def _controller(proposals, hysteresis=0.1, period=1.0):
+    calls = iter(proposals)
+    return CapController(AdaptiveSettings(period_s=period, hysteresis=hysteresis), {"a": 10},
+                         lambda now: (next(calls), 1.0))
+
+
+def test_growth_past_the_hysteresis_applies_at_once_and_smaller_changes_are_held():
+    c = _controller([{"a": 11}, {"a": 10}, {"a": 13}])
+    assert c.maybe_update(0.5) is None and c.stats["resolves"] == 0  # before the first period
+    assert c.maybe_update(1.0) == {"a": 11}  # +10 % is exactly the hysteresis: applied
+    assert c.maybe_update(1.5) is None  # within the period: no re-solve
+    assert c.maybe_update(2.0) is None  # 11 -> 10 is −9 %: below the hysteresis
+    assert c.maybe_update(3.0) == {"a": 13}
+    assert c.current == {"a": 13} and [h[1] for h in c.history] == [{"a": 10}, {"a": 11}, {"a": 13}]
+
+
+def test_a_shrink_needs_two_periods_in_a_row_and_takes_the_milder_one():
+    c = _controller([{"a": 5}, {"a": 10}, {"a": 6}, {"a": 4}])
+    assert c.maybe_update(1.0) is None  # first shrink proposal: held
+    assert c.maybe_update(2.0) is None  # back to 10: the pending shrink is forgotten
+    assert c.maybe_update(3.0) is None  # 6: held again
+    assert c.maybe_update(4.0) == {"a": 6}  # 4 confirms; the milder of 6 and 4 is applied
+    assert c.stats["held_by_hysteresis"] == 2 and c.stats["changes"] == 1
+
+
+# --- re-solved caps match `solve` ---------------------------------------------------------------
+def _workload(rate: float, c: int = 137_000) -> Workload:
+    return Workload("w", c, BT, (RequestType("a", 512, 20, rate), RequestType("b", 512, 50, rate / 2)))
+
+
+@pytest.mark.parametrize("rate", [5.0, 12.0])
+def test_wait_caps_are_solves_caps_at_the_estimated_rates(rate):
+    from thresholds.capped_solve import solve_wait_capped
+
+    rule = SolveRule(0.0, "expected", None, 137_000, BT)
+    caps, scale = resolve_wait_caps([("a", 512, 20), ("b", 512, 50)], {"a": rate, "b": rate / 2}, rule)
+    assert scale == 1.0
+    assert tuple(caps.values()) == solve_wait_capped(_workload(rate), slack=0.0).caps
+
+
+def test_beyond_capacity_the_caps_are_those_of_the_largest_scale_that_fits():
+    from fluid.equilibrium import closed_form
+    from thresholds.capped_solve import solve_wait_capped
+
+    theta = closed_form(_workload(10.0)).capacity_scale
+    rule = SolveRule(0.0, "expected", None, 137_000, BT)
+    rates = {"a": 10.0 * theta * 1.5, "b": 5.0 * theta * 1.5}
+    caps, scale = resolve_wait_caps([("a", 512, 20), ("b", 512, 50)], rates, rule)
+    assert scale == pytest.approx(0.95 / 1.5)  # solved at max_capacity_fraction (0.95) of the capacity
+    sol = solve_wait_capped(_workload(10.0 * theta * 1.5 * scale), slack=0.0)
+    assert tuple(caps.values()) == sol.caps and sol.memory.required_tokens <= 137_000
+
+
+def test_nested_cap_is_solves_resident_cap_for_one_type():
+    from thresholds.capped_solve import solve_nested_capped
+    from thresholds.nested import NestedOptions
+
+    w = Workload("w", 137_000, BT, (RequestType("a", 512, 20, 20.0),))
+    sol = solve_nested_capped(w, NestedOptions(segments=None, slack=0.0, eta=0.0), None)
+    rule = SolveRule(0.0, "expected", None, 137_000, BT)
+    cap, scale = resolve_nested_cap(20.0, RequestShape.of_lengths([(512, 20)]), rule, 532)
+    assert (cap, scale) == (sol.resident_cap, 1.0)
+
+
+def test_nested_adaptive_refuses_the_theorem_bound():
+    with pytest.raises(InputError, match="theorem"):
+        resolve_nested_cap(1.0, RequestShape.of_lengths([(5, 5)]), SolveRule(0.0, "theorem", None, 1000, BT), 10)
+
+
+# --- the settings in the policy file ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def adaptive_policy(tmp_path_factory):
+    from validation.cli import main
+
+    path = tmp_path_factory.mktemp("pol") / "p.json"
+    assert main(["solve", "p512d20", "--service-rule", "capped", "--adaptive", "--adaptive-window-s", "30",
+                 "-o", str(path)]) == 0
+    return path
+
+
+def test_solve_writes_the_adaptive_block_and_the_reader_returns_it(adaptive_policy):
+    from runtime.policy_file import load_policy
+    from runtime.simrun import policy_scheduler
+
+    block = json.loads(adaptive_policy.read_text())["capped"]["adaptive"]
+    assert block == AdaptiveSettings(window_s=30.0).to_dict()
+    policy = load_policy(adaptive_policy)
+    assert policy.adaptive == AdaptiveSettings(window_s=30.0) and policy_scheduler(policy) == "wait-adaptive"
+
+
+@pytest.mark.parametrize(("edit", "field", "words"), [
+    ({"max_rate_scale": 0.01}, "max_rate_scale", "below min_rate_scale"),
+    ({"window_s": 0}, "window_s", "> 0"),
+    ({"min_completions": 0}, "min_completions", "≥ 1"),
+    ({"period": 5}, "adaptive", "period"),
+])
+def test_reader_refuses_bad_adaptive_blocks_naming_the_field(adaptive_policy, tmp_path, edit, field, words):
+    from runtime.policy_file import load_policy
+
+    doc = json.loads(adaptive_policy.read_text())
+    doc["capped"]["adaptive"].update(edit)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(InputError) as err:
+        load_policy(bad)
+    assert field in (err.value.field or "") and words in str(err.value)
+
+
+def test_schema_and_reader_agree_on_the_adaptive_block(adaptive_policy, tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    from runtime.policy_file import load_policy
+    from thresholds.policy import SCHEMA_PATH
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    for edit, ok in (({}, True), ({"headroom": -1}, False), ({"window_s": "60"}, False), ({"extra": 1}, False)):
+        doc = json.loads(adaptive_policy.read_text())
+        doc["capped"]["adaptive"].update(edit)
+        schema_ok = jsonschema.Draft202012Validator(schema).is_valid(doc)
+        path = tmp_path / "p.json"
+        path.write_text(json.dumps(doc))
+        try:
+            load_policy(path)
+            reader_ok = True
+        except InputError:
+            reader_ok = False
+        assert schema_ok == reader_ok == ok, edit
+
+
+def test_adaptive_flags_without_adaptive_are_refused(capsys):
+    from validation.cli import main
+
+    assert main(["solve", "p512d20", "--service-rule", "capped", "--adaptive-period-s", "3", "-o", "/tmp/x.json"]) == 2
+    assert "--adaptive-period-s only apply with --adaptive" in capsys.readouterr().err
+
+
+# --- the scheduler in the simulator ---------------------------------------------------------------
+def test_caps_follow_a_step_in_the_rate_and_memory_stays_within_c(adaptive_policy):
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.policy_file import load_policy
+    from runtime.request import Request
+    from runtime.schedulers import make_scheduler
+    from runtime.sim import simulate
+    import numpy as np
+
+    policy = load_policy(adaptive_policy)
+    rate = policy.classes[0].rate_per_s
+    rng = np.random.default_rng(0)
+    # 60 s at 40 % of the solved rate, then 60 s at 100 %
+    times = np.concatenate([np.sort(rng.uniform(0, 60, rng.poisson(0.4 * rate * 60))),
+                            np.sort(rng.uniform(60, 120, rng.poisson(rate * 60)))])
+    reqs = [Request(i, float(t), 512, 20, "p512d20") for i, t in enumerate(times)]
+    sched = make_scheduler("wait-adaptive", KVBlockManager(137_000, 16), policy=policy)
+    result = simulate(sched, reqs, BT, audit=False)
+    assert all(r.completion_s is not None for r in reqs)
+    def cap_at(t_s):  # the cap in force at t_s
+        return [caps["p512d20"] for t, caps, _ in sched.cap_history if t <= t_s][-1]
+
+    first = cap_at(0.0)
+    assert cap_at(59.0) < first  # the quiet minute shrank the cap
+    assert cap_at(119.0) > cap_at(59.0)  # and the step grew it again
+    # the first growth after the quiet minute comes once the step is in the window
+    assert min(t for t, caps, _ in sched.cap_history if t > 50.0 and caps["p512d20"] > cap_at(59.0)) >= 60.0
+    assert result.peak_kv_tokens <= 137_000
+
+
+def test_nested_adaptive_learns_the_lengths_of_finished_requests():
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.policy_file import policy_from_dict
+    from runtime.request import Request
+    from runtime.schedulers import make_scheduler
+    from runtime.sim import simulate
+    from validation.drift import solve_capped
+    import numpy as np
+
+    w = Workload("n", 137_000, BT, (RequestType("s", 200, 20, 10.0), RequestType("l", 200, 200, 2.0)))
+    doc = solve_capped(w, "nested-wait", 12.0, {"window_s": 20.0, "period_s": 2.0})
+    sched = make_scheduler("nested-wait-adaptive", KVBlockManager(137_000, 16), policy=policy_from_dict(doc))
+    rng = np.random.default_rng(1)
+    times = np.sort(rng.uniform(0, 60, 720))
+    reqs = [Request(i, float(t), 200, 20 if rng.random() < 10 / 12 else 200) for i, t in enumerate(times)]
+    simulate(sched, reqs, BT)
+    assert sched.controller.stats["resolves"] >= 25
+    assert len(sched.lengths.lengths(60.0)) >= 50  # finished requests in the window feed the shape
+
+
+# --- the drift experiments at smoke size ----------------------------------------------------------
+@pytest.mark.parametrize("name", ["step", "periodic", "azure-x10"])
+def test_drift_experiment_smoke_writes_the_documented_fields(tmp_path, name, capsys):
+    from validation.cli import main
+
+    out = tmp_path / f"adaptive-{name}.json"
+    assert main(["drift", f"validation/experiments/adaptive/{name}.yaml", "--smoke", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    labels = {r["policy"] for r in data["runs"]}
+    assert labels == {"adaptive", "static-mean", "static-peak", "vllm-v1", "sarathi"}
+    for r in data["runs"]:
+        for key in ("experiment", "policy", "cumulative_throughput_vs_fluid_min", "mean_latency_s",
+                    "static_mean_latency_s", "static_peak_mean_latency_s"):
+            assert r[key] is not None, key
+        assert r["completed"] == r["requests"]  # every request of the smoke run finished
+        assert r["peak_kv_tokens"] <= 137_000
+    assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_drift_refuses_an_unknown_key(tmp_path, capsys):
+    from validation.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nworkload: p512d20\npolicy: wait\nprofile: {kind: steps, edges_s: [0, 10], scales: [0.5]}\nseed: 1\n")
+    assert main(["drift", str(bad), "--out", str(tmp_path / "o.json")]) == 2
+    assert "unknown key(s) ['seed']" in capsys.readouterr().err
