@@ -23,8 +23,26 @@ def registered_names() -> list[str]:
     return [n for n, t in SCHEDULERS.items() if importlib.util.find_spec(t.split(":")[0]) is not None]
 
 
+POLICY_SCHEDULERS = ("wait", "nested-wait", "wait-capped", "nested-wait-capped", "wait-adaptive", "nested-wait-adaptive")
+
+
 def policy_for(name: str, workload: Workload) -> RuntimePolicy:
-    """A small WAIT / Nested WAIT policy for `workload` (thresholds ≥ 1, drain after 0.05 s)."""
+    """A small WAIT / Nested WAIT policy for `workload` (thresholds ≥ 1, drain after 0.05 s); the
+    adaptive schedulers also get the batch time and the rates they re-solve from."""
+    if name.endswith("-adaptive"):
+        import dataclasses
+
+        from fluid.workload_io import workload_content_sha256
+        from thresholds.adaptive import AdaptiveSettings
+        from thresholds.policy import WorkloadRef
+
+        base = policy_for(name.replace("-adaptive", ""), workload)
+        classes = tuple(dataclasses.replace(c, rate_per_s=t.rate_per_s) for c, t in zip(base.classes, workload.types))
+        ref = WorkloadRef(workload.name, workload_content_sha256(workload), tuple((t.name, t.rate_per_s) for t in workload.types))
+        return dataclasses.replace(base, service_rule="capped", classes=classes, solved_for=ref,
+                                   batch_time=workload.batch_time.to_dict(), slack=0.0, memory_bound="expected",
+                                   representative_prefill_tokens=workload.types[0].prefill,
+                                   adaptive=AdaptiveSettings(window_s=1.0, period_s=0.2))
     if name in ("wait", "wait-capped"):
         classes = tuple(RuntimeClass(t.name, t.prefill, t.decode, 2) for t in workload.types)
         return RuntimePolicy("wait", "cohort", 0.05, classes=classes)
@@ -38,7 +56,7 @@ def policy_for(name: str, workload: Workload) -> RuntimePolicy:
 
 def build_scheduler(name: str, workload: Workload, block_size: int = 16):
     kv = KVBlockManager(workload.kv_capacity_tokens, block_size)
-    options = {"policy": policy_for(name, workload)} if name in ("wait", "nested-wait", "wait-capped", "nested-wait-capped") else {}
+    options = {"policy": policy_for(name, workload)} if name in POLICY_SCHEDULERS else {}
     try:
         return make_scheduler(name, kv, **options)
     except ModuleNotFoundError:

@@ -159,7 +159,7 @@ def test_which_policies_read_output_lengths():
     from runtime.schedulers import SCHEDULERS, scheduler_class
 
     knows = {name for name in SCHEDULERS if scheduler_class(name).uses_output_lengths}
-    assert knows == {"wait", "wait-capped", "orca", "mc-sf"}
+    assert knows == {"wait", "wait-capped", "wait-adaptive", "orca", "mc-sf"}
 
 
 @pytest.mark.parametrize("value", [True, 12.5, "12"])

@@ -212,7 +212,7 @@ def test_v0_default_budget_is_2048_tokens_for_short_sequences():
     assert _ids(s.schedule(0.0)) == [(0, 1024), (1, 1024)]
 
 
-@pytest.mark.parametrize("name", [n for n in registered_names() if not n.endswith("-capped")])
+@pytest.mark.parametrize("name", [n for n in registered_names() if not n.endswith(("-capped", "-adaptive"))])
 def test_one_request_left_is_unfinished_work_for_every_policy(name):
     w = small_workload([(4, 3)], [1.0], capacity_tokens=1000)
     s = build_scheduler(name, w, block_size=1)
