@@ -128,7 +128,8 @@ def _solve(a: np.ndarray, y: np.ndarray) -> np.ndarray:
     scale = np.abs(w).max(axis=0)
     scale[scale == 0] = 1.0
     res = lsq_linear(w / scale, np.ones_like(y), bounds=(0.0, np.inf), method="bvls")
-    return res.x / scale
+    # BVLS can return a bound-active coefficient a rounding error below 0 (-9e-23 seen): it is 0
+    return np.maximum(res.x, 0.0) / scale
 
 
 def fit_stepwise(rows: list[tuple[BatchShape, float, str]], *, decode_buckets, token_buckets, max_prefills: int, max_decodes: int,

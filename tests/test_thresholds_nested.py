@@ -64,7 +64,10 @@ def test_nested_thresholds_satisfy_their_conditions(w, segments, rule, prefill_m
     except UnstableWorkloadError as err:
         assert "Nearest feasible setting" in str(err)
         return
-    assert sol.holds
+    # solve_nested_fixed reports its conditions, it does not promise them (solve refuses a broken
+    # file): only memory can break here, the thresholds themselves still obey the rule
+    broken = [c for c in sol.conditions if not c.holds]
+    assert all(c.name == "memory_within_capacity" and c.lhs > c.rhs for c in broken), broken
     _check_solution(w, sol, 1 - options.slack)
 
 
