@@ -140,6 +140,21 @@ class ThresholdScheduler(Scheduler):
             for served in self._served:
                 group = served.group
                 stages = group.stages
+                if not stages:
+                    # the whole group was served (the common case near capacity): its stages move on
+                    # in one piece, which is the loop below with every `get` missing, built at once
+                    shifted = {stage + 1: moved for stage, moved in served.moves}
+                    for stage in ended:
+                        q = shifted.get(stage + 1)
+                        if q is not None:
+                            q = [r for r in q if r.completion_s is None]
+                            if q:
+                                shifted[stage + 1] = q
+                            else:
+                                del shifted[stage + 1]
+                    group.stages = shifted
+                    group.changed()
+                    continue
                 for stage, moved in served.moves:  # push_stage, inlined: the loop runs once per served stage
                     if stage in ended:
                         moved = [r for r in moved if r.completion_s is None]
