@@ -98,7 +98,8 @@ def route_static(requests: list[Request], num_replicas: int, router: str, *, see
 def _outstanding_tokens(unfinished: list[Request]) -> int:
     work = 0
     for r in unfinished:
-        work += (r.prompt_tokens + r.decode_steps_done - r.cached_tokens) + (r.output_tokens - r.decode_steps_done)
+        # prefill left (l + s + 1 after a recompute, Request.evict), then the decodes left
+        work += (r.prefill_remaining if r.in_prefill else 0) + (r.output_tokens - r.decode_steps_done)
     return work
 
 

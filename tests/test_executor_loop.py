@@ -150,3 +150,15 @@ def test_combined_fleet_result_keeps_the_horizon():
     results = simulate_fleet(lambda g: build_scheduler("fcfs", workload), reqs, BT, num_replicas=2, router="least-work", horizon_s=3.0)
     assert all(r.end_s == 3.0 for r in results)
     assert combine_results(results).horizon_s == 3.0
+
+
+def test_least_work_counts_a_recompute_of_l_plus_s_plus_1_tokens():
+    """The least-work router's outstanding work: prefill left plus decodes left. After an eviction
+    the request re-prefills l + s + 1 tokens (Request.evict), so (10 + 2 + 1) + (5 − 2) = 16."""
+    from runtime.router import _outstanding_tokens
+
+    r = Request(0, 0.0, 10, 5)
+    r.cached_tokens, r.decode_steps_done, r.token_times_s = 12, 2, [0.1, 0.2]
+    assert _outstanding_tokens([r]) == 3  # decoding: only the 3 decodes left
+    r.evict()
+    assert _outstanding_tokens([r]) == 16
