@@ -176,7 +176,7 @@ def run_server(
         device.execute(loop, batch, now)
         if audit:
             loop.kv.audit(arrivals[:i])
-        if max_steps is not None and loop.num_steps >= max_steps:
+        if max_steps is not None and loop.num_steps >= max_steps and (scheduler.has_unfinished() or i < n):
             raise SchedulerDeadlockError(f"{loop.label} ran {loop.num_steps} steps without finishing (max_steps)")
         now = device.now_s()
     return loop.result(arrivals, now, horizon_s)

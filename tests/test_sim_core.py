@@ -226,6 +226,10 @@ def test_max_steps_stops_after_exactly_that_many_steps():
         simulate(make_scheduler("fcfs", KVBlockManager(100, 1)), [Request(0, 0.0, 2, 5)], BT, max_steps=3)
     result = simulate(make_scheduler("fcfs", KVBlockManager(100, 1)), [Request(0, 0.0, 2, 5)], BT, max_steps=7)
     assert result.num_steps == 6  # the prefill and 5 decodes
+    # a run that needs exactly max_steps steps finishes: the limit is for work left undone
+    req = Request(0, 0.0, 2, 5)
+    exact = simulate(make_scheduler("fcfs", KVBlockManager(100, 1)), [req], BT, max_steps=6)
+    assert exact.num_steps == 6 and req.finished
 
 
 def test_evictions_are_stamped_with_the_step_that_evicted():
