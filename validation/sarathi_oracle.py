@@ -29,9 +29,8 @@ from pathlib import Path
 
 from runtime.kv_blocks import KVBlockManager
 from runtime.schedulers.sarathi import SarathiScheduler
-from validation.vllm_oracle import BATCH_TIME, BLOCK_SIZE, OracleScenario
-
-TOKEN_ID = 7
+from integrations.vllm.harness import BATCH_TIME, BLOCK_SIZE, TOKEN_ID
+from validation.vllm_oracle import OracleScenario
 
 SCENARIOS: tuple[OracleScenario, ...] = (  # max_num_batched_tokens is the chunk size here
     OracleScenario("loose-memory", 300, (20, 400), (10, 200), 20.0, 20_000, 512, 128),

@@ -18,43 +18,35 @@ project's batch, so while the batches agree the two are on the same simulated cl
 mismatch the runs continue side by side on that clock (the count then says how far apart they
 drift); the first mismatch is reported.
 
-vllm is imported only inside the functions: the rest of the project never needs it.
+The model-free vLLM scheduler, its requests and the fabricated model output are
+`integrations/vllm/harness.py`'s (one home with the vLLM scheduler class's tests); vllm is
+imported only inside those functions, so the rest of the project never needs it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fluid.batch_time import AffineBatchTime
+from integrations.vllm.harness import (
+    BATCH_TIME,
+    BLOCK_SIZE,
+    EngineShape,
+    build_vllm_scheduler,
+    model_output,
+    vllm_request,
+    write_model_dir,
+)
 from runtime.kv_blocks import KVBlockManager
 from runtime.request import Request
 from runtime.schedulers.vllm_v1 import VllmV1Scheduler
 
 VLLM_VERSION = "0.32.0"
-BLOCK_SIZE = 16
-TOKEN_ID = 7  # every prompt and sampled token; with prefix caching off its value does not matter
-# the tiny model config vLLM's ModelConfig reads (architecture and lengths only; no weights)
-MODEL_CONFIG = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,
-    "num_hidden_layers": 1,
-    "vocab_size": 1000,
-    "max_position_embeddings": 131072,
-    "rms_norm_eps": 1e-5,
-    "torch_dtype": "float32",
-}
-MAX_MODEL_LEN = 131072
 
 
 @dataclass(frozen=True)
@@ -79,9 +71,6 @@ class OracleScenario:
             out.append(Request(i, t, rng.randint(*self.prompt_tokens), rng.randint(*self.output_tokens)))
         return out
 
-
-# the clock: 10 ms per step plus 0.01 ms per KV token touched
-BATCH_TIME = AffineBatchTime(0.01, 1e-5)
 
 SCENARIOS: tuple[OracleScenario, ...] = (
     OracleScenario("loose-memory", 300, (20, 400), (10, 200), 20.0, 20_000, 8192, 256),
@@ -118,66 +107,6 @@ class OracleResult:
         return asdict(self)
 
 
-def build_vllm_scheduler(scenario: OracleScenario, model_dir: str):
-    """vLLM 0.32's v1 `Scheduler` for `scenario`, with no model, no tokenizer, no prefix caching."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from vllm.config import CacheConfig, ModelConfig, SchedulerConfig, VllmConfig
-    from vllm.v1.core.sched.scheduler import Scheduler
-    from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
-    from vllm.v1.structured_output import StructuredOutputManager
-
-    scheduler_config = SchedulerConfig(
-        max_num_seqs=scenario.max_num_seqs,
-        max_num_batched_tokens=scenario.max_num_batched_tokens,
-        max_model_len=MAX_MODEL_LEN,
-        enable_chunked_prefill=True,
-        is_encoder_decoder=False,
-    )
-    model_config = ModelConfig(model=model_dir, skip_tokenizer_init=True, dtype="float32", max_model_len=MAX_MODEL_LEN)
-    cache_config = CacheConfig(block_size=BLOCK_SIZE, enable_prefix_caching=False)
-    vllm_config = VllmConfig(scheduler_config=scheduler_config, model_config=model_config, cache_config=cache_config)
-    spec = FullAttentionSpec(block_size=BLOCK_SIZE, num_kv_heads=1, head_size=1, dtype=torch.float32)
-    num_blocks = scenario.kv_blocks + 1  # block 0 is vLLM's null block
-    kv_cache_config = KVCacheConfig(
-        num_blocks=num_blocks, kv_cache_tensors=[], kv_cache_groups=[KVCacheGroupSpec(["layer"], spec)]
-    )
-    cache_config.num_gpu_blocks = num_blocks
-    return Scheduler(
-        vllm_config=vllm_config,
-        kv_cache_config=kv_cache_config,
-        structured_output_manager=StructuredOutputManager(vllm_config),
-        block_size=BLOCK_SIZE,
-        log_stats=False,
-    )
-
-
-def _vllm_request(r: Request):
-    from vllm.sampling_params import SamplingParams
-    from vllm.v1.request import Request as VllmRequest
-
-    params = SamplingParams(max_tokens=r.output_tokens + 1, ignore_eos=True)
-    return VllmRequest(
-        request_id=str(r.request_id),
-        prompt_token_ids=[TOKEN_ID] * r.prompt_tokens,
-        sampling_params=params,
-        pooling_params=None,
-        arrival_time=r.arrival_s,
-    )
-
-
-def _vllm_step_output(scheduler, output):
-    """The model's part: a token for every request whose scheduled work reaches its last known token."""
-    from vllm.v1.outputs import ModelRunnerOutput
-
-    ids = list(output.num_scheduled_tokens)
-    sampled = []
-    for rid in ids:
-        req = scheduler.requests[rid]
-        sampled.append([TOKEN_ID] if req.num_computed_tokens >= req.num_tokens else [])
-    return ModelRunnerOutput(req_ids=ids, req_id_to_index={rid: i for i, rid in enumerate(ids)}, sampled_token_ids=sampled)
-
-
 def run_scenario(
     scenario: OracleScenario, model_dir: str, *, reserve_full_isl: bool = True, max_steps: int = 200_000
 ) -> OracleResult:
@@ -193,7 +122,8 @@ def run_scenario(
         max_num_seqs=scenario.max_num_seqs,
         reserve_full_isl=reserve_full_isl,
     )
-    theirs = build_vllm_scheduler(scenario, model_dir)
+    engine = EngineShape(scenario.kv_blocks, scenario.max_num_batched_tokens, scenario.max_num_seqs)
+    theirs = build_vllm_scheduler(engine, model_dir)
     now_s = 0.0
     nxt = 0
     steps = matched = pre_ours = pre_vllm = 0
@@ -202,7 +132,7 @@ def run_scenario(
     while steps < max_steps:
         while nxt < len(requests) and requests[nxt].arrival_s <= now_s:
             ours.add_request(requests[nxt])
-            theirs.add_request(_vllm_request(requests[nxt]))
+            theirs.add_request(vllm_request(requests[nxt]))
             nxt += 1
         batch = ours.schedule(now_s)
         out = theirs.schedule()
@@ -226,18 +156,12 @@ def run_scenario(
         end_s = now_s + BATCH_TIME.step_time_s(batch.shape()) if batch.items else now_s
         ours.complete_step(batch, now_s, end_s)
         if out.num_scheduled_tokens:
-            engine_outputs = theirs.update_from_output(out, _vllm_step_output(theirs, out))
+            engine_outputs = theirs.update_from_output(out, model_output(theirs, out))
             for eco in engine_outputs.values():
                 done_vllm += sum(1 for o in eco.outputs if o.finish_reason is not None)
         now_s = end_s
     completed_ours = sum(1 for r in requests if r.completion_s is not None)
     return OracleResult(scenario.name, steps, matched, pre_ours, pre_vllm, completed_ours, done_vllm, first)
-
-
-def write_model_dir(path: Path) -> str:
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(MODEL_CONFIG))
-    return str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
