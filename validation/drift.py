@@ -182,18 +182,16 @@ def trace_requests(workload, rows):
 def solve_capped(workload, policy: str, rate_per_s: float, adaptive: dict | None) -> dict:
     """The policy document `fluidsched solve --service-rule capped [--adaptive]` writes at total
     rate `rate_per_s` (the workload's type shares), through the command's own solver."""
-    from thresholds.cli_solve import _solve
-    from validation.cli import build_parser
+    from validation.policies import solve_policy_document
 
-    argv = ["solve", workload.name, "-o", "-", "--service-rule", "capped", "--policy", policy]
+    args = ["--service-rule", "capped"]
     if adaptive is not None:
-        argv.append("--adaptive")
+        args.append("--adaptive")
         for key, value in adaptive.items():
-            argv += [f"--adaptive-{key.replace('_', '-')}", str(value)]
-    args = build_parser("solve").parse_args(argv)
+            args += [f"--adaptive-{key.replace('_', '-')}", str(value)]
     scaled = workload.scaled(rate_per_s / workload.total_rate_per_s)
-    doc, _, _ = _solve(args, scaled)
-    return doc.to_dict()
+    doc, _ = solve_policy_document(scaled, {"policy": policy, "method": "cli", "args": args})
+    return doc
 
 
 def solve_capped_at_most(workload, policy: str, rate_per_s: float) -> tuple[float, dict]:
