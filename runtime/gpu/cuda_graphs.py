@@ -52,22 +52,7 @@ class DecodeGraphs:
         return StepInputs(d["ids"][:b], d["pos"][:b], d["slots"][:b], [], d["tables"][:b], d["lens"][:b], None, num_decode_rows=b)
 
     def _capture_all(self) -> None:
-        pool_handle = None
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # warm up (Triton compile, cuBLAS handles) off the capture
-            for b in self.buckets:
-                self.runner.forward(self._step_inputs(b), self.pool)
-        torch.cuda.current_stream().wait_stream(stream)
-        torch.cuda.synchronize()
-        for b in reversed(self.buckets):  # largest first so smaller graphs reuse its memory
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool_handle):
-                logits = self.runner.forward(self._step_inputs(b), self.pool)
-                tokens = logits.argmax(dim=-1)
-            pool_handle = graph.pool()
-            self._graphs[b] = (graph, logits, tokens)
-        torch.cuda.synchronize()
+        self._graphs.update(capture_bucket_graphs(self.runner, self.pool, self.buckets, self._step_inputs))
 
     def bucket_for(self, batch_size: int) -> int | None:
         for b in self.buckets:
@@ -93,3 +78,27 @@ class DecodeGraphs:
         graph, logits, tokens = self._graphs[b]
         graph.replay()
         return logits[:n], tokens[:n]
+
+
+def capture_bucket_graphs(runner: LlamaRunner, pool: KVPool, buckets, step_inputs) -> dict:
+    """{bucket: (graph, logits, tokens)}: every bucket's forward (`step_inputs(bucket)` over the
+    static buffers) run once on a side stream to warm up (Triton compiles, cuBLAS handles) off the
+    capture, then captured with greedy sampling, largest bucket first so that the smaller graphs
+    reuse its memory pool. Shared by the decode graphs and the whole-step graphs."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for b in buckets:
+            runner.forward(step_inputs(b), pool)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    graphs, pool_handle = {}, None
+    for b in sorted(buckets, reverse=True):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool_handle):
+            logits = runner.forward(step_inputs(b), pool)
+            tokens = logits.argmax(dim=-1)
+        pool_handle = graph.pool()
+        graphs[b] = (graph, logits, tokens)
+    torch.cuda.synchronize()
+    return graphs

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from runtime.gpu.attention import DECODE_BLOCK_M, PREFILL_BLOCK_M, VarlenBatch, tile_map_rows
+from runtime.gpu.cuda_graphs import capture_bucket_graphs
 from runtime.gpu.kv_pool import KVPool
 from runtime.gpu.model import LlamaRunner, StepInputs
 
@@ -122,22 +123,7 @@ class MixedGraphs:
         )
 
     def _capture_all(self) -> None:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # warm up (Triton compile, cuBLAS handles) off the capture
-            for b in self.buckets:
-                self.runner.forward(self._step_inputs(b), self.pool)
-        torch.cuda.current_stream().wait_stream(stream)
-        torch.cuda.synchronize()
-        pool_handle = None
-        for b in reversed(self.buckets):  # largest first so smaller graphs reuse its memory
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool_handle):
-                logits = self.runner.forward(self._step_inputs(b), self.pool)
-                tokens = logits.argmax(dim=-1)
-            pool_handle = graph.pool()
-            self._graphs[b] = (graph, logits, tokens)
-        torch.cuda.synchronize()
+        self._graphs.update(capture_bucket_graphs(self.runner, self.pool, self.buckets, self._step_inputs))
 
     def _fill(self, ids, positions, slots, sample_rows, prefill_seqs, decode_seqs, bucket: int) -> None:
         n = len(ids)
