@@ -86,7 +86,7 @@ def test_prefill_is_chunked_per_request_while_residents_decode():
 def test_a_decode_with_no_free_block_pauses_with_its_cache_kept_and_no_one_is_evicted():
     # C = 9 tokens, block 1: after both prefills 8 are held; request 0 takes the last block and
     # finishes, request 1 finds none and waits a step with its 4 tokens, then decodes
-    s = _nested([(0, 3, 1.0)], capacity=9)
+    s = _nested([(0, 3, 1.0)], capacity=9, look_ahead=False)  # the authors' rule: no look-ahead
     s.add_request(_req(0, prompt=4, output=1))
     s.add_request(_req(1, prompt=4, output=3))
     assert _step(s, 0.0) == [(0, 4), (1, 4)]
@@ -98,7 +98,7 @@ def test_a_decode_with_no_free_block_pauses_with_its_cache_kept_and_no_one_is_ev
 
 
 def test_when_every_resident_is_paused_the_newest_is_evicted_as_a_last_resort():
-    s = _nested([(0, 19, 1.0)], capacity=10)  # cap 20; C = 10 tokens
+    s = _nested([(0, 19, 1.0)], capacity=10, look_ahead=False)  # cap 20; C = 10 tokens
     s.add_request(_req(0, prompt=4, output=5))
     s.add_request(_req(1, prompt=4, output=5))
     assert _step(s, 0.0) == [(0, 4), (1, 4)]
@@ -112,6 +112,33 @@ def test_when_every_resident_is_paused_the_newest_is_evicted_as_a_last_resort():
         done |= {r.request_id for r in s.complete_step(batch, now, now + 1.0)}
         now += 1.0
     assert done == {0, 1} and not s.has_unfinished()
+
+
+def test_look_ahead_admits_exactly_when_the_future_peak_fits_the_cache():
+    # WAIT, known lengths, block 1: request 0 (prompt 4, output 4) ends at 8 tokens. Request 1
+    # (prompt 4, output 3) admitted with it: at t = 3 both are alive, 0 at 4 + 3 = 7 and 1 at
+    # 4 + 3 = 7, peak 14; then 0 grows to 8 alone. So C = 14 admits both, C = 13 only request 0.
+    for capacity, admitted in ((14, [0, 1]), (13, [0])):
+        s = _wait([("a", 4, 4, 1.0), ("b", 4, 3, 1.0)], capacity=capacity)
+        s.add_request(_req(0, prompt=4, output=4, type_name="a"))
+        s.add_request(_req(1, prompt=4, output=3, type_name="b"))
+        assert [rid for rid, _ in _step(s, 0.0)] == admitted, capacity
+        assert s.stats["admissions_deferred"] == (0 if capacity == 14 else 1)
+    # run to the end at C = 13: request 1 waits for request 0's departure, and nobody ever pauses
+    now, done = 1.0, set()
+    while s.has_unfinished() and now < 40:
+        batch = s.schedule(now)
+        done |= {r.request_id for r in s.complete_step(batch, now, now + 1.0)}
+        now += 1.0
+    assert done == {0, 1} and s.stats["decodes_paused"] == 0 and s.stats["evictions"] == 0
+
+
+def test_look_ahead_of_nested_wait_uses_the_expected_length_given_the_stage():
+    from runtime.schedulers.capped import expected_end_stages
+
+    # two segments: stages 0..2 end there w.p. 1 − 0.25, else go on to stage 6
+    segs = (RuntimeSegment(0, 2, 1.0, 0.25), RuntimeSegment(3, 6, 1.0, 0.0))
+    assert expected_end_stages(segs) == (3.0, 3.0, 3.0, 6.0, 6.0, 6.0, 6.0)
 
 
 def test_a_cohort_rule_policy_refuses_fractional_thresholds():

@@ -16,7 +16,8 @@ from runtime.schedulers import make_scheduler
 
 def test_an_evicted_request_re_prefills_its_prompt_and_sampled_tokens_then_finishes():
     policy = RuntimePolicy("wait", "capped", classes=(RuntimeClass("a", 4, 3, 1.0),))  # cap 4
-    s = make_scheduler("wait-capped", KVBlockManager(9, 1), policy=policy)
+    # the authors' rule (no look-ahead, which would defer r1 and never evict)
+    s = make_scheduler("wait-capped", KVBlockManager(9, 1), policy=policy, look_ahead=False)
     r0, r1 = Request(0, 0.0, 4, 3, "a"), Request(1, 0.0, 4, 3, "a")
     s.add_request(r0)
     s.add_request(r1)

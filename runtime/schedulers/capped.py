@@ -9,7 +9,10 @@ Every step:
    `prefill_chunk_tokens` (per request; None: the whole prompt). One whose next block is not
    free skips the step with its cache kept (`decodes_paused`, the overflow events);
 2. then, unless a resident was paused this step, waiting requests are admitted first come first
-   served while fewer than `resident_cap` are resident and their group is below its cap
+   served while fewer than `resident_cap` are resident, their admission passes the look-ahead
+   test (`_future_fits`: left to run, the residents and it stay within the cache at every future
+   step, each growing a token a step to its known length, WAIT, or its expected length given its
+   stage, Nested WAIT) and their group is below its cap
    (`wait-capped`: one cap per class, c_j = ⌈n_j (l'_j + 1)⌉; `nested-wait-capped`: the resident
    cap alone, since the segment a request will reach is unknown) and their first chunk fits.
 There is no eviction, except as the last resort when no resident can advance at all (the cache is
@@ -17,12 +20,16 @@ full of paused requests): then the newest admitted is evicted by recompute (`evi
 server never stalls.
 
 Knobs: `policy` (a `RuntimePolicy` or a path; required), `resident_cap` (default: from the
-thresholds, `thresholds.capped`) and `prefill_chunk_tokens` (default: the policy's).
+thresholds, `thresholds.capped`), `prefill_chunk_tokens` (default: the policy's) and
+`look_ahead` (default true; false: the rule as the authors' experiments ran it, admission
+limited by the caps and the first chunk only).
 """
 
 from __future__ import annotations
 
 from collections import deque
+
+import numpy as np
 
 from fluid.errors import InputError
 from runtime.kv_blocks import KVBlockManager
@@ -43,8 +50,11 @@ class CappedScheduler(Scheduler):
     """Resident caps, continuous decode, per-request chunked prefill, pause when no block is free."""
 
     def __init__(self, kv: KVBlockManager, policy, group_caps: dict[str, int], resident_cap: int | None,
-                 prefill_chunk_tokens: int | None):
+                 prefill_chunk_tokens: int | None, look_ahead: bool = True):
         super().__init__(kv)
+        if not isinstance(look_ahead, bool):
+            raise InputError(f"must be true or false, got {look_ahead!r}", field="look_ahead")
+        self.look_ahead = look_ahead
         self.policy = policy
         cap = resident_cap if resident_cap is not None else sum(group_caps.values())
         self.resident_cap = _positive_int(cap, "resident_cap")
@@ -56,7 +66,9 @@ class CappedScheduler(Scheduler):
         self._group_of: dict[int, str] = {}
         self._resident: dict[int, Request] = {}  # admission order; the last one is the eviction victim
         self._unfinished = 0
-        self.stats = {"admissions": 0, "decodes_paused": 0, "evictions": 0, "peak_resident": 0}
+        self.stats = {"admissions": 0, "decodes_paused": 0, "evictions": 0, "peak_resident": 0,
+                      "admissions_deferred": 0}
+        self._plan = None  # this step's projected residents (see `_future_fits`)
 
     # --- routing (subclasses) ------------------------------------------------------------
     def _group_for(self, request: Request) -> str:
@@ -64,6 +76,46 @@ class CappedScheduler(Scheduler):
 
     def _tokens_to_fit(self, request: Request) -> int:
         return request.prompt_tokens + 1
+
+    def _final_tokens(self, request: Request) -> float:
+        """The KV tokens `request` will hold at its last stage (known, or expected given its stage)."""
+        raise NotImplementedError
+
+    # --- the look-ahead admission test (docs/capped-rule.md, "Admission") -------------------
+    def _projection(self, request: Request) -> tuple[float, float]:
+        """(remaining steps e_r, KV now k_r) of the straight line k_r + t, t ≤ e_r, that bounds the
+        request's KV over its remaining life: a decode grows one token a step; a prefilling one is
+        counted at its whole context at once and its prefill steps are added to its life."""
+        final = self._final_tokens(request)
+        context = request.prefill_target_tokens if request.in_prefill else request.cached_tokens
+        prefill_steps = 0
+        if request.in_prefill and self.prefill_chunk_tokens is not None:
+            prefill_steps = -(-request.prefill_remaining // self.prefill_chunk_tokens) - 1
+        return max(0.0, final - context) + prefill_steps, float(context)
+
+    def _future_fits(self, request: Request) -> bool:
+        """Whether the residents and `request`, left to run without further admissions, stay within
+        the cache at every future step. The projected KV M(t) = Σ_{r: e_r ≥ t} (k_r + t + pad) is
+        piecewise linear and rises between departures, so its peak is at some e_r: evaluated there."""
+        if self._plan is None:
+            rows = [self._projection(r) for r in self._resident.values()]
+            self._plan = np.asarray(rows, float).reshape(-1, 2)
+        e_new, k_new = self._projection(request)
+        plan = np.vstack([self._plan, (e_new, k_new)])
+        capacity = self.kv.num_blocks * self.kv.block_size
+        pad = (self.kv.block_size - 1) / 2  # a resident's expected unfilled part of its last block
+        e, k = plan[:, 0], plan[:, 1]
+        if float(np.sum(e + k + pad)) <= capacity:  # even every line at its end fits
+            self._plan = plan
+            return True
+        order = np.argsort(-e, kind="stable")
+        e, k = e[order], k[order]
+        alive = np.arange(1, len(e) + 1)  # residents with e_r ≥ e[i] (ties counted at their last index)
+        peak = float(np.max(np.cumsum(k) + alive * (e + pad)))
+        if peak > capacity:
+            return False
+        self._plan = plan
+        return True
 
     # --- executor interface ------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
@@ -78,6 +130,7 @@ class CappedScheduler(Scheduler):
 
     def schedule(self, now_s: float) -> Batch:
         batch = Batch()
+        self._plan = None
         paused = self._advance_residents(batch)
         if not paused:
             self._admit(batch)
@@ -127,6 +180,9 @@ class CappedScheduler(Scheduler):
             if best is None:
                 return
             group, r = best
+            if self.look_ahead and not self._future_fits(r):
+                self.stats["admissions_deferred"] += 1
+                return  # admitted, it would make a resident pause later: wait for a departure
             if not self.try_reserve(batch, r, self._chunk(r)):
                 return  # its first chunk does not fit: wait for memory
             self._waiting[group].popleft()
@@ -151,16 +207,19 @@ class CappedWaitScheduler(CappedScheduler):
     uses_output_lengths = True
 
     def __init__(self, kv: KVBlockManager, *, policy, resident_cap: int | None = None,
-                 prefill_chunk_tokens: int | None = None):
+                 prefill_chunk_tokens: int | None = None, look_ahead: bool = True):
         policy = as_policy(policy, "wait")
         derived = wait_class_caps([(c.decode_tokens, c.threshold) for c in policy.classes])
         caps = {c.name: cap for c, cap in zip(policy.classes, derived)}
-        super().__init__(kv, policy, caps, resident_cap, prefill_chunk_tokens)
+        super().__init__(kv, policy, caps, resident_cap, prefill_chunk_tokens, look_ahead)
         self._by_lengths = {}
         for c in policy.classes:
             self._by_lengths.setdefault((c.prefill_tokens, c.decode_tokens), c.name)
 
     def _tokens_to_fit(self, request: Request) -> int:
+        return request.prompt_tokens + request.output_tokens
+
+    def _final_tokens(self, request: Request) -> float:
         return request.prompt_tokens + request.output_tokens
 
     def _group_for(self, request: Request) -> str:
@@ -184,12 +243,35 @@ class CappedNestedWaitScheduler(CappedScheduler):
     uses_output_lengths = False
 
     def __init__(self, kv: KVBlockManager, *, policy, resident_cap: int | None = None,
-                 prefill_chunk_tokens: int | None = None):
+                 prefill_chunk_tokens: int | None = None, look_ahead: bool = True):
         policy = as_policy(policy, "nested_wait")
         chains = [i.segments for i in policy.instances] if policy.instances else [policy.segments]
         cap = sum(nested_resident_cap([(s.first_stage, s.last_stage, s.threshold) for s in c]) for c in chains)
         super().__init__(kv, policy, {"all": cap if resident_cap is None else resident_cap}, resident_cap,
-                         prefill_chunk_tokens)
+                         prefill_chunk_tokens, look_ahead)
+        self._expected_end = expected_end_stages(policy.segments or policy.instances[0].segments)
+
+    def _final_tokens(self, request: Request) -> float:
+        s = request.decode_steps_done
+        ends = self._expected_end
+        return request.prompt_tokens + (ends[s] if s < len(ends) else s)
 
     def _group_for(self, request: Request) -> str:
         return "all"
+
+
+def expected_end_stages(segments) -> tuple[float, ...]:
+    """E[l' | l' ≥ s] for every stage s, from the segment chain: a request in segment k ends at
+    its last stage b_k with probability 1 − p_k, else goes on (p_k = `continue_prob`). With one
+    segment per decode length this is the exact conditional mean; with coarser segments it
+    counts every end inside a segment at the segment's last stage (an overestimate)."""
+    out: list[float] = []
+    tail = 0.0  # E[end | the request enters segment k]
+    ends = []
+    for seg in reversed(segments):
+        tail = (1 - seg.continue_prob) * seg.last_stage + seg.continue_prob * tail
+        ends.append(tail)
+    ends.reverse()
+    for seg, end in zip(segments, ends):
+        out.extend([end] * (seg.last_stage - len(out) + 1))
+    return tuple(out)
