@@ -30,7 +30,7 @@ def workload(tmp_path):
 @pytest.fixture
 def policy(tmp_path, workload):
     path = tmp_path / "policy.json"
-    assert main(["solve", workload, "-o", str(path)]) == 0
+    assert main(["solve", "--service-rule", "cohort", workload, "-o", str(path)]) == 0
     return str(path)
 
 
@@ -150,7 +150,7 @@ def test_a_policy_of_another_workload_is_refused_saying_what_differs(workload, p
 
 def test_the_run_rate_scale_must_be_the_solved_one(workload, tmp_path, capsys):
     path = tmp_path / "half.json"
-    assert main(["solve", workload, "--rate-scale", "0.5", "-o", str(path)]) == 0
+    assert main(["solve", "--service-rule", "cohort", workload, "--rate-scale", "0.5", "-o", str(path)]) == 0
     capsys.readouterr()
     _expect_input_error(["simulate", workload, "--policy", str(path), "--requests", "50"], capsys,
                         "rate of short is 10/s in the policy, 20/s in the run")

@@ -26,7 +26,7 @@ def _workload(tmp_path):
 
 def test_solve_show_check_wait(tmp_path, capsys):
     out = tmp_path / "p.json"
-    assert main(["solve", _workload(tmp_path), "-o", str(out), "--max-wait-s", "0.5"]) == 0
+    assert main(["solve", "--service-rule", "cohort", _workload(tmp_path), "-o", str(out), "--max-wait-s", "0.5"]) == 0
     text = capsys.readouterr().out
     assert "threshold" in text and "stage_load" in text and "of C = 137000" in text
     jsonschema.validate(json.loads(out.read_text()), json.loads(SCHEMA_PATH.read_text()))
@@ -42,7 +42,7 @@ def test_solve_show_check_wait(tmp_path, capsys):
 
 def test_solve_nested_auto_and_check(tmp_path, capsys):
     out = tmp_path / "n.json"
-    assert main(["solve", _workload(tmp_path), "-o", str(out), "--policy", "nested-wait", "--segments", "auto",
+    assert main(["solve", "--service-rule", "cohort", _workload(tmp_path), "-o", str(out), "--policy", "nested-wait", "--segments", "auto",
                  "--service-rule", "continuous"]) == 0
     assert "--segments auto" in capsys.readouterr().out
     raw = json.loads(out.read_text())
@@ -53,16 +53,16 @@ def test_solve_nested_auto_and_check(tmp_path, capsys):
 
 def test_batch_cap_violations_exit_3_unless_allowed(tmp_path, capsys):
     out = tmp_path / "b.json"
-    assert main(["solve", _workload(tmp_path), "-o", str(out), "--batch-cap", "64"]) == 3
+    assert main(["solve", "--service-rule", "cohort", _workload(tmp_path), "-o", str(out), "--batch-cap", "64"]) == 3
     assert not out.exists() and "warning: condition" in capsys.readouterr().err
-    assert main(["solve", _workload(tmp_path), "-o", str(out), "--batch-cap", "64", "--allow-violations"]) == 0
+    assert main(["solve", "--service-rule", "cohort", _workload(tmp_path), "-o", str(out), "--batch-cap", "64", "--allow-violations"]) == 0
     assert out.exists() and main(["show", str(out)]) == 0
     assert main(["check", str(out)]) == 3
 
 
 def test_bad_inputs_exit_2_without_traceback(tmp_path, capsys):
     out = tmp_path / "p.json"
-    assert main(["solve", _workload(tmp_path), "-o", str(out), "--slack", "1.5"]) == 2
+    assert main(["solve", "--service-rule", "cohort", _workload(tmp_path), "-o", str(out), "--slack", "1.5"]) == 2
     err = capsys.readouterr().err
     assert "slack" in err and "Traceback" not in err
     bad = tmp_path / "bad.json"
@@ -73,7 +73,7 @@ def test_bad_inputs_exit_2_without_traceback(tmp_path, capsys):
 
 
 def test_unstable_workload_exit_3(tmp_path, capsys):
-    assert main(["solve", _workload(tmp_path), "-o", str(tmp_path / "p.json"), "--rate-scale", "100"]) == 3
+    assert main(["solve", "--service-rule", "cohort", _workload(tmp_path), "-o", str(tmp_path / "p.json"), "--rate-scale", "100"]) == 3
     assert "Nearest feasible setting" in capsys.readouterr().err
 
 
@@ -92,25 +92,32 @@ def test_automatic_slack_picks_slack_0_near_the_load_limit_and_an_explicit_slack
     picks slack 0 and says why. `--slack 0.05` still gets the larger thresholds."""
     near = tmp_path / "near.yaml"
     near.write_text(NEAR_CAPACITY)
-    assert main(["solve", str(near), "-o", str(tmp_path / "p.json")]) == 0
+    assert main(["solve", "--service-rule", "cohort", str(near), "-o", str(tmp_path / "p.json")]) == 0
     err = capsys.readouterr().err
     assert "slack 0 chosen automatically" in err and "needs 67,200 tokens, ≥ 1.5× the 35,840 of slack 0" in err
     auto = load_policy(tmp_path / "p.json")
     assert [c.threshold for c in auto.classes] == [8, 8] and auto.options["slack"] == 0.0
     assert "67,200" in auto.options["slack_rule"]
-    assert main(["solve", str(near), "-o", str(tmp_path / "p5.json"), "--slack", "0.05"]) == 0
+    assert main(["solve", "--service-rule", "cohort", str(near), "-o", str(tmp_path / "p5.json"), "--slack", "0.05"]) == 0
     assert "chosen automatically" not in capsys.readouterr().err
     given = load_policy(tmp_path / "p5.json")
     assert [c.threshold for c in given.classes] == [15, 15] and given.options["slack_rule"] == "given"
-    assert main(["solve", _workload(tmp_path), "-o", str(tmp_path / "far.json")]) == 0
+    assert main(["solve", "--service-rule", "cohort", _workload(tmp_path), "-o", str(tmp_path / "far.json")]) == 0
     assert "slack 0.05 chosen automatically: slack 0.05 = min(0.05, (1 − L)/2)" in capsys.readouterr().err
 
 
 def test_a_cohort_refusal_says_when_the_capped_rule_solves(tmp_path, capsys):
     """p512d1000: one prompt per stage needs Σ a_j ≈ 1.01e6 tokens against C = 137,000, so the cohort
     rule refuses (exit 3); the capped rule solves it, and the refusal says so."""
-    assert main(["solve", "p512d1000", "-o", str(tmp_path / "p.json")]) == 3
+    assert main(["solve", "p512d1000", "--service-rule", "cohort", "-o", str(tmp_path / "p.json")]) == 3
     err = capsys.readouterr().err
     assert "1.01301e+06" in err and "add --service-rule capped" in err and "Traceback" not in err
     assert main(["solve", "p512d1000", "--service-rule", "capped", "-o", str(tmp_path / "p.json")]) == 0
     assert load_policy(tmp_path / "p.json").service_rule == "capped"
+    # without --service-rule the capped rule is the default, and solve says so
+    assert main(["solve", "p512d1000", "-o", str(tmp_path / "d.json")]) == 0
+    assert load_policy(tmp_path / "d.json").service_rule == "capped"
+    assert "service rule capped (default" in capsys.readouterr().err
+    # the batch-cap recipe keeps its cohort rule
+    assert main(["solve", "p512d1000", "--batch-cap", "128", "--allow-violations", "-o", str(tmp_path / "b.json")]) == 0
+    assert load_policy(tmp_path / "b.json").service_rule == "cohort"

@@ -37,7 +37,7 @@ def test_tune_needs_the_capped_rule_and_records_its_choice(tmp_path, capsys):
                                 "batch_time": {"kind": "affine", "d0_s": 0.01, "d1_s_per_token": 2e-6},
                                 "types": [{"name": t.name, "prefill": t.prefill, "decode": t.decode,
                                            "rate_per_s": t.rate_per_s} for t in w.types]}))
-    assert main(["solve", str(path), "--tune", "-o", str(tmp_path / "p.json")]) == 2
+    assert main(["solve", "--service-rule", "cohort", str(path), "--tune", "-o", str(tmp_path / "p.json")]) == 2
     assert "--service-rule capped" in capsys.readouterr().err
     assert main(["solve", str(path), "--service-rule", "capped", "--tune", "--tune-requests", "300",
                  "-o", str(tmp_path / "p.json")]) == 0

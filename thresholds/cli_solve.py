@@ -29,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("workload", help="workload file (YAML/JSON) or preset name")
     parser.add_argument("-o", "--output", required=True, help="policy JSON to write")
     parser.add_argument("--policy", choices=("wait", "nested-wait"), default="wait")
-    parser.add_argument("--service-rule", choices=("cohort", "continuous", "capped"), default="cohort",
-                        help="cohort: each stage serves up to its threshold (the paper's rule); continuous: "
+    parser.add_argument("--service-rule", choices=("cohort", "continuous", "capped"), default=None,
+                        help="capped (default; with --batch-cap the default is cohort, the recipe's rule): the rule "
+                             "that gives a working policy on the paper's own workloads, docs/capped-rule.md; cohort: each stage serves up to its threshold (the paper's rule); continuous: "
                              "every resident decode runs each iteration, thresholds gate admission; capped: real "
                              "thresholds enforced by resident caps, chunked prefill, pause when no block is free "
                              "(docs/capped-rule.md)")
@@ -103,8 +104,20 @@ def _adaptive_settings(args):
     return AdaptiveSettings(**{k: v for k, v in given.items() if v is not None})
 
 
+DEFAULT_SERVICE_RULE = "capped"
+
+
+def default_service_rule(args) -> str:
+    """The rule when `--service-rule` is not given: capped, the one whose policies carry ≥ 0.98 of
+    throughput* on the presets (docs/benchmarks-thresholds.md); the batch-cap recipe keeps the
+    cohort rule it was written for (the capped rule derives its own caps)."""
+    return "cohort" if args.batch_cap is not None else DEFAULT_SERVICE_RULE
+
+
 def _solve(args, workload):
     """(policy, slack, why that slack) for the parsed `solve` arguments."""
+    if args.service_rule is None:
+        args = argparse.Namespace(**{**vars(args), "service_rule": default_service_rule(args)})
     adaptive = _adaptive_settings(args)
     policy, slack, reason = _solve_rule(args, workload)
     if adaptive is not None:
@@ -217,6 +230,10 @@ def run(args: argparse.Namespace) -> int:
     from thresholds.report import policy_text
 
     workload = load_workload(args.workload, rate_scale=args.rate_scale)
+    if args.service_rule is None:
+        args.service_rule = default_service_rule(args)
+        print(f"service rule {args.service_rule} (default{'' if args.batch_cap is None else ' with --batch-cap'}; "
+              f"--service-rule cohort for the paper's rule)", file=sys.stderr)
     try:
         policy, slack, reason = _solve(args, workload)
     except UnstableWorkloadError as err:
@@ -229,6 +246,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"slack {slack:g} {reason}", file=sys.stderr)
     elif args.slack is None and args.batch_cap is None:
         print(f"slack {slack:g} chosen automatically: {reason}", file=sys.stderr)
+    if args.service_rule == "capped" and args.policy == "nested-wait" and args.segments == "types" and not args.tune:
+        print(f"segments: L = {len(policy.segments)}, one per decode length (the capped rule's resident cap and "
+              f"memory do not depend on L; the look-ahead's expected length given the stage is exact only here)",
+              file=sys.stderr)
     broken = [c for c in policy.guarantees.conditions if not c.holds]
     for c in broken:
         print(f"warning: condition {c.name} is broken: {c.lhs:.6g} vs {c.rhs:.6g}", file=sys.stderr)
