@@ -14,6 +14,11 @@ import torch
 # two 64-row tiles on a prefix that ends mid-block, a chunk of exactly one tile on a prefix of
 # exactly one key tile (64), a one-token prefill, a short chunk after a long prefix
 CASES = ((5, 0), (1, 7), (70, 9), (64, 64), (1, 0), (3, 130))
+# (block_m, block_n, split, heavy_first) launches checked; None = the shipped tiling. The split ones
+# cover unmasked key tiles before the diagonal (block_n < block_m: the 70-row chunk's second tile
+# sees two whole 32-key tiles), whole prefix tiles (64 and 130 cached), and a key tile wider
+# than the query tile (no tile is wholly before the diagonal)
+TILINGS = ((64, None, None, None), (16, None, None, None), (64, 32, True, True), (64, 64, True, False), (16, 128, True, True))
 
 
 def _interpreter_shim() -> None:
@@ -61,24 +66,26 @@ def check(device: str, dtype: torch.dtype, *, seed: int, tol: float) -> list[str
     """Returns the failures (empty when the kernel agrees with the oracle everywhere)."""
     if os.environ.get("TRITON_INTERPRET") == "1":
         _interpreter_shim()
-    from runtime.gpu.attention import DECODE_BLOCK_M, PREFILL_BLOCK_M, pack_varlen, varlen_attention_reference
+    from runtime.gpu.attention import PREFILL_BLOCK_M, pack_varlen, varlen_attention_reference
     from runtime.gpu.kernels.varlen_attention_triton import varlen_paged_attention
 
     q, k, v, kc, vc, seqs, live = random_step(device, dtype, seed=seed)
     scale = q.shape[-1] ** -0.5
     ref = varlen_attention_reference(q.double(), k.double(), v.double(), kc.double(), vc.double(), pack_varlen(seqs, PREFILL_BLOCK_M, device), scale, torch.zeros_like(q, dtype=torch.float64))
     failures = []
-    for block_m in (PREFILL_BLOCK_M, DECODE_BLOCK_M):
-        batch = pack_varlen(seqs, block_m, device)
+    for block_m, block_n, split, heavy in (TILINGS if seed == 0 else TILINGS[:2]):  # the interpreter is slow: other tilings once
+        batch = pack_varlen(seqs, block_m, device, heavy_first=heavy)
+        name = f"block_m {block_m} block_n {block_n} split {split} heavy_first {heavy}"
         for grid in (batch.grid_programs, 2):  # every tile its program; a persistent grid smaller than the tiles
             out = torch.full_like(q, float("nan"))
-            varlen_paged_attention(q, k, v, kc, vc, out, batch.seq_meta, batch.block_tables, batch.tile_map, batch.num_tiles, scale, grid_programs=grid, block_m=block_m)
+            varlen_paged_attention(q, k, v, kc, vc, out, batch.seq_meta, batch.block_tables, batch.tile_map, batch.num_tiles, scale,
+                                   grid_programs=grid, block_m=block_m, block_n=block_n, split=split)
             err = ((out[:live].double() - ref[:live]).norm() / ref[:live].norm()).item()
             if not err < tol:
                 worst = max(range(len(seqs)), key=lambda s: (out[seqs[s][0]:seqs[s][0] + seqs[s][1]].double() - ref[seqs[s][0]:seqs[s][0] + seqs[s][1]]).abs().nan_to_num(1e9).max().item())
-                failures.append(f"block_m {block_m} grid {grid}: relative error {err:.2e} (worst sequence {CASES[worst]})")
+                failures.append(f"{name} grid {grid}: relative error {err:.2e} (worst sequence {CASES[worst]})")
             if not out[live:].isnan().all():
-                failures.append(f"block_m {block_m} grid {grid}: rows outside every sequence were written")
+                failures.append(f"{name} grid {grid}: rows outside every sequence were written")
     return failures
 
 

@@ -40,21 +40,50 @@ class PrefillSeq:
     block_ids: torch.Tensor | None  # [blocks] on device; needed only when context_tokens > 0
 
 
-def _prefill_tiles(text: str) -> tuple[int, int, int]:
+@dataclass(frozen=True, slots=True)
+class PrefillTiles:
+    """How the variable-length kernel cuts a prefill launch: query-tile height, warps, pipeline
+    stages, key-tile width, whether key tiles wholly before the query tile (and whole prefix tiles)
+    skip the causal / length mask (`split`), and whether each sequence's tiles are queued longest
+    first (`heavy_first`: a causal prompt's last tile walks every key tile; started first, it does
+    not become the launch's tail)."""
+
+    block_m: int = 64
+    num_warps: int = 4
+    num_stages: int = 2
+    block_n: int = 64
+    split: bool = False
+    heavy_first: bool = False
+
+    def spec(self) -> str:
+        return f"{self.block_m},{self.num_warps},{self.num_stages},{self.block_n},{int(self.split)},{int(self.heavy_first)}"
+
+
+def parse_prefill_tiles(text: str) -> PrefillTiles:
+    """`BLOCK_M,NUM_WARPS,NUM_STAGES[,BLOCK_N[,SPLIT[,HEAVY_FIRST]]]`, e.g. 64,4,2 or 128,8,3,64,1,1."""
+    fields = text.split(",")
+    usage = "FLUIDSCHED_VARLEN_PREFILL must be BLOCK_M,NUM_WARPS,NUM_STAGES[,BLOCK_N[,SPLIT 0|1[,HEAVY_FIRST 0|1]]] (e.g. 64,4,2)"
     try:
-        bm, warps, stages = (int(x) for x in text.split(","))
+        values = [int(x) for x in fields]
     except ValueError:
-        raise ValueError(f"FLUIDSCHED_VARLEN_PREFILL must be BLOCK_M,NUM_WARPS,NUM_STAGES (e.g. 64,4,2), got {text!r}") from None
-    if bm < 16 or bm & (bm - 1) or warps not in (1, 2, 4, 8, 16) or stages < 1:
-        raise ValueError(f"FLUIDSCHED_VARLEN_PREFILL: BLOCK_M a power of two ≥ 16, warps 1-16, stages ≥ 1; got {text!r}")
-    return bm, warps, stages
+        raise ValueError(f"{usage}, got {text!r}") from None
+    if not 3 <= len(values) <= 6:
+        raise ValueError(f"{usage}, got {text!r}")
+    bm, warps, stages = values[:3]
+    bn = values[3] if len(values) > 3 else 64
+    split, heavy = (values[4] if len(values) > 4 else 0), (values[5] if len(values) > 5 else 0)
+    if bm < 16 or bm & (bm - 1) or bn < 16 or bn & (bn - 1) or warps not in (1, 2, 4, 8, 16) or stages < 1 or split not in (0, 1) or heavy not in (0, 1):
+        raise ValueError(f"FLUIDSCHED_VARLEN_PREFILL: BLOCK_M and BLOCK_N powers of two ≥ 16, warps 1-16, stages ≥ 1, SPLIT and HEAVY_FIRST 0 or 1; got {text!r}")
+    return PrefillTiles(bm, warps, stages, bn, bool(split), bool(heavy))
 
 
 # query-tile heights of the variable-length kernel: prefill chunks use tall tiles (each K/V tile is
 # read once per BLOCK_M queries), decodes (one query row) short ones (the tensor-core minimum, 16
-# rows). The prefill tile (height, warps, pipeline stages) can be set for a tuning sweep
-# (benchmarks/bench_varlen.py) with FLUIDSCHED_VARLEN_PREFILL=BLOCK_M,NUM_WARPS,NUM_STAGES.
-PREFILL_BLOCK_M, PREFILL_NUM_WARPS, PREFILL_NUM_STAGES = _prefill_tiles(os.environ.get("FLUIDSCHED_VARLEN_PREFILL", "64,4,2"))
+# rows). The prefill tiling can be set for a tuning sweep (benchmarks/bench_varlen.py) with
+# FLUIDSCHED_VARLEN_PREFILL (see `parse_prefill_tiles`); read once, at import, because the graphs
+# are captured with it.
+PREFILL_TILES = parse_prefill_tiles(os.environ.get("FLUIDSCHED_VARLEN_PREFILL", "64,4,2"))
+PREFILL_BLOCK_M, PREFILL_NUM_WARPS, PREFILL_NUM_STAGES = PREFILL_TILES.block_m, PREFILL_TILES.num_warps, PREFILL_TILES.num_stages
 DECODE_BLOCK_M = 16
 
 
@@ -70,8 +99,13 @@ class VarlenBatch:
     block_m: int  # query rows per tile
 
 
-def tile_map_rows(num_new: list[int], block_m: int) -> list[tuple[int, int]]:
-    """(sequence index, first chunk row) of every query tile of sequences with `num_new` rows each."""
+def tile_map_rows(num_new: list[int], block_m: int, heavy_first: bool | None = None) -> list[tuple[int, int]]:
+    """(sequence index, first chunk row) of every query tile of sequences with `num_new` rows each;
+    `heavy_first` (default: the prefill tiling's) lists each sequence's tiles last row first."""
+    if heavy_first is None:
+        heavy_first = PREFILL_TILES.heavy_first and block_m == PREFILL_BLOCK_M
+    if heavy_first:
+        return [(s, m) for s, n in enumerate(num_new) for m in range(((n - 1) // block_m) * block_m, -1, -block_m)]
     return [(s, m) for s, n in enumerate(num_new) for m in range(0, n, block_m)]
 
 
@@ -81,14 +115,14 @@ def _aligned(size: int) -> int:
     return -(-size // 4) * 4
 
 
-def pack_varlen(seqs: list[tuple[int, int, int, list[int]]], block_m: int, device) -> VarlenBatch:
+def pack_varlen(seqs: list[tuple[int, int, int, list[int]]], block_m: int, device, *, heavy_first: bool | None = None) -> VarlenBatch:
     """One host→device copy of the metadata of `seqs` = [(row_start, num_new, context_tokens, block table)].
 
     Tables are padded to the longest table among sequences with a prefix (others are never read)."""
     import numpy as np
 
     n_seqs = len(seqs)
-    tiles = tile_map_rows([n for _, n, _, _ in seqs], block_m)
+    tiles = tile_map_rows([n for _, n, _, _ in seqs], block_m, heavy_first)
     width = max((len(t) for _, _, ctx, t in seqs if ctx), default=1)
     at_tiles = _aligned(3 * n_seqs)
     at_count = at_tiles + _aligned(2 * len(tiles))

@@ -3,7 +3,10 @@
 Decode-only steps replay `runtime.gpu.cuda_graphs.DecodeGraphs`. Every other step the schedulers
 build (a cohort of prompts, a chunk on top of a cached prefix, chunks beside decodes) is replayed
 from a whole-step graph here when it fits a bucket: its token count padded up to one of
-`TOKEN_BUCKETS`, at most `MAX_PREFILLS` prefill chunks and `MAX_DECODES` decodes. Whole-step
+`TOKEN_BUCKETS`, at most `MAX_PREFILLS` prefill chunks and `MAX_DECODES` decodes (both capped by
+the pool's block count: each sequence holds a block). The buckets reach 3,072 tokens so that a
+step of 1,024 decodes beside a 2,048-token chunk is graphed, and are 64–256 tokens apart above
+256 so that padding costs at most a quarter of a step (18 × 48 = 864 tokens pads to 896, not 1,024). Whole-step
 capture works because attention is the variable-length kernel
 (`runtime.gpu.kernels.varlen_attention_triton`), whose metadata (sequence rows, block tables, the
 tile map and tile count) is read from device buffers and whose grid is fixed per bucket; prefill
@@ -21,13 +24,16 @@ import numpy as np
 import torch
 
 from runtime.gpu.attention import DECODE_BLOCK_M, PREFILL_BLOCK_M, VarlenBatch, tile_map_rows
-from runtime.gpu.cuda_graphs import capture_bucket_graphs
+from runtime.gpu.cuda_graphs import bucket_at_least, capture_bucket_graphs
 from runtime.gpu.kv_pool import KVPool
 from runtime.gpu.model import LlamaRunner, StepInputs
 
-TOKEN_BUCKETS = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
-MAX_PREFILLS = 32
-MAX_DECODES = 256
+TOKEN_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048, 2560, 3072)
+MAX_PREFILLS = 64
+MAX_DECODES = 1024
+# programs of the decode launch: one per decode up to this many, then each walks several decodes
+# (a grid of 1,024 × heads programs would mostly start only to find no tile)
+DECODE_GRID_CAP = 256
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -89,7 +95,8 @@ class MixedGraphs:
                  max_prefills: int = MAX_PREFILLS, max_decodes: int = MAX_DECODES):
         self.runner, self.pool = runner, pool
         self.buckets = tuple(sorted(buckets))
-        self.max_prefills, self.max_decodes = max_prefills, max_decodes
+        seats = pool.shape.num_blocks  # no step holds more sequences than the pool has blocks
+        self.max_prefills, self.max_decodes = min(max_prefills, seats), min(max_decodes, seats)
         dev = runner.device
         top = self.buckets[-1]
         self.max_sample = max_prefills + max_decodes
@@ -106,10 +113,7 @@ class MixedGraphs:
     def bucket_for(self, num_tokens: int, num_prefills: int, num_decodes: int) -> int | None:
         if num_prefills > self.max_prefills or num_decodes > self.max_decodes or num_prefills == 0:
             return None
-        for b in self.buckets:
-            if b >= num_tokens:
-                return b
-        return None
+        return bucket_at_least(num_tokens, self.buckets)
 
     def _sample_capacity(self, bucket: int) -> int:
         return min(bucket, self.max_sample)
@@ -119,11 +123,12 @@ class MixedGraphs:
         return StepInputs(
             r[0, :bucket], r[1, :bucket], r[2, :bucket], [], None, None, r[3, : self._sample_capacity(bucket)],
             prefill_varlen=self._prefill.batch(_cdiv(bucket, PREFILL_BLOCK_M) + min(self.max_prefills, bucket), PREFILL_BLOCK_M),
-            decode_varlen=self._decode.batch(min(self.max_decodes, bucket), DECODE_BLOCK_M),
+            decode_varlen=self._decode.batch(min(self.max_decodes, bucket, DECODE_GRID_CAP), DECODE_BLOCK_M),
         )
 
     def _capture_all(self) -> None:
-        self._graphs.update(capture_bucket_graphs(self.runner, self.pool, self.buckets, self._step_inputs))
+        graphs, self.capture_stats = capture_bucket_graphs(self.runner, self.pool, self.buckets, self._step_inputs, self._sample_capacity)
+        self._graphs.update(graphs)
 
     def _fill(self, ids, positions, slots, sample_rows, prefill_seqs, decode_seqs, bucket: int) -> None:
         n = len(ids)

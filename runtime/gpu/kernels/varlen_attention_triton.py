@@ -25,19 +25,21 @@ import torch
 import triton
 import triton.language as tl
 
-from runtime.gpu.attention import DECODE_BLOCK_M, PREFILL_BLOCK_M, PREFILL_NUM_STAGES, PREFILL_NUM_WARPS  # noqa: F401
+from runtime.gpu.attention import DECODE_BLOCK_M, PREFILL_BLOCK_M, PREFILL_TILES  # noqa: F401
 
-BLOCK_N = 64
+BLOCK_N = 64  # key-tile width of the decode launch (the prefill launch's is PREFILL_TILES.block_n)
 NUM_WARPS = 4
 NUM_STAGES = 2
 _LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _softmax_tile(q, k, v, valid, m_i, l_i, acc, qk_scale, PRECISION: tl.constexpr):
-    """Fold one key tile (k, v: [BLOCK_N, HEAD_DIM]; valid: [BLOCK_M, BLOCK_N]) into the state."""
+def _softmax_tile(q, k, v, valid, m_i, l_i, acc, qk_scale, PRECISION: tl.constexpr, MASKED: tl.constexpr = True):
+    """Fold one key tile (k, v: [BLOCK_N, HEAD_DIM]; valid: [BLOCK_M, BLOCK_N]) into the state;
+    `MASKED` False: every key of the tile is visible to every query (`valid` is not read)."""
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [M, N], log2 domain
-    s = tl.where(valid, s, float("-inf"))
+    if MASKED:
+        s = tl.where(valid, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, axis=1))
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing valid yet stays empty
     alpha = tl.exp2(m_i - m_safe)
@@ -58,7 +60,7 @@ def _varlen_paged_kernel(
     stride_table_s,
     stride_cache_block, stride_cache_tok, stride_cache_head,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
 ):
     pid = tl.program_id(0)
     h = tl.program_id(1)
@@ -81,9 +83,22 @@ def _varlen_paged_kernel(
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-        # the cached prefix: every key precedes every query of the chunk, only the length bounds it
+        # the cached prefix: every key precedes every query of the chunk, only the length bounds it.
+        # SPLIT: whole key tiles first without any mask, then the last partial one masked (same
+        # arithmetic: a mask that is all true changes nothing)
         table_row = table_ptr + s_idx.to(tl.int64) * stride_table_s
-        for start in range(0, ctx, BLOCK_N):
+        if SPLIT:
+            ctx_full = (ctx // BLOCK_N) * BLOCK_N
+            for start in range(0, ctx_full, BLOCK_N):
+                kpos = start + offs_n
+                block = tl.load(table_row + kpos // BLOCK_SIZE).to(tl.int64)
+                addr = block * stride_cache_block + (kpos % BLOCK_SIZE) * stride_cache_tok + kv_head * stride_cache_head
+                k = tl.load(k_cache_ptr + addr[:, None] + offs_d[None, :])
+                v = tl.load(v_cache_ptr + addr[:, None] + offs_d[None, :])
+                m_i, l_i, acc = _softmax_tile(q, k, v, q_live[:, None], m_i, l_i, acc, qk_scale, PRECISION, False)
+        else:
+            ctx_full = ctx * 0
+        for start in range(ctx_full, ctx, BLOCK_N):
             kpos = start + offs_n
             k_live = kpos < ctx
             block = tl.load(table_row + kpos // BLOCK_SIZE, mask=k_live, other=0).to(tl.int64)
@@ -91,9 +106,19 @@ def _varlen_paged_kernel(
             k = tl.load(k_cache_ptr + addr[:, None] + offs_d[None, :], mask=k_live[:, None], other=0.0)
             v = tl.load(v_cache_ptr + addr[:, None] + offs_d[None, :], mask=k_live[:, None], other=0.0)
             m_i, l_i, acc = _softmax_tile(q, k, v, q_live[:, None] & k_live[None, :], m_i, l_i, acc, qk_scale, PRECISION)
-        # the chunk's own keys, causal: query i sees keys 0..i of the chunk
+        # the chunk's own keys, causal: query i sees keys 0..i of the chunk. SPLIT: key tiles that end
+        # before the tile's first query are visible to all its queries and skip the mask
         stop = tl.minimum(m0 + BLOCK_M, n_new)
-        for start in range(0, stop, BLOCK_N):
+        if SPLIT:
+            diag = (m0 // BLOCK_N) * BLOCK_N
+            for start in range(0, diag, BLOCK_N):
+                krows = (row_start + start + offs_n).to(tl.int64)
+                k = tl.load(k_new_ptr + krows[:, None] * stride_kn_t + kv_head * stride_kn_h + offs_d[None, :])
+                v = tl.load(v_new_ptr + krows[:, None] * stride_vn_t + kv_head * stride_vn_h + offs_d[None, :])
+                m_i, l_i, acc = _softmax_tile(q, k, v, q_live[:, None], m_i, l_i, acc, qk_scale, PRECISION, False)
+        else:
+            diag = m0 * 0
+        for start in range(diag, stop, BLOCK_N):
             kj = start + offs_n
             k_live = kj < stop
             krows = (row_start + kj).to(tl.int64)
@@ -122,15 +147,22 @@ def varlen_paged_attention(
     block_m: int,
     num_warps: int | None = None,
     num_stages: int | None = None,
+    block_n: int | None = None,
+    split: bool | None = None,
 ) -> torch.Tensor:
+    """Launch over `grid_programs` × heads programs. Tiling: the prefill launch's (`PREFILL_TILES`)
+    when `block_m` is its height, else the decode launch's; each argument given overrides it."""
     heads, d = q.shape[1], q.shape[2]
     kv_heads = k_cache.shape[2]
     assert k_cache.stride() == v_cache.stride() and k_cache.stride(3) == 1 and q.stride(2) == 1 and k_new.stride(2) == 1 and v_new.stride(2) == 1
     if grid_programs <= 0:
         return out
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
-    warps, stages = (PREFILL_NUM_WARPS, PREFILL_NUM_STAGES) if block_m == PREFILL_BLOCK_M else (NUM_WARPS, NUM_STAGES)
+    tiles = PREFILL_TILES if block_m == PREFILL_BLOCK_M else None
+    warps, stages = (tiles.num_warps, tiles.num_stages) if tiles else (NUM_WARPS, NUM_STAGES)
     warps, stages = (num_warps or warps), (num_stages or stages)
+    bn = block_n or (tiles.block_n if tiles else BLOCK_N)
+    split = (tiles.split if tiles else False) if split is None else split
     _varlen_paged_kernel[(grid_programs, heads)](
         q, k_new, v_new, k_cache, v_cache, out,
         seq_meta, block_tables, tile_map, num_tiles,
@@ -141,7 +173,7 @@ def varlen_paged_attention(
         block_tables.stride(0),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         GROUP=heads // kv_heads, HEAD_DIM=d, BLOCK_SIZE=k_cache.shape[1],
-        BLOCK_M=block_m, BLOCK_N=BLOCK_N, PRECISION=precision,
+        BLOCK_M=block_m, BLOCK_N=bn, PRECISION=precision, SPLIT=split,
         num_warps=warps, num_stages=stages,
     )
     return out
