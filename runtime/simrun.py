@@ -221,15 +221,19 @@ class SimConfig:
         }
 
 
+def config_requests(config: SimConfig) -> list:
+    """The run's arrivals. One home: the simulator and the GPU engine (`runtime.gpu.live`) replay
+    the same requests at the same times for the same configuration."""
+    return make_requests(config.workload, config.num_requests, config.seed, rate_scale=config.rate_scale,
+                         arrivals=config.arrivals, tiers=config.tiers)
+
+
 def run_simulation(config: SimConfig, *, progress=None) -> RunOutput:
     """Simulate `config` and summarise it; nothing is written. `progress`: a
     `runtime.progress.RequestProgress` told of each finished request (None: no bar)."""
     # validate the scheduler and its knobs before spending time on arrivals
     check_options(config.scheduler, config.options)
-    requests = make_requests(
-        config.workload, config.num_requests, config.seed,
-        rate_scale=config.rate_scale, arrivals=config.arrivals, tiers=config.tiers,
-    )
+    requests = config_requests(config)
     capacity = config.workload.kv_capacity_tokens
     knobs = config.scheduler_knobs()
 

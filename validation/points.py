@@ -236,16 +236,36 @@ def _code_version() -> str:
     return code_version()
 
 
-def run_point(point: dict) -> PointPayload:
-    """Run one point; a deterministic failure (no policy fits, a bad knob) is a finished point
-    with status "error" and the reason, so a rerun does not retry it forever."""
-    from fluid.workload_io import workload_from_dict
+@dataclass
+class Execution:
+    """What running a point's configuration gave: the summary, the requests with their
+    timestamps, the step log (replica 0) and the resolved configuration (config.json)."""
+
+    summary: object
+    requests: list
+    steps: object
+    config: dict
+
+
+def simulate(config) -> Execution:
+    """A point's run in the simulator (the sweep's default executor)."""
     from runtime.simrun import run_simulation
+
+    output = run_simulation(config)
+    return Execution(output.summary, output.requests, output.results[0].steps, output.config)
+
+
+def run_point(point: dict, execute=None) -> PointPayload:
+    """Run one point (`execute(SimConfig) -> Execution`: the simulator unless given, e.g. the GPU
+    engine, `validation/gpu_sweep.py`); a deterministic failure (no policy fits, a bad knob) is a
+    finished point with status "error" and the reason, so a rerun does not retry it forever."""
+    from fluid.workload_io import workload_from_dict
     from validation.policies import solve_policy_document
     from runtime.metrics import measured_requests
     from validation.series import point_series, tier_metrics
     from validation.summary_adapter import summary_dict
 
+    execute = execute or simulate
     pid = point_id(point)
     policy = point["policy"]
     base = dict(point_id=pid, experiment=point["experiment"], kind=point["kind"], workload=point["workload_label"],
@@ -271,13 +291,13 @@ def run_point(point: dict) -> PointPayload:
         # thresholds solved at other rates than the run's (above max_load, or per replica of a
         # fleet) are a deliberate mismatch, stated in policy_how
         config = _config(point, workload, policy_doc, accept_mismatch=policy_doc is not None and solve_scale != point["rate_scale"])
-        output = run_simulation(config)
+        output = execute(config)
     except FluidSchedError as err:
         return PointPayload(PointResult(**base, status="error", error=str(err), code_version=_code_version()).to_dict())
     summary = summary_dict(output.summary)
     requests = output.requests
     warmup_s = summary.get("warmup_s", 0.0)
-    steps = output.results[0].steps
+    steps = output.steps
     # bisection steps feed λ* only: no figure draws their series
     series = point_series(requests, steps, end_s=summary["sim_end_s"], warmup_s=warmup_s) if point["kind"] == "grid" else None
     tiers = series["tiers"] if series else tier_metrics(measured_requests(requests, warmup_s))

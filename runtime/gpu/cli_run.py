@@ -52,19 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar (it shows only on a terminal)")
 
 
-def check_requests_fit(requests, capacity_tokens: int, block_size: int, max_positions: int) -> None:
-    worst = max(requests, key=lambda r: r.prompt_tokens + r.output_tokens)
-    need = worst.prompt_tokens + worst.output_tokens
-    if -(-need // block_size) * block_size > capacity_tokens:
-        raise InputError(
-            f"the KV budget of {capacity_tokens} tokens cannot hold one request of {worst.prompt_tokens} + {worst.output_tokens} tokens "
-            f"(type {worst.type_name}); raise --kv-tokens or shorten the workload's requests",
-            field="kv_tokens",
-        )
-    if need > max_positions:
-        raise InputError(f"a request of {need} tokens exceeds the model's {max_positions} positions; use a model with a longer context", field="model")
-
-
 def run(args) -> int:
     from fluid.workload_io import load_workload
     from runtime.arrivals import make_requests
@@ -106,6 +93,8 @@ def run(args) -> int:
     model_label = args.model or args.checkpoint or "llama-2-7b"
     args.model, args.checkpoint = model_and_checkpoint(args.model, args.checkpoint)
     model_cfg = model_config(args.model, args.checkpoint)
+    from runtime.gpu.live import check_requests_fit
+
     check_requests_fit(requests, usable_tokens, args.block_size, model_cfg.max_position_embeddings)
     if device.type == "cpu":
         check_host_memory(model_cfg, dtype, usable_tokens, model_name=model_label)
@@ -117,8 +106,8 @@ def run(args) -> int:
     # --- the work --------------------------------------------------------------------------
     from runtime.gpu.engine import Engine
     from runtime.gpu.host_info import describe_host, versions
+    from runtime.gpu.live import run_live
     from runtime.gpu.setup import build_pool, load_runner
-    from runtime.metrics import summarize, warmup_cut_s
     from runtime.results import RunOutput, write_json, write_run_folder
     from runtime.summary_checks import short_window_warning
 
@@ -130,35 +119,14 @@ def run(args) -> int:
     from runtime.progress import RequestProgress, progress_enabled
 
     with RequestProgress(len(requests), f"{scheduler_name} on {info.device_name}", enabled=progress_enabled(args.quiet)) as progress:
-        result = engine.run(progress.watch(scheduler), requests, horizon_s=args.horizon)
-    sim_result = result.to_sim_result(capacity)
-    warmup_s = warmup_cut_s(requests, args.warmup, args.horizon)
-    steps = engine_steps = result.step_rows()
-    measured = sorted(s["measured_s"] for s in steps)
-    host = sorted(s["host_s"] for s in steps)
-    summary = summarize(
-        sim_result, scheduler=scheduler_name, warmup_s=warmup_s, ttft_slo_s=args.ttft_slo,
-        executor="gpu" if device.type == "cuda" else "cpu", wall_s=result.end_s,
-    )
-    summary = dataclasses.replace(summary, details={
-        "device": info.device_name,
-        "model": model_label,
-        "dtype": str(dtype).replace("torch.", ""),
-        "versions": versions(),
-        "host": describe_host(),
-        "weight_bytes": info.weight_bytes,
-        "kv_pool_bytes": info.pool_bytes,
-        "setup_s": setup_s,
-        "median_step_s": measured[len(measured) // 2] if measured else None,
-        "median_host_s": host[len(host) // 2] if host else None,
-        "graph_steps": sum(s["graph"] for s in steps),
-        "eager_step_share": (1 - sum(s["graph"] for s in steps) / len(steps)) if steps else None,
-        "restart_token_mismatches": result.restart_token_mismatches,
-    })
+        live = run_live(engine, info, config, requests, scheduler=scheduler, watch=progress.watch, model_label=model_label,
+                        dtype=str(dtype).replace("torch.", ""),
+                        extra_details={"versions": versions(), "host": describe_host(), "setup_s": setup_s})
+    summary, engine_steps = live.summary, live.step_rows
     details = summary.details
-    run_config = config.to_dict()
-    run_config.update({"executor": summary.executor, "model": model_cfg.to_dict(), "checkpoint": args.checkpoint, "device": info.device_name, "kv_capacity_tokens": capacity})
-    output = RunOutput(run_config, summary, [sim_result], document)
+    run_config = live.config
+    run_config.update({"model": model_cfg.to_dict(), "checkpoint": args.checkpoint})
+    output = RunOutput(run_config, summary, [live.result.to_sim_result(capacity)], document)
     warning = short_window_warning(summary)
     if warning:
         print(warning, file=sys.stderr)
