@@ -63,6 +63,9 @@ def main() -> None:
     last = fids[-1]
     fidelity = {k: last[k] for k in ("device", "versions", "host", "model", "command", "batch_time_model", "linear3_for_fluid",
                                       "heldout_step_mape", "heldout_mape_by_region", "slack", "requests", "points")}
+    for key in ("deadline_s", "cut_by_deadline", "smoke"):  # written by gpu_fidelity.py since the deadline was added
+        if key in last:
+            fidelity[key] = last[key]
     fidelity["collected_by"] = args.command
     fidelity["runs"] = [{"host": f["host"], "heldout_step_mape": f["heldout_step_mape"], "points": f["points"]} for f in fids]
     (args.docs / f"fidelity-{args.tag}.json").write_text(json.dumps(fidelity, indent=1) + "\n")

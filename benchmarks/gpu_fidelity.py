@@ -1,6 +1,7 @@
 """The closed loop on one machine in one process: calibrate → workload → solve → run → simulate.
 
-    PYTHONPATH=. python benchmarks/gpu_fidelity.py --out-dir OUT [--loads 0.5,0.8,0.9] [--requests 2000]
+    PYTHONPATH=. python benchmarks/gpu_fidelity.py --out-dir OUT [--loads 0.5,0.8,0.9] [--requests 1000] [--deadline-s 540]
+    PYTHONPATH=. python benchmarks/gpu_fidelity.py --out-dir OUT --smoke   (CPU, tiny-llama, a few grid points: the plumbing only)
     PYTHONPATH=. python benchmarks/gpu_fidelity.py --out-dir OUT --reuse-calibration docs/calibration-h200.json   (smoke test)
 
 One process loads the model once (Llama-2-7B shape, bf16, random weights) and on that machine:
@@ -13,6 +14,11 @@ One process loads the model once (Llama-2-7B shape, bf16, random weights) and on
    vLLM-v1 and Sarathi-Serve live on the engine, and simulates the same arrivals twice: with the
    workload's linear3 and with the stepwise model (same types, rates and C; the WAIT policy is the
    one solved for the linear3 workload, so that simulation accepts the batch-time difference).
+
+`--deadline-s` (default 540) bounds the whole run's wall time: before each live point the script
+estimates it from the last one and stops when it would end past the deadline (the first point
+always runs); the points not run
+are listed under `cut_by_deadline` (fidelity.json is rewritten after every point).
 
 Writes OUT/fidelity.json (device, versions, host, batch_time_model, heldout_step_mape,
 points), OUT/reproducibility.json (one run), OUT/steps.json (the step benchmark),
@@ -42,7 +48,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out-dir", type=Path, required=True)
     ap.add_argument("--loads", default="0.5,0.8,0.9")
-    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--deadline-s", type=float, default=540.0, help="stop before a live point that would end past this many seconds of wall time")
+    ap.add_argument("--smoke", action="store_true", help="CPU smoke test of the script: tiny-llama, a few grid points, 30 requests, load 0.5")
     ap.add_argument("--slack", type=float, default=0.0, help="WAIT solver slack (default 0, as the near-capacity runs)")
     ap.add_argument("--reuse-calibration", type=Path, help="SMOKE TEST: reuse a calibration made elsewhere instead of calibrating here")
     ap.add_argument("--skip-steps", action="store_true", help="skip the step benchmark")
@@ -51,6 +59,12 @@ def main() -> None:
     ap.add_argument("--kv-tokens", type=int, help="KV pool size (default: what free GPU memory allows)")
     ap.add_argument("--grid-scale", type=float, default=1.0, help="calibration grid token scale (tiny CPU models)")
     args = ap.parse_args()
+    if args.smoke:
+        args.model, args.device, args.kv_tokens, args.grid_scale = "tiny-llama", "cpu", args.kv_tokens or 20000, 0.05
+        args.requests, args.loads, args.skip_steps = min(args.requests, 30), "0.5", True
+    if args.requests < 1 or args.deadline_s <= 0:
+        print("error: --requests must be ≥ 1 and --deadline-s > 0", file=sys.stderr)
+        raise SystemExit(2)
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -90,7 +104,13 @@ def main() -> None:
     if smoke:
         calibration = json.loads(args.reuse_calibration.read_text())
     else:
-        calibration = calibrate_engine(engine, info, model=args.model, grid_scale=args.grid_scale)
+        from runtime.gpu.calibrate import calibration_grid
+
+        grid = None
+        if args.smoke:  # every third point: each region, and enough rows for every fit
+            grid = calibration_grid(args.grid_scale)[::3]
+        calibration = calibrate_engine(engine, info, model=args.model, grid_scale=args.grid_scale, grid=grid,
+                                       repeats=1 if args.smoke else 5, passes=1 if args.smoke else 2)
         (out / "calibration.json").write_text(json.dumps(calibration, indent=1) + "\n")
         sw = calibration["fits"]["stepwise"]
         print(f"[{time.perf_counter() - t_start:.0f} s] calibrated: linear3 MAPE {100 * calibration['fits']['linear3']['mape']:.1f} %, "
@@ -100,7 +120,10 @@ def main() -> None:
     fidelity = {**base, "batch_time_model": calibration["batch_time_stepwise"], "linear3_for_fluid": calibration["batch_time"],
                 "heldout_step_mape": calibration.get("heldout_step_mape"),
                 "heldout_mape_by_region": calibration.get("fits", {}).get("stepwise", {}).get("heldout_mape_by_region"),
-                "slack": args.slack, "requests": args.requests, "points": points}
+                "slack": args.slack, "requests": args.requests, "deadline_s": args.deadline_s, "smoke": args.smoke, "points": points,
+                "cut_by_deadline": []}
+    todo = [(float(x), name) for x in args.loads.split(",") for name in SCHEDULERS]
+    last_point_s = 0.0
     for load in [float(x) for x in args.loads.split(",")]:
         wl, design = gpu_loop_workload.build(calibration, load=load, memory_use=0.75)
         wl_path = out / f"default-L{load:.2f}.yaml"
@@ -114,6 +137,14 @@ def main() -> None:
         capacity = workload.kv_capacity_tokens
         tok_s, ttft = {}, {}
         for name in SCHEDULERS:
+            elapsed = time.perf_counter() - t_start
+            if points and elapsed + last_point_s > args.deadline_s:  # the first point always runs
+                fidelity["cut_by_deadline"] = [{"scheduler": n, "load": ld} for ld, n in todo]
+                print(f"[{elapsed:.0f} s] deadline {args.deadline_s:.0f} s: not running {len(todo)} points "
+                      f"(the last took {last_point_s:.0f} s)", flush=True)
+                break
+            todo.pop(0)
+            point_t0 = time.perf_counter()
             pol = policy if name == "wait" else None
             sched_name = "wait" if name == "wait" else name
             config = SimConfig(workload=workload, scheduler=sched_name, num_requests=args.requests, seed=0, block_size=16,
@@ -145,12 +176,17 @@ def main() -> None:
             })
             live_steps[f"{name}-L{load:.2f}"] = rows
             tok_s[name], ttft[name] = m["tok_s"], m["mean_ttft_s"]
+            last_point_s = time.perf_counter() - point_t0
             p = points[-1]
             (out / "fidelity.json").write_text(json.dumps(fidelity, indent=1) + "\n")  # after every point: a cut run keeps what it measured
             print(f"[{time.perf_counter() - t_start:.0f} s] {name:8s} L={load}: live {p['measured_tok_s']:.0f} tok/s, sim stepwise {p['simulated_tok_s']:.0f}, "
                   f"sim linear3 {p['simulated_linear3_tok_s']:.0f}; latency {p['measured_mean_latency_s']:.3f} vs {p['simulated_mean_latency_s']:.3f} s; "
                   f"evictions {p['measured_evictions']} vs {p['simulated_evictions']}; eager {100 * eager:.1f} %; step err {100 * step_err:.1f} %", flush=True)
-        repro_runs.append({"load": load, "tok_s": tok_s, "mean_ttft_s": ttft})
+        if tok_s:
+            repro_runs.append({"load": load, "tok_s": tok_s, "mean_ttft_s": ttft})
+        if fidelity["cut_by_deadline"]:
+            break
+    (out / "fidelity.json").write_text(json.dumps(fidelity, indent=1) + "\n")
     near = next((r for r in repro_runs if r["load"] == 0.9), repro_runs[-1])
     all_live = [r for rows in live_steps.values() for r in rows]
     repro = {"runs": [{**base, "load": near["load"], "tok_s": near["tok_s"], "mean_ttft_s": near["mean_ttft_s"],

@@ -132,6 +132,17 @@ def _solve(a: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.maximum(res.x, 0.0) / scale
 
 
+def _linear3_to(rows, target: np.ndarray) -> Linear3BatchTime:
+    """linear3 fitted to `target` step times over the rows' shapes, on relative error like the
+    stepwise fit (so the small steps that show d0 count as much as the large ones), every
+    coefficient ≥ 0."""
+    lin_a = np.array([[1.0, s.kv_tokens, s.new_tokens] for s, _, _ in rows], dtype=np.float64)
+    d0, d_kv, d_new = (float(c) for c in _solve(lin_a, target))
+    if d0 <= 0:
+        raise InputError("the linear3 fitted to the stepwise model has no fixed per-step cost (d0 = 0); include small steps in the measurements", field="rows")
+    return Linear3BatchTime(d0, d_kv, d_new)
+
+
 def fit_stepwise(rows: list[tuple[BatchShape, float, str]], *, decode_buckets, token_buckets, max_prefills: int, max_decodes: int,
                  folds: int = 5, seed: int = 0) -> StepwiseFit:
     """Fit the stepwise model to `(shape, measured time_s, grid-point label)` rows; a label's first
@@ -158,11 +169,9 @@ def fit_stepwise(rows: list[tuple[BatchShape, float, str]], *, decode_buckets, t
     by_region = {r: float(np.mean(err[[rr == r for rr in region]])) for r in sorted(set(region))}
     worst = max(by_region, key=by_region.get)
     model = StepwiseBatchTime(tuple(float(c) for c in coef), tuple(decode_buckets), tuple(token_buckets), max_prefills, max_decodes)
-    from fluid.batch_time_fit import fit_linear
-
-    lin = fit_linear([(s, model.step_time_s(s)) for s, _, _ in rows], "linear3").model
-    lin_pred = np.array([lin.step_time_s(s) for s, _, _ in rows])
     model_pred = a @ coef
+    lin = _linear3_to(rows, model_pred)
+    lin_pred = np.array([lin.step_time_s(s) for s, _, _ in rows])
     model = StepwiseBatchTime(model.coefficients, model.decode_buckets, model.token_buckets, max_prefills, max_decodes, lin.linear_coefficients())
     return StepwiseFit(model, in_sample, float(err.mean()), by_region, worst, float(np.mean(np.abs(lin_pred - model_pred) / model_pred)),
                        float(np.mean(np.abs(lin_pred - y) / y)), len(rows), folds)

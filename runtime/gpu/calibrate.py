@@ -94,14 +94,16 @@ def engine_buckets(engine) -> dict:
     }
 
 
-def calibrate_engine(engine, info, *, model: str, grid_scale: float = 1.0, repeats: int = 5, passes: int = 2, wrap_grid=None) -> dict:
+def calibrate_engine(engine, info, *, model: str, grid_scale: float = 1.0, repeats: int = 5, passes: int = 2, wrap_grid=None, grid=None) -> dict:
     """Measure the grid on `engine` and fit every model: the calibration file's content.
-    `wrap_grid` may wrap the grid's iterable (a progress bar)."""
+    `wrap_grid` may wrap the grid's iterable (a progress bar); `grid` replaces
+    `calibration_grid(grid_scale)` (a smoke test's few points)."""
     from fluid.errors import InputError
     from runtime.gpu.host_info import describe_host, versions
     from runtime.gpu.step_timer import StepTimer
 
-    rows = measure_grid(StepTimer(engine), calibration_grid(grid_scale), repeats=repeats, passes=passes, wrap_grid=wrap_grid)
+    grid = calibration_grid(grid_scale) if grid is None else grid
+    rows = measure_grid(StepTimer(engine), grid, repeats=repeats, passes=passes, wrap_grid=wrap_grid)
     if len(rows) < 20:
         raise InputError(f"only {len(rows)} grid points fit a pool of {info.kv_capacity_tokens} tokens; raise --kv-tokens", field="kv_tokens")
     fits = fit_rows(rows, buckets=engine_buckets(engine))

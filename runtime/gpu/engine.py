@@ -87,6 +87,27 @@ class _WallClock:
         time.sleep(max(0.0, t_s - (time.perf_counter() - self.t0)))
 
 
+class _ModelClock:
+    """The real forward on the batch-time model's clock: the simulator's time line, so a run is
+    deterministic and comparable step for step with `runtime.sim.simulate` (`Engine.run(step_time=...)`)."""
+
+    def __init__(self, engine: Engine, step_time):
+        self.engine, self.step_time_s, self.mismatches, self._now_s = engine, step_time.step_time_s, 0, 0.0
+
+    def now_s(self) -> float:
+        return self._now_s
+
+    def execute(self, loop, batch: Batch, start_s: float) -> float:
+        self.mismatches += self.engine.execute(batch)
+        end_s = start_s + self.step_time_s(batch.shape())
+        loop.finish(batch, start_s, end_s, host_s=0.0, graph=self.engine._used_graph)
+        self._now_s = end_s
+        return end_s
+
+    def wait_until(self, t_s: float) -> None:
+        self._now_s = t_s
+
+
 class Engine:
     def __init__(self, runner: LlamaRunner, pool: KVPool, *, use_cuda_graphs: bool = True, mixed_graphs: bool = True, seed: int = 0, keep_logits: bool = False):
         self.runner, self.pool = runner, pool
@@ -206,9 +227,13 @@ class Engine:
         return mismatches
 
     # --- the loop ----------------------------------------------------------------------------
-    def run(self, scheduler: Scheduler, requests: list[Request], *, horizon_s: float | None = None) -> EngineResult:
+    def run(self, scheduler: Scheduler, requests: list[Request], *, horizon_s: float | None = None, step_time=None) -> EngineResult:
         """Open-loop run through the shared executor loop (`runtime.executor.run_server`):
-        arrivals on the wall clock, one scheduler call between steps, `execute` per batch."""
+        arrivals on the wall clock, one scheduler call between steps, `execute` per batch.
+
+        `step_time` (a batch-time model): every forward still runs, but the clock is the model's
+        instead of the wall clock (no sleeping), so the run's steps can be compared one for one
+        with the simulator's on the same arrivals."""
         if not scheduler.kv.track_block_ids:
             raise ValueError("the GPU engine needs KVBlockManager(track_block_ids=True): its block ids index the pool")
         if scheduler.kv.num_blocks > self.pool.shape.num_blocks or scheduler.kv.block_size != self.block_size:
@@ -217,6 +242,6 @@ class Engine:
                 f"({self.pool.shape.num_blocks} blocks of {self.block_size})"
             )
         self.scheduler = scheduler
-        clock = _WallClock(self)
+        clock = _WallClock(self) if step_time is None else _ModelClock(self, step_time)
         res = run_server(ServerLoop(scheduler, measured=True), requests, clock, horizon_s=horizon_s)
         return EngineResult(res.requests, res.end_s, res.steps, res.peak_kv_tokens, clock.mismatches, horizon_s)
