@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             wl_path = tmp / f"default-L{load:.2f}.yaml"
             wl_path.write_text(gpu_loop_workload.to_yaml(wl, design, "calibration.json"))
             policy_path = tmp / f"policy-wait-L{load:.2f}.json"
-            if cli(["solve", str(wl_path), "--slack", str(args.slack), "-o", str(policy_path)]) != 0:
+            if cli(["solve", str(wl_path), "--slack", str(args.slack), "--service-rule", "cohort", "-o", str(policy_path)]) != 0:
                 return 2
             workloads[load] = (load_workload(str(wl_path)), load_policy_arg(str(policy_path))[0])
         workload, policy = workloads[load]

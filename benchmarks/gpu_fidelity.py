@@ -130,7 +130,7 @@ def main() -> None:
         wl_path.write_text(gpu_loop_workload.to_yaml(wl, design, "calibration.json"))
         workload = load_workload(str(wl_path))
         policy_path = out / f"policy-wait-L{load:.2f}.json"
-        if cli(["solve", str(wl_path), "--slack", str(args.slack), "-o", str(policy_path)]) != 0:
+        if cli(["solve", str(wl_path), "--slack", str(args.slack), "--service-rule", "cohort", "-o", str(policy_path)]) != 0:
             raise SystemExit(f"solve failed for load {load}")
         policy, document = load_policy_arg(str(policy_path))
         offered = sum(t.rate_per_s * t.decode for t in workload.types)

@@ -27,7 +27,7 @@ if [ -n "$reuse" ]; then
 else fs calibrate --device "$device" --model "$model" --grid-scale "${GRID_SCALE:-1}" --out "$out/calibration-$tag.json"; fi
 python benchmarks/gpu_loop_workload.py "$out/calibration-$tag.json" -o "$out/default-$tag.yaml" --load "${LOAD:-0.78}" > "$out/workload-design.json"
 fs fluid "$out/default-$tag.yaml"
-fs solve "$out/default-$tag.yaml" --slack "${SLACK:-0.05}" -o "$out/policy-wait-$tag.json"
+fs solve "$out/default-$tag.yaml" --slack "${SLACK:-0.05}" --service-rule cohort -o "$out/policy-wait-$tag.json"
 for who in "wait --policy $out/policy-wait-$tag.json" "sarathi --scheduler sarathi" "vllm-v1 --scheduler vllm-v1"; do
   set -- $who
   name=$1; shift

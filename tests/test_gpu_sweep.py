@@ -33,7 +33,7 @@ workloads:
   - {{label: default-h200, workload: {ROOT / 'docs' / 'default-h200.yaml'}}}
 loads: [0.3]
 policies:
-  - {{label: wait, scheduler: wait, solve: {{policy: wait, method: cli}}}}
+  - {{label: wait, scheduler: wait, solve: {{policy: wait, method: cli, args: [--service-rule, cohort]}}}}
   - vllm-v1
 seeds: [0]
 requests: 10
