@@ -11,9 +11,9 @@ KV cache's element size (2 for bf16/fp16, 1 for fp8); the weights keep the model
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 
+from fluid.numbers import check_number
 from fluid.errors import InputError, check_keys, with_source
 from fluid.model_specs import MODEL_SPECS, ModelSpec, model_spec
 
@@ -75,11 +75,7 @@ def kv_capacity_tokens_from_memory(
 
 
 def _number(value, *, source, field, low: float, high: float | None, what: str) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if not ok or value <= low or (high is not None and value > high):
-        bound = f"in ({low}, {high}]" if high is not None else f"> {low}"
-        raise InputError(f"must be a finite number {bound} ({what}), got {value!r}", source=source, field=field)
-    return float(value)
+    return float(check_number(value, field, minimum=low, strict_minimum=True, maximum=high, unit=f"({what})", source=source))
 
 
 def _model_from(value, *, source, field) -> ModelSpec:
@@ -94,8 +90,7 @@ def _model_from(value, *, source, field) -> ModelSpec:
         v = value.get(key)
         if key in ("name", "rope_theta", "rms_norm_eps") or v is None:
             continue
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise InputError(f"must be a positive integer, got {v!r}", source=source, field=f"{field}.{key}")
+        check_number(v, f"{field}.{key}", integer=True, minimum=1, source=source)
     if value["hidden_size"] % value["num_attention_heads"]:
         raise InputError(
             f"hidden_size {value['hidden_size']} is not a multiple of num_attention_heads {value['num_attention_heads']}",
@@ -113,8 +108,7 @@ def kv_capacity_from_dict(data, *, source: str | None, field: str = "kv_capacity
     gib = _number(data["gpu_memory_gib"], source=source, field=f"{field}.gpu_memory_gib", low=0, high=None, what="GiB")
     fraction = _number(data["memory_fraction"], source=source, field=f"{field}.memory_fraction", low=0, high=1, what="share of GPU memory")
     reserved = data.get("reserved_gib", 0.0)
-    if isinstance(reserved, bool) or not isinstance(reserved, (int, float)) or not math.isfinite(reserved) or reserved < 0:
-        raise InputError(f"must be a finite non-negative number of GiB, got {reserved!r}", source=source, field=f"{field}.reserved_gib")
+    check_number(reserved, f"{field}.reserved_gib", minimum=0, unit="of GiB", source=source)
     dtype_bytes = data.get("dtype_bytes")
     if dtype_bytes is not None and (isinstance(dtype_bytes, bool) or dtype_bytes not in (1, 2, 4)):
         raise InputError(f"must be 1 (fp8), 2 (bf16/fp16) or 4 (fp32), got {dtype_bytes!r}", source=source, field=f"{field}.dtype_bytes")

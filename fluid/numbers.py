@@ -3,7 +3,11 @@
 `check_number(value, field, ...)` returns the value when it is a number of the required kind and
 range, else raises `InputError` naming the field and the value and saying what is allowed:
 booleans are never numbers, NaN and infinity never pass (JSON cannot carry them and no quantity
-here is infinite), an integer field refuses 3.0 with a hint to drop the decimal point.
+here is infinite), an integer field refuses 3.0 with a hint to drop the decimal point (or, with
+`whole_float`, takes it as 3: JSON Schema's reading of "integer", which the policy-file reader
+follows). `hint` ends the message with what to do where the range alone does not say it.
+
+Standard library only (the GPU machine and the torch-free runtime import it).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ def _describe(integer: bool, minimum, strict_minimum: bool, maximum, strict_maxi
 
 def check_number(
     value,
-    field: str,
+    field: str | None,
     *,
     integer: bool = False,
     minimum: float | None = None,
@@ -50,25 +54,37 @@ def check_number(
     allow_none: bool = False,
     what: str = "",
     source: str | None = None,
+    whole_float: bool = False,
+    also: str = "",
+    hint: str = "",
 ):
     """`value` if it is a (finite) number within the bounds, else InputError.
 
     `unit` ends the description ("of seconds", "number of tokens"); `what` starts the message
-    ("the horizon"); `allow_none` lets None through (an optional setting left out)."""
+    ("the horizon"); `allow_none` lets None through (an optional setting left out); `also` names
+    other values the field takes ("or 'auto'"), `hint` is appended after the bad value
+    ("; fix or delete the row"); `whole_float` (with `integer`) returns 7.0 as int 7."""
     if value is None and allow_none:
         return None
-    need = _describe(integer, minimum, strict_minimum, maximum, strict_maximum, unit)
-    prefix = f"{what} must be" if what else "must be"
-    hint = " or null" if allow_none else ""
+    if whole_float and integer and isinstance(value, float) and value.is_integer():
+        value = int(value)
     ok_type = Integral if integer else Real
     if isinstance(value, bool) or not isinstance(value, ok_type):
         if integer and isinstance(value, float) and value.is_integer():
-            raise InputError(f"{prefix} {need}, got {value!r} (write it without a decimal point)", field=field, source=source)
-        raise InputError(f"{prefix} {need}{hint}, got {value!r}", field=field, source=source)
-    if not integer and not math.isfinite(value):
-        raise InputError(f"{prefix} {need}{hint}, got {value!r}", field=field, source=source)
-    if minimum is not None and (value < minimum or (strict_minimum and value == minimum)):
-        raise InputError(f"{prefix} {need}{hint}, got {value!r}", field=field, source=source)
-    if maximum is not None and (value > maximum or (strict_maximum and value == maximum)):
-        raise InputError(f"{prefix} {need}{hint}, got {value!r}", field=field, source=source)
+            _fail(value, field, integer, minimum, strict_minimum, maximum, strict_maximum, unit, allow_none, what,
+                  source, also, " (write it without a decimal point)" + hint)
+        _fail(value, field, integer, minimum, strict_minimum, maximum, strict_maximum, unit, allow_none, what, source, also, hint)
+    if (
+        (not integer and not math.isfinite(value))
+        or (minimum is not None and (value < minimum or (strict_minimum and value == minimum)))
+        or (maximum is not None and (value > maximum or (strict_maximum and value == maximum)))
+    ):
+        _fail(value, field, integer, minimum, strict_minimum, maximum, strict_maximum, unit, allow_none, what, source, also, hint)
     return value
+
+
+def _fail(value, field, integer, minimum, strict_minimum, maximum, strict_maximum, unit, allow_none, what, source, also, hint):
+    need = _describe(integer, minimum, strict_minimum, maximum, strict_maximum, unit)
+    prefix = f"{what} must be" if what else "must be"
+    alternatives = "".join(f" {a}" for a in (also, "or null" if allow_none else "") if a)
+    raise InputError(f"{prefix} {need}{alternatives}, got {value!r:.60}{hint}", field=field, source=source)

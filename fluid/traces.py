@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fluid.numbers import check_number
 from fluid.errors import InputError
 
 TRACE_DIR = Path(__file__).resolve().parent / "data" / "traces"
@@ -116,8 +117,8 @@ def _int_cell(text: str, *, where: str, column: str) -> int:
             f"column {column} must be a positive integer number of tokens, got {text!r:.40}; fix or delete the row",
             source=where,
         ) from None
-    if value <= 0:
-        raise InputError(f"column {column} must be a positive number of tokens, got {value}; fix or delete the row", source=where)
+    check_number(value, None, integer=True, minimum=1, unit="number of tokens", what=f"column {column}", source=where,
+                 hint="; fix or delete the row")
     if value > MAX_TOKENS_PER_REQUEST:
         raise InputError(f"column {column} has {value} tokens, more than any model's context ({MAX_TOKENS_PER_REQUEST}); fix or delete the row", source=where)
     return value
@@ -129,9 +130,7 @@ def _seconds_cell(text: str, *, where: str, column: str) -> float:
         value = float(text.strip())
     except ValueError:
         raise InputError(f"column {column} must be a number of seconds, got {text!r:.40}", source=where) from None
-    if not math.isfinite(value):
-        raise InputError(f"column {column} must be a finite number of seconds, got {text.strip()!r}; fix or delete the row", source=where)
-    return value
+    return check_number(value, None, unit="of seconds", what=f"column {column}", source=where, hint="; fix or delete the row")
 
 
 def _timestamp_s(text: str, *, where: str, column: str = "TIMESTAMP") -> float:
@@ -143,9 +142,7 @@ def _timestamp_s(text: str, *, where: str, column: str = "TIMESTAMP") -> float:
     except ValueError:
         number = None
     if number is not None:
-        if not math.isfinite(number):
-            raise InputError(f"{column} must be a finite time, got {text!r}; fix or delete the row", source=where)
-        return number
+        return check_number(number, None, unit="of seconds", what=column, source=where, hint="; fix or delete the row")
     match = _DATETIME.match(text)
     if match is None:
         raise InputError(
@@ -286,8 +283,7 @@ def rate_profile(trace: TimestampTrace, bin_s: float) -> tuple[np.ndarray, np.nd
     """Arrival rate over time: `(t_s, rate_per_s)`, t_s the left edge of each bin of `bin_s`
     seconds (the last bin covers the end of the trace) and rate the arrivals in that bin divided
     by `bin_s`, so Σ rate·bin_s is the number of requests."""
-    if isinstance(bin_s, bool) or not isinstance(bin_s, (int, float)) or not math.isfinite(bin_s) or bin_s <= 0:
-        raise InputError(f"must be a finite positive number of seconds, got {bin_s!r}", field="bin_s")
+    check_number(bin_s, "bin_s", minimum=0, strict_minimum=True, unit="of seconds")
     num_bins = int(trace.duration_s // bin_s) + 1
     idx = np.minimum((trace.arrival_s // bin_s).astype(np.int64), num_bins - 1)
     counts = np.bincount(idx, minlength=num_bins).astype(np.float64)

@@ -5,9 +5,11 @@ this manager for each request's block table and indexes its preallocated pool wi
 size of 16 is vLLM's; 1 gives the paper's token-level memory model. Capacity C is in tokens and
 rounds down to whole blocks.
 
-Cost: `can_grow`, `blocks_needed` and `grow` are O(1) (a dict lookup and integer arithmetic;
-`grow` allocates only when block ids are tracked); `release` is O(1) without block ids. They are
-safe to call once per request per step.
+Cost: `can_grow`, `blocks_needed`, `grow`, `try_grow` and `grow_one_block` are O(1) (a dict
+lookup and integer arithmetic; they allocate only when block ids are tracked); `release` is O(1)
+without block ids. They are safe to call once per request per step. `blocks_for_tokens` is the one
+tokens-to-blocks conversion; the decode loops (`Scheduler.reserve_decodes`) need none, since one
+token more is at most one block more (`grow_one_block`).
 """
 
 from __future__ import annotations
@@ -71,21 +73,40 @@ class KVBlockManager:
     # --- changes -------------------------------------------------------------------------
     def grow(self, request: Request, new_tokens: int) -> None:
         """Reserve blocks so that `request` can hold cached_tokens + new_tokens."""
+        if not self.try_grow(request, new_tokens):
+            raise KVCapacityError(
+                f"request {request.request_id} needs {self.blocks_needed(request, new_tokens)} blocks, "
+                f"{self.free_blocks} free of {self.num_blocks}"
+            )
+
+    def try_grow(self, request: Request, new_tokens: int) -> bool:
+        """`grow` if the blocks are free (True), else change nothing (False): one conversion, not
+        a `can_grow` then a `grow`."""
         rid = request.request_id
         held = self._held.get(rid, 0)
         need = self.blocks_for_tokens(request.cached_tokens + new_tokens) - held
         if need <= 0:
-            return
+            return True
         if need > self.free_blocks:
-            raise KVCapacityError(
-                f"request {rid} needs {need} blocks, {self.free_blocks} free of {self.num_blocks}"
-            )
+            return False
         self.free_blocks -= need
         self._held[rid] = held + need
         if self.track_block_ids:
             table = self._tables.setdefault(rid, [])
             for _ in range(need):
                 table.append(self._free_ids.pop())
+        return True
+
+    def grow_one_block(self, request_id: int, held: int) -> None:
+        """Give the request that holds `held` blocks one more; the caller checked that one is free.
+
+        A decode adds one token, so at a block boundary it needs exactly one block (its `held`
+        blocks hold its cached tokens, as `audit` checks): the decode loops count blocks
+        incrementally with this instead of converting tokens to blocks for every decode."""
+        self.free_blocks -= 1
+        self._held[request_id] = held + 1
+        if self.track_block_ids:
+            self._tables.setdefault(request_id, []).append(self._free_ids.pop())
 
     def release(self, request: Request) -> None:
         """Free every block `request` holds (completion or eviction)."""

@@ -17,6 +17,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from fluid.numbers import check_number
 from fluid.errors import InputError
 from thresholds.adaptive import AdaptiveSettings
 from thresholds.policy import SERVICE_RULES as ALL_SERVICE_RULES
@@ -34,15 +35,12 @@ __all__ = ["SERVICE_RULES", "ALL_SERVICE_RULES", "RuntimeClass", "RuntimeSegment
 
 
 def _check_int(value, field_path: str, *, minimum: int, source: str | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"must be an integer ≥ {minimum}, got {value!r}", source=source, field=field_path)
-    return value
+    return check_number(value, field_path, integer=True, minimum=minimum, source=source)
 
 
 def _check_threshold(value, field_path: str, source: str | None = None) -> None:
     """n_j or n_k: an integer ≥ 1 (cohort and continuous rules) or a real > 0 (capped rule)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise InputError(f"a threshold must be a finite number > 0, got {value!r}", source=source, field=field_path)
+    check_number(value, field_path, minimum=0, strict_minimum=True, what="a threshold", source=source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +132,8 @@ class RuntimePolicy:
                 f"must be one of {list(ALL_SERVICE_RULES)}, got {self.service_rule!r}", source=self.source, field="service_rule"
             )
         w = self.drain_max_wait_s
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or math.isnan(w) or w < 0:
-            raise InputError(f"must be a non-negative number of seconds, got {w!r}", source=self.source, field="drain.max_wait_s")
+        if w != math.inf:  # inf: no drain timer (a policy built in code; a file cannot carry it)
+            check_number(w, "drain.max_wait_s", minimum=0, unit="of seconds", source=self.source)
         if self.policy == "wait":
             if not self.classes:
                 raise InputError("a WAIT policy needs at least one class", source=self.source, field="classes")

@@ -16,10 +16,10 @@ chosen with `--percentile-metrics` are absent. With `--save-result` it also reco
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
+from fluid.numbers import check_number
 from fluid.errors import InputError
 
 RATE_KEYS = ("request_throughput", "request_goodput", "output_throughput", "total_token_throughput")
@@ -32,12 +32,7 @@ REQUIRED_KEYS = ("duration", "completed", "request_throughput", "output_throughp
 
 
 def _number(value, *, source: str, key: str, nullable: bool = False):
-    if value is None and nullable:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise InputError(f"must be a finite non-negative number, got {value!r:.40}; is this a vLLM --save-result file?",
-                         source=source, field=key)
-    return value
+    return check_number(value, key, minimum=0, allow_none=nullable, source=source, hint="; is this a vLLM --save-result file?")
 
 
 def read_vllm_result(path: str | Path) -> dict:

@@ -60,3 +60,36 @@ def test_reserve_all_decodes_raises_when_the_admission_left_no_block():
     reqs = _grown(kv, [_decoding(0, 16), _decoding(1, 16)])
     with pytest.raises(KVCapacityError):
         sched.reserve_all_decodes(Batch(), reqs)
+
+
+def test_needs_free_block_stops_after_the_decode_that_took_the_last_block_even_if_the_next_needs_none():
+    # 4 blocks of 16: request 0 sits at a block boundary, request 1 has room in its block (20 of 32)
+    kv = KVBlockManager(64, 16)
+    sched = _Probe(kv)
+    reqs = _grown(kv, [_decoding(0, 16), _decoding(1, 20)])  # 1 + 2 blocks held, 1 free
+    batch = Batch()
+    assert sched.reserve_decodes(batch, reqs, needs_free_block=True) == 1  # vLLM 0.6: no free block left for 1
+    assert [w.request.request_id for w in batch.items] == [0] and kv.free_blocks == 0
+    assert sched.reserve_decodes(batch, reqs, 1, needs_free_block=True) == 1  # still none free: stops at once
+    assert sched.reserve_decodes(batch, reqs, 1) == 2  # without the rule request 1 needs no block and runs
+    assert [w.request.request_id for w in batch.items] == [0, 1]
+    assert batch.shape() == batch._recount() and batch.shape().kv_tokens == 17 + 21
+
+
+def test_try_grow_takes_exactly_the_free_blocks_and_one_more_changes_nothing():
+    kv = KVBlockManager(64, 16, track_block_ids=True)
+    r = Request(0, 0.0, 64, 5)
+    assert not kv.try_grow(r, 65) and kv.free_blocks == 4 and kv.blocks_held(r) == 0  # 5 blocks: one short
+    assert kv.try_grow(r, 64) and kv.free_blocks == 0 and kv.block_table(r) == [0, 1, 2, 3]  # exactly full
+    with pytest.raises(KVCapacityError, match="request 0 needs 1 blocks, 0 free of 4"):
+        kv.grow(r, 65)
+
+
+def test_grow_one_block_gives_the_next_free_block_id():
+    kv = KVBlockManager(48, 16, track_block_ids=True)
+    r = _decoding(7, 16)
+    kv.grow(r, 0)
+    kv.grow_one_block(7, kv.blocks_held(r))
+    assert kv.blocks_held(r) == 2 and kv.free_blocks == 1 and kv.block_table(r) == [0, 1]
+    r.cached_tokens = 32
+    kv.audit([r])

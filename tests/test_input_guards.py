@@ -35,9 +35,9 @@ def test_lp_options_accept_small_positive_limits_and_none():
 @pytest.mark.parametrize("value", [0, 0.0, -1, math.inf, math.nan, True, "2", None])
 def test_policy_thresholds_must_be_finite_and_positive(value):
     # reals > 0 here (the capped rule takes real thresholds); the readers require integers where needed
-    with pytest.raises(InputError, match="finite number > 0"):
+    with pytest.raises(InputError, match="finite positive number"):
         ClassThreshold("a", 10, 5, 1.0, value)
-    with pytest.raises(InputError, match="finite number > 0"):
+    with pytest.raises(InputError, match="finite positive number"):
         Segment(0, 5, value, 0.5, None)
     assert ClassThreshold("a", 10, 5, 1.0, 1).threshold == 1
     assert Segment(0, 5, 1e-3, 0.5, None).threshold == 1e-3

@@ -125,7 +125,7 @@ def _error(doc, tmp_path) -> InputError:
         (lambda d: d["drain"].update(max_wait_s=-1), "drain.max_wait_s", "-1"),
         (lambda d: d["classes"][1].update(threshold=-2), "classes[1].threshold", "got -2"),
         (lambda d: d["classes"][1].update(threshold=2.5), "classes[1].threshold", "got 2.5"),
-        (lambda d: d["classes"][1].update(threshold=0), "classes[1].threshold", "≥ 1"),
+        (lambda d: d["classes"][1].update(threshold=0), "classes[1].threshold", "positive integer, got 0"),
         (lambda d: d["classes"][0].update(treshold=1), "classes[0].treshold", "did you mean 'threshold'"),
         (lambda d: d["classes"][0].pop("decode"), "classes[0].decode", "required key is missing"),
         (lambda d: d["classes"][1].update(name="a"), "classes", "unique"),

@@ -192,5 +192,5 @@ def test_a_segment_rule_needs_a_positive_count(count):
 
     dist = LengthDistribution.from_pairs([(4, 1.0), (9, 1.0)])
     for rule in ("equal-width", "quantile"):
-        with pytest.raises(InputError, match="positive number of segments"):
+        with pytest.raises(InputError, match="positive integer number of segments"):
             breakpoints(dist, rule, count)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fluid.numbers import check_number
 from fluid.errors import InputError, UnstableWorkloadError
 from fluid.workload import RequestType, Workload
 from thresholds.capped import MEMORY_BOUNDS, littles_law_cap
@@ -33,12 +34,8 @@ def upper_rate(estimate_per_s: float, settings: "AdaptiveSettings") -> float:
     return estimate_per_s * (1 + settings.headroom) + math.sqrt(max(estimate_per_s, 0.0) / settings.window_s)
 
 
-def _number(value, field: str, *, minimum: float, strict: bool = False, integer: bool = False):
-    ok = not isinstance(value, bool) and isinstance(value, int if integer else (int, float)) and math.isfinite(value)
-    if not ok or value < minimum or (strict and value == minimum):
-        kind = "an integer" if integer else "a finite number"
-        raise InputError(f"must be {kind} {'>' if strict else '≥'} {minimum:g}, got {value!r}", field=f"adaptive.{field}")
-    return value
+def _number(value, field: str, *, minimum: float, strict: bool = False, integer: bool = False, **bounds):
+    return check_number(value, f"adaptive.{field}", integer=integer, minimum=minimum, strict_minimum=strict, **bounds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +73,8 @@ class AdaptiveSettings:
         _number(self.max_rate_scale, "max_rate_scale", minimum=0, strict=True)
         _number(self.min_completions, "min_completions", minimum=1, integer=True)
         _number(self.headroom, "headroom", minimum=0)
-        _number(self.max_capacity_fraction, "max_capacity_fraction", minimum=0, strict=True)
-        if self.max_capacity_fraction >= 1:
-            raise InputError(f"must be below 1 (caps explode at capacity), got {self.max_capacity_fraction!r}",
-                             field="adaptive.max_capacity_fraction")
+        _number(self.max_capacity_fraction, "max_capacity_fraction", minimum=0, strict=True, maximum=1,
+                strict_maximum=True, hint=" (caps explode at capacity)")
         if self.max_rate_scale < self.min_rate_scale:
             raise InputError(f"max_rate_scale {self.max_rate_scale!r} is below min_rate_scale {self.min_rate_scale!r}",
                              field="adaptive.max_rate_scale")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from fluid.equilibrium import closed_form
+from fluid.numbers import check_number
 from fluid.errors import InputError
 from fluid.workload import Workload
 from fluid.workload_io import workload_content_sha256
@@ -48,8 +49,8 @@ def _common(workload: Workload, service_rule: str, iteration_time_s: float, max_
         raise InputError(f"service rule must be one of {SERVICE_RULES}, got {service_rule!r}", field="service_rule")
     if max_wait_s is None:
         max_wait_s = DRAIN_ITERATIONS * iteration_time_s
-    elif not (math.isfinite(max_wait_s) and max_wait_s >= 0):
-        raise InputError(f"max wait must be a non-negative number of seconds, got {max_wait_s!r}", field="max_wait_s")
+    else:
+        check_number(max_wait_s, "max_wait_s", minimum=0, unit="of seconds", what="max wait")
     return {
         "service_rule": service_rule,
         "workload": WorkloadRef(workload.name, workload_content_sha256(workload),

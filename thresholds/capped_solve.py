@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fluid.numbers import check_number
 from fluid.errors import InputError, UnstableWorkloadError
 from fluid.workload import Workload
 from thresholds.capped import MEMORY_BOUNDS, cap_of, littles_law_cap, nested_resident_cap, wait_class_caps
@@ -74,9 +75,7 @@ class CappedNestedSolution:
 def check_memory_choice(bound: str, margin: float | None) -> None:
     if bound not in MEMORY_BOUNDS:
         raise InputError(f"memory bound must be one of {', '.join(MEMORY_BOUNDS)}, got {bound!r}", field="memory_bound")
-    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))
-                               or not math.isfinite(margin) or margin < 0):
-        raise InputError(f"memory margin must be a finite number ≥ 0, got {margin!r}", field="memory_margin")
+    check_number(margin, "memory_margin", minimum=0, allow_none=True, what="memory margin")
 
 
 def memory_report(bound: str, margin: float | None, expected: float, worst: float, theorem: float | None,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from scipy.optimize import brentq
 
 from fluid.equilibrium import closed_form
+from fluid.numbers import check_number
 from fluid.errors import InputError, UnstableWorkloadError
 from fluid.workload import Workload
 from thresholds.conditions import (
@@ -67,18 +68,14 @@ class NestedOptions:
     def __post_init__(self) -> None:
         check_slack(self.slack)
         s = self.segments
-        if not (s is None or s == "auto" or (isinstance(s, int) and not isinstance(s, bool) and s >= 1)):
-            raise InputError(f"segments must be a positive integer or 'auto', got {s!r}", field="segments")
+        if s is not None and s != "auto":  # None: one segment per distinct decode length
+            check_number(s, "segments", integer=True, minimum=1, what="segments", also="or 'auto'")
         if self.segment_rule not in ("equal-width", "quantile"):
             raise InputError(f"segment rule must be 'equal-width' or 'quantile', got {self.segment_rule!r}", field="segment_rule")
-        for name, lo, hi in (("eta", -1e-300, 1.0), ("delta", 0.0, 1.0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo < v < hi):
-                raise InputError(f"must be in ({lo}, {hi}), got {v!r}", field=name)
-        if not (isinstance(self.horizon_s, (int, float)) and math.isfinite(self.horizon_s) and self.horizon_s > 0):
-            raise InputError(f"horizon must be a positive number of seconds, got {self.horizon_s!r}", field="horizon_s")
-        if self.batch_cap is not None and (isinstance(self.batch_cap, bool) or not isinstance(self.batch_cap, int) or self.batch_cap < 1):
-            raise InputError(f"batch cap must be a positive integer, got {self.batch_cap!r}", field="batch_cap")
+        check_number(self.eta, "eta", minimum=0, maximum=1, strict_maximum=True)  # η = 0 allowed (as before)
+        check_number(self.delta, "delta", minimum=0, strict_minimum=True, maximum=1, strict_maximum=True)
+        check_number(self.horizon_s, "horizon_s", minimum=0, strict_minimum=True, unit="of seconds", what="horizon")
+        check_number(self.batch_cap, "batch_cap", integer=True, minimum=1, allow_none=True, what="batch cap")
         if self.memory_bound not in ("expected", "worst", "theorem"):
             raise InputError(f"memory bound must be expected, worst or theorem, got {self.memory_bound!r}", field="memory_bound")
         if self.prefill_mode not in PREFILL_MODES:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fluid.numbers import check_number
 from fluid.errors import InputError
 from thresholds.conditions import Condition
 
@@ -30,8 +31,7 @@ SERVICE_RULES = ("cohort", "continuous", "capped")
 def _check_threshold(threshold, field: str) -> None:
     """Integers ≥ 1 for the cohort and continuous rules, reals > 0 for the capped rule (the reader
     and `RuntimePolicy` check which applies)."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold <= 0:
-        raise InputError(f"a threshold must be a finite number > 0, got {threshold!r}", field=field)
+    check_number(threshold, field, minimum=0, strict_minimum=True, what="a threshold")
 
 
 @dataclass(frozen=True, slots=True)

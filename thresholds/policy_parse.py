@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 
+from fluid.numbers import check_number
 from fluid.errors import InputError
 from thresholds.conditions import (
     Condition,
@@ -75,30 +76,18 @@ class _Reader:
 
     def integer(self, value, path: str, minimum: int | None = None) -> int:
         # JSON Schema counts 7.0 as an integer; so does the reader, returning int 7
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(path, f"must be an integer, got {value!r} (write a whole number)")
-        if minimum is not None and value < minimum:
-            self.fail(path, f"must be an integer ≥ {minimum}, got {value!r}")
-        return value
+        return check_number(value, path or None, integer=True, minimum=minimum, whole_float=True, source=self.source)
 
     def number(self, value, path: str, *, nullable: bool = False, minimum: float | None = None) -> float | None:
-        if value is None and nullable:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            self.fail(path, f"must be a finite number{' or null' if nullable else ''}, got {value!r}")
-        if minimum is not None and value < minimum:
-            self.fail(path, f"must be ≥ {minimum}, got {value!r}")
-        return float(value)
+        value = check_number(value, path or None, minimum=minimum, allow_none=nullable, source=self.source)
+        return None if value is None else float(value)
 
     def threshold(self, value, path: str):
         """n_j or n_k: an integer ≥ 1, or under the capped rule a real > 0."""
         if not self.capped:
             return self.integer(value, path, 1)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            self.fail(path, f"must be a finite number > 0 (the capped rule takes real thresholds), got {value!r}")
-        return value
+        return check_number(value, path or None, minimum=0, strict_minimum=True, source=self.source,
+                            hint=" (the capped rule takes real thresholds)")
 
     def string(self, value, path: str, choices: tuple[str, ...] | None = None) -> str:
         if not isinstance(value, str) or not value:

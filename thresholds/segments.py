@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
+from fluid.numbers import check_number
 from fluid.errors import InputError
 
 SEGMENT_RULES = ("types", "equal-width", "quantile")
@@ -47,8 +48,7 @@ def breakpoints(dist: LengthDistribution, rule: str, num_segments: int | None = 
     """Sorted breakpoints l'_1 < … < l'_m; the last is always the longest decode length."""
     if rule == "types":
         return dist.lengths
-    if num_segments is None or num_segments < 1:
-        raise InputError(f"need a positive number of segments, got {num_segments!r}", field="segments")
+    check_number(num_segments, "segments", integer=True, minimum=1, unit="number of segments")
     longest = dist.lengths[-1]
     if rule == "equal-width":
         # bin k covers lengths in (edge_{k-1}, edge_k], edge_k = round(k·longest/L)

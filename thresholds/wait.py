@@ -19,7 +19,8 @@ import math
 from dataclasses import dataclass
 
 from fluid.equilibrium import FluidPoint, closed_form
-from fluid.errors import InputError, UnstableWorkloadError
+from fluid.numbers import check_number
+from fluid.errors import UnstableWorkloadError
 from fluid.workload import Workload
 from thresholds.conditions import Condition, LinearTime, wait_conditions, wait_iteration_time_s, wait_memory_tokens
 
@@ -48,8 +49,8 @@ def linear_time(workload: Workload) -> LinearTime:
 
 
 def check_slack(slack: float) -> float:
-    if isinstance(slack, bool) or not isinstance(slack, (int, float)) or not (0 <= slack < 1):
-        raise InputError(f"slack must be in [0, 1) (target utilisation ρ = 1 − slack), got {slack!r}", field="slack")
+    check_number(slack, "slack", minimum=0, maximum=1, strict_maximum=True, what="slack",
+                 hint=" (target utilisation ρ = 1 − slack)")
     return float(slack)
 
 
@@ -146,8 +147,7 @@ def _memory_diagnosis(workload: Workload, rho: float) -> str:
 
 def solve_wait_batch_cap(workload: Workload, batch_cap: int, *, slack: float = 0.0) -> WaitSolution:
     """The recipe n_j = round(B ρ_j / (l'_j + 1)) (at least 1); conditions reported, not assumed."""
-    if isinstance(batch_cap, bool) or not isinstance(batch_cap, int) or batch_cap < 1:
-        raise InputError(f"batch cap must be a positive integer number of prompts, got {batch_cap!r}", field="batch_cap")
+    check_number(batch_cap, "batch_cap", integer=True, minimum=1, unit="number of prompts", what="batch cap")
     total = workload.total_rate_per_s
     n = tuple(max(1, round(batch_cap * (t.rate_per_s / total) / (t.decode + 1))) for t in workload.types)
     return _solution(workload, closed_form(workload), "batch_cap", n, check_slack(slack), batch_cap)

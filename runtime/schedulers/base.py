@@ -177,10 +177,8 @@ class Scheduler(ABC):
         ctx = request.cached_tokens
         total = ctx + num_new_tokens
         held = kv._held.get(request.request_id, 0)
-        if total > held * kv.block_size:
-            if kv.blocks_for_tokens(total) - held > kv.free_blocks:
-                return False
-            kv.grow(request, num_new_tokens)
+        if total > held * kv.block_size and not kv.try_grow(request, num_new_tokens):
+            return False
         batch.items.append(ScheduledWork(request, num_new_tokens, ctx))
         batch._counted += 1
         batch._new_tokens += num_new_tokens
@@ -205,30 +203,34 @@ class Scheduler(ABC):
         kv = self.kv
         held_get = kv._held.get
         block_size = kv.block_size
-        append = batch.items.append
+        grow_one_block = kv.grow_one_block
+        items = batch.items
+        append = items.append
         work = ScheduledWork
-        kv_tokens = 0
-        i = start
+        before = len(items)  # the count reserved is the items appended: no counter in the loop
+        context = 0  # Σ cached tokens; the batch's KV adds one new token per decode at the end
+        if needs_free_block and not kv.free_blocks:
+            return start  # free blocks change only where a decode below takes one: checked there
         for r in requests if start == 0 and stop is None else islice(requests, start, stop):
             ctx = r.cached_tokens
             if ctx < r.prefill_target_tokens:
                 break  # a prefill: the caller sizes its chunk
-            if needs_free_block and not kv.free_blocks:
-                break
-            total = ctx + 1
             held = held_get(r.request_id, 0)
-            if total > held * block_size:
-                if kv.blocks_for_tokens(total) - held > kv.free_blocks:  # only at a block boundary
+            if ctx >= held * block_size:  # ctx + 1 > held * block_size: one token more is one block more
+                if not kv.free_blocks:
                     break
-                kv.grow(r, 1)
+                grow_one_block(r.request_id, held)
+                if needs_free_block and not kv.free_blocks:
+                    append(work(r, 1, ctx))
+                    context += ctx
+                    break  # the next decode finds no free block
             append(work(r, 1, ctx))
-            kv_tokens += total
-            i += 1
-        count = i - start
+            context += ctx
+        count = len(items) - before
         batch._counted += count
         batch._new_tokens += count
-        batch._kv_tokens += kv_tokens
-        return i
+        batch._kv_tokens += context + count
+        return start + count
 
     def reserve_all_decodes(self, batch: Batch, requests) -> None:
         """One decode token for each of `requests`, for policies whose admission reserved the memory.

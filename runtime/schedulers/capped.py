@@ -31,6 +31,7 @@ from collections import deque
 
 import numpy as np
 
+from fluid.numbers import check_number
 from fluid.errors import InputError
 from runtime.kv_blocks import KVBlockManager
 from runtime.policy_file import as_policy
@@ -41,9 +42,7 @@ from thresholds.capped import nested_resident_cap, wait_class_caps
 
 
 def _positive_int(value, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"must be a positive integer, got {value!r}", field=field)
-    return value
+    return check_number(value, field, integer=True, minimum=1)
 
 
 class CappedScheduler(Scheduler):

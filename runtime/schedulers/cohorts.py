@@ -34,10 +34,13 @@ BEYOND_LAST_STAGE = sys.maxsize
 @dataclass(slots=True)
 class ServedStages:
     """What one group served in one step (cohort rule): per served stage, in the group's stage
-    order, the requests that ran there, FIFO. `complete_step` moves each list one stage on."""
+    order, the requests that ran there, FIFO. `complete_step` moves each list one stage on.
+
+    `moves` is a stage -> requests dict like `CohortGroup.stages`, so that a step that served the
+    whole group hands over the group's own dict (no copy: that step is the common one)."""
 
     group: CohortGroup
-    moves: list[tuple[int, list[Request]]]
+    moves: dict[int, list[Request]]
 
 
 class CohortGroup:

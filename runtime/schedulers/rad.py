@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from fluid.errors import InputError
+from fluid.numbers import check_number
 from runtime.kv_blocks import KVBlockManager
 from runtime.request import Request
 from runtime.schedulers.base import Batch
@@ -38,9 +38,7 @@ from runtime.schedulers.resident import ResidentScheduler
 
 
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"must be a positive integer, got {value!r}", field=name)
-    return value
+    return check_number(value, name, integer=True, minimum=1)
 
 
 class RadScheduler(ResidentScheduler):

@@ -43,8 +43,8 @@ the executor's (`now_s`), where the official code reads `time.perf_counter()`.
 from __future__ import annotations
 
 import heapq
-import math
 
+from fluid.numbers import check_number
 from fluid.errors import InputError
 from runtime.kv_blocks import KVBlockManager
 from runtime.request import Request
@@ -57,11 +57,7 @@ ORDERS = ("spf", "fcfs")
 
 
 def _positive(value, name: str, *, integer: bool = False, allow_zero: bool = False):
-    bad = isinstance(value, bool) or not isinstance(value, int if integer else (int, float))
-    if bad or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        kind = "integer" if integer else "number"
-        raise InputError(f"must be a {'non-negative' if allow_zero else 'positive'} {kind}, got {value!r}", field=name)
-    return value
+    return check_number(value, name, integer=integer, minimum=0, strict_minimum=not allow_zero)
 
 
 class SlaiScheduler(ResidentScheduler):
@@ -98,10 +94,7 @@ class SlaiScheduler(ResidentScheduler):
         self.offset = None if offset is None else _positive(offset, "offset", allow_zero=True)
         self.offset_low = _positive(offset_low, "offset_low", allow_zero=True)
         self.offset_high = _positive(offset_high, "offset_high", allow_zero=True)
-        if isinstance(high_kv_use_fraction, bool) or not isinstance(high_kv_use_fraction, (int, float)) or not (
-            0 < high_kv_use_fraction <= 1
-        ):
-            raise InputError(f"must be in (0, 1], got {high_kv_use_fraction!r}", field="high_kv_use_fraction")
+        check_number(high_kv_use_fraction, "high_kv_use_fraction", minimum=0, strict_minimum=True, maximum=1)
         self.high_kv_use_fraction = high_kv_use_fraction
         self.default_tbt_slo_s = _positive(default_tbt_slo_s, "default_tbt_slo_s")
         self.admission_free_blocks = int(fraction_knob(watermark, "watermark") * kv.num_blocks)

@@ -143,7 +143,7 @@ class ThresholdScheduler(Scheduler):
                 if not stages:
                     # the whole group was served (the common case near capacity): its stages move on
                     # in one piece, which is the loop below with every `get` missing, built at once
-                    shifted = {stage + 1: moved for stage, moved in served.moves}
+                    shifted = {stage + 1: moved for stage, moved in served.moves.items()}
                     for stage in ended:
                         q = shifted.get(stage + 1)
                         if q is not None:
@@ -155,7 +155,7 @@ class ThresholdScheduler(Scheduler):
                     group.stages = shifted
                     group.changed()
                     continue
-                for stage, moved in served.moves:  # push_stage, inlined: the loop runs once per served stage
+                for stage, moved in served.moves.items():  # push_stage, inlined: the loop runs once per served stage
                     if stage in ended:
                         moved = [r for r in moved if r.completion_s is None]
                         if not moved:
@@ -237,13 +237,13 @@ class ThresholdScheduler(Scheduler):
             reached = self.reserve_decodes(batch, flat)
             if reached == len(flat):
                 group.stages = {}
-                self._served.append(ServedStages(group, list(stages.items())))
+                self._served.append(ServedStages(group, stages))
                 group.changed()
                 return 0
             left = reached  # rare (memory ran out): stage by stage from here
         limit = group.last_stages[k - 1]
         single = group.num_segments == 1
-        moves: list[tuple[int, list[Request]]] = []
+        moves: dict[int, list[Request]] = {}
         blocked = 0
         for stage, q in list(stages.items()):
             if stage > limit:
@@ -264,7 +264,7 @@ class ThresholdScheduler(Scheduler):
                 rest = stages.get(stage)
                 stages[stage] = paused + rest if rest else paused
             if moved:
-                moves.append((stage, moved))
+                moves[stage] = moved
         if moves:
             self._served.append(ServedStages(group, moves))
         group.changed()
