@@ -101,6 +101,7 @@ class FluidTrajectory:
     resident_prompts: np.ndarray  # Σ over compartments: admitted, not completed
     arrived_prompts: np.ndarray  # ∫ Σλ dt since 0
     completed_prompts: np.ndarray  # ∫ (completion rate) dt since 0
+    completed_decode_tokens: np.ndarray | None = None  # Σ_j l'_j ∫ (type j's completion rate) dt since 0
 
     @property
     def final_memory_tokens(self) -> float:
@@ -274,4 +275,5 @@ def _trajectory(policy, times, states, flows, lay: _Layout, workload: Workload) 
         resident_prompts=np.clip(states[:, m : m + lay.size], 0.0, None).sum(axis=1),
         arrived_prompts=states[:, m + lay.size : 2 * m + lay.size].sum(axis=1),
         completed_prompts=states[:, 2 * m + lay.size :].sum(axis=1),
+        completed_decode_tokens=states[:, 2 * m + lay.size :] @ lay.decode_len,
     )

@@ -39,6 +39,9 @@ from fluid.workload import RequestType, Workload
 PEAK_CAP_OF_CAPACITY = 0.95  # thresholds are solved at most at this share of the fluid capacity
 DEFAULT_TYPE_BINS = 32  # output-length bins of replayed requests (memory-time within ~0.5 % on Azure conv.)
 DEFAULT_MAX_COMPARTMENTS = 16
+# ratios of cumulative tokens start once the benchmark has completed this share of its tokens
+# (before, both counts are a handful of requests and their ratio is noise)
+COMPARE_FROM_SHARE = 0.02
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,9 @@ def benchmark_over_time(workload: Workload, rates: PiecewiseRates, grid_s, *, th
     traj = simulate_fluid(threshold_workload, float(grid[-1]), policy="wait", rates=rates, num_points=len(grid),
                           max_compartments=max_compartments, method=method)
     rate = np.interp(grid, traj.times_s, traj.throughput_tokens_per_s)
-    cum = np.concatenate([[0.0], np.cumsum((rate[1:] + rate[:-1]) / 2 * np.diff(grid))])
+    # the integrated running total of completions, not a quadrature of the sampled rate (which
+    # misses the rate's jumps at the profile's bin edges)
+    cum = np.interp(grid, traj.times_s, traj.completed_decode_tokens)
     in_system = np.interp(grid, traj.times_s, traj.resident_prompts + traj.queue_prompts)
     return FluidOverTime(grid, cum, in_system, rate, tuple(threshold_workload.types), threshold_workload.total_rate_per_s)
 
@@ -138,3 +143,22 @@ def benchmark_for_requests(workload: Workload, arrival_s, prompt_tokens, output_
     peak = float(rates.rates_per_s.sum(axis=1).max())
     return benchmark_over_time(server, rates, grid_s, threshold_workload=solvable_workload(server, peak),
                                max_compartments=max_compartments, method=method)
+
+
+def compare_cumulative(time_s, run_cumulative, benchmark_cumulative, *, from_s: float = 0.0) -> dict:
+    """A run's cumulative decode tokens against the benchmark's on the same grid `time_s`: the
+    ratio's minimum from `from_s` (a run's warm-up cut) and the time the benchmark has
+    COMPARE_FROM_SHARE of its final tokens on, the time of that minimum, and the ratio at the
+    grid's end (the run's end). The first minutes are left out because there the fluid's Erlang
+    stages complete tokens before any discrete request can (module docstring)."""
+    t = np.asarray(time_s, dtype=np.float64)
+    run = np.asarray(run_cumulative, dtype=np.float64)
+    bench = np.asarray(benchmark_cumulative, dtype=np.float64)
+    if not (run.shape == bench.shape == t.shape) or run.ndim != 1 or len(run) == 0:
+        raise InputError(f"needs two curves on one grid, got shapes {t.shape}, {run.shape} and {bench.shape}", field="cumulative")
+    if not bench[-1] > 0:
+        return {"cum_over_fluid_min": None, "cum_over_fluid_min_at_s": None, "cum_over_fluid_end": None}
+    start = int(np.argmax((bench >= COMPARE_FROM_SHARE * bench[-1]) & (t >= from_s)))
+    ratio = run[start:] / bench[start:]
+    return {"cum_over_fluid_min": float(ratio.min()), "cum_over_fluid_min_at_s": float(t[start + int(ratio.argmin())]),
+            "cum_over_fluid_end": float(run[-1] / bench[-1])}
