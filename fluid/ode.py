@@ -101,6 +101,7 @@ class FluidTrajectory:
     resident_prompts: np.ndarray  # Σ over compartments: admitted, not completed
     arrived_prompts: np.ndarray  # ∫ Σλ dt since 0
     completed_prompts: np.ndarray  # ∫ (completion rate) dt since 0
+    completed_decode_tokens: np.ndarray | None = None  # Σ_j l'_j ∫ (type j's completion rate) dt since 0
 
     @property
     def final_memory_tokens(self) -> float:
@@ -167,8 +168,13 @@ def simulate_fluid(
     num_points: int = 200,
     rtol: float = 1e-8,
     atol: float = 1e-9,
+    method: str = "LSODA",
 ) -> FluidTrajectory:
-    """Integrate the fluid model of `workload` from an empty server over [0, duration_s]."""
+    """Integrate the fluid model of `workload` from an empty server over [0, duration_s].
+
+    `method`: scipy's `solve_ivp` method. LSODA (the default) switches to a stiff solver when it
+    must (a memory gate closing, FCFS eviction); an explicit "RK45" is several times faster on
+    long, many-type profiles that stay away from those (`fluid/over_time.py` uses it there)."""
     from scipy.integrate import solve_ivp  # local: the closed-form path never loads scipy
 
     if policy not in POLICIES:
@@ -221,22 +227,20 @@ def simulate_fluid(
     ts, ys = [], []
     for lo, hi in zip(edges[:-1], edges[1:]):
         inside = t_eval[(t_eval >= lo) & (t_eval <= hi)]
-        sol = solve_ivp(rhs, (lo, hi), y0, method="LSODA", t_eval=inside, rtol=rtol, atol=atol)
+        # the bin's end is evaluated too (the next bin starts from it), then dropped unless asked for:
+        # t_eval only samples the dense output, so the steps taken are the same
+        with_end = inside if len(inside) and inside[-1] == hi else np.append(inside, hi)
+        sol = solve_ivp(rhs, (lo, hi), y0, method=method, t_eval=with_end, rtol=rtol, atol=atol)
         if sol.status < 0:
             raise UnstableWorkloadError(f"fluid ODE integration failed on [{lo:g}, {hi:g}] s: {sol.message}")
-        ts.append(sol.t), ys.append(sol.y)
-        y0 = _final_state(rhs, lo, hi, sol, y0, solve_ivp, rtol, atol)
+        y0 = sol.y[:, -1]
+        n = len(inside)
+        ts.append(sol.t[:n]), ys.append(sol.y[:, :n])
     times = np.concatenate(ts)
     states = np.concatenate(ys, axis=1).T
     keep = np.concatenate([[True], np.diff(times) > 0])  # shared bin edges appear twice
     times, states = times[keep], states[keep]
     return _trajectory(policy, times, states, flows, lay, workload)
-
-
-def _final_state(rhs, lo, hi, sol, y0, solve_ivp, rtol, atol) -> np.ndarray:
-    if len(sol.t) and sol.t[-1] == hi:
-        return sol.y[:, -1]
-    return solve_ivp(rhs, (lo, hi), y0, method="LSODA", rtol=rtol, atol=atol).y[:, -1]
 
 
 def _wait_thresholds(workload: Workload, thresholds, slack: float) -> np.ndarray:
@@ -271,4 +275,5 @@ def _trajectory(policy, times, states, flows, lay: _Layout, workload: Workload) 
         resident_prompts=np.clip(states[:, m : m + lay.size], 0.0, None).sum(axis=1),
         arrived_prompts=states[:, m + lay.size : 2 * m + lay.size].sum(axis=1),
         completed_prompts=states[:, 2 * m + lay.size :].sum(axis=1),
+        completed_decode_tokens=states[:, 2 * m + lay.size :] @ lay.decode_len,
     )

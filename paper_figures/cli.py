@@ -21,6 +21,7 @@ SWEEP_FIGURES = (
     "near_optimality",
     "memory_vs_capacity",
     "throughput_over_time",
+    "cumulative_vs_fluid",
     "latency_by_prompt",
     "latency_vs_load",
     "queue_growth",

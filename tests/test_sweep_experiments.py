@@ -65,3 +65,19 @@ def test_report_holds_every_experiment_table_and_figure(smoke_results):
             target = smoke_results / line.split("](")[1].rstrip(")")
             assert target.read_bytes()[:8] == PNG, target
     assert "**λ\\* by bisection**" in text and "Smoke size" in text
+
+
+def test_experiment_3_keeps_the_fluid_benchmark_over_time_beside_each_series(smoke_results):
+    from paper_figures.results import read_series
+
+    rows = [r for r in read_table(smoke_results / "03-unknown-lengths") if r["status"] == "ok"]
+    assert {r["workload"] for r in rows} == {"nested-c-four-classes", "azure-conv"}
+    for row in rows:
+        series = read_series(smoke_results / "03-unknown-lengths", row["point_id"])
+        run, bench = series["time"]["completed_decode_tokens"], series["fluid_over_time"]["cumulative_decode_tokens"]
+        assert series["fluid_over_time"]["edges_s"] == series["time"]["edges_s"]
+        assert run[0] == bench[0] == 0 and all(b >= a for a, b in zip(bench, bench[1:]))
+        assert row["cum_over_fluid_end"] == pytest.approx(run[-1] / bench[-1], rel=1e-5)  # the table is the series' ratio
+        assert 0 <= row["cum_over_fluid_min"] <= row["cum_over_fluid_end"] + 1e-9
+    other = read_table(smoke_results / "01-fluid-vs-sim")  # experiments that do not ask keep no benchmark
+    assert all(r.get("cum_over_fluid_min") is None for r in other)

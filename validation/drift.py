@@ -237,15 +237,11 @@ def solvable_peak_rate(workload, profile: Profile) -> float:
 
 
 def _fluid_curve(workload, profile: Profile, end_s: float):
-    from fluid.ode import simulate_fluid
+    from fluid.over_time import benchmark_over_time
 
     peak = workload.scaled(solvable_peak_rate(workload, profile) / workload.total_rate_per_s)
-    traj = simulate_fluid(peak, end_s, policy="wait", rates=profile.rates(), num_points=int(end_s / GRID_S) + 1)
-    grid = np.arange(0.0, end_s + GRID_S, GRID_S)
-    rate = np.interp(grid, traj.times_s, traj.throughput_tokens_per_s)
-    cum = np.concatenate([[0.0], np.cumsum((rate[1:] + rate[:-1]) / 2 * np.diff(grid))])
-    in_system = np.interp(grid, traj.times_s, traj.resident_prompts + traj.queue_prompts)
-    return cum, in_system
+    bench = benchmark_over_time(workload, profile.rates(), np.arange(0.0, end_s + GRID_S, GRID_S), threshold_workload=peak)
+    return bench.cumulative_decode_tokens, bench.in_system
 
 
 def run_experiment(exp: DriftExperiment, *, progress=None) -> dict:

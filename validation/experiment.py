@@ -17,8 +17,9 @@ from fluid.errors import InputError, check_keys
 
 TOP_KEYS = (
     "name", "description", "workloads", "loads", "load_unit", "policies", "seeds", "requests",
-    "knobs", "warmup_fraction", "ttft_slo_s", "tiers", "bisect", "smoke", "figures",
+    "knobs", "warmup_fraction", "ttft_slo_s", "tiers", "bisect", "smoke", "figures", "fluid_over_time",
 )
+FLUID_OVER_TIME_KEYS = ("time_bins", "type_bins")
 WORKLOAD_KEYS = ("label", "workload", "overrides", "requests", "warmup_fraction")
 POLICY_KEYS = ("label", "scheduler", "options", "solve")
 SOLVE_KEYS = ("policy", "method", "slack", "service_rule", "segments", "batch_cap", "max_load", "args")
@@ -82,6 +83,9 @@ class Experiment:
     bisect: BisectSpec | None = None
     figures: tuple[str, ...] = ()
     base_dir: str = "."
+    # the fluid benchmark over time of each grid point's own requests (fluid/over_time.py), stored
+    # beside its series: {time_bins: arrival-rate bins over the arrival span, type_bins: length bins}
+    fluid_over_time: dict | None = None
 
     def knob_grid(self) -> list[dict]:
         names = sorted(self.knobs)
@@ -217,6 +221,18 @@ def experiment_from_dict(data: dict, *, source: str, base_dir: str | Path = ".",
     ttft = data.get("ttft_slo_s", 0.5)
     bisect = _bisect(data["bisect"], source, policies, workloads) if data.get("bisect") else None
     figures = data.get("figures", [])
+    fot = data.get("fluid_over_time")
+    if fot is True:
+        fot = {}
+    if fot is not None and fot is not False:
+        if not isinstance(fot, dict):
+            raise InputError(f"must be true or a mapping of {', '.join(FLUID_OVER_TIME_KEYS)}, got {fot!r:.80}",
+                             source=source, field="fluid_over_time")
+        check_keys(fot, allowed=FLUID_OVER_TIME_KEYS, source=source, field="fluid_over_time")
+        fot = {"time_bins": _count(fot.get("time_bins", 60), source=source, field_path="fluid_over_time.time_bins"),
+               "type_bins": _count(fot.get("type_bins", 32), source=source, field_path="fluid_over_time.type_bins")}
+    else:
+        fot = None
     return Experiment(
         name=name,
         description=str(data.get("description", "")).strip(),
@@ -234,6 +250,7 @@ def experiment_from_dict(data: dict, *, source: str, base_dir: str | Path = ".",
         bisect=bisect,
         figures=tuple(figures),
         base_dir=str(base_dir),
+        fluid_over_time=fot,
     )
 
 

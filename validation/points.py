@@ -63,6 +63,7 @@ def make_point(experiment, ref, wl_doc: dict, theta: float, policy, load: float,
     """The point at `load` (a fraction of θ* when the experiment's load unit is capacity)."""
     replicas = int(knobs.get("replicas", 1))
     rate_scale = load * theta * replicas if experiment.load_unit == "capacity" else load
+    extra = {"fluid_over_time": dict(experiment.fluid_over_time)} if experiment.fluid_over_time and kind == "grid" else {}
     return {
         "experiment": experiment.name,
         "kind": kind,
@@ -80,6 +81,7 @@ def make_point(experiment, ref, wl_doc: dict, theta: float, policy, load: float,
         "ttft_slo_s": experiment.ttft_slo_s,
         "tiers": [list(t) for t in experiment.tiers] if experiment.tiers else None,
         "_base_dir": str(Path(experiment.base_dir).resolve()),  # relative trace paths in knobs
+        **extra,  # only where asked for: every other point keeps its id
     }
 
 
@@ -229,6 +231,40 @@ def _config(point: dict, workload, policy_doc, *, accept_mismatch: bool = False)
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _fluid_over_time_of(key: str, workload_json: str, arrivals: tuple, prompts: tuple, outputs: tuple) -> dict:
+    """The benchmark of one point's requests on a grid to twice their arrival span (cached: the
+    policies of a (workload, load, seed) see the same requests, so one integration serves them all)."""
+    import numpy as np
+
+    from fluid.over_time import benchmark_for_requests
+    from fluid.workload_io import workload_from_dict
+
+    settings = json.loads(key)
+    span = max(arrivals)
+    bench = benchmark_for_requests(workload_from_dict(json.loads(workload_json), source="point"), arrivals, prompts, outputs,
+                                   np.linspace(0.0, 2 * span + 60.0, 401), bin_s=span / settings["time_bins"],
+                                   type_bins=settings["type_bins"])
+    return {"time_s": bench.time_s, "cum": bench.cumulative_decode_tokens, "in_system": bench.in_system,
+            "types": len(bench.types), "threshold_rate_per_s": bench.threshold_rate_per_s,
+            "bin_s": span / settings["time_bins"]}
+
+
+def fluid_over_time_series(point: dict, requests, edges_s) -> dict:
+    """The fluid benchmark over time of the point's own requests (`fluid/over_time.py`) on the
+    series' time edges, for `series.json`; beyond twice the arrival span the benchmark has long
+    finished its work (its curve is flat), so later edges take its last value."""
+    import numpy as np
+
+    reqs = sorted(requests, key=lambda r: (r.arrival_s, r.request_id))
+    b = _fluid_over_time_of(json.dumps(point["fluid_over_time"], sort_keys=True), json.dumps(point["workload"], sort_keys=True),
+                            tuple(r.arrival_s for r in reqs), tuple(r.prompt_tokens for r in reqs), tuple(r.output_tokens for r in reqs))
+    edges = np.asarray(edges_s, float)
+    return {"edges_s": edges.tolist(), "cumulative_decode_tokens": np.interp(edges, b["time_s"], b["cum"]).tolist(),
+            "in_system": np.interp(edges, b["time_s"], b["in_system"]).tolist(), "types": b["types"],
+            "threshold_rate_per_s": b["threshold_rate_per_s"], "arrival_bin_s": b["bin_s"]}
+
+
 @functools.lru_cache(maxsize=1)
 def _code_version() -> str:
     from runtime.results import code_version
@@ -301,7 +337,14 @@ def run_point(point: dict, execute=None) -> PointPayload:
     # bisection steps feed λ* only: no figure draws their series
     series = point_series(requests, steps, end_s=summary["sim_end_s"], warmup_s=warmup_s) if point["kind"] == "grid" else None
     tiers = series["tiers"] if series else tier_metrics(measured_requests(requests, warmup_s))
-    derived = {**derived_metrics(summary, fluid, requests, warmup_s), "tiers": tiers,
+    over_time = {}
+    if series is not None and point.get("fluid_over_time"):
+        from fluid.over_time import compare_cumulative
+
+        series["fluid_over_time"] = fluid_over_time_series(point, requests, series["time"]["edges_s"])
+        over_time = compare_cumulative(series["time"]["edges_s"], series["time"]["completed_decode_tokens"],
+                                       series["fluid_over_time"]["cumulative_decode_tokens"], from_s=warmup_s)
+    derived = {**derived_metrics(summary, fluid, requests, warmup_s), "tiers": tiers, **over_time,
                "arrival_rate_per_s": workload.total_rate_per_s * point["rate_scale"]}  # nominal, Σλ × rate scale
     if policy_doc is not None:  # the memory the thresholds reserve (M^π + buffer), for the memory-vs-L figure
         g = policy_doc.get("guarantees") or {}

@@ -36,7 +36,13 @@ TABLES: dict[str, tuple[Pivot, ...]] = {
         Pivot("mean step / ΔT*", "mean_step_over_dt_star", "{:.2f}"),
     ),
     "02-latency-vs-load": (LATENCY, Pivot("p99 latency (s)", "p99_latency_s"), Pivot("restarts per request", "restart_rate", "{:.3f}"), THROUGHPUT),
-    "03-unknown-lengths": (THROUGHPUT, LATENCY, Pivot("restarts per request", "restart_rate", "{:.3f}")),
+    "03-unknown-lengths": (
+        THROUGHPUT, LATENCY, Pivot("restarts per request", "restart_rate", "{:.3f}"),
+        # the run's completed decode tokens against the fluid ODE's benchmark over time for the same
+        # requests (fluid/over_time.py): lowest ratio from the warm-up cut on, and at the run's end
+        Pivot("completed decode tokens / fluid ODE benchmark, lowest over time after the warm-up cut", "cum_over_fluid_min", "{:.3f}"),
+        Pivot("completed decode tokens / fluid ODE benchmark, at the run's end", "cum_over_fluid_end", "{:.3f}"),
+    ),
     "04-slo-aware": (
         Pivot("median TTFT (s)", "p50_ttft_s"),
         Pivot("p99 TBT, tier 0 (s)", "tier0_p99_tbt_s"),

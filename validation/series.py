@@ -5,7 +5,8 @@ each point also keeps, downsampled:
 
 - `time`: bin edges over [0, end of run] and, per bin, decode throughput (tokens/s), arrivals and
   requests in the system at each edge (arrived, not completed), KV tokens reserved at each edge
-  (replica 0's step log);
+  (replica 0's step log), and the cumulative decode tokens of the requests completed by each edge
+  (counted at completion, as the fluid benchmark over time counts them);
 - `by_index`: mean latency and TTFT of the requests in each bin of arrival order (the paper's
   latency against prompt number);
 - `quantiles`: TTFT, TBT and latency at fixed percentiles (distribution figures);
@@ -50,6 +51,9 @@ def point_series(requests, steps, *, end_s: float, warmup_s: float) -> dict:
     per_bin, _ = np.histogram(tokens, bins=edges)
     arrivals, _ = np.histogram(arrival, bins=edges)
     in_system = np.searchsorted(np.sort(arrival), edges, side="right") - np.searchsorted(np.sort(completion), edges, side="right")
+    by_completion = np.argsort(completion, kind="stable")
+    done_tokens = np.concatenate([[0.0], np.cumsum(np.asarray([reqs[i].output_tokens for i in by_completion], float))])
+    completed = done_tokens[np.searchsorted(completion[by_completion], edges, side="right")]
     start = np.asarray(steps.start_s, float)
     kv = np.asarray(steps.kv_used_tokens, float)
     kv_at = kv[np.clip(np.searchsorted(start, edges, side="right") - 1, 0, None)] if len(start) else np.zeros_like(edges)
@@ -69,6 +73,7 @@ def point_series(requests, steps, *, end_s: float, warmup_s: float) -> dict:
             "decode_tokens_per_s": (per_bin / width).tolist(),
             "arrivals_per_s": (arrivals / width).tolist(),
             "in_system": in_system.tolist(),
+            "completed_decode_tokens": completed.tolist(),
             "kv_used_tokens": kv_at.tolist(),
         },
         "by_index": {"index": index, "mean_latency_s": lat_mean, "mean_ttft_s": ttft_mean},

@@ -1,0 +1,119 @@
+"""The fluid benchmark over time (fluid/over_time.py): types and rates from replayed requests, the
+integration's conservation and equilibrium, the cumulative comparison, and the experiment key."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fluid.batch_time import Linear3BatchTime
+from fluid.equilibrium import closed_form
+from fluid.errors import InputError
+from fluid.ode import PiecewiseRates
+from fluid.over_time import (
+    benchmark_for_requests,
+    benchmark_over_time,
+    compare_cumulative,
+    replay_rates,
+    request_types,
+    solvable_workload,
+)
+from fluid.workload import RequestType, Workload
+
+
+def _server(rate: float = 10.0) -> Workload:
+    types = (RequestType("a", 200, 20, rate * 0.5), RequestType("b", 100, 60, rate * 0.5))
+    return Workload("t", 50_000, Linear3BatchTime(0.0093, 2.6e-7, 4.7e-5), types)
+
+
+def test_few_distinct_lengths_are_the_types_exactly():
+    prompts, outputs = [200, 100, 200, 100, 50], [20, 60, 20, 60, 5]
+    types, which = request_types(prompts, outputs, type_bins=3)
+    assert [(t.prefill, t.decode) for t in types] == [(50, 5), (100, 60), (200, 20)]
+    assert which.tolist() == [2, 1, 2, 1, 0]
+
+
+def test_many_lengths_are_binned_by_output_quantile_with_bin_means():
+    rng = np.random.default_rng(1)
+    outputs = rng.integers(1, 400, 2000)
+    prompts = rng.integers(10, 3000, 2000)
+    types, which = request_types(prompts, outputs, type_bins=16)
+    assert len(types) == 16
+    for k, t in enumerate(types):  # each type is the mean of its own requests
+        assert t.decode == round(outputs[which == k].mean()) and t.prefill == round(prompts[which == k].mean())
+    assert abs(sum(types[k].decode for k in which) / outputs.sum() - 1) < 2e-3
+
+
+def test_replay_rates_count_each_type_per_bin_and_an_arrival_on_an_edge_opens_the_next_bin():
+    rates = replay_rates([0.0, 4.0, 10.0, 19.9], [0, 1, 0, 0], 2, bin_s=10.0)
+    assert rates.edges_s.tolist() == [0.0, 10.0, 20.0]
+    assert (rates.rates_per_s * 10).tolist() == [[1.0, 1.0], [2.0, 0.0]]
+    last = replay_rates([0.0, 20.0], [0, 0], 1, bin_s=10.0)  # exactly on the last edge: one more bin
+    assert last.edges_s.tolist() == [0.0, 10.0, 20.0, 30.0] and (last.rates_per_s[:, 0] * 10).tolist() == [1.0, 0.0, 1.0]
+
+
+def test_the_benchmark_completes_exactly_the_replayed_work_and_empties():
+    rng = np.random.default_rng(0)
+    n = 400
+    arrivals = np.sort(rng.uniform(0, 40, n))
+    kind = rng.integers(0, 2, n)
+    prompts, outputs = np.where(kind == 0, 200, 100), np.where(kind == 0, 20, 60)
+    grid = np.linspace(0, 120, 121)
+    bench = benchmark_for_requests(_server(), arrivals, prompts, outputs, grid, bin_s=4.0)
+    assert len(bench.types) == 2
+    assert bench.cumulative_decode_tokens[-1] == pytest.approx(outputs.sum(), rel=2e-3)
+    assert bench.in_system[-1] < 0.5 and bench.in_system.max() > 1
+    assert np.all(np.diff(bench.cumulative_decode_tokens) >= -1e-6)
+
+
+def test_constant_rates_reach_throughput_star():
+    w = _server()
+    w = w.scaled(0.7 * closed_form(w).capacity_scale)
+    star = closed_form(w).throughput_star_tokens_per_s
+    grid = np.linspace(0, 200, 201)
+    rates = PiecewiseRates(np.array([0.0, 400.0]), np.array([[t.rate_per_s for t in w.types]]))
+    bench = benchmark_over_time(w, rates, grid, threshold_workload=w)
+    assert bench.throughput_tokens_per_s[-1] == pytest.approx(star, rel=1e-3)
+    assert bench.threshold_rate_per_s == pytest.approx(w.total_rate_per_s)
+
+
+def test_thresholds_above_capacity_are_solved_at_the_cap():
+    w = _server()
+    theta_rate = closed_form(w).capacity_scale * w.total_rate_per_s
+    assert solvable_workload(w, 2 * theta_rate).total_rate_per_s == pytest.approx(0.95 * theta_rate)
+    assert solvable_workload(w, 0.5 * theta_rate).total_rate_per_s == pytest.approx(0.5 * theta_rate)
+
+
+def test_compare_cumulative_minimum_from_the_cut_and_at_the_end():
+    t = [0.0, 1.0, 2.0, 3.0, 4.0]
+    bench = [0.0, 10.0, 20.0, 30.0, 40.0]
+    run = [0.0, 1.0, 18.0, 27.0, 40.0]
+    assert compare_cumulative(t, run, bench) == {"cum_over_fluid_min": 0.1, "cum_over_fluid_min_at_s": 1.0, "cum_over_fluid_end": 1.0}
+    cut = compare_cumulative(t, run, bench, from_s=2.0)  # the cut itself is included
+    assert cut["cum_over_fluid_min"] == pytest.approx(0.9) and cut["cum_over_fluid_min_at_s"] == 2.0
+    assert compare_cumulative(t, bench, bench)["cum_over_fluid_min"] == 1.0
+    with pytest.raises(InputError):
+        compare_cumulative(t, run[:-1], bench)
+
+
+def test_bad_inputs_are_input_errors():
+    with pytest.raises(InputError):
+        request_types([1, 2], [3], type_bins=4)
+    with pytest.raises(InputError):
+        request_types([0], [3], type_bins=4)
+    with pytest.raises(InputError):
+        replay_rates([1.0], [0], 1, bin_s=0.0)
+    with pytest.raises(InputError):
+        benchmark_over_time(_server(), PiecewiseRates(np.array([0.0, 1.0]), np.array([[1.0, 1.0]])), [1.0, 2.0])
+
+
+def test_experiment_key_fluid_over_time(tmp_path):
+    from validation.experiment import experiment_from_dict
+
+    base = {"name": "x", "workloads": ["p512d20"], "loads": [0.5], "policies": ["fcfs"]}
+    assert experiment_from_dict(base, source="f").fluid_over_time is None
+    assert experiment_from_dict({**base, "fluid_over_time": True}, source="f").fluid_over_time == {"time_bins": 60, "type_bins": 32}
+    for bad in ({"time_bin": 3}, {"time_bins": 0}, "yes"):
+        with pytest.raises(InputError) as err:
+            experiment_from_dict({**base, "fluid_over_time": bad}, source="f")
+        assert "fluid_over_time" in str(err.value)
