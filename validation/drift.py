@@ -10,6 +10,7 @@ An experiment file names a preset workload, a rate profile and the schedulers to
     #        {kind: trace, scale: 1.0}      (the workload's own timestamped trace, replayed)
     seeds: [0]
     schedulers: [adaptive, static-mean, static-peak, vllm-v1, sarathi]
+    grid_s: 5.0                     # time grid of the recorded curves (optional; short runs need a finer one)
     smoke: {...}                    # overrides for --smoke
 
 Scales are fractions of the workload's capacity scale θ* (the largest multiple of its rates
@@ -27,6 +28,7 @@ import argparse
 import json
 import math
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +56,7 @@ class DriftExperiment:
     seeds: tuple[int, ...] = (0,)
     schedulers: tuple[str, ...] = DEFAULT_SCHEDULERS
     adaptive: dict = field(default_factory=dict)  # AdaptiveSettings overrides
+    grid_s: float = GRID_S  # time grid of the recorded curves and of the ODE's output (short runs need a finer one)
 
     def __post_init__(self) -> None:
         if self.policy not in ("wait", "nested-wait"):
@@ -61,6 +64,8 @@ class DriftExperiment:
         kind = self.profile.get("kind") if isinstance(self.profile, dict) else None
         if kind not in PROFILE_KINDS:
             raise InputError(f"profile.kind must be one of {', '.join(PROFILE_KINDS)}, got {kind!r}", field="profile.kind")
+        if isinstance(self.grid_s, bool) or not isinstance(self.grid_s, (int, float)) or not self.grid_s > 0:
+            raise InputError(f"grid_s must be a number > 0 (seconds), got {self.grid_s!r}", field="grid_s")
         if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
             raise InputError(f"seeds must be non-negative integers, got {list(self.seeds)!r}", field="seeds")
 
@@ -248,16 +253,9 @@ def _fluid_curve(workload, profile: Profile, end_s: float):
     return cum, in_system
 
 
-def run_experiment(exp: DriftExperiment, *, progress=None) -> dict:
-    from fluid.workload_io import load_workload
-    from runtime.kv_blocks import KVBlockManager
-    from runtime.metrics import latencies_s, ttfts_s
-    from runtime.policy_file import policy_from_dict
-    from runtime.schedulers import make_scheduler
-    from runtime.sim import simulate
-
-    workload = load_workload(exp.workload)
-    profile, rows = build_profile(exp, workload)
+def policy_documents(workload, exp: DriftExperiment, profile: Profile) -> tuple[float, dict, dict]:
+    """(rate static-peak was solved at, {label: policy document}, {label: scheduler name}) for the
+    static and adaptive labels; the others run their own defaults."""
     peak_rate, peak_document = solve_capped_at_most(workload, exp.policy, solvable_peak_rate(workload, profile))
     documents = {
         "static-mean": solve_capped(workload, exp.policy, profile.mean_rate_per_s(), None),
@@ -265,53 +263,107 @@ def run_experiment(exp: DriftExperiment, *, progress=None) -> dict:
         ADAPTIVE: solve_capped(workload, exp.policy, profile.mean_rate_per_s(), exp.adaptive),
     }
     names = {"static-mean": f"{exp.policy}-capped", "static-peak": f"{exp.policy}-capped", ADAPTIVE: f"{exp.policy}-adaptive"}
-    runs = []
-    for seed in exp.seeds:
-        requests_proto = trace_requests(workload, rows) if rows is not None else poisson_requests(workload, profile, seed)
-        end_s = max(profile.duration_s, requests_proto[-1].arrival_s if requests_proto else 0.0)
-        fluid_cum, fluid_in_system = _fluid_curve(workload, profile, end_s * 1.5)
-        for label in exp.schedulers:
-            requests = [_copy(r) for r in requests_proto]
-            kv = KVBlockManager(workload.kv_capacity_tokens, 16)
-            if label in documents:
-                sched = make_scheduler(names[label], kv, policy=policy_from_dict(documents[label]))
-            else:
-                sched = make_scheduler(label, kv)
-            result = simulate(sched, requests, workload.batch_time)
-            grid, cum, in_system = _curves(requests, end_s * 1.5)
-            n = len(grid)
-            bench = fluid_cum[:n]
-            start = np.argmax(bench >= COMPARE_FROM_SHARE * bench[-1]) if bench[-1] > 0 else 0
-            ratio = cum[start:] / np.maximum(bench[start:], 1e-12)
-            lat, ttft = latencies_s(requests), ttfts_s(requests)
-            run = {
-                "experiment": exp.name, "policy": label, "scheduler": names.get(label, label), "seed": seed,
-                "requests": len(requests), "completed": int(sum(r.completion_s is not None for r in requests)),
-                "cumulative_throughput_vs_fluid_min": float(np.min(ratio)) if len(ratio) else None,
-                "cumulative_throughput_vs_fluid_min_after_s": float(grid[start]),
-                "mean_latency_s": float(np.mean(lat)) if len(lat) else None,
-                "p99_latency_s": float(np.percentile(lat, 99)) if len(lat) else None,
-                "mean_ttft_s": float(np.mean(ttft)) if len(ttft) else None,
-                "restarts": int(sum(r.restarts for r in requests)),
-                "peak_kv_tokens": int(result.peak_kv_tokens),
-                "curves": {"time_s": grid.tolist(), "cumulative_decode_tokens": cum.tolist(),
-                           "fluid_cumulative_decode_tokens": bench.tolist(), "in_system": in_system.tolist(),
-                           "fluid_in_system": fluid_in_system[:n].tolist()},
-            }
-            if label == ADAPTIVE:
-                run["cap_changes"] = [{"time_s": t, "caps": caps, "estimate_scale": s} for t, caps, s in sched.cap_history]
-            runs.append(run)
-            if progress:
-                progress(run)
+    return peak_rate, documents, names
+
+
+def build_scheduler(label: str, kv, documents: dict, names: dict):
+    """The scheduler a run label stands for, on `kv`."""
+    from runtime.policy_file import policy_from_dict
+    from runtime.schedulers import make_scheduler
+
+    if label in documents:
+        return make_scheduler(names[label], kv, policy=policy_from_dict(documents[label]))
+    return make_scheduler(label, kv)
+
+
+def run_record(exp: DriftExperiment, label: str, names: dict, seed: int, requests, sched, peak_kv_tokens: int,
+               curve_end_s: float, fluid_cum, fluid_in_system) -> dict:
+    """One run's entry of the result file, from its finished requests (simulated or live alike)."""
+    from runtime.metrics import latencies_s, ttfts_s
+
+    grid, cum, in_system = _curves(requests, curve_end_s)
+    n = len(grid)
+    bench = fluid_cum[:n]
+    start = np.argmax(bench >= COMPARE_FROM_SHARE * bench[-1]) if bench[-1] > 0 else 0
+    ratio = cum[start:] / np.maximum(bench[start:], 1e-12)
+    # a run cut at a horizon (live runs) leaves some unfinished: latency is over the finished ones,
+    # and "completed" < "requests" says so
+    lat, ttft = latencies_s([r for r in requests if r.completion_s is not None]), ttfts_s(requests)
+    run = {
+        "experiment": exp.name, "policy": label, "scheduler": names.get(label, label), "seed": seed,
+        "requests": len(requests), "completed": int(sum(r.completion_s is not None for r in requests)),
+        "cumulative_throughput_vs_fluid_min": float(np.min(ratio)) if len(ratio) else None,
+        "cumulative_throughput_vs_fluid_min_after_s": float(grid[start]),
+        "mean_latency_s": float(np.mean(lat)) if len(lat) else None,
+        "p99_latency_s": float(np.percentile(lat, 99)) if len(lat) else None,
+        "mean_ttft_s": float(np.mean(ttft)) if len(ttft) else None,
+        "restarts": int(sum(r.restarts for r in requests)),
+        "peak_kv_tokens": int(peak_kv_tokens),
+        "curves": {"time_s": grid.tolist(), "cumulative_decode_tokens": cum.tolist(),
+                   "fluid_cumulative_decode_tokens": bench.tolist(), "in_system": in_system.tolist(),
+                   "fluid_in_system": fluid_in_system[:n].tolist()},
+    }
+    if label == ADAPTIVE:
+        run["cap_changes"] = [{"time_s": t, "caps": caps, "estimate_scale": s} for t, caps, s in sched.cap_history]
+    return run
+
+
+def attach_static_latencies(runs: list[dict]) -> None:
+    """Each run gets the static policies' mean latency over the seeds (the target compares them)."""
     static = {label: np.mean([r["mean_latency_s"] for r in runs if r["policy"] == label]) for label in STATIC
               if any(r["policy"] == label for r in runs)}
     for r in runs:
         r["static_mean_latency_s"] = static.get("static-mean")
         r["static_peak_mean_latency_s"] = static.get("static-peak")
+
+
+def experiment_requests(exp: DriftExperiment, workload, profile: Profile, rows, seed: int):
+    """The arrivals of one seed: the replayed trace, or the profile's Poisson process."""
+    return trace_requests(workload, rows) if rows is not None else poisson_requests(workload, profile, seed)
+
+
+@contextmanager
+def curve_grid(grid_s: float):
+    """Record curves (`_curves`, `_fluid_curve`: both read GRID_S) on a `grid_s` grid for the duration."""
+    global GRID_S
+    saved, GRID_S = GRID_S, float(grid_s)
+    try:
+        yield
+    finally:
+        GRID_S = saved
+
+
+def run_experiment(exp: DriftExperiment, *, progress=None) -> dict:
+    with curve_grid(exp.grid_s):
+        return _run_experiment(exp, progress=progress)
+
+
+def _run_experiment(exp: DriftExperiment, *, progress=None) -> dict:
+    from fluid.workload_io import load_workload
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.sim import simulate
+
+    workload = load_workload(exp.workload)
+    profile, rows = build_profile(exp, workload)
+    peak_rate, documents, names = policy_documents(workload, exp, profile)
+    runs = []
+    for seed in exp.seeds:
+        requests_proto = experiment_requests(exp, workload, profile, rows, seed)
+        end_s = max(profile.duration_s, requests_proto[-1].arrival_s if requests_proto else 0.0)
+        fluid_cum, fluid_in_system = _fluid_curve(workload, profile, end_s * 1.5)
+        for label in exp.schedulers:
+            requests = [_copy(r) for r in requests_proto]
+            sched = build_scheduler(label, KVBlockManager(workload.kv_capacity_tokens, 16), documents, names)
+            result = simulate(sched, requests, workload.batch_time)
+            runs.append(run_record(exp, label, names, seed, requests, sched, result.peak_kv_tokens, end_s * 1.5,
+                                   fluid_cum, fluid_in_system))
+            if progress:
+                progress(runs[-1])
+    attach_static_latencies(runs)
     return {"experiment": exp.name, "workload": exp.workload, "policy": exp.policy, "profile": exp.profile,
             "mean_rate_per_s": profile.mean_rate_per_s(), "peak_rate_per_s": profile.peak_rate_per_s(),
             "static_peak_solved_at_rate_per_s": peak_rate,
-            "compare_from_share": COMPARE_FROM_SHARE, "runs": runs}
+            "compare_from_share": COMPARE_FROM_SHARE, "grid_s": exp.grid_s, "runs": runs}
 
 
 # --- the command -----------------------------------------------------------------------------
