@@ -170,14 +170,15 @@ def _run(args, argv, t0, exp, workload, engine, info) -> int:
         run_end_s = max(curve_end_s, res.end_s)
         fluid_cum, fluid_in_system = drift._fluid_curve(workload, profile, run_end_s)
         live = drift.run_record(exp, label, names, seed, res.requests, sched, res.peak_kv_tokens, run_end_s,
-                                fluid_cum, fluid_in_system)
+                                fluid_cum, fluid_in_system, res.steps)
         live.update(_step_stats(res, workload.batch_time))
         result["runs"].append(live)
         sim_requests = [drift._copy(r) for r in proto]
         sim_sched = drift.build_scheduler(label, KVBlockManager(capacity, engine.block_size), documents, names)
         sim = simulate(sim_sched, sim_requests, workload.batch_time)
         result["simulated_runs"].append(drift.run_record(exp, label, names, seed, sim_requests, sim_sched,
-                                                         sim.peak_kv_tokens, run_end_s, fluid_cum, fluid_in_system))
+                                                         sim.peak_kv_tokens, run_end_s, fluid_cum, fluid_in_system,
+                                                         sim.steps))
         drift.attach_static_latencies(result["runs"])
         drift.attach_static_latencies(result["simulated_runs"])
         write()

@@ -276,9 +276,48 @@ def build_scheduler(label: str, kv, documents: dict, names: dict):
     return make_scheduler(label, kv)
 
 
+def _held(steps, sched, phases_s) -> dict:
+    """What a run held: KV in use (time-weighted over steps: mean and p99 of the step values), the
+    capped schedulers' total cap (the admission limit, time-weighted), pauses and evictions, and the
+    mean latency of the requests arriving in each phase of a `steps` profile."""
+    out = {}
+    if steps is not None and len(steps.start_s):
+        dur = np.asarray(steps.end_s) - np.asarray(steps.start_s)
+        kv = np.asarray(steps.kv_used_tokens, float)
+        out["mean_kv_tokens"] = float(np.sum(kv * dur) / np.sum(dur)) if np.sum(dur) > 0 else float(np.mean(kv))
+        out["p99_kv_tokens"] = float(np.percentile(kv, 99))
+        if phases_s is not None:
+            start = np.asarray(steps.start_s)
+            out["mean_kv_tokens_by_phase"] = [float(np.sum(kv[m] * dur[m]) / np.sum(dur[m])) if np.sum(dur[m]) > 0 else None
+                                              for m in ((start >= a) & (start < b) for a, b in zip(phases_s[:-1], phases_s[1:]))]
+    stats = getattr(sched, "stats", None)
+    if isinstance(stats, dict):
+        for key in ("decodes_paused", "evictions"):
+            if key in stats:
+                out[key] = int(stats[key])
+    history = getattr(sched, "cap_history", None)
+    if history is None and hasattr(sched, "group_caps"):
+        history = [(0.0, dict(sched.group_caps), 1.0)]
+    if history and steps is not None and len(steps.end_s):
+        end = float(steps.end_s[-1])
+        times = [t for t, _, _ in history] + [end]
+        totals = [sum(c.values()) for _, c, _ in history]
+        span = [max(0.0, min(b, end) - a) for a, b in zip(times[:-1], times[1:])]
+        out["mean_caps_total"] = float(sum(t * w for t, w in zip(totals, span)) / sum(span)) if sum(span) > 0 else float(totals[-1])
+        if phases_s is not None:  # the same, within each phase
+            by_phase = []
+            for a, b in zip(phases_s[:-1], phases_s[1:]):
+                part = [(tot, max(0.0, min(hi, b) - max(lo, a))) for tot, lo, hi in zip(totals, times[:-1], times[1:])]
+                weight = sum(w for _, w in part)
+                by_phase.append(float(sum(t * w for t, w in part) / weight) if weight > 0 else None)
+            out["mean_caps_total_by_phase"] = by_phase
+    return out
+
+
 def run_record(exp: DriftExperiment, label: str, names: dict, seed: int, requests, sched, peak_kv_tokens: int,
-               curve_end_s: float, fluid_cum, fluid_in_system) -> dict:
-    """One run's entry of the result file, from its finished requests (simulated or live alike)."""
+               curve_end_s: float, fluid_cum, fluid_in_system, steps=None) -> dict:
+    """One run's entry of the result file, from its finished requests (simulated or live alike) and,
+    when given, its step log (what it held)."""
     from runtime.metrics import latencies_s, ttfts_s
 
     grid, cum, in_system = _curves(requests, curve_end_s)
@@ -303,6 +342,14 @@ def run_record(exp: DriftExperiment, label: str, names: dict, seed: int, request
                    "fluid_cumulative_decode_tokens": bench.tolist(), "in_system": in_system.tolist(),
                    "fluid_in_system": fluid_in_system[:n].tolist()},
     }
+    phases = exp.profile.get("edges_s") if exp.profile.get("kind") == "steps" else None
+    if phases is not None:
+        arrival = np.array([r.arrival_s for r in requests])
+        done = np.array([r.completion_s is not None for r in requests])
+        lat_all = np.array([(r.completion_s - r.arrival_s) if r.completion_s is not None else np.nan for r in requests])
+        run["mean_latency_s_by_phase"] = [float(np.mean(lat_all[m])) if np.any(m) else None
+                                          for m in ((arrival >= a) & (arrival < b) & done for a, b in zip(phases[:-1], phases[1:]))]
+    run.update(_held(steps, sched, phases))
     if label == ADAPTIVE:
         run["cap_changes"] = [{"time_s": t, "caps": caps, "estimate_scale": s} for t, caps, s in sched.cap_history]
     return run
@@ -356,7 +403,7 @@ def _run_experiment(exp: DriftExperiment, *, progress=None) -> dict:
             sched = build_scheduler(label, KVBlockManager(workload.kv_capacity_tokens, 16), documents, names)
             result = simulate(sched, requests, workload.batch_time)
             runs.append(run_record(exp, label, names, seed, requests, sched, result.peak_kv_tokens, end_s * 1.5,
-                                   fluid_cum, fluid_in_system))
+                                   fluid_cum, fluid_in_system, result.steps))
             if progress:
                 progress(runs[-1])
     attach_static_latencies(runs)
@@ -373,6 +420,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smoke", action="store_true", help="the file's small version, in seconds")
     parser.add_argument("--json", action="store_true", help="print the result JSON instead of a table")
     parser.add_argument("--no-figure", action="store_true", help="skip the figure (written beside the JSON as .png)")
+    parser.add_argument("--adaptive-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting `solve --adaptive-KEY` takes for the adaptive run (e.g. backlog_wait_s=0.5); repeatable")
 
 
 def run(args) -> int:
@@ -380,6 +429,22 @@ def run(args) -> int:
     from fluid.tables import format_table
 
     exp = load_experiment(args.config, smoke=args.smoke)
+    if args.adaptive_set:
+        from dataclasses import replace
+
+        from thresholds.adaptive import AdaptiveSettings
+
+        extra = {}
+        for item in args.adaptive_set:
+            key, sep, value = item.partition("=")
+            if not sep or key not in AdaptiveSettings.__dataclass_fields__:
+                raise InputError(f"--adaptive-set takes KEY=VALUE with KEY one of {', '.join(AdaptiveSettings.__dataclass_fields__)}, "
+                                 f"got {item!r}", field="--adaptive-set")
+            try:
+                extra[key] = int(value) if key == "min_completions" else float(value)
+            except ValueError:
+                raise InputError(f"{key} must be a number, got {value!r}", field="--adaptive-set") from None
+        exp = replace(exp, adaptive={**exp.adaptive, **extra})
     out = Path(args.out) if args.out else Path("docs") / f"adaptive-{exp.name}.json"
     result = run_experiment(exp, progress=lambda r: print(f"  {r['policy']:<12} seed {r['seed']}: done", file=sys.stderr))
     atomic_write_text(out, json.dumps(finite_json(result), indent=1) + "\n")
