@@ -80,26 +80,46 @@ class CapController:
         self.current = dict(current)
         self._resolve = resolve
         self._next_s = settings.period_s
+        self._last_s = 0.0
+        self._no_shrink_until_s = 0.0
         self._pending_shrink: dict[str, int] | None = None
         self.history: list[tuple[float, dict[str, int], float]] = [(0.0, dict(current), 1.0)]
-        self.stats = {"resolves": 0, "changes": 0, "held_by_hysteresis": 0, "estimate_clipped": 0}
+        self.stats = {"resolves": 0, "changes": 0, "held_by_hysteresis": 0, "estimate_clipped": 0, "backlog_resolves": 0, "held_after_backlog": 0}
 
     def _moved(self, old: int, new: int) -> bool:
         return new != old and abs(new - old) >= self.settings.hysteresis * max(old, 1)
 
-    def maybe_update(self, now_s: float) -> dict[str, int] | None:
-        """At a period boundary, the new caps to apply (None: keep the current ones)."""
-        if now_s < self._next_s:
+    def maybe_update(self, now_s: float, backlog: bool = False) -> dict[str, int] | None:
+        """The new caps to apply now (None: keep the current ones).
+
+        At each period boundary: a full re-solve (growth at once, a shrink after two periods).
+        Between them, when `backlog` (`AdaptiveSettings.backlog_wait_s`) and that long has passed
+        since the last re-solve: an early re-solve that may only grow caps — growth on evidence,
+        not a window later; shrinks stay on the period's clock."""
+        periodic = now_s >= self._next_s
+        if not periodic and not (backlog and now_s >= self._last_s + self.settings.backlog_wait_s):
             return None
-        self._next_s = now_s + self.settings.period_s
+        self._last_s = now_s
         proposal, scale = self._resolve(now_s)
         self.stats["resolves"] += 1
         if scale < 1.0:
             self.stats["estimate_clipped"] += 1
+        if backlog:
+            # the window's estimate is stale until it has filled again after this evidence
+            self._no_shrink_until_s = now_s + self.settings.window_s
+        if not periodic:
+            self.stats["backlog_resolves"] += 1
+            proposal = {g: max(c, self.current[g]) for g, c in proposal.items()}
+        else:
+            self._next_s = now_s + self.settings.period_s
         grows = any(self._moved(self.current[g], c) and c > self.current[g] for g, c in proposal.items())
         shrinks = any(self._moved(self.current[g], c) and c < self.current[g] for g, c in proposal.items())
         if not grows and not shrinks:
-            self._pending_shrink = None
+            if periodic:
+                self._pending_shrink = None
+            return None
+        if not grows and now_s < self._no_shrink_until_s:  # a backlog less than a window ago
+            self.stats["held_after_backlog"] += 1
             return None
         if not grows:  # only shrinking: wait for a second period that agrees
             previous, self._pending_shrink = self._pending_shrink, proposal

@@ -75,6 +75,49 @@ def test_a_shrink_needs_two_periods_in_a_row_and_takes_the_milder_one():
     assert c.stats["held_by_hysteresis"] == 2 and c.stats["changes"] == 1
 
 
+def test_a_backlog_resolves_early_grows_only_and_holds_shrinks_for_a_window():
+    proposals = iter([{"a": 20}, {"a": 5}, {"a": 5}, {"a": 5}, {"a": 5}])
+    c = CapController(AdaptiveSettings(period_s=1.0, hysteresis=0.1, window_s=10.0, backlog_wait_s=0.25), {"a": 10},
+                      lambda now: (next(proposals), 1.0))
+    assert c.maybe_update(0.2, backlog=True) is None  # 0.2 s since the start: below backlog_wait_s
+    assert c.maybe_update(0.25, backlog=True) == {"a": 20}  # exactly backlog_wait_s: an early re-solve, growth applied
+    assert c.stats["backlog_resolves"] == 1
+    assert c.maybe_update(0.3, backlog=True) is None and c.stats["resolves"] == 1  # rate-limited
+    # the periodic re-solves propose 5, but the estimate is stale for a window after the backlog
+    assert c.maybe_update(1.0) is None and c.maybe_update(2.0) is None and c.stats["held_after_backlog"] == 2
+    assert c.current == {"a": 20}
+    # 10.25 s: the window has refilled; the usual two-period shrink
+    assert c.maybe_update(10.3) is None and c.maybe_update(11.3) == {"a": 5}
+
+
+def test_an_early_backlog_resolve_never_shrinks():
+    c = CapController(AdaptiveSettings(period_s=10.0, hysteresis=0.1, backlog_wait_s=0.5), {"a": 10, "b": 10},
+                      lambda now: ({"a": 30, "b": 2}, 1.0))
+    assert c.maybe_update(1.0, backlog=True) == {"a": 30, "b": 10}  # b's shrink waits for the period's clock
+
+
+def test_backlog_is_a_binding_cap_with_a_request_waiting_backlog_wait_s(adaptive_policy):
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.policy_file import load_policy
+    from runtime.request import Request
+    from runtime.schedulers import make_scheduler
+
+    sched = make_scheduler("wait-adaptive", KVBlockManager(137_000, 16), policy=load_policy(adaptive_policy))
+    cap = sched.group_caps["p512d20"]
+    wait = sched.settings.backlog_wait_s
+    for i in range(cap + 1):
+        sched.add_request(Request(i, 0.0, 512, 20, "p512d20"))
+    sched._now_s = 0.0
+    sched._admit(__import__("runtime.schedulers.base", fromlist=["Batch"]).Batch())
+    assert sched._in_group["p512d20"] == cap and len(sched._waiting["p512d20"]) == 1  # request `cap` waits
+    sched._now_s = wait * 0.99
+    assert not sched._backlog()
+    sched._now_s = wait  # it has waited exactly backlog_wait_s
+    assert sched._backlog()
+    sched.group_caps["p512d20"] = cap + 1  # the cap no longer binds: no backlog
+    assert not sched._backlog()
+
+
 # --- re-solved caps match `solve` ---------------------------------------------------------------
 def _workload(rate: float, c: int = 137_000) -> Workload:
     return Workload("w", c, BT, (RequestType("a", 512, 20, rate), RequestType("b", 512, 50, rate / 2)))
@@ -125,8 +168,10 @@ def adaptive_policy(tmp_path_factory):
     from validation.cli import main
 
     path = tmp_path_factory.mktemp("pol") / "p.json"
+    # a backlog is a request waiting 1 s behind a binding cap (the default 0.25 s also catches the
+    # bursts of the quiet minute of the step test below)
     assert main(["solve", "p512d20", "--service-rule", "capped", "--adaptive", "--adaptive-window-s", "30",
-                 "-o", str(path)]) == 0
+                 "--adaptive-backlog-wait-s", "1", "-o", str(path)]) == 0
     return path
 
 
@@ -135,9 +180,9 @@ def test_solve_writes_the_adaptive_block_and_the_reader_returns_it(adaptive_poli
     from runtime.simrun import policy_scheduler
 
     block = json.loads(adaptive_policy.read_text())["capped"]["adaptive"]
-    assert block == AdaptiveSettings(window_s=30.0).to_dict()
+    assert block == AdaptiveSettings(window_s=30.0, backlog_wait_s=1.0).to_dict()
     policy = load_policy(adaptive_policy)
-    assert policy.adaptive == AdaptiveSettings(window_s=30.0) and policy_scheduler(policy) == "wait-adaptive"
+    assert policy.adaptive == AdaptiveSettings(window_s=30.0, backlog_wait_s=1.0) and policy_scheduler(policy) == "wait-adaptive"
 
 
 @pytest.mark.parametrize(("edit", "field", "words"), [
@@ -210,8 +255,11 @@ def test_caps_follow_a_step_in_the_rate_and_memory_stays_within_c(adaptive_polic
     first = cap_at(0.0)
     assert cap_at(59.0) < first  # the quiet minute shrank the cap
     assert cap_at(119.0) > cap_at(59.0)  # and the step grew it again
-    # the first growth after the quiet minute comes once the step is in the window
-    assert min(t for t, caps, _ in sched.cap_history if t > 50.0 and caps["p512d20"] > cap_at(59.0)) >= 60.0
+    # the first growth after the quiet minute is the backlog's, within 3 s of the step (the 30 s window
+    # alone would take tens of seconds), and straight to the largest caps the rules allow
+    grown = min(t for t, caps, _ in sched.cap_history if t > 50.0 and caps["p512d20"] > cap_at(59.0))
+    assert 60.0 <= grown < 63.0 and sched.controller.stats["backlog_resolves"] >= 1
+    assert cap_at(grown) == 87  # what `solve` gives at 0.95 of the capacity (static-peak's cap in docs/adaptive.md)
     assert result.peak_kv_tokens <= 137_000
 
 

@@ -43,7 +43,10 @@ class AdaptiveSettings:
     """How the runtime re-solves caps online. Times in seconds of the run's clock.
 
     `window_s`: rates are counted over the last window (until it has filled, the solved rates
-    fill the rest of it); `period_s`: caps are re-solved at most once per period; `hysteresis`:
+    fill the rest of it); `period_s`: caps are re-solved once per period; `backlog_wait_s`: a
+    backlog is a class whose cap is binding while its oldest waiting request has waited at least
+    this long; then the caps are re-solved at once (growth only between periods, at most once per
+    `backlog_wait_s`) for the largest rate the rules allow; `hysteresis`:
     a new cap is applied only when it differs from the current one by at least this fraction —
     at once when it grows, after two consecutive periods when it shrinks (growth is urgent, a
     shrink is not); `min_rate_scale`, `max_rate_scale`: each estimated rate is clipped to this
@@ -64,6 +67,7 @@ class AdaptiveSettings:
     min_completions: int = 50
     headroom: float = 0.25
     max_capacity_fraction: float = 0.95
+    backlog_wait_s: float = 0.25
 
     def __post_init__(self) -> None:
         _number(self.window_s, "window_s", minimum=0, strict=True)
@@ -75,6 +79,7 @@ class AdaptiveSettings:
         _number(self.headroom, "headroom", minimum=0)
         _number(self.max_capacity_fraction, "max_capacity_fraction", minimum=0, strict=True, maximum=1,
                 strict_maximum=True, hint=" (caps explode at capacity)")
+        _number(self.backlog_wait_s, "backlog_wait_s", minimum=0, strict=True)
         if self.max_rate_scale < self.min_rate_scale:
             raise InputError(f"max_rate_scale {self.max_rate_scale!r} is below min_rate_scale {self.min_rate_scale!r}",
                              field="adaptive.max_rate_scale")
@@ -83,7 +88,7 @@ class AdaptiveSettings:
         return {"window_s": self.window_s, "period_s": self.period_s, "hysteresis": self.hysteresis,
                 "min_rate_scale": self.min_rate_scale, "max_rate_scale": self.max_rate_scale,
                 "min_completions": self.min_completions, "headroom": self.headroom,
-                "max_capacity_fraction": self.max_capacity_fraction}
+                "max_capacity_fraction": self.max_capacity_fraction, "backlog_wait_s": self.backlog_wait_s}
 
     @classmethod
     def from_dict(cls, data) -> "AdaptiveSettings":

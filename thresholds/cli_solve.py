@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adaptive-period-s", type=float, default=None, help="--adaptive: re-solve period (s), default 5")
     parser.add_argument("--adaptive-hysteresis", type=float, default=None,
                         help="--adaptive: least relative cap change applied, default 0.05")
+    parser.add_argument("--adaptive-backlog-wait-s", type=float, default=None,
+                        help="--adaptive: a request waiting this long behind a binding cap is a backlog: "
+                             "re-solve at once for the largest rate allowed (s), default 1")
     parser.add_argument("--adaptive-headroom", type=float, default=None,
                         help="--adaptive: caps are solved for the estimated rate × (1 + headroom), default 0.25")
     parser.add_argument("--allow-violations", action="store_true",
@@ -91,7 +94,8 @@ def _memory(sol) -> float:
 def _adaptive_settings(args):
     """The `capped.adaptive` block the flags ask for (None without --adaptive)."""
     given = {"window_s": args.adaptive_window_s, "period_s": args.adaptive_period_s,
-             "hysteresis": args.adaptive_hysteresis, "headroom": args.adaptive_headroom}
+             "hysteresis": args.adaptive_hysteresis, "headroom": args.adaptive_headroom,
+             "backlog_wait_s": args.adaptive_backlog_wait_s}
     if not args.adaptive:
         named = [f"--adaptive-{k.replace('_', '-')}" for k, v in given.items() if v is not None]
         if named:

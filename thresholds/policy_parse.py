@@ -46,7 +46,7 @@ COMMON_KEYS = ("schema_version", "policy", "service_rule", "workload", "kv_capac
 WAIT_KEYS = COMMON_KEYS + ("classes",)
 NESTED_KEYS = COMMON_KEYS + ("segments", "memory_required_tokens", "prefill_mode", "representative_prefill_tokens")
 ADAPTIVE_KEYS = ("window_s", "period_s", "hysteresis", "min_rate_scale", "max_rate_scale", "headroom",
-                 "max_capacity_fraction", "min_completions")
+                 "max_capacity_fraction", "backlog_wait_s", "min_completions")
 MEMORY_KEYS = ("bound", "margin", "expected_tokens", "worst_case_tokens", "theorem_tokens", "required_tokens")
 LINEAR_KEYS = ("d0_s", "d_kv_s_per_token", "d_new_s_per_token")
 THETA_TOLERANCE = 1e-6  # relative to n_{k−1}; the solver reaches 1e-9 absolute

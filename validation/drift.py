@@ -10,6 +10,7 @@ An experiment file names a preset workload, a rate profile and the schedulers to
     #        {kind: trace, scale: 1.0}      (the workload's own timestamped trace, replayed)
     seeds: [0]
     schedulers: [adaptive, static-mean, static-peak, vllm-v1, sarathi]
+    grid_s: 5.0                     # time grid of the recorded curves (optional; short runs need a finer one)
     smoke: {...}                    # overrides for --smoke
 
 Scales are fractions of the workload's capacity scale θ* (the largest multiple of its rates
@@ -27,6 +28,7 @@ import argparse
 import json
 import math
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +56,7 @@ class DriftExperiment:
     seeds: tuple[int, ...] = (0,)
     schedulers: tuple[str, ...] = DEFAULT_SCHEDULERS
     adaptive: dict = field(default_factory=dict)  # AdaptiveSettings overrides
+    grid_s: float = GRID_S  # time grid of the recorded curves and of the ODE's output (short runs need a finer one)
 
     def __post_init__(self) -> None:
         if self.policy not in ("wait", "nested-wait"):
@@ -61,6 +64,8 @@ class DriftExperiment:
         kind = self.profile.get("kind") if isinstance(self.profile, dict) else None
         if kind not in PROFILE_KINDS:
             raise InputError(f"profile.kind must be one of {', '.join(PROFILE_KINDS)}, got {kind!r}", field="profile.kind")
+        if isinstance(self.grid_s, bool) or not isinstance(self.grid_s, (int, float)) or not self.grid_s > 0:
+            raise InputError(f"grid_s must be a number > 0 (seconds), got {self.grid_s!r}", field="grid_s")
         if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
             raise InputError(f"seeds must be non-negative integers, got {list(self.seeds)!r}", field="seeds")
 
@@ -244,16 +249,9 @@ def _fluid_curve(workload, profile: Profile, end_s: float):
     return bench.cumulative_decode_tokens, bench.in_system
 
 
-def run_experiment(exp: DriftExperiment, *, progress=None) -> dict:
-    from fluid.workload_io import load_workload
-    from runtime.kv_blocks import KVBlockManager
-    from runtime.metrics import latencies_s, ttfts_s
-    from runtime.policy_file import policy_from_dict
-    from runtime.schedulers import make_scheduler
-    from runtime.sim import simulate
-
-    workload = load_workload(exp.workload)
-    profile, rows = build_profile(exp, workload)
+def policy_documents(workload, exp: DriftExperiment, profile: Profile) -> tuple[float, dict, dict]:
+    """(rate static-peak was solved at, {label: policy document}, {label: scheduler name}) for the
+    static and adaptive labels; the others run their own defaults."""
     peak_rate, peak_document = solve_capped_at_most(workload, exp.policy, solvable_peak_rate(workload, profile))
     documents = {
         "static-mean": solve_capped(workload, exp.policy, profile.mean_rate_per_s(), None),
@@ -261,53 +259,154 @@ def run_experiment(exp: DriftExperiment, *, progress=None) -> dict:
         ADAPTIVE: solve_capped(workload, exp.policy, profile.mean_rate_per_s(), exp.adaptive),
     }
     names = {"static-mean": f"{exp.policy}-capped", "static-peak": f"{exp.policy}-capped", ADAPTIVE: f"{exp.policy}-adaptive"}
-    runs = []
-    for seed in exp.seeds:
-        requests_proto = trace_requests(workload, rows) if rows is not None else poisson_requests(workload, profile, seed)
-        end_s = max(profile.duration_s, requests_proto[-1].arrival_s if requests_proto else 0.0)
-        fluid_cum, fluid_in_system = _fluid_curve(workload, profile, end_s * 1.5)
-        for label in exp.schedulers:
-            requests = [_copy(r) for r in requests_proto]
-            kv = KVBlockManager(workload.kv_capacity_tokens, 16)
-            if label in documents:
-                sched = make_scheduler(names[label], kv, policy=policy_from_dict(documents[label]))
-            else:
-                sched = make_scheduler(label, kv)
-            result = simulate(sched, requests, workload.batch_time)
-            grid, cum, in_system = _curves(requests, end_s * 1.5)
-            n = len(grid)
-            bench = fluid_cum[:n]
-            start = np.argmax(bench >= COMPARE_FROM_SHARE * bench[-1]) if bench[-1] > 0 else 0
-            ratio = cum[start:] / np.maximum(bench[start:], 1e-12)
-            lat, ttft = latencies_s(requests), ttfts_s(requests)
-            run = {
-                "experiment": exp.name, "policy": label, "scheduler": names.get(label, label), "seed": seed,
-                "requests": len(requests), "completed": int(sum(r.completion_s is not None for r in requests)),
-                "cumulative_throughput_vs_fluid_min": float(np.min(ratio)) if len(ratio) else None,
-                "cumulative_throughput_vs_fluid_min_after_s": float(grid[start]),
-                "mean_latency_s": float(np.mean(lat)) if len(lat) else None,
-                "p99_latency_s": float(np.percentile(lat, 99)) if len(lat) else None,
-                "mean_ttft_s": float(np.mean(ttft)) if len(ttft) else None,
-                "restarts": int(sum(r.restarts for r in requests)),
-                "peak_kv_tokens": int(result.peak_kv_tokens),
-                "curves": {"time_s": grid.tolist(), "cumulative_decode_tokens": cum.tolist(),
-                           "fluid_cumulative_decode_tokens": bench.tolist(), "in_system": in_system.tolist(),
-                           "fluid_in_system": fluid_in_system[:n].tolist()},
-            }
-            if label == ADAPTIVE:
-                run["cap_changes"] = [{"time_s": t, "caps": caps, "estimate_scale": s} for t, caps, s in sched.cap_history]
-            runs.append(run)
-            if progress:
-                progress(run)
+    return peak_rate, documents, names
+
+
+def build_scheduler(label: str, kv, documents: dict, names: dict):
+    """The scheduler a run label stands for, on `kv`."""
+    from runtime.policy_file import policy_from_dict
+    from runtime.schedulers import make_scheduler
+
+    if label in documents:
+        return make_scheduler(names[label], kv, policy=policy_from_dict(documents[label]))
+    return make_scheduler(label, kv)
+
+
+def _held(steps, sched, phases_s) -> dict:
+    """What a run held: KV in use (time-weighted over steps: mean and p99 of the step values), the
+    capped schedulers' total cap (the admission limit, time-weighted), pauses and evictions, and the
+    mean latency of the requests arriving in each phase of a `steps` profile."""
+    out = {}
+    if steps is not None and len(steps.start_s):
+        dur = np.asarray(steps.end_s) - np.asarray(steps.start_s)
+        kv = np.asarray(steps.kv_used_tokens, float)
+        out["mean_kv_tokens"] = float(np.sum(kv * dur) / np.sum(dur)) if np.sum(dur) > 0 else float(np.mean(kv))
+        out["p99_kv_tokens"] = float(np.percentile(kv, 99))
+        if phases_s is not None:
+            start = np.asarray(steps.start_s)
+            out["mean_kv_tokens_by_phase"] = [float(np.sum(kv[m] * dur[m]) / np.sum(dur[m])) if np.sum(dur[m]) > 0 else None
+                                              for m in ((start >= a) & (start < b) for a, b in zip(phases_s[:-1], phases_s[1:]))]
+    stats = getattr(sched, "stats", None)
+    if isinstance(stats, dict):
+        for key in ("decodes_paused", "evictions"):
+            if key in stats:
+                out[key] = int(stats[key])
+    history = getattr(sched, "cap_history", None)
+    if history is None and hasattr(sched, "group_caps"):
+        history = [(0.0, dict(sched.group_caps), 1.0)]
+    if history and steps is not None and len(steps.end_s):
+        end = float(steps.end_s[-1])
+        times = [t for t, _, _ in history] + [end]
+        totals = [sum(c.values()) for _, c, _ in history]
+        span = [max(0.0, min(b, end) - a) for a, b in zip(times[:-1], times[1:])]
+        out["mean_caps_total"] = float(sum(t * w for t, w in zip(totals, span)) / sum(span)) if sum(span) > 0 else float(totals[-1])
+        if phases_s is not None:  # the same, within each phase
+            by_phase = []
+            for a, b in zip(phases_s[:-1], phases_s[1:]):
+                part = [(tot, max(0.0, min(hi, b) - max(lo, a))) for tot, lo, hi in zip(totals, times[:-1], times[1:])]
+                weight = sum(w for _, w in part)
+                by_phase.append(float(sum(t * w for t, w in part) / weight) if weight > 0 else None)
+            out["mean_caps_total_by_phase"] = by_phase
+    return out
+
+
+def run_record(exp: DriftExperiment, label: str, names: dict, seed: int, requests, sched, peak_kv_tokens: int,
+               curve_end_s: float, fluid_cum, fluid_in_system, steps=None) -> dict:
+    """One run's entry of the result file, from its finished requests (simulated or live alike) and,
+    when given, its step log (what it held)."""
+    from runtime.metrics import latencies_s, ttfts_s
+
+    grid, cum, in_system = _curves(requests, curve_end_s)
+    n = len(grid)
+    bench = fluid_cum[:n]
+    start = np.argmax(bench >= COMPARE_FROM_SHARE * bench[-1]) if bench[-1] > 0 else 0
+    ratio = cum[start:] / np.maximum(bench[start:], 1e-12)
+    # a run cut at a horizon (live runs) leaves some unfinished: latency is over the finished ones,
+    # and "completed" < "requests" says so
+    lat, ttft = latencies_s([r for r in requests if r.completion_s is not None]), ttfts_s(requests)
+    run = {
+        "experiment": exp.name, "policy": label, "scheduler": names.get(label, label), "seed": seed,
+        "requests": len(requests), "completed": int(sum(r.completion_s is not None for r in requests)),
+        "cumulative_throughput_vs_fluid_min": float(np.min(ratio)) if len(ratio) else None,
+        "cumulative_throughput_vs_fluid_min_after_s": float(grid[start]),
+        "mean_latency_s": float(np.mean(lat)) if len(lat) else None,
+        "p99_latency_s": float(np.percentile(lat, 99)) if len(lat) else None,
+        "mean_ttft_s": float(np.mean(ttft)) if len(ttft) else None,
+        "restarts": int(sum(r.restarts for r in requests)),
+        "peak_kv_tokens": int(peak_kv_tokens),
+        "curves": {"time_s": grid.tolist(), "cumulative_decode_tokens": cum.tolist(),
+                   "fluid_cumulative_decode_tokens": bench.tolist(), "in_system": in_system.tolist(),
+                   "fluid_in_system": fluid_in_system[:n].tolist()},
+    }
+    phases = exp.profile.get("edges_s") if exp.profile.get("kind") == "steps" else None
+    if phases is not None:
+        arrival = np.array([r.arrival_s for r in requests])
+        done = np.array([r.completion_s is not None for r in requests])
+        lat_all = np.array([(r.completion_s - r.arrival_s) if r.completion_s is not None else np.nan for r in requests])
+        run["mean_latency_s_by_phase"] = [float(np.mean(lat_all[m])) if np.any(m) else None
+                                          for m in ((arrival >= a) & (arrival < b) & done for a, b in zip(phases[:-1], phases[1:]))]
+    run.update(_held(steps, sched, phases))
+    if label == ADAPTIVE:
+        run["cap_changes"] = [{"time_s": t, "caps": caps, "estimate_scale": s} for t, caps, s in sched.cap_history]
+    return run
+
+
+def attach_static_latencies(runs: list[dict]) -> None:
+    """Each run gets the static policies' mean latency over the seeds (the target compares them)."""
     static = {label: np.mean([r["mean_latency_s"] for r in runs if r["policy"] == label]) for label in STATIC
               if any(r["policy"] == label for r in runs)}
     for r in runs:
         r["static_mean_latency_s"] = static.get("static-mean")
         r["static_peak_mean_latency_s"] = static.get("static-peak")
+
+
+def experiment_requests(exp: DriftExperiment, workload, profile: Profile, rows, seed: int):
+    """The arrivals of one seed: the replayed trace, or the profile's Poisson process."""
+    return trace_requests(workload, rows) if rows is not None else poisson_requests(workload, profile, seed)
+
+
+@contextmanager
+def curve_grid(grid_s: float):
+    """Record curves (`_curves`, `_fluid_curve`: both read GRID_S) on a `grid_s` grid for the duration."""
+    global GRID_S
+    saved, GRID_S = GRID_S, float(grid_s)
+    try:
+        yield
+    finally:
+        GRID_S = saved
+
+
+def run_experiment(exp: DriftExperiment, *, progress=None) -> dict:
+    with curve_grid(exp.grid_s):
+        return _run_experiment(exp, progress=progress)
+
+
+def _run_experiment(exp: DriftExperiment, *, progress=None) -> dict:
+    from fluid.workload_io import load_workload
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.sim import simulate
+
+    workload = load_workload(exp.workload)
+    profile, rows = build_profile(exp, workload)
+    peak_rate, documents, names = policy_documents(workload, exp, profile)
+    runs = []
+    for seed in exp.seeds:
+        requests_proto = experiment_requests(exp, workload, profile, rows, seed)
+        end_s = max(profile.duration_s, requests_proto[-1].arrival_s if requests_proto else 0.0)
+        fluid_cum, fluid_in_system = _fluid_curve(workload, profile, end_s * 1.5)
+        for label in exp.schedulers:
+            requests = [_copy(r) for r in requests_proto]
+            sched = build_scheduler(label, KVBlockManager(workload.kv_capacity_tokens, 16), documents, names)
+            result = simulate(sched, requests, workload.batch_time)
+            runs.append(run_record(exp, label, names, seed, requests, sched, result.peak_kv_tokens, end_s * 1.5,
+                                   fluid_cum, fluid_in_system, result.steps))
+            if progress:
+                progress(runs[-1])
+    attach_static_latencies(runs)
     return {"experiment": exp.name, "workload": exp.workload, "policy": exp.policy, "profile": exp.profile,
             "mean_rate_per_s": profile.mean_rate_per_s(), "peak_rate_per_s": profile.peak_rate_per_s(),
             "static_peak_solved_at_rate_per_s": peak_rate,
-            "compare_from_share": COMPARE_FROM_SHARE, "runs": runs}
+            "compare_from_share": COMPARE_FROM_SHARE, "grid_s": exp.grid_s, "runs": runs}
 
 
 # --- the command -----------------------------------------------------------------------------
@@ -317,6 +416,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smoke", action="store_true", help="the file's small version, in seconds")
     parser.add_argument("--json", action="store_true", help="print the result JSON instead of a table")
     parser.add_argument("--no-figure", action="store_true", help="skip the figure (written beside the JSON as .png)")
+    parser.add_argument("--adaptive-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting `solve --adaptive-KEY` takes for the adaptive run (e.g. backlog_wait_s=0.5); repeatable")
 
 
 def run(args) -> int:
@@ -324,6 +425,22 @@ def run(args) -> int:
     from fluid.tables import format_table
 
     exp = load_experiment(args.config, smoke=args.smoke)
+    if args.adaptive_set:
+        from dataclasses import replace
+
+        from thresholds.adaptive import AdaptiveSettings
+
+        extra = {}
+        for item in args.adaptive_set:
+            key, sep, value = item.partition("=")
+            if not sep or key not in AdaptiveSettings.__dataclass_fields__:
+                raise InputError(f"--adaptive-set takes KEY=VALUE with KEY one of {', '.join(AdaptiveSettings.__dataclass_fields__)}, "
+                                 f"got {item!r}", field="--adaptive-set")
+            try:
+                extra[key] = int(value) if key == "min_completions" else float(value)
+            except ValueError:
+                raise InputError(f"{key} must be a number, got {value!r}", field="--adaptive-set") from None
+        exp = replace(exp, adaptive={**exp.adaptive, **extra})
     out = Path(args.out) if args.out else Path("docs") / f"adaptive-{exp.name}.json"
     result = run_experiment(exp, progress=lambda r: print(f"  {r['policy']:<12} seed {r['seed']}: done", file=sys.stderr))
     atomic_write_text(out, json.dumps(finite_json(result), indent=1) + "\n")

@@ -57,12 +57,19 @@ class _Adaptive:
     """The part both adaptive schedulers share: feed the estimators, apply the controller's caps."""
 
     controller: CapController
+    _now_s = 0.0
 
     def _apply(self, caps: dict[str, int]) -> None:
         raise NotImplementedError
 
+    def _backlog(self) -> bool:
+        """A cap is binding while its oldest waiting request has waited `backlog_wait_s` or longer."""
+        since = self._now_s - self.settings.backlog_wait_s
+        return any(q and q[0].arrival_s <= since and self._in_group[g] >= self.group_caps[g] for g, q in self._waiting.items())
+
     def schedule(self, now_s: float) -> Batch:
-        caps = self.controller.maybe_update(now_s)
+        self._now_s = now_s
+        caps = self.controller.maybe_update(now_s, self._backlog())
         if caps is not None:
             self._apply(caps)
         return super().schedule(now_s)
@@ -93,8 +100,13 @@ class AdaptiveCappedWaitScheduler(_Adaptive, CappedWaitScheduler):
         self.rates = RateEstimator(solved, self.settings.window_s)
         lo, hi = self.settings.min_rate_scale, self.settings.max_rate_scale
 
+
         def resolve(now_s: float):
-            est = {n: min(max(upper_rate(r, self.settings), lo * solved[n]), hi * solved[n])
+            # with requests waiting behind a binding cap the window's estimate is behind the traffic:
+            # solve for the largest rate the rules allow (max_capacity_fraction of capacity, the memory
+            # bound), as a policy solved at the peak would run (docs/adaptive.md, "Backlog")
+            backlog = self._backlog()
+            est = {n: hi * solved[n] if backlog else min(max(upper_rate(r, self.settings), lo * solved[n]), hi * solved[n])
                    for n, r in self.rates.rates_per_s(now_s).items()}
             return resolve_wait_caps(classes, est, rule)
 
@@ -151,8 +163,9 @@ class AdaptiveCappedNestedWaitScheduler(_Adaptive, CappedNestedWaitScheduler):
         lo, hi = self.settings.min_rate_scale, self.settings.max_rate_scale
 
         def resolve(now_s: float):
-            total = min(max(upper_rate(self.rates.rates_per_s(now_s)["all"], self.settings), lo * solved_total),
-                        hi * solved_total)
+            estimate = upper_rate(self.rates.rates_per_s(now_s)["all"], self.settings)
+            # a backlog: the largest rate the rules allow, as for WAIT
+            total = hi * solved_total if self._backlog() else min(max(estimate, lo * solved_total), hi * solved_total)
             seen = self.lengths.lengths(now_s)
             shape = RequestShape.of_lengths(seen) if len(seen) >= self.settings.min_completions else prior
             worst = max([longest] + [p + o for p, o in seen])

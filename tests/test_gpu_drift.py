@@ -1,0 +1,60 @@
+"""benchmarks/gpu_drift.py on its CPU smoke path (tiny model): the file it writes and its bad inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import gpu_drift  # noqa: E402
+
+SMOKE = ["--model", "tiny-llama", "--device", "cpu", "--kv-tokens", "2048", "--smoke", "--max-requests", "6",
+         "--no-warmup", "--schedulers", "adaptive,static-peak"]
+
+
+def test_cpu_smoke_runs_live_and_simulated_on_the_same_arrivals(tmp_path, capsys):
+    from fluid.workload_io import load_workload
+    from validation import drift
+
+    out = tmp_path / "gpu-drift.json"
+    assert gpu_drift.main(SMOKE + ["--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["device"] == "cpu" and data["model"] == "tiny-llama" and data["smoke_test"] is True
+    assert "torch" in data["versions"] and data["host"]
+    # C = 18288 in docs/default-h200.yaml; the 2048-token pool is smaller, so C is lowered to it
+    assert data["kv_pool_tokens"] == 2048 and data["kv_capacity_tokens"] == 2048 and data["kv_capacity_lowered_to_pool"]
+    # the first six arrivals of the smoke profile, seed 0: their decode tokens are what every run completes
+    exp = drift.load_experiment(gpu_drift.DEFAULT_EXPERIMENT, smoke=True)
+    workload = dataclasses.replace(load_workload(exp.workload), kv_capacity_tokens=2048)  # rates are fractions of θ* at this C
+    profile, rows = drift.build_profile(exp, workload)
+    tokens = sum(r.output_tokens for r in drift.experiment_requests(exp, workload, profile, rows, 0)[:6])
+    for key in ("runs", "simulated_runs"):
+        assert [r["policy"] for r in data[key]] == ["adaptive", "static-peak"]
+        for r in data[key]:
+            for field in ("experiment", "policy", "cumulative_throughput_vs_fluid_min", "mean_latency_s",
+                          "static_mean_latency_s", "static_peak_mean_latency_s"):
+                assert field in r, (key, field)
+            assert r["requests"] == r["completed"] == 6
+            assert r["curves"]["cumulative_decode_tokens"][-1] == tokens
+            assert len(r["curves"]["fluid_cumulative_decode_tokens"]) == len(r["curves"]["time_s"])
+            assert r["curves"]["time_s"][1] == pytest.approx(0.01)  # the smoke block's grid_s
+            assert r["peak_kv_tokens"] <= 2048
+        # static-mean was not run: no latency to compare with; static-peak's is its own run's
+        assert data[key][0]["static_mean_latency_s"] is None
+        assert data[key][0]["static_peak_mean_latency_s"] == pytest.approx(data[key][1]["mean_latency_s"])
+    live = data["runs"][0]
+    assert live["num_steps"] > 0 and live["median_step_s"] > 0 and live["cap_changes"][0]["time_s"] == 0.0
+
+
+def test_an_unknown_scheduler_is_refused_before_the_model_loads(tmp_path, capsys):
+    args = [a if a != "adaptive,static-peak" else "adaptive,sarathi" for a in SMOKE]
+    assert gpu_drift.main(args + ["--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert "['sarathi'] not in the experiment's schedulers" in err and "--schedulers" in err
+    assert not (tmp_path / "x.json").exists()
