@@ -45,6 +45,7 @@ GRID_S = 5.0  # time grid of the recorded curves
 # (before that both counts are a handful of requests and their ratio is noise)
 COMPARE_FROM_SHARE = 0.02
 PEAK_CAP_OF_CAPACITY = 0.95
+TRACE_RATE_BINS = 60  # a replayed trace's arrival span is cut into this many rate bins for its benchmark
 
 
 @dataclass(frozen=True)
@@ -241,11 +242,23 @@ def solvable_peak_rate(workload, profile: Profile) -> float:
     return min(profile.peak_rate_per_s(), PEAK_CAP_OF_CAPACITY * capacity)
 
 
-def _fluid_curve(workload, profile: Profile, end_s: float):
-    from fluid.over_time import benchmark_over_time
+def _fluid_curve(workload, profile: Profile, end_s: float, rows=None):
+    """The ODE's benchmark over time: for a replayed trace (`rows` of (arrival_s, prompt, output)),
+    built from the replayed requests themselves (their own lengths and per-type arrival counts,
+    `fluid.over_time.benchmark_for_requests`), since the preset's binned types at whole-trace shares
+    carry less work than the replayed stretch (docs/validation.md, "The fluid benchmark over time");
+    for a rate profile over the preset's types, from that profile."""
+    from fluid.over_time import DEFAULT_TYPE_BINS, benchmark_for_requests, benchmark_over_time
 
-    peak = workload.scaled(solvable_peak_rate(workload, profile) / workload.total_rate_per_s)
-    bench = benchmark_over_time(workload, profile.rates(), np.arange(0.0, end_s + GRID_S, GRID_S), threshold_workload=peak)
+    grid = np.arange(0.0, end_s + GRID_S, GRID_S)
+    if rows is not None:
+        rows = np.asarray(rows, dtype=np.float64)
+        span = float(rows[:, 0].max())
+        bench = benchmark_for_requests(workload, rows[:, 0], rows[:, 1].astype(int), rows[:, 2].astype(int), grid,
+                                       bin_s=span / TRACE_RATE_BINS, type_bins=DEFAULT_TYPE_BINS)
+    else:
+        peak = workload.scaled(solvable_peak_rate(workload, profile) / workload.total_rate_per_s)
+        bench = benchmark_over_time(workload, profile.rates(), grid, threshold_workload=peak)
     return bench.cumulative_decode_tokens, bench.in_system
 
 
@@ -393,7 +406,7 @@ def _run_experiment(exp: DriftExperiment, *, progress=None) -> dict:
     for seed in exp.seeds:
         requests_proto = experiment_requests(exp, workload, profile, rows, seed)
         end_s = max(profile.duration_s, requests_proto[-1].arrival_s if requests_proto else 0.0)
-        fluid_cum, fluid_in_system = _fluid_curve(workload, profile, end_s * 1.5)
+        fluid_cum, fluid_in_system = _fluid_curve(workload, profile, end_s * 1.5, rows)
         for label in exp.schedulers:
             requests = [_copy(r) for r in requests_proto]
             sched = build_scheduler(label, KVBlockManager(workload.kv_capacity_tokens, 16), documents, names)
