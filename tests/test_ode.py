@@ -172,3 +172,13 @@ def test_a_rate_break_between_samples_carries_the_exact_state_into_the_next_bin(
     assert tr.arrived_prompts[-1] == pytest.approx((1.37 + 0.5 * 3.63) * lam.sum(), rel=1e-7)
     total = np.clip(tr.queue_prompts, 0.0, None) + tr.resident_prompts + tr.completed_prompts
     assert np.allclose(total, tr.arrived_prompts, rtol=1e-6, atol=1e-6)
+
+
+def test_fcfs_evicts_only_the_excess_memory():
+    # LIFO eviction removes the excess M − C within one iteration and no more: evicted prompts hold
+    # at least the prompt length l = 512 tokens each, so evicted prompts/s · 512 ≤ (M − C)⁺ / ΔT
+    w = _two_types(3.0)
+    tr = simulate_fluid(w, 60.0, policy="fcfs", num_points=61)
+    excess_rate = np.clip(tr.memory_tokens - w.kv_capacity_tokens, 0.0, None) / tr.iteration_time_s
+    assert tr.evicted_rate_per_s.max() > 0.1  # the check bites: prompts are being evicted
+    assert np.all(tr.evicted_rate_per_s * 512 <= excess_rate * (1 + 1e-9) + 1e-9)
