@@ -8,10 +8,13 @@ How it works (too slow for CI: rerun it whenever those modules change):
 1. The tracked tree is copied to a temporary folder; the worktree itself is never edited.
 2. A traced baseline run of the suite (GPU tests excluded) records, per test, the functions of
    the mutated modules it calls; tests failing on the unmutated tree are left out (and listed).
+   `--baseline-cache FILE` keeps the maps of unchanged test files only while nothing else in the
+   tree changed (code, tests/data, helpers), and traces a test that failed last time again: a
+   cached failure of an older tree once kept 50 sound tests (the golden runs among them) out.
 3. Mutants come from `mutation_ops.py` (one token changed each). `--sample N` draws a seeded
    sample of N mutants, stratified by module (each module's share of all mutants, at least one).
 4. Each mutant is written into the copy and only the tests that called its function (all tests
-   touching the module, for module-level code) run, fastest first, stopping at the first
+   touching the module, for module-level code and for functions only run at import) run, fastest first, stopping at the first
    failure, in a forked child of a process that already imported the heavy libraries; a child
    running past 4× the baseline time of its tests + 90 s (collection included) is killed (counted
    as killed by timeout).
@@ -48,6 +51,7 @@ TARGETS = ("fluid/*.py", "thresholds/*.py", "runtime/schedulers/*.py", "runtime/
            "runtime/metrics.py")
 SKIPPED_TESTS = ("tests/test_gpu_*.py", "tests/test_checkpoint_loading.py", "tests/test_import_boundaries.py")
 # the parent imported hypothesis before pytest could rewrite its plugin: that warning is expected
+RUNNER_FILES = ("benchmarks/mutation", "docs/mutation.")  # the runner and its outputs: no test reads them
 OPEN = ("survived", "not covered", "equivalent", "line gone")  # what --recheck runs again
 PYTEST_ARGS = ["-q", "-p", "no:cacheprovider", "--hypothesis-seed=0", "-o", "addopts=--strict-markers",
                "-W", "ignore::pytest.PytestAssertRewriteWarning"]
@@ -198,7 +202,7 @@ def baseline(tree: Path, cache: Path | None = None) -> dict:
     rest = hashlib.sha256()
     for p in sorted(q for q in tree.rglob("*") if q.is_file()):
         rel = str(p.relative_to(tree))
-        if rel not in digest:
+        if rel not in digest and not rel.startswith(RUNNER_FILES):
             rest.update(rel.encode() + b"\0" + p.read_bytes() + b"\0")
     digest["<rest of the tree>"] = rest.hexdigest()
     old = json.loads(cache.read_text()) if cache is not None and cache.exists() else None
@@ -247,7 +251,9 @@ def tests_for(mutant: Mutant, base: dict, by_function: dict, by_file: dict, dire
     """The tests that call the mutated function (module-level code: that touch the module):
     those of test files importing the module first, then the rest, fastest first; at most `max_tests`."""
     if mutant.function_line:
-        ids = by_function.get((mutant.path, mutant.function_line), set())
+        # a function no test calls may still run at import time (a module constant built by a
+        # call, like OPERATING_SHAPES): then the tests touching its module stand in, as for module code
+        ids = by_function.get((mutant.path, mutant.function_line)) or by_file.get(mutant.path, set())
     else:
         ids = by_file.get(mutant.path, set())
     durations = base["durations"]
