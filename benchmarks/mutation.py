@@ -14,7 +14,8 @@ How it works (too slow for CI: rerun it whenever those modules change):
 3. Mutants come from `mutation_ops.py` (one token changed each). `--sample N` draws a seeded
    sample of N mutants, stratified by module (each module's share of all mutants, at least one).
 4. Each mutant is written into the copy and only the tests that called its function (all tests
-   touching the module, for module-level code and for functions only run at import) run, fastest first, stopping at the first
+   touching the module and every test of a file importing it, for module-level code and for
+   functions only run at import) run, fastest first, stopping at the first
    failure, in a forked child of a process that already imported the heavy libraries; a child
    running past 4× the baseline time of its tests + 90 s (collection included) is killed (counted
    as killed by timeout).
@@ -250,14 +251,19 @@ def direct_importers(tree: Path) -> dict[str, set[str]]:
 def tests_for(mutant: Mutant, base: dict, by_function: dict, by_file: dict, direct: dict, max_tests: int) -> list[str]:
     """The tests that call the mutated function (module-level code: that touch the module):
     those of test files importing the module first, then the rest, fastest first; at most `max_tests`."""
+    durations = base["durations"]
+    near = direct.get(mutant.path, set())
+
+    def import_time(path):  # code run at import: every test of a file importing the module runs it too
+        failing = set(base["failed"])
+        return by_file.get(path, set()) | {t for t in durations if t.split("::")[0] in near and t not in failing}
+
     if mutant.function_line:
         # a function no test calls may still run at import time (a module constant built by a
         # call, like OPERATING_SHAPES): then the tests touching its module stand in, as for module code
-        ids = by_function.get((mutant.path, mutant.function_line)) or by_file.get(mutant.path, set())
+        ids = by_function.get((mutant.path, mutant.function_line)) or import_time(mutant.path)
     else:
-        ids = by_file.get(mutant.path, set())
-    durations = base["durations"]
-    near = direct.get(mutant.path, set())
+        ids = import_time(mutant.path)
     ranked = sorted(ids, key=lambda t: (t.split("::")[0] not in near, durations.get(t, 0.0), t))
     return ranked[:max_tests] if max_tests else ranked
 
