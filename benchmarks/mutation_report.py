@@ -103,6 +103,8 @@ def render(doc: dict) -> str:
     rows = [r for r in results if r["status"] == "equivalent"]
     lines += ["", f"## Equivalent mutants ({len(rows)})", ""]
     lines += [f"- {_mutant(r)} — {r['equivalent_because']}" for r in rows] or ["None."]
+    if doc.get("notes"):  # hand-written, about this run only (a rerun drops them)
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
     timeouts = [r for r in results if r["status"] != "killed" and r["status"] in KILLED]
     if timeouts:
         lines += ["", f"## Killed by timeout or crash ({len(timeouts)})", ""]
