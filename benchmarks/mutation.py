@@ -8,10 +8,14 @@ How it works (too slow for CI: rerun it whenever those modules change):
 1. The tracked tree is copied to a temporary folder; the worktree itself is never edited.
 2. A traced baseline run of the suite (GPU tests excluded) records, per test, the functions of
    the mutated modules it calls; tests failing on the unmutated tree are left out (and listed).
+   `--baseline-cache FILE` keeps the maps of unchanged test files only while nothing else in the
+   tree changed (code, tests/data, helpers), and traces a test that failed last time again: a
+   cached failure of an older tree once kept 50 sound tests (the golden runs among them) out.
 3. Mutants come from `mutation_ops.py` (one token changed each). `--sample N` draws a seeded
    sample of N mutants, stratified by module (each module's share of all mutants, at least one).
 4. Each mutant is written into the copy and only the tests that called its function (all tests
-   touching the module, for module-level code) run, fastest first, stopping at the first
+   touching the module and every test of a file importing it, for module-level code and for
+   functions only run at import) run, fastest first, stopping at the first
    failure, in a forked child of a process that already imported the heavy libraries; a child
    running past 4× the baseline time of its tests + 90 s (collection included) is killed (counted
    as killed by timeout).
@@ -48,6 +52,8 @@ TARGETS = ("fluid/*.py", "thresholds/*.py", "runtime/schedulers/*.py", "runtime/
            "runtime/metrics.py")
 SKIPPED_TESTS = ("tests/test_gpu_*.py", "tests/test_checkpoint_loading.py", "tests/test_import_boundaries.py")
 # the parent imported hypothesis before pytest could rewrite its plugin: that warning is expected
+RUNNER_FILES = ("benchmarks/mutation", "docs/mutation.")  # the runner and its outputs: no test reads them
+OPEN = ("survived", "not covered", "equivalent", "line gone")  # what --recheck runs again
 PYTEST_ARGS = ["-q", "-p", "no:cacheprovider", "--hypothesis-seed=0", "-o", "addopts=--strict-markers",
                "-W", "ignore::pytest.PytestAssertRewriteWarning"]
 
@@ -192,8 +198,20 @@ def baseline(tree: Path, cache: Path | None = None) -> dict:
     skipped = {str(p.relative_to(tree)) for pat in SKIPPED_TESTS for p in tree.glob(pat)}
     files = [t for t in tests if t not in skipped]
     digest = {t: hashlib.sha256((tree / t).read_bytes()).hexdigest() for t in files}
+    # everything else the tests read (the code, tests/data, helpers, docs): when any of it changed,
+    # the cached maps and verdicts say nothing about this tree and every file is traced again
+    rest = hashlib.sha256()
+    for p in sorted(q for q in tree.rglob("*") if q.is_file()):
+        rel = str(p.relative_to(tree))
+        if rel not in digest and not rel.startswith(RUNNER_FILES):
+            rest.update(rel.encode() + b"\0" + p.read_bytes() + b"\0")
+    digest["<rest of the tree>"] = rest.hexdigest()
     old = json.loads(cache.read_text()) if cache is not None and cache.exists() else None
-    args = [t for t in files if old is None or old["digest"].get(t) != digest[t]]
+    if old is not None and old["digest"].get("<rest of the tree>") != digest["<rest of the tree>"]:
+        old = None
+    # a test that failed last time is traced again: a failure is never carried over from a cache
+    refail = {t.split("::")[0] for t in old["failed"]} if old is not None else set()
+    args = [t for t in files if old is None or old["digest"].get(t) != digest[t] or t in refail]
 
     def write(plugin, code):
         return {"code": code, "failed": plugin.failed, "durations": plugin.durations,
@@ -207,7 +225,7 @@ def baseline(tree: Path, cache: Path | None = None) -> dict:
         kept = lambda test_id: test_id.split("::")[0] not in args and test_id.split("::")[0] in digest  # noqa: E731
         result["durations"] = {**{k: v for k, v in old["durations"].items() if kept(k)}, **result["durations"]}
         result["calls"] = {**{k: v for k, v in old["calls"].items() if kept(k)}, **result["calls"]}
-        result["failed"] = [t for t in old["failed"] if kept(t)] + result["failed"]
+        result["failed"] = [t for t in old["failed"] if kept(t) and t.split("::")[0] not in refail] + result["failed"]
     result["digest"] = digest
     if cache is not None:
         cache.write_text(json.dumps(result))
@@ -233,12 +251,19 @@ def direct_importers(tree: Path) -> dict[str, set[str]]:
 def tests_for(mutant: Mutant, base: dict, by_function: dict, by_file: dict, direct: dict, max_tests: int) -> list[str]:
     """The tests that call the mutated function (module-level code: that touch the module):
     those of test files importing the module first, then the rest, fastest first; at most `max_tests`."""
-    if mutant.function_line:
-        ids = by_function.get((mutant.path, mutant.function_line), set())
-    else:
-        ids = by_file.get(mutant.path, set())
     durations = base["durations"]
     near = direct.get(mutant.path, set())
+
+    def import_time(path):  # code run at import: every test of a file importing the module runs it too
+        failing = set(base["failed"])
+        return by_file.get(path, set()) | {t for t in durations if t.split("::")[0] in near and t not in failing}
+
+    if mutant.function_line:
+        # a function no test calls may still run at import time (a module constant built by a
+        # call, like OPERATING_SHAPES): then the tests touching its module stand in, as for module code
+        ids = by_function.get((mutant.path, mutant.function_line)) or import_time(mutant.path)
+    else:
+        ids = import_time(mutant.path)
     ranked = sorted(ids, key=lambda t: (t.split("::")[0] not in near, durations.get(t, 0.0), t))
     return ranked[:max_tests] if max_tests else ranked
 
@@ -262,7 +287,7 @@ def run_mutants(tree: Path, mutants: list[Mutant], base: dict, log, max_tests: i
                  "replacement": m.replacement, "function": m.function, "tests": len(tests)}
         src_path = tree / m.path
         source = originals.setdefault(m.path, src_path.read_bytes())
-        entry["source_line"] = source.splitlines()[m.line - 1].decode().strip()
+        entry["source_line"], entry["column"] = line_text_and_column(tree, m)
         start = time.monotonic()
         if not tests:
             entry["status"] = "not covered"
@@ -330,16 +355,27 @@ def find_again(previous: list[dict], tree: Path, all_mutants: dict[str, list[Mut
     edit (byte offsets move when a file changes); results whose line is gone are left out."""
     by_text: dict[tuple, list[Mutant]] = {}
     for path, ms in all_mutants.items():
-        lines = (tree / path).read_bytes().splitlines()
         for m in ms:
-            text = lines[m.line - 1].decode().strip()
-            by_text.setdefault((path, text, m.operator, m.original, m.replacement), []).append(m)
+            text, col = line_text_and_column(tree, m)
+            by_text.setdefault((path, text, m.operator, m.original, m.replacement, col), []).append(m)
     found = {}
     for r in previous:
-        options = by_text.get((r["path"], r["source_line"], r["operator"], r["original"], r["replacement"]))
+        # the column within the stripped line tells apart two edits of the same token on one line
+        # (`1` → `0` in `n[k - 1]` or in `range(1, …)`); the nearest line, two equal lines
+        options = by_text.get((r["path"], r["source_line"], r["operator"], r["original"], r["replacement"], r.get("column")))
         if options:
-            found[r["key"]] = options.pop(0)
+            best = min(options, key=lambda m: abs(m.line - r["line"]))
+            options.remove(best)
+            found[r["key"]] = best
     return found
+
+
+def line_text_and_column(tree: Path, m: Mutant) -> tuple[str, int]:
+    """The mutant's stripped source line and its offset in that stripped line (in bytes)."""
+    source = (tree / m.path).read_bytes()
+    start = source.rfind(b"\n", 0, m.start) + 1
+    raw = source[start:].split(b"\n", 1)[0]
+    return raw.decode().strip(), m.start - start - (len(raw) - len(raw.lstrip()))
 
 
 def machine() -> dict:
@@ -374,7 +410,7 @@ def main(argv=None) -> int:
         previous = json.loads((ROOT / args.json).read_text()) if args.recheck else None
         if previous is not None:
             args.seed, args.sample, args.max_tests = previous["seed"], previous["sample"], previous["max_tests"]
-            open_rows = [r for r in previous["results"] if r["status"] in ("survived", "not covered", "equivalent")]
+            open_rows = [r for r in previous["results"] if r["status"] in OPEN]
             again = find_again(open_rows, tree, all_mutants)
             chosen = list(again.values())
         else:
@@ -406,13 +442,18 @@ def main(argv=None) -> int:
         rerun = {m.key: r for m, r in zip(chosen, results)}
         merged = []
         for r in previous["results"]:
-            if r["status"] in ("survived", "not covered", "equivalent"):
+            if r["status"] in OPEN:
                 m = again.get(r["key"])
                 r = rerun[m.key] if m is not None else {**r, "status": "line gone"}
                 r["rechecked"] = True
             merged.append(r)
-        doc.update(results=merged, first_pass_command=previous["command"], first_pass_wall_s=previous["wall_s"],
-                   first_pass_machine=previous["machine"], recheck_wall_s=doc["wall_s"],
+        first = previous if "first_pass_command" not in previous else {
+            "command": previous["first_pass_command"], "wall_s": previous["first_pass_wall_s"],
+            "machine": previous["first_pass_machine"]}
+        earlier = previous.get("rechecks", []) + ([{"command": previous["command"], "wall_s": previous["recheck_wall_s"],
+                                                    "machine": previous["machine"]}] if first is not previous else [])
+        doc.update(results=merged, first_pass_command=first["command"], first_pass_wall_s=first["wall_s"],
+                   first_pass_machine=first["machine"], recheck_wall_s=doc["wall_s"], rechecks=earlier,
                    wall_s=previous["wall_s"] + doc["wall_s"], mutants_total=previous["mutants_total"])
     (ROOT / args.json).write_text(json.dumps(doc, indent=1) + "\n")
     (ROOT / args.out).write_text(render(doc))

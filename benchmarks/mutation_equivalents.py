@@ -62,6 +62,10 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "at equality the held blocks already cover the tokens: the extra call grows nothing (`KVBlockManager.grow` returns when no block is needed)",
     ('runtime/metrics.py', 'if len(times) > 1:', '>->>='):
         "with one token the decode tokens `times[1:]` are empty and add 0 either way",
+    ('fluid/equilibrium.py', 'return self.load_factor < 1 and self.memory_star_tokens <= self.kv_capacity_tokens', '<-><='):
+        "at L = 1 the memory clause already fails: every FluidPoint/FluidArrays comes from `closed_form_arrays`, which sets M* = inf when L ≥ 1, and C is a finite token count",
+    ('fluid/traces.py', 'idx = np.minimum((trace.arrival_s // bin_s).astype(np.int64), num_bins - 1)', '-->+'):
+        "the clip never binds: the only TimestampTrace comes from `load_timestamp_trace`, with arrival_s = stamps − stamps[0] non-decreasing, so arrival_s // bin_s ≤ arrival_s[-1] // bin_s = num_bins − 1 (floor division is monotone)",
 }
 
 

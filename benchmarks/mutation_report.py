@@ -58,6 +58,9 @@ def render(doc: dict) -> str:
            f"its survivors were then run again on the current tree, after tests were added, with `{doc['command']}` "
            f"({doc['recheck_wall_s'] / 60:.1f} min). Mutants the first pass killed stay killed (tests were only added).", ""]
           if doc.get("first_pass_command") else []),
+        *([("Earlier rechecks of the survivors, replaced by the one above: "
+            + "; ".join(f"`{r['command']}` ({r['wall_s'] / 60:.1f} min)" for r in doc["rechecks"]) + "."), ""]
+          if doc.get("rechecks") else []),
         f"Each mutant runs the tests that call its function, at most {doc.get('max_tests') or 'all'} of them (those of the "
         "test files that import its module first, then the fastest), stopping at the first failure; a survivor "
         "might still be killed by a test beyond the cap, so the score is a lower bound.",
@@ -80,9 +83,8 @@ def render(doc: dict) -> str:
         k, e, _, sc = _score(rows)
         lines.append(f"| {label} | {len(rows)} | {k} | {e} | {_pct(sc)} |")
     lines.append("")
-    if doc["baseline_failing"]:
-        lines += ["Tests failing on the unmutated tree (left out of every run): "
-                  + ", ".join(f"`{t}`" for t in doc["baseline_failing"]), ""]
+    lines += ["Tests failing on the unmutated tree (left out of every run): "
+              + (", ".join(f"`{t}`" for t in doc["baseline_failing"]) or "none") + ".", ""]
     lines += ["| module | mutants in module | drawn | killed | equivalent | survived | not covered | score |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for path in sorted(doc["mutants_total"]):
@@ -101,6 +103,8 @@ def render(doc: dict) -> str:
     rows = [r for r in results if r["status"] == "equivalent"]
     lines += ["", f"## Equivalent mutants ({len(rows)})", ""]
     lines += [f"- {_mutant(r)} — {r['equivalent_because']}" for r in rows] or ["None."]
+    if doc.get("notes"):  # hand-written, about this run only (a rerun drops them)
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
     timeouts = [r for r in results if r["status"] != "killed" and r["status"] in KILLED]
     if timeouts:
         lines += ["", f"## Killed by timeout or crash ({len(timeouts)})", ""]

@@ -180,3 +180,29 @@ def test_fit_bad_inputs():
     rows[3] = (rows[3][0], -1.0)
     with pytest.raises(InputError, match=r"rows\[3\]"):
         fit_linear(rows, kind="affine")
+
+
+def test_operating_shapes_are_the_documented_grid():
+    # every linearised model is fitted over these steps: b decodes of c cached tokens plus an
+    # optional prefill chunk of k tokens, b ∈ {1, 4, 16, 64, 128, 256}, c ∈ {128, 512, 1024}, k ∈ {0, 128, 256, 512}
+    want = {(b + k, b * (c + 1) + k, b, 1 if k else 0, k * k)
+            for b in (1, 4, 16, 64, 128, 256) for c in (128, 512, 1024) for k in (0, 128, 256, 512)}
+    got = [(s.new_tokens, s.kv_tokens, s.num_decodes, s.num_prefills, s.prefill_attention_pairs) for s in OPERATING_SHAPES]
+    assert len(got) == 72 and set(got) == want
+
+
+def test_a_fit_whose_constant_is_exactly_zero_is_refused():
+    # y = 2·kv − 1 has a negative intercept: the non-negative fit pins d0 at exactly 0 (the
+    # boundary of "not positive") and must refuse it rather than return a model without a step cost
+    rows = [(BatchShape(new_tokens=n, kv_tokens=n, num_decodes=0, num_prefills=1), 2.0 * n - 1.0) for n in (1, 2, 3)]
+    with pytest.raises(InputError, match="fitted constant d0 is not positive"):
+        fit_linear(rows, kind="affine")
+
+
+def test_profile_mlp_csv_must_be_a_non_empty_path():
+    from fluid.batch_time_profile import profile_from_dict
+
+    for bad in ("", 5):
+        with pytest.raises(InputError, match="must be a file path or builtin:NAME") as info:
+            profile_from_dict({"mlp_csv": bad, "num_layers": 2}, source="w.yaml", field="batch_time", base_dir=None)
+        assert info.value.field == "batch_time.mlp_csv"

@@ -162,3 +162,16 @@ def test_least_work_counts_a_recompute_of_l_plus_s_plus_1_tokens():
     assert _outstanding_tokens([r]) == 3  # decoding: only the 3 decodes left
     r.evict()
     assert _outstanding_tokens([r]) == 16
+
+
+def test_a_server_loop_holds_no_kv_before_its_first_step_and_logs_what_its_step_held():
+    from runtime.executor import ServerLoop
+
+    loop = ServerLoop(make_scheduler("fcfs", KVBlockManager(64, block_size=4)))
+    assert (loop.held_kv_tokens, loop.peak_kv_tokens, loop.num_steps) == (0, 0, 0)
+    assert loop.begin(0.0) is None and loop.held_kv_tokens == 0  # nothing to run: nothing held
+    loop.scheduler.add_request(Request(0, 0.0, 5, 2))
+    batch = loop.begin(0.0)
+    assert loop.held_kv_tokens == 8  # 5 prompt tokens in blocks of 4
+    loop.finish(batch, 0.0, 1.0)
+    assert list(loop.log.kv_used_tokens) == [8]

@@ -117,3 +117,33 @@ def test_rate_scale_zero_or_not_finite_exits_2(scale, workload_file, capsys):
     assert main(["fluid", str(workload_file), "--rate-scale", scale]) == 2
     err = capsys.readouterr().err
     assert "--rate-scale" in err and "Traceback" not in err
+
+
+def test_table_output_has_one_ode_row_per_policy(workload_file, capsys):
+    assert main(["fluid", str(workload_file), "--ode", "20"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {ln.split()[0]: ln.split()[1:] for ln in lines if ln.split() and ln.split()[0] in ("wait", "fcfs")}
+    assert sorted(rows) == ["fcfs", "wait"]
+    for cells in rows.values():  # four numbers, no "skipped"
+        assert len(cells) == 4 and all(c.replace(".", "").replace("e", "").replace("+", "").replace("-", "").isdigit()
+                                        for c in cells), cells
+
+
+def test_table_output_names_the_ode_policy_it_skipped(workload_file, capsys):
+    # twice the rate: WAIT's ODE refuses the load factor, FCFS still integrates (and falls behind)
+    assert main(["fluid", str(workload_file), "--ode", "5", "--rate-scale", "2"]) == 3
+    lines = capsys.readouterr().out.splitlines()
+    wait = next(ln for ln in lines if ln.split()[:1] == ["wait"])
+    fcfs = next(ln for ln in lines if ln.split()[:1] == ["fcfs"])
+    assert wait.split(None, 1)[1].startswith("skipped: WAIT's default thresholds need the fluid point")
+    assert "skipped" not in fcfs
+
+
+def test_time_mean_is_the_trapezoid_average_by_hand():
+    import numpy as np
+
+    from fluid.cli import _time_mean
+
+    # t = 0, 1, 3; y = 0, 2, 4: area (0+2)/2·1 + (2+4)/2·2 = 7 over a span of 3
+    assert _time_mean(np.array([0.0, 1.0, 3.0]), np.array([0.0, 2.0, 4.0])) == pytest.approx(7 / 3, rel=1e-15)
+    assert _time_mean(np.array([2.0]), np.array([5.0])) == 5.0  # one sample: its value

@@ -213,3 +213,24 @@ def test_staircase_steps_at_exactly_one_tile():
     assert m.step_time_s(BatchShape(128, 0, 0, 1)) == pytest.approx(0.04)
     assert m.step_time_s(BatchShape(129, 0, 0, 1)) == pytest.approx(0.07)
     assert m.step_time_s(BatchShape(1, 500, 1, 0)) == pytest.approx(0.04)  # KV read does not enter
+
+
+def test_tiny_llama_kv_bytes_by_hand():
+    # 2 (K and V) · 2 layers · 2 KV heads · head_dim 64/4 = 16 · 2 bytes (bf16) = 256 bytes per token
+    spec = model_spec("tiny-llama")
+    assert (spec.num_layers, spec.num_kv_heads, spec.head_dim) == (2, 2, 16)
+    assert spec.kv_bytes_per_token == 256
+
+
+def test_json_errors_raised_while_parsing_name_the_file():
+    from fluid.file_input import parse_json
+
+    # NaN is refused by a hook that does not know the file: parse_json adds it
+    with pytest.raises(InputError) as info:
+        parse_json('{"a": NaN}', what="policy file", source="p.json")
+    assert info.value.source == "p.json" and str(info.value).startswith("p.json: NaN is not a number JSON allows")
+    # a duplicate key is refused by a hook that already names the file and the key: kept as it is
+    with pytest.raises(InputError) as info:
+        parse_json('{"a": 1, "a": 2}', what="policy file", source="p.json")
+    assert info.value.source == "p.json" and info.value.field == "a"
+    assert str(info.value).startswith("p.json, field 'a': key 'a' appears twice")

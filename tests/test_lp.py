@@ -166,3 +166,18 @@ def test_thousand_types_solve():
         ws = w.scaled(scale)
         r = solve_lp(ws)
         assert r.throughput_tokens_per_s == pytest.approx(solve_lp_linprog(ws).throughput_tokens_per_s, rel=1e-6)
+
+
+@pytest.mark.parametrize("batch_cap, named", [(None, "none"), (50.0, "batch_cap")])
+def test_a_solver_status_error_names_the_optional_constraints_present(batch_cap, named):
+    # the guard behind the precheck: should a solver still call the LP infeasible, the message
+    # names the optional constraints this LP has (only those), the usual cause
+    from fluid.fleet import LPOptions, build_matrices
+    from fluid.lp import _raise_status
+
+    w = _two_types()
+    mats = build_matrices(w.types, (GpuSpec("g", w.kv_capacity_tokens, w.batch_time),), LPOptions(batch_cap=batch_cap))
+    with pytest.raises(SolverError) as info:
+        _raise_status("infeasible", mats)
+    assert f"the optional ones ({named}) are the usual cause" in str(info.value)
+    assert str(info.value).startswith("fluid LP infeasible (solver status 'infeasible')")

@@ -91,3 +91,11 @@ def test_mean_in_system():
     reqs = _requests()
     # in [0, 5.2]: sojourns 1.3 + 0.8 + 1.2 = 3.3
     assert mean_in_system(reqs, 0.0, 5.2) == pytest.approx(3.3 / 5.2)
+
+
+def test_step_metrics_of_an_empty_log_are_zero_not_one():
+    from runtime.metrics import step_metrics
+
+    out = step_metrics(StepLog(), 64)
+    assert (out["num_steps"], out["peak_kv_tokens"], out["mean_kv_tokens"], out["evictions"]) == (0, 0, 0.0, 0)
+    assert out["kv_capacity_tokens"] == 64 and out["max_batch_size"] == 0

@@ -152,3 +152,33 @@ def test_ode_option_guards():
         simulate_fluid(w, 1.0, rates=PiecewiseRates(np.array([0.0, 1.0]), np.ones((1, 3))))
     tr = simulate_fluid(w, 1.0, max_compartments=1, num_points=3)  # one decode compartment per type is allowed
     assert list(tr.times_s) == [0.0, 0.5, 1.0] and tr.kv_capacity_tokens == w.kv_capacity_tokens
+
+
+def test_fractional_type_shares_split_the_total_rate():
+    # shares need only be non-negative with a positive sum: fractions below 1 (summing to 1 or less) are fine
+    prof = PiecewiseRates.from_total([0.0, 2.0], [8.0], [0.25, 0.5])
+    assert prof(1.0).tolist() == [8.0 / 3, 16.0 / 3]
+    assert PiecewiseRates.from_total([0.0, 1.0], [6.0], [0.5, 0.5])(0.5).tolist() == [3.0, 3.0]
+
+
+def test_a_rate_break_between_samples_carries_the_exact_state_into_the_next_bin():
+    # the break at 1.37 s is not one of the samples 0, 1, ..., 5: the state at 1.37 s (not at the
+    # last solver step before it) must start the second bin, so the arrival total is exact
+    w = _two_types(0.5)
+    lam = np.array([t.rate_per_s for t in w.types])
+    prof = PiecewiseRates(np.array([0.0, 1.37, 5.0]), np.vstack([lam, 0.5 * lam]))
+    tr = simulate_fluid(w, 5.0, rates=prof, num_points=6)
+    assert tr.times_s.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert tr.arrived_prompts[-1] == pytest.approx((1.37 + 0.5 * 3.63) * lam.sum(), rel=1e-7)
+    total = np.clip(tr.queue_prompts, 0.0, None) + tr.resident_prompts + tr.completed_prompts
+    assert np.allclose(total, tr.arrived_prompts, rtol=1e-6, atol=1e-6)
+
+
+def test_fcfs_evicts_only_the_excess_memory():
+    # LIFO eviction removes the excess M − C within one iteration and no more: evicted prompts hold
+    # at least the prompt length l = 512 tokens each, so evicted prompts/s · 512 ≤ (M − C)⁺ / ΔT
+    w = _two_types(3.0)
+    tr = simulate_fluid(w, 60.0, policy="fcfs", num_points=61)
+    excess_rate = np.clip(tr.memory_tokens - w.kv_capacity_tokens, 0.0, None) / tr.iteration_time_s
+    assert tr.evicted_rate_per_s.max() > 0.1  # the check bites: prompts are being evicted
+    assert np.all(tr.evicted_rate_per_s * 512 <= excess_rate * (1 + 1e-9) + 1e-9)

@@ -167,3 +167,21 @@ def test_calibrate_help_example_is_the_one_that_runs(capsys):
     assert example.split("(")[0].strip() in out
     args = build_parser("calibrate").parse_args(argv)
     assert (args.device, args.model, args.grid_scale, args.out) == ("cpu", "tiny-llama", 0.05, "cal.json")
+
+
+def test_atomic_folder_creates_missing_parents_and_reuses_existing_ones(tmp_path):
+    target = tmp_path / "a" / "b" / "run"  # neither a nor b exists yet
+    with atomic_folder(target) as tmp:
+        (tmp / "x.txt").write_text("1")
+    assert (target / "x.txt").read_text() == "1"
+    sibling = tmp_path / "a" / "b" / "run2"  # the parent exists now
+    with atomic_folder(sibling) as tmp:
+        (tmp / "y.txt").write_text("2")
+    assert (sibling / "y.txt").read_text() == "2"
+
+
+def test_print_json_indents_by_two_and_ends_with_a_newline(capsys):
+    from fluid.cli_json import print_json
+
+    print_json({"a": [1], "b": None})
+    assert capsys.readouterr().out == '{\n  "a": [\n    1\n  ],\n  "b": null\n}\n'

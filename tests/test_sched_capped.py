@@ -186,3 +186,19 @@ def test_the_memory_derivation_against_simulated_occupancy(kind, seed):
     assert 0.8 * star <= mean_kv <= 1.05 * sol.memory.expected_tokens, (star, mean_kv, sol.memory)
     assert scheduler.stats["evictions"] == 0
     assert all(r.completion_s is not None for r in requests)
+
+
+def test_capped_nested_thetas_pair_each_segment_with_the_one_before():
+    # θ_k of the theorem's buffer is the root for (n_(k−1), n_k, p_(k−1)); segment 1 has none
+    from thresholds.capped_solve import solve_nested_capped
+    from thresholds.nested import solve_theta
+
+    w = Workload("two", 137_000, AffineBatchTime(0.01, 1e-7),
+                 (RequestType("short", 512, 20, 10.0), RequestType("long", 512, 50, 5.0)))
+    sol = solve_nested_capped(w, NestedOptions(segments=None, slack=0.1), None)
+    n, p = sol.thresholds, sol.continue_probs
+    assert len(n) == 2 and p[0] == pytest.approx(1 / 3) and n[1] < n[0]
+    want = solve_theta(n[0], n[1], p[0])
+    assert want is not None and want > 0
+    assert sol.thetas == (None, want)
+    assert sol.buffer_tokens is not None

@@ -119,3 +119,19 @@ def test_prefill_chunk_is_a_knob_apart_from_the_tile():
     assert [_step(s, float(t))[0] for t in range(3)] == [["p5"], ["p5"], ["p2"]]
     with pytest.raises(InputError, match="prefill_chunk_tokens"):
         _rad(prefill_chunk_tokens=0)
+
+
+def test_after_preempting_the_newest_the_decode_pass_resumes_at_the_request_that_was_short():
+    # C = 13 tokens in blocks of 1: three prompts of 4 hold 12, so at the first decode step 0 grows
+    # to 5 (the last free block), 1 is short, the newest (2) goes, and the pass resumes at 1:
+    # 0 and 1 decode once each (0 is not reserved twice)
+    s = _rad(capacity=13, tile_tokens=8, b_col=3)
+    reqs = [Request(i, 0.0, 4, 3) for i in range(3)]
+    for r in reqs:
+        s.add_request(r)
+    for t in range(3):
+        assert _step(s, float(t)) == (["p4"], [t])
+    batch = s.schedule(3.0)
+    assert [r.request_id for r in batch.evicted] == [2]
+    assert [(w.request.request_id, w.num_new_tokens, w.is_prefill) for w in batch.items] == [(0, 1, False), (1, 1, False)]
+    assert batch.shape().new_tokens == 2 and batch.shape().kv_tokens == 10

@@ -296,3 +296,15 @@ def test_a_paused_prefill_preempted_this_step_is_admitted_again_with_its_old_rem
     batch = s.schedule(2.0)  # 0 is urgent (LST 1.5), finds no free block: the paused prefill goes
     assert [r.request_id for r in batch.evicted] == [1]
     assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1), (1, 5)]
+
+
+def test_a_decode_that_preempts_itself_does_not_count_against_max_decodes():
+    # as above, with max_decodes = 2: decode 1 pops first and preempts itself, so it is not one of
+    # the two decodes of the batch; 2 and 0 both still decode
+    s = _slai(capacity=10, token_budget=100, offset=0.0, max_decodes=2)
+    for rid, prompt in ((0, 4), (1, 3), (2, 3)):
+        s.add_request(Request(rid, 0.0, prompt, 5))
+    assert _step(s, 0.0) == [(1, 3, "p"), (2, 3, "p"), (0, 4, "p")]
+    batch = s.schedule(1.0)
+    assert [r.request_id for r in batch.evicted] == [1]
+    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(2, 1), (0, 1)]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jsonschema
+import pytest
 
 from thresholds.policy import SCHEMA_PATH, load_policy
 from validation.cli import main
@@ -121,3 +123,13 @@ def test_a_cohort_refusal_says_when_the_capped_rule_solves(tmp_path, capsys):
     # the batch-cap recipe keeps its cohort rule
     assert main(["solve", "p512d1000", "--batch-cap", "128", "--allow-violations", "-o", str(tmp_path / "b.json")]) == 0
     assert load_policy(tmp_path / "b.json").service_rule == "cohort"
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_show_ends_its_output_with_exactly_one_newline(as_json, capsys):
+    policy = str(Path(__file__).parent / "data" / "golden_policy_wait.json")
+    assert main(["show", policy] + (["--json"] if as_json else [])) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("\n") and not out.endswith("\n\n")
+    if as_json:
+        assert json.loads(out)["policy"] == "wait"

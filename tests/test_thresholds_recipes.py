@@ -194,3 +194,48 @@ def test_a_segment_rule_needs_a_positive_count(count):
     for rule in ("equal-width", "quantile"):
         with pytest.raises(InputError, match="positive integer number of segments"):
             breakpoints(dist, rule, count)
+
+
+@pytest.mark.parametrize("classes", [1, 2])
+def test_per_class_conditions_are_labelled_by_prefill_from_two_classes_on(classes):
+    # two prefill classes give two instances: each one's conditions carry its prefill length, so
+    # the two iteration-time conditions have different names; one class keeps plain names
+    types = [RequestType("a", 10, 5, 1.0), RequestType("b", 50, 4, 1.0)][:classes]
+    w = _workload(types, d1_s=1e-5, capacity=10**8)
+    sol = solve_nested_fixed(w, NestedOptions(prefill_mode="per_class", slack=0.1), 1)
+    names = [c.name for c in sol.conditions if c.name.startswith("iteration_time")]
+    assert names == (["iteration_time[prefill=10]", "iteration_time[prefill=50]"] if classes == 2 else ["iteration_time"])
+
+
+def test_check_of_a_nested_file_adds_base_memory_and_buffer():
+    # `fluidsched check` recomputes the memory condition from the file: M^π + the theorem's buffer
+    # of the instance, the same two numbers the solver found
+    from thresholds.build import nested_policy
+    from thresholds.verify import verify_policy
+
+    w = _workload([RequestType("short", 20, 4, 400.0), RequestType("long", 20, 9, 200.0)], d1_s=1e-6, capacity=10**7)
+    sol = solve_nested_fixed(w, NestedOptions(slack=0.1), None)
+    inst = sol.instances[0]
+    assert inst.thresholds == (8, 4) and inst.thetas[1] is not None and inst.buffer_tokens > 0
+    conds = {c.name: c for c in verify_policy(nested_policy(w, sol, allow_violations=True), w)}
+    assert conds["memory_within_capacity"].lhs == pytest.approx(inst.memory_policy_tokens + inst.buffer_tokens, rel=1e-9)
+
+
+def test_nested_over_memory_error_suggests_a_rate_scale_that_works():
+    # M* fits C, the Nested thresholds do not: the message bisects for the largest rate scale
+    # whose thresholds fit (from 0, not from 1) and that scale does fit, a little more does not
+    import math
+
+    base = _workload([RequestType("a", 20, 10, 300.0), RequestType("b", 20, 30, 100.0)], d1_s=1e-6, d0_s=0.02)
+    options = NestedOptions(slack=0.05, segments=2)
+    need = solve_nested_fixed(base, options, 2).memory_required_tokens
+    cap = math.floor((closed_form(base).memory_star_tokens + need) / 2)
+    w = Workload("hand", cap, base.batch_time, base.types)
+    with pytest.raises(UnstableWorkloadError) as info:
+        solve_nested(w, options)
+    text = str(info.value)
+    assert f"over by {need - cap:.6g}" in text and f"C ≥ {math.ceil(need)} tokens" in text
+    scale = float(text.split("rate scale ≤ ")[1].split()[0])
+    assert 0.5 < scale < 1
+    assert solve_nested_fixed(w.scaled(scale * 0.999), options, 2).holds
+    assert not solve_nested_fixed(w.scaled(min(1.0, scale * 1.01)), options, 2).holds

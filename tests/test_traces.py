@@ -142,3 +142,8 @@ def test_types_from_trace_errors(tmp_path):
     (tmp_path / "lengths.csv").write_text("num_prefill_tokens,num_decode_tokens\n5,1\n5,9\n")
     w = load_workload(path)  # relative to the workload file
     assert sum(t.rate_per_s for t in w.types) == pytest.approx(1.0)
+
+
+def test_quantile_bin_edges_by_hand():
+    # decode 1..4, two quantile bins: quantiles 1, 2.5, 4 → edges ⌈·⌉ = 1, 3 and the top max + 1 = 5
+    assert decode_bin_edges(np.array([1, 2, 3, 4]), 2, "quantile").tolist() == [1, 3, 5]
