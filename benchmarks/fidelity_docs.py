@@ -9,6 +9,10 @@ share; and the spread between runs), and copies the last run's calibration, step
 live step log to `docs/calibration-TAG-fidelity.json`, `docs/bench-steps-TAG.json`,
 `docs/fidelity-TAG-steps.json.gz`. A folder that lacks `steps.json` (its step benchmark was not
 kept) takes the median step-over-device ratio from `--step-ratio-from-log LOG` when given.
+`--markdown` also writes `docs/fidelity-TAG.md` from the last run alone (every figure there is
+read from the JSON it writes beside it: device, versions, command, held-out step error per
+region, the recorded live steps' error with each run held out, each point's live against
+simulated figures, which targets are met, and per point the live steps against the model).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ def main() -> None:
     ap.add_argument("--tag", default="h200")
     ap.add_argument("--command", required=True)
     ap.add_argument("--docs", type=Path, default=Path("docs"))
+    ap.add_argument("--markdown", action="store_true", help="also write docs/fidelity-TAG.md from the last run")
     ap.add_argument("--step-ratio-from-log", type=Path, action="append", default=[], help="per run without steps.json, in order")
     args = ap.parse_args()
     logs = iter(args.step_ratio_from_log)
@@ -63,7 +68,7 @@ def main() -> None:
     last = fids[-1]
     fidelity = {k: last[k] for k in ("device", "versions", "host", "model", "command", "batch_time_model", "linear3_for_fluid",
                                       "heldout_step_mape", "heldout_mape_by_region", "slack", "requests", "points")}
-    for key in ("deadline_s", "cut_by_deadline", "smoke"):  # written by gpu_fidelity.py since the deadline was added
+    for key in ("deadline_s", "cut_by_deadline", "smoke", "calibration_from_steps", "recorded_live_heldout_by_run"):  # newer gpu_fidelity.py keys
         if key in last:
             fidelity[key] = last[key]
     fidelity["collected_by"] = args.command
@@ -81,7 +86,73 @@ def main() -> None:
                       ("live-steps.json.gz", f"fidelity-{args.tag}-steps.json.gz")):
         if (src / name).is_file():
             shutil.copyfile(src / name, args.docs / dst)
+    if args.markdown:
+        (args.docs / f"fidelity-{args.tag}.md").write_text(markdown(fidelity, args.tag, args.command))
     print(json.dumps(spread))
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+def _rel(sim, live) -> str:
+    return "n/a" if sim is None or not live else f"{100 * (sim / live - 1):+.1f} %"
+
+
+def markdown(fid: dict, tag: str, command: str) -> str:
+    """The note beside docs/fidelity-TAG.json: its figures, nothing else."""
+    v = fid["versions"]
+    vers = ", ".join(f"{k} {v[k]}" for k in sorted(v)) if isinstance(v, dict) else str(v)
+    host = fid.get("host") or {}
+    lines = [f"# Does the simulator predict the GPU? Step-time model and live-vs-simulated runs ({fid['device']})", "",
+             f"Evidence: `docs/fidelity-{tag}.json` (every figure below), `docs/calibration-{tag}-fidelity.json` (every calibration "
+             f"row and fit), `docs/fidelity-{tag}-steps.json.gz` (every live step). One process on one machine ({fid['device']}; "
+             f"host: {host.get('cpu_model', 'n/a')}, {host.get('cpu_cores', 'n/a')} cores; {vers}):", "",
+             f"    {fid['command']}", "", f"collected by `{command}`.", ""]
+    if fid.get("smoke"):
+        lines += ["**SMOKE TEST (CPU, tiny model): no figure here is a result.**", ""]
+    lines += ["## Step-time model", "",
+              f"Stepwise model, k-fold held-out step MAPE over the calibration rows: **{_pct(fid.get('heldout_step_mape'))}** (target ≤ 3 %: "
+              f"{'met' if (fid.get('heldout_step_mape') or 1) <= 0.03 else '**missed**'}).", ""]
+    by = fid.get("heldout_mape_by_region") or {}
+    if by:
+        lines += ["| region | held-out MAPE |", "| --- | --- |"] + [f"| {g} | {_pct(e)} |" for g, e in sorted(by.items(), key=lambda x: -x[1])] + [""]
+    ho = fid.get("recorded_live_heldout_by_run")
+    if ho:
+        lines += [f"Recorded live steps (`{', '.join(fid.get('calibration_from_steps') or [])}`), each run predicted by a fit that left "
+                  f"its rows out: {_pct(ho['all']['mape'])} over {ho['all']['steps']} steps.", "",
+                  "| region | steps | MAPE | median live / model |", "| --- | --- | --- | --- |"]
+        lines += [f"| {g} | {e['steps']} | {_pct(e['mape'])} | {e['median_measured_over_predicted']:.3f} |" for g, e in ho["pooled"].items()] + [""]
+    lines += ["## Live against simulated (same arrivals; simulated with the stepwise model)", "",
+              "\"Below saturation\": the live run carried ≥ 95 % of the offered decode tokens. Targets below saturation: throughput "
+              "within 2 %, mean latency within 5 %.", "",
+              "| scheduler | load | below sat. | live tok/s | simulated | live mean latency | simulated | live TTFT | simulated | evictions live / sim | targets |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for p in fid["points"]:
+        tok = abs(p["simulated_tok_s"] / p["measured_tok_s"] - 1) if p["measured_tok_s"] else None
+        lat = abs(p["simulated_mean_latency_s"] / p["measured_mean_latency_s"] - 1) if p["measured_mean_latency_s"] else None
+        verdict = "n/a (saturated)" if not p["below_saturation"] else (
+            f"tok/s {'met' if tok is not None and tok <= 0.02 else '**missed**'}, latency {'met' if lat is not None and lat <= 0.05 else '**missed**'}")
+        lines.append(f"| {p['scheduler']} | {p['load']} | {'yes' if p['below_saturation'] else 'no'} | {p['measured_tok_s']:,.0f} | "
+                     f"{p['simulated_tok_s']:,.0f} ({_rel(p['simulated_tok_s'], p['measured_tok_s'])}) | {p['measured_mean_latency_s']:.3f} s | "
+                     f"{p['simulated_mean_latency_s']:.3f} s ({_rel(p['simulated_mean_latency_s'], p['measured_mean_latency_s'])}) | "
+                     f"{p.get('measured_mean_ttft_s', 0):.3f} s | {p.get('simulated_mean_ttft_s', 0):.3f} s | "
+                     f"{p['measured_evictions']} / {p['simulated_evictions']} | {verdict} |")
+    lines += [""]
+    if any("live_turn_vs_stepwise_by_region" in p for p in fid["points"]):
+        lines += ["## This run's live steps against the model (never in its fit)", "",
+                  "Median live step (time + bookkeeping gap to the next step) over the model's prediction, by region; MAPE in brackets.", "",
+                  "| scheduler | load | decode | prefill | mixed | cohort | median gap |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for p in fid["points"]:
+            r = p.get("live_turn_vs_stepwise_by_region") or {}
+            cells = [f"{r[g]['median_measured_over_predicted']:.3f} ({_pct(r[g]['mape'])}, {r[g]['steps']})" if g in r else "–"
+                     for g in ("decode", "prefill", "mixed", "cohort")]
+            gap = p.get("median_gap_s")
+            lines.append(f"| {p['scheduler']} | {p['load']} | " + " | ".join(cells) + f" | {'n/a' if gap is None else f'{1e3 * gap:.2f} ms'} |")
+        lines += [""]
+    if fid.get("cut_by_deadline"):
+        lines += [f"Not run (deadline {fid.get('deadline_s')} s): " + ", ".join(f"{c['scheduler']} at {c['load']}" for c in fid["cut_by_deadline"]), ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

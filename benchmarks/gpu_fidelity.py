@@ -58,12 +58,22 @@ def main() -> None:
     ap.add_argument("--device", default="cuda", help="cuda, or cpu with a tiny model and --kv-tokens (a smoke test of the script)")
     ap.add_argument("--kv-tokens", type=int, help="KV pool size (default: what free GPU memory allows)")
     ap.add_argument("--grid-scale", type=float, default=1.0, help="calibration grid token scale (tiny CPU models)")
+    ap.add_argument("--from-steps", nargs="+", default=[], metavar="FILE",
+                    help="step logs of recorded live runs: their steps join the calibration grid (runtime.gpu.calibrate.recorded_grid)")
+    ap.add_argument("--per-region", type=int, default=40, help="recorded steps per region added to the grid (with --from-steps)")
     args = ap.parse_args()
     if args.smoke:
         args.model, args.device, args.kv_tokens, args.grid_scale = "tiny-llama", "cpu", args.kv_tokens or 20000, 0.05
         args.requests, args.loads, args.skip_steps = min(args.requests, 30), "0.5", True
     if args.requests < 1 or args.deadline_s <= 0:
         print("error: --requests must be ≥ 1 and --deadline-s > 0", file=sys.stderr)
+        raise SystemExit(2)
+    for path in args.from_steps:
+        if not Path(path).is_file():
+            print(f"error: --from-steps {path}: no such file; give a run's live-steps.json.gz or a docs/*-steps.json.gz", file=sys.stderr)
+            raise SystemExit(2)
+    if args.per_region < 1:
+        print("error: --per-region must be ≥ 1", file=sys.stderr)
         raise SystemExit(2)
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +85,9 @@ def main() -> None:
     from fluid.batch_time import batch_time_from_dict
     from fluid.workload_io import load_workload
     from runtime.cli_simulate import load_policy_arg
-    from runtime.gpu.calibrate import calibrate_engine
+    from runtime.gpu.calibrate import _errors, calibrate_engine, turn_s
+    from runtime.recorded_steps import region
+    from runtime.replay import shape_of
     from runtime.gpu.host_info import describe_host, versions
     from runtime.gpu.step_timer import StepTimer
     from runtime.arrivals import make_requests
@@ -110,16 +122,23 @@ def main() -> None:
         if args.smoke:  # every third point: each region, and enough rows for every fit
             grid = calibration_grid(args.grid_scale)[::3]
         calibration = calibrate_engine(engine, info, model=args.model, grid_scale=args.grid_scale, grid=grid,
-                                       repeats=1 if args.smoke else 5, passes=1 if args.smoke else 2)
+                                       repeats=1 if args.smoke else 5, passes=1 if args.smoke else 2,
+                                       from_steps=args.from_steps, per_region=args.per_region)
         (out / "calibration.json").write_text(json.dumps(calibration, indent=1) + "\n")
         sw = calibration["fits"]["stepwise"]
         print(f"[{time.perf_counter() - t_start:.0f} s] calibrated: linear3 MAPE {100 * calibration['fits']['linear3']['mape']:.1f} %, "
               f"stepwise held-out {100 * sw['heldout_mape']:.1f} % (worst {sw['worst_region']} {100 * sw['heldout_mape_by_region'][sw['worst_region']]:.1f} %)", flush=True)
+        live_ho = calibration["fits"].get("live_heldout_by_run")
+        if live_ho:
+            print(f"recorded live steps, each run predicted by a fit without it: {100 * live_ho['all']['mape']:.1f} %; "
+                  + ", ".join(f"{g} {100 * e['mape']:.1f} % (×{e['median_measured_over_predicted']:.3f})" for g, e in live_ho["pooled"].items()), flush=True)
     stepwise = batch_time_from_dict(calibration["batch_time_stepwise"], source="calibration")
     points, live_steps, repro_runs = [], {}, []
     fidelity = {**base, "batch_time_model": calibration["batch_time_stepwise"], "linear3_for_fluid": calibration["batch_time"],
                 "heldout_step_mape": calibration.get("heldout_step_mape"),
                 "heldout_mape_by_region": calibration.get("fits", {}).get("stepwise", {}).get("heldout_mape_by_region"),
+                "calibration_from_steps": calibration.get("from_steps", []),
+                "recorded_live_heldout_by_run": calibration.get("fits", {}).get("live_heldout_by_run"),
                 "slack": args.slack, "requests": args.requests, "deadline_s": args.deadline_s, "smoke": args.smoke, "points": points,
                 "cut_by_deadline": []}
     todo = [(float(x), name) for x in args.loads.split(",") for name in SCHEDULERS]
@@ -162,6 +181,9 @@ def main() -> None:
             pred = [stepwise.step_time_s(s.shape) for s in res.steps]
             meas = [s.end_s - s.start_s for s in res.steps]
             step_err = statistics.median(abs(p - t) / t for p, t in zip(pred, meas))
+            by_region: dict[str, list] = {}  # this run's steps were never in the fit: the truest held-out
+            for i, s in enumerate(rows):
+                by_region.setdefault(region(s), []).append((stepwise.step_time_s(shape_of(s)), turn_s(rows, i)))
             points.append({
                 "scheduler": name, "load": load, "below_saturation": bool(m["tok_s"] >= 0.95 * offered),
                 "offered_decode_tok_s": offered,
@@ -171,6 +193,8 @@ def main() -> None:
                 "measured_evictions": m["evictions"], "simulated_evictions": sr["evictions"], "simulated_linear3_evictions": sl["evictions"],
                 "measured_mean_step_s": m["mean_step_s"], "simulated_mean_step_s": sr["mean_step_s"],
                 "live_step_median_abs_error_of_stepwise": step_err, "eager_step_share": eager,
+                "live_turn_vs_stepwise_by_region": {g: _errors(v) for g, v in sorted(by_region.items())},
+                "median_gap_s": statistics.median(b["start_s"] - a["start_s"] - a["measured_s"] for a, b in zip(rows, rows[1:])) if len(rows) > 1 else None,
                 "median_host_s": statistics.median(r["host_s"] for r in rows), "num_steps": len(rows),
                 "completed": m["completed"], "requests": args.requests,
             })

@@ -6,11 +6,15 @@ prefill attention grows with chunk × (context + chunk) while decode attention g
 The stepwise model adds those terms:
 
     τ = c0 + c_kv·KV + c_new·new + c_pad·padded + c_dec·D + c_pf·P + c_pair·pairs
-        + eager·(c_eager + c_eager_seq·(D + P))
+        + eager·(c_eager + c_eager_seq·(D + P)) + c_mixdec·[P > 0]·D + c_dp·D·P
 
 with `padded` the token count the step's graph runs (the decode bucket of D for decode-only steps,
 the token bucket of `new` for prefill / mixed steps that fit, `new` when eager) and `eager` 1 when
-the step is outside every bucket. The buckets are the engine's (recorded by `calibrate`).
+the step is outside every bucket. The buckets are the engine's (recorded by `calibrate`). The
+last two terms are what the live steps of the H200 runs asked for (docs/fidelity-h200.md): a
+decode beside a prefill chunk costs more than one in a decode-only step (it goes through the
+mixed graph's variable-length decode launch, and its scheduler work is the admission step's), and
+the admission work grows with decodes × prefills. Files written before they existed read as 0.
 Coefficients are fitted by bounded least squares on relative error (`scipy.optimize.lsq_linear`,
 every coefficient ≥ 0); `fit_stepwise` reports in-sample and k-fold held-out MAPE per region of
 the grid, and the linear3 model the fluid benchmark uses, fitted to the stepwise model over the
@@ -28,7 +32,9 @@ from fluid.batch_time import BatchShape, Linear3BatchTime, _check_nonneg_finite
 from fluid.errors import InputError
 
 TERMS = ("c0_s", "kv_s_per_token", "new_s_per_token", "padded_s_per_token", "decode_s_per_seq", "prefill_s_per_seq",
-         "pair_s", "eager_s", "eager_s_per_seq")
+         "pair_s", "eager_s", "eager_s_per_seq", "mixed_decode_s_per_seq", "decode_prefill_s")
+#: terms a stored model may lack (written before they were added): they read as 0
+OPTIONAL_TERMS = ("mixed_decode_s_per_seq", "decode_prefill_s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +66,7 @@ class StepwiseBatchTime:
             padded, eager = self.decode_buckets[bisect.bisect_left(self.decode_buckets, d)], 0.0
         elif 0 < p <= self.max_prefills and d <= self.max_decodes and self.token_buckets and new <= self.token_buckets[-1]:
             padded, eager = self.token_buckets[bisect.bisect_left(self.token_buckets, new)], 0.0
-        return [1.0, shape.kv_tokens, new, padded, d, p, shape.prefill_attention_pairs, eager, eager * (d + p)]
+        return [1.0, shape.kv_tokens, new, padded, d, p, shape.prefill_attention_pairs, eager, eager * (d + p), d if p else 0, d * p]
 
     def step_time_s(self, shape: BatchShape) -> float:
         return float(np.dot(self.coefficients, self.features(shape)))
@@ -83,7 +89,9 @@ class StepwiseBatchTime:
 def stepwise_from_dict(args: dict, *, field: str) -> StepwiseBatchTime:
     from fluid.errors import check_keys
 
-    coef = check_keys(args.get("coefficients"), allowed=TERMS, required=TERMS, source=None, field=f"{field}.coefficients")
+    coef = check_keys(args.get("coefficients"), allowed=TERMS, required=[t for t in TERMS if t not in OPTIONAL_TERMS], source=None,
+                      field=f"{field}.coefficients")
+    coef = {t: 0.0 for t in OPTIONAL_TERMS} | coef
     linear = args.get("linear")
     if linear is not None:
         linear = check_keys(linear, allowed=("d0_s", "d_kv_s_per_token", "d_new_s_per_token"), required=("d0_s", "d_kv_s_per_token", "d_new_s_per_token"), source=None, field=f"{field}.linear")
@@ -141,6 +149,14 @@ def _linear3_to(rows, target: np.ndarray) -> Linear3BatchTime:
     if d0 <= 0:
         raise InputError("the linear3 fitted to the stepwise model has no fixed per-step cost (d0 = 0); include small steps in the measurements", field="rows")
     return Linear3BatchTime(d0, d_kv, d_new)
+
+
+def fit_coefficients(rows: list[tuple[BatchShape, float]], *, decode_buckets, token_buckets, max_prefills: int, max_decodes: int) -> StepwiseBatchTime:
+    """The stepwise model fitted to `(shape, measured time_s)` rows, nothing else (a held-out fit)."""
+    probe = StepwiseBatchTime((0.0,) * len(TERMS), tuple(decode_buckets), tuple(token_buckets), max_prefills, max_decodes)
+    a = np.array([probe.features(s) for s, _ in rows], dtype=np.float64)
+    coef = _solve(a, np.array([t for _, t in rows], dtype=np.float64))
+    return StepwiseBatchTime(tuple(float(c) for c in coef), probe.decode_buckets, probe.token_buckets, max_prefills, max_decodes)
 
 
 def fit_stepwise(rows: list[tuple[BatchShape, float, str]], *, decode_buckets, token_buckets, max_prefills: int, max_decodes: int,

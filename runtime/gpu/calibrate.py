@@ -7,6 +7,16 @@ vLLM-v1 and WAIT build. Each point is timed as the engine executes a step (`Step
 preparation, graph replay or eager forward, sampling, sync). `fluid.batch_time.fit_linear` fits
 `affine` and `linear3` (arXiv 2504.11320 §1); `fluid.batch_time_stepwise.fit_stepwise` the
 stepwise model with held-out error; the raw rows are kept.
+
+`--from-steps FILE...` adds what recorded live runs did (`recorded_grid`): steps picked per region
+from their step logs, each rebuilt from its totals (`runtime.recorded_steps.composition`, the one
+home `benchmarks/gpu_replay.py` replays too), timed interleaved in a shuffled order (one execution
+per pass, never back to back, as a live run meets them). Their regions are `live-decode`,
+`live-prefill`, `live-mixed`, `live-cohort`. A live step also pays the scheduler call and the step
+bookkeeping, which the engine's step does not include: a recorded row's time is the engine step
+measured here with its input preparation replaced by the recorded host time (scheduler call +
+preparation) plus the recorded gap to the next step (`turn_s`). `live_heldout` then fits
+without each recorded run and predicts every step of that run (region by region).
 """
 
 from __future__ import annotations
@@ -41,6 +51,95 @@ def calibration_grid(scale: float = 1.0) -> list[tuple[str, list[tuple[int, int]
     for d, ctx, p, n, prefix in MIXED:
         grid.append((f"mixed {d}x{s(ctx)} + {p}x{s(n)} after {s(prefix)}", [(1, s(ctx))] * d + [(s(n), s(prefix))] * p))
     return grid
+
+
+RECORDED_PER_REGION = 40
+IDLE_GAP_S = 2e-3  # a gap to the next step longer than this is idle time, not the step's bookkeeping
+
+
+def turn_s(rows: list[dict], i: int) -> float:
+    """What a recorded step cost the loop: its time plus the bookkeeping gap to the next step
+    (the median gap of the run where the next step came after idle time or there is none)."""
+    r = rows[i]
+    gaps = [b["start_s"] - a["start_s"] - a["measured_s"] for a, b in zip(rows, rows[1:]) if "start_s" in a and "start_s" in b]
+    busy = sorted(g for g in gaps if 0 <= g < IDLE_GAP_S)
+    typical = busy[len(busy) // 2] if busy else 0.0
+    gap = gaps[i] if i < len(gaps) else typical
+    return r["measured_s"] + (gap if 0 <= gap < IDLE_GAP_S else typical)
+
+
+def load_recorded(paths) -> dict[str, list[dict]]:
+    """{`file:run`: step rows} of recorded step logs (`runtime.recorded_steps.load_steps`)."""
+    from pathlib import Path
+
+    from runtime.recorded_steps import load_steps
+
+    return {f"{Path(p).name}:{name}": rows for p in paths for name, rows in load_steps(str(p)).items()}
+
+
+def recorded_grid(recorded: dict[str, list[dict]], *, per_region: int = RECORDED_PER_REGION) -> list[tuple[str, list, dict]]:
+    """(label, composition, recorded row + its turn) of up to `per_region` steps per region."""
+    from runtime.recorded_steps import composition, pick, region
+
+    out = []
+    for run, index, row in pick(recorded, per_region):
+        rec = {"run": run, "index": index, "recorded_s": row["measured_s"], "recorded_turn_s": turn_s(recorded[run], index),
+               "recorded_host_s": row.get("host_s")}
+        out.append((f"live-{region(row)} {run}#{index}", composition(row), rec))
+    return out
+
+
+def measure_recorded(timer, items, *, passes: int = 3, seed: int = 0) -> list[dict]:
+    """Each recorded composition timed once per pass, the order shuffled each pass (no step runs
+    right after itself); a row per pass, as `measure_grid` writes them, plus the recorded times."""
+    import random
+
+    rows = []
+    items = [it for it in items if timer.fits(it[1])]
+    for pass_index in range(passes):
+        order = list(items)
+        random.Random(seed + pass_index).shuffle(order)
+        for label, comp, rec in order:
+            t, shape = timer.time_s(comp, repeats=1, warmup=0)
+            host = rec["recorded_host_s"]
+            # the engine step measured here, its preparation replaced by the recorded host time
+            # (scheduler call + preparation), plus the recorded bookkeeping gap
+            time_s = t - timer.last_host_s + (host if host is not None else timer.last_host_s) + rec["recorded_turn_s"] - rec["recorded_s"]
+            rows.append({
+                "label": label, "pass": pass_index, "time_s": time_s, "engine_s": t, "host_s": timer.last_host_s, "graph": timer.last_graph,
+                "new_tokens": shape.new_tokens, "kv_tokens": shape.kv_tokens, "num_decodes": shape.num_decodes,
+                "num_prefills": shape.num_prefills, "prefill_attention_pairs": shape.prefill_attention_pairs, **rec,
+            })
+    return rows
+
+
+def live_heldout(rows: list[dict], recorded: dict[str, list[dict]], buckets: dict) -> dict:
+    """For each recorded run: the stepwise model fitted on every row except that run's, against
+    every step of that run (its turn: time + bookkeeping gap). Per region and pooled: mean
+    absolute relative error and median measured / predicted."""
+    from fluid.batch_time_stepwise import fit_coefficients
+    from runtime.recorded_steps import region
+    from runtime.replay import shape_of
+
+    per_run, pooled = {}, {}
+    for run, steps in recorded.items():
+        train = [(_shape(r), r["time_s"]) for r in rows if r.get("run") != run]
+        model = fit_coefficients(train, **buckets)
+        by_region: dict[str, list[tuple[float, float]]] = {}
+        for i, step in enumerate(steps):
+            pred, meas = model.step_time_s(shape_of(step)), turn_s(steps, i)
+            by_region.setdefault(region(step), []).append((pred, meas))
+            pooled.setdefault(region(step), []).append((pred, meas))
+        per_run[run] = {g: _errors(v) for g, v in sorted(by_region.items())}
+    return {"per_run": per_run, "pooled": {g: _errors(v) for g, v in sorted(pooled.items())},
+            "all": _errors([x for v in pooled.values() for x in v])}
+
+
+def _errors(pairs) -> dict:
+    import statistics
+
+    return {"steps": len(pairs), "mape": statistics.fmean(abs(p - m) / m for p, m in pairs),
+            "median_measured_over_predicted": statistics.median(m / p for p, m in pairs)}
 
 
 def measure_grid(timer, grid, *, repeats: int = 5, passes: int = 1, wrap_grid=None) -> list[dict]:
@@ -94,20 +193,30 @@ def engine_buckets(engine) -> dict:
     }
 
 
-def calibrate_engine(engine, info, *, model: str, grid_scale: float = 1.0, repeats: int = 5, passes: int = 2, wrap_grid=None, grid=None) -> dict:
+def calibrate_engine(engine, info, *, model: str, grid_scale: float = 1.0, repeats: int = 5, passes: int = 2, wrap_grid=None, grid=None,
+                     from_steps=(), per_region: int = RECORDED_PER_REGION, recorded_passes: int = 3) -> dict:
     """Measure the grid on `engine` and fit every model: the calibration file's content.
     `wrap_grid` may wrap the grid's iterable (a progress bar); `grid` replaces
-    `calibration_grid(grid_scale)` (a smoke test's few points)."""
+    `calibration_grid(grid_scale)` (a smoke test's few points); `from_steps` adds the steps of
+    recorded live runs (`recorded_grid`, timed by `measure_recorded`) and the held-out-by-run
+    error on them (`live_heldout`)."""
     from fluid.errors import InputError
     from runtime.gpu.host_info import describe_host, versions
     from runtime.gpu.step_timer import StepTimer
 
     grid = calibration_grid(grid_scale) if grid is None else grid
-    rows = measure_grid(StepTimer(engine), grid, repeats=repeats, passes=passes, wrap_grid=wrap_grid)
+    timer = StepTimer(engine)
+    rows = measure_grid(timer, grid, repeats=repeats, passes=passes, wrap_grid=wrap_grid)
     if len(rows) < 20:
         raise InputError(f"only {len(rows)} grid points fit a pool of {info.kv_capacity_tokens} tokens; raise --kv-tokens", field="kv_tokens")
-    fits = fit_rows(rows, buckets=engine_buckets(engine))
+    recorded = load_recorded(from_steps) if from_steps else {}
+    if recorded:
+        rows += measure_recorded(timer, recorded_grid(recorded, per_region=per_region), passes=recorded_passes)
+    buckets = engine_buckets(engine)
+    fits = fit_rows(rows, buckets=buckets)
     stepwise = fits["stepwise"]
+    if recorded:
+        fits["live_heldout_by_run"] = live_heldout(rows, recorded, buckets)
     return {
         "device": info.device_name,
         "model": model,
@@ -122,6 +231,7 @@ def calibrate_engine(engine, info, *, model: str, grid_scale: float = 1.0, repea
         "batch_time": {"kind": "linear3", **stepwise["batch_time"]["linear"]},
         "batch_time_stepwise": stepwise["batch_time"],
         "heldout_step_mape": stepwise["heldout_mape"],
+        "from_steps": [str(p) for p in from_steps],
         "fits": fits,
         "table": rows,
     }

@@ -39,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per grid point (median kept)")
     parser.add_argument("--passes", type=int, default=2, help="passes over the whole grid (default 2; repeats of a point stay in one held-out fold)")
     parser.add_argument("--grid-scale", type=float, default=1.0, help="scale the grid's token counts (e.g. 0.05 for a tiny CPU model)")
+    parser.add_argument("--from-steps", nargs="+", default=[], metavar="FILE",
+                        help="step logs of recorded live runs (a run's live-steps.json.gz, docs/*-steps.json.gz): up to --per-region "
+                             "of their steps per region join the grid, timed interleaved; the fit is scored on each run held out")
+    parser.add_argument("--per-region", type=int, default=40, help="recorded steps per region with --from-steps (default 40)")
     parser.add_argument("--out", default="calibration.json", help="output JSON file (default calibration.json)")
     parser.add_argument("--json", action="store_true", help="print the result JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar (it shows only on a terminal)")
@@ -81,6 +85,16 @@ def run(args) -> int:
         raise InputError(f"--repeats must be at least 1, got {args.repeats}", field="repeats")
     if not 0 < args.grid_scale <= 1:
         raise InputError(f"--grid-scale must be in (0, 1], got {args.grid_scale}", field="grid_scale")
+    if args.per_region < 1:
+        raise InputError(f"--per-region must be at least 1, got {args.per_region}", field="per_region")
+    if args.from_steps:
+        from runtime.gpu.calibrate import load_recorded
+        from runtime.recorded_steps import ReplayInputError
+
+        try:
+            load_recorded(args.from_steps)  # a bad file fails before the model loads
+        except ReplayInputError as err:
+            raise InputError(str(err), field="from_steps") from None
     device = check_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     model_label = args.model
@@ -101,6 +115,7 @@ def run(args) -> int:
     result = calibrate_engine(
         engine, info, model=model_label, grid_scale=args.grid_scale, repeats=args.repeats, passes=args.passes,
         wrap_grid=lambda grid: iterate(grid, f"calibrating on {info.device_name}", enabled=progress_enabled(args.quiet)),
+        from_steps=args.from_steps, per_region=args.per_region,
     )
     fits, stepwise = result["fits"], result["fits"]["stepwise"]
     warning = fit_warning(fits)

@@ -2,7 +2,8 @@
 
 A composition is a list of `(num_new_tokens, context_tokens)` per sequence; a sequence with
 `num_new_tokens == 1` and a complete prefix is a decode, anything else a prefill chunk on top of
-`context_tokens` cached tokens. Each call goes through `Engine.execute` (host preparation, the
+`context_tokens` cached tokens. An item `(num_new_tokens, context_tokens, is_prefill)` says which
+it is (a one-token chunk on a prefix, rebuilt from a recorded step, is a prefill chunk). Each call goes through `Engine.execute` (host preparation, the
 forward or a decode CUDA-graph replay, greedy sampling, the device sync), so the times are what a
 run's steps cost.
 """
@@ -33,18 +34,22 @@ class StepTimer:
         engine.scheduler = _Holder(self.kv)
         self._next_id = 10**9  # far from real request ids
 
+    @staticmethod
+    def _typed(composition) -> list[tuple[int, int, bool]]:
+        return [item if len(item) == 3 else (item[0], item[1], not (item[0] == 1 and item[1] > 0)) for item in composition]
+
     def fits(self, composition) -> bool:
-        blocks = sum(self.kv.blocks_for_tokens(n + ctx) for n, ctx in composition)
-        return blocks <= self.kv.num_blocks and all(n + ctx <= self.engine.runner.max_positions for n, ctx in composition)
+        typed = self._typed(composition)
+        blocks = sum(self.kv.blocks_for_tokens(n + ctx) for n, ctx, _ in typed)
+        return blocks <= self.kv.num_blocks and all(n + ctx <= self.engine.runner.max_positions for n, ctx, _ in typed)
 
     def _batch(self, composition) -> tuple[Batch, list[Request]]:
         batch, reqs = Batch(), []
         vocab = self.engine.runner.config.vocab_size
-        for n, ctx in composition:
+        for n, ctx, is_prefill in self._typed(composition):
             rid = self._next_id
             self._next_id += 1
-            decode = n == 1 and ctx > 0
-            r = Request(rid, 0.0, ctx if decode else ctx + n, 4)
+            r = Request(rid, 0.0, ctx + n if is_prefill else ctx, 4)
             r.cached_tokens = ctx
             self.kv.grow(r, n)
             self.engine.sequences[rid] = [(rid * 7919 + i) % vocab for i in range(ctx + n + 1)]
