@@ -68,6 +68,7 @@ def test_report_holds_every_experiment_table_and_figure(smoke_results):
 
 
 def test_experiment_3_keeps_the_fluid_benchmark_over_time_beside_each_series(smoke_results):
+    from fluid.over_time import compare_cumulative
     from paper_figures.results import read_series
 
     rows = [r for r in read_table(smoke_results / "03-unknown-lengths") if r["status"] == "ok"]
@@ -81,6 +82,9 @@ def test_experiment_3_keeps_the_fluid_benchmark_over_time_beside_each_series(smo
         # the table's columns are the series' ratios: generated tokens first, completed second
         assert row["cum_over_fluid_end"] == pytest.approx(run[-1] / bench[-1], rel=1e-5)
         assert 0 <= row["cum_over_fluid_min"] <= row["cum_over_fluid_end"] + 1e-9
+        mine = compare_cumulative(fot["edges_s"], run, bench, from_s=row["warmup_s"])
+        assert row["cum_over_fluid_min"] == pytest.approx(mine["min"], rel=1e-5)  # series.json rounds
+        assert row["cum_over_fluid_min_at_s"] == pytest.approx(mine["min_at_s"], rel=1e-5)
         done, fluid_done = series["time"]["completed_decode_tokens"], fot["completed_decode_tokens"]
         assert run[-1] == done[-1] and all(g >= c for g, c in zip(run, done))  # a run generates what it completes
         # the fluid too generates before it completes (at the run's end it may still be draining)
