@@ -140,7 +140,7 @@ def _run(args, argv, t0, exp, workload, engine, info) -> int:
               "experiment": exp.name, "workload": exp.workload, "policy": exp.policy, "profile": exp.profile,
               "adaptive_overrides": exp.adaptive,
               "mean_rate_per_s": profile.mean_rate_per_s(), "peak_rate_per_s": profile.peak_rate_per_s(),
-              "static_peak_solved_at_rate_per_s": peak_rate, "compare_from_share": drift.COMPARE_FROM_SHARE,
+              "static_peak_solved_at_rate_per_s": peak_rate, "compare_from_share": drift.COMPARE_FROM_SHARE, "measure": drift.MEASURE,
               "grid_s": exp.grid_s,
               "runs": [], "simulated_runs": []}
 
@@ -168,25 +168,24 @@ def _run(args, argv, t0, exp, workload, engine, info) -> int:
         # the curves cover the live run (a slow CPU smoke run ends past 1.5 × the arrivals), the simulated
         # run's the same span, and the ODE's beside both
         run_end_s = max(curve_end_s, res.end_s)
-        fluid_cum, fluid_in_system = drift._fluid_curve(workload, profile, run_end_s)
+        fluid = drift._fluid_curve(workload, profile, run_end_s)
         live = drift.run_record(exp, label, names, seed, res.requests, sched, res.peak_kv_tokens, run_end_s,
-                                fluid_cum, fluid_in_system, res.steps)
+                                fluid, res.steps)
         live.update(_step_stats(res, workload.batch_time))
         result["runs"].append(live)
         sim_requests = [drift._copy(r) for r in proto]
         sim_sched = drift.build_scheduler(label, KVBlockManager(capacity, engine.block_size), documents, names)
         sim = simulate(sim_sched, sim_requests, workload.batch_time)
         result["simulated_runs"].append(drift.run_record(exp, label, names, seed, sim_requests, sim_sched,
-                                                         sim.peak_kv_tokens, run_end_s, fluid_cum, fluid_in_system,
-                                                         sim.steps))
+                                                         sim.peak_kv_tokens, run_end_s, fluid, sim.steps))
         drift.attach_static_latencies(result["runs"])
         drift.attach_static_latencies(result["simulated_runs"])
         write()
         s = result["simulated_runs"][-1]
         print(f"[{time.perf_counter() - t0:.0f} s] {label:<12} live: lat {live['mean_latency_s']:.3f} s, "
-              f"cum/fluid min {live['cumulative_throughput_vs_fluid_min']:.4f}, median step {live.get('median_step_s', 0) * 1e3:.2f} ms "
+              f"generated tok / fluid min {live['cumulative_throughput_vs_fluid_min']:.4f}, median step {live.get('median_step_s', 0) * 1e3:.2f} ms "
               f"(model {live.get('median_model_step_s', 0) * 1e3:.2f}); simulated: lat {s['mean_latency_s']:.3f} s, "
-              f"cum/fluid min {s['cumulative_throughput_vs_fluid_min']:.4f}", flush=True)
+              f"generated tok / fluid min {s['cumulative_throughput_vs_fluid_min']:.4f}", flush=True)
 
     table = []
     for live, sim in zip(result["runs"], result["simulated_runs"]):
@@ -194,7 +193,7 @@ def _run(args, argv, t0, exp, workload, engine, info) -> int:
                       f"{sim['cumulative_throughput_vs_fluid_min']:.4f}", f"{live['mean_latency_s']:.3f}",
                       f"{sim['mean_latency_s']:.3f}", f"{live['mean_ttft_s']:.3f}", f"{sim['mean_ttft_s']:.3f}",
                       str(live["restarts"]), str(live["peak_kv_tokens"])])
-    print(format_table(["policy", "done", "cum/fluid live", "sim", "lat live s", "sim", "TTFT live s", "sim",
+    print(format_table(["policy", "done", "gen tok/fluid live", "sim", "lat live s", "sim", "TTFT live s", "sim",
                         "restarts", "peak KV"], table))
     write()
     print(f"wrote {out} ({result['wall_s']:.0f} s)")

@@ -22,9 +22,16 @@ Design (the paper leaves it open; arXiv 2504.11320 defines only the equilibrium)
   iteration; evicted prompts lose their cache and rejoin the queue (restart from prefill), which
   is how greedy admission loses throughput in the fluid.
 * Throughput counts completed decode tokens: Σ_j l'_j × (completion rate of type j).
-* Two running totals ride along in the state, arrived (∫λ) and completed prompts, so that the
+* Generated decode tokens: every resident prompt in a decode compartment samples one token per
+  iteration, so tokens are generated at rate D(t)/ΔT(t), D = the prompts in decode compartments
+  (the prefill's first token is not counted, as throughput* = Σ λ_j l'_j does not count it). A
+  prompt that passes through spends w_k iterations in compartment k on average, so it generates
+  Σ_k w_k = l'_j tokens: once the server has drained, generated = completed decode tokens (an
+  evicted prompt restarts and generates its tokens again, so under eviction generated > completed).
+* Running totals ride along in the state: arrived (∫λ) and completed prompts per type, so that the
   flows can be checked to conserve prompts: arrived = queued + resident + completed at all times
-  (an evicted prompt leaves the compartments and rejoins the queue; none is lost or made).
+  (an evicted prompt leaves the compartments and rejoins the queue; none is lost or made); and
+  generated decode tokens (∫ D/ΔT dt), integrated exactly rather than by a quadrature of samples.
 
 λ may be constant (the workload's rates), a callable t ↦ array[m], or `PiecewiseRates` (e.g. the
 rate profile of a timestamped trace), integrated bin by bin so no change of rate is stepped over.
@@ -102,6 +109,8 @@ class FluidTrajectory:
     arrived_prompts: np.ndarray  # ∫ Σλ dt since 0
     completed_prompts: np.ndarray  # ∫ (completion rate) dt since 0
     completed_decode_tokens: np.ndarray | None = None  # Σ_j l'_j ∫ (type j's completion rate) dt since 0
+    generated_decode_tokens: np.ndarray | None = None  # ∫ (prompts in decode compartments) / ΔT dt since 0
+    generation_tokens_per_s: np.ndarray | None = None  # (prompts in decode compartments) / ΔT: decode tokens sampled per second
 
     @property
     def final_memory_tokens(self) -> float:
@@ -133,6 +142,7 @@ class _Layout:
         self.tokens = np.array(tokens, dtype=np.float64)  # KV tokens held per prompt
         self.width = np.array(width)  # stages per compartment
         self.new = np.array(new, dtype=np.float64)  # new tokens per prompt per iteration
+        self.decoding = np.array(decoding, dtype=np.float64)  # 1 for decode compartments: one token sampled per iteration
         self.first = np.array(first)
         self.last = np.array(last)
         self.level = np.arange(len(owner)) - self.first[self.owner]  # 0 = newest prompts
@@ -218,12 +228,12 @@ def simulate_fluid(
         inflow[1:] = out[:-1]
         inflow[lay.first] = u  # stage 0 of each type is fed by admission, not by the previous type
         evicted = np.bincount(lay.owner, weights=evict, minlength=m)
-        # the last two blocks are the running totals: arrivals, and completions (out of the last compartment)
-        return np.concatenate([lam - u + evicted, inflow - out - evict, lam, out[lay.last]])
+        # the running totals: arrivals, completions (out of the last compartment), generated decode tokens
+        return np.concatenate([lam - u + evicted, inflow - out - evict, lam, out[lay.last], [(pop @ lay.decoding) / dT]])
 
     edges = sorted({0.0, float(duration_s), *[b for b in breaks if 0.0 < b < duration_s]})
     t_eval = np.linspace(0.0, duration_s, num_points)
-    y0 = np.zeros(m + lay.size + 2 * m)
+    y0 = np.zeros(m + lay.size + 2 * m + 1)
     ts, ys = [], []
     for lo, hi in zip(edges[:-1], edges[1:]):
         inside = t_eval[(t_eval >= lo) & (t_eval <= hi)]
@@ -274,6 +284,8 @@ def _trajectory(policy, times, states, flows, lay: _Layout, workload: Workload) 
         kv_capacity_tokens=workload.kv_capacity_tokens,
         resident_prompts=np.clip(states[:, m : m + lay.size], 0.0, None).sum(axis=1),
         arrived_prompts=states[:, m + lay.size : 2 * m + lay.size].sum(axis=1),
-        completed_prompts=states[:, 2 * m + lay.size :].sum(axis=1),
-        completed_decode_tokens=states[:, 2 * m + lay.size :] @ lay.decode_len,
+        completed_prompts=states[:, 2 * m + lay.size : 3 * m + lay.size].sum(axis=1),
+        completed_decode_tokens=states[:, 2 * m + lay.size : 3 * m + lay.size] @ lay.decode_len,
+        generated_decode_tokens=states[:, 3 * m + lay.size],
+        generation_tokens_per_s=np.array([(r[1] @ lay.decoding) / r[3] for r in rows]),
     )

@@ -1,6 +1,6 @@
 """The fluid benchmark over time for a time-varying arrival process (arXiv 2504.11320's fluid
-model, integrated by `fluid/ode.py`): cumulative decode tokens completed and requests in the
-system, on a time grid, from an empty server.
+model, integrated by `fluid/ode.py`): cumulative decode tokens generated and completed, and
+requests in the system, on a time grid, from an empty server.
 
 Two ways in, one integration:
 
@@ -19,11 +19,25 @@ Two ways in, one integration:
 
 What the benchmark is: the fluid limit of WAIT admission (thresholds n_j = (1 + slack) λ_j ΔT*
 solved at the profile's busiest bin, at most `PEAK_CAP_OF_CAPACITY` of the fluid capacity, since
-no threshold exists above it) on a server that starts empty. It counts a request's decode tokens
-when the request completes (as the run's curves do), and a prompt's residence is an Erlang delay
-of at most `max_compartments` stages (mean exact, `fluid/ode.py`), so in the first minutes it
-completes tokens somewhat earlier than discrete requests can. It is a reference, not an upper
+no threshold exists above it) on a server that starts empty. It is a reference, not an upper
 bound: a busy bin above capacity builds a fluid queue that the run may clear in its own order.
+
+Two cumulative counts, both of decode tokens (the l' tokens after the prefill's first one, as
+throughput* = Σ λ_j l'_j counts them; `runtime.metrics.cumulative_decode_tokens` counts a run's
+the same way):
+
+* `generated_decode_tokens` (the primary measure): tokens sampled by time t. In the fluid every
+  resident prompt in its decode phase samples one token per iteration, so the rate is the decode
+  prompts' mass over ΔT(t), integrated exactly as a state of the ODE. Because a prompt emits its
+  tokens one per iteration over its whole residence, the curve does not depend on how the decode
+  stages are aggregated into compartments, and it compares with a run token for token.
+* `completed_decode_tokens`: a request's l' tokens counted at once when it completes. A prompt's
+  residence in the ODE is an Erlang delay of at most `max_compartments` stages (mean exact,
+  `fluid/ode.py`), so some fluid mass completes long before a discrete request of that length
+  can, and during the first minutes this curve leads any run by an amount that measures the
+  aggregation, not a policy.
+
+After the server drains both end at the same total (for runs too).
 """
 
 from __future__ import annotations
@@ -39,25 +53,29 @@ from fluid.workload import RequestType, Workload
 PEAK_CAP_OF_CAPACITY = 0.95  # thresholds are solved at most at this share of the fluid capacity
 DEFAULT_TYPE_BINS = 32  # output-length bins of replayed requests (memory-time within ~0.5 % on Azure conv.)
 DEFAULT_MAX_COMPARTMENTS = 16
-# ratios of cumulative tokens start once the benchmark has completed this share of its tokens
+# ratios of cumulative tokens start once the benchmark has this share of its final tokens
 # (before, both counts are a handful of requests and their ratio is noise)
 COMPARE_FROM_SHARE = 0.02
 
 
 @dataclass(frozen=True)
 class FluidOverTime:
-    """The benchmark on `time_s` (cumulative decode tokens completed, requests arrived and not
-    completed, completed decode tokens/s), with the types and thresholds it ran with."""
+    """The benchmark on `time_s` (cumulative decode tokens generated and completed, requests
+    arrived and not completed, decode tokens/s generated and completed), with the types and
+    thresholds it ran with."""
 
     time_s: np.ndarray
-    cumulative_decode_tokens: np.ndarray
+    generated_decode_tokens: np.ndarray
+    completed_decode_tokens: np.ndarray
     in_system: np.ndarray
-    throughput_tokens_per_s: np.ndarray
+    generation_tokens_per_s: np.ndarray
+    throughput_tokens_per_s: np.ndarray  # completed decode tokens/s
     types: tuple[RequestType, ...]
     threshold_rate_per_s: float  # total rate the WAIT thresholds are solved at
 
     def to_dict(self) -> dict:
-        return {"time_s": self.time_s.tolist(), "cumulative_decode_tokens": self.cumulative_decode_tokens.tolist(),
+        return {"time_s": self.time_s.tolist(), "generated_decode_tokens": self.generated_decode_tokens.tolist(),
+                "completed_decode_tokens": self.completed_decode_tokens.tolist(),
                 "in_system": self.in_system.tolist(), "threshold_rate_per_s": self.threshold_rate_per_s,
                 "types": len(self.types)}
 
@@ -85,12 +103,14 @@ def benchmark_over_time(workload: Workload, rates: PiecewiseRates, grid_s, *, th
         threshold_workload = solvable_workload(workload, float(rates.rates_per_s.sum(axis=1).max()))
     traj = simulate_fluid(threshold_workload, float(grid[-1]), policy="wait", rates=rates, num_points=len(grid),
                           max_compartments=max_compartments, method=method)
-    rate = np.interp(grid, traj.times_s, traj.throughput_tokens_per_s)
-    # the integrated running total of completions, not a quadrature of the sampled rate (which
-    # misses the rate's jumps at the profile's bin edges)
-    cum = np.interp(grid, traj.times_s, traj.completed_decode_tokens)
-    in_system = np.interp(grid, traj.times_s, traj.resident_prompts + traj.queue_prompts)
-    return FluidOverTime(grid, cum, in_system, rate, tuple(threshold_workload.types), threshold_workload.total_rate_per_s)
+    def at(values):
+        return np.interp(grid, traj.times_s, values)
+
+    # the integrated running totals, not quadratures of the sampled rates (which miss the rates'
+    # jumps at the profile's bin edges)
+    return FluidOverTime(grid, at(traj.generated_decode_tokens), at(traj.completed_decode_tokens),
+                         at(traj.resident_prompts + traj.queue_prompts), at(traj.generation_tokens_per_s),
+                         at(traj.throughput_tokens_per_s), tuple(threshold_workload.types), threshold_workload.total_rate_per_s)
 
 
 def request_types(prompt_tokens, output_tokens, *, type_bins: int = DEFAULT_TYPE_BINS) -> tuple[tuple[RequestType, ...], np.ndarray]:
@@ -146,19 +166,19 @@ def benchmark_for_requests(workload: Workload, arrival_s, prompt_tokens, output_
 
 
 def compare_cumulative(time_s, run_cumulative, benchmark_cumulative, *, from_s: float = 0.0) -> dict:
-    """A run's cumulative decode tokens against the benchmark's on the same grid `time_s`: the
-    ratio's minimum from `from_s` (a run's warm-up cut) and the time the benchmark has
-    COMPARE_FROM_SHARE of its final tokens on, the time of that minimum, and the ratio at the
-    grid's end (the run's end). The first minutes are left out because there the fluid's Erlang
-    stages complete tokens before any discrete request can (module docstring)."""
+    """A run's cumulative decode tokens against the benchmark's (the same count: generated, or
+    completed) on the same grid `time_s`: {"min": the ratio's minimum from `from_s` (a run's
+    warm-up cut) and the time the benchmark has COMPARE_FROM_SHARE of its final tokens on,
+    "min_at_s": the time of that minimum, "from_s": the first time compared, "end": the ratio at
+    the grid's end (the run's end)}; all None when the benchmark has no tokens."""
     t = np.asarray(time_s, dtype=np.float64)
     run = np.asarray(run_cumulative, dtype=np.float64)
     bench = np.asarray(benchmark_cumulative, dtype=np.float64)
     if not (run.shape == bench.shape == t.shape) or run.ndim != 1 or len(run) == 0:
         raise InputError(f"needs two curves on one grid, got shapes {t.shape}, {run.shape} and {bench.shape}", field="cumulative")
     if not bench[-1] > 0:
-        return {"cum_over_fluid_min": None, "cum_over_fluid_min_at_s": None, "cum_over_fluid_end": None}
+        return {"min": None, "min_at_s": None, "from_s": None, "end": None}
     start = int(np.argmax((bench >= COMPARE_FROM_SHARE * bench[-1]) & (t >= from_s)))
     ratio = run[start:] / bench[start:]
-    return {"cum_over_fluid_min": float(ratio.min()), "cum_over_fluid_min_at_s": float(t[start + int(ratio.argmin())]),
-            "cum_over_fluid_end": float(run[-1] / bench[-1])}
+    return {"min": float(ratio.min()), "min_at_s": float(t[start + int(ratio.argmin())]), "from_s": float(t[start]),
+            "end": float(run[-1] / bench[-1])}

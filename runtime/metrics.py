@@ -80,6 +80,33 @@ def decode_throughput_tokens_per_s(requests: list[Request], start_s: float, stop
     return count / (stop_s - start_s)
 
 
+CUMULATIVE_COUNTS = ("generated", "completed")
+
+
+def cumulative_decode_tokens(requests: list[Request], times_s, *, count: str = "generated") -> np.ndarray:
+    """Decode tokens by each time of `times_s` (a token at exactly t counts at t), the same decode
+    tokens as throughput (the prefill's first token is not counted):
+
+    - "generated": each decode-stage token when it is sampled (`token_times_s[1:]`; a request
+      left unfinished counts what it produced);
+    - "completed": a request's l' tokens at once, when it completes.
+
+    Both end at Σ l' once every request has completed (a recompute after an eviction samples no
+    token twice, `runtime/request.py`). The fluid benchmark counts the same two ways
+    (`fluid/over_time.py`)."""
+    grid = np.asarray(times_s, dtype=np.float64)
+    if count == "generated":
+        parts = [np.asarray(r.token_times_s[1:], dtype=np.float64) for r in requests if len(r.token_times_s) > 1]
+        stamps = np.sort(np.concatenate(parts)) if parts else np.empty(0)
+        return np.searchsorted(stamps, grid, side="right").astype(np.float64)
+    if count == "completed":
+        done = sorted((r.completion_s, r.output_tokens) for r in requests if r.completion_s is not None)
+        stamps = np.asarray([d[0] for d in done], dtype=np.float64)
+        totals = np.concatenate([[0.0], np.cumsum([float(d[1]) for d in done])])
+        return totals[np.searchsorted(stamps, grid, side="right")]
+    raise ValueError(f"count must be one of {', '.join(CUMULATIVE_COUNTS)}, got {count!r}")
+
+
 def latencies_s(requests: list[Request]) -> np.ndarray:
     return np.asarray([r.completion_s - r.arrival_s for r in requests], float)
 

@@ -41,8 +41,8 @@ def test_cpu_smoke_runs_live_and_simulated_on_the_same_arrivals(tmp_path, capsys
                           "static_mean_latency_s", "static_peak_mean_latency_s"):
                 assert field in r, (key, field)
             assert r["requests"] == r["completed"] == 6
-            assert r["curves"]["cumulative_decode_tokens"][-1] == tokens
-            assert len(r["curves"]["fluid_cumulative_decode_tokens"]) == len(r["curves"]["time_s"])
+            assert r["curves"]["generated_decode_tokens"][-1] == r["curves"]["completed_decode_tokens"][-1] == tokens
+            assert len(r["curves"]["fluid_generated_decode_tokens"]) == len(r["curves"]["time_s"])
             assert r["curves"]["time_s"][1] == pytest.approx(0.01)  # the smoke block's grid_s
             assert r["peak_kv_tokens"] <= 2048
         # static-mean was not run: no latency to compare with; static-peak's is its own run's

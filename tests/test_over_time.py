@@ -61,9 +61,9 @@ def test_the_benchmark_completes_exactly_the_replayed_work_and_empties():
     grid = np.linspace(0, 120, 121)
     bench = benchmark_for_requests(_server(), arrivals, prompts, outputs, grid, bin_s=4.0)
     assert len(bench.types) == 2
-    assert bench.cumulative_decode_tokens[-1] == pytest.approx(outputs.sum(), rel=2e-3)
+    assert bench.completed_decode_tokens[-1] == pytest.approx(outputs.sum(), rel=2e-3)
     assert bench.in_system[-1] < 0.5 and bench.in_system.max() > 1
-    assert np.all(np.diff(bench.cumulative_decode_tokens) >= -1e-6)
+    assert np.all(np.diff(bench.completed_decode_tokens) >= -1e-6)
 
 
 def test_constant_rates_reach_throughput_star():
@@ -88,10 +88,11 @@ def test_compare_cumulative_minimum_from_the_cut_and_at_the_end():
     t = [0.0, 1.0, 2.0, 3.0, 4.0]
     bench = [0.0, 10.0, 20.0, 30.0, 40.0]
     run = [0.0, 1.0, 18.0, 27.0, 40.0]
-    assert compare_cumulative(t, run, bench) == {"cum_over_fluid_min": 0.1, "cum_over_fluid_min_at_s": 1.0, "cum_over_fluid_end": 1.0}
+    assert compare_cumulative(t, run, bench) == {"min": 0.1, "min_at_s": 1.0, "from_s": 1.0, "end": 1.0}
     cut = compare_cumulative(t, run, bench, from_s=2.0)  # the cut itself is included
-    assert cut["cum_over_fluid_min"] == pytest.approx(0.9) and cut["cum_over_fluid_min_at_s"] == 2.0
-    assert compare_cumulative(t, bench, bench)["cum_over_fluid_min"] == 1.0
+    assert cut["min"] == pytest.approx(0.9) and cut["min_at_s"] == 2.0 and cut["from_s"] == 2.0
+    assert compare_cumulative(t, bench, bench)["min"] == 1.0
+    assert compare_cumulative(t, run, [0.0] * 5) == {"min": None, "min_at_s": None, "from_s": None, "end": None}
     with pytest.raises(InputError):
         compare_cumulative(t, run[:-1], bench)
 

@@ -68,16 +68,33 @@ def test_report_holds_every_experiment_table_and_figure(smoke_results):
 
 
 def test_experiment_3_keeps_the_fluid_benchmark_over_time_beside_each_series(smoke_results):
+    from fluid.over_time import compare_cumulative
     from paper_figures.results import read_series
 
     rows = [r for r in read_table(smoke_results / "03-unknown-lengths") if r["status"] == "ok"]
     assert {r["workload"] for r in rows} == {"nested-c-four-classes", "azure-conv"}
     for row in rows:
         series = read_series(smoke_results / "03-unknown-lengths", row["point_id"])
-        run, bench = series["time"]["completed_decode_tokens"], series["fluid_over_time"]["cumulative_decode_tokens"]
-        assert series["fluid_over_time"]["edges_s"] == series["time"]["edges_s"]
+        fot = series["fluid_over_time"]
+        run, bench = series["time"]["generated_decode_tokens"], fot["generated_decode_tokens"]
+        assert fot["edges_s"] == series["time"]["edges_s"]
         assert run[0] == bench[0] == 0 and all(b >= a for a, b in zip(bench, bench[1:]))
-        assert row["cum_over_fluid_end"] == pytest.approx(run[-1] / bench[-1], rel=1e-5)  # the table is the series' ratio
+        # the table's columns are the series' ratios: generated tokens first, completed second
+        assert row["cum_over_fluid_end"] == pytest.approx(run[-1] / bench[-1], rel=1e-5)
         assert 0 <= row["cum_over_fluid_min"] <= row["cum_over_fluid_end"] + 1e-9
+        mine = compare_cumulative(fot["edges_s"], run, bench, from_s=row["warmup_s"])
+        assert row["cum_over_fluid_min"] == pytest.approx(mine["min"], rel=1e-5)  # series.json rounds
+        assert row["cum_over_fluid_min_at_s"] == pytest.approx(mine["min_at_s"], rel=1e-5)
+        done, fluid_done = series["time"]["completed_decode_tokens"], fot["completed_decode_tokens"]
+        assert run[-1] == done[-1] and all(g >= c for g, c in zip(run, done))  # a run generates what it completes
+        # the fluid too generates before it completes (at the run's end it may still be draining)
+        assert all(g >= c - 1e-6 for g, c in zip(bench, fluid_done)) and bench[-1] <= run[-1] * 1.01
+        assert row["cum_completed_over_fluid_end"] == pytest.approx(done[-1] / fluid_done[-1], rel=1e-5)
+        assert 0 <= row["cum_completed_over_fluid_min"] <= row["cum_completed_over_fluid_end"] + 1e-9
+    # the measure is part of those points' ids: points compared by completed tokens are run again
+    from validation.points import FLUID_OVER_TIME_MEASURE
+
+    grid, _ = plan(load_experiment(next(p for p in EXPERIMENTS if p.stem == "03-unknown-lengths"), smoke=True))
+    assert {p["fluid_over_time"]["measure"] for p in grid} == {FLUID_OVER_TIME_MEASURE}
     other = read_table(smoke_results / "01-fluid-vs-sim")  # experiments that do not ask keep no benchmark
     assert all(r.get("cum_over_fluid_min") is None for r in other)

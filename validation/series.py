@@ -5,8 +5,9 @@ each point also keeps, downsampled:
 
 - `time`: bin edges over [0, end of run] and, per bin, decode throughput (tokens/s), arrivals and
   requests in the system at each edge (arrived, not completed), KV tokens reserved at each edge
-  (replica 0's step log), and the cumulative decode tokens of the requests completed by each edge
-  (counted at completion, as the fluid benchmark over time counts them);
+  (replica 0's step log), and the cumulative decode tokens by each edge, generated (each token
+  when sampled) and completed (a request's tokens when it completes), counted as the fluid
+  benchmark over time counts them (`runtime.metrics.cumulative_decode_tokens`);
 - `by_index`: mean latency and TTFT of the requests in each bin of arrival order (the paper's
   latency against prompt number);
 - `quantiles`: TTFT, TBT and latency at fixed percentiles (distribution figures);
@@ -41,6 +42,8 @@ def _binned_mean(values: np.ndarray, bins: int) -> tuple[list[float], list[float
 
 
 def point_series(requests, steps, *, end_s: float, warmup_s: float) -> dict:
+    from runtime.metrics import cumulative_decode_tokens
+
     reqs = sorted(requests, key=lambda r: (r.arrival_s, r.request_id))
     arrival = np.asarray([r.arrival_s for r in reqs], float)
     completion = np.asarray([np.inf if r.completion_s is None else r.completion_s for r in reqs], float)
@@ -51,9 +54,8 @@ def point_series(requests, steps, *, end_s: float, warmup_s: float) -> dict:
     per_bin, _ = np.histogram(tokens, bins=edges)
     arrivals, _ = np.histogram(arrival, bins=edges)
     in_system = np.searchsorted(np.sort(arrival), edges, side="right") - np.searchsorted(np.sort(completion), edges, side="right")
-    by_completion = np.argsort(completion, kind="stable")
-    done_tokens = np.concatenate([[0.0], np.cumsum(np.asarray([reqs[i].output_tokens for i in by_completion], float))])
-    completed = done_tokens[np.searchsorted(completion[by_completion], edges, side="right")]
+    generated = cumulative_decode_tokens(reqs, edges, count="generated")
+    completed = cumulative_decode_tokens(reqs, edges, count="completed")
     start = np.asarray(steps.start_s, float)
     kv = np.asarray(steps.kv_used_tokens, float)
     kv_at = kv[np.clip(np.searchsorted(start, edges, side="right") - 1, 0, None)] if len(start) else np.zeros_like(edges)
@@ -73,6 +75,7 @@ def point_series(requests, steps, *, end_s: float, warmup_s: float) -> dict:
             "decode_tokens_per_s": (per_bin / width).tolist(),
             "arrivals_per_s": (arrivals / width).tolist(),
             "in_system": in_system.tolist(),
+            "generated_decode_tokens": generated.tolist(),
             "completed_decode_tokens": completed.tolist(),
             "kv_used_tokens": kv_at.tolist(),
         },
