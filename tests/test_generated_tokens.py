@@ -133,8 +133,7 @@ def test_drift_run_record_compares_generated_tokens_first_and_completed_second()
     fluid_gen = np.array([0.0, 2.0, 4.0, 6.0, 8.0, 8.0, 8.0])  # the fluid generates 2 tokens/s from 0 to 4 s
     fluid_done = np.array([0.0, 0.0, 4.0, 4.0, 8.0, 8.0, 8.0])
     fluid = FluidOverTime(grid, fluid_gen, fluid_done, np.zeros(7), np.zeros(7), np.zeros(7), (), 1.0)
-    with drift.curve_grid(1.0):
-        rec = drift.run_record(exp, "vllm-v1", {}, 0, reqs, None, 0, 6.0, fluid)
+    rec = drift.run_record(exp, "vllm-v1", {}, 0, reqs, None, 0, 6.0, fluid)  # on exp's 1 s grid
     c = rec["curves"]
     assert c["generated_decode_tokens"] == [0, 1, 3, 5, 7, 8, 8]
     assert c["completed_decode_tokens"] == [0, 0, 0, 0, 4, 8, 8]
