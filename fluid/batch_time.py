@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from fluid.errors import InputError, check_keys, with_source
+from fluid.numbers import check_number
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +65,9 @@ MAX_COEFFICIENT_S = 1e6
 
 
 def _check_nonneg_finite(value: float, field: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"must be a number, got {value!r}", field=field)
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        need = "positive" if positive else "non-negative"
-        raise InputError(f"must be a finite {need} number of seconds, got {value!r}", field=field)
-    if value > MAX_COEFFICIENT_S:
-        raise InputError(f"must be at most {MAX_COEFFICIENT_S:g} seconds, got {value!r}; check the units (seconds, not ms or µs)", field=field)
+    value = check_number(value, field, minimum=0, strict_minimum=positive, unit="of seconds")
+    # the cap has its own message: a value over it is almost always in the wrong unit
+    check_number(value, field, maximum=MAX_COEFFICIENT_S, unit="seconds", hint="; check the units (seconds, not ms or µs)")
     return float(value)
 
 
@@ -143,9 +140,7 @@ class StaircaseBatchTime:
     def __post_init__(self) -> None:
         _check_nonneg_finite(self.c_s, "batch_time.c_s", positive=True)
         _check_nonneg_finite(self.a_s, "batch_time.a_s")
-        b0 = self.tile_tokens
-        if isinstance(b0, bool) or not isinstance(b0, int) or b0 <= 0:
-            raise InputError(f"must be a positive integer number of tokens, got {b0!r}", field="batch_time.tile_tokens")
+        check_number(self.tile_tokens, "batch_time.tile_tokens", integer=True, minimum=1, unit="number of tokens")
 
     def step_time_s(self, shape: BatchShape) -> float:
         return self.c_s + self.a_s * math.ceil(shape.new_tokens / self.tile_tokens)

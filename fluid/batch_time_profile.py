@@ -22,7 +22,6 @@ The fluid model uses its linearisation (`fluid.batch_time_fit.linearise`).
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from fluid.batch_time import BatchShape, _check_nonneg_finite
 from fluid.errors import InputError, check_keys
+from fluid.numbers import check_number
 
 PROFILE_DIR = Path(__file__).resolve().parent / "data" / "profiles"
 DEFAULT_ATTN_S_PER_KV_TOKEN = 524288 / 2.039e12
@@ -139,8 +139,11 @@ def read_mlp_csv(path: str | Path, *, num_layers: int, tensor_parallel: int = 1)
                 op_ms = {c.split(".")[1]: float(row[c]) for c in ops}
             except (TypeError, ValueError):
                 raise InputError("num_tokens and operator medians must be numbers; fix or delete the row", source=f"{p}:{line_no}") from None
-            if tokens <= 0 or not all(math.isfinite(v) and v >= 0 for v in op_ms.values()):
-                raise InputError(f"bad values in row (num_tokens {tokens}); fix or delete the row", source=f"{p}:{line_no}")
+            where = f"{p}:{line_no}"
+            check_number(tokens, None, integer=True, minimum=1, what="num_tokens", source=where, hint="; fix or delete the row")
+            for op, v in op_ms.items():
+                check_number(v, None, minimum=0, what=f"time_stats.{op}.median", unit="(ms)", source=where,
+                             hint=f" (num_tokens {tokens}); fix or delete the row")
             layer_ms = sum(v for op, v in op_ms.items() if op != _EMBEDDING)
             total_ms = num_layers * layer_ms + op_ms.get(_EMBEDDING, 0.0)
             per_tokens.setdefault(tokens, []).append(total_ms / 1e3)
@@ -157,9 +160,8 @@ def profile_from_dict(args: dict, *, source: str | None, field: str, base_dir: P
         raise InputError("give exactly one of mlp_csv (a Vidur mlp.csv, with num_layers) or table", source=source, field=field)
     terms = {k: args[k] for k in ("attn_s_per_kv_token", "attn_s_per_prefill_pair", "overhead_s") if k in args}
     if has_csv:
-        layers = args.get("num_layers")
-        if isinstance(layers, bool) or not isinstance(layers, int) or layers <= 0:
-            raise InputError(f"mlp_csv needs num_layers, a positive integer; got {layers!r}", source=source, field=f"{field}.num_layers")
+        layers = check_number(args.get("num_layers"), f"{field}.num_layers", integer=True, minimum=1, what="mlp_csv needs num_layers, which",
+                              unit="number of model layers", source=source)
         mlp = args["mlp_csv"]
         if not isinstance(mlp, str) or not mlp:
             raise InputError(f"must be a file path or builtin:NAME, got {mlp!r}", source=source, field=f"{field}.mlp_csv")

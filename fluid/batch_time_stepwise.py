@@ -30,6 +30,7 @@ import numpy as np
 
 from fluid.batch_time import BatchShape, Linear3BatchTime, _check_nonneg_finite
 from fluid.errors import InputError
+from fluid.numbers import check_number
 
 TERMS = ("c0_s", "kv_s_per_token", "new_s_per_token", "padded_s_per_token", "decode_s_per_seq", "prefill_s_per_seq",
          "pair_s", "eager_s", "eager_s_per_seq", "mixed_decode_s_per_seq", "decode_prefill_s")
@@ -100,9 +101,7 @@ def stepwise_from_dict(args: dict, *, field: str) -> StepwiseBatchTime:
         if not isinstance(args.get(key), list):
             raise InputError(f"must be a list of token counts, got {args.get(key)!r}", field=f"{field}.{key}")
     for key in ("max_prefills", "max_decodes"):
-        v = args.get(key)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise InputError(f"must be a non-negative integer, got {v!r}", field=f"{field}.{key}")
+        check_number(args.get(key), f"{field}.{key}", integer=True, minimum=0)
     return StepwiseBatchTime(tuple(coef[t] for t in TERMS), tuple(args["decode_buckets"]), tuple(args["token_buckets"]),
                              args["max_prefills"], args["max_decodes"], linear)
 

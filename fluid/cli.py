@@ -15,6 +15,7 @@ import sys
 
 from fluid.equilibrium import FluidArrays, closed_form, closed_form_full, instability_advice
 from fluid.errors import InputError, UnstableWorkloadError
+from fluid.numbers import check_number
 from fluid.tables import format_table
 from fluid.workload import Workload
 
@@ -208,10 +209,8 @@ def render_text(report: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from fluid.workload_io import load_workload
 
-    if not (math.isfinite(args.rate_scale) and args.rate_scale > 0):
-        raise InputError(f"must be a finite positive factor, got {args.rate_scale!r}", field="--rate-scale")
-    if args.ode is not None and not (math.isfinite(args.ode) and args.ode > 0):
-        raise InputError(f"must be a finite positive number of seconds, got {args.ode!r}", field="--ode")
+    check_number(args.rate_scale, "--rate-scale", minimum=0, strict_minimum=True, unit="factor")
+    check_number(args.ode, "--ode", minimum=0, strict_minimum=True, unit="of seconds", allow_none=True)
     workload = load_workload(args.workload, rate_scale=args.rate_scale)
     report = closed_form_report(workload, closed_form_full(workload))
     report["rate_scale"] = args.rate_scale

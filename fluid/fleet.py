@@ -24,7 +24,6 @@ duals convert back exactly (dual_original = dual_scaled × scale × objective_sc
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,12 +47,7 @@ class GpuSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise InputError(f"a GPU needs a non-empty name, got {self.name!r}", field="gpus[].name")
-        C = self.kv_capacity_tokens
-        if isinstance(C, bool) or not isinstance(C, int) or C <= 0:
-            raise InputError(
-                f"must be a positive integer number of tokens, got {C!r}",
-                field=f"gpus[{self.name}].kv_capacity_tokens",
-            )
+        check_number(self.kv_capacity_tokens, f"gpus[{self.name}].kv_capacity_tokens", integer=True, minimum=1, unit="number of tokens")
         if not callable(getattr(self.batch_time, "linear_coefficients", None)):
             raise InputError(
                 f"needs a batch-time model with linear_coefficients(), got {self.batch_time!r}",
@@ -91,8 +85,7 @@ class LPOptions:
         _optional_positive(self.tbt_slo_s, "tbt_slo_s")
         if self.weights is not None:
             for j, w in enumerate(self.weights):
-                if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-                    raise InputError(f"must be a finite number, got {w!r}", field=f"weights[{j}]")
+                check_number(w, f"weights[{j}]")
 
 
 @dataclass

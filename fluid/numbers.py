@@ -33,6 +33,8 @@ def _describe(integer: bool, minimum, strict_minimum: bool, maximum, strict_maxi
         text = f"an {kind}" if integer else "a finite number"
     elif maximum is None:
         text = f"a{'n' if integer else ''} {kind} {'>' if strict_minimum else '≥'} {_fmt(minimum)}"
+    elif minimum is None:
+        text = f"a{'n' if integer else ''} {kind} {'<' if strict_maximum else '≤'} {_fmt(maximum)}"
     else:
         lo = "(" if strict_minimum else "["
         hi = ")" if strict_maximum else "]"

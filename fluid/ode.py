@@ -39,7 +39,6 @@ rate profile of a timestamped trace), integrated bin by bin so no change of rate
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -47,6 +46,7 @@ import numpy as np
 
 from fluid.equilibrium import closed_form
 from fluid.errors import InputError, UnstableWorkloadError
+from fluid.numbers import check_number
 from fluid.workload import Workload
 
 POLICIES = ("wait", "fcfs")
@@ -189,10 +189,8 @@ def simulate_fluid(
 
     if policy not in POLICIES:
         raise InputError(f"unknown fluid policy {policy!r}: use one of {', '.join(POLICIES)}", field="policy")
-    if not (isinstance(duration_s, (int, float)) and math.isfinite(duration_s) and duration_s > 0):
-        raise InputError(f"ODE horizon must be a finite positive number of seconds, got {duration_s!r}", field="duration_s")
-    if not (isinstance(max_compartments, int) and max_compartments >= 1):
-        raise InputError(f"must be a positive integer, got {max_compartments!r}", field="max_compartments")
+    check_number(duration_s, "duration_s", minimum=0, strict_minimum=True, what="ODE horizon", unit="of seconds")
+    check_number(max_compartments, "max_compartments", integer=True, minimum=1)
     lay = _Layout(workload, max_compartments)
     lam_of, breaks = _rate_function(workload, rates)
     d0, d_kv, d_new = workload.batch_time.linear_coefficients()

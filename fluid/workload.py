@@ -6,7 +6,6 @@ Glossary (arXiv 2504.11320, the serving model): type j has prefill length l_j (`
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from fluid.batch_time import BatchTimeModel
@@ -19,13 +18,7 @@ MIN_GAMMA_CV, MAX_GAMMA_CV = 1e-3, 100.0
 
 
 def _positive_int(value, field_path: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            raise InputError(f"must be an integer number of tokens, got {value!r} (write it without a decimal point)", field=field_path)
-        raise InputError(f"must be a positive integer number of tokens, got {value!r}", field=field_path)
-    if value <= 0:
-        raise InputError(f"must be a positive integer number of tokens, got {value!r}", field=field_path)
-    return value
+    return check_number(value, field_path, integer=True, minimum=1, unit="number of tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,15 +74,10 @@ class ArrivalSpec:
             raise InputError(f"unknown arrival kind {self.kind!r}; use one of {', '.join(ARRIVAL_KINDS)}", field="arrivals.kind")
         ts = check_number(self.time_scale, "arrivals.time_scale", minimum=0, strict_minimum=True, unit="factor")
         if self.kind == "gamma":
-            cv = self.cv
-            if isinstance(cv, bool) or not isinstance(cv, (int, float)) or not math.isfinite(cv) or cv <= 0:
-                raise InputError(f"gamma arrivals need a finite positive cv (1 = Poisson), got {cv!r}", field="arrivals.cv")
-            if not MIN_GAMMA_CV <= cv <= MAX_GAMMA_CV:
-                raise InputError(
-                    f"gamma cv must be between {MIN_GAMMA_CV:g} and {MAX_GAMMA_CV:g}, got {cv!r}: the gap shape 1/cv² "
-                    f"underflows or overflows outside it; use kind: deterministic for evenly spaced arrivals",
-                    field="arrivals.cv",
-                )
+            cv = check_number(self.cv, "arrivals.cv", minimum=0, strict_minimum=True, what="gamma arrivals' cv (1 = Poisson)")
+            check_number(cv, "arrivals.cv", minimum=MIN_GAMMA_CV, maximum=MAX_GAMMA_CV, what="gamma cv",
+                         hint=": the gap shape 1/cv² underflows or overflows outside it; "
+                              "use kind: deterministic for evenly spaced arrivals")
         elif self.cv is not None:
             raise InputError(f"cv applies to gamma arrivals only, not {self.kind!r}; remove it", field="arrivals.cv")
         if self.kind == "trace":
@@ -141,8 +129,7 @@ class Workload:
 
         Trace arrivals are replayed faster to match: their time scale is divided by `rate_scale`.
         """
-        if not (math.isfinite(rate_scale) and rate_scale > 0):
-            raise InputError(f"rate scale must be a finite positive number, got {rate_scale!r}", field="rate_scale")
+        check_number(rate_scale, "rate_scale", minimum=0, strict_minimum=True, what="rate scale", unit="factor")
         types = tuple(
             RequestType(t.name, t.prefill, t.decode, t.rate_per_s * rate_scale, t.tbt_slo_s) for t in self.types
         )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 from pathlib import Path
@@ -27,6 +26,7 @@ import yaml
 
 from fluid.batch_time import batch_time_from_dict
 from fluid.errors import InputError, check_keys, with_source
+from fluid.numbers import check_number
 from fluid.file_input import check_nesting, duplicate_key_error, read_text
 from fluid.workload import ARRIVAL_KINDS, ArrivalSpec, RequestType, Workload
 
@@ -124,10 +124,11 @@ def load_workload(spec: str | os.PathLike, *, rate_scale: float = 1.0) -> Worklo
     data = read_document(path, source=source)
     workload = workload_from_dict(data, source=source, base_dir=path.parent)
     if rate_scale != 1.0:
+        check_number(rate_scale, "rate_scale", minimum=0, strict_minimum=True, what="rate scale", unit="factor", source=source)
         try:
             workload = workload.scaled(rate_scale)
-        except InputError as err:
-            raise InputError(f"rate scale must be a finite positive number, got {rate_scale!r}", source=source, field="rate_scale") from err
+        except InputError as err:  # a finite scale can still push a rate out of range
+            raise InputError(f"rate scale {rate_scale!r} puts a rate out of range ({err})", source=source, field="rate_scale") from err
     return workload
 
 
@@ -139,27 +140,16 @@ def _name(value, *, source, field) -> str:
 
 def positive_int(value, *, source, field, what: str = "tokens") -> int:
     """A positive integer; floats (even 512.0) and booleans are rejected with advice."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            advice = f"write it as an integer ({int(value)}, no decimal point)"
-        else:
-            advice = f"use a positive integer number of {what}"
-        raise InputError(f"must be an integer number of {what}, got {value!r}; {advice}", source=source, field=field)
-    if value <= 0:
-        raise InputError(f"must be a positive integer number of {what}, got {value!r}", source=source, field=field)
-    if value > MAX_INTEGER:
-        raise InputError(f"must be at most 2^53 = {MAX_INTEGER} {what}, got {value:.3e}; larger integers lose precision "
-                         "in the fluid formulas (and no GPU holds that many)", source=source, field=field)
-    return value
+    value = check_number(value, field, integer=True, minimum=1, unit=f"number of {what}", source=source)
+    return check_number(value, field, integer=True, maximum=MAX_INTEGER, unit=f"{what} (2^53)", source=source,
+                        hint="; larger integers lose precision in the fluid formulas (and no GPU holds that many)")
 
 
 def positive_float(value, *, source, field, unit: str) -> float:
     """A finite positive number (int or float, not a boolean)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise InputError(f"must be a finite positive number of {unit}, got {value!r:.40}", source=source, field=field)
-    if not MIN_FLOAT <= value <= MAX_FLOAT:
-        raise InputError(f"must be between {MIN_FLOAT:g} and {MAX_FLOAT:g} {unit}, got {value!r:.40}; products of such "
-                         "values overflow or underflow in the fluid formulas", source=source, field=field)
+    value = check_number(value, field, minimum=0, strict_minimum=True, unit=unit if unit.startswith("(") else f"of {unit}", source=source)
+    check_number(value, field, minimum=MIN_FLOAT, maximum=MAX_FLOAT, unit=unit, source=source,
+                 hint="; products of such values overflow or underflow in the fluid formulas")
     return float(value)
 
 

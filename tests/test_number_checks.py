@@ -124,3 +124,80 @@ def test_a_max_wait_that_is_not_a_number_is_an_input_error_not_a_type_error():
 
     with pytest.raises(InputError, match="field 'max_wait_s': max wait must be a finite non-negative number of seconds, got '5'"):
         _common(None, "cohort", 0.01, "5", {}, None)
+
+
+def test_a_boolean_is_not_an_ode_horizon_nor_a_compartment_count():
+    # before: `isinstance(True, (int, float))` / `isinstance(True, int)` let True through as 1
+    from fluid.ode import simulate_fluid
+
+    w = _small_workload()
+    with pytest.raises(InputError, match="field 'duration_s': ODE horizon must be a finite positive number of seconds, got True"):
+        simulate_fluid(w, True)
+    with pytest.raises(InputError, match="field 'max_compartments': must be a positive integer, got True"):
+        simulate_fluid(w, 1.0, max_compartments=True)
+
+
+def test_a_boolean_rate_scale_is_refused_and_a_small_one_passes():
+    # before: math.isfinite(True) and True > 0 scaled every rate by 1
+    w = _small_workload()
+    with pytest.raises(InputError, match="field 'rate_scale': rate scale must be a finite positive number factor, got True"):
+        w.scaled(True)
+    assert w.scaled(1e-6).types[0].rate_per_s == pytest.approx(2e-6)
+    with pytest.raises(InputError, match="got 0"):
+        w.scaled(0)
+
+
+@pytest.mark.parametrize(("value", "ok"), [(0, True), (0.999, True), (1, False), (-0.1, False), (None, False)])
+def test_the_experiment_warmup_fraction_follows_the_per_workload_rule(value, ok):
+    # before: the top-level warmup_fraction took any finite number (-0.1, 1, 7), a workload's own [0, 1)
+    from validation.experiment import experiment_from_dict
+
+    base = {"name": "x", "workloads": ["p512d20"], "loads": [0.5], "policies": ["fcfs"], "warmup_fraction": value}
+    per_workload = {**base, "warmup_fraction": 0.1, "workloads": [{"workload": "p512d20", "warmup_fraction": value}]}
+    if ok:
+        assert experiment_from_dict(base, source="e.yaml").warmup_fraction == value
+        assert experiment_from_dict(per_workload, source="e.yaml").workloads[0].warmup_fraction == value
+    else:
+        with pytest.raises(InputError, match=rf"e\.yaml, field 'warmup_fraction': must be a number in \[0, 1\) \(a fraction\), got {value!r}"):
+            experiment_from_dict(base, source="e.yaml")
+    if value is None:  # a workload without its own fraction takes the experiment's
+        assert experiment_from_dict(per_workload, source="e.yaml").workloads[0].warmup_fraction is None
+
+
+def test_plugin_settings_refuse_an_infinite_wait_but_keep_a_policy_built_without_a_drain_timer():
+    # before: `math.isnan(v) or v < 0` let an infinite drain_max_wait_s / log_interval_s through
+    from integrations.vllm.config import plan_from_settings
+    from runtime.policy_file import RuntimeClass, RuntimePolicy
+
+    policy = RuntimePolicy("wait", "continuous", classes=(RuntimeClass("a", 10, 10, 2),))
+    assert policy.drain_max_wait_s == math.inf and plan_from_settings({}, policy).drain_max_wait_s == math.inf
+    assert plan_from_settings({"drain_max_wait_s": 0}, policy).drain_max_wait_s == 0.0
+    for key in ("drain_max_wait_s", "log_interval_s"):
+        with pytest.raises(InputError, match=rf"field 'fluidsched\.{key}': must be a finite non-negative number of seconds, got inf"):
+            plan_from_settings({key: math.inf}, policy)
+
+
+def test_drift_profile_numbers_amplitude_just_below_the_mean_and_a_finite_grid():
+    # before: grid_s = inf passed (`not inf > 0` is False); a missing sine key raised KeyError
+    from validation import drift
+
+    profile = {"kind": "sine", "duration_s": 10, "period_s": 5, "mean": 0.5, "amplitude": 0.5}
+    with pytest.raises(InputError, match=r"field 'grid_s': grid_s must be a finite positive number of seconds, got inf"):
+        drift.DriftExperiment(name="x", workload="p512d20", policy="wait", profile=profile, grid_s=math.inf)
+    exp = drift.DriftExperiment(name="x", workload="p512d20", policy="wait", profile=profile)
+    from fluid.workload_io import load_workload
+
+    w = load_workload("p512d20")
+    with pytest.raises(InputError, match=r"field 'profile.amplitude': sine amplitude must be a number in \(0, 0\.5\), got 0\.5"):
+        drift.build_profile(exp, w)
+    below = drift.DriftExperiment(name="x", workload="p512d20", policy="wait", profile={**profile, "amplitude": 0.499})
+    assert drift.build_profile(below, w)[0].peak_rate_per_s() > 0
+    with pytest.raises(InputError, match="field 'profile.duration_s': sine duration_s must be a finite positive number, got None"):
+        drift.build_profile(drift.DriftExperiment(name="x", workload="p512d20", policy="wait", profile={"kind": "sine"}), w)
+
+
+def _small_workload():
+    from fluid.batch_time import AffineBatchTime
+    from fluid.workload import RequestType, Workload
+
+    return Workload("w", 1000, AffineBatchTime(0.01, 1e-5), (RequestType("a", 10, 5, 2.0),))

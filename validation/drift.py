@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from fluid.errors import InputError
+from fluid.numbers import check_number
 from fluid.over_time import COMPARE_FROM_SHARE
 
 PROFILE_KINDS = ("steps", "sine", "trace")
@@ -64,10 +65,11 @@ class DriftExperiment:
         kind = self.profile.get("kind") if isinstance(self.profile, dict) else None
         if kind not in PROFILE_KINDS:
             raise InputError(f"profile.kind must be one of {', '.join(PROFILE_KINDS)}, got {kind!r}", field="profile.kind")
-        if isinstance(self.grid_s, bool) or not isinstance(self.grid_s, (int, float)) or not self.grid_s > 0:
-            raise InputError(f"grid_s must be a number > 0 (seconds), got {self.grid_s!r}", field="grid_s")
-        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
-            raise InputError(f"seeds must be non-negative integers, got {list(self.seeds)!r}", field="seeds")
+        check_number(self.grid_s, "grid_s", minimum=0, strict_minimum=True, what="grid_s", unit="of seconds")
+        if not self.seeds:
+            raise InputError("seeds must be a non-empty list of non-negative integers, got []", field="seeds")
+        for i, s in enumerate(self.seeds):
+            check_number(s, f"seeds[{i}]", integer=True, minimum=0)
 
 
 def load_experiment(path: str, *, smoke: bool = False) -> DriftExperiment:
@@ -134,10 +136,10 @@ def build_profile(exp: DriftExperiment, workload) -> tuple[Profile, list | None]
             raise InputError("steps need edges_s from 0, increasing, one more than scales (all > 0)", field="profile")
         return Profile(edges, scales * theta * base, shares), None
     if p["kind"] == "sine":
-        duration, period, bin_s = float(p["duration_s"]), float(p["period_s"]), float(p.get("bin_s", 5.0))
-        mean, amp = float(p["mean"]), float(p["amplitude"])
-        if not (0 < amp < mean) or duration <= 0 or period <= 0 or bin_s <= 0:
-            raise InputError("sine needs 0 < amplitude < mean and positive duration_s, period_s, bin_s", field="profile")
+        duration, period, bin_s, mean = (float(check_number(p.get(k, d), f"profile.{k}", minimum=0, strict_minimum=True, what=f"sine {k}"))
+                                         for k, d in (("duration_s", None), ("period_s", None), ("bin_s", 5.0), ("mean", None)))
+        amp = float(check_number(p.get("amplitude"), "profile.amplitude", minimum=0, strict_minimum=True, maximum=mean,
+                                 strict_maximum=True, what="sine amplitude", hint=" (0 < amplitude < mean: the rate stays positive)"))
         edges = np.arange(0.0, duration + bin_s / 2, bin_s)
         mid = (edges[:-1] + edges[1:]) / 2
         return Profile(edges, (mean + amp * np.sin(2 * math.pi * mid / period)) * theta * base, shares), None
@@ -146,13 +148,13 @@ def build_profile(exp: DriftExperiment, workload) -> tuple[Profile, list | None]
 
     if workload.arrivals.kind != "trace":
         raise InputError(f"workload '{workload.name}' has no timestamped trace to replay", field="profile.kind")
-    scale = float(p.get("scale", 1.0))
-    limit = p.get("max_requests")
+    scale = float(check_number(p.get("scale", 1.0), "profile.scale", minimum=0, strict_minimum=True, what="trace scale", unit="factor"))
+    limit = check_number(p.get("max_requests"), "profile.max_requests", integer=True, minimum=1, allow_none=True)
     offsets, prompts, outputs = load_trace(workload.arrivals.trace)
     times = np.asarray(offsets, float) * workload.arrivals.time_scale / scale
     if limit is not None:
         times, prompts, outputs = times[:limit], prompts[:limit], outputs[:limit]
-    bin_s = float(p.get("bin_s", 60.0))
+    bin_s = float(check_number(p.get("bin_s", 60.0), "profile.bin_s", minimum=0, strict_minimum=True, unit="of seconds"))
     edges = np.arange(0.0, times[-1] + bin_s, bin_s)
     counts, _ = np.histogram(times, bins=edges)
     return Profile(edges, counts / bin_s, shares), list(zip(times.tolist(), prompts.tolist(), outputs.tolist()))

@@ -9,11 +9,11 @@ its meaning: `docs/validation.md`.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fluid.errors import InputError, check_keys
+from fluid.numbers import check_number
 
 TOP_KEYS = (
     "name", "description", "workloads", "loads", "load_unit", "policies", "seeds", "requests",
@@ -98,16 +98,19 @@ class Experiment:
         return next(w for w in self.workloads if w.label == label)
 
 
-def _number(value, *, source, field_path, positive=True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (positive and value <= 0):
-        raise InputError(f"must be a finite {'positive ' if positive else ''}number, got {value!r}", source=source, field=field_path)
-    return float(value)
+def _number(value, *, source, field_path) -> float:
+    return float(check_number(value, field_path, minimum=0, strict_minimum=True, source=source))
+
+
+def _warmup_fraction(value, *, source, field_path, optional: bool) -> float | None:
+    # the same rule for the experiment's default and a workload's own: the share of requests dropped
+    value = check_number(value, field_path, minimum=0, maximum=1, strict_maximum=True, unit="(a fraction)",
+                         allow_none=optional, source=source)
+    return None if value is None else float(value)
 
 
 def _count(value, *, source, field_path) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InputError(f"must be a positive integer, got {value!r}", source=source, field=field_path)
-    return value
+    return check_number(value, field_path, integer=True, minimum=1, source=source)
 
 
 def _list(value, *, source, field_path) -> list:
@@ -127,11 +130,9 @@ def _workload_ref(item, index: int, source: str) -> WorkloadRef:
     requests = item.get("requests")
     if requests is not None:
         requests = _count(requests, source=source, field_path=f"{where}.requests")
-    warmup = item.get("warmup_fraction")
-    if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup < 1):
-        raise InputError(f"must be a fraction in [0, 1), got {warmup!r}", source=source, field=f"{where}.warmup_fraction")
+    warmup = _warmup_fraction(item.get("warmup_fraction"), source=source, field_path=f"{where}.warmup_fraction", optional=True)
     return WorkloadRef(str(item.get("label", item["workload"])), str(item["workload"]), overrides, requests,
-                       None if warmup is None else float(warmup))
+                       warmup)
 
 
 def _policy(item, index: int, source: str) -> PolicySpec:
@@ -210,8 +211,7 @@ def experiment_from_dict(data: dict, *, source: str, base_dir: str | Path = ".",
         raise InputError(f"must be one of {', '.join(LOAD_UNITS)}, got {load_unit!r}", source=source, field="load_unit")
     seeds = data.get("seeds", [0])
     for i, s in enumerate(_list(seeds, source=source, field_path="seeds")):
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise InputError(f"must be a non-negative integer, got {s!r}", source=source, field=f"seeds[{i}]")
+        check_number(s, f"seeds[{i}]", integer=True, minimum=0, source=source)
     knobs = data.get("knobs") or {}
     check_keys(knobs, allowed=KNOB_FIELDS, source=source, field="knobs")
     knobs = {k: _list(v, source=source, field_path=f"knobs.{k}") for k, v in knobs.items()}
@@ -244,7 +244,7 @@ def experiment_from_dict(data: dict, *, source: str, base_dir: str | Path = ".",
         seeds=tuple(seeds),
         requests=_count(data.get("requests", 2000), source=source, field_path="requests"),
         knobs=knobs,
-        warmup_fraction=_number(data.get("warmup_fraction", 0.1), source=source, field_path="warmup_fraction", positive=False),
+        warmup_fraction=_warmup_fraction(data.get("warmup_fraction", 0.1), source=source, field_path="warmup_fraction", optional=False),
         ttft_slo_s=None if ttft is None else _number(ttft, source=source, field_path="ttft_slo_s"),
         tiers=tiers,
         bisect=bisect,

@@ -21,11 +21,11 @@ Two rules (docs/vllm-plugin.md):
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 
 from fluid.errors import InputError, closest_key_hint
+from fluid.numbers import check_number
 from runtime.policy_file import RuntimePolicy, load_policy
 from thresholds.capped import cap_of, nested_resident_cap, wait_class_caps
 
@@ -67,15 +67,11 @@ class PluginPlan:
 
 
 def _positive_int(value, field: str, source: str | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"must be a positive integer, got {value!r}", source=source, field=field)
-    return value
+    return check_number(value, field, integer=True, minimum=1, source=source)
 
 
 def _non_negative(value, field: str, source: str | None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
-        raise InputError(f"must be a non-negative number of seconds, got {value!r}", source=source, field=field)
-    return float(value)
+    return float(check_number(value, field, minimum=0, unit="of seconds", source=source))
 
 
 def settings_from_additional_config(additional_config) -> dict:
@@ -131,8 +127,9 @@ def plan_from_settings(settings: dict, policy: RuntimePolicy | None = None) -> P
     if not isinstance(segment_caps, bool):
         raise InputError(f"must be true or false, got {segment_caps!r}", source=where, field=f"{CONFIG_KEY}.segment_caps")
     log_interval_s = _non_negative(settings.get("log_interval_s", 10.0), f"{CONFIG_KEY}.log_interval_s", where)
-    drain = settings.get("drain_max_wait_s", policy.drain_max_wait_s)
-    drain = _non_negative(drain, f"{CONFIG_KEY}.drain_max_wait_s", where)
+    # the policy's own value may be inf (no drain timer, a policy built in code); a setting is a finite number
+    drain = (_non_negative(settings["drain_max_wait_s"], f"{CONFIG_KEY}.drain_max_wait_s", where)
+             if "drain_max_wait_s" in settings else policy.drain_max_wait_s)
     groups = _wait_groups(policy, rule) if policy.policy == "wait" else _nested_groups(policy, rule)
     if rule == "capped" and cap is None:
         cap = sum(g.cap for g in groups)  # Σ_j c_j (WAIT); ⌈Σ_k width_k n_k⌉ per instance, summed (Nested WAIT)
