@@ -52,7 +52,7 @@ def test_caps_round_n_times_width_up_and_an_exact_product_is_not_rounded():
 
 
 def test_the_resident_cap_admits_exactly_that_many_first_come_first_served():
-    s = _nested([(0, 2, 0.5)])  # cap ⌈3 · 0.5⌉ = 2
+    s = _nested([(0, 2, 0.5)], pace=False)  # cap ⌈3 · 0.5⌉ = 2 (unpaced: the cap alone)
     assert s.resident_cap == 2
     for i in range(3):
         s.add_request(_req(i, arrival_s=0.1 * i, output=2))
