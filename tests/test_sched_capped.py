@@ -72,6 +72,55 @@ def test_a_class_at_its_cap_waits_while_a_later_request_of_another_class_is_admi
     assert _step(s, 0.0) == [(0, 4), (2, 4)]  # a's second request waits; b's is admitted past it
 
 
+def _admitted(work, prompt=4):
+    return [rid for rid, tokens in work if tokens == prompt]
+
+
+def test_the_pace_admits_the_fluid_points_admissions_per_step_and_exactly_one_credit_admits():
+    # n_1 = 0.5 per step (cap 5 over 10 stages): credit starts at the depth 1 + 0.5 and grows by
+    # 0.5 a step; an admission spends 1. Step 0: 1.5 → request 0 (0.5 left); step 1: 1.0, exactly
+    # one admission's worth → request 1 (0 left); step 2: 0.5 → nobody; step 3: 1.0 → request 2.
+    s = _nested([(0, 9, 0.5)])
+    assert s.resident_cap == 5 and s.pace_per_step("all") == 0.5
+    for i in range(4):
+        s.add_request(_req(i, arrival_s=0.0, output=9))
+    assert [_admitted(_step(s, float(t))) for t in range(4)] == [[0], [1], [], [2]]
+    assert s.stats["admissions_paced"] == 4  # every pass ended with a request held back by the pace
+    unpaced = _nested([(0, 9, 0.5)], pace=False)
+    for i in range(4):
+        unpaced.add_request(_req(i, arrival_s=0.0, output=9))
+    assert _admitted(_step(unpaced, 0.0)) == [0, 1, 2, 3]
+
+
+def test_a_class_out_of_pace_does_not_hold_back_another_class():
+    # WAIT paces each class at its own n_j = c_j / (l'_j + 1) = 0.5: class a's second request waits
+    # for credit while class b's later request is admitted past it; it follows one step later
+    s = _wait([("a", 4, 7, 0.5), ("b", 4, 7, 0.5)])
+    assert s.group_caps == {"a": 4, "b": 4} and s.pace_per_step("a") == 0.5
+    s.add_request(_req(0, 0.0, output=7, type_name="a"))
+    s.add_request(_req(1, 0.1, output=7, type_name="a"))
+    s.add_request(_req(2, 0.2, output=7, type_name="b"))
+    assert _admitted(_step(s, 0.0)) == [0, 2]
+    assert _admitted(_step(s, 1.0)) == [1]
+
+
+def test_an_empty_server_gets_its_full_credit_back():
+    # n_1 = 0.25 (cap 5 over 20 stages), depth 1.25. Request 0 (one decode) is admitted at step 0
+    # (0.25 left) and finishes at step 1 (0.5). Request 1 arrives at an empty server at step 2:
+    # credit is reset to 1.25, not 0.75, so it is admitted at once.
+    s = _nested([(0, 19, 0.25)])
+    s.add_request(_req(0, output=1))
+    assert _admitted(_step(s, 0.0)) == [0]
+    assert _step(s, 1.0) == [(0, 1)] and not s._resident
+    s.add_request(_req(1, arrival_s=1.5, output=1))
+    assert _admitted(_step(s, 2.0)) == [1]
+
+
+def test_pace_must_be_a_boolean():
+    with pytest.raises(InputError, match="pace"):
+        _nested([(0, 9, 0.5)], pace=1)
+
+
 def test_prefill_is_chunked_per_request_while_residents_decode():
     s = _nested([(0, 9, 1.0)], prefill_chunk_tokens=32)  # cap 10
     s.add_request(_req(0, prompt=8, output=5))
