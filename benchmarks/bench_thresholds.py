@@ -8,7 +8,8 @@ thresholds (caps), the memory bound the policy chose against the measured peak K
 events (decodes paused for want of a block) and evictions, throughput / throughput*, and mean and
 p99 latency and TTFT.
 
-    nice -n 15 python benchmarks/bench_thresholds.py [--requests N] [--seeds 0,1] [--presets a,b]
+    nice -n 15 python benchmarks/bench_thresholds.py [--requests N] [--max-requests N] [--seeds 0,1]
+        [--presets a,b] [--no-pace] [--out PATH]
 
 writes docs/benchmarks-thresholds.md and docs/benchmarks-thresholds.json.
 """
@@ -52,7 +53,7 @@ def _solve(preset: str, rate_scale: float, out: Path) -> tuple[dict, str]:
     return json.loads(out.read_text()), err.getvalue().strip()
 
 
-def _run(workload, name: str, policy, requests: int, seed: int) -> dict:
+def _run(workload, name: str, policy, requests: int, seed: int, pace: bool = True) -> dict:
     from runtime.arrivals import make_requests
     from runtime.kv_blocks import KVBlockManager
     from runtime.metrics import summarize, warmup_cut_s
@@ -61,6 +62,8 @@ def _run(workload, name: str, policy, requests: int, seed: int) -> dict:
 
     reqs = make_requests(workload, requests, seed)
     knobs = {"policy": policy} if policy is not None else {}
+    if policy is not None and not pace:
+        knobs["pace"] = False
     scheduler = make_scheduler(name, KVBlockManager(workload.kv_capacity_tokens, 16), **knobs)
     t0 = time.perf_counter()
     result = simulate(scheduler, reqs, workload.batch_time)
@@ -106,6 +109,8 @@ def main(argv=None) -> int:
                          "rule is marked in the table)")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--presets", default=None, help="comma-separated (default: every preset)")
+    ap.add_argument("--no-pace", action="store_true",
+                    help="run the capped rule without its admission pace (the rule before it, for comparison)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks-thresholds"))
     args = ap.parse_args(argv)
     presets = args.presets.split(",") if args.presets else list(preset_names())
@@ -143,7 +148,8 @@ def main(argv=None) -> int:
                        chunk=doc["capped"]["prefill_chunk_tokens"])
             for seed in seeds:
                 for name in (policy_scheduler(policy),) + BASELINES:
-                    run = _run(w, name, policy if name == policy_scheduler(policy) else None, requests, seed)
+                    run = _run(w, name, policy if name == policy_scheduler(policy) else None, requests, seed,
+                               pace=not args.no_pace)
                     run["seed"] = seed
                     row["runs"].append(run)
                     print(f"{preset} {label} seed {seed} {name}: {run['throughput_tokens_per_s'] / row['throughput_star']:.3f} "

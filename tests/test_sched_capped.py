@@ -76,44 +76,47 @@ def _admitted(work, prompt=4):
     return [rid for rid, tokens in work if tokens == prompt]
 
 
-def test_the_pace_admits_the_fluid_points_admissions_per_step_and_exactly_one_credit_admits():
-    # n_1 = 0.5 per step (cap 5 over 10 stages): credit starts at the depth 1 + 0.5 and grows by
-    # 0.5 a step; an admission spends 1. Step 0: 1.5 → request 0 (0.5 left); step 1: 1.0, exactly
-    # one admission's worth → request 1 (0 left); step 2: 0.5 → nobody; step 3: 1.0 → request 2.
-    s = _nested([(0, 9, 0.5)])
-    assert s.resident_cap == 5 and s.pace_per_step("all") == 0.5
-    for i in range(4):
-        s.add_request(_req(i, arrival_s=0.0, output=9))
-    assert [_admitted(_step(s, float(t))) for t in range(4)] == [[0], [1], [], [2]]
-    assert s.stats["admissions_paced"] == 4  # every pass ended with a request held back by the pace
-    unpaced = _nested([(0, 9, 0.5)], pace=False)
-    for i in range(4):
-        unpaced.add_request(_req(i, arrival_s=0.0, output=9))
-    assert _admitted(_step(unpaced, 0.0)) == [0, 1, 2, 3]
+def _staggered(capacity, steps=5, **knobs):
+    """Class a (prompt 4, output 7, n = 0.5: cap 4, pace 0.5 a step, credit at most 1.5), block 1;
+    request t arrives just before step t. Each ends at 11 tokens."""
+    s = _wait([("a", 4, 7, 0.5)], capacity=capacity, **knobs)
+    out = []
+    for t in range(steps):
+        s.add_request(_req(t, float(t), output=7, type_name="a"))
+        out.append(_admitted(_step(s, float(t))))
+    return s, out
+
+
+def test_the_pace_holds_a_request_only_when_the_residents_ends_do_not_fit_and_one_credit_admits():
+    # credit 1.5 → 0.5 (request 0), 1.0 → 0 (request 1), 0.5 → 0 (request 2: 3 × 11 = 33 ≤ C, every
+    # end fits, so no pace). Step 3: four ends, 44 > C = 43, and credit 0.5: request 3 waits although
+    # the look-ahead would pass it (the unpaced rule admits it). Step 4: credit exactly 1.0 admits it.
+    s, out = _staggered(43)
+    assert out == [[0], [1], [2], [], [3]]
+    assert s.stats["admissions_paced"] == 1 and s.stats["admissions_deferred"] == 0
+    assert _staggered(43, pace=False)[1] == [[0], [1], [2], [3], []]
+    assert s.pace_per_step("a") == 0.5
+
+
+def test_ends_exactly_at_the_cache_size_are_not_paced():
+    s, out = _staggered(44)  # four ends of 11 tokens: exactly C
+    assert out == [[0], [1], [2], [3], []] and s.stats["admissions_paced"] == 0
 
 
 def test_a_class_out_of_pace_does_not_hold_back_another_class():
-    # WAIT paces each class at its own n_j = c_j / (l'_j + 1) = 0.5: class a's second request waits
-    # for credit while class b's later request is admitted past it; it follows one step later
-    s = _wait([("a", 4, 7, 0.5), ("b", 4, 7, 0.5)])
-    assert s.group_caps == {"a": 4, "b": 4} and s.pace_per_step("a") == 0.5
+    # class a: request 0 at step 0, request 1 at step 1 (credit a spent). Step 2: a's request 2
+    # (arrival 1.9) would make three ends of 33 > C = 31 with credit 0.5, so it waits; b's later
+    # request 3 (arrival 1.95; class b has its full credit and the look-ahead peak 30 fits) goes past it.
+    s = _wait([("a", 4, 7, 0.5), ("b", 4, 7, 0.5)], capacity=31)
+    assert s.group_caps == {"a": 4, "b": 4}
     s.add_request(_req(0, 0.0, output=7, type_name="a"))
-    s.add_request(_req(1, 0.1, output=7, type_name="a"))
-    s.add_request(_req(2, 0.2, output=7, type_name="b"))
-    assert _admitted(_step(s, 0.0)) == [0, 2]
-    assert _admitted(_step(s, 1.0)) == [1]
-
-
-def test_an_empty_server_gets_its_full_credit_back():
-    # n_1 = 0.25 (cap 5 over 20 stages), depth 1.25. Request 0 (one decode) is admitted at step 0
-    # (0.25 left) and finishes at step 1 (0.5). Request 1 arrives at an empty server at step 2:
-    # credit is reset to 1.25, not 0.75, so it is admitted at once.
-    s = _nested([(0, 19, 0.25)])
-    s.add_request(_req(0, output=1))
     assert _admitted(_step(s, 0.0)) == [0]
-    assert _step(s, 1.0) == [(0, 1)] and not s._resident
-    s.add_request(_req(1, arrival_s=1.5, output=1))
-    assert _admitted(_step(s, 2.0)) == [1]
+    s.add_request(_req(1, 1.0, output=7, type_name="a"))
+    assert _admitted(_step(s, 1.0)) == [1]
+    s.add_request(_req(2, 1.9, output=7, type_name="a"))
+    s.add_request(_req(3, 1.95, output=7, type_name="b"))
+    assert _admitted(_step(s, 2.0)) == [3]
+    assert s.stats["admissions_paced"] == 1
 
 
 def test_pace_must_be_a_boolean():

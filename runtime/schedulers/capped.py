@@ -9,7 +9,9 @@ Every step:
    `prefill_chunk_tokens` (per request; None: the whole prompt). One whose next block is not
    free skips the step with its cache kept (`decodes_paused`, the overflow events);
 2. then, unless a resident was paused this step, waiting requests are admitted first come first
-   served while fewer than `resident_cap` are resident, their admission passes the look-ahead
+   served while fewer than `resident_cap` are resident, their group has a whole admission of pace
+   credit (the fluid point's admissions per step, the group's cap over its mean resident stages,
+   so that residents' ages stay spread instead of coming in cohorts), their admission passes the look-ahead
    test (`_future_fits`: left to run, the residents and it stay within the cache at every future
    step, each growing a token a step to its known length, WAIT, or its expected length given its
    stage, Nested WAIT) and their group is below its cap
@@ -20,9 +22,9 @@ full of paused requests): then the newest admitted is evicted by recompute (`evi
 server never stalls.
 
 Knobs: `policy` (a `RuntimePolicy` or a path; required), `resident_cap` (default: from the
-thresholds, `thresholds.capped`), `prefill_chunk_tokens` (default: the policy's) and
+thresholds, `thresholds.capped`), `prefill_chunk_tokens` (default: the policy's),
 `look_ahead` (default true; false: the rule as the authors' experiments ran it, admission
-limited by the caps and the first chunk only).
+limited by the caps and the first chunk only) and `pace` (default true; false: no pace).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class CappedScheduler(Scheduler):
         self.stats = {"admissions": 0, "decodes_paused": 0, "evictions": 0, "peak_resident": 0,
                       "admissions_deferred": 0, "admissions_paced": 0}
         self._plan = None  # this step's projected residents (see `_future_fits`)
+        self._plan_ends = 0.0  # Σ (k_r + e_r) over the plan: its KV with every line at its end
 
     # --- routing (subclasses) ------------------------------------------------------------
     def _group_for(self, request: Request) -> str:
@@ -96,10 +99,8 @@ class CappedScheduler(Scheduler):
         return 1.0 + self.pace_per_step(group)
 
     def _refill_credit(self) -> None:
-        idle = not self._resident  # an empty server holds no cohort to spread: full credit
         for g in self._credit:
-            depth = self._depth(g)
-            self._credit[g] = depth if idle else min(depth, self._credit[g] + self.pace_per_step(g))
+            self._credit[g] = min(self._depth(g), self._credit[g] + self.pace_per_step(g))
 
     # --- the look-ahead admission test (docs/capped-rule.md, "Admission") -------------------
     def _projection(self, request: Request) -> tuple[float, float]:
@@ -113,20 +114,35 @@ class CappedScheduler(Scheduler):
             prefill_steps = -(-request.prefill_remaining // self.prefill_chunk_tokens) - 1
         return max(0.0, final - context) + prefill_steps, float(context)
 
+    def _ensure_plan(self) -> None:
+        if self._plan is None:
+            rows = [self._projection(r) for r in self._resident.values()]
+            self._plan = np.asarray(rows, float).reshape(-1, 2)
+            self._plan_ends = float(np.sum(self._plan[:, 0] + self._plan[:, 1]))
+
+    def _pad(self) -> float:
+        return (self.kv.block_size - 1) / 2  # a resident's expected unfilled part of its last block
+
+    def _ends_fit(self, request: Request) -> bool:
+        """Whether the residents and `request` fit even all at their projected end lengths at once,
+        Σ_r (k_r + e_r + pad) ≤ C: then no admission order or age spread can overflow the cache."""
+        self._ensure_plan()
+        e_new, k_new = self._projection(request)
+        pad = self._pad() * (len(self._plan) + 1)
+        return self._plan_ends + e_new + k_new + pad <= self.kv.num_blocks * self.kv.block_size
+
     def _future_fits(self, request: Request) -> bool:
         """Whether the residents and `request`, left to run without further admissions, stay within
         the cache at every future step. The projected KV M(t) = Σ_{r: e_r ≥ t} (k_r + t + pad) is
         piecewise linear and rises between departures, so its peak is at some e_r: evaluated there."""
-        if self._plan is None:
-            rows = [self._projection(r) for r in self._resident.values()]
-            self._plan = np.asarray(rows, float).reshape(-1, 2)
+        self._ensure_plan()
         e_new, k_new = self._projection(request)
         plan = np.vstack([self._plan, (e_new, k_new)])
         capacity = self.kv.num_blocks * self.kv.block_size
-        pad = (self.kv.block_size - 1) / 2  # a resident's expected unfilled part of its last block
+        pad = self._pad()
         e, k = plan[:, 0], plan[:, 1]
-        if float(np.sum(e + k + pad)) <= capacity:  # even every line at its end fits
-            self._plan = plan
+        if self._plan_ends + e_new + k_new + pad * len(plan) <= capacity:  # even every line at its end fits
+            self._admit_to_plan(plan, e_new + k_new)
             return True
         order = np.argsort(-e, kind="stable")
         e, k = e[order], k[order]
@@ -134,8 +150,12 @@ class CappedScheduler(Scheduler):
         peak = float(np.max(np.cumsum(k) + alive * (e + pad)))
         if peak > capacity:
             return False
-        self._plan = plan
+        self._admit_to_plan(plan, e_new + k_new)
         return True
+
+    def _admit_to_plan(self, plan, end: float) -> None:
+        self._plan = plan
+        self._plan_ends += end
 
     # --- executor interface ------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
@@ -201,8 +221,8 @@ class CappedScheduler(Scheduler):
             for g, queue in self._waiting.items():
                 if not queue or self._in_group[g] >= self.group_caps[g]:
                     continue
-                if self.pace and self._credit[g] < 1.0:
-                    held = True
+                if self.pace and self._credit[g] < 1.0 and not self._ends_fit(queue[0]):
+                    held = True  # out of pace where memory can bind (docs/capped-rule.md, "the pace")
                     continue
                 if best is None or queue[0].arrival_s < best[1].arrival_s:
                     best = (g, queue[0])
@@ -218,7 +238,7 @@ class CappedScheduler(Scheduler):
                 return  # its first chunk does not fit: wait for memory
             self._waiting[group].popleft()
             if self.pace:
-                self._credit[group] -= 1.0
+                self._credit[group] = max(0.0, self._credit[group] - 1.0)
             self._resident[r.request_id] = r
             self._in_group[group] += 1
             self.stats["admissions"] += 1
