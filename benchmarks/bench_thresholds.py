@@ -56,7 +56,7 @@ def _solve(preset: str, rate_scale: float, out: Path) -> tuple[dict, str]:
 def _run(workload, name: str, policy, requests: int, seed: int, pace: bool = True) -> dict:
     from runtime.arrivals import make_requests
     from runtime.kv_blocks import KVBlockManager
-    from runtime.metrics import summarize, warmup_cut_s
+    from runtime.metrics import step_metrics, summarize, warmup_cut_s
     from runtime.schedulers import make_scheduler
     from runtime.sim import simulate
 
@@ -75,12 +75,14 @@ def _run(workload, name: str, policy, requests: int, seed: int, pace: bool = Tru
     last = max(r.arrival_s for r in reqs)
     times = np.concatenate([np.asarray(r.token_times_s[1:]) for r in reqs if len(r.token_times_s) > 1])
     by_tenth = np.histogram(times, np.linspace(0.0, last, 11))[0] / (last / 10)
+    steps = step_metrics(result.steps, result.kv_capacity_tokens)
     return {"scheduler": name, "throughput_tokens_per_s": s.decode_throughput_tokens_per_s,
             "mean_latency_s": s.mean_latency_s, "p99_latency_s": s.p99_latency_s, "mean_ttft_s": s.mean_ttft_s,
             "p99_ttft_s": s.p99_ttft_s, "peak_kv_tokens": s.peak_kv_tokens, "restarts": s.restarts,
             "decodes_paused": stats.get("decodes_paused"), "evictions": stats.get("evictions"),
             "admissions_deferred": stats.get("admissions_deferred"), "admissions_paced": stats.get("admissions_paced"),
-            "throughput_by_tenth_tokens_per_s": by_tenth.tolist(), "completed": s.completed, "wall_s": wall}
+            "throughput_by_tenth_tokens_per_s": by_tenth.tolist(),
+            "mean_kv_tokens": steps["mean_kv_tokens"], "mean_decodes_per_step": steps["mean_decodes_per_step"], "completed": s.completed, "wall_s": wall}
 
 
 def _caps(doc: dict) -> str:
