@@ -8,7 +8,8 @@ thresholds (caps), the memory bound the policy chose against the measured peak K
 events (decodes paused for want of a block) and evictions, throughput / throughput*, and mean and
 p99 latency and TTFT.
 
-    nice -n 15 python benchmarks/bench_thresholds.py [--requests N] [--seeds 0,1] [--presets a,b]
+    nice -n 15 python benchmarks/bench_thresholds.py [--requests N] [--max-requests N] [--seeds 0,1]
+        [--presets a,b] [--no-pace] [--out PATH]
 
 writes docs/benchmarks-thresholds.md and docs/benchmarks-thresholds.json.
 """
@@ -19,17 +20,23 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 NESTED_PRESETS = ("nested-c-four-classes", "chat-d-ten-bins", "chat-d-ten-bins-550", "azure-conv", "sharegpt-slai")
 BASELINES = ("vllm-v1", "sarathi")
+# every row's arrivals span this many fluid lifetimes of its longest request, so the 10 % warm-up cut
+# is 2 of them: an empty server takes about one such lifetime to fill (docs/capped-rule.md, "Measured")
+STEADY_LIFETIMES = 20
 
 
 def _solve(preset: str, rate_scale: float, out: Path) -> tuple[dict, str]:
@@ -46,26 +53,36 @@ def _solve(preset: str, rate_scale: float, out: Path) -> tuple[dict, str]:
     return json.loads(out.read_text()), err.getvalue().strip()
 
 
-def _run(workload, name: str, policy, requests: int, seed: int) -> dict:
+def _run(workload, name: str, policy, requests: int, seed: int, pace: bool = True) -> dict:
     from runtime.arrivals import make_requests
     from runtime.kv_blocks import KVBlockManager
-    from runtime.metrics import summarize, warmup_cut_s
+    from runtime.metrics import step_metrics, summarize, warmup_cut_s
     from runtime.schedulers import make_scheduler
     from runtime.sim import simulate
 
     reqs = make_requests(workload, requests, seed)
     knobs = {"policy": policy} if policy is not None else {}
+    if policy is not None and not pace:
+        knobs["pace"] = False
     scheduler = make_scheduler(name, KVBlockManager(workload.kv_capacity_tokens, 16), **knobs)
     t0 = time.perf_counter()
     result = simulate(scheduler, reqs, workload.batch_time)
     wall = time.perf_counter() - t0
-    s = summarize(result, scheduler=name, warmup_s=warmup_cut_s(reqs, 0.1))
+    cut = warmup_cut_s(reqs, 0.1)
+    s = summarize(result, scheduler=name, warmup_s=cut)
     stats = getattr(scheduler, "stats", {})
+    # decode tokens per second in each tenth of the arrival span (the ramp from an empty server)
+    last = max(r.arrival_s for r in reqs)
+    times = np.concatenate([np.asarray(r.token_times_s[1:]) for r in reqs if len(r.token_times_s) > 1])
+    by_tenth = np.histogram(times, np.linspace(0.0, last, 11))[0] / (last / 10)
+    steps = step_metrics(result.steps, result.kv_capacity_tokens)
     return {"scheduler": name, "throughput_tokens_per_s": s.decode_throughput_tokens_per_s,
             "mean_latency_s": s.mean_latency_s, "p99_latency_s": s.p99_latency_s, "mean_ttft_s": s.mean_ttft_s,
             "p99_ttft_s": s.p99_ttft_s, "peak_kv_tokens": s.peak_kv_tokens, "restarts": s.restarts,
             "decodes_paused": stats.get("decodes_paused"), "evictions": stats.get("evictions"),
-            "completed": s.completed, "wall_s": wall}
+            "admissions_deferred": stats.get("admissions_deferred"), "admissions_paced": stats.get("admissions_paced"),
+            "throughput_by_tenth_tokens_per_s": by_tenth.tolist(),
+            "mean_kv_tokens": steps["mean_kv_tokens"], "mean_decodes_per_step": steps["mean_decodes_per_step"], "completed": s.completed, "wall_s": wall}
 
 
 def _caps(doc: dict) -> str:
@@ -87,10 +104,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=20000,
                     help="requests per run at least; raised so that arrivals span 20 × the longest request's "
-                         "fluid latency (steady state), up to --max-requests")
-    ap.add_argument("--max-requests", type=int, default=40000)
+                         "fluid latency (steady state: the 10 %% warm-up cut is then 2 such lifetimes), up to "
+                         "--max-requests")
+    ap.add_argument("--max-requests", type=int, default=None,
+                    help="cap on requests per run (default: none; a row the cap cuts below the steady-state "
+                         "rule is marked in the table)")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--presets", default=None, help="comma-separated (default: every preset)")
+    ap.add_argument("--no-pace", action="store_true",
+                    help="run the capped rule without its admission pace (the rule before it, for comparison)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks-thresholds"))
     args = ap.parse_args(argv)
     presets = args.presets.split(",") if args.presets else list(preset_names())
@@ -115,24 +137,29 @@ def main(argv=None) -> int:
             policy = load_policy(path)
             # steady state: the arrivals must span many lifetimes of the longest request
             longest_s = (max(t.decode for t in w.types) + 1) * point.iteration_time_star_s
-            requests = min(args.max_requests, max(args.requests, int(20 * longest_s * w.total_rate_per_s)))
+            wanted = max(args.requests, math.ceil(STEADY_LIFETIMES * longest_s * w.total_rate_per_s))
+            requests = wanted if args.max_requests is None else min(args.max_requests, wanted)
             if w.arrivals.kind == "trace":  # a replayed trace has as many requests as rows
                 from runtime.arrivals import load_trace
 
                 requests = min(requests, len(load_trace(w.arrivals.trace)[0]))
             row["requests"] = requests
+            # the rule holds when the arrivals span STEADY_LIFETIMES longest lifetimes (a trace: its own span)
+            row["steady_state_rule_met"] = requests >= wanted or w.arrivals.kind == "trace"
             row.update(caps=_caps(doc), slack=doc["options"]["slack"], memory=doc["capped"]["memory"],
                        chunk=doc["capped"]["prefill_chunk_tokens"])
             for seed in seeds:
                 for name in (policy_scheduler(policy),) + BASELINES:
-                    run = _run(w, name, policy if name == policy_scheduler(policy) else None, requests, seed)
+                    run = _run(w, name, policy if name == policy_scheduler(policy) else None, requests, seed,
+                               pace=not args.no_pace)
                     run["seed"] = seed
                     row["runs"].append(run)
                     print(f"{preset} {label} seed {seed} {name}: {run['throughput_tokens_per_s'] / row['throughput_star']:.3f} "
                           f"of throughput*, peak KV {run['peak_kv_tokens']}, {run['wall_s']:.1f} s", flush=True)
             rows.append(row)
     out = Path(args.out)
-    meta = {"requests": f"{args.requests} to {args.max_requests} (per row: 20 × the longest request's fluid latency × Λ)", "seeds": seeds, "block_size": 16, "warmup_fraction": 0.1,
+    cap = "no cap" if args.max_requests is None else f"at most {args.max_requests}"
+    meta = {"requests": f"at least {args.requests}, {cap} (per row: {STEADY_LIFETIMES} × the longest request's fluid latency × Λ; a trace: at most its rows)", "seeds": seeds, "block_size": 16, "warmup_fraction": 0.1,
             "python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor() or None,
             "command": "python benchmarks/bench_thresholds.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=float) + "\n")
@@ -154,29 +181,32 @@ def _markdown(meta: dict, rows: list[dict]) -> str:
         "arrival span; every scheduler of a row sees the same arrivals. Policies: `solve --service-rule capped` "
         "with the automatic slack (docs/capped-rule.md), WAIT for known output lengths, Nested WAIT for "
         "the presets of unknown ones. `memory` is the chosen bound (expected × (1 + margin)) and the worst case; "
-        "`paused` counts decode steps skipped for want of a free block (the overflow events). Baselines "
+        "`paused` counts decode steps skipped for want of a free block (the overflow events); `deferred / paced` "
+        "counts the admission passes the look-ahead and the pace ended (docs/capped-rule.md, \"Admission\"). Baselines "
         "keep their defaults. thr/thr* is decode throughput over the fluid throughput*.",
         "",
-        "| preset | load | L | requests | caps | slack | chunk | memory: required / worst | scheduler | thr/thr* | peak KV / C | paused | evict | lat mean s | lat p99 s | TTFT mean s | TTFT p99 s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| preset | load | L | requests | caps | slack | chunk | memory: required / worst | scheduler | thr/thr* | peak KV / C | paused | evict | deferred / paced | lat mean s | lat p99 s | TTFT mean s | TTFT p99 s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         if not row["runs"]:
             lines.append(f"| {row['preset']} | {row['load']} | {row['load_factor']:.3f} | solve refused: "
-                         f"{row['solve_note'][:120]} | | | | | | | | | | | | | |")
+                         f"{row['solve_note'][:120]} | | | | | | | | | | | | | | |")
             continue
         m = row["memory"]
         for run in row["runs"]:
             first = run is row["runs"][0]
             lines.append(" | ".join([
                 "", row["preset"] if first else "", row["load"] if first else "",
-                f"{row['load_factor']:.3f}" if first else "", str(row["requests"]) if first else "",
+                f"{row['load_factor']:.3f}" if first else "",
+                (str(row["requests"]) + ("" if row["steady_state_rule_met"] else " (cut short)")) if first else "",
                 row["caps"] if first else "",
                 f"{row['slack']:g}" if first else "", str(row["chunk"]) if first else "",
                 f"{m['required_tokens']:,.0f} / {m['worst_case_tokens']:,.0f}" if first else "",
                 run["scheduler"] + (f" (seed {run['seed']})" if len(meta["seeds"]) > 1 else ""),
                 _f(run["throughput_tokens_per_s"] / row["throughput_star"]),
                 f"{run['peak_kv_tokens']:,} / {row['C']:,}", _f(run["decodes_paused"], "{}"), _f(run["evictions"], "{}"),
+                "-" if run.get("admissions_deferred") is None else f"{run['admissions_deferred']} / {run.get('admissions_paced', '-')}",
                 _f(run["mean_latency_s"]), _f(run["p99_latency_s"]), _f(run["mean_ttft_s"]), _f(run["p99_ttft_s"]), "",
             ]).strip())
     return "\n".join(lines) + "\n"

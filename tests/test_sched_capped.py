@@ -52,7 +52,7 @@ def test_caps_round_n_times_width_up_and_an_exact_product_is_not_rounded():
 
 
 def test_the_resident_cap_admits_exactly_that_many_first_come_first_served():
-    s = _nested([(0, 2, 0.5)])  # cap ⌈3 · 0.5⌉ = 2
+    s = _nested([(0, 2, 0.5)], pace=False)  # cap ⌈3 · 0.5⌉ = 2 (unpaced: the cap alone)
     assert s.resident_cap == 2
     for i in range(3):
         s.add_request(_req(i, arrival_s=0.1 * i, output=2))
@@ -70,6 +70,58 @@ def test_a_class_at_its_cap_waits_while_a_later_request_of_another_class_is_admi
     s.add_request(_req(1, 0.1, type_name="a"))
     s.add_request(_req(2, 0.2, output=7, type_name="b"))
     assert _step(s, 0.0) == [(0, 4), (2, 4)]  # a's second request waits; b's is admitted past it
+
+
+def _admitted(work, prompt=4):
+    return [rid for rid, tokens in work if tokens == prompt]
+
+
+def _staggered(capacity, steps=5, **knobs):
+    """Class a (prompt 4, output 7, n = 0.5: cap 4, pace 0.5 a step, credit at most 1.5), block 1;
+    request t arrives just before step t. Each ends at 11 tokens."""
+    s = _wait([("a", 4, 7, 0.5)], capacity=capacity, **knobs)
+    out = []
+    for t in range(steps):
+        s.add_request(_req(t, float(t), output=7, type_name="a"))
+        out.append(_admitted(_step(s, float(t))))
+    return s, out
+
+
+def test_the_pace_holds_a_request_only_when_the_residents_ends_do_not_fit_and_one_credit_admits():
+    # credit 1.5 → 0.5 (request 0), 1.0 → 0 (request 1), 0.5 → 0 (request 2: 3 × 11 = 33 ≤ C, every
+    # end fits, so no pace). Step 3: four ends, 44 > C = 43, and credit 0.5: request 3 waits although
+    # the look-ahead would pass it (the unpaced rule admits it). Step 4: credit exactly 1.0 admits it.
+    s, out = _staggered(43)
+    assert out == [[0], [1], [2], [], [3]]
+    assert s.stats["admissions_paced"] == 1 and s.stats["admissions_deferred"] == 0
+    assert _staggered(43, pace=False)[1] == [[0], [1], [2], [3], []]
+    assert s.pace_per_step("a") == 0.5
+
+
+def test_ends_exactly_at_the_cache_size_are_not_paced():
+    s, out = _staggered(44)  # four ends of 11 tokens: exactly C
+    assert out == [[0], [1], [2], [3], []] and s.stats["admissions_paced"] == 0
+
+
+def test_a_class_out_of_pace_does_not_hold_back_another_class():
+    # class a: request 0 at step 0, request 1 at step 1 (credit a spent). Step 2: a's request 2
+    # (arrival 1.9) would make three ends of 33 > C = 31 with credit 0.5, so it waits; b's later
+    # request 3 (arrival 1.95; class b has its full credit and the look-ahead peak 30 fits) goes past it.
+    s = _wait([("a", 4, 7, 0.5), ("b", 4, 7, 0.5)], capacity=31)
+    assert s.group_caps == {"a": 4, "b": 4}
+    s.add_request(_req(0, 0.0, output=7, type_name="a"))
+    assert _admitted(_step(s, 0.0)) == [0]
+    s.add_request(_req(1, 1.0, output=7, type_name="a"))
+    assert _admitted(_step(s, 1.0)) == [1]
+    s.add_request(_req(2, 1.9, output=7, type_name="a"))
+    s.add_request(_req(3, 1.95, output=7, type_name="b"))
+    assert _admitted(_step(s, 2.0)) == [3]
+    assert s.stats["admissions_paced"] == 1
+
+
+def test_pace_must_be_a_boolean():
+    with pytest.raises(InputError, match="pace"):
+        _nested([(0, 9, 0.5)], pace=1)
 
 
 def test_prefill_is_chunked_per_request_while_residents_decode():

@@ -9,7 +9,9 @@ Every step:
    `prefill_chunk_tokens` (per request; None: the whole prompt). One whose next block is not
    free skips the step with its cache kept (`decodes_paused`, the overflow events);
 2. then, unless a resident was paused this step, waiting requests are admitted first come first
-   served while fewer than `resident_cap` are resident, their admission passes the look-ahead
+   served while fewer than `resident_cap` are resident, their group has a whole admission of pace
+   credit (the fluid point's admissions per step, the group's cap over its mean resident stages,
+   so that residents' ages stay spread instead of coming in cohorts), their admission passes the look-ahead
    test (`_future_fits`: left to run, the residents and it stay within the cache at every future
    step, each growing a token a step to its known length, WAIT, or its expected length given its
    stage, Nested WAIT) and their group is below its cap
@@ -20,9 +22,9 @@ full of paused requests): then the newest admitted is evicted by recompute (`evi
 server never stalls.
 
 Knobs: `policy` (a `RuntimePolicy` or a path; required), `resident_cap` (default: from the
-thresholds, `thresholds.capped`), `prefill_chunk_tokens` (default: the policy's) and
+thresholds, `thresholds.capped`), `prefill_chunk_tokens` (default: the policy's),
 `look_ahead` (default true; false: the rule as the authors' experiments ran it, admission
-limited by the caps and the first chunk only).
+limited by the caps and the first chunk only) and `pace` (default true; false: no pace).
 """
 
 from __future__ import annotations
@@ -49,25 +51,32 @@ class CappedScheduler(Scheduler):
     """Resident caps, continuous decode, per-request chunked prefill, pause when no block is free."""
 
     def __init__(self, kv: KVBlockManager, policy, group_caps: dict[str, int], resident_cap: int | None,
-                 prefill_chunk_tokens: int | None, look_ahead: bool = True):
+                 prefill_chunk_tokens: int | None, look_ahead: bool = True, pace: bool = True,
+                 stages: dict[str, float] | None = None):
         super().__init__(kv)
-        if not isinstance(look_ahead, bool):
-            raise InputError(f"must be true or false, got {look_ahead!r}", field="look_ahead")
+        for field, value in (("look_ahead", look_ahead), ("pace", pace)):
+            if not isinstance(value, bool):
+                raise InputError(f"must be true or false, got {value!r}", field=field)
         self.look_ahead = look_ahead
+        self.pace = pace
+        # a group's mean resident stages: its cap over this is the fluid admissions per step (the pace)
+        self._stages = stages if stages is not None else dict.fromkeys(group_caps, 1.0)
         self.policy = policy
         cap = resident_cap if resident_cap is not None else sum(group_caps.values())
         self.resident_cap = _positive_int(cap, "resident_cap")
         chunk = prefill_chunk_tokens if prefill_chunk_tokens is not None else policy.prefill_chunk_tokens
         self.prefill_chunk_tokens = None if chunk is None else _positive_int(chunk, "prefill_chunk_tokens")
         self.group_caps = group_caps
+        self._credit: dict[str, float] = {g: self._depth(g) for g in group_caps}
         self._waiting: dict[str, deque[Request]] = {g: deque() for g in group_caps}
         self._in_group: dict[str, int] = dict.fromkeys(group_caps, 0)
         self._group_of: dict[int, str] = {}
         self._resident: dict[int, Request] = {}  # admission order; the last one is the eviction victim
         self._unfinished = 0
         self.stats = {"admissions": 0, "decodes_paused": 0, "evictions": 0, "peak_resident": 0,
-                      "admissions_deferred": 0}
+                      "admissions_deferred": 0, "admissions_paced": 0}
         self._plan = None  # this step's projected residents (see `_future_fits`)
+        self._plan_ends = 0.0  # Σ (k_r + e_r) over the plan: its KV with every line at its end
 
     # --- routing (subclasses) ------------------------------------------------------------
     def _group_for(self, request: Request) -> str:
@@ -79,6 +88,19 @@ class CappedScheduler(Scheduler):
     def _final_tokens(self, request: Request) -> float:
         """The KV tokens `request` will hold at its last stage (known, or expected given its stage)."""
         raise NotImplementedError
+
+    # --- the admission pace (docs/capped-rule.md, "Admission: the pace") ----------------------
+    def pace_per_step(self, group: str) -> float:
+        """Admissions per step the fluid point makes into `group`: its cap over its mean resident stages."""
+        return self.group_caps[group] / self._stages[group]
+
+    def _depth(self, group: str) -> float:
+        """The most credit a group may hold: one admission plus one step's pace."""
+        return 1.0 + self.pace_per_step(group)
+
+    def _refill_credit(self) -> None:
+        for g in self._credit:
+            self._credit[g] = min(self._depth(g), self._credit[g] + self.pace_per_step(g))
 
     # --- the look-ahead admission test (docs/capped-rule.md, "Admission") -------------------
     def _projection(self, request: Request) -> tuple[float, float]:
@@ -92,20 +114,35 @@ class CappedScheduler(Scheduler):
             prefill_steps = -(-request.prefill_remaining // self.prefill_chunk_tokens) - 1
         return max(0.0, final - context) + prefill_steps, float(context)
 
+    def _ensure_plan(self) -> None:
+        if self._plan is None:
+            rows = [self._projection(r) for r in self._resident.values()]
+            self._plan = np.asarray(rows, float).reshape(-1, 2)
+            self._plan_ends = float(np.sum(self._plan[:, 0] + self._plan[:, 1]))
+
+    def _pad(self) -> float:
+        return (self.kv.block_size - 1) / 2  # a resident's expected unfilled part of its last block
+
+    def _ends_fit(self, request: Request) -> bool:
+        """Whether the residents and `request` fit even all at their projected end lengths at once,
+        Σ_r (k_r + e_r + pad) ≤ C: then no admission order or age spread can overflow the cache."""
+        self._ensure_plan()
+        e_new, k_new = self._projection(request)
+        pad = self._pad() * (len(self._plan) + 1)
+        return self._plan_ends + e_new + k_new + pad <= self.kv.num_blocks * self.kv.block_size
+
     def _future_fits(self, request: Request) -> bool:
         """Whether the residents and `request`, left to run without further admissions, stay within
         the cache at every future step. The projected KV M(t) = Σ_{r: e_r ≥ t} (k_r + t + pad) is
         piecewise linear and rises between departures, so its peak is at some e_r: evaluated there."""
-        if self._plan is None:
-            rows = [self._projection(r) for r in self._resident.values()]
-            self._plan = np.asarray(rows, float).reshape(-1, 2)
+        self._ensure_plan()
         e_new, k_new = self._projection(request)
         plan = np.vstack([self._plan, (e_new, k_new)])
         capacity = self.kv.num_blocks * self.kv.block_size
-        pad = (self.kv.block_size - 1) / 2  # a resident's expected unfilled part of its last block
+        pad = self._pad()
         e, k = plan[:, 0], plan[:, 1]
-        if float(np.sum(e + k + pad)) <= capacity:  # even every line at its end fits
-            self._plan = plan
+        if self._plan_ends + e_new + k_new + pad * len(plan) <= capacity:  # even every line at its end fits
+            self._admit_to_plan(plan, e_new + k_new)
             return True
         order = np.argsort(-e, kind="stable")
         e, k = e[order], k[order]
@@ -113,8 +150,12 @@ class CappedScheduler(Scheduler):
         peak = float(np.max(np.cumsum(k) + alive * (e + pad)))
         if peak > capacity:
             return False
-        self._plan = plan
+        self._admit_to_plan(plan, e_new + k_new)
         return True
+
+    def _admit_to_plan(self, plan, end: float) -> None:
+        self._plan = plan
+        self._plan_ends += end
 
     # --- executor interface ------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
@@ -130,6 +171,8 @@ class CappedScheduler(Scheduler):
     def schedule(self, now_s: float) -> Batch:
         batch = Batch()
         self._plan = None
+        if self.pace:
+            self._refill_credit()
         paused = self._advance_residents(batch)
         if not paused:
             self._admit(batch)
@@ -170,13 +213,22 @@ class CappedScheduler(Scheduler):
         return paused
 
     def _admit(self, batch: Batch) -> None:
-        """First come first served among the groups below their cap, while the resident cap allows."""
+        """First come first served among the groups below their cap (and, paced, with a whole
+        admission of credit), while the resident cap allows."""
         while len(self._resident) < self.resident_cap:
             best = None
+            held = False  # a waiting group below its cap that has spent its pace this step
             for g, queue in self._waiting.items():
-                if queue and self._in_group[g] < self.group_caps[g] and (best is None or queue[0].arrival_s < best[1].arrival_s):
+                if not queue or self._in_group[g] >= self.group_caps[g]:
+                    continue
+                if self.pace and self._credit[g] < 1.0 and not self._ends_fit(queue[0]):
+                    held = True  # out of pace where memory can bind (docs/capped-rule.md, "the pace")
+                    continue
+                if best is None or queue[0].arrival_s < best[1].arrival_s:
                     best = (g, queue[0])
             if best is None:
+                if held:
+                    self.stats["admissions_paced"] += 1
                 return
             group, r = best
             if self.look_ahead and not self._future_fits(r):
@@ -185,6 +237,8 @@ class CappedScheduler(Scheduler):
             if not self.try_reserve(batch, r, self._chunk(r)):
                 return  # its first chunk does not fit: wait for memory
             self._waiting[group].popleft()
+            if self.pace:
+                self._credit[group] = max(0.0, self._credit[group] - 1.0)
             self._resident[r.request_id] = r
             self._in_group[group] += 1
             self.stats["admissions"] += 1
@@ -206,11 +260,12 @@ class CappedWaitScheduler(CappedScheduler):
     uses_output_lengths = True
 
     def __init__(self, kv: KVBlockManager, *, policy, resident_cap: int | None = None,
-                 prefill_chunk_tokens: int | None = None, look_ahead: bool = True):
+                 prefill_chunk_tokens: int | None = None, look_ahead: bool = True, pace: bool = True):
         policy = as_policy(policy, "wait")
         derived = wait_class_caps([(c.decode_tokens, c.threshold) for c in policy.classes])
         caps = {c.name: cap for c, cap in zip(policy.classes, derived)}
-        super().__init__(kv, policy, caps, resident_cap, prefill_chunk_tokens, look_ahead)
+        stages = {c.name: float(c.decode_tokens + 1) for c in policy.classes}  # a class-j request stays l'_j + 1 steps
+        super().__init__(kv, policy, caps, resident_cap, prefill_chunk_tokens, look_ahead, pace, stages)
         self._by_lengths = {}
         for c in policy.classes:
             self._by_lengths.setdefault((c.prefill_tokens, c.decode_tokens), c.name)
@@ -242,12 +297,15 @@ class CappedNestedWaitScheduler(CappedScheduler):
     uses_output_lengths = False
 
     def __init__(self, kv: KVBlockManager, *, policy, resident_cap: int | None = None,
-                 prefill_chunk_tokens: int | None = None, look_ahead: bool = True):
+                 prefill_chunk_tokens: int | None = None, look_ahead: bool = True, pace: bool = True):
         policy = as_policy(policy, "nested_wait")
         chains = [i.segments for i in policy.instances] if policy.instances else [policy.segments]
         cap = sum(nested_resident_cap([(s.first_stage, s.last_stage, s.threshold) for s in c]) for c in chains)
+        # the fluid point admits n_1 per step into each chain's first segment (its prefill stage), so
+        # a request stays cap / Σ n_1 steps on average (E[l' + 1] with one segment per decode length)
+        stages = {"all": cap / sum(c[0].threshold for c in chains)}
         super().__init__(kv, policy, {"all": cap if resident_cap is None else resident_cap}, resident_cap,
-                         prefill_chunk_tokens, look_ahead)
+                         prefill_chunk_tokens, look_ahead, pace, stages)
         self._expected_end = expected_end_stages(policy.segments or policy.instances[0].segments)
 
     def _final_tokens(self, request: Request) -> float:
