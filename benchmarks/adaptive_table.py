@@ -52,10 +52,11 @@ def main() -> int:
         peak = {(r["policy"], r["seed"]): r["mean_latency_s"] for r in runs}
         for r in runs:
             same = peak.get((r["policy"].replace("adaptive", "static-peak"), r["seed"]))
-            ok = r["policy"].endswith("adaptive") and r["cumulative_throughput_vs_fluid_min"] >= 0.98 and \
+            gen, done = r.get("cumulative_throughput_vs_fluid_min"), r.get("completed_tokens_vs_fluid_min")
+            ok = r["policy"].endswith("adaptive") and gen is not None and gen >= 0.98 and \
                 same is not None and r["mean_latency_s"] <= same
-            rows.append([r["policy"], str(r["seed"]), str(r["requests"]), f"{r['cumulative_throughput_vs_fluid_min']:.4f}",
-                         f"{r['completed_tokens_vs_fluid_min']:.4f}",
+            rows.append([r["policy"], str(r["seed"]), str(r["requests"]), f"{gen:.4f}" if gen is not None else "–",
+                         f"{done:.4f}" if done is not None else "–",
                          f"{r['mean_latency_s']:.3f}", f"{r['p99_latency_s']:.3f}", f"{r['mean_ttft_s']:.3f}",
                          str(r["restarts"]), str(r["peak_kv_tokens"]),
                          f"{r['mean_kv_tokens']:.0f}" if r.get("mean_kv_tokens") is not None else "",
