@@ -105,6 +105,10 @@ def test_other_experiment_in_the_same_folder_is_refused(tmp_path, capsys):
         ("name: x\nworkloads: [default]\nloads: [0.5]\npolicies: [fcfs]\nbisect: {lo: 1.0, hi: 0.5}\n", "bisect"),
         ("name: x\nworkloads: [default]\nloads: [0.5]\npolicies: [fcfs]\nseeds: [-1]\n", "seeds[0]"),
         ("name: x\nworkloads: [default]\nloads: [0.5]\npolicies: [fcfs]\nknobs: {chunk: [1]}\n", "knobs.chunk"),
+        ("name: x\nworkloads: [default]\nloads: [0.5]\npolicies: [fcfs]\ntiers: [[half, 0.1]]\n", "tiers[0][0]"),
+        ("name: x\nworkloads: [default]\nloads: [0.5]\npolicies: [fcfs]\ntiers: [[0.5, 0.1], [0.5]]\n", "tiers[1]"),
+        ("name: x\nworkloads: [default]\nloads: [0.5]\npolicies: [fcfs]\ntiers: [[1.5, 0.1]]\n", "tiers[0][0]"),
+        ("name: x\nworkloads: [default]\nloads: [0.5]\npolicies: [fcfs]\ntiers: [[1, 0]]\n", "tiers[0][1]"),
     ],
 )
 def test_bad_experiment_file_is_exit_2_naming_the_field(tmp_path, capsys, text, field):

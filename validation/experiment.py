@@ -102,6 +102,17 @@ def _number(value, *, source, field_path) -> float:
     return float(check_number(value, field_path, minimum=0, strict_minimum=True, source=source))
 
 
+def _tier(value, *, source, field_path) -> tuple[float, float]:
+    # one SLO tier: [share of requests, TBT SLO in seconds]
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise InputError(f"must be a pair [share of requests, TBT SLO in seconds], got {value!r}",
+                         source=source, field=field_path)
+    share = check_number(value[0], f"{field_path}[0]", minimum=0, strict_minimum=True, maximum=1,
+                         unit="(a share of requests)", source=source)
+    slo = check_number(value[1], f"{field_path}[1]", minimum=0, strict_minimum=True, unit="of seconds", source=source)
+    return float(share), float(slo)
+
+
 def _warmup_fraction(value, *, source, field_path, optional: bool) -> float | None:
     # the same rule for the experiment's default and a workload's own: the share of requests dropped
     value = check_number(value, field_path, minimum=0, maximum=1, strict_maximum=True, unit="(a fraction)",
@@ -217,7 +228,8 @@ def experiment_from_dict(data: dict, *, source: str, base_dir: str | Path = ".",
     knobs = {k: _list(v, source=source, field_path=f"knobs.{k}") for k, v in knobs.items()}
     tiers = data.get("tiers")
     if tiers is not None:
-        tiers = tuple((float(f), float(s)) for f, s in _list(tiers, source=source, field_path="tiers"))
+        tiers = tuple(_tier(t, source=source, field_path=f"tiers[{i}]")
+                      for i, t in enumerate(_list(tiers, source=source, field_path="tiers")))
     ttft = data.get("ttft_slo_s", 0.5)
     bisect = _bisect(data["bisect"], source, policies, workloads) if data.get("bisect") else None
     figures = data.get("figures", [])
