@@ -67,7 +67,10 @@ def nested_requests(n=200, rate=20.0, seed=2):
 
 def side_by_side(policy, requests, kv_blocks, model_dir, settings=None, max_steps=200_000):
     cls = PROJECT[policy.policy, policy.service_rule]
-    ours = cls(KVBlockManager(kv_blocks * BLOCK_SIZE, BLOCK_SIZE), policy=policy)
+    # the plugin serves the capped rule as the authors' experiments ran it: without the project
+    # scheduler's look-ahead admission and admission pace (docs/vllm-plugin.md, docs/capped-rule.md)
+    knobs = {"look_ahead": False, "pace": False} if policy.service_rule == "capped" else {}
+    ours = cls(KVBlockManager(kv_blocks * BLOCK_SIZE, BLOCK_SIZE), policy=policy, **knobs)
     theirs = build_vllm_scheduler(EngineShape(kv_blocks), model_dir, plan=plan_from_settings(settings or {}, policy))
     return run_side_by_side(requests, ours, theirs, class_of=lambda r: r.type_name, max_steps=max_steps)
 
