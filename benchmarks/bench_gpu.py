@@ -30,33 +30,18 @@ from runtime.kv_blocks import KVBlockManager
 from runtime.gpu.model import LlamaRunner
 from runtime.gpu.model_presets import resolve_model_config
 from runtime.request import Request
-from runtime.gpu.step_timer import StepTimer
-
-
-def cuda_time_s(fn, repeats: int = 20, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(repeats):
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop) / 1e3)
-    return statistics.median(times)
+from runtime.gpu.step_timer import StepTimer, cuda_event_time_s
 
 
 def ceilings() -> dict:
     n = 4 * 2**30
     a = torch.empty(n, dtype=torch.uint8, device="cuda")
     b = torch.empty_like(a)
-    copy_s = cuda_time_s(lambda: b.copy_(a))
+    copy_s = cuda_event_time_s(lambda: b.copy_(a))
     del a, b
     m = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    mm_s = cuda_time_s(lambda: m @ k)
+    mm_s = cuda_event_time_s(lambda: m @ k)
     del m, k
     torch.cuda.empty_cache()
     return {"copy_bytes_per_s": 2 * n / copy_s, "matmul_flop_per_s": 2 * 8192**3 / mm_s}
@@ -97,7 +82,7 @@ def transformers_reference(hf, cfg) -> dict:
             torch.cuda.empty_cache()
         for label, shape in (("prefill_2048_s", (1, 2048)), ("prefill_8x512_s", (8, 512))):
             ids = torch.randint(0, cfg.vocab_size, shape, device="cuda")
-            out[label] = cuda_time_s(lambda: hf(input_ids=ids, use_cache=False, logits_to_keep=1), repeats=5)
+            out[label] = cuda_event_time_s(lambda: hf(input_ids=ids, use_cache=False, logits_to_keep=1), repeats=5)
     torch.cuda.empty_cache()
     return out
 
@@ -141,7 +126,7 @@ def decode_graph_variants(runner, pool, batch: int = 1, ctx: int = 512) -> dict:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             runner.forward(step, pool)
-        out[label + "_device_s"] = cuda_time_s(graph.replay, repeats=50)
+        out[label + "_device_s"] = cuda_event_time_s(graph.replay, repeats=50)
         del graph
     runner.decode_gemv_mode = mode
     plan = runner.gemv_plan
@@ -234,7 +219,7 @@ def main() -> None:
         host_s = timer.last_host_s
         bucket = engine.graphs.bucket_for(batch)
         graph = engine.graphs._graphs[bucket][0]
-        device_s = cuda_time_s(graph.replay)  # inputs of the last step are still in the static buffers
+        device_s = cuda_event_time_s(graph.replay)  # inputs of the last step are still in the static buffers
         floor_weights = weight_bytes / bw
         floor = (weight_bytes + batch * (ctx + 1) * kv_per_token) / bw
         rows[label] = {

@@ -41,7 +41,7 @@ def sweep(configs=CONFIGS, *, repeats: int = 20) -> dict:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from gpu_steps import _cuda_time_s
+    from runtime.gpu.step_timer import cuda_event_time_s
 
     from runtime.gpu.attention import pack_varlen
     from runtime.gpu.kernels.varlen_attention_triton import varlen_paged_attention
@@ -74,7 +74,7 @@ def sweep(configs=CONFIGS, *, repeats: int = 20) -> dict:
 
             cfg = [bm, warps, stages, bn, split, heavy]
             try:
-                t = _cuda_time_s(launch, repeats=repeats)
+                t = cuda_event_time_s(launch, repeats=repeats)
             except Exception as err:  # noqa: BLE001 - a tiling that does not compile is a result of the sweep
                 rows.append({"config": cfg, "error": repr(err)[:200]})
                 print(f"{label} {cfg}: failed {repr(err)[:120]}", flush=True)

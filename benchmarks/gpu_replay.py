@@ -43,7 +43,7 @@ from pathlib import Path
 
 # one home for the recorded rows and their rebuilt compositions (also the calibration grid's --from-steps)
 from runtime.recorded_steps import (  # noqa: F401  (re-exported: tests read them as gpu_replay.*)
-    COHORT_MIN_PREFILLS, REGIONS, ROW_KEYS, ReplayInputError, composition, composition_totals, load_steps, pick, region,
+    REGIONS, ROW_KEYS, ReplayInputError, composition, composition_totals, load_steps, pick, region,
 )
 
 class Coverage:
@@ -115,23 +115,9 @@ def _graph_of(engine, comp):
     return engine.mixed_graphs._graphs[engine.mixed_graphs.bucket_for(tokens, p, d)][0]
 
 
-def _eager_span_s(engine, batch_fn, repeats: int) -> float:
-    import torch
-
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(repeats):
-        start.record()
-        batch_fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop) / 1e3)
-    return statistics.median(times)
-
-
 def replay(engine, timer, picked, *, repeats: int) -> tuple[list[dict], list[dict]]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from gpu_steps import _cuda_time_s
+    from runtime.gpu.step_timer import cuda_event_time_s
 
     on_cuda = engine.runner.device.type == "cuda"
     rows, skipped = [], []
@@ -145,11 +131,11 @@ def replay(engine, timer, picked, *, repeats: int) -> tuple[list[dict], list[dic
         device_s = span_s = None
         if on_cuda:
             if graph:
-                device_s = _cuda_time_s(_graph_of(engine, comp).replay, repeats=max(5, repeats))
+                device_s = cuda_event_time_s(_graph_of(engine, comp).replay, repeats=max(5, repeats))
             else:
                 batch, reqs = timer._batch(comp)
                 try:
-                    span_s = _eager_span_s(engine, lambda: engine.execute(batch), max(3, repeats // 2))
+                    span_s = cuda_event_time_s(lambda: engine.execute(batch), max(3, repeats // 2), warmup=0)
                 finally:
                     for r in reqs:
                         timer.kv.release(r)

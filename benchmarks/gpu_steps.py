@@ -22,6 +22,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from runtime.gpu.step_timer import cuda_event_time_s
+
 FLAT_TOKENS = (512, 2048)
 FLAT_SEQS = (1, 2, 4, 8, 16, 32)
 # (label, composition [(new tokens, context)]) up to 2,048 new tokens
@@ -39,23 +41,6 @@ STEP_SHAPES = (
     ("mixed wait 100x60 + 18x48", [(1, 60)] * 100 + [(48, 0)] * 18),
     ("mixed 32x256 + 2048", [(1, 256)] * 32 + [(2016, 0)]),
 )
-
-
-def _cuda_time_s(fn, repeats: int = 20, warmup: int = 3) -> float:
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(repeats):
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop) / 1e3)
-    return statistics.median(times)
 
 
 def _graph_of_last_step(engine, composition):
@@ -119,7 +104,7 @@ def step_vs_device(engine, timer, *, repeats: int = 10) -> dict:
         row["step_s"], _ = timer.time_s(comp, repeats=repeats)
         row["host_s"], row["graph"] = timer.last_host_s, timer.last_graph
         graph = _graph_of_last_step(engine, comp)
-        row["device_s"] = _cuda_time_s(graph.replay) if graph is not None and row["graph"] else None
+        row["device_s"] = cuda_event_time_s(graph.replay) if graph is not None and row["graph"] else None
         row["step_over_device"] = row["step_s"] / row["device_s"] if row["device_s"] else None
         row["eager_over_device"] = row["eager_step_s"] / row["device_s"] if row["device_s"] else None
         rows.append(row)

@@ -9,7 +9,6 @@ over a wider grid of tiles.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 import triton
 
 from runtime.gpu.kernels.gemv_triton import NARROW_CANDIDATES, WIDE_CANDIDATES, GemvConfig, RopeKV, gemv
+from runtime.gpu.step_timer import cuda_event_time_s
 
 
 def graph_time_s(fn, repeats: int = 20) -> float:
@@ -31,18 +31,9 @@ def graph_time_s(fn, repeats: int = 20) -> float:
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fn()
-    graph.replay()
-    torch.cuda.synchronize()
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(repeats):
-        start.record()
-        graph.replay()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop) / 1e3)
+    seconds = cuda_event_time_s(graph.replay, repeats=repeats, warmup=1)
     del graph
-    return statistics.median(times)
+    return seconds
 
 
 def product_sweeps(layers, eps: float, rows: int = 1, head: tuple | None = None, heads: tuple | None = None) -> dict:

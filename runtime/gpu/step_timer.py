@@ -19,6 +19,25 @@ from runtime.request import Request
 from runtime.schedulers.base import Batch, ScheduledWork
 
 
+def cuda_event_time_s(fn, repeats: int = 20, warmup: int = 3) -> float:
+    """Median device time of `fn` between two CUDA events (after `warmup` untimed calls): for a
+    graph replay, the graph's device time; for an eager step, the span of its launches."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(repeats):
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop) / 1e3)
+    return statistics.median(times)
+
+
 class _Holder:
     """Stands in for a scheduler: the engine reads block tables from `.kv`."""
 
