@@ -27,7 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("runtime.cli_compare", "simulate several schedulers on the same arrivals"),
     "run": ("runtime.gpu.cli_run", "open-loop run on a real Llama model (GPU or CPU)"),
     "calibrate": ("runtime.gpu.cli_calibrate", "measure step times and fit batch-time models"),
-    "drift": ("validation.drift", "WAIT under drifting load: adaptive vs static caps vs baselines vs the fluid ODE"),
+    "drift": ("validation.cli_drift", "WAIT under drifting load: adaptive vs static caps vs baselines vs the fluid ODE"),
     "demo": ("validation.demo", "the main job: solve, simulate against baselines, table and figure"),
     "figures": ("paper_figures.cli", "draw the figures from result files"),
     "sweep": ("validation.cli_sweep", "run an experiment: loads x policies x seeds x knobs, locally or on Dask"),
