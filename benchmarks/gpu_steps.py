@@ -116,14 +116,9 @@ def step_vs_device(engine, timer, *, repeats: int = 10) -> dict:
 
 
 def build_engine(model: str = "llama-2-7b", kv_tokens: int | None = 200_000, device: str = "cuda"):
-    from runtime.gpu.engine import Engine
-    from runtime.gpu.model_presets import resolve_model_config
-    from runtime.gpu.setup import build_pool, check_device, load_runner, resolve_dtype
+    from runtime.gpu.setup import build_engine as build
 
-    dev = check_device(device)
-    runner = load_runner(resolve_model_config(model), None, dtype=resolve_dtype("auto", dev), device=dev)
-    pool, info = build_pool(runner, kv_tokens=kv_tokens, block_size=16)
-    return Engine(runner, pool), info
+    return build(model, kv_tokens=kv_tokens, device=device)
 
 
 def main() -> None:

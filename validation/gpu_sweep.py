@@ -160,18 +160,10 @@ def run_gpu_sweep(experiment: Experiment, out: str | Path, *, model: str = "llam
 
 def _build_engine(model: str, device: str, dtype: str, capacity_tokens: int):
     """The model (random weights of `model`'s shape), a KV pool of `capacity_tokens` and the engine."""
-    from runtime.gpu.engine import Engine
-    from runtime.gpu.model_presets import resolve_model_config
-    from runtime.gpu.setup import build_pool, check_device, check_host_memory, load_runner, resolve_dtype
+    from runtime.gpu.setup import build_engine
 
-    dev = check_device(device)
-    torch_dtype = resolve_dtype(dtype, dev)
-    config = resolve_model_config(model)
-    if dev.type == "cpu":
-        check_host_memory(config, torch_dtype, capacity_tokens, model_name=model)
-    runner = load_runner(config, None, dtype=torch_dtype, device=dev)
-    pool, info = build_pool(runner, kv_tokens=capacity_tokens, block_size=16)  # refuses clearly when C does not fit
-    return Engine(runner, pool), info, str(torch_dtype).replace("torch.", "")
+    engine, info = build_engine(model, kv_tokens=capacity_tokens, device=device, dtype=dtype)  # refuses clearly when C does not fit
+    return engine, info, str(engine.runner.dtype).replace("torch.", "")
 
 
 def _warm_up(engine, info, point: dict, *, model_label: str, dtype: str) -> None:

@@ -201,3 +201,21 @@ def build_pool(runner, *, kv_tokens: int | None, block_size: int, max_batch_toke
     shape = PoolShape(len(runner.layers), num_blocks, block_size, runner.kv_heads, runner.head_dim, runner.embed.element_size())
     pool = KVPool(shape, dtype=runner.dtype, device=device)
     return pool, RuntimeInfo(name, runner.weight_bytes, shape.total_bytes, shape.capacity_tokens, peak)
+
+
+def build_engine(model: str, *, kv_tokens: int | None, device: str = "cuda", dtype: str = "auto",
+                 block_size: int = 16):
+    """A preset model's shape with random weights, a KV pool of `kv_tokens` (None: what free GPU
+    memory allows; `build_pool` refuses clearly when it does not fit) and the engine over them:
+    what the benchmark scripts and the GPU sweep run. On the CPU the host memory is checked first."""
+    from runtime.gpu.engine import Engine
+    from runtime.gpu.model_presets import resolve_model_config
+
+    dev = check_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    config = resolve_model_config(model)
+    if dev.type == "cpu" and kv_tokens is not None:
+        check_host_memory(config, torch_dtype, kv_tokens, model_name=model)
+    runner = load_runner(config, None, dtype=torch_dtype, device=dev)
+    pool, info = build_pool(runner, kv_tokens=kv_tokens, block_size=block_size)
+    return Engine(runner, pool), info
