@@ -43,6 +43,29 @@ from runtime.schedulers.fits import check_fits_alone
 from thresholds.capped import nested_resident_cap, wait_class_caps
 
 
+def _peak_blocks_tokens(e: np.ndarray, k: np.ndarray, block: int) -> float:
+    """max over t of M(t) = Σ_{r: e_r ≥ t} B ⌈(k_r + t)/B⌉, the peak KV in whole blocks of lines
+    k_r + t that end at e_r (k_r whole tokens), in O(R B) instead of O(R²).
+
+    With k = Bq + ρ (0 ≤ ρ < B) and t = Ba + τ (0 ≤ τ < B), ⌈(k + t)/B⌉ = q + a + [ρ + τ > 0]
+    + [ρ + τ > B]: so at each t only the counts of alive residues ρ with ρ ≥ 1 and with ρ > B − τ
+    are needed, which running counts per residue give for every departure point at once."""
+    order = np.argsort(-e, kind="stable")
+    e, k = e[order], np.rint(k[order]).astype(np.int64)
+    q, rho = np.divmod(k, block)
+    a = np.floor(e / block)
+    tau = e - a * block
+    alive = np.arange(1, len(e) + 1)  # residents with e_r ≥ e[i] (ties counted at their last index)
+    by_residue = np.zeros((len(e), block + 1), np.int64)
+    by_residue[np.arange(len(e)), rho] = 1
+    at_least = np.cumsum(np.cumsum(by_residue[:, ::-1], axis=1)[:, ::-1], axis=0)  # [i, j]: alive with ρ ≥ j
+    nonzero = np.where(tau > 0, alive, at_least[:, 1])
+    # ρ > B − τ ⟺ ρ ≥ ⌊B − τ⌋ + 1 (ρ whole); none when that is ≥ B (τ ≤ 1)
+    over = at_least[np.arange(len(e)), np.minimum(np.floor(block - tau).astype(np.int64) + 1, block)]
+    blocks = np.cumsum(q) + alive * a + nonzero + over
+    return float(np.max(blocks)) * block
+
+
 def _positive_int(value, field: str) -> int:
     return check_number(value, field, integer=True, minimum=1)
 
@@ -118,39 +141,36 @@ class CappedScheduler(Scheduler):
         if self._plan is None:
             rows = [self._projection(r) for r in self._resident.values()]
             self._plan = np.asarray(rows, float).reshape(-1, 2)
-            self._plan_ends = float(np.sum(self._plan[:, 0] + self._plan[:, 1]))
+            self._plan_ends = float(np.sum(self._end_blocks_tokens(self._plan[:, 0] + self._plan[:, 1])))
 
-    def _pad(self) -> float:
-        return (self.kv.block_size - 1) / 2  # a resident's expected unfilled part of its last block
+    def _end_blocks_tokens(self, tokens):
+        """KV in whole blocks of lines ending at `tokens`: B ⌈tokens / B⌉ each."""
+        b = self.kv.block_size
+        return np.ceil(np.asarray(tokens, float) / b) * b
 
     def _ends_fit(self, request: Request) -> bool:
         """Whether the residents and `request` fit even all at their projected end lengths at once,
-        Σ_r (k_r + e_r + pad) ≤ C: then no admission order or age spread can overflow the cache."""
+        Σ_r B ⌈(k_r + e_r)/B⌉ ≤ C: then no admission order or age spread can overflow the cache."""
         self._ensure_plan()
         e_new, k_new = self._projection(request)
-        pad = self._pad() * (len(self._plan) + 1)
-        return self._plan_ends + e_new + k_new + pad <= self.kv.num_blocks * self.kv.block_size
+        return self._plan_ends + float(self._end_blocks_tokens(e_new + k_new)) <= self.kv.num_blocks * self.kv.block_size
 
     def _future_fits(self, request: Request) -> bool:
         """Whether the residents and `request`, left to run without further admissions, stay within
-        the cache at every future step. The projected KV M(t) = Σ_{r: e_r ≥ t} (k_r + t + pad) is
-        piecewise linear and rises between departures, so its peak is at some e_r: evaluated there."""
+        the cache at every future step. A line holds B ⌈(k_r + t)/B⌉ tokens at step t ≤ e_r, so the
+        projected KV M(t) = Σ_{r: e_r ≥ t} B ⌈(k_r + t)/B⌉ is non-decreasing between departures and
+        its peak is at some e_r: evaluated there, in whole blocks (docs/capped-rule.md, "Admission")."""
         self._ensure_plan()
         e_new, k_new = self._projection(request)
         plan = np.vstack([self._plan, (e_new, k_new)])
         capacity = self.kv.num_blocks * self.kv.block_size
-        pad = self._pad()
-        e, k = plan[:, 0], plan[:, 1]
-        if self._plan_ends + e_new + k_new + pad * len(plan) <= capacity:  # even every line at its end fits
-            self._admit_to_plan(plan, e_new + k_new)
+        end_new = float(self._end_blocks_tokens(e_new + k_new))
+        if self._plan_ends + end_new <= capacity:  # even every line at its end fits
+            self._admit_to_plan(plan, end_new)
             return True
-        order = np.argsort(-e, kind="stable")
-        e, k = e[order], k[order]
-        alive = np.arange(1, len(e) + 1)  # residents with e_r ≥ e[i] (ties counted at their last index)
-        peak = float(np.max(np.cumsum(k) + alive * (e + pad)))
-        if peak > capacity:
+        if _peak_blocks_tokens(plan[:, 0], plan[:, 1], self.kv.block_size) > capacity:
             return False
-        self._admit_to_plan(plan, e_new + k_new)
+        self._admit_to_plan(plan, end_new)
         return True
 
     def _admit_to_plan(self, plan, end: float) -> None:
