@@ -68,7 +68,7 @@ def main() -> None:
     last = fids[-1]
     fidelity = {k: last[k] for k in ("device", "versions", "host", "model", "command", "batch_time_model", "linear3_for_fluid",
                                       "heldout_step_mape", "heldout_mape_by_region", "slack", "requests", "points")}
-    for key in ("deadline_s", "cut_by_deadline", "smoke", "calibration_from_steps", "recorded_live_heldout_by_run"):  # newer gpu_fidelity.py keys
+    for key in ("deadline_s", "cut_by_deadline", "smoke", "calibration_from_steps", "recorded_live_heldout_by_run", "host_terms", "sizing"):  # newer gpu_fidelity.py keys
         if key in last:
             fidelity[key] = last[key]
     fidelity["collected_by"] = args.command
@@ -123,6 +123,16 @@ def markdown(fid: dict, tag: str, command: str) -> str:
                   f"its rows out: {_pct(ho['all']['mape'])} over {ho['all']['steps']} steps.", "",
                   "| region | steps | MAPE | median live / model |", "| --- | --- | --- | --- |"]
         lines += [f"| {g} | {e['steps']} | {_pct(e['mape'])} | {e['median_measured_over_predicted']:.3f} |" for g, e in ho["pooled"].items()] + [""]
+    host = fid.get("host_terms")
+    if host:
+        lines += [f"Host terms (scheduler call + step bookkeeping, beyond the engine step), fitted on {sum(host['steps_per_scheduler'].values())} "
+                  f"live steps of this machine at load {host['load']} (seed {host['seed']}; the points below use seed 0): "
+                  + ", ".join(f"{k} {1e6 * v:.2f} µs" for k, v in host["coefficients"].items()) + ".", ""]
+    sizing = fid.get("sizing")
+    if sizing:
+        lines += [f"Loads are fractions of the simulator's capacity with this model: {sizing['capacity_tok_s']:,.0f} decode tokens/s, the least of "
+                  + ", ".join(f"{k} {v:,.0f}" for k, v in sizing["carried_tok_s"].items())
+                  + f" carried when offered {sizing['offered_tok_s']:,.0f} ({sizing['requests']} requests).", ""]
     lines += ["## Live against simulated (same arrivals; simulated with the stepwise model)", "",
               "\"Below saturation\": the live run carried ≥ 95 % of the offered decode tokens. Targets below saturation: throughput "
               "within 2 %, mean latency within 5 %.", "",

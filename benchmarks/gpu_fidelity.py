@@ -9,8 +9,14 @@ One process loads the model once (Llama-2-7B shape, bf16, random weights) and on
 2. calibrates the engine (`runtime.gpu.calibrate.calibrate_engine`: the operating-range grid, two
    passes, linear3 / stepwise fits with held-out MAPE) — unless `--reuse-calibration FILE` is
    given, which makes the run a smoke test and says so in every file it writes;
-3. for each load factor builds the workload from the calibration (`gpu_loop_workload.build`: the
-   linear3 fitted to the stepwise model), solves WAIT thresholds (`fluidsched solve`), runs WAIT,
+3. fits the host terms (the scheduler call and step bookkeeping a live step pays beyond the engine
+   step, `fluid.batch_time_stepwise.fit_host_terms`) on live steps of this machine: WAIT, vLLM-v1
+   and Sarathi-Serve at load `--host-load` on other arrivals (seed 1, `--host-requests` each) than
+   the points below (seed 0), so no point is fitted on its own steps;
+4. sizes the loads from the model the simulator uses (`gpu_loop_workload.simulated_capacity_tok_s`:
+   the least decode rate vLLM-v1 and Sarathi-Serve carry simulated under overload; a load is that
+   fraction of it), and for each load factor builds the workload (`gpu_loop_workload.build`, the
+   linear3 fitted to the stepwise model for the fluid), solves WAIT thresholds (`fluidsched solve`), runs WAIT,
    vLLM-v1 and Sarathi-Serve live on the engine, and simulates the same arrivals twice: with the
    workload's linear3 and with the stepwise model (same types, rates and C; the WAIT policy is the
    one solved for the linear3 workload, so that simulation accepts the batch-time difference).
@@ -61,12 +67,14 @@ def main() -> None:
     ap.add_argument("--from-steps", nargs="+", default=[], metavar="FILE",
                     help="step logs of recorded live runs: their steps join the calibration grid (runtime.gpu.calibrate.recorded_grid)")
     ap.add_argument("--per-region", type=int, default=40, help="recorded steps per region added to the grid (with --from-steps)")
+    ap.add_argument("--host-load", type=float, default=0.7, help="load of the live runs the host terms are fitted on (0: no host terms)")
+    ap.add_argument("--host-requests", type=int, default=600, help="requests per scheduler in those runs")
     args = ap.parse_args()
     if args.smoke:
         args.model, args.device, args.kv_tokens, args.grid_scale = "tiny-llama", "cpu", args.kv_tokens or 20000, 0.05
-        args.requests, args.loads, args.skip_steps = min(args.requests, 30), "0.5", True
-    if args.requests < 1 or args.deadline_s <= 0:
-        print("error: --requests must be ≥ 1 and --deadline-s > 0", file=sys.stderr)
+        args.requests, args.loads, args.skip_steps, args.host_requests = min(args.requests, 30), "0.5", True, min(args.host_requests, 30)
+    if args.requests < 1 or args.deadline_s <= 0 or args.host_requests < 1 or not 0 <= args.host_load < 1:
+        print("error: --requests and --host-requests must be ≥ 1, --deadline-s > 0, --host-load in [0, 1)", file=sys.stderr)
         raise SystemExit(2)
     for path in args.from_steps:
         if not Path(path).is_file():
@@ -85,7 +93,7 @@ def main() -> None:
     from fluid.batch_time import batch_time_from_dict
     from fluid.workload_io import load_workload
     from runtime.cli_simulate import load_policy_arg
-    from runtime.gpu.calibrate import _errors, calibrate_engine, turn_s
+    from runtime.gpu.calibrate import _errors, _shape, calibrate_engine, turn_s
     from runtime.recorded_steps import region
     from runtime.replay import shape_of
     from runtime.gpu.host_info import describe_host, versions
@@ -123,7 +131,7 @@ def main() -> None:
             grid = calibration_grid(args.grid_scale)[::3]
         calibration = calibrate_engine(engine, info, model=args.model, grid_scale=args.grid_scale, grid=grid,
                                        repeats=1 if args.smoke else 5, passes=1 if args.smoke else 2,
-                                       from_steps=args.from_steps, per_region=args.per_region)
+                                       from_steps=args.from_steps, per_region=args.per_region, warmup_s=0.0 if args.smoke else 3.0)
         (out / "calibration.json").write_text(json.dumps(calibration, indent=1) + "\n")
         sw = calibration["fits"]["stepwise"]
         print(f"[{time.perf_counter() - t_start:.0f} s] calibrated: linear3 MAPE {100 * calibration['fits']['linear3']['mape']:.1f} %, "
@@ -133,25 +141,63 @@ def main() -> None:
             print(f"recorded live steps, each run predicted by a fit without it: {100 * live_ho['all']['mape']:.1f} %; "
                   + ", ".join(f"{g} {100 * e['mape']:.1f} % (×{e['median_measured_over_predicted']:.3f})" for g, e in live_ho["pooled"].items()), flush=True)
     stepwise = batch_time_from_dict(calibration["batch_time_stepwise"], source="calibration")
+
+    def live_run(workload, name, policy, document, n, seed):
+        pol = policy if name == "wait" else None
+        config = SimConfig(workload=workload, scheduler=name, num_requests=n, seed=seed, block_size=16, policy=pol,
+                           policy_document=document if pol else None)
+        requests = make_requests(workload, n, seed)
+        scheduler = make_scheduler(name, KVBlockManager(workload.kv_capacity_tokens, 16, track_block_ids=True), **config.scheduler_knobs())
+        engine.sequences.clear()
+        return config, requests, engine.run(scheduler, requests)
+
+    def workload_at(load, capacity_tok_s, tag):
+        wl, design = gpu_loop_workload.build(calibration, load=load, memory_use=0.75, capacity_tok_s=capacity_tok_s)
+        wl_path = out / f"default-{tag}L{load:.2f}.yaml"
+        wl_path.write_text(gpu_loop_workload.to_yaml(wl, design, "calibration.json"))
+        policy_path = out / f"policy-wait-{tag}L{load:.2f}.json"
+        if cli(["solve", str(wl_path), "--slack", str(args.slack), "--service-rule", "cohort", "-o", str(policy_path)]) != 0:
+            raise SystemExit(f"solve failed for load {load}")
+        return load_workload(str(wl_path)), *load_policy_arg(str(policy_path))
+
+    if args.host_load > 0 and not smoke:
+        from fluid.batch_time_stepwise import fit_host_terms, with_linear3
+
+        probe = gpu_loop_workload.simulated_capacity_tok_s(calibration, stepwise)
+        workload, policy, document = workload_at(args.host_load, probe["capacity_tok_s"], "host-")
+        host_steps, host_runs = [], {}
+        for name in SCHEDULERS:
+            _, _, res = live_run(workload, name, policy, document, args.host_requests, 1)
+            rows = res.step_rows()
+            host_runs[name] = len(rows)
+            host_steps += [(shape_of(r), turn_s(rows, i)) for i, r in enumerate(rows)]
+        full, host = fit_host_terms(stepwise, host_steps)
+        full = with_linear3(full, [_shape(r) for r in calibration["table"]])
+        calibration["engine_step_model"] = calibration["batch_time_stepwise"]
+        calibration["batch_time_stepwise"] = full.to_dict()
+        calibration["batch_time"] = {"kind": "linear3", **full.to_dict()["linear"]}
+        calibration["host_terms"] = {"coefficients": host, "load": args.host_load, "requests": args.host_requests, "seed": 1,
+                                     "steps_per_scheduler": host_runs, "capacity_probe": probe}
+        (out / "calibration.json").write_text(json.dumps(calibration, indent=1) + "\n")
+        stepwise = full
+        print(f"[{time.perf_counter() - t_start:.0f} s] host terms from {len(host_steps)} live steps at load {args.host_load}: "
+              + ", ".join(f"{k} {1e6 * v:.2f} µs" for k, v in host.items()), flush=True)
+    sizing = gpu_loop_workload.simulated_capacity_tok_s(calibration, stepwise)
+    print(f"simulated capacity (stepwise model): {sizing['capacity_tok_s']:.0f} decode tok/s "
+          + ", ".join(f"{k} {v:.0f}" for k, v in sizing["carried_tok_s"].items()), flush=True)
     points, live_steps, repro_runs = [], {}, []
     fidelity = {**base, "batch_time_model": calibration["batch_time_stepwise"], "linear3_for_fluid": calibration["batch_time"],
                 "heldout_step_mape": calibration.get("heldout_step_mape"),
                 "heldout_mape_by_region": calibration.get("fits", {}).get("stepwise", {}).get("heldout_mape_by_region"),
                 "calibration_from_steps": calibration.get("from_steps", []),
                 "recorded_live_heldout_by_run": calibration.get("fits", {}).get("live_heldout_by_run"),
+                "host_terms": calibration.get("host_terms"), "engine_step_model": calibration.get("engine_step_model"), "sizing": sizing,
                 "slack": args.slack, "requests": args.requests, "deadline_s": args.deadline_s, "smoke": args.smoke, "points": points,
                 "cut_by_deadline": []}
     todo = [(float(x), name) for x in args.loads.split(",") for name in SCHEDULERS]
     last_point_s = 0.0
     for load in [float(x) for x in args.loads.split(",")]:
-        wl, design = gpu_loop_workload.build(calibration, load=load, memory_use=0.75)
-        wl_path = out / f"default-L{load:.2f}.yaml"
-        wl_path.write_text(gpu_loop_workload.to_yaml(wl, design, "calibration.json"))
-        workload = load_workload(str(wl_path))
-        policy_path = out / f"policy-wait-L{load:.2f}.json"
-        if cli(["solve", str(wl_path), "--slack", str(args.slack), "--service-rule", "cohort", "-o", str(policy_path)]) != 0:
-            raise SystemExit(f"solve failed for load {load}")
-        policy, document = load_policy_arg(str(policy_path))
+        workload, policy, document = workload_at(load, sizing["capacity_tok_s"], "")
         offered = sum(t.rate_per_s * t.decode for t in workload.types)
         capacity = workload.kv_capacity_tokens
         tok_s, ttft = {}, {}
@@ -164,15 +210,8 @@ def main() -> None:
                 break
             todo.pop(0)
             point_t0 = time.perf_counter()
-            pol = policy if name == "wait" else None
-            sched_name = "wait" if name == "wait" else name
-            config = SimConfig(workload=workload, scheduler=sched_name, num_requests=args.requests, seed=0, block_size=16,
-                               policy=pol, policy_document=document if pol else None)
-            requests = make_requests(workload, args.requests, 0)
-            scheduler = make_scheduler(sched_name, KVBlockManager(capacity, 16, track_block_ids=True), **config.scheduler_knobs())
-            engine.sequences.clear()
-            res = engine.run(scheduler, requests)
-            live = summarize(res.to_sim_result(capacity), scheduler=sched_name, warmup_s=warmup_cut_s(requests, 0.1), executor="gpu", wall_s=res.end_s)
+            config, requests, res = live_run(workload, name, policy, document, args.requests, 0)
+            live = summarize(res.to_sim_result(capacity), scheduler=name, warmup_s=warmup_cut_s(requests, 0.1), executor="gpu", wall_s=res.end_s)
             rows = res.step_rows()
             eager = 1 - sum(r["graph"] for r in rows) / len(rows)
             sim_lin = run_simulation(config).summary

@@ -22,14 +22,20 @@ from pathlib import Path
 TYPES = (("p48d16", 48, 16), ("p48d48", 48, 48))
 
 
-def build(calibration: dict, *, load: float, memory_use: float, block_size: int = 16) -> tuple[dict, dict]:
+def build(calibration: dict, *, load: float, memory_use: float, block_size: int = 16, capacity_tok_s: float | None = None) -> tuple[dict, dict]:
+    """The workload at `load`. `capacity_tok_s` (decode tokens/s the engine carries at most, e.g.
+    `simulated_capacity_tok_s`): the rate is `load` of it; None: the rate at which the fluid load
+    factor of the linear3 model is `load` (the fluid's capacity, which overstates a real engine's)."""
     bt = calibration["batch_time"]
     if bt.get("kind") != "linear3":
         raise SystemExit(f"calibration batch_time must be linear3, got {bt.get('kind')!r}")
     d0, d_kv, d_new = bt["d0_s"], bt["d_kv_s_per_token"], bt["d_new_s_per_token"]
     footprint = sum((dec + 1) * (pre + dec / 2) for _, pre, dec in TYPES)  # Σ a_j at λ = 1
     new_tokens = sum(pre + dec for _, pre, dec in TYPES)
-    rate = load / (d_kv * footprint + d_new * new_tokens)
+    if capacity_tok_s is None:
+        rate = load / (d_kv * footprint + d_new * new_tokens)
+    else:
+        rate = load * capacity_tok_s / sum(dec for _, _, dec in TYPES)
     dt_star = d0 / (1 - load)
     mem_star = dt_star * rate * footprint
     workload = {
@@ -47,6 +53,29 @@ def build(calibration: dict, *, load: float, memory_use: float, block_size: int 
     workload["kv_capacity_tokens"] = int(math.ceil(needed / block_size) * block_size)
     design = {"wait_thresholds": list(sol.thresholds), "wait_memory_tokens": sol.memory_policy_tokens, "load_factor": load, "iteration_time_star_s": dt_star, "memory_star_tokens": mem_star, "prompts_per_stage": rate * dt_star, "rate_per_type_per_s": rate}
     return workload, design
+
+
+PROBE_SCHEDULERS = ("vllm-v1", "sarathi")
+
+
+def simulated_capacity_tok_s(calibration: dict, batch_time, *, requests: int = 2000, overload: float = 1.5, memory_use: float = 0.75) -> dict:
+    """Decode tokens/s the simulator carries at most with `batch_time` (the model it simulates with):
+    each of PROBE_SCHEDULERS offered `overload` × the fluid capacity (KV capacity as `build` sizes
+    it for load 0.9), `requests` arrivals; the capacity is the smallest carried rate, so a load
+    below 1 of it is below saturation for every scheduler the model describes."""
+    import dataclasses
+
+    from fluid.workload_io import workload_from_dict
+    from runtime.simrun import SimConfig, run_simulation
+
+    wl, _ = build(calibration, load=0.9, memory_use=memory_use)
+    rate = overload / 0.9 * wl["types"][0]["rate_per_s"]
+    wl["types"] = [{**t, "rate_per_s": rate} for t in wl["types"]]
+    workload = dataclasses.replace(workload_from_dict(wl, source="capacity probe"), batch_time=batch_time)
+    carried = {name: run_simulation(SimConfig(workload=workload, scheduler=name, num_requests=requests, seed=1)).summary.decode_throughput_tokens_per_s
+               for name in PROBE_SCHEDULERS}
+    return {"capacity_tok_s": min(carried.values()), "carried_tok_s": carried, "offered_tok_s": rate * sum(d for _, _, d in TYPES),
+            "requests": requests, "kv_capacity_tokens": wl["kv_capacity_tokens"]}
 
 
 def to_yaml(workload: dict, design: dict, source: str) -> str:

@@ -7,6 +7,7 @@ The stepwise model adds those terms:
 
     τ = c0 + c_kv·KV + c_new·new + c_pad·padded + c_dec·D + c_pf·P + c_pair·pairs
         + eager·(c_eager + c_eager_seq·(D + P)) + c_mixdec·[P > 0]·D + c_dp·D·P
+        + c_knee·max(0, padded − knee_tokens) + c_small·[decode graph of 8–24 rows]
 
 with `padded` the token count the step's graph runs (the decode bucket of D for decode-only steps,
 the token bucket of `new` for prefill / mixed steps that fit, `new` when eager) and `eager` 1 when
@@ -14,7 +15,13 @@ the step is outside every bucket. The buckets are the engine's (recorded by `cal
 last two terms are what the live steps of the H200 runs asked for (docs/fidelity-h200.md): a
 decode beside a prefill chunk costs more than one in a decode-only step (it goes through the
 mixed graph's variable-length decode launch, and its scheduler work is the admission step's), and
-the admission work grows with decodes × prefills. Files written before they existed read as 0.
+the admission work grows with decodes × prefills. The knee is the GEMMs' turn from reading the
+weights (a step of 16–128 tokens costs about the same) to compute (≈ 25 µs per token past ~256
+tokens on the H200, Llama-2-7B bf16): one slope in `padded` cannot follow both, so the step pays
+a second slope past `knee_tokens`, chosen by k-fold from `KNEE_CANDIDATES` on the rows a fit sees.
+`small_decode_s` is the decode graph of 8–24 rows being slower than its neighbours (cuBLAS picks
+other GEMM kernels there; H200 grid: 16 × 48 costs 5.28 ms, 32 × 48 5.01 ms). Files written
+before a term existed read it as 0 (`benchmarks/batch_time_heldout.py` shows what each term buys).
 Coefficients are fitted by bounded least squares on relative error (`scipy.optimize.lsq_linear`,
 every coefficient ≥ 0); `fit_stepwise` reports in-sample and k-fold held-out MAPE per region of
 the grid, and the linear3 model the fluid benchmark uses, fitted to the stepwise model over the
@@ -24,6 +31,7 @@ measured range, with its error against both.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,9 +41,16 @@ from fluid.errors import InputError
 from fluid.numbers import check_number
 
 TERMS = ("c0_s", "kv_s_per_token", "new_s_per_token", "padded_s_per_token", "decode_s_per_seq", "prefill_s_per_seq",
-         "pair_s", "eager_s", "eager_s_per_seq", "mixed_decode_s_per_seq", "decode_prefill_s")
+         "pair_s", "eager_s", "eager_s_per_seq", "mixed_decode_s_per_seq", "decode_prefill_s", "knee_s_per_token", "small_decode_s")
 #: terms a stored model may lack (written before they were added): they read as 0
-OPTIONAL_TERMS = ("mixed_decode_s_per_seq", "decode_prefill_s")
+OPTIONAL_TERMS = ("mixed_decode_s_per_seq", "decode_prefill_s", "knee_s_per_token", "small_decode_s")
+#: where the padded-token slope may turn (tokens); a fit picks one by k-fold on its own rows
+KNEE_CANDIDATES = (128, 192, 256, 384, 512)
+DEFAULT_KNEE_TOKENS = 256
+#: decode graph sizes (rows) whose GEMMs run slower than their neighbours' (`small_decode_s`)
+SMALL_DECODE_ROWS = (8, 24)
+#: the terms the scheduler's host work (scheduler call, step bookkeeping) adds to, fitted on live steps
+HOST_TERMS = ("c0_s", "decode_s_per_seq", "prefill_s_per_seq", "mixed_decode_s_per_seq")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +61,7 @@ class StepwiseBatchTime:
     max_prefills: int
     max_decodes: int
     linear: tuple[float, float, float] | None = None  # (d0, d_kv, d_new) fitted to this model over its range
+    knee_tokens: int = DEFAULT_KNEE_TOKENS
     kind: str = "stepwise"
 
     def __post_init__(self) -> None:
@@ -59,6 +75,8 @@ class StepwiseBatchTime:
                 raise InputError(f"must be strictly increasing positive integers (empty: no graphs), got {b!r}", field=f"batch_time.{name}")
         if self.linear is not None:
             Linear3BatchTime(*self.linear)  # validates
+        if isinstance(self.knee_tokens, bool) or not isinstance(self.knee_tokens, int) or self.knee_tokens <= 0:
+            raise InputError(f"must be a positive token count, got {self.knee_tokens!r}", field="batch_time.knee_tokens")
 
     def features(self, shape: BatchShape) -> list[float]:
         d, p, new = shape.num_decodes, shape.num_prefills, shape.new_tokens
@@ -67,7 +85,9 @@ class StepwiseBatchTime:
             padded, eager = self.decode_buckets[bisect.bisect_left(self.decode_buckets, d)], 0.0
         elif 0 < p <= self.max_prefills and d <= self.max_decodes and self.token_buckets and new <= self.token_buckets[-1]:
             padded, eager = self.token_buckets[bisect.bisect_left(self.token_buckets, new)], 0.0
-        return [1.0, shape.kv_tokens, new, padded, d, p, shape.prefill_attention_pairs, eager, eager * (d + p), d if p else 0, d * p]
+        small = 1.0 if p == 0 and not eager and SMALL_DECODE_ROWS[0] <= padded <= SMALL_DECODE_ROWS[1] else 0.0
+        return [1.0, shape.kv_tokens, new, padded, d, p, shape.prefill_attention_pairs, eager, eager * (d + p), d if p else 0, d * p,
+                max(0.0, padded - self.knee_tokens), small]
 
     def step_time_s(self, shape: BatchShape) -> float:
         return float(np.dot(self.coefficients, self.features(shape)))
@@ -81,7 +101,8 @@ class StepwiseBatchTime:
 
     def to_dict(self) -> dict:
         out = {"kind": "stepwise", "coefficients": dict(zip(TERMS, self.coefficients)), "decode_buckets": list(self.decode_buckets),
-               "token_buckets": list(self.token_buckets), "max_prefills": self.max_prefills, "max_decodes": self.max_decodes}
+               "token_buckets": list(self.token_buckets), "max_prefills": self.max_prefills, "max_decodes": self.max_decodes,
+               "knee_tokens": self.knee_tokens}
         if self.linear is not None:
             out["linear"] = {"d0_s": self.linear[0], "d_kv_s_per_token": self.linear[1], "d_new_s_per_token": self.linear[2]}
         return out
@@ -102,8 +123,10 @@ def stepwise_from_dict(args: dict, *, field: str) -> StepwiseBatchTime:
             raise InputError(f"must be a list of token counts, got {args.get(key)!r}", field=f"{field}.{key}")
     for key in ("max_prefills", "max_decodes"):
         check_number(args.get(key), f"{field}.{key}", integer=True, minimum=0)
+    knee = args.get("knee_tokens", DEFAULT_KNEE_TOKENS)  # a file without the knee term: its coefficient is 0 anyway
+    check_number(knee, f"{field}.knee_tokens", integer=True, minimum=1)
     return StepwiseBatchTime(tuple(coef[t] for t in TERMS), tuple(args["decode_buckets"]), tuple(args["token_buckets"]),
-                             args["max_prefills"], args["max_decodes"], linear)
+                             args["max_prefills"], args["max_decodes"], linear, knee)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,43 +173,130 @@ def _linear3_to(rows, target: np.ndarray) -> Linear3BatchTime:
     return Linear3BatchTime(d0, d_kv, d_new)
 
 
-def fit_coefficients(rows: list[tuple[BatchShape, float]], *, decode_buckets, token_buckets, max_prefills: int, max_decodes: int) -> StepwiseBatchTime:
-    """The stepwise model fitted to `(shape, measured time_s)` rows, nothing else (a held-out fit)."""
+def _design(rows, probe: StepwiseBatchTime, knee: int) -> np.ndarray:
+    probe = StepwiseBatchTime(probe.coefficients, probe.decode_buckets, probe.token_buckets, probe.max_prefills, probe.max_decodes,
+                              knee_tokens=knee)
+    return np.array([probe.features(r[0]) for r in rows], dtype=np.float64)
+
+
+def _folds(groups: list, folds: int, seed: int) -> np.ndarray:
+    """Fold index per row; rows of one group (a grid point's repeats) share a fold."""
+    keys = sorted(set(groups), key=repr)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    fold_of = {keys[j]: k % folds for k, j in enumerate(order)}
+    return np.array([fold_of[g] for g in groups])
+
+
+def _pick_knee(a_by_knee: dict[int, np.ndarray], y: np.ndarray, groups: list, folds: int = 5, seed: int = 1) -> int:
+    """The knee whose fit predicts rows it did not see best (k-fold on these rows only)."""
+    fold = _folds(groups, min(folds, len(set(groups))), seed)
+    best, best_err = DEFAULT_KNEE_TOKENS, np.inf
+    for knee, a in a_by_knee.items():
+        pred = np.empty_like(y)
+        for k in set(fold.tolist()):
+            test = fold == k
+            pred[test] = a[test] @ _solve(a[~test], y[~test])
+        err = float(np.mean(np.abs(pred - y) / y))
+        if err < best_err - 1e-12:
+            best, best_err = knee, err
+    return best
+
+
+def fit_coefficients(rows: list[tuple[BatchShape, float]], *, decode_buckets, token_buckets, max_prefills: int, max_decodes: int,
+                     knee_tokens: int | None = None) -> StepwiseBatchTime:
+    """The stepwise model fitted to `(shape, measured time_s)` rows, nothing else (a held-out fit).
+    `knee_tokens` None: picked from KNEE_CANDIDATES by k-fold over these rows (a shape's repeats in one fold)."""
     probe = StepwiseBatchTime((0.0,) * len(TERMS), tuple(decode_buckets), tuple(token_buckets), max_prefills, max_decodes)
-    a = np.array([probe.features(s) for s, _ in rows], dtype=np.float64)
-    coef = _solve(a, np.array([t for _, t in rows], dtype=np.float64))
-    return StepwiseBatchTime(tuple(float(c) for c in coef), probe.decode_buckets, probe.token_buckets, max_prefills, max_decodes)
+    y = np.array([t for _, t in rows], dtype=np.float64)
+    if knee_tokens is None:
+        designs = {k: _design(rows, probe, k) for k in KNEE_CANDIDATES}
+        knee_tokens = _pick_knee(designs, y, [s for s, _ in rows])
+    coef = _solve(_design(rows, probe, knee_tokens), y)
+    return StepwiseBatchTime(tuple(float(c) for c in coef), probe.decode_buckets, probe.token_buckets, max_prefills, max_decodes,
+                             knee_tokens=knee_tokens)
 
 
 def fit_stepwise(rows: list[tuple[BatchShape, float, str]], *, decode_buckets, token_buckets, max_prefills: int, max_decodes: int,
                  folds: int = 5, seed: int = 0) -> StepwiseFit:
     """Fit the stepwise model to `(shape, measured time_s, grid-point label)` rows; a label's first
-    word is its region ("decode 64x512" is in region "decode")."""
+    word is its region ("decode 64x512" is in region "decode"). The held-out error is nested: each
+    fold's fit picks its knee from its own rows, so no choice ever saw the fold it is scored on."""
     if len(rows) < 2 * len(TERMS):
         raise InputError(f"a stepwise fit needs at least {2 * len(TERMS)} rows, got {len(rows)}; measure more steps", field="rows")
     y = np.array([t for _, t, _ in rows], dtype=np.float64)
     if not np.isfinite(y).all() or (y <= 0).any():
         raise InputError("every measured time must be a finite positive number of seconds", field="rows")
     probe = StepwiseBatchTime((0.0,) * len(TERMS), tuple(decode_buckets), tuple(token_buckets), max_prefills, max_decodes)
-    a = np.array([probe.features(s) for s, _, _ in rows], dtype=np.float64)
+    designs = {k: _design(rows, probe, k) for k in KNEE_CANDIDATES}
+    labels = [lab for _, _, lab in rows]
+    knee = _pick_knee(designs, y, labels)
+    a = designs[knee]
     coef = _solve(a, y)
     in_sample = float(np.mean(np.abs(a @ coef - y) / y))
     # k-fold over grid points (a point's repeats stay in one fold, so no fold sees its own point)
-    labels = sorted({lab for _, _, lab in rows})
-    fold_of = {lab: k % folds for k, lab in enumerate(np.random.default_rng(seed).permutation(labels))}
-    fold = np.array([fold_of[lab] for _, _, lab in rows])
+    fold = _folds(labels, folds, seed)
     pred = np.empty_like(y)
     for k in range(folds):
         test = fold == k
-        pred[test] = a[test] @ _solve(a[~test], y[~test])
+        if not test.any():
+            continue
+        train = ~test
+        k_knee = _pick_knee({kk: d[train] for kk, d in designs.items()}, y[train], [lab for lab, t in zip(labels, train) if t])
+        pred[test] = designs[k_knee][test] @ _solve(designs[k_knee][train], y[train])
     err = np.abs(pred - y) / y
-    region = [lab.split()[0] for _, _, lab in rows]
+    region = [lab.split()[0] for lab in labels]
     by_region = {r: float(np.mean(err[[rr == r for rr in region]])) for r in sorted(set(region))}
     worst = max(by_region, key=by_region.get)
-    model = StepwiseBatchTime(tuple(float(c) for c in coef), tuple(decode_buckets), tuple(token_buckets), max_prefills, max_decodes)
+    model = StepwiseBatchTime(tuple(float(c) for c in coef), tuple(decode_buckets), tuple(token_buckets), max_prefills, max_decodes,
+                              knee_tokens=knee)
     model_pred = a @ coef
     lin = _linear3_to(rows, model_pred)
     lin_pred = np.array([lin.step_time_s(s) for s, _, _ in rows])
-    model = StepwiseBatchTime(model.coefficients, model.decode_buckets, model.token_buckets, max_prefills, max_decodes, lin.linear_coefficients())
+    model = dataclasses.replace(model, linear=lin.linear_coefficients())
     return StepwiseFit(model, in_sample, float(err.mean()), by_region, worst, float(np.mean(np.abs(lin_pred - model_pred) / model_pred)),
                        float(np.mean(np.abs(lin_pred - y) / y)), len(rows), folds)
+
+
+def host_features(shape: BatchShape) -> list[float]:
+    """The host work of a live step the engine step does not include (the scheduler call before it,
+    the bookkeeping after it), in HOST_TERMS order: per step, per decode, per prefill, per decode
+    beside a prefill (admission steps walk the running requests)."""
+    d, p = shape.num_decodes, shape.num_prefills
+    return [1.0, d, p, d if p else 0.0]
+
+
+def fit_host_terms(model: StepwiseBatchTime, steps: list[tuple[BatchShape, float]]) -> tuple[StepwiseBatchTime, dict[str, float]]:
+    """`model` (an engine-step model) plus the host terms fitted on live steps `(shape, turn_s)` of
+    the same machine: each turn's excess over the engine step, bounded least squares on relative
+    error (every host coefficient ≥ 0). Returns the sum model (its linear3 dropped: refit it) and
+    the host coefficients."""
+    if len(steps) < 2 * len(HOST_TERMS):
+        raise InputError(f"host terms need at least {2 * len(HOST_TERMS)} live steps, got {len(steps)}", field="steps")
+    t = np.array([x for _, x in steps], dtype=np.float64)
+    if not np.isfinite(t).all() or (t <= 0).any():
+        raise InputError("every live step time must be a finite positive number of seconds", field="steps")
+    engine = np.array([model.step_time_s(s) for s, _ in steps])
+    h = np.array([host_features(s) for s, _ in steps], dtype=np.float64)
+    host = _solve_target(h, t - engine, t)
+    coef = list(model.coefficients)
+    for name, c in zip(HOST_TERMS, host):
+        coef[TERMS.index(name)] += float(c)
+    return dataclasses.replace(model, coefficients=tuple(coef), linear=None), dict(zip(HOST_TERMS, map(float, host)))
+
+
+def _solve_target(a: np.ndarray, target: np.ndarray, scale_by: np.ndarray) -> np.ndarray:
+    """Coefficients ≥ 0 minimising Σ ((a·c − target) / scale_by)²."""
+    from scipy.optimize import lsq_linear
+
+    w = a / scale_by[:, None]
+    scale = np.abs(w).max(axis=0)
+    scale[scale == 0] = 1.0
+    res = lsq_linear(w / scale, target / scale_by, bounds=(0.0, np.inf), method="bvls")
+    return np.maximum(res.x, 0.0) / scale
+
+
+def with_linear3(model: StepwiseBatchTime, shapes: list[BatchShape]) -> StepwiseBatchTime:
+    """`model` with the fluid benchmark's linear3 fitted to it over `shapes`."""
+    rows = [(s, 0.0, "") for s in shapes]
+    lin = _linear3_to(rows, np.array([model.step_time_s(s) for s in shapes]))
+    return dataclasses.replace(model, linear=lin.linear_coefficients())

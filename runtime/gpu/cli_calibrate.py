@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="step logs of recorded live runs (a run's live-steps.json.gz, docs/*-steps.json.gz): up to --per-region "
                              "of their steps per region join the grid, timed interleaved; the fit is scored on each run held out")
     parser.add_argument("--per-region", type=int, default=40, help="recorded steps per region with --from-steps (default 40)")
+    parser.add_argument("--warmup-s", type=float, help="seconds of untimed grid steps before timing (default 3 on cuda, 0 on cpu)")
     parser.add_argument("--out", default="calibration.json", help="output JSON file (default calibration.json)")
     parser.add_argument("--json", action="store_true", help="print the result JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar (it shows only on a terminal)")
@@ -85,6 +86,8 @@ def run(args) -> int:
         raise InputError(f"--repeats must be at least 1, got {args.repeats}", field="repeats")
     if not 0 < args.grid_scale <= 1:
         raise InputError(f"--grid-scale must be in (0, 1], got {args.grid_scale}", field="grid_scale")
+    if args.warmup_s is not None and not (math.isfinite(args.warmup_s) and args.warmup_s >= 0):
+        raise InputError(f"--warmup-s must be a finite number of seconds ≥ 0, got {args.warmup_s}", field="warmup_s")
     if args.per_region < 1:
         raise InputError(f"--per-region must be at least 1, got {args.per_region}", field="per_region")
     if args.from_steps:
@@ -116,6 +119,7 @@ def run(args) -> int:
         engine, info, model=model_label, grid_scale=args.grid_scale, repeats=args.repeats, passes=args.passes,
         wrap_grid=lambda grid: iterate(grid, f"calibrating on {info.device_name}", enabled=progress_enabled(args.quiet)),
         from_steps=args.from_steps, per_region=args.per_region,
+        warmup_s=args.warmup_s if args.warmup_s is not None else (3.0 if device.type == "cuda" else 0.0),
     )
     fits, stepwise = result["fits"], result["fits"]["stepwise"]
     warning = fit_warning(fits)

@@ -1,0 +1,95 @@
+"""The stepwise model's knee and small-decode terms, its host terms fitted on live steps, and the
+workload sized from the simulator's capacity (benchmarks/gpu_loop_workload.py)."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from fluid.batch_time import BatchShape, batch_time_from_dict
+from fluid.batch_time_stepwise import HOST_TERMS, TERMS, StepwiseBatchTime, fit_host_terms, fit_stepwise
+from fluid.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+BUCKETS = {"decode_buckets": (1, 4, 8, 16, 24, 32, 64), "token_buckets": (64, 128, 256, 512, 1024), "max_prefills": 8, "max_decodes": 64}
+
+
+def _coef(**terms) -> tuple[float, ...]:
+    return tuple(terms.get(t, 0.0) for t in TERMS)
+
+
+def _shape(d: int, ctx: int, p: int, chunk: int) -> BatchShape:
+    return BatchShape(d + p * chunk, d * (ctx + 1) + p * chunk, d, p, p * chunk * chunk)
+
+
+def test_knee_and_small_decode_features_at_their_edges():
+    m = StepwiseBatchTime(_coef(knee_s_per_token=1.0, small_decode_s=10.0), **BUCKETS, knee_tokens=256)
+    assert m.step_time_s(_shape(0, 0, 1, 256)) == 0.0  # exactly at the knee: no second slope yet
+    assert m.step_time_s(_shape(0, 0, 1, 257)) == pytest.approx(512 - 256)  # its token bucket is 512
+    assert m.step_time_s(_shape(5, 10, 0, 0)) == pytest.approx(10.0)  # decode bucket 8: small
+    assert m.step_time_s(_shape(24, 10, 0, 0)) == pytest.approx(10.0)  # bucket 24, the upper edge
+    assert m.step_time_s(_shape(4, 10, 0, 0)) == 0.0 and m.step_time_s(_shape(25, 10, 0, 0)) == 0.0  # buckets 4 and 32
+    assert m.step_time_s(_shape(16, 10, 1, 16)) == 0.0  # a mixed step is not a decode graph
+
+
+def test_fit_finds_the_knee_it_was_built_with():
+    truth = StepwiseBatchTime(_coef(c0_s=4e-3, kv_s_per_token=1e-7, padded_s_per_token=2e-6, knee_s_per_token=2.3e-5, small_decode_s=3e-4),
+                              **BUCKETS, knee_tokens=384)
+    rng, rows = random.Random(1), []
+    for chunk in (16, 48, 100, 128, 200, 256, 300, 384, 450, 512, 700, 1024):
+        rows += [(_shape(0, 0, 1, chunk), f"prefill {chunk}"), (_shape(0, 0, 4, max(1, chunk // 4)), f"cohort {chunk}")]
+    for d in (1, 4, 8, 16, 24, 32, 64):
+        rows += [(_shape(d, c, 0, 0), f"decode {d}x{c}") for c in (48, 512, 2048)]
+    data = [(s, truth.step_time_s(s) * (1 + rng.uniform(-0.002, 0.002)), lab) for s, lab in rows for _ in range(2)]
+    fit = fit_stepwise(data, **BUCKETS)
+    assert fit.model.knee_tokens == 384 and fit.heldout_mape < 0.01
+    c = dict(zip(TERMS, fit.model.coefficients))
+    assert c["knee_s_per_token"] == pytest.approx(2.3e-5, rel=0.05) and c["small_decode_s"] == pytest.approx(3e-4, rel=0.1)
+
+
+def test_host_terms_recover_what_live_steps_pay_beyond_the_engine_step():
+    engine = StepwiseBatchTime(_coef(c0_s=4e-3, padded_s_per_token=1e-5, kv_s_per_token=1e-7), **BUCKETS)
+    host = {"c0_s": 3e-4, "decode_s_per_seq": 1.5e-6, "prefill_s_per_seq": 0.0, "mixed_decode_s_per_seq": 3e-6}
+    live = StepwiseBatchTime(tuple(c + host.get(t, 0.0) for t, c in zip(TERMS, engine.coefficients)), **BUCKETS)
+    steps = [(_shape(d, 60, p, 48), live.step_time_s(_shape(d, 60, p, 48))) for d in (1, 8, 16, 32, 64) for p in (0, 1, 2, 4)]
+    full, got = fit_host_terms(engine, steps)
+    assert set(got) == set(HOST_TERMS)
+    for t in HOST_TERMS:
+        assert got[t] == pytest.approx(host[t], abs=1e-9)
+    assert full.step_time_s(_shape(64, 60, 2, 48)) == pytest.approx(live.step_time_s(_shape(64, 60, 2, 48)), rel=1e-6)
+    assert full.linear is None  # the linear3 belongs to the engine model: refitted by the caller
+    with pytest.raises(InputError, match="host terms need at least 8"):
+        fit_host_terms(engine, steps[:7])
+    with pytest.raises(InputError, match="finite positive"):
+        fit_host_terms(engine, steps[:10] + [(steps[0][0], 0.0)])
+
+
+def test_a_stored_model_without_the_knee_reads_as_before():
+    cal = json.loads((ROOT / "docs/calibration-h200-run4.json").read_text())
+    stored = cal["batch_time_stepwise"]
+    assert "knee_s_per_token" not in stored["coefficients"] and "knee_tokens" not in stored
+    m = batch_time_from_dict(stored, source="calibration-h200-run4.json")
+    again = batch_time_from_dict(m.to_dict(), source="again")
+    assert again == m and again.knee_tokens == m.knee_tokens
+    bad = {**m.to_dict(), "knee_tokens": 0}
+    with pytest.raises(InputError, match="knee_tokens"):
+        batch_time_from_dict(bad, source="w.yaml")
+
+
+def test_loads_are_sized_from_the_simulated_capacity():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_loop_workload as g
+
+    cal = json.loads((ROOT / "docs/calibration-h200-run4.json").read_text())
+    model = batch_time_from_dict(cal["batch_time_stepwise"], source="calibration")
+    probe = g.simulated_capacity_tok_s(cal, model, requests=800)
+    assert probe["capacity_tok_s"] == min(probe["carried_tok_s"].values()) < probe["offered_tok_s"]
+    wl, _ = g.build(cal, load=0.9, memory_use=0.75, capacity_tok_s=probe["capacity_tok_s"])
+    offered = sum(t["rate_per_s"] * t["decode"] for t in wl["types"])
+    assert offered == pytest.approx(0.9 * probe["capacity_tok_s"], rel=1e-3)
+    fluid, _ = g.build(cal, load=0.9, memory_use=0.75)  # the fluid's capacity from linear3: more than the simulator carries
+    assert sum(t["rate_per_s"] * t["decode"] for t in fluid["types"]) > 1.2 * offered
