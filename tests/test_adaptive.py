@@ -102,8 +102,11 @@ def test_backlog_is_a_binding_cap_with_a_request_waiting_backlog_wait_s(adaptive
     from runtime.request import Request
     from runtime.schedulers import make_scheduler
 
-    sched = make_scheduler("wait-adaptive", KVBlockManager(137_000, 16), policy=load_policy(adaptive_policy))
-    cap = sched.group_caps["p512d20"]
+    cap = make_scheduler("wait-adaptive", KVBlockManager(137_000, 16), policy=load_policy(adaptive_policy)).group_caps["p512d20"]
+    # a cache of exactly `cap` requests at their ends (532 tokens: 34 blocks): beyond the cap memory
+    # can bind, so the cap binds even work-conserving (docs/capped-rule.md)
+    sched = make_scheduler("wait-adaptive", KVBlockManager(cap * 34 * 16, 16), policy=load_policy(adaptive_policy))
+    assert sched.group_caps["p512d20"] == cap
     wait = sched.settings.backlog_wait_s
     for i in range(cap + 1):
         sched.add_request(Request(i, 0.0, 512, 20, "p512d20"))
@@ -246,7 +249,9 @@ def test_caps_follow_a_step_in_the_rate_and_memory_stays_within_c(adaptive_polic
     times = np.concatenate([np.sort(rng.uniform(0, 60, rng.poisson(0.4 * rate * 60))),
                             np.sort(rng.uniform(60, 120, rng.poisson(rate * 60)))])
     reqs = [Request(i, float(t), 512, 20, "p512d20") for i, t in enumerate(times)]
-    sched = make_scheduler("wait-adaptive", KVBlockManager(137_000, 16), policy=policy)
+    # caps that always bind (memory never does here, so work-conserving caps would let the step in
+    # without a backlog): the controller's reaction to a binding cap is what is tested
+    sched = make_scheduler("wait-adaptive", KVBlockManager(137_000, 16), policy=policy, work_conserving=False)
     result = simulate(sched, reqs, BT, audit=False)
     assert all(r.completion_s is not None for r in reqs)
     def cap_at(t_s):  # the cap in force at t_s

@@ -52,7 +52,8 @@ def test_caps_round_n_times_width_up_and_an_exact_product_is_not_rounded():
 
 
 def test_the_resident_cap_admits_exactly_that_many_first_come_first_served():
-    s = _nested([(0, 2, 0.5)], pace=False)  # cap ⌈3 · 0.5⌉ = 2 (unpaced: the cap alone)
+    # cap ⌈3 · 0.5⌉ = 2 (unpaced, and binding though memory is ample: the cap alone)
+    s = _nested([(0, 2, 0.5)], pace=False, work_conserving=False)
     assert s.resident_cap == 2
     for i in range(3):
         s.add_request(_req(i, arrival_s=0.1 * i, output=2))
@@ -64,7 +65,8 @@ def test_the_resident_cap_admits_exactly_that_many_first_come_first_served():
 
 
 def test_a_class_at_its_cap_waits_while_a_later_request_of_another_class_is_admitted():
-    s = _wait([("a", 4, 3, 0.25), ("b", 4, 7, 0.125)])  # caps ⌈4·0.25⌉ = 1 and ⌈8·0.125⌉ = 1
+    # caps ⌈4·0.25⌉ = 1 and ⌈8·0.125⌉ = 1, binding though memory is ample
+    s = _wait([("a", 4, 3, 0.25), ("b", 4, 7, 0.125)], work_conserving=False)
     assert s.group_caps == {"a": 1, "b": 1}
     s.add_request(_req(0, 0.0, type_name="a"))
     s.add_request(_req(1, 0.1, type_name="a"))
@@ -236,6 +238,38 @@ def test_block_peak_matches_a_direct_count_at_every_departure():
         assert _peak_blocks_tokens(e, k, block) == pytest.approx(direct, abs=1e-9), (trial, block)
 
 
+@pytest.mark.parametrize("capacity, work_conserving, admitted", [
+    (14, True, [0, 1]),  # two ends of 7 tokens: exactly C, so the cap does not bind
+    (13, True, [0]),  # one token short: memory can bind, the cap binds
+    (14, False, [0]),  # caps that always bind (the authors' rule)
+])
+def test_a_cap_binds_only_where_the_residents_ends_do_not_fit(capacity, work_conserving, admitted):
+    # class cap ⌈0.25 × (3 + 1)⌉ = 1; prompt 4, output 3: each request ends at 7 tokens
+    s = _wait([("a", 4, 3, 0.25)], capacity=capacity, work_conserving=work_conserving)
+    assert s.group_caps["a"] == 1
+    for rid in (0, 1):
+        s.add_request(_req(rid))
+    assert _admitted(_step(s, 0.0)) == admitted
+    assert s.stats["admissions_paced"] == 0 and s.stats["admissions_deferred"] == 0
+
+
+def test_the_resident_cap_binds_only_where_the_residents_ends_do_not_fit():
+    # Nested WAIT, resident cap 2 (one segment, threshold 0.5 over stages 0..3); every request is
+    # expected to end at 4 + 4 = 8 tokens (stage 3 is the last). C = 24: three ends fit exactly, so
+    # request 2 goes past the resident cap; request 3 would make 32 > 24 and waits.
+    s = _nested([(0, 3, 0.5)], capacity=24)
+    assert s.resident_cap == 2
+    for rid in range(4):
+        s.add_request(_req(rid, output=4))
+    assert _admitted(_step(s, 0.0)) == [0, 1, 2]
+    assert len(s._waiting["all"]) == 1 and s._waiting["all"][0].request_id == 3
+
+
+def test_work_conserving_must_be_a_boolean():
+    with pytest.raises(InputError, match="work_conserving"):
+        _wait([("a", 4, 3, 1.0)], work_conserving="yes")
+
+
 def test_look_ahead_of_nested_wait_uses_the_expected_length_given_the_stage():
     from runtime.schedulers.capped import expected_end_stages
 
@@ -277,7 +311,9 @@ def test_the_memory_derivation_against_simulated_occupancy(kind, seed):
         sol = solve_nested_capped_auto(w, opts)
         policy = runtime_policy(nested_capped_policy(w, sol, opts))
         name = "nested-wait-capped"
-    scheduler = make_scheduler(name, KVBlockManager(w.kv_capacity_tokens, 1), policy=policy)
+    # caps that always bind: the derivation is of what the caps hold (work-conserving caps also
+    # admit past them where every end fits C; their guarantee is peak ≤ C, checked below)
+    scheduler = make_scheduler(name, KVBlockManager(w.kv_capacity_tokens, 1), policy=policy, work_conserving=False)
     requests = make_requests(w, 3000, seed=3)
     result = simulate(scheduler, requests, w.batch_time)
     steps = result.steps
@@ -289,6 +325,14 @@ def test_the_memory_derivation_against_simulated_occupancy(kind, seed):
     assert 0.8 * star <= mean_kv <= 1.05 * sol.memory.expected_tokens, (star, mean_kv, sol.memory)
     assert scheduler.stats["evictions"] == 0
     assert all(r.completion_s is not None for r in requests)
+    # work-conserving (the default): past the worst case of the caps, never past C, no pause
+    wc = make_scheduler(name, KVBlockManager(w.kv_capacity_tokens, 1), policy=policy)
+    wc_requests = make_requests(w, 3000, seed=3)
+    wc_result = simulate(wc, wc_requests, w.batch_time)
+    assert wc_result.peak_kv_tokens <= w.kv_capacity_tokens
+    assert all(r.completion_s is not None for r in wc_requests) and wc.stats["evictions"] == 0
+    if kind == "wait":  # known lengths: the look-ahead's projection is exact, so nothing ever pauses
+        assert wc.stats["decodes_paused"] == 0
 
 
 def test_capped_nested_thetas_pair_each_segment_with_the_one_before():

@@ -69,7 +69,7 @@ def side_by_side(policy, requests, kv_blocks, model_dir, settings=None, max_step
     cls = PROJECT[policy.policy, policy.service_rule]
     # the plugin serves the capped rule as the authors' experiments ran it: without the project
     # scheduler's look-ahead admission and admission pace (docs/vllm-plugin.md, docs/capped-rule.md)
-    knobs = {"look_ahead": False, "pace": False} if policy.service_rule == "capped" else {}
+    knobs = {"look_ahead": False, "pace": False, "work_conserving": False} if policy.service_rule == "capped" else {}
     ours = cls(KVBlockManager(kv_blocks * BLOCK_SIZE, BLOCK_SIZE), policy=policy, **knobs)
     theirs = build_vllm_scheduler(EngineShape(kv_blocks), model_dir, plan=plan_from_settings(settings or {}, policy))
     return run_side_by_side(requests, ours, theirs, class_of=lambda r: r.type_name, max_steps=max_steps)

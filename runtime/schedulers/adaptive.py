@@ -87,8 +87,9 @@ class AdaptiveCappedWaitScheduler(_Adaptive, CappedWaitScheduler):
 
     def __init__(self, kv: KVBlockManager, *, policy, resident_cap: int | None = None,
                  prefill_chunk_tokens: int | None = None, window_s: float | None = None,
-                 period_s: float | None = None, hysteresis: float | None = None):
-        super().__init__(kv, policy=policy, resident_cap=resident_cap, prefill_chunk_tokens=prefill_chunk_tokens)
+                 period_s: float | None = None, hysteresis: float | None = None, work_conserving: bool = True):
+        super().__init__(kv, policy=policy, resident_cap=resident_cap, prefill_chunk_tokens=prefill_chunk_tokens,
+                         work_conserving=work_conserving)
         self.settings = _settings(self.policy, window_s, period_s, hysteresis)
         self._fixed_resident_cap = resident_cap is not None
         rule = _rule(self.policy, kv, self.settings)
@@ -143,11 +144,11 @@ class AdaptiveCappedNestedWaitScheduler(_Adaptive, CappedNestedWaitScheduler):
 
     def __init__(self, kv: KVBlockManager, *, policy, resident_cap: int | None = None,
                  prefill_chunk_tokens: int | None = None, window_s: float | None = None,
-                 period_s: float | None = None, hysteresis: float | None = None):
+                 period_s: float | None = None, hysteresis: float | None = None, work_conserving: bool = True):
         if resident_cap is not None:
             raise InputError("the adaptive mode sets the resident cap itself; drop resident_cap or run "
                              "nested-wait-capped", field="resident_cap")
-        super().__init__(kv, policy=policy, prefill_chunk_tokens=prefill_chunk_tokens)
+        super().__init__(kv, policy=policy, prefill_chunk_tokens=prefill_chunk_tokens, work_conserving=work_conserving)
         self.settings = _settings(self.policy, window_s, period_s, hysteresis)
         rule = _rule(self.policy, kv, self.settings)
         ref = self.policy.solved_for

@@ -24,7 +24,9 @@ server never stalls.
 Knobs: `policy` (a `RuntimePolicy` or a path; required), `resident_cap` (default: from the
 thresholds, `thresholds.capped`), `prefill_chunk_tokens` (default: the policy's),
 `look_ahead` (default true; false: the rule as the authors' experiments ran it, admission
-limited by the caps and the first chunk only) and `pace` (default true; false: no pace).
+limited by the caps and the first chunk only), `pace` (default true; false: no pace) and
+`work_conserving` (default true: beyond a cap, a request is admitted when the residents and it
+fit the cache even all at their projected ends; false: the caps always bind, as the authors ran it).
 """
 
 from __future__ import annotations
@@ -75,13 +77,14 @@ class CappedScheduler(Scheduler):
 
     def __init__(self, kv: KVBlockManager, policy, group_caps: dict[str, int], resident_cap: int | None,
                  prefill_chunk_tokens: int | None, look_ahead: bool = True, pace: bool = True,
-                 stages: dict[str, float] | None = None):
+                 stages: dict[str, float] | None = None, work_conserving: bool = True):
         super().__init__(kv)
-        for field, value in (("look_ahead", look_ahead), ("pace", pace)):
+        for field, value in (("look_ahead", look_ahead), ("pace", pace), ("work_conserving", work_conserving)):
             if not isinstance(value, bool):
                 raise InputError(f"must be true or false, got {value!r}", field=field)
         self.look_ahead = look_ahead
         self.pace = pace
+        self.work_conserving = work_conserving
         # a group's mean resident stages: its cap over this is the fluid admissions per step (the pace)
         self._stages = stages if stages is not None else dict.fromkeys(group_caps, 1.0)
         self.policy = policy
@@ -234,14 +237,24 @@ class CappedScheduler(Scheduler):
 
     def _admit(self, batch: Batch) -> None:
         """First come first served among the groups below their cap (and, paced, with a whole
-        admission of credit), while the resident cap allows."""
-        while len(self._resident) < self.resident_cap:
+        admission of credit), while the resident cap allows. Work-conserving (the default), a cap
+        binds only where memory can: a request beyond its group's cap or the resident cap is still
+        admitted, unpaced, when the residents and it fit even all at their projected ends
+        (`_ends_fit`), since then admitting it can neither overflow the cache nor displace the
+        fluid point's memory (docs/capped-rule.md, "Admission: work-conserving caps")."""
+        while True:
+            room = len(self._resident) < self.resident_cap
+            if not room and not self.work_conserving:
+                return
             best = None
             held = False  # a waiting group below its cap that has spent its pace this step
             for g, queue in self._waiting.items():
-                if not queue or self._in_group[g] >= self.group_caps[g]:
+                if not queue:
                     continue
-                if self.pace and self._credit[g] < 1.0 and not self._ends_fit(queue[0]):
+                if not room or self._in_group[g] >= self.group_caps[g]:
+                    if not (self.work_conserving and self._ends_fit(queue[0])):
+                        continue  # at a cap where memory can bind
+                elif self.pace and self._credit[g] < 1.0 and not self._ends_fit(queue[0]):
                     held = True  # out of pace where memory can bind (docs/capped-rule.md, "the pace")
                     continue
                 if best is None or queue[0].arrival_s < best[1].arrival_s:
@@ -251,11 +264,16 @@ class CappedScheduler(Scheduler):
                     self.stats["admissions_paced"] += 1
                 return
             group, r = best
-            if self.look_ahead and not self._future_fits(r):
+            if self.look_ahead and not self._future_fits(r):  # (adds r to the plan when it fits)
                 self.stats["admissions_deferred"] += 1
                 return  # admitted, it would make a resident pause later: wait for a departure
             if not self.try_reserve(batch, r, self._chunk(r)):
+                if self.look_ahead:
+                    self._plan = None  # r was added to the plan but is not admitted
                 return  # its first chunk does not fit: wait for memory
+            if not self.look_ahead and self._plan is not None:
+                e, k = self._projection(r)  # keep the plan the pace and the caps test against
+                self._admit_to_plan(np.vstack([self._plan, (e, k)]), float(self._end_blocks_tokens(e + k)))
             self._waiting[group].popleft()
             if self.pace:
                 self._credit[group] = max(0.0, self._credit[group] - 1.0)
@@ -280,12 +298,14 @@ class CappedWaitScheduler(CappedScheduler):
     uses_output_lengths = True
 
     def __init__(self, kv: KVBlockManager, *, policy, resident_cap: int | None = None,
-                 prefill_chunk_tokens: int | None = None, look_ahead: bool = True, pace: bool = True):
+                 prefill_chunk_tokens: int | None = None, look_ahead: bool = True, pace: bool = True,
+                 work_conserving: bool = True):
         policy = as_policy(policy, "wait")
         derived = wait_class_caps([(c.decode_tokens, c.threshold) for c in policy.classes])
         caps = {c.name: cap for c, cap in zip(policy.classes, derived)}
         stages = {c.name: float(c.decode_tokens + 1) for c in policy.classes}  # a class-j request stays l'_j + 1 steps
-        super().__init__(kv, policy, caps, resident_cap, prefill_chunk_tokens, look_ahead, pace, stages)
+        super().__init__(kv, policy, caps, resident_cap, prefill_chunk_tokens, look_ahead, pace, stages,
+                         work_conserving)
         self._by_lengths = {}
         for c in policy.classes:
             self._by_lengths.setdefault((c.prefill_tokens, c.decode_tokens), c.name)
@@ -317,7 +337,8 @@ class CappedNestedWaitScheduler(CappedScheduler):
     uses_output_lengths = False
 
     def __init__(self, kv: KVBlockManager, *, policy, resident_cap: int | None = None,
-                 prefill_chunk_tokens: int | None = None, look_ahead: bool = True, pace: bool = True):
+                 prefill_chunk_tokens: int | None = None, look_ahead: bool = True, pace: bool = True,
+                 work_conserving: bool = True):
         policy = as_policy(policy, "nested_wait")
         chains = [i.segments for i in policy.instances] if policy.instances else [policy.segments]
         cap = sum(nested_resident_cap([(s.first_stage, s.last_stage, s.threshold) for s in c]) for c in chains)
@@ -325,7 +346,7 @@ class CappedNestedWaitScheduler(CappedScheduler):
         # a request stays cap / Σ n_1 steps on average (E[l' + 1] with one segment per decode length)
         stages = {"all": cap / sum(c[0].threshold for c in chains)}
         super().__init__(kv, policy, {"all": cap if resident_cap is None else resident_cap}, resident_cap,
-                         prefill_chunk_tokens, look_ahead, pace, stages)
+                         prefill_chunk_tokens, look_ahead, pace, stages, work_conserving)
         self._expected_end = expected_end_stages(policy.segments or policy.instances[0].segments)
 
     def _final_tokens(self, request: Request) -> float:
