@@ -117,6 +117,23 @@ class SolveRule:
                              field="memory_bound")
 
 
+def prefill_chunk_for(prefill_tokens_per_step: float, policy_chunk: int | None) -> int | None:
+    """The prefill chunk to run with caps that admit `prefill_tokens_per_step` prompt tokens per
+    step at the fluid point: `solve`'s rule (one request's chunk carries a whole step's prefill,
+    rounded up to blocks, `thresholds.capped_solve._chunk`), never below the policy's own chunk.
+    None (whole prompts) when the policy runs whole prompts. Why it follows the caps: a chunk sized
+    for the mean rate spreads a prompt over more steps than the traffic at the peak leaves time
+    for, so prompts queue in prefill behind caps that are large enough (docs/adaptive.md). Why
+    never below the policy's: a smaller chunk only lengthens time to first token; the policy's is
+    the per-step prefill its user accepted."""
+    from thresholds.capped_solve import _chunk
+
+    if policy_chunk is None:
+        return None
+    solved = _chunk(max(prefill_tokens_per_step, 0.0), 2**62)  # no longest-prompt cut: a chunk past every prompt is the same
+    return max(policy_chunk, solved)
+
+
 def _largest_fitting_scale(solve, what: str, start: float = 1.0):
     """solve(start), or else solve(s) at the largest s in (0, start) that solves (bisection)."""
     try:

@@ -30,6 +30,7 @@ from thresholds.adaptive import (
     AdaptiveSettings,
     RequestShape,
     SolveRule,
+    prefill_chunk_for,
     resolve_nested_cap,
     resolve_wait_caps,
     upper_rate,
@@ -59,8 +60,21 @@ class _Adaptive:
     controller: CapController
     _now_s = 0.0
 
+    _policy_chunk: int | None = None
+    _fixed_chunk = False
+    _prefill_of: dict[str, float] = {}
+
     def _apply(self, caps: dict[str, int]) -> None:
         raise NotImplementedError
+
+    def _follow_caps(self) -> None:
+        """The prefill chunk for the caps in force (`thresholds.adaptive.prefill_chunk_for`): the
+        fluid point admits cap / stages requests per step into a group (the pace), each with its
+        prompt to prefill. A chunk given to the scheduler (`prefill_chunk_tokens`) stays fixed."""
+        if self._fixed_chunk:
+            return
+        per_step = sum(self.group_caps[g] / self._stages[g] * self._prefill_of[g] for g in self.group_caps)
+        self.prefill_chunk_tokens = prefill_chunk_for(per_step, self._policy_chunk)
 
     def _backlog(self) -> bool:
         """A cap is binding while its oldest waiting request has waited `backlog_wait_s` or longer."""
@@ -111,6 +125,8 @@ class AdaptiveCappedWaitScheduler(_Adaptive, CappedWaitScheduler):
             return resolve_wait_caps(classes, est, rule)
 
         self.controller = CapController(self.settings, self.group_caps, resolve)
+        self._policy_chunk, self._fixed_chunk = self.prefill_chunk_tokens, prefill_chunk_tokens is not None
+        self._prefill_of = {c.name: float(c.prefill_tokens) for c in self.policy.classes}
 
     def add_request(self, request: Request) -> None:
         super().add_request(request)
@@ -120,6 +136,7 @@ class AdaptiveCappedWaitScheduler(_Adaptive, CappedWaitScheduler):
         self.group_caps.update(caps)
         if not self._fixed_resident_cap:
             self.resident_cap = sum(self.group_caps.values())
+        self._follow_caps()
 
 
 def segment_shape(prefill_tokens: int, segments) -> RequestShape:
@@ -173,6 +190,8 @@ class AdaptiveCappedNestedWaitScheduler(_Adaptive, CappedNestedWaitScheduler):
             return {"all": cap}, scale
 
         self.controller = CapController(self.settings, self.group_caps, resolve)
+        self._policy_chunk, self._fixed_chunk = self.prefill_chunk_tokens, prefill_chunk_tokens is not None
+        self._prefill_of = {"all": float(prefill)}
 
     def add_request(self, request: Request) -> None:
         super().add_request(request)
@@ -186,3 +205,4 @@ class AdaptiveCappedNestedWaitScheduler(_Adaptive, CappedNestedWaitScheduler):
     def _apply(self, caps: dict[str, int]) -> None:
         self.group_caps.update(caps)
         self.resident_cap = caps["all"]
+        self._follow_caps()
