@@ -56,7 +56,10 @@ class AdaptiveSettings:
     Poisson standard error), since caps sized exactly to the rate queue like a server at ρ = 1;
     `max_capacity_fraction`: the rates solved for are at most this fraction of the capacity scale
     θ* of the estimated mix — near capacity the caps grow without bound (ΔT* = d0 / (1 − L)) and
-    would fill C with a batch that is slower than the fluid point's.
+    would fill C with a batch that is slower than the fluid point's; `memory_margin`: the margin
+    the re-solve holds on the expected memory bound — None (what `solve` writes unless given
+    `--memory-margin`) is `solve`'s own default rule, 10 % that gives way (never below 0) so that
+    the caps fit C, a number holds exactly that margin (what `solve --memory-margin M` writes).
     """
 
     window_s: float = 60.0
@@ -68,6 +71,7 @@ class AdaptiveSettings:
     headroom: float = 0.25
     max_capacity_fraction: float = 0.95
     backlog_wait_s: float = 0.25
+    memory_margin: float | None = None
 
     def __post_init__(self) -> None:
         _number(self.window_s, "window_s", minimum=0, strict=True)
@@ -80,6 +84,7 @@ class AdaptiveSettings:
         _number(self.max_capacity_fraction, "max_capacity_fraction", minimum=0, strict=True, maximum=1,
                 strict_maximum=True, hint=" (caps explode at capacity)")
         _number(self.backlog_wait_s, "backlog_wait_s", minimum=0, strict=True)
+        check_number(self.memory_margin, "adaptive.memory_margin", minimum=0, allow_none=True, what="memory margin")
         if self.max_rate_scale < self.min_rate_scale:
             raise InputError(f"max_rate_scale {self.max_rate_scale!r} is below min_rate_scale {self.min_rate_scale!r}",
                              field="adaptive.max_rate_scale")
@@ -88,7 +93,8 @@ class AdaptiveSettings:
         return {"window_s": self.window_s, "period_s": self.period_s, "hysteresis": self.hysteresis,
                 "min_rate_scale": self.min_rate_scale, "max_rate_scale": self.max_rate_scale,
                 "min_completions": self.min_completions, "headroom": self.headroom,
-                "max_capacity_fraction": self.max_capacity_fraction, "backlog_wait_s": self.backlog_wait_s}
+                "max_capacity_fraction": self.max_capacity_fraction, "backlog_wait_s": self.backlog_wait_s,
+                "memory_margin": self.memory_margin}
 
     @classmethod
     def from_dict(cls, data) -> "AdaptiveSettings":

@@ -192,7 +192,8 @@ def solve_capped(workload, policy: str, rate_per_s: float, adaptive: dict | None
     if adaptive is not None:
         args.append("--adaptive")
         for key, value in adaptive.items():
-            args += [f"--adaptive-{key.replace('_', '-')}", str(value)]
+            # the adaptive block's memory margin is solve's --memory-margin (the policy's own margin too)
+            args += ["--memory-margin" if key == "memory_margin" else f"--adaptive-{key.replace('_', '-')}", str(value)]
     scaled = workload.scaled(rate_per_s / workload.total_rate_per_s)
     doc, _ = solve_policy_document(scaled, {"policy": policy, "method": "cli", "args": args})
     return doc

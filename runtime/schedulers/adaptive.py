@@ -49,8 +49,11 @@ def _rule(policy, kv: KVBlockManager, settings: AdaptiveSettings) -> SolveRule:
                          "re-solve it with fluidsched solve", source=policy.source, field="batch_time")
     capacity = min(policy.kv_capacity_tokens or kv.num_blocks * kv.block_size, kv.num_blocks * kv.block_size)
     # slack 0: the headroom on the estimate is the margin (solve's slack is a utilisation target for a
-    # rate known in advance; adding both would size the caps twice over)
-    return SolveRule(0.0, policy.memory_bound or "expected", policy.memory_margin, capacity,
+    # rate known in advance; adding both would size the caps twice over). The memory margin is the
+    # one the user gave solve, else solve's default rule (it gives way near C): the margin the
+    # policy records is what solve chose at the rate it was solved for, and held fixed it kept the
+    # caps at a backlog below those of the same solve at the peak (docs/adaptive.md)
+    return SolveRule(0.0, policy.memory_bound or "expected", settings.memory_margin, capacity,
                      batch_time_from_dict(policy.batch_time, source=policy.source), settings.max_capacity_fraction)
 
 
