@@ -114,8 +114,12 @@ def test_backlog_is_a_binding_cap_with_a_request_waiting_backlog_wait_s(adaptive
     assert not sched._backlog()
     sched._now_s = wait  # it has waited exactly backlog_wait_s
     assert sched._backlog()
-    sched.group_caps["p512d20"] = cap + 1  # the cap no longer binds: no backlog
-    assert not sched._backlog()
+    # a resident finishes: at the next step's start the count is below the cap, but the cap is what
+    # held the waiting request at the last admission pass, so the backlog stands (it used to vanish)
+    sched.on_finished([sched._resident[0]])
+    assert sched._in_group["p512d20"] == cap - 1 and sched._backlog()
+    sched.schedule(wait)  # this pass admits it: nobody waits, no backlog
+    assert not sched._waiting["p512d20"] and not sched._backlog()
 
 
 # --- re-solved caps match `solve` ---------------------------------------------------------------

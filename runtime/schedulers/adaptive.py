@@ -79,17 +79,30 @@ class _Adaptive:
         per_step = sum(self.group_caps[g] / self._stages[g] * self._prefill_of[g] for g in self.group_caps)
         self.prefill_chunk_tokens = prefill_chunk_for(per_step, self._policy_chunk)
 
+    _cap_bound: dict[str, bool] = {}
+
     def _backlog(self) -> bool:
-        """A cap is binding while its oldest waiting request has waited `backlog_wait_s` or longer."""
+        """A cap is binding while its oldest waiting request has waited `backlog_wait_s` or longer.
+
+        Binding: the last admission pass left the group at its cap with a request waiting (the cap
+        is what held it). Not the count now: at the start of a step the requests that finished in
+        the last one have already left, so a cap that held a queue at every admission pass looked
+        free at almost every check (at ~one completion per step), and a backlog was seen late
+        (docs/adaptive.md, "Periodic: the last 0.04 %")."""
         since = self._now_s - self.settings.backlog_wait_s
-        return any(q and q[0].arrival_s <= since and self._in_group[g] >= self.group_caps[g] for g, q in self._waiting.items())
+        return any(q and q[0].arrival_s <= since and self._cap_bound.get(g, False) for g, q in self._waiting.items())
 
     def schedule(self, now_s: float) -> Batch:
         self._now_s = now_s
         caps = self.controller.maybe_update(now_s, self._backlog())
         if caps is not None:
             self._apply(caps)
+        self._cap_bound = {}  # a step with no admission pass (residents paused for memory): no cap held anyone
         return super().schedule(now_s)
+
+    def _admit(self, batch: Batch) -> None:
+        super()._admit(batch)
+        self._cap_bound = {g: bool(q) and self._in_group[g] >= self.group_caps[g] for g, q in self._waiting.items()}
 
     @property
     def cap_history(self) -> list[tuple[float, dict[str, int], float]]:
