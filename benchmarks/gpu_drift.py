@@ -167,7 +167,8 @@ def _run(args, argv, t0, exp, workload, engine, info) -> int:
         # the curves cover the live run (a slow CPU smoke run ends past 1.5 × the arrivals), the simulated
         # run's the same span, and the ODE's beside both
         run_end_s = max(curve_end_s, res.end_s)
-        fluid = drift._fluid_curve(workload, profile, run_end_s, exp.grid_s)  # a 24 s run needs a finer grid than 5 s
+        # the benchmark of these very arrivals (a 24 s run needs a finer grid than 5 s)
+        fluid = drift._fluid_curve(workload, profile, run_end_s, exp.grid_s, drift.request_rows(proto))
         live = drift.run_record(exp, label, names, seed, res.requests, sched, res.peak_kv_tokens, run_end_s,
                                 fluid, res.steps)
         live.update(_step_stats(res, workload.batch_time))

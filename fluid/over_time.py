@@ -14,7 +14,8 @@ Two ways in, one integration:
   lengths, each with its requests' mean prompt and output (`fluid/trace_binning.py`). Each type's
   rate on each time bin is that type's count of requests arriving in the bin / the bin's width.
   So the benchmark receives the same work on the same schedule as the run, up to the spreading of
-  each bin's arrivals evenly over the bin, and its types' memory-time a_j = (l'+1)(l + l'/2)
+  each bin's arrivals evenly over the bin (`REPLAY_BIN_S`: short, so that the fluid is not
+  served work before it arrives), and its types' memory-time a_j = (l'+1)(l + l'/2)
   matches the requests' (a_j is convex in the lengths: coarse bins at their means understate it).
 
 What the benchmark is: the fluid limit of WAIT admission (thresholds n_j = (1 + slack) λ_j ΔT*
@@ -53,6 +54,14 @@ from fluid.workload import RequestType, Workload
 PEAK_CAP_OF_CAPACITY = 0.95  # thresholds are solved at most at this share of the fluid capacity
 DEFAULT_TYPE_BINS = 32  # output-length bins of replayed requests (memory-time within ~0.5 % on Azure conv.)
 DEFAULT_MAX_COMPARTMENTS = 16
+# Rate bins of a replayed run's benchmark. A bin's arrivals are spread evenly over it, so the
+# fluid receives part of a bin's work before the requests carrying it arrive, and no causal
+# policy can generate a token of a request that has not arrived. The bin must be short against
+# the time a request spends in the system (about 0.5 s and more on the presets here): at 1 s the
+# fluid's arrived decode tokens lead the Azure conversation trace's by at most ~1.4k tokens in its
+# first two minutes, at 25 s (the trace's span over 60 bins, the earlier choice) by 8.1k, or 52 %
+# of what had arrived by 42.5 s (docs/adaptive.md, "Where the minima came from").
+REPLAY_BIN_S = 1.0
 # ratios of cumulative tokens start once the benchmark has this share of its final tokens
 # (before, both counts are a handful of requests and their ratio is noise)
 COMPARE_FROM_SHARE = 0.02
@@ -151,8 +160,14 @@ def replay_rates(arrival_s, type_index, num_types: int, *, bin_s: float) -> Piec
 
 def benchmark_for_requests(workload: Workload, arrival_s, prompt_tokens, output_tokens, grid_s, *, bin_s: float,
                            type_bins: int = DEFAULT_TYPE_BINS, max_compartments: int = DEFAULT_MAX_COMPARTMENTS,
-                           method: str = "RK45") -> FluidOverTime:
-    """The benchmark of these requests on `workload`'s server (its C and batch time): module docstring."""
+                           method: str = "RK45", threshold_rate_per_s: float | None = None) -> FluidOverTime:
+    """The benchmark of these requests on `workload`'s server (its C and batch time): module docstring.
+
+    `bin_s` sets when the benchmark receives the work: a bin's requests are spread evenly over
+    it, so a request can reach the fluid up to `bin_s` before it arrives (REPLAY_BIN_S says how
+    short that must be). `threshold_rate_per_s`: the total rate the WAIT thresholds are solved
+    at (at most PEAK_CAP_OF_CAPACITY of the capacity); default the busiest bin's, which then
+    depends on `bin_s` (short bins of a few requests each make it the capacity cap)."""
     types, which = request_types(prompt_tokens, output_tokens, type_bins=type_bins)
     rates = replay_rates(arrival_s, which, len(types), bin_s=bin_s)
     totals = (rates.rates_per_s * np.diff(rates.edges_s)[:, None]).sum(axis=0)  # requests of each type
@@ -160,7 +175,7 @@ def benchmark_for_requests(workload: Workload, arrival_s, prompt_tokens, output_
                      for t, n in zip(types, totals))
     server = Workload(name=f"{workload.name} (replayed requests)", types=mean_mix, batch_time=workload.batch_time,
                       kv_capacity_tokens=workload.kv_capacity_tokens)
-    peak = float(rates.rates_per_s.sum(axis=1).max())
+    peak = float(rates.rates_per_s.sum(axis=1).max()) if threshold_rate_per_s is None else float(threshold_rate_per_s)
     return benchmark_over_time(server, rates, grid_s, threshold_workload=solvable_workload(server, peak),
                                max_compartments=max_compartments, method=method)
 

@@ -117,8 +117,12 @@ def test_backlog_is_a_binding_cap_with_a_request_waiting_backlog_wait_s(adaptive
     assert not sched._backlog()
     sched._now_s = wait  # it has waited exactly backlog_wait_s
     assert sched._backlog()
-    sched.group_caps["p512d20"] = cap + 1  # the cap no longer binds: no backlog
-    assert not sched._backlog()
+    # a resident finishes: at the next step's start the count is below the cap, but the cap is what
+    # held the waiting request at the last admission pass, so the backlog stands (it used to vanish)
+    sched.on_finished([sched._resident[0]])
+    assert sched._in_group["p512d20"] == cap - 1 and sched._backlog()
+    sched.schedule(wait)  # this pass admits it: nobody waits, no backlog
+    assert not sched._waiting["p512d20"] and not sched._backlog()
 
 
 # --- re-solved caps match `solve` ---------------------------------------------------------------
@@ -160,6 +164,55 @@ def test_nested_cap_is_solves_resident_cap_for_one_type():
     assert (cap, scale) == (sol.resident_cap, 1.0)
 
 
+def test_near_c_solves_default_margin_gives_way_and_a_given_margin_holds():
+    # C is 5 % above the expected memory at this rate: solve's default 10 % margin gives way to 5 %, so
+    # the re-solve with no margin of its own keeps the whole estimate; a margin of 0.1 held fixed cannot.
+    # (max_capacity_fraction 0.999: this C puts the rate at ~0.97 of the fluid capacity, memory-bound)
+    from thresholds.capped_solve import solve_wait_capped
+
+    expected = solve_wait_capped(_workload(12.0), slack=0.0).memory.expected_tokens
+    c = math.floor(expected * 1.05)
+    classes, rates = [("a", 512, 20), ("b", 512, 50)], {"a": 12.0, "b": 6.0}
+    caps, scale = resolve_wait_caps(classes, rates, SolveRule(0.0, "expected", None, c, BT, 0.999))
+    sol = solve_wait_capped(_workload(12.0, c), slack=0.0)
+    assert scale == 1.0 and tuple(caps.values()) == sol.caps and sol.memory.margin == pytest.approx(c / expected - 1)
+    held, held_scale = resolve_wait_caps(classes, rates, SolveRule(0.0, "expected", 0.1, c, BT, 0.999))
+    assert held_scale < 1.0 and sum(held.values()) < sum(caps.values())
+
+
+def test_prefill_chunk_is_solves_for_the_prefill_per_step_and_never_below_the_policys():
+    from thresholds.adaptive import prefill_chunk_for
+
+    assert prefill_chunk_for(208.0, 208) == 208  # exactly 13 blocks: that chunk
+    assert prefill_chunk_for(208.5, 208) == 224  # a token more: the next block
+    assert prefill_chunk_for(100.0, 208) == 208  # less than the policy's chunk: the policy's
+    assert prefill_chunk_for(5000.0, None) is None  # a policy of whole prompts keeps whole prompts
+
+
+def test_the_nested_adaptive_chunk_follows_the_cap_to_solves_chunk_at_the_peak():
+    # Azure conversation lengths: the mean-rate policy chunks prompts at 208 tokens; at the cap that
+    # solve gives at the peak rate the chunk is the one that solve pairs with it
+    from fluid.workload_io import load_workload
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.policy_file import policy_from_dict
+    from runtime.schedulers.adaptive import AdaptiveCappedNestedWaitScheduler
+    from runtime.schedulers.capped import CappedNestedWaitScheduler
+    from validation.drift import solve_capped
+
+    w = load_workload("azure-conv")
+    peak = policy_from_dict(solve_capped(w, "nested-wait", 6.0, None))
+    sched = AdaptiveCappedNestedWaitScheduler(KVBlockManager(137_000, 16),
+                                              policy=policy_from_dict(solve_capped(w, "nested-wait", 4.0, {})))
+    start_cap, start_chunk = sched.group_caps["all"], sched.prefill_chunk_tokens
+    assert start_chunk == sched.policy.prefill_chunk_tokens and start_chunk is not None
+    static = CappedNestedWaitScheduler(KVBlockManager(137_000, 16), policy=peak)
+    assert static.group_caps["all"] > start_cap and peak.prefill_chunk_tokens > start_chunk
+    sched._apply({"all": static.group_caps["all"]})
+    assert sched.prefill_chunk_tokens == peak.prefill_chunk_tokens
+    sched._apply({"all": start_cap // 2})  # below the policy's cap: the policy's chunk, not less
+    assert sched.prefill_chunk_tokens == start_chunk
+
+
 def test_nested_adaptive_refuses_the_theorem_bound():
     with pytest.raises(InputError, match="theorem"):
         resolve_nested_cap(1.0, RequestShape.of_lengths([(5, 5)]), SolveRule(0.0, "theorem", None, 1000, BT), 10)
@@ -188,11 +241,31 @@ def test_solve_writes_the_adaptive_block_and_the_reader_returns_it(adaptive_poli
     assert policy.adaptive == AdaptiveSettings(window_s=30.0, backlog_wait_s=1.0) and policy_scheduler(policy) == "wait-adaptive"
 
 
+def test_the_re_solve_holds_the_margin_given_to_solve_and_solves_rule_without_one(tmp_path):
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.policy_file import load_policy
+    from runtime.schedulers.adaptive import AdaptiveCappedWaitScheduler, _rule
+    from validation.cli import main
+
+    for given, expected in ((None, None), ("0.2", 0.2)):
+        path = tmp_path / f"m{given}.json"
+        extra = [] if given is None else ["--memory-margin", given]
+        assert main(["solve", "p512d20", "--service-rule", "capped", "--adaptive", *extra, "-o", str(path)]) == 0
+        doc = json.loads(path.read_text())
+        assert doc["capped"]["adaptive"]["memory_margin"] == expected
+        policy = load_policy(path)
+        # the policy records the margin solve chose (0.1 by default) but the re-solve keeps solve's rule
+        assert policy.memory_margin == pytest.approx(0.1 if given is None else 0.2)
+        sched = AdaptiveCappedWaitScheduler(KVBlockManager(137_000, 16), policy=policy)
+        assert _rule(sched.policy, sched.kv, sched.settings).memory_margin == expected
+
+
 @pytest.mark.parametrize(("edit", "field", "words"), [
     ({"max_rate_scale": 0.01}, "max_rate_scale", "below min_rate_scale"),
     ({"window_s": 0}, "window_s", "finite positive number, got 0"),
     ({"min_completions": 0}, "min_completions", "positive integer, got 0"),
     ({"period": 5}, "adaptive", "period"),
+    ({"memory_margin": -0.1}, "memory_margin", "got -0.1"),
 ])
 def test_reader_refuses_bad_adaptive_blocks_naming_the_field(adaptive_policy, tmp_path, edit, field, words):
     from runtime.policy_file import load_policy
@@ -212,7 +285,8 @@ def test_schema_and_reader_agree_on_the_adaptive_block(adaptive_policy, tmp_path
     from thresholds.policy import SCHEMA_PATH
 
     schema = json.loads(SCHEMA_PATH.read_text())
-    for edit, ok in (({}, True), ({"headroom": -1}, False), ({"window_s": "60"}, False), ({"extra": 1}, False)):
+    for edit, ok in (({}, True), ({"headroom": -1}, False), ({"window_s": "60"}, False), ({"extra": 1}, False),
+                     ({"memory_margin": 0.2}, True), ({"memory_margin": None}, True), ({"memory_margin": -1}, False)):
         doc = json.loads(adaptive_policy.read_text())
         doc["capped"]["adaptive"].update(edit)
         schema_ok = jsonschema.Draft202012Validator(schema).is_valid(doc)
@@ -304,6 +378,11 @@ def test_drift_experiment_smoke_writes_the_documented_fields(tmp_path, name, cap
             assert r[key] is not None, key
         assert r["completed"] == r["requests"]  # every request of the smoke run finished
         assert r["peak_kv_tokens"] <= 137_000
+        # the benchmark is fed this run's own requests: once both have drained, the same tokens
+        c = r["curves"]
+        assert c["fluid_generated_decode_tokens"][-1] == pytest.approx(c["generated_decode_tokens"][-1], rel=2e-3)
+        # a Poisson profile's expected-rate ODE is kept beside it; a replayed trace has no other
+        assert ("cumulative_throughput_vs_expected_fluid_min" in r) == (name != "azure-x10")
     assert out.with_suffix(".png").stat().st_size > 10_000
 
 

@@ -118,3 +118,33 @@ def test_experiment_key_fluid_over_time(tmp_path):
         with pytest.raises(InputError) as err:
             experiment_from_dict({**base, "fluid_over_time": bad}, source="f")
         assert "fluid_over_time" in str(err.value)
+
+
+# --- the drift benchmark is not served work before it arrives (docs/adaptive.md) ---------------------
+def test_the_drift_benchmark_generates_nothing_of_a_burst_before_its_own_rate_bin():
+    # one request at 0 s, then 40 arriving in 154.5-155 s: with the 1 s replay bins the fluid starts the
+    # burst at 154 s at the earliest; the span's 60 bins (5 s) used to start it at 150 s, before it existed
+    from validation import drift
+    from validation.drift import Profile
+
+    rows = [(0.0, 200, 20)] + [(154.5 + 0.0125 * k, 200, 20) for k in range(40)] + [(300.0, 200, 20)]
+    profile = Profile(np.array([0.0, 300.0]), np.array([20.0]), np.array([1.0]))  # thresholds solved at 20 req/s
+    bench = drift._fluid_curve(_server(), profile, 400.0, 0.5, rows)
+    t, gen = bench.time_s, bench.generated_decode_tokens
+    first = gen[np.searchsorted(t, 100.0)]
+    assert first == pytest.approx(20.0, rel=1e-3)  # the first request, done long before
+    assert gen[np.searchsorted(t, 154.0)] == pytest.approx(first, abs=1e-6)  # nothing of the burst by 154 s
+    assert gen[np.searchsorted(t, 156.0)] > first + 400  # the burst generates once it has arrived
+    assert gen[-1] == pytest.approx(42 * 20, rel=1e-3)  # and the benchmark serves exactly the requests
+
+
+def test_the_replay_thresholds_are_solved_at_the_rate_given_not_at_the_busiest_short_bin():
+    rng = np.random.default_rng(3)
+    arrivals = np.sort(rng.uniform(0, 60, 300))
+    prompts, outputs = np.full(300, 200), np.full(300, 20)
+    server = Workload("t", 50_000, Linear3BatchTime(0.0093, 2.6e-7, 4.7e-5), (RequestType("a", 200, 20, 5.0),))
+    grid = np.linspace(0, 90, 91)
+    given = benchmark_for_requests(server, arrivals, prompts, outputs, grid, bin_s=1.0, threshold_rate_per_s=5.0)
+    busiest = benchmark_for_requests(server, arrivals, prompts, outputs, grid, bin_s=1.0)
+    assert given.threshold_rate_per_s == pytest.approx(5.0)
+    assert busiest.threshold_rate_per_s > 5.0  # a 1 s bin of a 5 req/s stream holds more than 5 now and then

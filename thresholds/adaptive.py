@@ -56,7 +56,10 @@ class AdaptiveSettings:
     Poisson standard error), since caps sized exactly to the rate queue like a server at ρ = 1;
     `max_capacity_fraction`: the rates solved for are at most this fraction of the capacity scale
     θ* of the estimated mix — near capacity the caps grow without bound (ΔT* = d0 / (1 − L)) and
-    would fill C with a batch that is slower than the fluid point's.
+    would fill C with a batch that is slower than the fluid point's; `memory_margin`: the margin
+    the re-solve holds on the expected memory bound — None (what `solve` writes unless given
+    `--memory-margin`) is `solve`'s own default rule, 10 % that gives way (never below 0) so that
+    the caps fit C, a number holds exactly that margin (what `solve --memory-margin M` writes).
     """
 
     window_s: float = 60.0
@@ -68,6 +71,7 @@ class AdaptiveSettings:
     headroom: float = 0.25
     max_capacity_fraction: float = 0.95
     backlog_wait_s: float = 0.25
+    memory_margin: float | None = None
 
     def __post_init__(self) -> None:
         _number(self.window_s, "window_s", minimum=0, strict=True)
@@ -80,6 +84,7 @@ class AdaptiveSettings:
         _number(self.max_capacity_fraction, "max_capacity_fraction", minimum=0, strict=True, maximum=1,
                 strict_maximum=True, hint=" (caps explode at capacity)")
         _number(self.backlog_wait_s, "backlog_wait_s", minimum=0, strict=True)
+        check_number(self.memory_margin, "adaptive.memory_margin", minimum=0, allow_none=True, what="memory margin")
         if self.max_rate_scale < self.min_rate_scale:
             raise InputError(f"max_rate_scale {self.max_rate_scale!r} is below min_rate_scale {self.min_rate_scale!r}",
                              field="adaptive.max_rate_scale")
@@ -88,7 +93,8 @@ class AdaptiveSettings:
         return {"window_s": self.window_s, "period_s": self.period_s, "hysteresis": self.hysteresis,
                 "min_rate_scale": self.min_rate_scale, "max_rate_scale": self.max_rate_scale,
                 "min_completions": self.min_completions, "headroom": self.headroom,
-                "max_capacity_fraction": self.max_capacity_fraction, "backlog_wait_s": self.backlog_wait_s}
+                "max_capacity_fraction": self.max_capacity_fraction, "backlog_wait_s": self.backlog_wait_s,
+                "memory_margin": self.memory_margin}
 
     @classmethod
     def from_dict(cls, data) -> "AdaptiveSettings":
@@ -115,6 +121,23 @@ class SolveRule:
         if self.memory_bound not in MEMORY_BOUNDS:
             raise InputError(f"memory bound must be one of {', '.join(MEMORY_BOUNDS)}, got {self.memory_bound!r}",
                              field="memory_bound")
+
+
+def prefill_chunk_for(prefill_tokens_per_step: float, policy_chunk: int | None) -> int | None:
+    """The prefill chunk to run with caps that admit `prefill_tokens_per_step` prompt tokens per
+    step at the fluid point: `solve`'s rule (one request's chunk carries a whole step's prefill,
+    rounded up to blocks, `thresholds.capped_solve._chunk`), never below the policy's own chunk.
+    None (whole prompts) when the policy runs whole prompts. Why it follows the caps: a chunk sized
+    for the mean rate spreads a prompt over more steps than the traffic at the peak leaves time
+    for, so prompts queue in prefill behind caps that are large enough (docs/adaptive.md). Why
+    never below the policy's: a smaller chunk only lengthens time to first token; the policy's is
+    the per-step prefill its user accepted."""
+    from thresholds.capped_solve import _chunk
+
+    if policy_chunk is None:
+        return None
+    solved = _chunk(max(prefill_tokens_per_step, 0.0), 2**62)  # no longest-prompt cut: a chunk past every prompt is the same
+    return max(policy_chunk, solved)
 
 
 def _largest_fitting_scale(solve, what: str, start: float = 1.0):

@@ -105,7 +105,8 @@ def _adaptive_settings(args):
         raise InputError("--adaptive re-solves the capped rule's caps: add --service-rule capped", field="adaptive")
     from thresholds.adaptive import AdaptiveSettings
 
-    return AdaptiveSettings(**{k: v for k, v in given.items() if v is not None})
+    # the re-solve keeps the user's margin, or solve's default rule (None) when none was given
+    return AdaptiveSettings(**{k: v for k, v in given.items() if v is not None}, memory_margin=args.memory_margin)
 
 
 DEFAULT_SERVICE_RULE = "capped"

@@ -318,9 +318,11 @@ def _capped(r: _Reader, raw, kind: str) -> CappedSection:
 
 
 def _adaptive(r: _Reader, raw) -> AdaptiveSettings:
-    a = r.obj(raw, "capped.adaptive", ADAPTIVE_KEYS)
+    a = r.obj(raw, "capped.adaptive", ADAPTIVE_KEYS, ("memory_margin",))
     values = {key: r.number(a[key], f"capped.adaptive.{key}", minimum=0) for key in ADAPTIVE_KEYS[:-1]}
     values["min_completions"] = r.integer(a["min_completions"], "capped.adaptive.min_completions", 1)
+    # optional (files written before it have none): null or absent is solve's default margin rule
+    values["memory_margin"] = r.number(a.get("memory_margin"), "capped.adaptive.memory_margin", nullable=True, minimum=0)
     try:
         return AdaptiveSettings(**values)
     except InputError as err:

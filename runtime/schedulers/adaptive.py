@@ -30,6 +30,7 @@ from thresholds.adaptive import (
     AdaptiveSettings,
     RequestShape,
     SolveRule,
+    prefill_chunk_for,
     resolve_nested_cap,
     resolve_wait_caps,
     upper_rate,
@@ -48,8 +49,11 @@ def _rule(policy, kv: KVBlockManager, settings: AdaptiveSettings) -> SolveRule:
                          "re-solve it with fluidsched solve", source=policy.source, field="batch_time")
     capacity = min(policy.kv_capacity_tokens or kv.num_blocks * kv.block_size, kv.num_blocks * kv.block_size)
     # slack 0: the headroom on the estimate is the margin (solve's slack is a utilisation target for a
-    # rate known in advance; adding both would size the caps twice over)
-    return SolveRule(0.0, policy.memory_bound or "expected", policy.memory_margin, capacity,
+    # rate known in advance; adding both would size the caps twice over). The memory margin is the
+    # one the user gave solve, else solve's default rule (it gives way near C): the margin the
+    # policy records is what solve chose at the rate it was solved for, and held fixed it kept the
+    # caps at a backlog below those of the same solve at the peak (docs/adaptive.md)
+    return SolveRule(0.0, policy.memory_bound or "expected", settings.memory_margin, capacity,
                      batch_time_from_dict(policy.batch_time, source=policy.source), settings.max_capacity_fraction)
 
 
@@ -59,20 +63,46 @@ class _Adaptive:
     controller: CapController
     _now_s = 0.0
 
+    _policy_chunk: int | None = None
+    _fixed_chunk = False
+    _prefill_of: dict[str, float] = {}
+
     def _apply(self, caps: dict[str, int]) -> None:
         raise NotImplementedError
 
+    def _follow_caps(self) -> None:
+        """The prefill chunk for the caps in force (`thresholds.adaptive.prefill_chunk_for`): the
+        fluid point admits cap / stages requests per step into a group (the pace), each with its
+        prompt to prefill. A chunk given to the scheduler (`prefill_chunk_tokens`) stays fixed."""
+        if self._fixed_chunk:
+            return
+        per_step = sum(self.group_caps[g] / self._stages[g] * self._prefill_of[g] for g in self.group_caps)
+        self.prefill_chunk_tokens = prefill_chunk_for(per_step, self._policy_chunk)
+
+    _cap_bound: dict[str, bool] = {}
+
     def _backlog(self) -> bool:
-        """A cap is binding while its oldest waiting request has waited `backlog_wait_s` or longer."""
+        """A cap is binding while its oldest waiting request has waited `backlog_wait_s` or longer.
+
+        Binding: the last admission pass left the group at its cap with a request waiting (the cap
+        is what held it). Not the count now: at the start of a step the requests that finished in
+        the last one have already left, so a cap that held a queue at every admission pass looked
+        free at almost every check (at ~one completion per step), and a backlog was seen late
+        (docs/adaptive.md, "Periodic: the last 0.04 %")."""
         since = self._now_s - self.settings.backlog_wait_s
-        return any(q and q[0].arrival_s <= since and self._in_group[g] >= self.group_caps[g] for g, q in self._waiting.items())
+        return any(q and q[0].arrival_s <= since and self._cap_bound.get(g, False) for g, q in self._waiting.items())
 
     def schedule(self, now_s: float) -> Batch:
         self._now_s = now_s
         caps = self.controller.maybe_update(now_s, self._backlog())
         if caps is not None:
             self._apply(caps)
+        self._cap_bound = {}  # a step with no admission pass (residents paused for memory): no cap held anyone
         return super().schedule(now_s)
+
+    def _admit(self, batch: Batch) -> None:
+        super()._admit(batch)
+        self._cap_bound = {g: bool(q) and self._in_group[g] >= self.group_caps[g] for g, q in self._waiting.items()}
 
     @property
     def cap_history(self) -> list[tuple[float, dict[str, int], float]]:
@@ -112,6 +142,8 @@ class AdaptiveCappedWaitScheduler(_Adaptive, CappedWaitScheduler):
             return resolve_wait_caps(classes, est, rule)
 
         self.controller = CapController(self.settings, self.group_caps, resolve)
+        self._policy_chunk, self._fixed_chunk = self.prefill_chunk_tokens, prefill_chunk_tokens is not None
+        self._prefill_of = {c.name: float(c.prefill_tokens) for c in self.policy.classes}
 
     def add_request(self, request: Request) -> None:
         super().add_request(request)
@@ -121,6 +153,7 @@ class AdaptiveCappedWaitScheduler(_Adaptive, CappedWaitScheduler):
         self.group_caps.update(caps)
         if not self._fixed_resident_cap:
             self.resident_cap = sum(self.group_caps.values())
+        self._follow_caps()
 
 
 def segment_shape(prefill_tokens: int, segments) -> RequestShape:
@@ -174,6 +207,8 @@ class AdaptiveCappedNestedWaitScheduler(_Adaptive, CappedNestedWaitScheduler):
             return {"all": cap}, scale
 
         self.controller = CapController(self.settings, self.group_caps, resolve)
+        self._policy_chunk, self._fixed_chunk = self.prefill_chunk_tokens, prefill_chunk_tokens is not None
+        self._prefill_of = {"all": float(prefill)}
 
     def add_request(self, request: Request) -> None:
         super().add_request(request)
@@ -187,3 +222,4 @@ class AdaptiveCappedNestedWaitScheduler(_Adaptive, CappedNestedWaitScheduler):
     def _apply(self, caps: dict[str, int]) -> None:
         self.group_caps.update(caps)
         self.resident_cap = caps["all"]
+        self._follow_caps()
