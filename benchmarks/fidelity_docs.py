@@ -130,7 +130,8 @@ def markdown(fid: dict, tag: str, command: str) -> str:
         lines += [f"Host terms (scheduler call + step bookkeeping, beyond the engine step), fitted on {sum(host['steps_per_scheduler'].values())} "
                   f"live steps of this machine (all three schedulers pooled) at load{'s' if len(loads) > 1 else ''} "
                   f"{', '.join(map(str, loads))} (seed {host['seed']}; the points below use seed 0): "
-                  + ", ".join(f"{k} {1e6 * v:.2f} µs" for k, v in host["coefficients"].items()) + ".", ""]
+                  + ", ".join(f"{k} {1e6 * v:.2f} µs" for k, v in host["coefficients"].items())
+                  + (" — **not applied** (a reused calibration keeps its own)." if host.get("applied") is False else "."), ""]
         if host.get("per_scheduler"):
             lines += ["Each scheduler's own fit on its own host-run steps (recorded as evidence; the model is the pooled fit):", "",
                       "| scheduler | " + " | ".join(host["coefficients"]) + " |", "| --- |" + " --- |" * len(host["coefficients"])]

@@ -205,15 +205,21 @@ def main() -> None:
         per_scheduler = {}
         for name in SCHEDULERS:
             own_models[name], per_scheduler[name] = fit_host_terms(engine_model, host_steps[name])
-        calibration["engine_step_model"] = engine_dict
-        calibration["batch_time_stepwise"] = full.to_dict()
-        calibration["batch_time"] = {"kind": "linear3", **full.to_dict()["linear"]}
-        calibration["host_terms"] = {"coefficients": host, "loads": host_loads, "requests": args.host_requests, "seed": 1,
+        # a reused calibration (smoke test) keeps its own host terms: this machine's would sit on another's engine model
+        applied = not smoke
+        if applied:
+            calibration["engine_step_model"] = engine_dict
+            calibration["batch_time_stepwise"] = full.to_dict()
+            calibration["batch_time"] = {"kind": "linear3", **full.to_dict()["linear"]}
+            stepwise = full
+        else:
+            own_models = {}
+        calibration["host_terms"] = {**({} if applied else {"reused_host_terms": calibration.get("host_terms")}),
+                                     "applied": applied, "coefficients": host, "loads": host_loads, "requests": args.host_requests, "seed": 1,
                                      "steps_per_scheduler": {name: len(v) for name, v in host_steps.items()},
                                      "steps_per_run": {k: len(v) for k, v in host_rows.items()},
                                      "per_scheduler": per_scheduler, "capacity_probe": probe}
         (out / "calibration.json").write_text(json.dumps(calibration, indent=1) + "\n")
-        stepwise = full
         print(f"[{time.perf_counter() - t_start:.0f} s] host terms from {sum(map(len, host_steps.values()))} live steps at loads {host_loads}: "
               + ", ".join(f"{k} {1e6 * v:.2f} µs" for k, v in host.items()), flush=True)
         for name, coef in per_scheduler.items():
