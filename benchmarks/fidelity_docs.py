@@ -7,7 +7,8 @@ MAPE and points; every run's points under `runs`), `docs/reproducibility-TAG.jso
 device, versions, tok/s and mean TTFT per scheduler at load 0.9, step over device time, eager
 share; and the spread between runs), and copies the last run's calibration, step benchmark and
 live step log to `docs/calibration-TAG-fidelity.json`, `docs/bench-steps-TAG.json`,
-`docs/fidelity-TAG-steps.json.gz`. A folder that lacks `steps.json` (its step benchmark was not
+`docs/fidelity-TAG-steps.json.gz` (and the host-term runs' steps, when the run wrote them, to
+`docs/fidelity-TAG-host-steps.json.gz`). A folder that lacks `steps.json` (its step benchmark was not
 kept) takes the median step-over-device ratio from `--step-ratio-from-log LOG` when given.
 `--markdown` also writes `docs/fidelity-TAG.md` from the last run alone (every figure there is
 read from the JSON it writes beside it: device, versions, command, held-out step error per
@@ -83,7 +84,7 @@ def main() -> None:
     (args.docs / f"reproducibility-{args.tag}.json").write_text(json.dumps(repro, indent=1) + "\n")
     src = args.runs[-1]
     for name, dst in (("calibration.json", f"calibration-{args.tag}-fidelity.json"), ("steps.json", f"bench-steps-{args.tag}.json"),
-                      ("live-steps.json.gz", f"fidelity-{args.tag}-steps.json.gz")):
+                      ("live-steps.json.gz", f"fidelity-{args.tag}-steps.json.gz"), ("host-steps.json.gz", f"fidelity-{args.tag}-host-steps.json.gz")):
         if (src / name).is_file():
             shutil.copyfile(src / name, args.docs / dst)
     if args.markdown:
@@ -125,9 +126,16 @@ def markdown(fid: dict, tag: str, command: str) -> str:
         lines += [f"| {g} | {e['steps']} | {_pct(e['mape'])} | {e['median_measured_over_predicted']:.3f} |" for g, e in ho["pooled"].items()] + [""]
     host = fid.get("host_terms")
     if host:
+        loads = host.get("loads") or [host["load"]]  # files before the two-load fit name one load
         lines += [f"Host terms (scheduler call + step bookkeeping, beyond the engine step), fitted on {sum(host['steps_per_scheduler'].values())} "
-                  f"live steps of this machine at load {host['load']} (seed {host['seed']}; the points below use seed 0): "
-                  + ", ".join(f"{k} {1e6 * v:.2f} µs" for k, v in host["coefficients"].items()) + ".", ""]
+                  f"live steps of this machine (all three schedulers pooled) at load{'s' if len(loads) > 1 else ''} "
+                  f"{', '.join(map(str, loads))} (seed {host['seed']}; the points below use seed 0): "
+                  + ", ".join(f"{k} {1e6 * v:.2f} µs" for k, v in host["coefficients"].items())
+                  + (" — **not applied** (a reused calibration keeps its own)." if host.get("applied") is False else "."), ""]
+        if host.get("per_scheduler"):
+            lines += ["Each scheduler's own fit on its own host-run steps (recorded as evidence; the model is the pooled fit):", "",
+                      "| scheduler | " + " | ".join(host["coefficients"]) + " |", "| --- |" + " --- |" * len(host["coefficients"])]
+            lines += [f"| {n} | " + " | ".join(f"{1e6 * c[k]:.2f} µs" for k in host["coefficients"]) + " |" for n, c in host["per_scheduler"].items()] + [""]
     sizing = fid.get("sizing")
     if sizing:
         lines += [f"Loads are fractions of the simulator's capacity with this model: {sizing['capacity_tok_s']:,.0f} decode tokens/s, the least of "
@@ -149,6 +157,13 @@ def markdown(fid: dict, tag: str, command: str) -> str:
                      f"{p.get('measured_mean_ttft_s', 0):.3f} s | {p.get('simulated_mean_ttft_s', 0):.3f} s | "
                      f"{p['measured_evictions']} / {p['simulated_evictions']} | {verdict} |")
     lines += [""]
+    if any("simulated_own_host_mean_latency_s" in p for p in fid["points"]):
+        lines += ["Simulated with each scheduler's own host terms instead of the pooled ones (not the model; evidence of whether they differ):", "",
+                  "| scheduler | load | live mean latency | pooled host terms | own host terms |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {p['scheduler']} | {p['load']} | {p['measured_mean_latency_s']:.3f} s | "
+                  f"{_rel(p['simulated_mean_latency_s'], p['measured_mean_latency_s'])} | "
+                  f"{_rel(p['simulated_own_host_mean_latency_s'], p['measured_mean_latency_s'])} |"
+                  for p in fid["points"] if "simulated_own_host_mean_latency_s" in p] + [""]
     if any("live_turn_vs_stepwise_by_region" in p for p in fid["points"]):
         lines += ["## This run's live steps against the model (never in its fit)", "",
                   "Median live step (time + bookkeeping gap to the next step) over the model's prediction, by region; MAPE in brackets.", "",

@@ -11,8 +11,13 @@ One process loads the model once (Llama-2-7B shape, bf16, random weights) and on
    given, which makes the run a smoke test and says so in every file it writes;
 3. fits the host terms (the scheduler call and step bookkeeping a live step pays beyond the engine
    step, `fluid.batch_time_stepwise.fit_host_terms`) on live steps of this machine: WAIT, vLLM-v1
-   and Sarathi-Serve at load `--host-load` on other arrivals (seed 1, `--host-requests` each) than
-   the points below (seed 0), so no point is fitted on its own steps;
+   and Sarathi-Serve at each of `--host-loads` (default 0.6 and 0.85: two loads, so the per-step
+   and per-decode host costs are told apart — within one load every step holds about as many
+   decodes) on other arrivals (seed 1, `--host-requests` each) than the points below (seed 0), so
+   no point is fitted on its own steps. One pooled fit is the model; each scheduler's own fit is
+   recorded beside it and every point is also simulated with it (`simulated_own_host_*`), as
+   evidence of whether the schedulers' host work differs (offline on run 5 it did not help:
+   docs/fidelity-h200-latency.md). The host runs' steps are written to OUT/host-steps.json.gz;
 4. sizes the loads from the model the simulator uses (`gpu_loop_workload.simulated_capacity_tok_s`:
    the least decode rate vLLM-v1 and Sarathi-Serve carry simulated under overload; a load is that
    fraction of it), and for each load factor builds the workload (`gpu_loop_workload.build`, the
@@ -28,7 +33,8 @@ are listed under `cut_by_deadline` (fidelity.json is rewritten after every point
 
 Writes OUT/fidelity.json (device, versions, host, batch_time_model, heldout_step_mape,
 points), OUT/reproducibility.json (one run), OUT/steps.json (the step benchmark),
-OUT/calibration.json and OUT/live-steps.json.gz (every live step's composition and time).
+OUT/calibration.json, OUT/live-steps.json.gz (every live step's composition and time) and
+OUT/host-steps.json.gz (the host-term runs' steps, keyed `scheduler-Lload`).
 """
 
 from __future__ import annotations
@@ -50,6 +56,21 @@ def _summary_keys(s) -> dict:
             "evictions": s.evictions, "completed": s.completed, "mean_step_s": s.mean_step_s, "peak_kv_tokens": s.peak_kv_tokens}
 
 
+def parse_host_loads(text: str) -> list[float]:
+    """`--host-loads`: comma-separated loads in (0, 1), distinct; "0" alone: no host terms. Exit 2 otherwise."""
+    try:
+        loads = [float(x) for x in text.split(",")]
+    except ValueError:
+        loads = None
+    if loads == [0.0]:
+        return []
+    if not loads or any(not 0 < x < 1 for x in loads) or len(set(loads)) != len(loads):
+        print(f"error: --host-loads {text!r}: give distinct loads in (0, 1) separated by commas (e.g. 0.6,0.85), or 0 for no host terms",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return loads
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out-dir", type=Path, required=True)
@@ -67,14 +88,16 @@ def main() -> None:
     ap.add_argument("--from-steps", nargs="+", default=[], metavar="FILE",
                     help="step logs of recorded live runs: their steps join the calibration grid (runtime.gpu.calibrate.recorded_grid)")
     ap.add_argument("--per-region", type=int, default=40, help="recorded steps per region added to the grid (with --from-steps)")
-    ap.add_argument("--host-load", type=float, default=0.7, help="load of the live runs the host terms are fitted on (0: no host terms)")
+    ap.add_argument("--host-loads", "--host-load", dest="host_loads", default="0.6,0.85",
+                    help="loads (comma-separated) of the live runs the host terms are fitted on (0: no host terms)")
     ap.add_argument("--host-requests", type=int, default=600, help="requests per scheduler in those runs")
     args = ap.parse_args()
     if args.smoke:
         args.model, args.device, args.kv_tokens, args.grid_scale = "tiny-llama", "cpu", args.kv_tokens or 20000, 0.05
         args.requests, args.loads, args.skip_steps, args.host_requests = min(args.requests, 30), "0.5", True, min(args.host_requests, 30)
-    if args.requests < 1 or args.deadline_s <= 0 or args.host_requests < 1 or not 0 <= args.host_load < 1:
-        print("error: --requests and --host-requests must be ≥ 1, --deadline-s > 0, --host-load in [0, 1)", file=sys.stderr)
+    host_loads = parse_host_loads(args.host_loads)
+    if args.requests < 1 or args.deadline_s <= 0 or args.host_requests < 1:
+        print("error: --requests and --host-requests must be ≥ 1, --deadline-s > 0", file=sys.stderr)
         raise SystemExit(2)
     for path in args.from_steps:
         if not Path(path).is_file():
@@ -160,28 +183,47 @@ def main() -> None:
             raise SystemExit(f"solve failed for load {load}")
         return load_workload(str(wl_path)), *load_policy_arg(str(policy_path))
 
-    if args.host_load > 0 and not smoke:
+    own_models = {}  # each scheduler's own host fit: evidence beside the pooled model, never the model
+    if host_loads:  # also on a reused calibration (a smoke test): its engine-step model is the base
         from fluid.batch_time_stepwise import fit_host_terms, with_linear3
 
         probe = gpu_loop_workload.simulated_capacity_tok_s(calibration, stepwise)
-        workload, policy, document = workload_at(args.host_load, probe["capacity_tok_s"], "host-")
-        host_steps, host_runs = [], {}
-        for name in SCHEDULERS:
-            _, _, res = live_run(workload, name, policy, document, args.host_requests, 1)
-            rows = res.step_rows()
-            host_runs[name] = len(rows)
-            host_steps += [(shape_of(r), turn_s(rows, i)) for i, r in enumerate(rows)]
-        full, host = fit_host_terms(stepwise, host_steps)
+        host_steps, host_rows = {name: [] for name in SCHEDULERS}, {}
+        for host_load in host_loads:
+            workload, policy, document = workload_at(host_load, probe["capacity_tok_s"], "host-")
+            for name in SCHEDULERS:
+                _, _, res = live_run(workload, name, policy, document, args.host_requests, 1)
+                rows = res.step_rows()
+                host_rows[f"{name}-L{host_load:.2f}"] = rows
+                host_steps[name] += [(shape_of(r), turn_s(rows, i)) for i, r in enumerate(rows)]
+        with gzip.open(out / "host-steps.json.gz", "wt") as f:
+            json.dump(host_rows, f, separators=(",", ":"))
+        engine_dict = calibration.get("engine_step_model", calibration["batch_time_stepwise"])  # never host terms on host terms
+        engine_model = batch_time_from_dict(engine_dict, source="calibration")
+        full, host = fit_host_terms(engine_model, [x for name in SCHEDULERS for x in host_steps[name]])
         full = with_linear3(full, [_shape(r) for r in calibration["table"]])
-        calibration["engine_step_model"] = calibration["batch_time_stepwise"]
-        calibration["batch_time_stepwise"] = full.to_dict()
-        calibration["batch_time"] = {"kind": "linear3", **full.to_dict()["linear"]}
-        calibration["host_terms"] = {"coefficients": host, "load": args.host_load, "requests": args.host_requests, "seed": 1,
-                                     "steps_per_scheduler": host_runs, "capacity_probe": probe}
+        per_scheduler = {}
+        for name in SCHEDULERS:
+            own_models[name], per_scheduler[name] = fit_host_terms(engine_model, host_steps[name])
+        # a reused calibration (smoke test) keeps its own host terms: this machine's would sit on another's engine model
+        applied = not smoke
+        if applied:
+            calibration["engine_step_model"] = engine_dict
+            calibration["batch_time_stepwise"] = full.to_dict()
+            calibration["batch_time"] = {"kind": "linear3", **full.to_dict()["linear"]}
+            stepwise = full
+        else:
+            own_models = {}
+        calibration["host_terms"] = {**({} if applied else {"reused_host_terms": calibration.get("host_terms")}),
+                                     "applied": applied, "coefficients": host, "loads": host_loads, "requests": args.host_requests, "seed": 1,
+                                     "steps_per_scheduler": {name: len(v) for name, v in host_steps.items()},
+                                     "steps_per_run": {k: len(v) for k, v in host_rows.items()},
+                                     "per_scheduler": per_scheduler, "capacity_probe": probe}
         (out / "calibration.json").write_text(json.dumps(calibration, indent=1) + "\n")
-        stepwise = full
-        print(f"[{time.perf_counter() - t_start:.0f} s] host terms from {len(host_steps)} live steps at load {args.host_load}: "
+        print(f"[{time.perf_counter() - t_start:.0f} s] host terms from {sum(map(len, host_steps.values()))} live steps at loads {host_loads}: "
               + ", ".join(f"{k} {1e6 * v:.2f} µs" for k, v in host.items()), flush=True)
+        for name, coef in per_scheduler.items():
+            print(f"    {name} alone: " + ", ".join(f"{k} {1e6 * v:.2f} µs" for k, v in coef.items()), flush=True)
     sizing = gpu_loop_workload.simulated_capacity_tok_s(calibration, stepwise)
     print(f"simulated capacity (stepwise model): {sizing['capacity_tok_s']:.0f} decode tok/s "
           + ", ".join(f"{k} {v:.0f}" for k, v in sizing["carried_tok_s"].items()), flush=True)
@@ -217,6 +259,10 @@ def main() -> None:
             sim_lin = run_simulation(config).summary
             sim_rich = run_simulation(dataclasses.replace(config, workload=dataclasses.replace(workload, batch_time=stepwise), accept_policy_mismatch=True)).summary
             m, sl, sr = _summary_keys(live), _summary_keys(sim_lin), _summary_keys(sim_rich)
+            own = {}
+            if name in own_models:
+                own = _summary_keys(run_simulation(dataclasses.replace(config, workload=dataclasses.replace(workload, batch_time=own_models[name]),
+                                                                       accept_policy_mismatch=True)).summary)
             pred = [stepwise.step_time_s(s.shape) for s in res.steps]
             meas = [s.end_s - s.start_s for s in res.steps]
             step_err = statistics.median(abs(p - t) / t for p, t in zip(pred, meas))
@@ -231,6 +277,8 @@ def main() -> None:
                 "measured_mean_ttft_s": m["mean_ttft_s"], "simulated_mean_ttft_s": sr["mean_ttft_s"], "simulated_linear3_mean_ttft_s": sl["mean_ttft_s"],
                 "measured_evictions": m["evictions"], "simulated_evictions": sr["evictions"], "simulated_linear3_evictions": sl["evictions"],
                 "measured_mean_step_s": m["mean_step_s"], "simulated_mean_step_s": sr["mean_step_s"],
+                **({"simulated_own_host_tok_s": own["tok_s"], "simulated_own_host_mean_latency_s": own["mean_latency_s"],
+                    "simulated_own_host_mean_ttft_s": own["mean_ttft_s"]} if own else {}),
                 "live_step_median_abs_error_of_stepwise": step_err, "eager_step_share": eager,
                 "live_turn_vs_stepwise_by_region": {g: _errors(v) for g, v in sorted(by_region.items())},
                 "median_gap_s": statistics.median(b["start_s"] - a["start_s"] - a["measured_s"] for a, b in zip(rows, rows[1:])) if len(rows) > 1 else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -20,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_smoke_run_writes_every_point_and_the_docs_collect_it(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'benchmarks'}{os.pathsep}{ROOT}"}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_fidelity.py"), "--out-dir", str(out), "--smoke", "--requests", "6",
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_fidelity.py"), "--out-dir", str(out), "--smoke", "--requests", "6", "--host-requests", "6", "--kv-tokens", "40000",
+                           # the host runs at load 0.85 need C ≈ 21k tokens of the H200 workload (--kv-tokens);
                            # a calibration timed on a loaded CPU can fail its own sanity checks (d0 <= 0): the
                            # plumbing is what this tests, so it reuses the committed H200 calibration
                            "--reuse-calibration", str(ROOT / "docs/calibration-h200-fidelity.json")],
@@ -32,10 +34,22 @@ def test_smoke_run_writes_every_point_and_the_docs_collect_it(tmp_path):
     for key in ("measured_tok_s", "simulated_tok_s", "measured_mean_latency_s", "simulated_mean_latency_s", "measured_evictions", "simulated_evictions"):
         assert all(key in p for p in fid["points"])
     assert fid["heldout_step_mape"] is not None and fid["batch_time_model"]["kind"] == "stepwise"
+    # host runs on two loads, fitted and recorded; a reused calibration keeps its own model and host terms
+    host = fid["host_terms"]
+    assert host["loads"] == [0.6, 0.85] and set(host["per_scheduler"]) == {"wait", "vllm-v1", "sarathi"} and host["applied"] is False
+    reused = json.loads((ROOT / "docs/calibration-h200-fidelity.json").read_text())
+    assert fid["engine_step_model"] == reused["engine_step_model"] and fid["batch_time_model"] == reused["batch_time_stepwise"]
+    assert host["reused_host_terms"] == reused["host_terms"]
+    with gzip.open(out / "host-steps.json.gz", "rt") as f:
+        host_steps = json.load(f)
+    assert sorted(host_steps) == sorted(f"{n}-L{ld}" for n in ("wait", "vllm-v1", "sarathi") for ld in ("0.60", "0.85"))
+    assert {k: len(v) for k, v in host_steps.items()} == host["steps_per_run"]
+    assert not any("simulated_own_host_mean_latency_s" in p for p in fid["points"])  # own fits are evidence only where applied
     docs = tmp_path / "docs"
     docs.mkdir()
     subprocess.run([sys.executable, str(ROOT / "benchmarks/fidelity_docs.py"), str(out), "--tag", "cpu", "--command", "smoke", "--docs", str(docs)],
                    check=True, cwd=ROOT, capture_output=True, text=True, timeout=60)
     collected = json.loads((docs / "fidelity-cpu.json").read_text())
     assert collected["points"] == fid["points"] and collected["device"] == fid["device"]
+    assert (docs / "fidelity-cpu-host-steps.json.gz").read_bytes() == (out / "host-steps.json.gz").read_bytes()
 
