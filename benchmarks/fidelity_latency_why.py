@@ -2,8 +2,8 @@
 
     PYTHONPATH=. python benchmarks/fidelity_latency_why.py --out docs/fidelity-h200-latency.json
 
-Reads `docs/calibration-h200-fidelity.json` (engine-step model, the model with host terms, the
-grid), `docs/fidelity-h200.json` (the points, their sizing) and `docs/fidelity-h200-steps.json.gz`
+Reads `docs/calibration-h200-run5.json` (engine-step model, the model with host terms, the
+grid), `docs/fidelity-h200-run5.json` (the points, their sizing) and `docs/fidelity-h200-run5-steps.json.gz`
 (every live step). Rebuilds each point's workload and WAIT policy as `gpu_fidelity.py` does
 (`gpu_loop_workload.build` at the run's simulated capacity, `fluidsched solve --slack 0`, seed 0,
 the run's request count) and prints / writes:
@@ -42,9 +42,9 @@ SCHEDULERS = ("wait", "vllm-v1", "sarathi")
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--calibration", type=Path, default=Path("docs/calibration-h200-fidelity.json"))
-    ap.add_argument("--fidelity", type=Path, default=Path("docs/fidelity-h200.json"))
-    ap.add_argument("--steps", type=Path, default=Path("docs/fidelity-h200-steps.json.gz"))
+    ap.add_argument("--calibration", type=Path, default=Path("docs/calibration-h200-run5.json"))
+    ap.add_argument("--fidelity", type=Path, default=Path("docs/fidelity-h200-run5.json"))
+    ap.add_argument("--steps", type=Path, default=Path("docs/fidelity-h200-run5-steps.json.gz"))
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     for p in (args.calibration, args.fidelity, args.steps):
