@@ -61,7 +61,7 @@ def test_grid_has_the_live_decode_graphs_and_more_chunk_rows():
 def test_note_reads_two_load_host_terms_and_the_older_one_load_files():
     from fidelity_docs import markdown
 
-    fid = json.loads((ROOT / "docs/fidelity-h200.json").read_text())  # run 5: host terms at one load
+    fid = json.loads((ROOT / "docs/fidelity-h200-run5.json").read_text())  # run 5: host terms at one load
     assert "at load 0.7 (seed 1" in markdown(fid, "h200", "cmd")
     coef = fid["host_terms"]["coefficients"]
     two = dict(fid, host_terms={**{k: v for k, v in fid["host_terms"].items() if k != "load"}, "loads": [0.6, 0.85],
