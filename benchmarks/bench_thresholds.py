@@ -53,7 +53,8 @@ def _solve(preset: str, rate_scale: float, out: Path) -> tuple[dict, str]:
     return json.loads(out.read_text()), err.getvalue().strip()
 
 
-def _run(workload, name: str, policy, requests: int, seed: int, pace: bool = True, block_size: int = 16) -> dict:
+def _run(workload, name: str, policy, requests: int, seed: int, pace: bool = True, block_size: int = 16,
+         work_conserving: bool = False) -> dict:
     from runtime.arrivals import make_requests
     from runtime.kv_blocks import KVBlockManager
     from runtime.metrics import step_metrics, summarize, warmup_cut_s
@@ -64,6 +65,8 @@ def _run(workload, name: str, policy, requests: int, seed: int, pace: bool = Tru
     knobs = {"policy": policy} if policy is not None else {}
     if policy is not None and not pace:
         knobs["pace"] = False
+    if policy is not None and work_conserving:
+        knobs["work_conserving"] = True
     scheduler = make_scheduler(name, KVBlockManager(workload.kv_capacity_tokens, block_size), **knobs)
     t0 = time.perf_counter()
     result = simulate(scheduler, reqs, workload.batch_time)
@@ -113,6 +116,8 @@ def main(argv=None) -> int:
     ap.add_argument("--presets", default=None, help="comma-separated (default: every preset)")
     ap.add_argument("--block-size", type=int, default=16,
                     help="KV block size in tokens (default 16, vLLM's; smaller blocks waste less of each last block)")
+    ap.add_argument("--work-conserving", action="store_true",
+                    help="run the capped rule with work-conserving caps (past a cap when every resident's end fits C)")
     ap.add_argument("--no-pace", action="store_true",
                     help="run the capped rule without its admission pace (the rule before it, for comparison)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks-thresholds"))
@@ -155,7 +160,8 @@ def main(argv=None) -> int:
             for seed in seeds:
                 for name in (policy_scheduler(policy),) + BASELINES:
                     run = _run(w, name, policy if name == policy_scheduler(policy) else None, requests, seed,
-                               pace=not args.no_pace, block_size=args.block_size)
+                               pace=not args.no_pace, block_size=args.block_size,
+                               work_conserving=args.work_conserving)
                     run["seed"] = seed
                     row["runs"].append(run)
                     print(f"{preset} {label} seed {seed} {name}: {run['throughput_tokens_per_s'] / row['throughput_star']:.3f} "
@@ -163,7 +169,7 @@ def main(argv=None) -> int:
             rows.append(row)
     out = Path(args.out)
     cap = "no cap" if args.max_requests is None else f"at most {args.max_requests}"
-    meta = {"requests": f"at least {args.requests}, {cap} (per row: {STEADY_LIFETIMES} × the longest request's fluid latency × Λ; a trace: at most its rows)", "seeds": seeds, "block_size": args.block_size, "warmup_fraction": 0.1,
+    meta = {"requests": f"at least {args.requests}, {cap} (per row: {STEADY_LIFETIMES} × the longest request's fluid latency × Λ; a trace: at most its rows)", "seeds": seeds, "block_size": args.block_size, "work_conserving": args.work_conserving, "warmup_fraction": 0.1,
             "python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor() or None,
             "command": "python benchmarks/bench_thresholds.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=float) + "\n")
@@ -184,7 +190,8 @@ def _markdown(meta: dict, rows: list[dict]) -> str:
         f"{meta['requests']} requests per run, seeds {meta['seeds']}, block size {meta['block_size']}, warm-up cut 10 % of the "
         "arrival span; every scheduler of a row sees the same arrivals. Policies: `solve --service-rule capped` "
         "with the automatic slack (docs/capped-rule.md), WAIT for known output lengths, Nested WAIT for "
-        "the presets of unknown ones. `memory` is the chosen bound (expected × (1 + margin)) and the worst case; "
+        "the presets of unknown ones; "
+        f"{'work-conserving caps' if meta['work_conserving'] else 'caps that always bind (the default)'}. `memory` is the chosen bound (expected × (1 + margin)) and the worst case; "
         "`paused` counts decode steps skipped for want of a free block (the overflow events); `deferred / paced` "
         "counts the admission passes the look-ahead and the pace ended (docs/capped-rule.md, \"Admission\"). Baselines "
         "keep their defaults. thr/thr* is decode throughput over the fluid throughput*.",

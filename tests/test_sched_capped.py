@@ -257,12 +257,21 @@ def test_the_resident_cap_binds_only_where_the_residents_ends_do_not_fit():
     # Nested WAIT, resident cap 2 (one segment, threshold 0.5 over stages 0..3); every request is
     # expected to end at 4 + 4 = 8 tokens (stage 3 is the last). C = 24: three ends fit exactly, so
     # request 2 goes past the resident cap; request 3 would make 32 > 24 and waits.
-    s = _nested([(0, 3, 0.5)], capacity=24)
+    s = _nested([(0, 3, 0.5)], capacity=24, work_conserving=True)
     assert s.resident_cap == 2
     for rid in range(4):
         s.add_request(_req(rid, output=4))
     assert _admitted(_step(s, 0.0)) == [0, 1, 2]
     assert len(s._waiting["all"]) == 1 and s._waiting["all"][0].request_id == 3
+
+
+def test_caps_bind_by_default():
+    # the rule as solved: a second request past a cap of 1 waits although C = 14 holds both ends
+    s = _wait([("a", 4, 3, 0.25)], capacity=14)
+    assert s.work_conserving is False
+    for rid in (0, 1):
+        s.add_request(_req(rid))
+    assert _admitted(_step(s, 0.0)) == [0]
 
 
 def test_work_conserving_must_be_a_boolean():
@@ -311,9 +320,9 @@ def test_the_memory_derivation_against_simulated_occupancy(kind, seed):
         sol = solve_nested_capped_auto(w, opts)
         policy = runtime_policy(nested_capped_policy(w, sol, opts))
         name = "nested-wait-capped"
-    # caps that always bind: the derivation is of what the caps hold (work-conserving caps also
-    # admit past them where every end fits C; their guarantee is peak ≤ C, checked below)
-    scheduler = make_scheduler(name, KVBlockManager(w.kv_capacity_tokens, 1), policy=policy, work_conserving=False)
+    # caps that always bind (the default): the derivation is of what the caps hold (work-conserving
+    # caps also admit past them where every end fits C; their guarantee is peak ≤ C, checked below)
+    scheduler = make_scheduler(name, KVBlockManager(w.kv_capacity_tokens, 1), policy=policy)
     requests = make_requests(w, 3000, seed=3)
     result = simulate(scheduler, requests, w.batch_time)
     steps = result.steps
@@ -325,8 +334,8 @@ def test_the_memory_derivation_against_simulated_occupancy(kind, seed):
     assert 0.8 * star <= mean_kv <= 1.05 * sol.memory.expected_tokens, (star, mean_kv, sol.memory)
     assert scheduler.stats["evictions"] == 0
     assert all(r.completion_s is not None for r in requests)
-    # work-conserving (the default): past the worst case of the caps, never past C, no pause
-    wc = make_scheduler(name, KVBlockManager(w.kv_capacity_tokens, 1), policy=policy)
+    # work-conserving caps: past the worst case of the caps, never past C, no pause
+    wc = make_scheduler(name, KVBlockManager(w.kv_capacity_tokens, 1), policy=policy, work_conserving=True)
     wc_requests = make_requests(w, 3000, seed=3)
     wc_result = simulate(wc, wc_requests, w.batch_time)
     assert wc_result.peak_kv_tokens <= w.kv_capacity_tokens

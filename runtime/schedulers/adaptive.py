@@ -117,7 +117,7 @@ class AdaptiveCappedWaitScheduler(_Adaptive, CappedWaitScheduler):
 
     def __init__(self, kv: KVBlockManager, *, policy, resident_cap: int | None = None,
                  prefill_chunk_tokens: int | None = None, window_s: float | None = None,
-                 period_s: float | None = None, hysteresis: float | None = None, work_conserving: bool = True):
+                 period_s: float | None = None, hysteresis: float | None = None, work_conserving: bool = False):
         super().__init__(kv, policy=policy, resident_cap=resident_cap, prefill_chunk_tokens=prefill_chunk_tokens,
                          work_conserving=work_conserving)
         self.settings = _settings(self.policy, window_s, period_s, hysteresis)
@@ -177,7 +177,7 @@ class AdaptiveCappedNestedWaitScheduler(_Adaptive, CappedNestedWaitScheduler):
 
     def __init__(self, kv: KVBlockManager, *, policy, resident_cap: int | None = None,
                  prefill_chunk_tokens: int | None = None, window_s: float | None = None,
-                 period_s: float | None = None, hysteresis: float | None = None, work_conserving: bool = True):
+                 period_s: float | None = None, hysteresis: float | None = None, work_conserving: bool = False):
         if resident_cap is not None:
             raise InputError("the adaptive mode sets the resident cap itself; drop resident_cap or run "
                              "nested-wait-capped", field="resident_cap")

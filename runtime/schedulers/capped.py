@@ -25,8 +25,10 @@ Knobs: `policy` (a `RuntimePolicy` or a path; required), `resident_cap` (default
 thresholds, `thresholds.capped`), `prefill_chunk_tokens` (default: the policy's),
 `look_ahead` (default true; false: the rule as the authors' experiments ran it, admission
 limited by the caps and the first chunk only), `pace` (default true; false: no pace) and
-`work_conserving` (default true: beyond a cap, a request is admitted when the residents and it
-fit the cache even all at their projected ends; false: the caps always bind, as the authors ran it).
+`work_conserving` (default false: the caps always bind, as solved and as the authors ran them;
+true: beyond a cap a request is still admitted when the residents and it fit the cache even all
+at their projected ends, which cuts latency at low load and can cost it near capacity,
+docs/capped-rule.md).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class CappedScheduler(Scheduler):
 
     def __init__(self, kv: KVBlockManager, policy, group_caps: dict[str, int], resident_cap: int | None,
                  prefill_chunk_tokens: int | None, look_ahead: bool = True, pace: bool = True,
-                 stages: dict[str, float] | None = None, work_conserving: bool = True):
+                 stages: dict[str, float] | None = None, work_conserving: bool = False):
         super().__init__(kv)
         for field, value in (("look_ahead", look_ahead), ("pace", pace), ("work_conserving", work_conserving)):
             if not isinstance(value, bool):
@@ -237,7 +239,7 @@ class CappedScheduler(Scheduler):
 
     def _admit(self, batch: Batch) -> None:
         """First come first served among the groups below their cap (and, paced, with a whole
-        admission of credit), while the resident cap allows. Work-conserving (the default), a cap
+        admission of credit), while the resident cap allows. Work-conserving (opt-in), a cap
         binds only where memory can: a request beyond its group's cap or the resident cap is still
         admitted, unpaced, when the residents and it fit even all at their projected ends
         (`_ends_fit`), since then admitting it can neither overflow the cache nor displace the
@@ -299,7 +301,7 @@ class CappedWaitScheduler(CappedScheduler):
 
     def __init__(self, kv: KVBlockManager, *, policy, resident_cap: int | None = None,
                  prefill_chunk_tokens: int | None = None, look_ahead: bool = True, pace: bool = True,
-                 work_conserving: bool = True):
+                 work_conserving: bool = False):
         policy = as_policy(policy, "wait")
         derived = wait_class_caps([(c.decode_tokens, c.threshold) for c in policy.classes])
         caps = {c.name: cap for c, cap in zip(policy.classes, derived)}
@@ -338,7 +340,7 @@ class CappedNestedWaitScheduler(CappedScheduler):
 
     def __init__(self, kv: KVBlockManager, *, policy, resident_cap: int | None = None,
                  prefill_chunk_tokens: int | None = None, look_ahead: bool = True, pace: bool = True,
-                 work_conserving: bool = True):
+                 work_conserving: bool = False):
         policy = as_policy(policy, "nested_wait")
         chains = [i.segments for i in policy.instances] if policy.instances else [policy.segments]
         cap = sum(nested_resident_cap([(s.first_stage, s.last_stage, s.threshold) for s in c]) for c in chains)
