@@ -20,6 +20,9 @@ How it works (too slow for CI: rerun it whenever those modules change):
    running past 4× the baseline time of its tests + 90 s (collection included) is killed (counted
    as killed by timeout).
    A mutant no test reaches survives without a run ("not covered").
+   Confirmation pass: `--max-tests` caps that selection; a mutant surviving the capped selection
+   then runs the rest of it (the same rule, uncapped: its kills are listed apart in the report),
+   so a survivor has passed every test that calls its function. `--no-confirm` skips it.
 5. Score = killed / (mutants − equivalent mutants); equivalents are listed in
    `mutation_equivalents.py` with why, matched by file, source line text and edit.
 """
@@ -268,7 +271,21 @@ def tests_for(mutant: Mutant, base: dict, by_function: dict, by_file: dict, dire
     return ranked[:max_tests] if max_tests else ranked
 
 
-def run_mutants(tree: Path, mutants: list[Mutant], base: dict, log, max_tests: int, checkpoint) -> list[dict]:
+def run_tests(tree: Path, tests: list[str], base: dict, budget: float) -> dict:
+    """Run `tests` on the (mutated) copy, stopping at the first failure: the mutant's status."""
+    result, timed_out = run_child(tree, ["-x"] + tests, _FirstFailure(),
+                                  lambda p, code: {"code": code, "by": p.nodeid}, budget)
+    if timed_out:
+        return {"status": "killed (timeout)"}
+    if result is None:
+        return {"status": "killed (crash)"}
+    if result["code"] == 0:
+        return {"status": "survived"}
+    return {"status": "killed", "killed_by": result["by"]}
+
+
+def run_mutants(tree: Path, mutants: list[Mutant], base: dict, log, max_tests: int, checkpoint,
+                confirm: bool = True) -> list[dict]:
     failing = set(base["failed"])
     by_function: dict = {}
     by_file: dict = {}
@@ -282,7 +299,8 @@ def run_mutants(tree: Path, mutants: list[Mutant], base: dict, log, max_tests: i
     results = []
     originals: dict[str, bytes] = {}
     for i, m in enumerate(mutants, 1):
-        tests = tests_for(m, base, by_function, by_file, direct, max_tests)
+        every = tests_for(m, base, by_function, by_file, direct, 0)
+        tests = every[:max_tests] if max_tests else every
         entry = {"key": m.key, "path": m.path, "line": m.line, "operator": m.operator, "original": m.original,
                  "replacement": m.replacement, "function": m.function, "tests": len(tests)}
         src_path = tree / m.path
@@ -295,25 +313,24 @@ def run_mutants(tree: Path, mutants: list[Mutant], base: dict, log, max_tests: i
             budget = 4 * sum(base["durations"].get(t, 1.0) for t in tests) + 90  # + collecting the test files
             src_path.write_bytes(m.apply(source))
             try:
-                result, timed_out = run_child(tree, ["-x"] + tests, _FirstFailure(),
-                                              lambda p, code: {"code": code, "by": p.nodeid}, budget)
+                entry.update(run_tests(tree, tests, base, budget))
+                rest = every[len(tests):]
+                if entry["status"] == "survived" and rest and confirm:
+                    # confirmation pass: a survivor of the capped selection runs the rest of the tests
+                    # that call its function (the same rule, uncapped); a kill here is reported as such
+                    entry["tests_beyond_cap"] = len(rest)
+                    again = run_tests(tree, rest, base, 4 * sum(base["durations"].get(t, 1.0) for t in rest) + 90)
+                    if again["status"] != "survived":
+                        entry.update(again, killed_beyond_cap=True)
             finally:
                 src_path.write_bytes(source)
-            if timed_out:
-                entry["status"] = "killed (timeout)"
-            elif result is None:
-                entry["status"] = "killed (crash)"
-            elif result["code"] == 0:
-                entry["status"] = "survived"
-            else:
-                entry["status"] = "killed"
-                entry["killed_by"] = result["by"]
         entry["seconds"] = round(time.monotonic() - start, 2)
         results.append(entry)
         if i % 10 == 0:
             checkpoint(results)
         log(f"[{i}/{len(mutants)}] {entry['status']:<16} {m.path}:{m.line} {m.original!r}->{m.replacement!r} "
-            f"({len(tests)} tests, {entry['seconds']} s)")
+            f"({len(tests)} tests{' + %d beyond the cap' % entry['tests_beyond_cap'] if 'tests_beyond_cap' in entry else ''}"
+            f", {entry['seconds']} s)")
     return results
 
 
@@ -388,6 +405,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sample", type=int, default=400, help="mutants to draw (0: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-tests", type=int, default=40, help="tests run per mutant at most (0: all)")
+    ap.add_argument("--no-confirm", action="store_true",
+                    help="skip the confirmation pass (a survivor of the capped selection running the rest of its tests)")
     ap.add_argument("--only", default="", help="comma-separated module paths (default: every target)")
     ap.add_argument("--out", default="docs/mutation.md")
     ap.add_argument("--json", default="docs/mutation.json")
@@ -426,6 +445,7 @@ def main(argv=None) -> int:
         def document(results, partial):
             return {
                 "command": command, "seed": args.seed, "sample": args.sample, "max_tests": args.max_tests,
+                "confirm": not args.no_confirm,
                 "machine": machine(), "wall_s": round(time.monotonic() - started, 1), "partial": partial,
                 "mutants_total": {p: len(v) for p, v in all_mutants.items()},
                 "baseline_failing": base["failed"], "baseline_tests": len(base["durations"]),
@@ -435,7 +455,8 @@ def main(argv=None) -> int:
         def checkpoint(results):
             (ROOT / args.json).write_text(json.dumps(document(results, True), indent=1) + "\n")
 
-        results = run_mutants(tree, chosen, base, lambda s: print(s, flush=True), args.max_tests, checkpoint)
+        results = run_mutants(tree, chosen, base, lambda s: print(s, flush=True), args.max_tests, checkpoint,
+                              confirm=not args.no_confirm)
         confirm_kills(tree, results, lambda s: print(s, flush=True))
     doc = document(results, False)
     if previous is not None:  # the first pass's killed mutants stand; its survivors are replaced

@@ -40,6 +40,7 @@ def render(doc: dict) -> str:
     for r in results:
         by_module[r["path"]].append(r)
     killed, equivalent, scored, score = _score(results)
+    beyond = [r for r in results if r.get("killed_beyond_cap")]
     m = doc["machine"]
     lines = [
         "# Mutation score",
@@ -62,8 +63,12 @@ def render(doc: dict) -> str:
             + "; ".join(f"`{r['command']}` ({r['wall_s'] / 60:.1f} min)" for r in doc["rechecks"]) + "."), ""]
           if doc.get("rechecks") else []),
         f"Each mutant runs the tests that call its function, at most {doc.get('max_tests') or 'all'} of them (those of the "
-        "test files that import its module first, then the fastest), stopping at the first failure; a survivor "
-        "might still be killed by a test beyond the cap, so the score is a lower bound.",
+        "test files that import its module first, then the fastest), stopping at the first failure; "
+        + (f"a mutant surviving that capped selection then runs the rest of those tests (confirmation pass: "
+           f"{len(beyond)} of the kills come from it, listed below), so every survivor passed every test that "
+           "calls its function (module-level code: every test touching its module or importing it)."
+           if doc.get("confirm") else
+           "a survivor might still be killed by a test beyond the cap, so the score is a lower bound."),
         "",
         "## Score",
         "",
@@ -105,6 +110,9 @@ def render(doc: dict) -> str:
     lines += [f"- {_mutant(r)} — {r['equivalent_because']}" for r in rows] or ["None."]
     if doc.get("notes"):  # hand-written, about this run only (a rerun drops them)
         lines += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
+    if beyond:
+        lines += ["", f"## Killed only in the confirmation pass, by a test beyond the cap ({len(beyond)})", ""]
+        lines += [f"- {_mutant(r)} (killed by `{r.get('killed_by', r['status'])}`)" for r in beyond]
     timeouts = [r for r in results if r["status"] != "killed" and r["status"] in KILLED]
     if timeouts:
         lines += ["", f"## Killed by timeout or crash ({len(timeouts)})", ""]
