@@ -22,7 +22,8 @@ How it works (too slow for CI: rerun it whenever those modules change):
    A mutant no test reaches survives without a run ("not covered").
    Confirmation pass: `--max-tests` caps that selection; a mutant surviving the capped selection
    then runs the rest of it (the same rule, uncapped: its kills are listed apart in the report),
-   so a survivor has passed every test that calls its function. `--no-confirm` skips it.
+   so a survivor has passed every test that calls its function. `--no-confirm` skips it; a listed
+   equivalent (out of the score either way) skips it too.
 5. Score = killed / (mutants − equivalent mutants); equivalents are listed in
    `mutation_equivalents.py` with why, matched by file, source line text and edit.
 """
@@ -48,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from mutation_equivalents import reason_for  # noqa: E402
 from mutation_ops import Mutant, find_mutants  # noqa: E402
 from mutation_report import render  # noqa: E402
 
@@ -315,7 +317,8 @@ def run_mutants(tree: Path, mutants: list[Mutant], base: dict, log, max_tests: i
             try:
                 entry.update(run_tests(tree, tests, base, budget))
                 rest = every[len(tests):]
-                if entry["status"] == "survived" and rest and confirm:
+                listed = reason_for(m.path, entry["source_line"], m.original, m.replacement)
+                if entry["status"] == "survived" and rest and confirm and not listed:
                     # confirmation pass: a survivor of the capped selection runs the rest of the tests
                     # that call its function (the same rule, uncapped); a kill here is reported as such
                     entry["tests_beyond_cap"] = len(rest)

@@ -163,6 +163,22 @@ def test_which_policies_read_output_lengths():
     assert knows == {"wait", "wait-capped", "wait-adaptive", "orca", "mc-sf"}
 
 
+@pytest.mark.parametrize("name", ["", None, 3])
+def test_request_type_needs_a_non_empty_string_name(name):
+    with pytest.raises(InputError, match="a type needs a non-empty name") as info:
+        RequestType(name, 10, 5, 1.0)
+    assert info.value.field == "types[].name"
+
+
+def test_request_type_tbt_slo_must_be_positive_or_absent():
+    # a type built in code (trace binning, experiments) meets the same check as one read from a file
+    with pytest.raises(InputError, match="got 0.0") as info:
+        RequestType("a", 10, 5, 1.0, tbt_slo_s=0.0)
+    assert info.value.field == "types[a].tbt_slo_s"
+    assert RequestType("a", 10, 5, 1.0, tbt_slo_s=1e-9).tbt_slo_s == 1e-9
+    assert RequestType("a", 10, 5, 1.0).tbt_slo_s is None
+
+
 @pytest.mark.parametrize("value", [True, 12.5, "12"])
 def test_request_type_lengths_must_be_integers(value):
     with pytest.raises(InputError, match="integer number of tokens") as info:
