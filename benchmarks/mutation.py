@@ -21,9 +21,9 @@ How it works (too slow for CI: rerun it whenever those modules change):
    as killed by timeout).
    A mutant no test reaches survives without a run ("not covered").
    Confirmation pass: `--max-tests` caps that selection; a mutant surviving the capped selection
-   then runs the rest of it (the same rule, uncapped: its kills are listed apart in the report),
-   so a survivor has passed every test that calls its function. `--no-confirm` skips it; a listed
-   equivalent (out of the score either way) skips it too.
+   then runs up to `--confirm` more of it (the same ranking; its kills are listed apart in the
+   report, and so is how many of a survivor's tests were still left out). A listed equivalent (out
+   of the score either way) skips it.
 5. Score = killed / (mutants − equivalent mutants); equivalents are listed in
    `mutation_equivalents.py` with why, matched by file, source line text and edit.
 """
@@ -287,7 +287,7 @@ def run_tests(tree: Path, tests: list[str], base: dict, budget: float) -> dict:
 
 
 def run_mutants(tree: Path, mutants: list[Mutant], base: dict, log, max_tests: int, checkpoint,
-                confirm: bool = True) -> list[dict]:
+                confirm: int = 0) -> list[dict]:
     failing = set(base["failed"])
     by_function: dict = {}
     by_file: dict = {}
@@ -319,9 +319,12 @@ def run_mutants(tree: Path, mutants: list[Mutant], base: dict, log, max_tests: i
                 rest = every[len(tests):]
                 listed = reason_for(m.path, entry["source_line"], m.original, m.replacement)
                 if entry["status"] == "survived" and rest and confirm and not listed:
-                    # confirmation pass: a survivor of the capped selection runs the rest of the tests
-                    # that call its function (the same rule, uncapped); a kill here is reported as such
-                    entry["tests_beyond_cap"] = len(rest)
+                    # confirmation pass: a survivor of the capped selection runs more of the tests that
+                    # call its function (the same ranking, at most `confirm` more); a kill here is
+                    # reported as such, and the tests still left out are counted
+                    entry["tests_beyond_cap"] = min(len(rest), confirm)
+                    entry["tests_not_run"] = max(0, len(rest) - confirm)
+                    rest = rest[:confirm]
                     again = run_tests(tree, rest, base, 4 * sum(base["durations"].get(t, 1.0) for t in rest) + 90)
                     if again["status"] != "survived":
                         entry.update(again, killed_beyond_cap=True)
@@ -408,8 +411,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sample", type=int, default=400, help="mutants to draw (0: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-tests", type=int, default=40, help="tests run per mutant at most (0: all)")
-    ap.add_argument("--no-confirm", action="store_true",
-                    help="skip the confirmation pass (a survivor of the capped selection running the rest of its tests)")
+    ap.add_argument("--confirm", type=int, default=200, metavar="N",
+                    help="confirmation pass: a survivor of the capped selection runs up to N more of its tests (0: none)")
     ap.add_argument("--only", default="", help="comma-separated module paths (default: every target)")
     ap.add_argument("--out", default="docs/mutation.md")
     ap.add_argument("--json", default="docs/mutation.json")
@@ -448,7 +451,7 @@ def main(argv=None) -> int:
         def document(results, partial):
             return {
                 "command": command, "seed": args.seed, "sample": args.sample, "max_tests": args.max_tests,
-                "confirm": not args.no_confirm,
+                "confirm": args.confirm,
                 "machine": machine(), "wall_s": round(time.monotonic() - started, 1), "partial": partial,
                 "mutants_total": {p: len(v) for p, v in all_mutants.items()},
                 "baseline_failing": base["failed"], "baseline_tests": len(base["durations"]),
@@ -459,7 +462,7 @@ def main(argv=None) -> int:
             (ROOT / args.json).write_text(json.dumps(document(results, True), indent=1) + "\n")
 
         results = run_mutants(tree, chosen, base, lambda s: print(s, flush=True), args.max_tests, checkpoint,
-                              confirm=not args.no_confirm)
+                              confirm=args.confirm)
         confirm_kills(tree, results, lambda s: print(s, flush=True))
     doc = document(results, False)
     if previous is not None:  # the first pass's killed mutants stand; its survivors are replaced

@@ -41,6 +41,7 @@ def render(doc: dict) -> str:
         by_module[r["path"]].append(r)
     killed, equivalent, scored, score = _score(results)
     beyond = [r for r in results if r.get("killed_beyond_cap")]
+    short = [r for r in results if r["status"] in ("survived", "not covered") and r.get("tests_not_run")]
     m = doc["machine"]
     lines = [
         "# Mutation score",
@@ -64,9 +65,10 @@ def render(doc: dict) -> str:
           if doc.get("rechecks") else []),
         f"Each mutant runs the tests that call its function, at most {doc.get('max_tests') or 'all'} of them (those of the "
         "test files that import its module first, then the fastest), stopping at the first failure; "
-        + (f"a mutant surviving that capped selection then runs the rest of those tests (confirmation pass: "
-           f"{len(beyond)} of the kills come from it, listed below), so every survivor passed every test that "
-           "calls its function (module-level code: every test touching its module or importing it)."
+        + (f"a mutant surviving that capped selection then runs up to {doc['confirm']} more of those tests "
+           f"(confirmation pass: {len(beyond)} of the kills come from it, listed below; "
+           + (f"{len(short)} survivor(s) still had tests left out after it, marked below, so the score stays a lower bound)."
+              if short else "no survivor had tests left out after it).")
            if doc.get("confirm") else
            "a survivor might still be killed by a test beyond the cap, so the score is a lower bound."),
         "",
@@ -104,7 +106,8 @@ def render(doc: dict) -> str:
     for title, status in groups:
         rows = [r for r in results if r["status"] == status]
         lines += ["", f"## {title} ({len(rows)})", ""]
-        lines += [f"- {_mutant(r)}" for r in rows] or ["None."]
+        lines += [f"- {_mutant(r)}" + (f" ({r['tests_not_run']} of its tests not run)" if r.get("tests_not_run") else "")
+                  for r in rows] or ["None."]
     rows = [r for r in results if r["status"] == "equivalent"]
     lines += ["", f"## Equivalent mutants ({len(rows)})", ""]
     lines += [f"- {_mutant(r)} — {r['equivalent_because']}" for r in rows] or ["None."]

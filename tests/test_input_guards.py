@@ -94,6 +94,24 @@ def test_model_shapes_match_the_published_configs(name, shape, kv_bytes):
     assert m.head_dim == 128 and m.kv_bytes_per_token == kv_bytes
 
 
+@pytest.mark.parametrize(("name", "rope_theta"), [("llama-2-7b", 10000.0), ("llama-2-13b", 10000.0), ("llama-3-8b", 500000.0)])
+def test_rope_base_and_norm_epsilon_match_the_published_configs(name, rope_theta):
+    # the GPU runtime builds its LlamaConfig from these: a wrong RoPE base or RMSNorm ε loads the
+    # real weights into a model that computes something else (config.json: rope_theta, rms_norm_eps)
+    m = model_spec(name)
+    assert (m.rope_theta, m.rms_norm_eps) == (rope_theta, 1e-5)
+
+
+def test_tiny_llama_shape_and_parameters_by_hand():
+    spec = model_spec("tiny-llama")
+    assert (spec.num_layers, spec.hidden_size, spec.intermediate_size, spec.num_attention_heads, spec.num_kv_heads,
+            spec.vocab_size, spec.max_position_embeddings) == (2, 64, 128, 4, 2, 256, 2048)
+    # per layer q, o (64·64 each), k, v (64·32 each), gate, up, down (64·128 each), two norms (64)
+    per_layer = 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128 + 2 * 64
+    assert spec.param_count == 2 * per_layer + 2 * 256 * 64 + 64 == 106_816  # + embeddings, lm head, final norm
+    assert spec.weight_bytes == 2 * 106_816
+
+
 def test_llama_3_context_and_rope_and_unknown_model():
     m = MODEL_SPECS["llama-3-8b"]
     assert (m.max_position_embeddings, m.rope_theta) == (8192, 500000.0)
