@@ -269,3 +269,20 @@ def test_json_errors_raised_while_parsing_name_the_file():
         parse_json('{"a": 1, "a": 2}', what="policy file", source="p.json")
     assert info.value.source == "p.json" and info.value.field == "a"
     assert str(info.value).startswith("p.json, field 'a': key 'a' appears twice")
+
+
+def test_nesting_limit_counts_whole_levels_of_brackets_and_indentation():
+    from fluid.file_input import MAX_NESTING, check_nesting
+
+    def refused(text):
+        try:
+            check_nesting(text, what="workload file", source="w.yaml")
+        except InputError as err:
+            return str(err)
+        return None
+
+    assert refused("[" * MAX_NESTING + "]" * MAX_NESTING) is None  # exactly the limit
+    assert f"(found {MAX_NESTING + 1})" in refused("[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1))
+    # two spaces (or "- ") per level; an odd space left over is not a level
+    assert refused(" " * (2 * MAX_NESTING + 1) + "v: 1\n") is None
+    assert f"nests more than {MAX_NESTING} levels deep (found {MAX_NESTING + 1});" in refused(" " * (2 * MAX_NESTING + 3) + "v: 1\n")
