@@ -86,6 +86,8 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "`_counted` only tells shape() whether every item went through the counting paths; a count that is wrong makes it recount the items, which gives the same BatchShape (the only direct change of items, RAD's filter, follows reserve_decodes calls only, so the mutated count is ≤ 0 and never equals a length): slower, same result",
     ('runtime/schedulers/queues.py', 'NO_BUDGET = 1 << 62  # stands for "no token budget" inside the running pass', '62->61'):
         "a sentinel that only has to exceed every token count of one pass (2^61 ≈ 2.3·10^18 tokens does as well as 2^62), and it never leaves the pass: the pass returns None for 'no budget'",
+    ('runtime/schedulers/cohorts.py', 'if t < due[idx]:', '<-><='):
+        "a running minimum: at t = due[idx] the assignment writes the value already there",
 }
 
 
