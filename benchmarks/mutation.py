@@ -20,6 +20,10 @@ How it works (too slow for CI: rerun it whenever those modules change):
    running past 4× the baseline time of its tests + 90 s (collection included) is killed (counted
    as killed by timeout).
    A mutant no test reaches survives without a run ("not covered").
+   Confirmation pass: `--max-tests` caps that selection; a mutant surviving the capped selection
+   then runs up to `--confirm` more of it (the same ranking; its kills are listed apart in the
+   report, and so is how many of a survivor's tests were still left out). A listed equivalent (out
+   of the score either way) skips it.
 5. Score = killed / (mutants − equivalent mutants); equivalents are listed in
    `mutation_equivalents.py` with why, matched by file, source line text and edit.
 """
@@ -45,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from mutation_equivalents import reason_for  # noqa: E402
 from mutation_ops import Mutant, find_mutants  # noqa: E402
 from mutation_report import render  # noqa: E402
 
@@ -52,7 +57,7 @@ TARGETS = ("fluid/*.py", "thresholds/*.py", "runtime/schedulers/*.py", "runtime/
            "runtime/metrics.py")
 SKIPPED_TESTS = ("tests/test_gpu_*.py", "tests/test_checkpoint_loading.py", "tests/test_import_boundaries.py")
 # the parent imported hypothesis before pytest could rewrite its plugin: that warning is expected
-RUNNER_FILES = ("benchmarks/mutation", "docs/mutation.")  # the runner and its outputs: no test reads them
+RUNNER_FILES = ("benchmarks/mutation", "docs/mutation")  # the runner and its outputs (every seed's page): no test reads them
 OPEN = ("survived", "not covered", "equivalent", "line gone")  # what --recheck runs again
 PYTEST_ARGS = ["-q", "-p", "no:cacheprovider", "--hypothesis-seed=0", "-o", "addopts=--strict-markers",
                "-W", "ignore::pytest.PytestAssertRewriteWarning"]
@@ -268,7 +273,21 @@ def tests_for(mutant: Mutant, base: dict, by_function: dict, by_file: dict, dire
     return ranked[:max_tests] if max_tests else ranked
 
 
-def run_mutants(tree: Path, mutants: list[Mutant], base: dict, log, max_tests: int, checkpoint) -> list[dict]:
+def run_tests(tree: Path, tests: list[str], base: dict, budget: float) -> dict:
+    """Run `tests` on the (mutated) copy, stopping at the first failure: the mutant's status."""
+    result, timed_out = run_child(tree, ["-x"] + tests, _FirstFailure(),
+                                  lambda p, code: {"code": code, "by": p.nodeid}, budget)
+    if timed_out:
+        return {"status": "killed (timeout)"}
+    if result is None:
+        return {"status": "killed (crash)"}
+    if result["code"] == 0:
+        return {"status": "survived"}
+    return {"status": "killed", "killed_by": result["by"]}
+
+
+def run_mutants(tree: Path, mutants: list[Mutant], base: dict, log, max_tests: int, checkpoint,
+                confirm: int = 0) -> list[dict]:
     failing = set(base["failed"])
     by_function: dict = {}
     by_file: dict = {}
@@ -282,7 +301,8 @@ def run_mutants(tree: Path, mutants: list[Mutant], base: dict, log, max_tests: i
     results = []
     originals: dict[str, bytes] = {}
     for i, m in enumerate(mutants, 1):
-        tests = tests_for(m, base, by_function, by_file, direct, max_tests)
+        every = tests_for(m, base, by_function, by_file, direct, 0)
+        tests = every[:max_tests] if max_tests else every
         entry = {"key": m.key, "path": m.path, "line": m.line, "operator": m.operator, "original": m.original,
                  "replacement": m.replacement, "function": m.function, "tests": len(tests)}
         src_path = tree / m.path
@@ -295,25 +315,28 @@ def run_mutants(tree: Path, mutants: list[Mutant], base: dict, log, max_tests: i
             budget = 4 * sum(base["durations"].get(t, 1.0) for t in tests) + 90  # + collecting the test files
             src_path.write_bytes(m.apply(source))
             try:
-                result, timed_out = run_child(tree, ["-x"] + tests, _FirstFailure(),
-                                              lambda p, code: {"code": code, "by": p.nodeid}, budget)
+                entry.update(run_tests(tree, tests, base, budget))
+                rest = every[len(tests):]
+                listed = reason_for(m.path, entry["source_line"], m.original, m.replacement)
+                if entry["status"] == "survived" and rest and confirm and not listed:
+                    # confirmation pass: a survivor of the capped selection runs more of the tests that
+                    # call its function (the same ranking, at most `confirm` more); a kill here is
+                    # reported as such, and the tests still left out are counted
+                    entry["tests_beyond_cap"] = min(len(rest), confirm)
+                    entry["tests_not_run"] = max(0, len(rest) - confirm)
+                    rest = rest[:confirm]
+                    again = run_tests(tree, rest, base, 4 * sum(base["durations"].get(t, 1.0) for t in rest) + 90)
+                    if again["status"] != "survived":
+                        entry.update(again, killed_beyond_cap=True)
             finally:
                 src_path.write_bytes(source)
-            if timed_out:
-                entry["status"] = "killed (timeout)"
-            elif result is None:
-                entry["status"] = "killed (crash)"
-            elif result["code"] == 0:
-                entry["status"] = "survived"
-            else:
-                entry["status"] = "killed"
-                entry["killed_by"] = result["by"]
         entry["seconds"] = round(time.monotonic() - start, 2)
         results.append(entry)
         if i % 10 == 0:
             checkpoint(results)
         log(f"[{i}/{len(mutants)}] {entry['status']:<16} {m.path}:{m.line} {m.original!r}->{m.replacement!r} "
-            f"({len(tests)} tests, {entry['seconds']} s)")
+            f"({len(tests)} tests{' + %d beyond the cap' % entry['tests_beyond_cap'] if 'tests_beyond_cap' in entry else ''}"
+            f", {entry['seconds']} s)")
     return results
 
 
@@ -388,6 +411,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sample", type=int, default=400, help="mutants to draw (0: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-tests", type=int, default=40, help="tests run per mutant at most (0: all)")
+    ap.add_argument("--confirm", type=int, default=200, metavar="N",
+                    help="confirmation pass: a survivor of the capped selection runs up to N more of its tests (0: none)")
     ap.add_argument("--only", default="", help="comma-separated module paths (default: every target)")
     ap.add_argument("--out", default="docs/mutation.md")
     ap.add_argument("--json", default="docs/mutation.json")
@@ -426,6 +451,7 @@ def main(argv=None) -> int:
         def document(results, partial):
             return {
                 "command": command, "seed": args.seed, "sample": args.sample, "max_tests": args.max_tests,
+                "confirm": args.confirm,
                 "machine": machine(), "wall_s": round(time.monotonic() - started, 1), "partial": partial,
                 "mutants_total": {p: len(v) for p, v in all_mutants.items()},
                 "baseline_failing": base["failed"], "baseline_tests": len(base["durations"]),
@@ -435,7 +461,8 @@ def main(argv=None) -> int:
         def checkpoint(results):
             (ROOT / args.json).write_text(json.dumps(document(results, True), indent=1) + "\n")
 
-        results = run_mutants(tree, chosen, base, lambda s: print(s, flush=True), args.max_tests, checkpoint)
+        results = run_mutants(tree, chosen, base, lambda s: print(s, flush=True), args.max_tests, checkpoint,
+                              confirm=args.confirm)
         confirm_kills(tree, results, lambda s: print(s, flush=True))
     doc = document(results, False)
     if previous is not None:  # the first pass's killed mutants stand; its survivors are replaced

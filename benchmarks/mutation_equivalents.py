@@ -66,6 +66,28 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "at L = 1 the memory clause already fails: every FluidPoint/FluidArrays comes from `closed_form_arrays`, which sets M* = inf when L ≥ 1, and C is a finite token count",
     ('fluid/traces.py', 'idx = np.minimum((trace.arrival_s // bin_s).astype(np.int64), num_bins - 1)', '-->+'):
         "the clip never binds: the only TimestampTrace comes from `load_timestamp_trace`, with arrival_s = stamps − stamps[0] non-decreasing, so arrival_s // bin_s ≤ arrival_s[-1] // bin_s = num_bins − 1 (floor division is monotone)",
+    ('thresholds/tune.py', 'slacks = [s for s in SLACKS if s < 1 - point.load_factor]', '<-><='):
+        "equality needs 1 − L = s: for L ≥ 0.5 the subtraction is exact (Sterbenz) and 1 − 0.02, 1 − 0.05, 1 − 0.1 are not doubles, for L < 0.5 1 − L > 0.1; so only s = 0 at L = 1, where the extra candidate's solve raises (the load is not below ρ = 1) and the grid is empty either way: the same error",
+    ('thresholds/policy_parse.py', 'r.fail("capped." + (err.field or "adaptive"), str(err).split(": ", 1)[-1])', '-->'):
+        "every InputError AdaptiveSettings raises names its field (`adaptive.<key>`), so its text is \"field '…': message\" and split(': ', 1) has exactly two parts: [1] is [-1]",
+    ('thresholds/policy_parse.py', 'close = difflib.get_close_matches(key, known, n=1)', '1->2'):
+        "only close[0] is read: get_close_matches returns the n largest (score, word) pairs in descending order, so the first is the same for n = 1 and n = 2 (and the list is empty for both or neither)",
+    ('fluid/batch_time_fit.py', 'scale[scale == 0] = 1.0  # columns are scaled so tokens (1e5) and the constant (1) compare', '1.0->2.0'):
+        "the scale of an all-zero column: that column divided by 1 or 2 is the same zero column, so lstsq gets the same matrix and returns the same solution, whose entry for the zero column is the minimum-norm 0 (exactly 0.0 in 3,000 random trials); 0 / 1 = 0 / 2 and the sign test sees the same signs",
+    ('runtime/schedulers/mc_sf.py', 'if e >= last_step:', '>=->>'):
+        "at a tie e = last_step the extra loop pass computes the peak the original computes as `own` (same remaining sum and count), and each further tie and the final `own` subtract c + e, that request's KV tokens at instant e (≥ 0: prefill + decoded tokens + block slack): the maximum is the same",
+    ('runtime/schedulers/cohorts.py', 'if k < num and max_wait_s != math.inf:', '<-><='):
+        "at k = num the overdue loop `range(num − 1, k − 1, −1)` is empty and `return k` follows either way; the extra due_times_s call only computes (and caches until the queues change) the values it returns when called later",
+    ('runtime/schedulers/base.py', '_kv_tokens: int = field(default=0, init=False, repr=False)', 'False->True'):
+        "it only adds an optional `_kv_tokens=0` parameter to Batch(): every Batch is built as `Batch()` and none is copied with dataclasses.replace, so it starts at 0 either way (repr, eq and slots unchanged)",
+    ('runtime/schedulers/base.py', 'if total > held * kv.block_size and not kv.try_grow(request, num_new_tokens):', '>->>='):
+        "at equality the held blocks already cover the tokens: `try_grow` finds need = blocks_for(total) − held = 0 and returns True without changing anything",
+    ('runtime/schedulers/base.py', 'batch._counted += count', '+=->-='):
+        "`_counted` only tells shape() whether every item went through the counting paths; a count that is wrong makes it recount the items, which gives the same BatchShape (the only direct change of items, RAD's filter, follows reserve_decodes calls only, so the mutated count is ≤ 0 and never equals a length): slower, same result",
+    ('runtime/schedulers/queues.py', 'NO_BUDGET = 1 << 62  # stands for "no token budget" inside the running pass', '62->61'):
+        "a sentinel that only has to exceed every token count of one pass (2^61 ≈ 2.3·10^18 tokens does as well as 2^62), and it never leaves the pass: the pass returns None for 'no budget'",
+    ('runtime/schedulers/cohorts.py', 'if t < due[idx]:', '<-><='):
+        "a running minimum: at t = due[idx] the assignment writes the value already there",
 }
 
 

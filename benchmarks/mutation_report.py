@@ -40,6 +40,8 @@ def render(doc: dict) -> str:
     for r in results:
         by_module[r["path"]].append(r)
     killed, equivalent, scored, score = _score(results)
+    beyond = [r for r in results if r.get("killed_beyond_cap")]
+    short = [r for r in results if r["status"] in ("survived", "not covered") and r.get("tests_not_run")]
     m = doc["machine"]
     lines = [
         "# Mutation score",
@@ -62,8 +64,13 @@ def render(doc: dict) -> str:
             + "; ".join(f"`{r['command']}` ({r['wall_s'] / 60:.1f} min)" for r in doc["rechecks"]) + "."), ""]
           if doc.get("rechecks") else []),
         f"Each mutant runs the tests that call its function, at most {doc.get('max_tests') or 'all'} of them (those of the "
-        "test files that import its module first, then the fastest), stopping at the first failure; a survivor "
-        "might still be killed by a test beyond the cap, so the score is a lower bound.",
+        "test files that import its module first, then the fastest), stopping at the first failure; "
+        + (f"a mutant surviving that capped selection then runs up to {doc['confirm']} more of those tests "
+           f"(confirmation pass: {len(beyond)} of the kills come from it, listed below; "
+           + (f"{len(short)} survivor(s) still had tests left out after it, marked below, so the score stays a lower bound)."
+              if short else "no survivor had tests left out after it).")
+           if doc.get("confirm") else
+           "a survivor might still be killed by a test beyond the cap, so the score is a lower bound."),
         "",
         "## Score",
         "",
@@ -99,12 +106,16 @@ def render(doc: dict) -> str:
     for title, status in groups:
         rows = [r for r in results if r["status"] == status]
         lines += ["", f"## {title} ({len(rows)})", ""]
-        lines += [f"- {_mutant(r)}" for r in rows] or ["None."]
+        lines += [f"- {_mutant(r)}" + (f" ({r['tests_not_run']} of its tests not run)" if r.get("tests_not_run") else "")
+                  for r in rows] or ["None."]
     rows = [r for r in results if r["status"] == "equivalent"]
     lines += ["", f"## Equivalent mutants ({len(rows)})", ""]
     lines += [f"- {_mutant(r)} — {r['equivalent_because']}" for r in rows] or ["None."]
     if doc.get("notes"):  # hand-written, about this run only (a rerun drops them)
         lines += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
+    if beyond:
+        lines += ["", f"## Killed only in the confirmation pass, by a test beyond the cap ({len(beyond)})", ""]
+        lines += [f"- {_mutant(r)} (killed by `{r.get('killed_by', r['status'])}`)" for r in beyond]
     timeouts = [r for r in results if r["status"] != "killed" and r["status"] in KILLED]
     if timeouts:
         lines += ["", f"## Killed by timeout or crash ({len(timeouts)})", ""]

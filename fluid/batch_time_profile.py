@@ -64,9 +64,10 @@ class ProfileBatchTime:
         n, t = self.num_tokens, self.non_attention_s
         if new_tokens > n[-1]:
             # extrapolate with the slope over the table's upper half: the last two points alone
-            # are as noisy as one measurement
+            # are as noisy as one measurement. A half starting exactly at the first point is still
+            # inside the table; one below it is not measured, and the table is held flat instead
             half = n[-1] / 2
-            slope = (t[-1] - float(np.interp(half, n, t))) / (n[-1] - half) if half > n[0] else 0.0
+            slope = (t[-1] - float(np.interp(half, n, t))) / (n[-1] - half) if half >= n[0] else 0.0
             return t[-1] + max(slope, 0.0) * (new_tokens - n[-1])
         return float(np.interp(max(new_tokens, n[0]), n, t))
 

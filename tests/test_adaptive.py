@@ -362,6 +362,46 @@ def test_nested_adaptive_learns_the_lengths_of_finished_requests():
     assert len(sched.lengths.lengths(60.0)) >= 50  # finished requests in the window feed the shape
 
 
+@pytest.fixture(scope="module")
+def nested_adaptive_doc():
+    from validation.drift import solve_capped
+
+    w = Workload("n", 137_000, BT, (RequestType("s", 200, 20, 10.0), RequestType("l", 200, 200, 2.0)))
+    doc = solve_capped(w, "nested-wait", 12.0, {"window_s": 20.0, "period_s": 2.0})
+    doc["capped"]["adaptive"].update(max_rate_scale=1.5, min_completions=5)
+    return doc
+
+
+def _nested_adaptive(doc):
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.policy_file import policy_from_dict
+    from runtime.schedulers import make_scheduler
+
+    return make_scheduler("nested-wait-adaptive", KVBlockManager(137_000, 16), policy=policy_from_dict(doc))
+
+
+def test_nested_adaptive_clips_a_high_estimate_to_the_largest_rate_a_backlog_gets(nested_adaptive_doc):
+    sched = _nested_adaptive(nested_adaptive_doc)
+    quiet = sched.controller._resolve(20.0)  # nothing arrived: the solved rate fills the window
+    for i in range(2000):  # 100 requests/s against 12 solved for, above max_rate_scale 1.5 × 12
+        sched.rates.observe("all", i * 0.01)
+    clipped = sched.controller._resolve(20.0)
+    sched._backlog = lambda: True  # a backlog re-solves for max_rate_scale × the solved rate
+    assert clipped == sched.controller._resolve(20.0) == ({"all": 12}, 1.0)
+    assert quiet[0]["all"] < 12
+
+
+def test_nested_adaptive_uses_the_finished_lengths_from_exactly_min_completions_on(nested_adaptive_doc):
+    caps = []
+    for finished in (4, 5, 6):  # min_completions = 5
+        sched = _nested_adaptive(nested_adaptive_doc)
+        for i in range(finished):  # only long requests finished: the shape is (200, 200), not the solved mix
+            sched.lengths.observe(1.0 + i, 200, 200)
+        caps.append(sched.controller._resolve(10.0)[0]["all"])
+    assert caps[0] == _nested_adaptive(nested_adaptive_doc).controller._resolve(10.0)[0]["all"]  # 4: the solved shape
+    assert caps[1] == caps[2] != caps[0]
+
+
 # --- the drift experiments at smoke size ----------------------------------------------------------
 @pytest.mark.parametrize("name", ["step", "periodic", "azure-x10"])
 def test_drift_experiment_smoke_writes_the_documented_fields(tmp_path, name, capsys):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fluid.errors import EXIT_BAD_INPUT, EXIT_UNSTABLE
 from validation.cli import main
 
 WORKLOAD = """\
@@ -439,3 +440,10 @@ def test_bad_input_is_refused_cleanly(kind, name, cmd, tmp_path, monkeypatch, ca
 
 def test_there_are_at_least_300_cases():
     assert len(_cases()) >= 300
+
+
+def test_exit_codes_are_the_documented_numbers():
+    # scripts tell a bad input (2) from an unstable workload (3) by number (fluid/errors.py, README):
+    # the tests above compare with the constants, so the numbers themselves are pinned here
+    assert (EXIT_BAD_INPUT, EXIT_UNSTABLE) == (2, 3)
+    assert main(["fluid", "no-such-preset-xyz"]) == 2

@@ -76,6 +76,21 @@ def test_profile_is_monotone_in_kv_and_broadly_in_tokens(profile):
     assert profile.step_time_s(with_pairs) > profile.step_time_s(BatchShape(512, 512, 0, 1))
 
 
+def test_profile_extrapolates_with_its_upper_half_slope_by_hand():
+    from fluid.batch_time_profile import ProfileBatchTime
+
+    def beyond(num_tokens, times_s, new_tokens):
+        m = ProfileBatchTime(num_tokens, times_s, attn_s_per_kv_token=0.0, attn_s_per_prefill_pair=0.0)
+        return m.non_attention_time_s(new_tokens)
+
+    # upper half [64, 128] of a table from 32: slope (3 − 2) ms / 64 tokens, 128 tokens past the end
+    assert beyond((32, 64, 128), (1e-3, 2e-3, 3e-3), 256) == pytest.approx(3e-3 + 128 / 64 * 1e-3)
+    # the upper half starts exactly at the first point: still measured, the whole table's slope
+    assert beyond((64, 128), (1e-3, 2e-3), 256) == pytest.approx(2e-3 + 128 / 64 * 1e-3)
+    # the upper half would start below the table (100 > 75): no measured slope, held flat
+    assert beyond((100, 150), (1e-3, 2e-3), 300) == 2e-3
+
+
 def test_profile_linearisation_is_close_to_the_presets_numbers(profile):
     d0, d_kv, d_new = profile.linear_coefficients()
     assert 5e-3 < d0 < 12e-3  # the profile's 1-token time is 9.3 ms

@@ -56,6 +56,12 @@ def test_fit_recovers_a_known_model_and_reports_heldout_error():
     assert all(c >= 0 for c in fit.model.coefficients)
     # the fluid benchmark's linear3 is fitted to the model; its error is measured, not assumed
     assert fit.linear_vs_model_mape > 0.01 and fit.model.linear_coefficients() == fit.model.linear
+    # and against the measurements: the same linear3 over the rows, |lin − measured| / measured
+    from fluid.batch_time import Linear3BatchTime
+
+    lin = Linear3BatchTime(*fit.model.linear)
+    by_hand = sum(abs(lin.step_time_s(s) - y) / y for s, y, _ in data) / len(data)
+    assert fit.linear_vs_measured_mape == pytest.approx(by_hand, rel=1e-9)
 
 
 def test_linear3_cannot_fit_what_stepwise_does():
@@ -90,6 +96,18 @@ def test_bad_mapping_names_the_field(change, needle):
     with pytest.raises(InputError) as err:
         batch_time_from_dict(data, source="w.yaml")
     assert needle in str(err.value) and "w.yaml" in str(err.value)
+
+
+def test_a_bad_model_under_another_field_names_that_field_and_keeps_the_whole_message():
+    # the model's own check names `batch_time.token_buckets`; read as part of a larger file the
+    # error names the caller's field instead, and the message (which has a colon) stays whole
+    data = _model().to_dict()
+    data["token_buckets"] = [32, 16]
+    with pytest.raises(InputError) as err:
+        batch_time_from_dict(data, source="fleet.yaml", field="pools[1].batch_time")
+    assert err.value.field == "pools[1].batch_time.token_buckets" and err.value.source == "fleet.yaml"
+    assert str(err.value) == ("fleet.yaml, field 'pools[1].batch_time.token_buckets': must be strictly increasing "
+                              "positive integers (empty: no graphs), got (32, 16)")
 
 
 def test_simulator_runs_the_stepwise_model():

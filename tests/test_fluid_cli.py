@@ -147,3 +147,31 @@ def test_time_mean_is_the_trapezoid_average_by_hand():
     # t = 0, 1, 3; y = 0, 2, 4: area (0+2)/2·1 + (2+4)/2·2 = 7 over a span of 3
     assert _time_mean(np.array([0.0, 1.0, 3.0]), np.array([0.0, 2.0, 4.0])) == pytest.approx(7 / 3, rel=1e-15)
     assert _time_mean(np.array([2.0]), np.array([5.0])) == 5.0  # one sample: its value
+
+
+def test_memory_bound_ode_reports_the_queue_at_the_horizon(tmp_path, capsys):
+    from fluid.ode import simulate_fluid
+    from fluid.workload_io import load_workload
+
+    path = tmp_path / "tight.yaml"
+    path.write_text(STABLE.replace("137000", "20000"))
+    assert main(["fluid", str(path), "--json", "--ode", "30"]) == 3  # M* > C: prompts pile up in the queue
+    out = _json(capsys)
+    for policy in ("wait", "fcfs"):
+        queue = simulate_fluid(load_workload(str(path)), 30.0, policy=policy).queue_prompts
+        assert queue[1] == 0.0 and queue[-1] > 10  # empty at the start, a growing queue at 30 s
+        assert out["ode"][policy]["final_queue_prompts"] == pytest.approx(queue[-1], rel=1e-12)
+
+
+@pytest.mark.parametrize("prefill,decode,stable", [(600, 400, True), (600, 401, False)])
+def test_one_request_larger_than_c_is_unservable_and_exactly_c_fits(tmp_path, capsys, prefill, decode, stable):
+    path = tmp_path / "big.yaml"
+    # a rare type whose prompt plus output is exactly C = 1000 tokens, then one token more
+    path.write_text(STABLE.replace("137000", "1000").replace("rate_per_s: 20.0", "rate_per_s: 0.001")
+                    .replace("prefill: 512, decode: 200, rate_per_s: 3.0", f"prefill: {prefill}, decode: {decode}, rate_per_s: 0.001")
+                    .replace("prefill: 512, decode: 20", "prefill: 10, decode: 10"))
+    assert main(["fluid", str(path), "--json"]) == (0 if stable else 3)
+    out = _json(capsys)
+    assert out["stable"] is stable
+    if not stable:
+        assert out["advice"].startswith(f"one request of type 'long' needs 1001 KV tokens (prefill {prefill} + decode {decode})")

@@ -94,6 +94,24 @@ def test_model_shapes_match_the_published_configs(name, shape, kv_bytes):
     assert m.head_dim == 128 and m.kv_bytes_per_token == kv_bytes
 
 
+@pytest.mark.parametrize(("name", "rope_theta"), [("llama-2-7b", 10000.0), ("llama-2-13b", 10000.0), ("llama-3-8b", 500000.0)])
+def test_rope_base_and_norm_epsilon_match_the_published_configs(name, rope_theta):
+    # the GPU runtime builds its LlamaConfig from these: a wrong RoPE base or RMSNorm ε loads the
+    # real weights into a model that computes something else (config.json: rope_theta, rms_norm_eps)
+    m = model_spec(name)
+    assert (m.rope_theta, m.rms_norm_eps) == (rope_theta, 1e-5)
+
+
+def test_tiny_llama_shape_and_parameters_by_hand():
+    spec = model_spec("tiny-llama")
+    assert (spec.num_layers, spec.hidden_size, spec.intermediate_size, spec.num_attention_heads, spec.num_kv_heads,
+            spec.vocab_size, spec.max_position_embeddings) == (2, 64, 128, 4, 2, 256, 2048)
+    # per layer q, o (64·64 each), k, v (64·32 each), gate, up, down (64·128 each), two norms (64)
+    per_layer = 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128 + 2 * 64
+    assert spec.param_count == 2 * per_layer + 2 * 256 * 64 + 64 == 106_816  # + embeddings, lm head, final norm
+    assert spec.weight_bytes == 2 * 106_816
+
+
 def test_llama_3_context_and_rope_and_unknown_model():
     m = MODEL_SPECS["llama-3-8b"]
     assert (m.max_position_embeddings, m.rope_theta) == (8192, 500000.0)
@@ -161,6 +179,22 @@ def test_which_policies_read_output_lengths():
 
     knows = {name for name in SCHEDULERS if scheduler_class(name).uses_output_lengths}
     assert knows == {"wait", "wait-capped", "wait-adaptive", "orca", "mc-sf"}
+
+
+@pytest.mark.parametrize("name", ["", None, 3])
+def test_request_type_needs_a_non_empty_string_name(name):
+    with pytest.raises(InputError, match="a type needs a non-empty name") as info:
+        RequestType(name, 10, 5, 1.0)
+    assert info.value.field == "types[].name"
+
+
+def test_request_type_tbt_slo_must_be_positive_or_absent():
+    # a type built in code (trace binning, experiments) meets the same check as one read from a file
+    with pytest.raises(InputError, match="got 0.0") as info:
+        RequestType("a", 10, 5, 1.0, tbt_slo_s=0.0)
+    assert info.value.field == "types[a].tbt_slo_s"
+    assert RequestType("a", 10, 5, 1.0, tbt_slo_s=1e-9).tbt_slo_s == 1e-9
+    assert RequestType("a", 10, 5, 1.0).tbt_slo_s is None
 
 
 @pytest.mark.parametrize("value", [True, 12.5, "12"])
@@ -235,3 +269,20 @@ def test_json_errors_raised_while_parsing_name_the_file():
         parse_json('{"a": 1, "a": 2}', what="policy file", source="p.json")
     assert info.value.source == "p.json" and info.value.field == "a"
     assert str(info.value).startswith("p.json, field 'a': key 'a' appears twice")
+
+
+def test_nesting_limit_counts_whole_levels_of_brackets_and_indentation():
+    from fluid.file_input import MAX_NESTING, check_nesting
+
+    def refused(text):
+        try:
+            check_nesting(text, what="workload file", source="w.yaml")
+        except InputError as err:
+            return str(err)
+        return None
+
+    assert refused("[" * MAX_NESTING + "]" * MAX_NESTING) is None  # exactly the limit
+    assert f"(found {MAX_NESTING + 1})" in refused("[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1))
+    # two spaces (or "- ") per level; an odd space left over is not a level
+    assert refused(" " * (2 * MAX_NESTING + 1) + "v: 1\n") is None
+    assert f"nests more than {MAX_NESTING} levels deep (found {MAX_NESTING + 1});" in refused(" " * (2 * MAX_NESTING + 3) + "v: 1\n")

@@ -87,6 +87,25 @@ def test_step_metrics_composition_and_kv():
     assert m["evictions"] == 1
 
 
+def test_summary_counts_decode_tokens_and_request_steps_by_hand():
+    reqs = _requests()
+    for r, chunks in zip(reqs, ([1.0], [2.3, 2.5], [4.2])):  # request 1 prefilled in two chunks
+        r.prefill_chunk_end_s = chunks
+    s = summarize(SimResult(reqs, 5.2, 0, 0, StepLog(), 100), scheduler="x", warmup_s=0.0)
+    # every token after each request's first is a decode token: 2 + 3 + 1 over the whole run
+    assert s.overall_decode_throughput_tokens_per_s == pytest.approx(6 / 5.2)
+    # a request's steps: its prefill chunks plus its decode steps, (1 + 2) + (2 + 3) + (1 + 1)
+    assert s.request_steps == 10
+
+
+def test_prefill_token_fraction_of_a_one_token_prefill_is_one():
+    steps = StepLog()
+    steps.append(0.0, 1.0, BatchShape(1, 1, 0, 1), 16, 0)  # a one-token prompt, nothing decoding
+    assert step_metrics(steps, 64)["prefill_token_fraction"] == 1.0
+    steps.append(1.0, 2.0, BatchShape(1, 2, 1, 0), 16, 0)  # then its single decode token
+    assert step_metrics(steps, 64)["prefill_token_fraction"] == 0.5
+
+
 def test_mean_in_system():
     reqs = _requests()
     # in [0, 5.2]: sojourns 1.3 + 0.8 + 1.2 = 3.3

@@ -180,6 +180,28 @@ def test_atomic_folder_creates_missing_parents_and_reuses_existing_ones(tmp_path
     assert (sibling / "y.txt").read_text() == "2"
 
 
+def test_a_leftover_of_the_earlier_folder_that_cannot_be_removed_does_not_fail_the_write(tmp_path, monkeypatch):
+    import os
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text("{}", encoding="utf-8")  # an earlier run's folder
+    (out / "stuck.txt").write_text("old", encoding="utf-8")
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):  # the earlier folder's file cannot be deleted (say, on a share)
+        if os.fspath(path).endswith("stuck.txt"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    with atomic_folder(out) as tmp:
+        (tmp / "summary.json").write_text('{"new": 1}', encoding="utf-8")
+    # the new folder is in place and nothing was raised: only the old copy's cleanup was incomplete
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+    assert (out / "summary.json").read_text(encoding="utf-8") == '{"new": 1}'
+
+
 def test_print_json_indents_by_two_and_ends_with_a_newline(capsys):
     from fluid.cli_json import print_json
 

@@ -44,6 +44,15 @@ def test_many_lengths_are_binned_by_output_quantile_with_bin_means():
     assert abs(sum(types[k].decode for k in which) / outputs.sum() - 1) < 2e-3
 
 
+def test_binned_types_are_named_by_their_inclusive_output_range():
+    # 8 distinct lengths into 2 quantile bins of outputs: [1, 5) and [5, 9), named d1-4 and d5-8;
+    # each type has its bin's mean lengths, rounded (1.25 to a one-token prompt; 2.5, 6.5 to even)
+    prompts, outputs = [1, 1, 1, 2, 50, 60, 70, 80], [1, 2, 3, 4, 5, 6, 7, 8]
+    types, which = request_types(prompts, outputs, type_bins=2)
+    assert [(t.name, t.prefill, t.decode) for t in types] == [("d1-4", 1, 2), ("d5-8", 65, 6)]
+    assert which.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
 def test_replay_rates_count_each_type_per_bin_and_an_arrival_on_an_edge_opens_the_next_bin():
     rates = replay_rates([0.0, 4.0, 10.0, 19.9], [0, 1, 0, 0], 2, bin_s=10.0)
     assert rates.edges_s.tolist() == [0.0, 10.0, 20.0]

@@ -125,6 +125,18 @@ def _requests(n, rate=40.0):
     return [Request(i, float(t[i]), 30, 20, "t0" if i % 3 else "t1") for i in range(n)]
 
 
+def test_a_traced_run_counts_each_steps_requests_by_type():
+    from runtime.schedulers import make_scheduler
+
+    # one prefill step, then one step per output token; a request without a type counts as "?"
+    reqs = [Request(0, 0.0, 4, 3, "a"), Request(1, 0.0, 4, 3, "a"), Request(2, 0.0, 4, 1, "b"), Request(3, 0.0, 4, 2)]
+    res = simulate(make_scheduler("fcfs", KVBlockManager(1000, 16)), reqs, AffineBatchTime(0.01, 1e-5), trace=True)
+    assert res.steps.type_counts == [{"a": 2, "b": 1, "?": 1}, {"a": 2, "b": 1, "?": 1}, {"a": 2, "?": 1}, {"a": 2}]
+    untraced = simulate(make_scheduler("fcfs", KVBlockManager(1000, 16)), [Request(0, 0.0, 4, 3, "a")],
+                        AffineBatchTime(0.01, 1e-5))
+    assert untraced.steps.type_counts is None  # counting costs a pass over every batch: only on request
+
+
 def test_static_routers():
     reqs = _requests(300)
     groups = route_static(reqs, 3, "round-robin")

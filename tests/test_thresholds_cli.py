@@ -51,6 +51,11 @@ def test_solve_nested_auto_and_check(tmp_path, capsys):
     assert raw["service_rule"] == "continuous" and raw["options"]["segments_curve"]
     assert main(["check", str(out), _workload(tmp_path)]) == 0
     assert main(["check", str(out), _workload(tmp_path), "--rate-scale", "3"]) == 3
+    capsys.readouterr()
+    # without a workload file: the rates the policy was solved for, scaled the same way
+    assert main(["check", str(out), "--rate-scale", "3"]) == 3
+    assert "the policy's own rates × 3" in capsys.readouterr().out
+    assert main(["check", str(out), "--rate-scale", "0.5"]) == 0
 
 
 def test_batch_cap_violations_exit_3_unless_allowed(tmp_path, capsys):

@@ -221,6 +221,59 @@ def test_check_of_a_nested_file_adds_base_memory_and_buffer():
     assert conds["memory_within_capacity"].lhs == pytest.approx(inst.memory_policy_tokens + inst.buffer_tokens, rel=1e-9)
 
 
+@pytest.mark.parametrize("types,prefill", [
+    ([("a", 10, 3.0), ("b", 30, 1.0)], 15),  # (3·10 + 1·30) / 4
+    ([("a", 1, 3.0), ("b", 2, 1.0)], 1),  # 1.25 rounds to a one-token prompt, the shortest there is
+])
+def test_representative_prefill_is_the_rate_weighted_mean_rounded(types, prefill):
+    from thresholds.nested import instance_specs
+
+    w = _workload([RequestType(n, l, 5 + k, rate) for k, (n, l, rate) in enumerate(types)], capacity=10**8)
+    (spec,) = instance_specs(w, "representative")
+    assert spec.prefill_tokens == prefill and spec.type_names == ("a", "b")
+
+
+def test_nested_thresholds_settle_just_below_the_nested_load_limit():
+    # Nested WAIT's ΔT grows by Σλ·c per unit of n_1 (its "nested load", above L when η > 0); just
+    # below the rate where it reaches ρ the fixed point ΔT = d0 / (1 − load/ρ) is large but exists,
+    # and the iteration starts there: a start below it would climb past 1000× the start and give up
+    w = _workload([RequestType("s", 100, 10, 4.0), RequestType("l", 100, 100, 1.0)], d1_s=1e-4)
+    w = Workload("near", w.kv_capacity_tokens, Linear3BatchTime(0.01, 1e-7, 1e-4), w.types)
+    options = NestedOptions(slack=0.1, eta=0.9)
+
+    def over(scale):  # the nested load reaches ρ (L itself stays near 0.55)
+        try:
+            solve_nested_fixed(w.scaled(scale), options, 2)
+        except UnstableWorkloadError as err:
+            return "not below the target utilisation" in str(err)
+        return False
+
+    lo, hi = 1.0, 16.0
+    for _ in range(45):
+        lo, hi = (lo, (lo + hi) / 2) if over((lo + hi) / 2) else ((lo + hi) / 2, hi)
+    assert closed_form(w.scaled(lo)).load_factor < 0.6
+    sol = solve_nested_fixed(w.scaled(lo * 0.9999), options, 2)
+    assert sol.iteration_time_s == pytest.approx(0.01 / 1e-4, rel=0.02)  # d0 / (1 − 0.9999)
+    assert sol.instances[0].thresholds == (4700, 4653)
+
+
+def test_check_of_a_per_class_nested_file_gives_the_solvers_conditions():
+    # each workload type is listed in the instance of its prefill length: check rebuilds both
+    # instances from the file and finds the solver's conditions, instance by instance
+    from thresholds.build import nested_policy
+    from thresholds.verify import verify_policy
+
+    w = _workload([RequestType("a", 10, 5, 1.0), RequestType("b", 50, 4, 1.0)], d1_s=1e-5, capacity=10**8)
+    sol = solve_nested_fixed(w, NestedOptions(prefill_mode="per_class", slack=0.1), 1)
+    solved = {c.name: c for c in sol.conditions}
+    checked = {c.name: c for c in verify_policy(nested_policy(w, sol, allow_violations=True), w)}
+    assert {"iteration_time[prefill=10]", "iteration_time[prefill=50]"} <= set(solved) <= set(checked)
+    for name, c in solved.items():
+        assert (checked[name].lhs, checked[name].rhs) == pytest.approx((c.lhs, c.rhs), rel=1e-9), name
+    # check adds that the file's last stages cover each instance's decode lengths
+    assert checked["decode_lengths_covered[prefill=10]"].lhs == 5 and checked["decode_lengths_covered[prefill=50]"].holds
+
+
 def test_nested_over_memory_error_suggests_a_rate_scale_that_works():
     # M* fits C, the Nested thresholds do not: the message bisects for the largest rate scale
     # whose thresholds fit (from 0, not from 1) and that scale does fit, a little more does not

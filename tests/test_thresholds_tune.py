@@ -45,3 +45,15 @@ def test_tune_needs_the_capped_rule_and_records_its_choice(tmp_path, capsys):
     assert "tune: *" in err
     doc = json.loads((tmp_path / "p.json").read_text())
     assert doc["options"]["slack_rule"].startswith("tuned (")
+
+
+def test_the_grid_tries_every_slack_below_the_headroom_zero_included():
+    def slacks(load):
+        # C large enough that only the load limits the rate: every slack below 1 − L solves
+        w = Workload("grid", 10**6, AffineBatchTime(0.01, 2e-6), _workload().types)
+        w = w.scaled(load / closed_form(w).load_factor)
+        _, trials = tune(w, None, requests=100, seed=1)
+        return sorted({float(t.label.split(",")[0].removeprefix("slack ")) for t in trials})
+
+    assert slacks(0.7) == [0.0, 0.02, 0.05, 0.1]  # 1 − L = 0.3: the whole grid
+    assert slacks(0.93) == [0.0, 0.02, 0.05]  # 1 − L = 0.07: a slack of 0.1 would leave no load to serve

@@ -31,6 +31,19 @@ def test_length_trace_reader():
     assert np.median(t.prompt_tokens) == 1730 and np.median(t.output_tokens) == 415
 
 
+def test_rate_profile_by_hand_with_an_arrival_on_a_bin_edge():
+    from fluid.traces import TimestampTrace
+
+    ones = np.ones(5, dtype=np.int64)
+    trace = TimestampTrace("hand", ones, ones, np.array([0.0, 1.0, 5.0, 8.0, 8.5]))
+    t_s, rate = rate_profile(trace, 4.0)
+    # 8.5 s of arrivals in bins of 4 s: [0, 4), [4, 8), [8, 12); the arrival at 8.0 opens the third
+    assert t_s.tolist() == [0.0, 4.0, 8.0]
+    assert rate.tolist() == [2 / 4, 1 / 4, 2 / 4]
+    t_s, rate = rate_profile(trace, 8.5)  # one bin exactly as long as the trace: its end opens a second
+    assert t_s.tolist() == [0.0, 8.5] and rate.tolist() == [4 / 8.5, 1 / 8.5]
+
+
 def test_timestamp_trace_and_rate_profile():
     t = load_timestamp_trace(AZURE)
     assert len(t) == 19366 and t.arrival_s[0] == 0.0

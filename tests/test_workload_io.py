@@ -180,6 +180,8 @@ BAD_DOCUMENTS = [
     (_with("types.0.decode", 0), "types[0].decode", "0"),
     (_with("types.0.decode", True), "types[0].decode", "True"),
     (_with("types.0.tbt_slo_s", -0.1), "types[0].tbt_slo_s", "-0.1"),
+    (_with("types.0.tbt_slo_s", 0.0), "types[0].tbt_slo_s", "0.0"),  # an SLO of 0 s: no token meets it
+    (_with("types.0.name", ""), "types[0].name", "non-empty string"),
     (_with("types", []), "types", "non-empty"),
     (_with("types.1.name", "short"), "types", "unique"),
     (_with("kv_capacity_tokens", 0), "kv_capacity_tokens", "0"),
