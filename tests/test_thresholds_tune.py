@@ -47,6 +47,27 @@ def test_tune_needs_the_capped_rule_and_records_its_choice(tmp_path, capsys):
     assert doc["options"]["slack_rule"].startswith("tuned (")
 
 
+def test_tune_from_the_cli_writes_the_chosen_nested_wait_trial(tmp_path, capsys):
+    import re
+
+    path = tmp_path / "w.json"
+    w = _workload()
+    path.write_text(json.dumps({"name": "tune", "kv_capacity_tokens": 6000,
+                                "batch_time": {"kind": "affine", "d0_s": 0.01, "d1_s_per_token": 2e-6},
+                                "types": [{"name": t.name, "prefill": t.prefill, "decode": t.decode,
+                                           "rate_per_s": t.rate_per_s} for t in w.types]}))
+    assert main(["solve", str(path), "--policy", "nested-wait", "--service-rule", "capped", "--tune",
+                 "--tune-requests", "300", "-o", str(tmp_path / "p.json")]) == 0
+    err = capsys.readouterr().err
+    starred = [line for line in err.splitlines() if line.startswith("tune: *")]
+    assert len(starred) == 1  # exactly one trial is chosen
+    slack = float(re.search(r"slack ([0-9.]+)", starred[0]).group(1))
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert doc["policy"] == "nested_wait" and doc["service_rule"] == "capped"
+    assert doc["options"]["slack"] == slack  # the file holds the starred trial, not another
+    assert doc["options"]["slack_rule"].startswith(f"tuned (slack {starred[0].split('slack ')[1].split(',')[0]}")
+
+
 def test_the_grid_tries_every_slack_below_the_headroom_zero_included():
     def slacks(load):
         # C large enough that only the load limits the rate: every slack below 1 − L solves
