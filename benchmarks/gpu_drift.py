@@ -11,7 +11,13 @@ open loop on the wall clock), then simulates the same arrivals with the workload
 model. Policies, arrivals, the ODE benchmark and every recorded field are those of
 `fluidsched drift` (`validation/drift.py`), so the live runs read as the simulated ones do.
 
-The workload's C and batch time are the file's (`docs/default-h200.yaml`: calibrated on an H200);
+The workload's C and batch time are the file's (`docs/default-h200.yaml`: calibrated on an H200),
+or with `--calibration` the batch time of a calibration made on this machine first (the protocol
+of docs/benchmarks-gpu.md: a model from another host sizes the experiment for that host):
+
+    PYTHONPATH=. python benchmarks/gpu_fidelity.py --out-dir OUT --loads 0.5 --requests 300 --skip-steps
+    PYTHONPATH=. python benchmarks/gpu_drift.py --calibration OUT/calibration.json
+
 the pool is sized to C. When the pool is smaller (`--kv-tokens` below C, a CPU smoke test) C is
 lowered to the pool and the file says so.
 
@@ -55,7 +61,27 @@ def _args(argv):
     ap.add_argument("--max-requests", type=int, help="keep only the first N arrivals (smoke tests)")
     ap.add_argument("--schedulers", help="comma-separated subset of the experiment's schedulers")
     ap.add_argument("--no-warmup", action="store_true", help="skip the discarded warm-up run")
+    ap.add_argument("--calibration", type=Path,
+                    help="a calibration made on THIS machine in the same session (gpu_fidelity.py's OUT/calibration.json): "
+                         "its fluid batch time (linear3 fitted to the stepwise model with host terms) replaces the "
+                         "workload file's, so the experiment's fractions of θ* are of this machine's capacity")
     return ap.parse_args(argv)
+
+
+def _with_calibration(workload, path: Path):
+    """`workload` with the fluid batch time of a calibration file (its `batch_time`: after
+    gpu_fidelity's host terms, linear3 refitted to the full stepwise model)."""
+    from fluid.batch_time import batch_time_from_dict
+    from fluid.errors import InputError
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot read a calibration JSON: {err}", source=str(path), field="--calibration") from err
+    if not isinstance(doc, dict) or "batch_time" not in doc:
+        raise InputError("no `batch_time` in it; give gpu_fidelity.py's OUT/calibration.json or a `fluidsched calibrate` file",
+                         source=str(path), field="--calibration")
+    return dataclasses.replace(workload, batch_time=batch_time_from_dict(doc["batch_time"], source=str(path)))
 
 
 def _step_stats(res, batch_time) -> dict:
@@ -90,6 +116,8 @@ def main(argv=None) -> int:
         if args.max_requests is not None and args.max_requests < 1:
             raise InputError(f"must be ≥ 1, got {args.max_requests}", field="--max-requests")
         workload = load_workload(exp.workload)
+        if args.calibration is not None:
+            workload = _with_calibration(workload, args.calibration)
         engine, info = gpu_steps.build_engine(args.model, kv_tokens=args.kv_tokens or workload.kv_capacity_tokens,
                                               device=args.device)
     except InputError as err:
@@ -135,7 +163,8 @@ def _run(args, argv, t0, exp, workload, engine, info) -> int:
               "command": "PYTHONPATH=. python benchmarks/gpu_drift.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "smoke_test": bool(args.smoke or args.max_requests is not None or args.device != "cuda"),
               "kv_pool_tokens": pool_tokens, "kv_capacity_tokens": capacity, "kv_capacity_lowered_to_pool": reduced,
-              "batch_time": workload.batch_time.to_dict(), "seed": seed, "requests": len(proto),
+              "batch_time": workload.batch_time.to_dict(),
+              "batch_time_from": str(args.calibration) if args.calibration else exp.workload, "seed": seed, "requests": len(proto),
               "experiment": exp.name, "workload": exp.workload, "policy": exp.policy, "profile": exp.profile,
               "adaptive_overrides": exp.adaptive,
               "mean_rate_per_s": profile.mean_rate_per_s(), "peak_rate_per_s": profile.peak_rate_per_s(),

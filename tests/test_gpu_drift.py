@@ -58,3 +58,23 @@ def test_an_unknown_scheduler_is_refused_before_the_model_loads(tmp_path, capsys
     err = capsys.readouterr().err
     assert "['sarathi'] not in the experiment's schedulers" in err and "--schedulers" in err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_calibration_replaces_the_workload_files_batch_time(tmp_path):
+    calib = tmp_path / "calibration.json"
+    model = {"kind": "linear3", "d0_s": 0.004, "d_kv_s_per_token": 1.5e-7, "d_new_s_per_token": 2e-5}
+    calib.write_text(json.dumps({"batch_time": model, "table": []}))
+    out = tmp_path / "gpu-drift.json"
+    assert gpu_drift.main(SMOKE + ["--calibration", str(calib), "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["batch_time"] == model and data["batch_time_from"] == str(calib)
+
+
+@pytest.mark.parametrize("content, says", [("{", "cannot read a calibration JSON"), ('{"table": []}', "no `batch_time`")])
+def test_a_bad_calibration_is_refused_before_the_model_loads(tmp_path, capsys, content, says):
+    calib = tmp_path / "calibration.json"
+    calib.write_text(content)
+    assert gpu_drift.main(SMOKE + ["--calibration", str(calib), "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "--calibration" in err and str(calib) in err
+    assert not (tmp_path / "x.json").exists()
