@@ -55,7 +55,12 @@ def _peak_blocks_tokens(e: np.ndarray, k: np.ndarray, block: int) -> float:
     + [ρ + τ > B]: so at each t only the counts of alive residues ρ with ρ ≥ 1 and with ρ > B − τ
     are needed, which running counts per residue give for every departure point at once."""
     order = np.argsort(-e, kind="stable")
-    e, k = e[order], np.rint(k[order]).astype(np.int64)
+    return _peak_blocks_tokens_sorted(e[order], k[order], block)
+
+
+def _peak_blocks_tokens_sorted(e: np.ndarray, k: np.ndarray, block: int) -> float:
+    """`_peak_blocks_tokens` of lines already in order of decreasing e."""
+    k = np.rint(k).astype(np.int64)
     q, rho = np.divmod(k, block)
     a = np.floor(e / block)
     tau = e - a * block
@@ -173,7 +178,18 @@ class CappedScheduler(Scheduler):
         if self._plan_ends + end_new <= capacity:  # even every line at its end fits
             self._admit_to_plan(plan, end_new)
             return True
-        if _peak_blocks_tokens(plan[:, 0], plan[:, 1], self.kv.block_size) > capacity:
+        # the peak in tokens bounds the peak in blocks, Σ (k + t) ≤ Σ B⌈(k + t)/B⌉ < Σ (k + t + B), at
+        # every departure point: decide on the bounds where they agree (one sort), count blocks only
+        # where they do not
+        b = self.kv.block_size
+        e, k = plan[:, 0], plan[:, 1]
+        order = np.argsort(-e, kind="stable")
+        e, k = e[order], k[order]
+        alive = np.arange(1, len(e) + 1)
+        tokens = np.cumsum(k) + alive * e
+        if float(np.max(tokens)) > capacity:
+            return False
+        if float(np.max(tokens + alive * b)) > capacity and _peak_blocks_tokens_sorted(e, k, b) > capacity:
             return False
         self._admit_to_plan(plan, end_new)
         return True
