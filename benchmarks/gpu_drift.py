@@ -62,7 +62,7 @@ def _args(argv):
     ap.add_argument("--schedulers", help="comma-separated subset of the experiment's schedulers")
     ap.add_argument("--no-warmup", action="store_true", help="skip the discarded warm-up run")
     ap.add_argument("--calibration", type=Path,
-                    help="a calibration made on THIS machine in the same session (gpu_fidelity.py's OUT/calibration.json): "
+                    help="a calibration made on THIS machine just before (gpu_fidelity.py's OUT/calibration.json): "
                          "its fluid batch time (linear3 fitted to the stepwise model with host terms) replaces the "
                          "workload file's, so the experiment's fractions of θ* are of this machine's capacity")
     return ap.parse_args(argv)
