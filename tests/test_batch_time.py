@@ -239,3 +239,12 @@ def test_fit_takes_exactly_the_minimum_rows_and_reports_r2_by_hand():
     report = fit_linear(noisy, kind="affine")
     assert report.model.linear_coefficients()[:2] == pytest.approx((0.015, 5e-6))
     assert report.r2 == pytest.approx(0.25)
+
+
+def test_mlp_csv_without_an_embedding_column_adds_no_embedding_time(tmp_path):
+    path = tmp_path / "mlp.csv"
+    path.write_text("num_tokens,time_stats.mlp.median,time_stats.attn_pre_proj.median\n1,0.5,0.25\n8,1.0,0.5\n")
+    # 2 layers × (0.5 + 0.25) ms = 1.5 ms and 2 × 1.5 ms = 3 ms: nothing added for a missing embedding
+    assert read_mlp_csv(path, num_layers=2) == ((1, 8), (pytest.approx(1.5e-3), pytest.approx(3e-3)))
+    path.write_text("num_tokens,time_stats.mlp.median,time_stats.emb.median\n1,0.5,0.25\n8,1.0,0.5\n")
+    assert read_mlp_csv(path, num_layers=2) == ((1, 8), (pytest.approx(1.25e-3), pytest.approx(2.5e-3)))  # emb once
