@@ -358,3 +358,12 @@ def test_capped_nested_thetas_pair_each_segment_with_the_one_before():
     assert want is not None and want > 0
     assert sol.thetas == (None, want)
     assert sol.buffer_tokens is not None
+
+
+def test_wait_capped_refuses_a_request_whose_prompt_and_output_exceed_the_cache_and_takes_exactly_full():
+    # the capped rule keeps a request's whole output resident: prompt + output tokens must fit the cache
+    s = _wait([("a", 6, 4, 0.5)], capacity=10)
+    s.add_request(_req(0, prompt=6, output=4))  # 6 + 4 = 10 tokens: exactly the cache
+    with pytest.raises(InputError, match="kv_capacity_tokens") as info:
+        s.add_request(_req(1, prompt=6, output=5))  # 11 tokens, though the 6-token prompt alone fits
+    assert "11" in str(info.value)
