@@ -367,3 +367,13 @@ def test_wait_capped_refuses_a_request_whose_prompt_and_output_exceed_the_cache_
     with pytest.raises(InputError, match="kv_capacity_tokens") as info:
         s.add_request(_req(1, prompt=6, output=5))  # 11 tokens, though the 6-token prompt alone fits
     assert "11" in str(info.value)
+
+
+def test_a_decode_right_after_a_prefilling_resident_still_decodes_every_step():
+    # residents in admission order: 0 prefills its 6-token prompt in chunks of 2 while 1 (a 2-token
+    # prompt, done in step 0) decodes; the resident after a prefilling one must not be skipped
+    s = _wait([("a", 6, 3, 0.5), ("b", 2, 3, 0.5)], prefill_chunk_tokens=2, pace=False)
+    s.add_request(_req(0, prompt=6, output=3, type_name="a"))
+    s.add_request(_req(1, prompt=2, output=3, type_name="b"))
+    assert [_step(s, float(t)) for t in range(5)] == [
+        [(0, 2), (1, 2)], [(0, 2), (1, 1)], [(0, 2), (1, 1)], [(0, 1), (1, 1)], [(0, 1)]]
