@@ -19,7 +19,7 @@ from runtime.request import Request
 from runtime.schedulers import make_scheduler
 from runtime.sim import simulate
 from thresholds.build import nested_capped_policy, wait_capped_policy
-from thresholds.capped import cap_of, nested_resident_cap, wait_class_caps
+from thresholds.capped import cap_of, littles_law_cap, nested_resident_cap, wait_class_caps
 from thresholds.capped_solve import solve_nested_capped_auto, solve_wait_capped
 from thresholds.nested import NestedOptions
 
@@ -377,3 +377,14 @@ def test_a_decode_right_after_a_prefilling_resident_still_decodes_every_step():
     s.add_request(_req(1, prompt=2, output=3, type_name="b"))
     assert [_step(s, float(t)) for t in range(5)] == [
         [(0, 2), (1, 2)], [(0, 2), (1, 1)], [(0, 2), (1, 1)], [(0, 1), (1, 1)], [(0, 1)]]
+
+
+def test_littles_law_cap_by_hand_including_a_step_exactly_at_its_limit():
+    # L = 10 · 0.01 = 0.1, x = 0.1 / (1 − 0.1/0.9) = 0.1125 s, cap = ⌈10 · 0.1125 / 0.9⌉ = ⌈1.25⌉ = 2,
+    # dt = 0.1 + 2 · 0.01 = 0.12 s ≤ ρ · cap / stages = 0.18 s
+    cap, dt = littles_law_cap(10, 0.01, 0.1, 0.9)
+    assert cap == 2 and dt == pytest.approx(0.12)
+    # L = 0.5, ρ = 1: x = 0.2 s, cap = 2 exactly, dt = 0.2 s = ρ · cap / stages: the equality case is accepted
+    assert littles_law_cap(10, 0.05, 0.1, 1.0) == (2, 0.2)
+    with pytest.raises(ValueError, match="must be below ρ"):
+        littles_law_cap(10, 0.1, 0.1, 1.0)  # L = 1 = ρ
