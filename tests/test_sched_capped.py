@@ -388,3 +388,15 @@ def test_littles_law_cap_by_hand_including_a_step_exactly_at_its_limit():
     assert littles_law_cap(10, 0.05, 0.1, 1.0) == (2, 0.2)
     with pytest.raises(ValueError, match="must be below ρ"):
         littles_law_cap(10, 0.1, 0.1, 1.0)  # L = 1 = ρ
+
+
+def test_capped_nested_theorem_bound_requires_the_base_plus_the_buffer():
+    from thresholds.capped_solve import solve_nested_capped
+
+    w = Workload("two", 137_000, AffineBatchTime(0.01, 1e-7),
+                 (RequestType("short", 512, 20, 10.0), RequestType("long", 512, 50, 5.0)))
+    sol = solve_nested_capped(w, NestedOptions(segments=None, slack=0.1, memory_bound="theorem"), None)
+    assert sol.buffer_tokens > 0 and sol.base_memory_tokens > 0
+    assert sol.memory.theorem_tokens == sol.memory.required_tokens == sol.base_memory_tokens + sol.buffer_tokens
+    # the theorem's requirement is above both the expected and the worst case of the caps here
+    assert sol.memory.required_tokens > sol.memory.worst_case_tokens > sol.memory.expected_tokens
