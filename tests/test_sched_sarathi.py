@@ -165,6 +165,7 @@ def test_shortest_prompt_first_keeps_queue_order_among_equal_lengths_restarts_in
     d.evict()  # a restart of 3 + 0 + 1 = 4 tokens
     q.appendleft(d)
     q.appendleft(Request(9, 9.0, 5, 3))  # another restart to the front, length 5: before a and c
+    assert q.peek().request_id == q[0].request_id == 1 and len(q) == 5  # the head, left in place
     assert [q.popleft().request_id for _ in range(5)] == [1, 3, 9, 0, 2]
 
 
