@@ -98,6 +98,10 @@ EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
         "`range(1, m + 2)` adds one edge, round((m+1)·longest/m) > longest; the largest length at or below it "
         "is `longest`, already chosen by edge m = longest, and `chosen` is a set (the `range(1` at column 57 "
         "is not equivalent: it drops the first edge, and tests/test_thresholds_nested.py sees that)",
+    ('runtime/schedulers/cohorts.py', 'for idx in range(num - 1, k - 1, -1):', '1->2', 30):
+        "the loop's stop `k − 2` adds one pass, idx = k − 1: for k ≥ 1 it can only `return k`, what the fall-through "
+        "returns; for k = 0 it reads due[-1] = due[num − 1], which the first pass already found not overdue "
+        "(else it returned num). The `num − 1` at column 23 is not equivalent (it skips the last segment)",
 }
 
 
