@@ -122,3 +122,12 @@ def test_simulator_runs_the_stepwise_model():
     assert all(r.finished for r in reqs)
     assert res.end_s > 6 * TRUE[0]  # every step paid at least c0
     assert len(TERMS) == len(TRUE)
+
+
+def test_an_eager_step_pays_eager_s_once_and_eager_s_per_seq_per_sequence_by_hand():
+    # only the eager terms set: 1 ms per eager step plus 0.1 ms per sequence in it
+    coef = tuple(1e-3 if t == "eager_s" else 1e-4 if t == "eager_s_per_seq" else 0.0 for t in TERMS)
+    m = StepwiseBatchTime(coef, (1, 2), (16,), 2, 4)
+    assert m.step_time_s(BatchShape(8, 100, 8, 0)) == pytest.approx(1e-3 + 8 * 1e-4)  # 8 decodes: past the graphs
+    assert m.step_time_s(BatchShape(40, 100, 1, 3)) == pytest.approx(1e-3 + 4 * 1e-4)  # 3 prefills > max_prefills
+    assert m.step_time_s(BatchShape(2, 100, 2, 0)) == 0.0  # a captured decode graph: nothing eager
