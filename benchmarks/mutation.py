@@ -317,7 +317,7 @@ def run_mutants(tree: Path, mutants: list[Mutant], base: dict, log, max_tests: i
             try:
                 entry.update(run_tests(tree, tests, base, budget))
                 rest = every[len(tests):]
-                listed = reason_for(m.path, entry["source_line"], m.original, m.replacement)
+                listed = reason_for(m.path, entry["source_line"], m.original, m.replacement, entry["column"])
                 if entry["status"] == "survived" and rest and confirm and not listed:
                     # confirmation pass: a survivor of the capped selection runs more of the tests that
                     # call its function (the same ranking, at most `confirm` more); a kill here is

@@ -3,6 +3,8 @@
 Each entry: (file, the stripped source line, "original->replacement") and why. A mutant matching an
 entry is left out of the score and listed with its reason; an entry that no longer matches any
 mutant is harmless (the line changed). Add an entry only with the reason a test cannot fail.
+`EQUIVALENTS_AT` adds the column within the stripped line, for a line where the same edit of
+another token is not equivalent.
 """
 
 CACHE = "a cache's size: only how many parsed results are kept, never what is returned"
@@ -90,6 +92,19 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "a running minimum: at t = due[idx] the assignment writes the value already there",
 }
 
+EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
+    ('thresholds/segments.py', 'edges = [round(k * longest / num_segments) for k in range(1, num_segments + 1)]',
+     '1->2', 76):
+        "`range(1, m + 2)` adds one edge, round((m+1)·longest/m) > longest; the largest length at or below it "
+        "is `longest`, already chosen by edge m = longest, and `chosen` is a set (the `range(1` at column 57 "
+        "is not equivalent: it drops the first edge, and tests/test_thresholds_nested.py sees that)",
+    ('runtime/schedulers/cohorts.py', 'for idx in range(num - 1, k - 1, -1):', '1->2', 30):
+        "the loop's stop `k − 2` adds one pass, idx = k − 1: for k ≥ 1 it can only `return k`, what the fall-through "
+        "returns; for k = 0 it reads due[-1] = due[num − 1], which the first pass already found not overdue "
+        "(else it returned num). The `num − 1` at column 23 is not equivalent (it skips the last segment)",
+}
 
-def reason_for(path: str, source_line: str, original: str, replacement: str) -> str | None:
-    return EQUIVALENTS.get((path, source_line, f"{original}->{replacement}"))
+
+def reason_for(path: str, source_line: str, original: str, replacement: str, column: int | None = None) -> str | None:
+    at = EQUIVALENTS_AT.get((path, source_line, f"{original}->{replacement}", column)) if column is not None else None
+    return at or EQUIVALENTS.get((path, source_line, f"{original}->{replacement}"))

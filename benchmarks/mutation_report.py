@@ -13,7 +13,7 @@ def classify(results: list[dict]) -> None:
     """Mark the survivors that are listed equivalents (in place)."""
     for r in results:
         if r["status"] in ("survived", "not covered"):
-            why = reason_for(r["path"], r["source_line"], r["original"], r["replacement"])
+            why = reason_for(r["path"], r["source_line"], r["original"], r["replacement"], r.get("column"))
             if why:
                 r["status"], r["equivalent_because"] = "equivalent", why
 

@@ -433,3 +433,20 @@ def test_drift_refuses_an_unknown_key(tmp_path, capsys):
     bad.write_text("name: x\nworkload: p512d20\npolicy: wait\nprofile: {kind: steps, edges_s: [0, 10], scales: [0.5]}\nseed: 1\n")
     assert main(["drift", str(bad), "--out", str(tmp_path / "o.json")]) == 2
     assert "unknown key(s) ['seed']" in capsys.readouterr().err
+
+
+def test_nested_cap_with_slack_and_a_binding_memory_matches_solve():
+    from thresholds.capped_solve import solve_nested_capped
+    from thresholds.nested import NestedOptions
+
+    shape = RequestShape.of_lengths([(512, 20)])
+    sol = solve_nested_capped(Workload("w", 137_000, BT, (RequestType("a", 512, 20, 20.0),)),
+                              NestedOptions(segments=None, slack=0.1, eta=0.0), None)
+    assert sol.resident_cap == 12  # ρ = 0.9 (at slack 0 the cap is smaller)
+    assert resolve_nested_cap(20.0, shape, SolveRule(0.1, "expected", None, 137_000, BT), 532) == (12, 1.0)
+    # C below the expected memory at 20/s (≈ 5946 tokens): the rate is scaled down until it fits
+    cap, scale = resolve_nested_cap(20.0, shape, SolveRule(0.1, "expected", None, 5900, BT), 532)
+    assert scale < 1
+    at = solve_nested_capped(Workload("w", 5900, BT, (RequestType("a", 512, 20, 20.0 * scale),)),
+                             NestedOptions(segments=None, slack=0.1, eta=0.0), None)
+    assert at.resident_cap == cap and at.memory.expected_tokens <= 5900 < sol.memory.expected_tokens

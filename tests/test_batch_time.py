@@ -221,3 +221,30 @@ def test_profile_mlp_csv_must_be_a_non_empty_path():
         with pytest.raises(InputError, match="must be a file path or builtin:NAME") as info:
             profile_from_dict({"mlp_csv": bad, "num_layers": 2}, source="w.yaml", field="batch_time", base_dir=None)
         assert info.value.field == "batch_time.mlp_csv"
+
+
+def test_fit_takes_exactly_the_minimum_rows_and_reports_r2_by_hand():
+    # two rows determine an affine model, three a linear3 one: exactly the minimum is enough
+    exact = [(BatchShape(1, 0, 1, 0), 0.01), (BatchShape(1, 1000, 1, 0), 0.02)]
+    report = fit_linear(exact, kind="affine")
+    assert report.num_rows == 2 and report.model.linear_coefficients()[:2] == pytest.approx((0.01, 1e-5))
+    three = [(BatchShape(1, 0, 1, 0), 0.01), (BatchShape(1, 1000, 1, 0), 0.02), (BatchShape(2, 0, 2, 0), 0.015)]
+    fitted = fit_linear(three, kind="linear3")
+    assert fitted.num_rows == 3 and fitted.model.linear_coefficients() == pytest.approx((0.005, 1e-5, 0.005))
+    with pytest.raises(InputError, match="at least 2 rows, got 1"):
+        fit_linear(exact[:1], kind="affine")
+    # kv 0, 1000, 2000 with times 0.01, 0.03, 0.02: the line through them is 0.015 + 5e-6·kv,
+    # residuals -0.005, +0.01, -0.005, so ss_res = 1.5e-4, ss_tot = 2e-4 and r² = 1 − 0.75 = 0.25
+    noisy = [(BatchShape(1, 0, 1, 0), 0.01), (BatchShape(1, 1000, 1, 0), 0.03), (BatchShape(1, 2000, 1, 0), 0.02)]
+    report = fit_linear(noisy, kind="affine")
+    assert report.model.linear_coefficients()[:2] == pytest.approx((0.015, 5e-6))
+    assert report.r2 == pytest.approx(0.25)
+
+
+def test_mlp_csv_without_an_embedding_column_adds_no_embedding_time(tmp_path):
+    path = tmp_path / "mlp.csv"
+    path.write_text("num_tokens,time_stats.mlp.median,time_stats.attn_pre_proj.median\n1,0.5,0.25\n8,1.0,0.5\n")
+    # 2 layers × (0.5 + 0.25) ms = 1.5 ms and 2 × 1.5 ms = 3 ms: nothing added for a missing embedding
+    assert read_mlp_csv(path, num_layers=2) == ((1, 8), (pytest.approx(1.5e-3), pytest.approx(3e-3)))
+    path.write_text("num_tokens,time_stats.mlp.median,time_stats.emb.median\n1,0.5,0.25\n8,1.0,0.5\n")
+    assert read_mlp_csv(path, num_layers=2) == ((1, 8), (pytest.approx(1.25e-3), pytest.approx(2.5e-3)))  # emb once

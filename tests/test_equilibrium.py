@@ -89,3 +89,15 @@ def test_hundred_thousand_types_vectorised():
     assert arr.load_factor == pytest.approx(L, rel=1e-10)
     assert arr.memory_star_tokens == pytest.approx(0.01 / (1 - L) * lam_a, rel=1e-10)
     assert arr.prompts_per_stage.shape == (m,)
+
+
+def test_memory_exactly_at_capacity_is_stable_one_token_less_is_not():
+    # dyadic numbers, so M* = λ·a·ΔT* = 2·15·1.0 = 30 tokens exactly (a = (1+1)(7+1/2) = 15, L = 30/64)
+    types = (RequestType("a", 7, 1, 2.0),)
+    at = closed_form(Workload("edge", 30, AffineBatchTime(0.53125, 1 / 64), types))
+    assert at.memory_star_tokens == 30.0 and at.load_factor == 0.46875
+    assert at.stable and at.capacity_scale == 1.0
+    full = closed_form_full(Workload("edge", 30, AffineBatchTime(0.53125, 1 / 64), types))  # the vector path
+    assert full.memory_star_tokens == 30.0 and full.stable
+    for short in (closed_form, closed_form_full):
+        assert not short(Workload("edge", 29, AffineBatchTime(0.53125, 1 / 64), types)).stable

@@ -286,3 +286,18 @@ def test_nesting_limit_counts_whole_levels_of_brackets_and_indentation():
     # two spaces (or "- ") per level; an odd space left over is not a level
     assert refused(" " * (2 * MAX_NESTING + 1) + "v: 1\n") is None
     assert f"nests more than {MAX_NESTING} levels deep (found {MAX_NESTING + 1});" in refused(" " * (2 * MAX_NESTING + 3) + "v: 1\n")
+
+
+def test_adaptive_schedulers_do_not_offer_the_capped_base_options_they_do_not_take():
+    # WaitAdaptive derives from the capped scheduler but its __init__ takes no **kwargs: look_ahead and
+    # pace never reach the base, so they must be refused by name, not accepted and then crash
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.schedulers import make_scheduler, scheduler_options
+
+    assert scheduler_options("wait-adaptive") == ("policy", "resident_cap", "prefill_chunk_tokens", "window_s",
+                                                  "period_s", "hysteresis", "work_conserving")
+    assert "look_ahead" in scheduler_options("wait-capped")
+    for name in ("wait-adaptive", "nested-wait-adaptive"):
+        with pytest.raises(InputError, match=rf"scheduler '{name}' has no option\(s\) \['look_ahead'\]; its options: policy,") as info:
+            make_scheduler(name, KVBlockManager(1024, 16), look_ahead=4)
+        assert info.value.field == "option"

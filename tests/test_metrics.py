@@ -51,6 +51,7 @@ def test_latency_ttft_tbt_exact():
     assert s.p99_tbt_s == pytest.approx(np.percentile(gaps, 99))
     assert s.max_tbt_s == pytest.approx(1.0)
     assert s.restarts == 2 and s.completed == 3
+    assert s.restarted_requests == 1  # request 1, restarted twice, counts once
     assert s.scheduler == "x" and s.executor == "simulated"
     assert s.ttft_slo_attainment == pytest.approx(2 / 3)  # 1.0 s misses 0.6 s
 

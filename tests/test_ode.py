@@ -182,3 +182,14 @@ def test_fcfs_evicts_only_the_excess_memory():
     excess_rate = np.clip(tr.memory_tokens - w.kv_capacity_tokens, 0.0, None) / tr.iteration_time_s
     assert tr.evicted_rate_per_s.max() > 0.1  # the check bites: prompts are being evicted
     assert np.all(tr.evicted_rate_per_s * 512 <= excess_rate * (1 + 1e-9) + 1e-9)
+
+
+def test_final_values_are_the_ones_at_the_horizon_not_the_point_before():
+    # still filling at t = 3 s: memory and throughput rise at every grid point, so the last and the
+    # one before differ
+    w = Workload("edge", 30, AffineBatchTime(0.53125, 1 / 64), (RequestType("a", 7, 1, 2.0),)).scaled(0.5)
+    tr = simulate_fluid(w, 3.0, num_points=7)
+    assert tr.times_s[-1] == 3.0
+    assert np.all(np.diff(tr.memory_tokens) > 0) and np.all(np.diff(tr.throughput_tokens_per_s) > 0)
+    assert tr.final_memory_tokens == float(tr.memory_tokens[-1])
+    assert tr.final_throughput_tokens_per_s == float(tr.throughput_tokens_per_s[-1])

@@ -207,3 +207,14 @@ def test_print_json_indents_by_two_and_ends_with_a_newline(capsys):
 
     print_json({"a": [1], "b": None})
     assert capsys.readouterr().out == '{\n  "a": [\n    1\n  ],\n  "b": null\n}\n'
+
+
+def test_print_json_refuses_nan_and_infinity_rather_than_printing_non_json():
+    import numpy as np
+
+    from fluid.cli_json import print_json
+
+    for bad in (float("nan"), float("inf"), np.float64("-inf")):
+        with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+            print_json({"x": bad})
+    print_json({"x": np.float64(1.5)})  # a finite numpy scalar is written as a number

@@ -111,6 +111,8 @@ def test_bad_inputs_are_input_errors():
         request_types([1, 2], [3], type_bins=4)
     with pytest.raises(InputError):
         request_types([0], [3], type_bins=4)
+    with pytest.raises(InputError, match="prompt and output lengths must be positive"):
+        request_types([3, 5], [2, 0], type_bins=4)  # a zero-token output
     with pytest.raises(InputError):
         replay_rates([1.0], [0], 1, bin_s=0.0)
     with pytest.raises(InputError):

@@ -19,7 +19,7 @@ from runtime.request import Request
 from runtime.schedulers import make_scheduler
 from runtime.sim import simulate
 from thresholds.build import nested_capped_policy, wait_capped_policy
-from thresholds.capped import cap_of, nested_resident_cap, wait_class_caps
+from thresholds.capped import cap_of, littles_law_cap, nested_resident_cap, wait_class_caps
 from thresholds.capped_solve import solve_nested_capped_auto, solve_wait_capped
 from thresholds.nested import NestedOptions
 
@@ -358,3 +358,45 @@ def test_capped_nested_thetas_pair_each_segment_with_the_one_before():
     assert want is not None and want > 0
     assert sol.thetas == (None, want)
     assert sol.buffer_tokens is not None
+
+
+def test_wait_capped_refuses_a_request_whose_prompt_and_output_exceed_the_cache_and_takes_exactly_full():
+    # the capped rule keeps a request's whole output resident: prompt + output tokens must fit the cache
+    s = _wait([("a", 6, 4, 0.5)], capacity=10)
+    s.add_request(_req(0, prompt=6, output=4))  # 6 + 4 = 10 tokens: exactly the cache
+    with pytest.raises(InputError, match="kv_capacity_tokens") as info:
+        s.add_request(_req(1, prompt=6, output=5))  # 11 tokens, though the 6-token prompt alone fits
+    assert "11" in str(info.value)
+
+
+def test_a_decode_right_after_a_prefilling_resident_still_decodes_every_step():
+    # residents in admission order: 0 prefills its 6-token prompt in chunks of 2 while 1 (a 2-token
+    # prompt, done in step 0) decodes; the resident after a prefilling one must not be skipped
+    s = _wait([("a", 6, 3, 0.5), ("b", 2, 3, 0.5)], prefill_chunk_tokens=2, pace=False)
+    s.add_request(_req(0, prompt=6, output=3, type_name="a"))
+    s.add_request(_req(1, prompt=2, output=3, type_name="b"))
+    assert [_step(s, float(t)) for t in range(5)] == [
+        [(0, 2), (1, 2)], [(0, 2), (1, 1)], [(0, 2), (1, 1)], [(0, 1), (1, 1)], [(0, 1)]]
+
+
+def test_littles_law_cap_by_hand_including_a_step_exactly_at_its_limit():
+    # L = 10 · 0.01 = 0.1, x = 0.1 / (1 − 0.1/0.9) = 0.1125 s, cap = ⌈10 · 0.1125 / 0.9⌉ = ⌈1.25⌉ = 2,
+    # dt = 0.1 + 2 · 0.01 = 0.12 s ≤ ρ · cap / stages = 0.18 s
+    cap, dt = littles_law_cap(10, 0.01, 0.1, 0.9)
+    assert cap == 2 and dt == pytest.approx(0.12)
+    # L = 0.5, ρ = 1: x = 0.2 s, cap = 2 exactly, dt = 0.2 s = ρ · cap / stages: the equality case is accepted
+    assert littles_law_cap(10, 0.05, 0.1, 1.0) == (2, 0.2)
+    with pytest.raises(ValueError, match="must be below ρ"):
+        littles_law_cap(10, 0.1, 0.1, 1.0)  # L = 1 = ρ
+
+
+def test_capped_nested_theorem_bound_requires_the_base_plus_the_buffer():
+    from thresholds.capped_solve import solve_nested_capped
+
+    w = Workload("two", 137_000, AffineBatchTime(0.01, 1e-7),
+                 (RequestType("short", 512, 20, 10.0), RequestType("long", 512, 50, 5.0)))
+    sol = solve_nested_capped(w, NestedOptions(segments=None, slack=0.1, memory_bound="theorem"), None)
+    assert sol.buffer_tokens > 0 and sol.base_memory_tokens > 0
+    assert sol.memory.theorem_tokens == sol.memory.required_tokens == sol.base_memory_tokens + sol.buffer_tokens
+    # the theorem's requirement is above both the expected and the worst case of the caps here
+    assert sol.memory.required_tokens > sol.memory.worst_case_tokens > sol.memory.expected_tokens

@@ -165,6 +165,7 @@ def test_shortest_prompt_first_keeps_queue_order_among_equal_lengths_restarts_in
     d.evict()  # a restart of 3 + 0 + 1 = 4 tokens
     q.appendleft(d)
     q.appendleft(Request(9, 9.0, 5, 3))  # another restart to the front, length 5: before a and c
+    assert q.peek().request_id == q[0].request_id == 1 and len(q) == 5  # the head, left in place
     assert [q.popleft().request_id for _ in range(5)] == [1, 3, 9, 0, 2]
 
 
@@ -180,3 +181,12 @@ def test_a_partial_prefill_preempted_this_step_is_admitted_again_with_its_old_re
     assert [r.request_id for r in batch.evicted] == [1]
     assert _items(batch) == [(0, 1), (1, 9)]  # 1 back at once: chunk min(12 − 1, 10 − 1) = 9
     assert (s.running[1].cached_tokens, s.running[1].prefill_remaining) == (9, 3)
+
+
+def test_admits_up_to_exactly_max_num_seqs_in_one_step():
+    s = make_scheduler("sarathi", KVBlockManager(1000, block_size=1), chunk_size=64, max_num_seqs=3)
+    for rid in range(5):
+        s.add_request(Request(rid, 0.0, prompt_tokens=3, output_tokens=4))
+    assert _items(run_step(s, 0.0)) == [(0, 3), (1, 3), (2, 3)]  # the budget has room for all five: the cap stops 3, 4
+    assert [r.request_id for r in s.waiting] == [3, 4]
+    assert _items(run_step(s, 1.0)) == [(0, 1), (1, 1), (2, 1)]  # three running: still none admitted

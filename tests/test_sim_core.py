@@ -252,3 +252,17 @@ def test_evictions_are_stamped_with_the_step_that_evicted():
     simulate(s, reqs, AffineBatchTime(1.0, 0.0))
     # all three prefill at 0 (9 of 9 tokens); at t = 1 request 2, the newest, is evicted
     assert reqs[2].eviction_times_s[0] == 1.0 and reqs[0].eviction_times_s == []
+
+
+def test_kv_audit_sees_a_lost_block_and_a_negative_free_count_each_alone():
+    kv = KVBlockManager(64, 16)
+    r = Request(0, 0.0, 40, 3)
+    kv.grow(r, 40)
+    kv.audit([r])
+    kv.free_blocks -= 1  # a block vanished: 3 held + 0 free != 4, nothing negative
+    with pytest.raises(KVCapacityError, match="3 held \\+ 0 free != 4 blocks"):
+        kv.audit([r])
+    kv.free_blocks = -1
+    kv._held[r.request_id] = 5  # sums to 4 but the free count is negative
+    with pytest.raises(KVCapacityError, match="5 held \\+ -1 free"):
+        kv.audit([r])

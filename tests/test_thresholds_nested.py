@@ -145,3 +145,14 @@ def test_the_buffer_is_reported_by_default_and_required_only_in_theorem_mode():
         solve_nested(between, NestedOptions(memory_bound="theorem"))
     exact = replace(w, kv_capacity_tokens=int(free.memory_policy_tokens + free.buffer_tokens) + 1)
     assert solve_nested(exact, NestedOptions(memory_bound="theorem")).memory_required_tokens <= exact.kv_capacity_tokens
+
+
+def test_theta_residual_by_hand_at_its_edge_probabilities():
+    from thresholds.conditions import theta_residual
+
+    # f(θ) = −θ n_k + n_(k−1) log(1 − p + p e^θ): at p = 0 the log term vanishes, at p = 1 it is θ n_(k−1)
+    assert theta_residual(2.0, 5, 4, 0.0) == -8.0
+    assert theta_residual(2.0, 5, 4, -0.0) == -8.0
+    assert theta_residual(2.0, 5, 4, 1.0) == 2.0
+    assert theta_residual(2.0, 5, 4, 0.5) == pytest.approx(-8.0 + 5 * math.log(0.5 + 0.5 * math.exp(2.0)))
+    assert theta_residual(2.0, 5, 4, 1e-300) == pytest.approx(-8.0)  # continuous into p = 0

@@ -292,3 +292,13 @@ def test_nested_over_memory_error_suggests_a_rate_scale_that_works():
     assert 0.5 < scale < 1
     assert solve_nested_fixed(w.scaled(scale * 0.999), options, 2).holds
     assert not solve_nested_fixed(w.scaled(min(1.0, scale * 1.01)), options, 2).holds
+
+
+def test_per_class_instances_come_busiest_first_then_by_shorter_prompt():
+    from thresholds.nested import instance_specs
+
+    types = [RequestType("mid", 100, 5, 1.0), RequestType("b50", 50, 6, 2.0), RequestType("a50", 50, 7, 3.0),
+             RequestType("big", 200, 8, 5.0)]
+    specs = instance_specs(_workload(types, capacity=10**8), "per_class")
+    # rates per prefill: 50 → 2 + 3 = 5, 200 → 5, 100 → 1; the tie at 5 goes to the shorter prompt
+    assert [(s.prefill_tokens, s.type_names) for s in specs] == [(50, ("b50", "a50")), (200, ("big",)), (100, ("mid",))]

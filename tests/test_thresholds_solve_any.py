@@ -95,3 +95,14 @@ def test_the_counterexample_that_slack_0_05_refuses_is_solved_by_default():
         solve_wait(w, slack=0.05)
     choice = choose_slack(lambda s: solve_wait(w, slack=s), lambda s: s.memory_policy_tokens, closed_form(w).load_factor)
     assert choice.slack == 0.0 and choice.solution.thresholds == (4,) and "gives no policy" in choice.reason
+
+
+def test_candidate_slack_is_half_the_headroom_capped_at_five_percent():
+    assert candidate_slack(0.98) == pytest.approx(0.01)  # (1 − 0.98)/2, under the cap
+    assert candidate_slack(0.9) == pytest.approx(0.05)  # exactly at the cap
+    assert candidate_slack(0.5) == 0.05  # capped
+    assert candidate_slack(1.0) == 0.0 and candidate_slack(1.2) == 0.0  # no headroom, no slack
+    seen = []
+    choice = choose_slack(lambda s: seen.append(s) or s, lambda sol: 1.0, 0.98)
+    assert seen == [0.0, pytest.approx(0.01)] and choice.slack == pytest.approx(0.01)
+    assert choice.reason.startswith("slack 0.01 = min(0.05, ") and choice.reason.endswith("with L = 0.98")

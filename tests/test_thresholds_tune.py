@@ -78,3 +78,21 @@ def test_the_grid_tries_every_slack_below_the_headroom_zero_included():
 
     assert slacks(0.7) == [0.0, 0.02, 0.05, 0.1]  # 1 − L = 0.3: the whole grid
     assert slacks(0.93) == [0.0, 0.02, 0.05]  # 1 − L = 0.07: a slack of 0.1 would leave no load to serve
+
+
+def test_each_slack_tries_solves_chunk_twice_it_and_whole_prompts():
+    from thresholds.capped_solve import solve_wait_capped
+
+    # prompts of 2000 and 4000 tokens: solve's chunk is below the longest prompt, so it is a real choice
+    w = Workload("chunky", 200_000, AffineBatchTime(0.01, 2e-7),
+                 (RequestType("a", 2000, 20, 2.0), RequestType("b", 4000, 60, 1.0)))
+    w = w.scaled(0.7 * closed_form(w).capacity_scale)
+    _, trials = tune(w, None, requests=100, seed=1)
+    by_slack = {}
+    for t in trials:
+        by_slack.setdefault(t.label.split(",")[0], []).append(t.solution.prefill_chunk_tokens)
+    assert sorted(by_slack) == ["slack 0", "slack 0.02", "slack 0.05", "slack 0.1"]
+    for label, chunks in by_slack.items():
+        base = solve_wait_capped(w, slack=float(label.removeprefix("slack "))).prefill_chunk_tokens
+        assert base is not None and base < 4000
+        assert chunks == [base, 2 * base, None]

@@ -177,6 +177,8 @@ BAD_DOCUMENTS = [
     (_with("types.0.rate_per_s", math.nan), "types[0].rate_per_s", "NaN"),
     (_with("types.1.prefill", 512.0), "types[1].prefill", "512.0"),
     (_with("types.1.prefill", 12.5), "types[1].prefill", "12.5"),
+    (_with("types.1.prefill", 2**53 + 1), "types[1].prefill", "must be an integer ≤ 9007199254740992 tokens (2^53)"),
+    (_with("types.0.decode", 10**400), "types[0].decode", "must be an integer ≤"),  # too big for a float, still an InputError
     (_with("types.0.decode", 0), "types[0].decode", "0"),
     (_with("types.0.decode", True), "types[0].decode", "True"),
     (_with("types.0.tbt_slo_s", -0.1), "types[0].tbt_slo_s", "-0.1"),
