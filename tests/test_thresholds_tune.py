@@ -19,6 +19,14 @@ def _workload() -> Workload:
     return w.scaled(0.7 * closed_form(w).capacity_scale)
 
 
+def _workload_file(tmp_path):
+    from fluid.workload_io import workload_to_dict
+
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps(workload_to_dict(_workload())))
+    return path
+
+
 def test_tune_picks_the_lowest_latency_among_admissible_trials():
     for options in (None, NestedOptions()):
         best, trials = tune(_workload(), options, requests=400, seed=1)
@@ -31,12 +39,7 @@ def test_tune_picks_the_lowest_latency_among_admissible_trials():
 
 
 def test_tune_needs_the_capped_rule_and_records_its_choice(tmp_path, capsys):
-    path = tmp_path / "w.json"
-    w = _workload()
-    path.write_text(json.dumps({"name": "tune", "kv_capacity_tokens": 6000,
-                                "batch_time": {"kind": "affine", "d0_s": 0.01, "d1_s_per_token": 2e-6},
-                                "types": [{"name": t.name, "prefill": t.prefill, "decode": t.decode,
-                                           "rate_per_s": t.rate_per_s} for t in w.types]}))
+    path = _workload_file(tmp_path)
     assert main(["solve", "--service-rule", "cohort", str(path), "--tune", "-o", str(tmp_path / "p.json")]) == 2
     assert "--service-rule capped" in capsys.readouterr().err
     assert main(["solve", str(path), "--service-rule", "capped", "--tune", "--tune-requests", "300",
@@ -50,12 +53,7 @@ def test_tune_needs_the_capped_rule_and_records_its_choice(tmp_path, capsys):
 def test_tune_from_the_cli_writes_the_chosen_nested_wait_trial(tmp_path, capsys):
     import re
 
-    path = tmp_path / "w.json"
-    w = _workload()
-    path.write_text(json.dumps({"name": "tune", "kv_capacity_tokens": 6000,
-                                "batch_time": {"kind": "affine", "d0_s": 0.01, "d1_s_per_token": 2e-6},
-                                "types": [{"name": t.name, "prefill": t.prefill, "decode": t.decode,
-                                           "rate_per_s": t.rate_per_s} for t in w.types]}))
+    path = _workload_file(tmp_path)
     assert main(["solve", str(path), "--policy", "nested-wait", "--service-rule", "capped", "--tune",
                  "--tune-requests", "300", "-o", str(tmp_path / "p.json")]) == 0
     err = capsys.readouterr().err
