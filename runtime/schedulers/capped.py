@@ -49,17 +49,12 @@ from thresholds.capped import nested_resident_cap, wait_class_caps
 
 def _peak_blocks_tokens(e: np.ndarray, k: np.ndarray, block: int) -> float:
     """max over t of M(t) = Σ_{r: e_r ≥ t} B ⌈(k_r + t)/B⌉, the peak KV in whole blocks of lines
-    k_r + t that end at e_r (k_r whole tokens), in O(R B) instead of O(R²).
+    k_r + t that end at e_r (k_r whole tokens; lines in order of decreasing e), in O(R B) instead
+    of O(R²).
 
     With k = Bq + ρ (0 ≤ ρ < B) and t = Ba + τ (0 ≤ τ < B), ⌈(k + t)/B⌉ = q + a + [ρ + τ > 0]
     + [ρ + τ > B]: so at each t only the counts of alive residues ρ with ρ ≥ 1 and with ρ > B − τ
     are needed, which running counts per residue give for every departure point at once."""
-    order = np.argsort(-e, kind="stable")
-    return _peak_blocks_tokens_sorted(e[order], k[order], block)
-
-
-def _peak_blocks_tokens_sorted(e: np.ndarray, k: np.ndarray, block: int) -> float:
-    """`_peak_blocks_tokens` of lines already in order of decreasing e."""
     k = np.rint(k).astype(np.int64)
     q, rho = np.divmod(k, block)
     a = np.floor(e / block)
@@ -109,7 +104,7 @@ class CappedScheduler(Scheduler):
         self.stats = {"admissions": 0, "decodes_paused": 0, "evictions": 0, "peak_resident": 0,
                       "admissions_deferred": 0, "admissions_paced": 0}
         self._plan = None  # this step's projected residents (see `_future_fits`)
-        self._plan_ends = 0.0  # Σ (k_r + e_r) over the plan: its KV with every line at its end
+        self._plan_ends = 0.0  # Σ B⌈(k_r + e_r)/B⌉ over the plan: its KV with every line at its end
 
     # --- routing (subclasses) ------------------------------------------------------------
     def _group_for(self, request: Request) -> str:
@@ -176,7 +171,6 @@ class CappedScheduler(Scheduler):
         capacity = self.kv.num_blocks * self.kv.block_size
         end_new = float(self._end_blocks_tokens(e_new + k_new))
         if self._plan_ends + end_new <= capacity:  # even every line at its end fits
-            self._admit_to_plan(plan, end_new)
             return True
         # the peak in tokens bounds the peak in blocks, Σ (k + t) ≤ Σ B⌈(k + t)/B⌉ < Σ (k + t + B), at
         # every departure point: decide on the bounds where they agree (one sort), count blocks only
@@ -189,14 +183,15 @@ class CappedScheduler(Scheduler):
         tokens = np.cumsum(k) + alive * e
         if float(np.max(tokens)) > capacity:
             return False
-        if float(np.max(tokens + alive * b)) > capacity and _peak_blocks_tokens_sorted(e, k, b) > capacity:
-            return False
-        self._admit_to_plan(plan, end_new)
-        return True
+        return float(np.max(tokens + alive * b)) <= capacity or _peak_blocks_tokens(e, k, b) <= capacity
 
-    def _admit_to_plan(self, plan, end: float) -> None:
-        self._plan = plan
-        self._plan_ends += end
+    def _add_to_plan(self, request: Request) -> None:
+        """An admitted request joins this step's plan (when one was made), so that the next
+        admission of the step is tested against it too."""
+        if self._plan is not None:
+            e, k = self._projection(request)
+            self._plan = np.vstack([self._plan, (e, k)])
+            self._plan_ends += float(self._end_blocks_tokens(e + k))
 
     # --- executor interface ------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
@@ -282,16 +277,12 @@ class CappedScheduler(Scheduler):
                     self.stats["admissions_paced"] += 1
                 return
             group, r = best
-            if self.look_ahead and not self._future_fits(r):  # (adds r to the plan when it fits)
+            if self.look_ahead and not self._future_fits(r):
                 self.stats["admissions_deferred"] += 1
                 return  # admitted, it would make a resident pause later: wait for a departure
             if not self.try_reserve(batch, r, self._chunk(r)):
-                if self.look_ahead:
-                    self._plan = None  # r was added to the plan but is not admitted
                 return  # its first chunk does not fit: wait for memory
-            if not self.look_ahead and self._plan is not None:
-                e, k = self._projection(r)  # keep the plan the pace and the caps test against
-                self._admit_to_plan(np.vstack([self._plan, (e, k)]), float(self._end_blocks_tokens(e + k)))
+            self._add_to_plan(r)
             self._waiting[group].popleft()
             if self.pace:
                 self._credit[group] = max(0.0, self._credit[group] - 1.0)
