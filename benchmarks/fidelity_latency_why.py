@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import contextlib
 import dataclasses
 import gzip
-import io
 import itertools
 import json
 import statistics
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -51,16 +48,12 @@ def main() -> None:
         if not p.is_file():
             raise SystemExit(f"error: {p}: no such file; give a gpu_fidelity run's calibration, fidelity.json and live steps")
 
-    import gpu_loop_workload
+    from fidelity_points import rebuild_workloads, simulate_point
 
     from fluid.batch_time import batch_time_from_dict
     from fluid.batch_time_stepwise import fit_host_terms
-    from fluid.workload_io import load_workload
-    from runtime.cli_simulate import load_policy_arg
     from runtime.gpu.calibrate import turn_s
     from runtime.replay import shape_of
-    from runtime.simrun import SimConfig, run_simulation
-    from validation.cli import main as cli
 
     cal, fid = json.loads(args.calibration.read_text()), json.loads(args.fidelity.read_text())
     with gzip.open(args.steps, "rt") as f:
@@ -69,23 +62,10 @@ def main() -> None:
     engine = batch_time_from_dict(cal["engine_step_model"], source=str(args.calibration))
     points = {(p["scheduler"], p["load"]): p for p in fid["points"]}
     loads = sorted({p["load"] for p in fid["points"]})
-    tmp = Path(tempfile.mkdtemp())
-    workloads = {}
-    for load in loads:
-        wl, design = gpu_loop_workload.build(cal, load=load, memory_use=0.75, capacity_tok_s=fid["sizing"]["capacity_tok_s"])
-        wl_path, pol_path = tmp / f"wl-{load}.yaml", tmp / f"policy-{load}.json"
-        wl_path.write_text(gpu_loop_workload.to_yaml(wl, design, args.calibration.name))
-        with contextlib.redirect_stdout(io.StringIO()):
-            if cli(["solve", str(wl_path), "--slack", str(fid["slack"]), "--service-rule", "cohort", "-o", str(pol_path)]) != 0:
-                raise SystemExit(f"solve failed for load {load}")
-        workloads[load] = (load_workload(str(wl_path)), *load_policy_arg(str(pol_path)))
+    workloads = rebuild_workloads(cal, args.calibration.name, fid)
 
     def simulate(name, load, bt):
-        w, pol, doc = workloads[load]
-        pol = pol if name == "wait" else None
-        cfg = SimConfig(workload=dataclasses.replace(w, batch_time=bt), scheduler=name, num_requests=fid["requests"], seed=0, block_size=16,
-                        policy=pol, policy_document=doc if pol else None, accept_policy_mismatch=True)
-        return run_simulation(cfg).summary
+        return simulate_point(workloads, fid, name, load, bt)
 
     def scaled(bt, f):
         return dataclasses.replace(bt, coefficients=tuple(f * c for c in bt.coefficients), linear=None)

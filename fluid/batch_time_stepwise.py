@@ -8,6 +8,7 @@ The stepwise model adds those terms:
     τ = c0 + c_kv·KV + c_new·new + c_pad·padded + c_dec·D + c_pf·P + c_pair·pairs
         + eager·(c_eager + c_eager_seq·(D + P)) + c_mixdec·[P > 0]·D + c_dp·D·P
         + c_knee·max(0, padded − knee_tokens) + c_small·[decode graph of 8–24 rows]
+        + c_run·pairs / (new − D)   (steps with a prefill chunk)
 
 with `padded` the token count the step's graph runs (the decode bucket of D for decode-only steps,
 the token bucket of `new` for prefill / mixed steps that fit, `new` when eager) and `eager` 1 when
@@ -22,6 +23,12 @@ a second slope past `knee_tokens`, chosen by k-fold from `KNEE_CANDIDATES` on th
 `small_decode_s` is the decode graph of 8–24 rows being slower than its neighbours (cuBLAS picks
 other GEMM kernels there; H200 grid: 16 × 48 costs 5.28 ms, 32 × 48 5.01 ms). Files written
 before a term existed read it as 0 (`benchmarks/batch_time_heldout.py` shows what each term buys).
+`prefill_run_s_per_token` is the prefill attention's critical path: a query tile streams the
+whole context before it plus its chunk, and a short chunk behind a long prefix has too few tiles
+to fill the GPU, so its time follows that run length, not the total work (`pair_s`). The mean run
+over the step's prefill tokens, pairs / (new − D), is the run itself for one chunk (H200 grid: a
+128-token chunk costs 5.44 ms after 256 cached tokens and 8.33 ms after 3,000, about 1 µs per
+prefix token, where `pair_s` alone predicted 6.4 ms).
 Coefficients are fitted by bounded least squares on relative error (`scipy.optimize.lsq_linear`,
 every coefficient ≥ 0); `fit_stepwise` reports in-sample and k-fold held-out MAPE per region of
 the grid, and the linear3 model the fluid benchmark uses, fitted to the stepwise model over the
@@ -41,9 +48,10 @@ from fluid.errors import InputError
 from fluid.numbers import check_number
 
 TERMS = ("c0_s", "kv_s_per_token", "new_s_per_token", "padded_s_per_token", "decode_s_per_seq", "prefill_s_per_seq",
-         "pair_s", "eager_s", "eager_s_per_seq", "mixed_decode_s_per_seq", "decode_prefill_s", "knee_s_per_token", "small_decode_s")
+         "pair_s", "eager_s", "eager_s_per_seq", "mixed_decode_s_per_seq", "decode_prefill_s", "knee_s_per_token", "small_decode_s",
+         "prefill_run_s_per_token")
 #: terms a stored model may lack (written before they were added): they read as 0
-OPTIONAL_TERMS = ("mixed_decode_s_per_seq", "decode_prefill_s", "knee_s_per_token", "small_decode_s")
+OPTIONAL_TERMS = ("mixed_decode_s_per_seq", "decode_prefill_s", "knee_s_per_token", "small_decode_s", "prefill_run_s_per_token")
 #: where the padded-token slope may turn (tokens); a fit picks one by k-fold on its own rows
 KNEE_CANDIDATES = (128, 192, 256, 384, 512)
 DEFAULT_KNEE_TOKENS = 256
@@ -86,8 +94,9 @@ class StepwiseBatchTime:
         elif 0 < p <= self.max_prefills and d <= self.max_decodes and self.token_buckets and new <= self.token_buckets[-1]:
             padded, eager = self.token_buckets[bisect.bisect_left(self.token_buckets, new)], 0.0
         small = 1.0 if p == 0 and not eager and SMALL_DECODE_ROWS[0] <= padded <= SMALL_DECODE_ROWS[1] else 0.0
+        run = shape.prefill_attention_pairs / (new - d) if p and new > d else 0.0
         return [1.0, shape.kv_tokens, new, padded, d, p, shape.prefill_attention_pairs, eager, eager * (d + p), d if p else 0, d * p,
-                max(0.0, padded - self.knee_tokens), small]
+                max(0.0, padded - self.knee_tokens), small, run]
 
     def step_time_s(self, shape: BatchShape) -> float:
         return float(np.dot(self.coefficients, self.features(shape)))

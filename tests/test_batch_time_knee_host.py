@@ -1,4 +1,4 @@
-"""The stepwise model's knee and small-decode terms, its host terms fitted on live steps, and the
+"""The stepwise model's knee, small-decode and prefill-run terms, its host terms fitted on live steps, and the
 workload sized from the simulator's capacity (benchmarks/gpu_loop_workload.py)."""
 
 from __future__ import annotations
@@ -34,6 +34,45 @@ def test_knee_and_small_decode_features_at_their_edges():
     assert m.step_time_s(_shape(24, 10, 0, 0)) == pytest.approx(10.0)  # bucket 24, the upper edge
     assert m.step_time_s(_shape(4, 10, 0, 0)) == 0.0 and m.step_time_s(_shape(25, 10, 0, 0)) == 0.0  # buckets 4 and 32
     assert m.step_time_s(_shape(16, 10, 1, 16)) == 0.0  # a mixed step is not a decode graph
+
+
+def test_prefill_run_is_the_kv_a_prefill_token_streams_by_hand():
+    m = StepwiseBatchTime(_coef(prefill_run_s_per_token=1.0), **BUCKETS)
+    # one 128-token chunk after 3,000 cached tokens: every query streams 3,128 keys
+    assert m.step_time_s(BatchShape(128, 3128, 0, 1, 128 * 3128)) == pytest.approx(3128)
+    # beside 40 decodes: the decodes' tokens are not prefill tokens (pairs / (168 − 40))
+    assert m.step_time_s(BatchShape(168, 3128 + 40 * 61, 40, 1, 128 * 3128)) == pytest.approx(3128)
+    # two chunks, 64 after 0 and 64 after 192: the mean over the 128 prefill tokens, (64·64 + 64·256) / 128
+    assert m.step_time_s(BatchShape(128, 64 + 256, 0, 2, 64 * 64 + 64 * 256)) == pytest.approx(160)
+    assert m.step_time_s(_shape(40, 60, 0, 0)) == 0.0  # no prefill, no run
+    assert m.step_time_s(BatchShape(1, 1, 0, 1, 1)) == pytest.approx(1)  # a one-token chunk: the equality edge new = D + 1
+
+
+def test_fit_recovers_the_prefill_run_a_short_chunk_behind_a_long_prefix_pays():
+    """Chunks of 48-512 tokens after 0-3,000 cached ones, timed with a run cost: the fit finds it,
+    and a model without the term cannot predict the long prefixes (k-fold)."""
+    truth = StepwiseBatchTime(_coef(c0_s=4e-3, padded_s_per_token=1e-5, pair_s=2e-9, prefill_run_s_per_token=1e-6, kv_s_per_token=1e-7), **BUCKETS)
+    rng, rows = random.Random(3), []
+    for chunk in (48, 128, 256, 512):
+        for ctx in (0, 256, 1024, 3000):
+            rows.append((BatchShape(chunk, ctx + chunk, 0, 1, chunk * (ctx + chunk)), f"chunk {chunk} after {ctx}"))
+    for d in (1, 8, 32, 64):
+        rows += [(_shape(d, c, 0, 0), f"decode {d}x{c}") for c in (48, 512, 2048)]
+    data = [(s, truth.step_time_s(s) * (1 + rng.uniform(-0.002, 0.002)), lab) for s, lab in rows for _ in range(2)]
+    fit = fit_stepwise(data, **BUCKETS)
+    assert dict(zip(TERMS, fit.model.coefficients))["prefill_run_s_per_token"] == pytest.approx(1e-6, rel=0.05)
+    assert fit.heldout_mape_by_region["chunk"] < 0.01
+    import numpy as np
+
+    from fluid.batch_time_stepwise import _folds, _solve
+
+    a = np.array([truth.features(s)[: TERMS.index("prefill_run_s_per_token")] for s, _, _ in data])  # every other term
+    y = np.array([t for _, t, _ in data])
+    fold, pred = _folds([lab for *_, lab in data], 5, 0), np.empty_like(y)
+    for k in range(5):
+        pred[fold == k] = a[fold == k] @ _solve(a[fold != k], y[fold != k])
+    chunk_rows = np.array([lab.startswith("chunk") for *_, lab in data])
+    assert float(np.mean(np.abs(pred - y)[chunk_rows] / y[chunk_rows])) > 0.03
 
 
 def test_fit_finds_the_knee_it_was_built_with():
@@ -72,9 +111,11 @@ def test_a_stored_model_without_the_knee_reads_as_before():
     cal = json.loads((ROOT / "docs/calibration-h200-run4.json").read_text())
     stored = cal["batch_time_stepwise"]
     assert "knee_s_per_token" not in stored["coefficients"] and "knee_tokens" not in stored
+    assert "prefill_run_s_per_token" not in stored["coefficients"]
     m = batch_time_from_dict(stored, source="calibration-h200-run4.json")
     again = batch_time_from_dict(m.to_dict(), source="again")
     assert again == m and again.knee_tokens == m.knee_tokens
+    assert dict(zip(TERMS, m.coefficients))["prefill_run_s_per_token"] == 0.0
     bad = {**m.to_dict(), "knee_tokens": 0}
     with pytest.raises(InputError, match="knee_tokens"):
         batch_time_from_dict(bad, source="w.yaml")

@@ -12,7 +12,7 @@ from fluid.batch_time_stepwise import TERMS, StepwiseBatchTime, fit_stepwise
 from fluid.errors import InputError
 
 BUCKETS = {"decode_buckets": (1, 2, 4, 8, 16), "token_buckets": (16, 32, 64), "max_prefills": 4, "max_decodes": 8}
-TRUE = (2e-3, 1e-7, 2e-6, 3e-6, 4e-5, 6e-5, 1e-10, 5e-3, 4e-4, 3e-5, 2e-6, 0.0, 3e-4)
+TRUE = (2e-3, 1e-7, 2e-6, 3e-6, 4e-5, 6e-5, 1e-10, 5e-3, 4e-4, 3e-5, 2e-6, 0.0, 3e-4, 2e-7)
 
 
 def _model(coef=TRUE) -> StepwiseBatchTime:
