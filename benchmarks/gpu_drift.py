@@ -16,9 +16,13 @@ or with `--calibration` the batch time of a calibration made on this machine fir
 of docs/benchmarks-gpu.md: a model from another host sizes the experiment for that host):
 
     PYTHONPATH=. python benchmarks/gpu_fidelity.py --out-dir OUT --loads 0.5 --requests 300 --skip-steps
-    PYTHONPATH=. python benchmarks/gpu_drift.py --calibration OUT/calibration.json
+    PYTHONPATH=. python benchmarks/gpu_drift.py --calibration OUT/calibration.json [--size-to-simulated-capacity]
 
-the pool is sized to C. When the pool is smaller (`--kv-tokens` below C, a CPU smoke test) C is
+`--size-to-simulated-capacity` makes the profile's fractions fractions of the capacity the simulator
+finds with that calibration's stepwise model (as gpu_fidelity.py sizes its loads) instead of the
+fluid θ* of its linear3, which overstates the engine: on the H200 fidelity calibration the
+simulator carries 0.72 of θ*·(mean rate) on docs/default-h200.yaml. The
+pool is sized to C. When the pool is smaller (`--kv-tokens` below C, a CPU smoke test) C is
 lowered to the pool and the file says so.
 
 Writes OUT (default `docs/adaptive-<name>-live.json`): device, versions, host, model, command, the
@@ -65,7 +69,40 @@ def _args(argv):
                     help="a calibration made on THIS machine just before (gpu_fidelity.py's OUT/calibration.json): "
                          "its fluid batch time (linear3 fitted to the stepwise model with host terms) replaces the "
                          "workload file's, so the experiment's fractions of θ* are of this machine's capacity")
+    ap.add_argument("--size-to-simulated-capacity", action="store_true",
+                    help="with --calibration: the profile's fractions are of the capacity the simulator finds with the "
+                         "calibration's stepwise model (vLLM-v1 and Sarathi-Serve overloaded), not of the fluid θ* of its "
+                         "linear3, which overstates the engine (docs/adaptive.md); the factor is recorded")
     return ap.parse_args(argv)
+
+
+def _sized_to_simulated_capacity(exp, workload, path: Path):
+    """`exp` with its rates scaled so a fraction of θ* becomes that fraction of the simulator's
+    capacity on this workload with the calibration's stepwise model (`gpu_loop_workload.capacity_probe`,
+    offered 1.5 × θ*), and the sizing record. Steps scale their `scales`, a sine its `mean` and
+    `amplitude`, a trace its `scale`."""
+    import gpu_loop_workload
+
+    from fluid.batch_time import batch_time_from_dict
+    from fluid.equilibrium import closed_form
+    from fluid.errors import InputError
+
+    doc = json.loads(path.read_text())
+    if "batch_time_stepwise" not in doc:
+        raise InputError("no `batch_time_stepwise` in it: --size-to-simulated-capacity needs gpu_fidelity.py's OUT/calibration.json",
+                         source=str(path), field="--calibration")
+    stepwise = batch_time_from_dict(doc["batch_time_stepwise"], source=str(path))
+    theta = closed_form(workload).capacity_scale
+    fluid_tok_s = theta * sum(t.rate_per_s * t.decode for t in workload.types)
+    probe = gpu_loop_workload.capacity_probe(workload, stepwise, overload=1.5 * theta)
+    factor = probe["capacity_tok_s"] / fluid_tok_s
+    profile = dict(exp.profile)
+    keys = {"steps": ("scales",), "sine": ("mean", "amplitude")}.get(profile["kind"], ("scale",))
+    for key in keys:
+        value = profile.get(key, 1.0)
+        profile[key] = [v * factor for v in value] if isinstance(value, list) else value * factor
+    sizing = {"fluid_capacity_tok_s": fluid_tok_s, "theta_star": theta, "factor": factor, "scaled": list(keys), "probe": probe}
+    return dataclasses.replace(exp, profile=profile), sizing
 
 
 def _with_calibration(workload, path: Path):
@@ -116,17 +153,24 @@ def main(argv=None) -> int:
         if args.max_requests is not None and args.max_requests < 1:
             raise InputError(f"must be ≥ 1, got {args.max_requests}", field="--max-requests")
         workload = load_workload(exp.workload)
+        if args.size_to_simulated_capacity and args.calibration is None:
+            raise InputError("needs --calibration (the calibration whose stepwise model the simulator runs)", field="--size-to-simulated-capacity")
+        sizing = None
         if args.calibration is not None:
             workload = _with_calibration(workload, args.calibration)
+            if args.size_to_simulated_capacity:
+                exp, sizing = _sized_to_simulated_capacity(exp, workload, args.calibration)
+                print(f"sized to the simulated capacity: {sizing['probe']['capacity_tok_s']:.0f} decode tok/s against the fluid's "
+                      f"{sizing['fluid_capacity_tok_s']:.0f} (θ* {sizing['theta_star']:.3f}): profile × {sizing['factor']:.4f}", flush=True)
         engine, info = gpu_steps.build_engine(args.model, kv_tokens=args.kv_tokens or workload.kv_capacity_tokens,
                                               device=args.device)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return _run(args, argv, t0, exp, workload, engine, info)
+    return _run(args, argv, t0, exp, workload, engine, info, sizing)
 
 
-def _run(args, argv, t0, exp, workload, engine, info) -> int:
+def _run(args, argv, t0, exp, workload, engine, info, sizing=None) -> int:
     from fluid.file_output import atomic_write_text, finite_json
     from fluid.tables import format_table
     from runtime.gpu.host_info import describe_host, versions
@@ -166,7 +210,7 @@ def _run(args, argv, t0, exp, workload, engine, info) -> int:
               "batch_time": workload.batch_time.to_dict(),
               "batch_time_from": str(args.calibration) if args.calibration else exp.workload, "seed": seed, "requests": len(proto),
               "experiment": exp.name, "workload": exp.workload, "policy": exp.policy, "profile": exp.profile,
-              "adaptive_overrides": exp.adaptive,
+              "adaptive_overrides": exp.adaptive, "sized_to_simulated_capacity": sizing,
               "mean_rate_per_s": profile.mean_rate_per_s(), "peak_rate_per_s": profile.peak_rate_per_s(),
               "static_peak_solved_at_rate_per_s": peak_rate, "compare_from_share": drift.COMPARE_FROM_SHARE, "measure": drift.MEASURE,
               "grid_s": exp.grid_s,

@@ -61,32 +61,42 @@ MAX_DOUBLINGS = 8
 
 
 def simulated_capacity_tok_s(calibration: dict, batch_time, *, requests: int = 2000, overload: float = 1.5, memory_use: float = 0.75) -> dict:
-    """Decode tokens/s the simulator carries at most with `batch_time` (the model it simulates with):
-    each of PROBE_SCHEDULERS offered `overload` × the fluid capacity (KV capacity as `build` sizes
-    it for load 0.9), `requests` arrivals; the capacity is the smallest carried rate, so a load
-    below 1 of it is below saturation for every scheduler the model describes. When the fluid
-    capacity understates the model's (a CPU smoke run's linear3) some scheduler carries ≥ 95 % of
-    what it is offered, which is no capacity: the offer doubles until every one falls short (at
-    most `MAX_DOUBLINGS` times; `overloaded` says whether it did)."""
-    import dataclasses
-
+    """Decode tokens/s the simulator carries at most with `batch_time` (the model it simulates with)
+    on the loop's workload: `capacity_probe` of the workload `build` makes for load 0.9 (its KV
+    capacity), offered `overload` × the fluid capacity, `requests` arrivals. A load below 1 of it
+    is below saturation for every scheduler the model describes."""
     from fluid.workload_io import workload_from_dict
-    from runtime.simrun import SimConfig, run_simulation
 
     wl, _ = build(calibration, load=0.9, memory_use=memory_use)
-    rate = overload / 0.9 * wl["types"][0]["rate_per_s"]
+    return {**capacity_probe(workload_from_dict(wl, source="capacity probe"), batch_time, requests=requests, overload=overload / 0.9),
+            "kv_capacity_tokens": wl["kv_capacity_tokens"]}
+
+
+def capacity_probe(workload, batch_time, *, requests: int = 2000, overload: float = 1.5) -> dict:
+    """Decode tokens/s the simulator carries at most on `workload`'s mix with `batch_time`: every
+    type's rate times `overload`, each of PROBE_SCHEDULERS simulated on `requests` arrivals
+    (seed 1); the capacity is the smallest carried rate. When some scheduler still carries ≥ 95 %
+    of the offer (the offer understates the model's capacity, as a CPU smoke run's linear3 does)
+    that is no capacity: the offer doubles until every one falls short (at most `MAX_DOUBLINGS`
+    times; `overloaded` says whether it did)."""
+    import dataclasses
+
+    from runtime.simrun import SimConfig, run_simulation
+
+    base = [t.rate_per_s for t in workload.types]
+    factor = overload
     for doublings in range(MAX_DOUBLINGS + 1):
-        wl["types"] = [{**t, "rate_per_s": rate} for t in wl["types"]]
-        workload = dataclasses.replace(workload_from_dict(wl, source="capacity probe"), batch_time=batch_time)
-        carried = {name: run_simulation(SimConfig(workload=workload, scheduler=name, num_requests=requests, seed=1)).summary.decode_throughput_tokens_per_s
+        types = tuple(dataclasses.replace(t, rate_per_s=r * factor) for t, r in zip(workload.types, base))
+        probe = dataclasses.replace(workload, types=types, batch_time=batch_time)
+        carried = {name: run_simulation(SimConfig(workload=probe, scheduler=name, num_requests=requests, seed=1)).summary.decode_throughput_tokens_per_s
                    for name in PROBE_SCHEDULERS}
-        offered = rate * sum(d for _, _, d in TYPES)
+        offered = sum(t.rate_per_s * t.decode for t in types)
         overloaded = max(carried.values()) < SATURATED_BELOW * offered
         if overloaded or doublings == MAX_DOUBLINGS:
             break
-        rate *= 2
+        factor *= 2
     return {"capacity_tok_s": min(carried.values()), "carried_tok_s": carried, "offered_tok_s": offered,
-            "requests": requests, "kv_capacity_tokens": wl["kv_capacity_tokens"], "doublings": doublings, "overloaded": overloaded}
+            "requests": requests, "doublings": doublings, "overloaded": overloaded}
 
 
 def to_yaml(workload: dict, design: dict, source: str) -> str:

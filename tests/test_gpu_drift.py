@@ -78,3 +78,28 @@ def test_a_bad_calibration_is_refused_before_the_model_loads(tmp_path, capsys, c
     err = capsys.readouterr().err
     assert says in err and "--calibration" in err and str(calib) in err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_sizing_to_the_simulated_capacity_scales_the_profile_by_its_measured_factor(tmp_path):
+    """The step profile's fractions become fractions of what the simulator carries with the
+    calibration's stepwise model: every scale times capacity / fluid capacity, all recorded."""
+    root = Path(__file__).resolve().parents[1]
+    calib = root / "docs/calibration-h200-fidelity.json"
+    out = tmp_path / "gpu-drift.json"
+    assert gpu_drift.main(SMOKE + ["--calibration", str(calib), "--size-to-simulated-capacity", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    sizing = data["sized_to_simulated_capacity"]
+    probe = sizing["probe"]
+    assert probe["capacity_tok_s"] == min(probe["carried_tok_s"].values()) and probe["overloaded"]
+    assert sizing["factor"] == pytest.approx(probe["capacity_tok_s"] / sizing["fluid_capacity_tok_s"], rel=1e-12)
+    assert 0.3 < sizing["factor"] < 1.0  # the H200 linear3's θ* overstates what its stepwise model carries
+    assert data["profile"]["scales"] == pytest.approx([0.6 * sizing["factor"], 0.95 * sizing["factor"], 0.75 * sizing["factor"]], rel=1e-12)
+    # offered 1.5 × θ*: the probe's offer is 1.5 × the fluid capacity
+    assert probe["offered_tok_s"] == pytest.approx(1.5 * sizing["fluid_capacity_tok_s"], rel=1e-9)
+
+
+def test_sizing_to_the_simulated_capacity_needs_a_calibration(tmp_path, capsys):
+    assert gpu_drift.main(SMOKE + ["--size-to-simulated-capacity", "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--size-to-simulated-capacity" in err and "needs --calibration" in err
+    assert not (tmp_path / "x.json").exists()
