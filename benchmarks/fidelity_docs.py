@@ -10,7 +10,8 @@ live step log to `docs/calibration-TAG-fidelity.json`, `docs/bench-steps-TAG.jso
 `docs/fidelity-TAG-steps.json.gz` (and the host-term runs' steps, when the run wrote them, to
 `docs/fidelity-TAG-host-steps.json.gz`). A folder that lacks `steps.json` (its step benchmark was not
 kept) takes the median step-over-device ratio from `--step-ratio-from-log LOG` when given.
-`--markdown` also writes `docs/fidelity-TAG.md` from the last run alone (every figure there is
+`--append-reproducibility` keeps the runs the reproducibility file already holds (machines whose
+folders are gone) and adds these after them. `--markdown` also writes `docs/fidelity-TAG.md` from the last run alone (every figure there is
 read from the JSON it writes beside it: device, versions, command, held-out step error per
 region, the recorded live steps' error with each run held out, each point's live against
 simulated figures, which targets are met, and per point the live steps against the model).
@@ -59,6 +60,8 @@ def main() -> None:
     ap.add_argument("--docs", type=Path, default=Path("docs"))
     ap.add_argument("--markdown", action="store_true", help="also write docs/fidelity-TAG.md from the last run")
     ap.add_argument("--step-ratio-from-log", type=Path, action="append", default=[], help="per run without steps.json, in order")
+    ap.add_argument("--append-reproducibility", action="store_true",
+                    help="keep the runs already in docs/reproducibility-TAG.json (earlier machines) and add these after them")
     args = ap.parse_args()
     logs = iter(args.step_ratio_from_log)
     runs, fids = [], []
@@ -75,13 +78,19 @@ def main() -> None:
     fidelity["collected_by"] = args.command
     fidelity["runs"] = [{"host": f["host"], "heldout_step_mape": f["heldout_step_mape"], "points": f["points"]} for f in fids]
     (args.docs / f"fidelity-{args.tag}.json").write_text(json.dumps(fidelity, indent=1) + "\n")
+    repro_path = args.docs / f"reproducibility-{args.tag}.json"
+    earlier, repro_command = [], args.command
+    if args.append_reproducibility and repro_path.is_file():
+        kept = json.loads(repro_path.read_text())
+        earlier, repro_command = kept["runs"], f"{kept['command']}; then {args.command}"
+    runs = earlier + runs
     spread = {}
     if len(runs) > 1:
         for s in SCHEDULERS:
             values = [r["tok_s"][s] for r in runs]
             spread[s] = max(values) / min(values) - 1
-    repro = {"command": args.command, "runs": runs, "tok_s_spread_between_runs": spread, "target": "tok/s within 3 % per scheduler"}
-    (args.docs / f"reproducibility-{args.tag}.json").write_text(json.dumps(repro, indent=1) + "\n")
+    repro = {"command": repro_command, "runs": runs, "tok_s_spread_between_runs": spread, "target": "tok/s within 3 % per scheduler"}
+    repro_path.write_text(json.dumps(repro, indent=1) + "\n")
     src = args.runs[-1]
     for name, dst in (("calibration.json", f"calibration-{args.tag}-fidelity.json"), ("steps.json", f"bench-steps-{args.tag}.json"),
                       ("live-steps.json.gz", f"fidelity-{args.tag}-steps.json.gz"), ("host-steps.json.gz", f"fidelity-{args.tag}-host-steps.json.gz")):

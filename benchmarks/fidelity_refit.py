@@ -1,11 +1,11 @@
 """A committed fidelity run scored again with the current batch-time model code, offline (no GPU).
 
-    PYTHONPATH=. python benchmarks/fidelity_refit.py --out docs/fidelity-h200-refit.json
+    PYTHONPATH=. python benchmarks/fidelity_refit.py --out docs/fidelity-h200-run6-refit.json
 
-Reads a `gpu_fidelity.py` run's files (default: the H200 run of `docs/fidelity-h200.md`:
-`docs/calibration-h200-fidelity.json` with its grid rows, `docs/fidelity-h200.json` with its
-points, `docs/fidelity-h200-host-steps.json.gz` with the host-term runs' steps and
-`docs/fidelity-h200-steps.json.gz` with every point's live steps) and does what the run did
+Reads a `gpu_fidelity.py` run's files (default: H200 run 6, `docs/fidelity-h200-run6.md`, the
+last made before the `prefill_run_s_per_token` term: `docs/calibration-h200-run6.json` with its grid rows, `docs/fidelity-h200-run6.json` with its
+points, `docs/fidelity-h200-run6-host-steps.json.gz` with the host-term runs' steps and
+`docs/fidelity-h200-run6-steps.json.gz` with every point's live steps) and does what the run did
 after its measurements, with today's model code:
 1. fits the stepwise engine-step model to the grid rows (`fit_stepwise`: k-fold held-out MAPE per
    region, the knee picked by nested k-fold), where the run stored the fit its code made;
@@ -28,8 +28,8 @@ import sys
 from pathlib import Path
 
 SCHEDULERS = ("wait", "vllm-v1", "sarathi")
-DEFAULTS = {"calibration": "docs/calibration-h200-fidelity.json", "fidelity": "docs/fidelity-h200.json",
-            "host_steps": "docs/fidelity-h200-host-steps.json.gz", "steps": "docs/fidelity-h200-steps.json.gz"}
+DEFAULTS = {"calibration": "docs/calibration-h200-run6.json", "fidelity": "docs/fidelity-h200-run6.json",
+            "host_steps": "docs/fidelity-h200-run6-host-steps.json.gz", "steps": "docs/fidelity-h200-run6-steps.json.gz"}
 
 
 def main(argv=None) -> int:

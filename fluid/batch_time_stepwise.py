@@ -13,7 +13,7 @@ The stepwise model adds those terms:
 with `padded` the token count the step's graph runs (the decode bucket of D for decode-only steps,
 the token bucket of `new` for prefill / mixed steps that fit, `new` when eager) and `eager` 1 when
 the step is outside every bucket. The buckets are the engine's (recorded by `calibrate`). The
-last two terms are what the live steps of the H200 runs asked for (docs/fidelity-h200.md): a
+last two terms are what the live steps of the H200 runs asked for (docs/fidelity-h200-run6.md): a
 decode beside a prefill chunk costs more than one in a decode-only step (it goes through the
 mixed graph's variable-length decode launch, and its scheduler work is the admission step's), and
 the admission work grows with decodes × prefills. The knee is the GEMMs' turn from reading the
