@@ -2,8 +2,11 @@
 launches kernels (an engine step is partly host work, so two hosts with one GPU model can differ).
 
 `describe_host()` is recorded beside device and versions in every GPU result file (calibration,
-run summaries, benchmarks): CPU model and cores, the time of a 10⁶-iteration Python loop, and the
-median latency of one tiny kernel launch followed by a device sync.
+run summaries, benchmarks): CPU model and cores, the time of a 10⁶-iteration Python loop, the
+median latency of one tiny kernel launch followed by a device sync, and under `gpu` the GPU's own
+speed: its clocks, power and temperature as `nvidia-smi` reports them, a bf16 GEMM rate and a
+device-to-device copy bandwidth. Two H200s of one image differ: compute-bound grid steps ran up
+to 3.6 % apart between machines whose hosts ran Python alike (`benchmarks/fidelity_split.py`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,70 @@ def launch_sync_s(repeats: int = 200) -> float | None:
     return statistics.median(times)
 
 
+NVIDIA_SMI_FIELDS = ("clocks.sm", "clocks.max.sm", "clocks.mem", "clocks.max.mem", "power.draw", "power.limit", "temperature.gpu",
+                     "driver_version")
+
+
+def parse_nvidia_smi(text: str) -> dict:
+    """The first GPU's line of `nvidia-smi --query-gpu=NVIDIA_SMI_FIELDS --format=csv,noheader,nounits`:
+    numbers as floats, anything else ("[N/A]", the driver version) as the text."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    values = [v.strip() for v in first.split(",")]
+    if len(values) != len(NVIDIA_SMI_FIELDS):
+        return {}
+    out = {}
+    for name, value in zip(NVIDIA_SMI_FIELDS, values):
+        try:
+            out[name] = float(value) if name != "driver_version" else value
+        except ValueError:
+            out[name] = value
+    return out
+
+
+def gpu_speed() -> dict | None:
+    """Clocks, power and temperature (nvidia-smi, when present), the median rate of a bf16
+    8192³ GEMM (TFLOP/s) and of a 256 MiB device copy (GB/s read + write); None without CUDA."""
+    import shutil
+    import subprocess
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    out: dict = {}
+    if shutil.which("nvidia-smi"):
+        try:
+            text = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(NVIDIA_SMI_FIELDS)}", "--format=csv,noheader,nounits"],
+                                  capture_output=True, text=True, timeout=10, check=False).stdout
+            out["nvidia_smi"] = parse_nvidia_smi(text)
+        except (OSError, subprocess.SubprocessError):
+            out["nvidia_smi"] = {}
+    n = 8192
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    src = torch.empty(1 << 28, device="cuda", dtype=torch.uint8)  # 256 MiB: inside the pool sizing's margin
+    dst = torch.empty_like(src)
+
+    def timed(fn, repeats=20):
+        for _ in range(3):
+            fn()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(repeats):
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        return statistics.median(times)
+
+    out["gemm_bf16_tflops"] = 2 * n**3 / timed(lambda: a @ b) / 1e12
+    out["copy_gb_s"] = 2 * src.numel() / timed(lambda: dst.copy_(src)) / 1e9
+    del a, b, src, dst
+    torch.cuda.empty_cache()
+    return out
+
+
 def describe_host() -> dict:
     launch = launch_sync_s()
     return {
@@ -66,6 +133,7 @@ def describe_host() -> dict:
         "python": sys.version.split()[0],
         "python_loop_1e6_s": python_loop_s(),
         "launch_sync_us": None if launch is None else launch * 1e6,
+        "gpu": gpu_speed(),
     }
 
 
