@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fluid.batch_time import BatchShape, batch_time_from_dict
-from fluid.batch_time_stepwise import HOST_TERMS, TERMS, StepwiseBatchTime, fit_host_terms, fit_stepwise
+from fluid.batch_time_stepwise import HOST_TERMS, KNEE_CANDIDATES, TERMS, StepwiseBatchTime, fit_host_terms, fit_stepwise
 from fluid.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,3 +134,45 @@ def test_loads_are_sized_from_the_simulated_capacity():
     assert offered == pytest.approx(0.9 * probe["capacity_tok_s"], rel=1e-3)
     fluid, _ = g.build(cal, load=0.9, memory_use=0.75)  # the fluid's capacity from linear3: more than the simulator carries
     assert sum(t["rate_per_s"] * t["decode"] for t in fluid["types"]) > 1.2 * offered
+
+
+def _knee_rows(truth, seed=1):
+    rng, rows = random.Random(seed), []
+    for chunk in (16, 48, 100, 128, 160, 192, 224, 256, 300, 384, 450, 512, 700, 1024):
+        rows += [(_shape(0, 0, 1, chunk), f"prefill {chunk}"), (_shape(0, 0, 4, max(1, chunk // 4)), f"cohort {chunk}")]
+    for d in (1, 4, 8, 16, 24, 32, 64):
+        rows += [(_shape(d, c, 0, 0), f"decode {d}x{c}") for c in (48, 512, 2048)]
+    return [(s, truth.step_time_s(s) * (1 + rng.uniform(-0.002, 0.002)), lab) for s, lab in rows for _ in range(2)]
+
+
+@pytest.mark.parametrize("knee", (128, 192, 256, 384, 512))  # the knees the model documents, written out
+def test_the_knee_fit_picks_every_candidate_it_is_built_with(knee):
+    assert knee in KNEE_CANDIDATES
+    truth = StepwiseBatchTime(_coef(c0_s=4e-3, kv_s_per_token=1e-7, padded_s_per_token=2e-6, knee_s_per_token=2.3e-5), **BUCKETS,
+                              knee_tokens=knee)
+    fit = fit_stepwise(_knee_rows(truth), **BUCKETS)
+    assert fit.model.knee_tokens == knee
+    assert dict(zip(TERMS, fit.model.coefficients))["knee_s_per_token"] == pytest.approx(2.3e-5, rel=0.05)
+
+
+def test_a_stepwise_fit_needs_twice_as_many_rows_as_terms_and_positive_times():
+    truth = StepwiseBatchTime(_coef(c0_s=4e-3, padded_s_per_token=2e-6), **BUCKETS)
+    rows = _knee_rows(truth)
+    need = 2 * len(TERMS)
+    fit_stepwise(rows[:need], **BUCKETS)  # exactly the minimum: fits
+    with pytest.raises(InputError, match=f"needs at least {need} rows, got {need - 1}"):
+        fit_stepwise(rows[: need - 1], **BUCKETS)
+    for bad in (0.0, -1e-3, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="finite positive number of seconds"):
+            fit_stepwise(rows[:need] + [(rows[0][0], bad, "decode bad")], **BUCKETS)
+
+
+def test_with_linear3_recovers_a_model_that_is_linear3_and_refuses_one_without_a_fixed_cost():
+    from fluid.batch_time_stepwise import with_linear3
+
+    shapes = [_shape(d, c, p, n) for d in (1, 8, 64) for c in (48, 512) for p in (0, 1, 2) for n in (16, 200)]
+    linear = StepwiseBatchTime(_coef(c0_s=3e-3, kv_s_per_token=1.5e-7, new_s_per_token=2e-5), **BUCKETS)
+    got = with_linear3(linear, shapes).linear
+    assert got == pytest.approx((3e-3, 1.5e-7, 2e-5), rel=1e-6)
+    with pytest.raises(InputError, match="no fixed per-step cost"):
+        with_linear3(StepwiseBatchTime(_coef(kv_s_per_token=1.5e-7, new_s_per_token=2e-5), **BUCKETS), shapes)
