@@ -119,3 +119,13 @@ def test_step_metrics_of_an_empty_log_are_zero_not_one():
     out = step_metrics(StepLog(), 64)
     assert (out["num_steps"], out["peak_kv_tokens"], out["mean_kv_tokens"], out["evictions"]) == (0, 0, 0.0, 0)
     assert out["kv_capacity_tokens"] == 64 and out["max_batch_size"] == 0
+    # every value pinned: no busy time, no means or fractions over no steps
+    assert out == {
+        "num_steps": 0, "busy_s": 0.0, "mean_step_s": None, "mean_batch_size": None, "max_batch_size": 0,
+        "mean_decodes_per_step": None, "mean_prefills_per_step": None, "mixed_step_fraction": None,
+        "prefill_only_step_fraction": None, "decode_only_step_fraction": None, "prefill_token_fraction": None,
+        "peak_kv_tokens": 0, "mean_kv_tokens": 0.0, "kv_capacity_tokens": 64, "evictions": 0,
+    }
+    one = StepLog()
+    one.append(0.0, 1.0, BatchShape(1, 1, 0, 1), 16, 0)
+    assert set(step_metrics(one, 64)) == set(out)  # the same keys as a log with steps

@@ -266,3 +266,14 @@ def test_kv_audit_sees_a_lost_block_and_a_negative_free_count_each_alone():
     kv._held[r.request_id] = 5  # sums to 4 but the free count is negative
     with pytest.raises(KVCapacityError, match="5 held \\+ -1 free"):
         kv.audit([r])
+
+
+def test_kv_audit_sees_cached_tokens_of_a_request_holding_no_block():
+    kv = KVBlockManager(64, 16)
+    r = Request(0, 0.0, 40, 3)
+    kv.audit([r])  # nothing cached, nothing held: consistent
+    r.cached_tokens = 1  # one token cached in no block at all
+    with pytest.raises(KVCapacityError, match="request 0 caches 1 tokens in 0 blocks of 16"):
+        kv.audit([r])
+    r.completion_s = 1.0  # a completed request keeps its count after releasing: not checked
+    kv.audit([r])
