@@ -401,3 +401,37 @@ def test_capped_nested_theorem_bound_requires_the_base_plus_the_buffer():
     assert sol.memory.theorem_tokens == sol.memory.required_tokens == sol.base_memory_tokens + sol.buffer_tokens
     # the theorem's requirement is above both the expected and the worst case of the caps here
     assert sol.memory.required_tokens > sol.memory.worst_case_tokens > sol.memory.expected_tokens
+
+
+def test_projection_counts_a_prefill_at_its_whole_context_plus_its_remaining_chunk_steps():
+    # WAIT, chunks of 2: a 5-token prompt takes ⌈5/2⌉ = 3 prefill steps, 2 more than the step that
+    # admits it, then 3 decode stages: the line starts at its whole context k = 5 and lasts
+    # e = 3 + 2 = 5 steps. A prompt of 4 takes ⌈4/2⌉ − 1 = 1 step more; whole prompts none.
+    s = _wait([("a", 5, 3, 1.0), ("b", 4, 3, 1.0)], prefill_chunk_tokens=2)
+    assert s._projection(_req(0, prompt=5, output=3)) == (5, 5.0)
+    assert s._projection(_req(1, prompt=4, output=3, type_name="b")) == (4, 4.0)
+    whole = _wait([("a", 5, 3, 1.0)])
+    assert whole._projection(_req(0, prompt=5, output=3)) == (3, 5.0)
+    # a decoding request: its KV now and its decode stages left
+    r = _req(2, prompt=5, output=3)
+    r.cached_tokens, r.decode_steps_done = 6, 1
+    assert whole._projection(r) == (2, 6.0)
+    # Nested WAIT: the expected end given stage 0 is 0.7 · 2 + 0.3 · 6 = 3.2 stages, so the line of
+    # a 5-token prompt in chunks of 2 lasts 3.2 + 2 steps and ends at ⌈5 + 5.2⌉ = 11 tokens
+    nested = _nested([(0, 2, 1.0, 0.3), (3, 6, 1.0, 0.0)], prefill_chunk_tokens=2)
+    e, k = nested._projection(_req(3, prompt=5, output=3))
+    assert (e, k) == (pytest.approx(5.2), 5.0)
+    assert float(nested._end_blocks_tokens(e + k)) == 11.0
+
+
+@pytest.mark.parametrize("capacity", [8, 9, 10])
+def test_a_lone_request_that_fits_is_admitted_though_its_projected_line_overshoots_the_cache(capacity):
+    # prompt 5 in chunks of 2, output 3: the run holds at most 5 + 3 = 8 tokens, but the projected
+    # line (whole context 5 from the start, 3 + 2 steps) ends at 10. With nothing resident no
+    # admission can make a resident pause, so the look-ahead must not keep it out of an empty cache
+    # (it did: the server stalled with the cache empty at C = 8 and 9).
+    s = _wait([("a", 5, 3, 1.0)], capacity=capacity, prefill_chunk_tokens=2)
+    r = _req(0, prompt=5, output=3)
+    result = simulate(s, [r], AffineBatchTime(1.0, 0.0))
+    assert r.completion_s == 6.0  # 3 prefill steps, then 3 decode stages (the first token ends the prefill)
+    assert result.peak_kv_tokens == 8 and s.stats["decodes_paused"] == 0 and s.stats["admissions_deferred"] == 0
