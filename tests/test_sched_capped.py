@@ -435,3 +435,23 @@ def test_a_lone_request_that_fits_is_admitted_though_its_projected_line_overshoo
     result = simulate(s, [r], AffineBatchTime(1.0, 0.0))
     assert r.completion_s == 6.0  # 3 prefill steps, then 3 decode stages (the first token ends the prefill)
     assert result.peak_kv_tokens == 8 and s.stats["decodes_paused"] == 0 and s.stats["admissions_deferred"] == 0
+
+
+def test_an_evicted_request_leaves_its_group_count_and_comes_back_under_a_binding_cap():
+    # resident cap ⌈2 · 1⌉ = 2, C = 10 tokens: both requests are admitted and decode until the cache is
+    # full, then both pause and the newest (1) is evicted: the group counts one resident, so when
+    # request 0 is done request 1 is admitted again (under the cap of 2) and finishes
+    s = _nested([(0, 1, 1.0)], capacity=10, look_ahead=False, pace=False)
+    assert s.resident_cap == 2 and s.group_caps == {"all": 2}
+    s.add_request(_req(0, prompt=4, output=5))
+    s.add_request(_req(1, prompt=4, output=5))
+    assert _step(s, 0.0) == [(0, 4), (1, 4)]
+    assert _step(s, 1.0) == [(0, 1), (1, 1)]  # 10 of 10 tokens
+    assert _step(s, 2.0) == [(0, 1)]  # request 1 evicted, request 0 decodes
+    assert s.stats["evictions"] == 1 and s._in_group == {"all": 1} and list(s._resident) == [0]
+    now, done = 3.0, []
+    while s.has_unfinished() and now < 40:
+        batch = s.schedule(now)
+        done += [r.request_id for r in s.complete_step(batch, now, now + 1.0)]
+        now += 1.0
+    assert done == [0, 1] and s._in_group == {"all": 0} and s.stats["evictions"] == 1
