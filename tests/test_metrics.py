@@ -129,3 +129,26 @@ def test_step_metrics_of_an_empty_log_are_zero_not_one():
     one = StepLog()
     one.append(0.0, 1.0, BatchShape(1, 1, 0, 1), 16, 0)
     assert set(step_metrics(one, 64)) == set(out)  # the same keys as a log with steps
+
+
+def test_request_rows_by_hand_for_a_finished_typed_request_and_an_unstarted_untyped_one():
+    from runtime.metrics import request_rows
+
+    done = _finished(0, 0.5, [1.0, 1.25, 1.75], slo=0.3, restarts=1)  # gaps 0.25, 0.5
+    done.first_scheduled_s, done.prefill_chunk_end_s, done.tier = 0.75, [0.9, 1.0], 2
+    waiting = Request(1, 2.0, 7, 4)  # no type, never scheduled
+    rows = request_rows([done, waiting])
+    assert rows[0] == {
+        "request_id": 0, "type": "t", "tier": 2, "prompt_tokens": 10, "output_tokens": 2, "arrival_s": 0.5,
+        "first_scheduled_s": 0.75, "first_token_s": 1.0, "completion_s": 1.75, "ttft_s": 0.5, "latency_s": 1.25,
+        "mean_tbt_s": 0.375, "max_tbt_s": 0.5, "decode_tokens": 2, "prefill_chunks": 2, "restarts": 1, "tbt_slo_s": 0.3,
+    }
+    assert rows[1] == {
+        "request_id": 1, "type": "", "tier": 0, "prompt_tokens": 7, "output_tokens": 4, "arrival_s": 2.0,
+        "first_scheduled_s": None, "first_token_s": None, "completion_s": None, "ttft_s": None, "latency_s": None,
+        "mean_tbt_s": None, "max_tbt_s": None, "decode_tokens": 0, "prefill_chunks": 0, "restarts": 0, "tbt_slo_s": None,
+    }
+    one = Request(2, 0.0, 3, 1, "u")
+    one.token_times_s = [0.5]  # its first token only: no gap yet
+    row = request_rows([one])[0]
+    assert (row["type"], row["first_token_s"], row["ttft_s"], row["mean_tbt_s"], row["decode_tokens"]) == ("u", 0.5, 0.5, None, 0)
