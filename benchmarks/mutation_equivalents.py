@@ -80,8 +80,6 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "at a tie e = last_step the extra loop pass computes the peak the original computes as `own` (same remaining sum and count), and each further tie and the final `own` subtract c + e, that request's KV tokens at instant e (≥ 0: prefill + decoded tokens + block slack): the maximum is the same",
     ('runtime/schedulers/cohorts.py', 'if k < num and max_wait_s != math.inf:', '<-><='):
         "at k = num the overdue loop `range(num − 1, k − 1, −1)` is empty and `return k` follows either way; the extra due_times_s call only computes (and caches until the queues change) the values it returns when called later",
-    ('runtime/schedulers/base.py', '_kv_tokens: int = field(default=0, init=False, repr=False)', 'False->True'):
-        "it only adds an optional `_kv_tokens=0` parameter to Batch(): every Batch is built as `Batch()` and none is copied with dataclasses.replace, so it starts at 0 either way (repr, eq and slots unchanged)",
     ('runtime/schedulers/base.py', 'if total > held * kv.block_size and not kv.try_grow(request, num_new_tokens):', '>->>='):
         "at equality the held blocks already cover the tokens: `try_grow` finds need = blocks_for(total) − held = 0 and returns True without changing anything",
     ('runtime/schedulers/base.py', 'batch._counted += count', '+=->-='):
@@ -90,6 +88,27 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "a sentinel that only has to exceed every token count of one pass (2^61 ≈ 2.3·10^18 tokens does as well as 2^62), and it never leaves the pass: the pass returns None for 'no budget'",
     ('runtime/schedulers/cohorts.py', 'if t < due[idx]:', '<-><='):
         "a running minimum: at t = due[idx] the assignment writes the value already there",
+    # runtime/schedulers (base, waiting_order), runtime/metrics
+    ('runtime/schedulers/base.py', 'batch._counted += 1', '+=->-='):
+        "`_counted` only tells shape() whether every item went through the counting paths: counted down by "
+        "try_reserve or reserve it falls below the number of items (the only direct change of items, RAD's filter, "
+        "follows reserve_decodes calls in a batch with no try_reserve or reserve), so shape() recounts the items "
+        "and gives the same BatchShape (shape() is read before complete_step changes a request): slower, same result",
+    ('runtime/schedulers/waiting_order.py', 'self._back = 0  # next position at the back (counts up)', '0->1'):
+        "positions only order the heap's entries of equal (tier, length): back positions count up from `_back + 1` "
+        "and front positions down from `_front − 1`, so starting the back at 1, 0 or −1 (or the front at 1, 0 or −1) "
+        "keeps every front position below every back one and each side in its order: the same pops",
+    ('runtime/schedulers/waiting_order.py', 'self._back = 0  # next position at the back (counts up)', '0->-1'):
+        "positions only order entries of equal (tier, length): see the `0->1` entry of this line",
+    ('runtime/schedulers/waiting_order.py', 'self._front = 0  # next position at the front (counts down)', '0->1'):
+        "positions only order entries of equal (tier, length): see the `_back` entries",
+    ('runtime/schedulers/waiting_order.py', 'self._front = 0  # next position at the front (counts down)', '0->-1'):
+        "positions only order entries of equal (tier, length): see the `_back` entries",
+    ('runtime/metrics.py', 'if len(times) > 1:', '1->0'):
+        "a request with one token time has no decode token: `times[1:]` is empty and adds a count of 0, "
+        "as skipping it does (an empty token list is skipped either way)",
+    ('runtime/metrics.py', 'if len(times) > 1:', '>->>='):
+        "as `1->0`: a request with one token time adds a count of 0 from the empty `times[1:]`",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
@@ -102,6 +121,27 @@ EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
         "the loop's stop `k − 2` adds one pass, idx = k − 1: for k ≥ 1 it can only `return k`, what the fall-through "
         "returns; for k = 0 it reads due[-1] = due[num − 1], which the first pass already found not overdue "
         "(else it returned num). The `num − 1` at column 23 is not equivalent (it skips the last segment)",
+    # runtime/schedulers/base.py: Batch's running totals
+    ('runtime/schedulers/base.py', '_counted: int = field(default=0, init=False, repr=False)', 'False->True', 38):
+        "`init=True` only adds an optional `_counted=0` parameter to Batch(): every Batch is built as `Batch()` and "
+        "none is copied with dataclasses.replace, so it starts at 0 either way (its `repr=False` column is not "
+        "equivalent: tests/test_sim_core.py reads a batch's repr)",
+    ('runtime/schedulers/base.py', '_new_tokens: int = field(default=0, init=False, repr=False)', 'False->True', 41):
+        "`init=True` only adds an optional `_new_tokens=0` parameter to Batch(): every Batch is built as `Batch()` and "
+        "none is copied with dataclasses.replace, so it starts at 0 either way (its `repr=False` column is not "
+        "equivalent: tests/test_sim_core.py reads a batch's repr)",
+    ('runtime/schedulers/base.py', '_kv_tokens: int = field(default=0, init=False, repr=False)', 'False->True', 40):
+        "`init=True` only adds an optional `_kv_tokens=0` parameter to Batch(): every Batch is built as `Batch()` and "
+        "none is copied with dataclasses.replace, so it starts at 0 either way (its `repr=False` column is not "
+        "equivalent: tests/test_sim_core.py reads a batch's repr)",
+    ('runtime/schedulers/base.py', '_num_prefills: int = field(default=0, init=False, repr=False)', 'False->True', 43):
+        "`init=True` only adds an optional `_num_prefills=0` parameter to Batch(): every Batch is built as `Batch()` and "
+        "none is copied with dataclasses.replace, so it starts at 0 either way (its `repr=False` column is not "
+        "equivalent: tests/test_sim_core.py reads a batch's repr)",
+    ('runtime/schedulers/base.py', '_prefill_pairs: int = field(default=0, init=False, repr=False)', 'False->True', 44):
+        "`init=True` only adds an optional `_prefill_pairs=0` parameter to Batch(): every Batch is built as `Batch()` and "
+        "none is copied with dataclasses.replace, so it starts at 0 either way (its `repr=False` column is not "
+        "equivalent: tests/test_sim_core.py reads a batch's repr)",
 }
 
 

@@ -277,3 +277,12 @@ def test_kv_audit_sees_cached_tokens_of_a_request_holding_no_block():
         kv.audit([r])
     r.completion_s = 1.0  # a completed request keeps its count after releasing: not checked
     kv.audit([r])
+
+
+def test_a_batch_reads_as_its_work_and_evictions_not_its_running_totals():
+    a, b = Batch(), Batch()
+    r = Request(0, 0.0, 8, 1)
+    a.add(ScheduledWork(r, 8, 0))  # counted incrementally
+    b.items.append(ScheduledWork(r, 8, 0))  # appended directly: the totals stay at zero
+    assert a.shape() == b.shape() and repr(a) == repr(b)
+    assert repr(a) == f"Batch(items={a.items!r}, evicted=[])"
