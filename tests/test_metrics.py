@@ -152,3 +152,27 @@ def test_request_rows_by_hand_for_a_finished_typed_request_and_an_unstarted_unty
     one.token_times_s = [0.5]  # its first token only: no gap yet
     row = request_rows([one])[0]
     assert (row["type"], row["first_token_s"], row["ttft_s"], row["mean_tbt_s"], row["decode_tokens"]) == ("u", 0.5, 0.5, None, 0)
+
+
+def test_summary_of_a_run_shorter_than_a_second_by_hand():
+    # two requests: latencies 0.4 and 0.5 s, TTFTs 0.1 and 0.2 s, gaps 0.1, 0.2 and 0.3 s, run end 0.8 s
+    reqs = [_finished(0, 0.0, [0.1, 0.2, 0.4]), _finished(1, 0.1, [0.3, 0.6])]
+    s = summarize(SimResult(reqs, 0.8, 0, 0, StepLog(), 100), scheduler="x", warmup_s=0.0)
+    assert s.overall_decode_throughput_tokens_per_s == pytest.approx(3 / 0.8)  # 2 + 1 decode tokens
+    assert (s.mean_latency_s, s.p50_latency_s, s.p90_latency_s, s.p99_latency_s) == pytest.approx((0.45, 0.45, 0.49, 0.499))
+    assert (s.mean_ttft_s, s.p50_ttft_s, s.p99_ttft_s) == pytest.approx((0.15, 0.15, 0.199))
+    # gaps sorted 0.1, 0.2, 0.3: p90 sits 0.8 of the way from 0.2 to 0.3 (linear interpolation)
+    assert (s.mean_tbt_s, s.p50_tbt_s, s.p90_tbt_s, s.p99_tbt_s, s.max_tbt_s) == pytest.approx((0.2, 0.2, 0.28, 0.298, 0.3))
+    # the throughput window runs from 0 to the last arrival, 0.1 s: the decode token at 0.2 s is
+    # outside it, so none counts
+    assert (s.window_start_s, s.window_stop_s, s.decode_throughput_tokens_per_s) == (0.0, 0.1, 0.0)
+    empty = summarize(SimResult([], 0.0, 0, 0, StepLog(), 100), scheduler="x")
+    assert empty.overall_decode_throughput_tokens_per_s == 0.0 and empty.mean_latency_s is None
+
+
+def test_decode_throughput_counts_the_one_decode_token_of_a_two_token_request_inside_the_window():
+    r = _finished(0, 0.0, [1.0, 2.0])  # its first token at 1.0 is the prefill's, its decode token at 2.0
+    assert decode_throughput_tokens_per_s([r], 0.0, 4.0) == pytest.approx(1 / 4)
+    assert decode_throughput_tokens_per_s([r], 2.0, 4.0) == pytest.approx(1 / 2)  # a token at the start counts
+    assert decode_throughput_tokens_per_s([r], 0.0, 2.0) == pytest.approx(1 / 2)  # and one at the stop
+    assert decode_throughput_tokens_per_s([r], 2.5, 4.0) == 0.0
