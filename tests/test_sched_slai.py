@@ -218,6 +218,22 @@ def test_bad_knobs():
         _slai(watermark=1.0)
 
 
+def test_knob_boundaries_zero_and_one_are_on_the_side_each_rule_says():
+    # the KV-use threshold is a fraction in (0, 1]: 0 is refused, 1 (only a full cache is high) taken
+    with pytest.raises(InputError, match="high_kv_use_fraction"):
+        _slai(high_kv_use_fraction=0.0)
+    assert _slai(high_kv_use_fraction=1.0).high_kv_use_fraction == 1.0
+    # offsets may be 0; the SLO, the budget and the decode cap must be positive
+    s = _slai(offset=0.0, offset_low=0.0, offset_high=0.0, token_budget=1, max_decodes=1, max_num_seqs=1)
+    assert (s.offset, s.offset_low, s.offset_high, s.token_budget, s.max_decodes, s.max_num_seqs) == (0.0, 0.0, 0.0, 1, 1, 1)
+    for knob in ("default_tbt_slo_s", "token_budget", "max_decodes", "max_num_seqs"):
+        with pytest.raises(InputError, match=knob):
+            _slai(**{knob: 0})
+    with pytest.raises(InputError, match="offset_low"):
+        _slai(offset_low=-0.5)
+    assert _slai(watermark=0.0).admission_free_blocks == 0
+
+
 def test_earliest_lst_first_when_the_budget_is_short():
     s = _slai(token_budget=10, offset=0.0)
     s.add_request(Request(0, 0.0, 2, 9, tbt_slo_s=1.0))
