@@ -109,6 +109,21 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "as skipping it does (an empty token list is skipped either way)",
     ('runtime/metrics.py', 'if len(times) > 1:', '>->>='):
         "as `1->0`: a request with one token time adds a count of 0 from the empty `times[1:]`",
+    ('runtime/schedulers/queues.py', 'stop = end if end - i <= budget else i + budget', '<=-><'):
+        "at end − i = budget the other branch gives i + budget = end: the same stop",
+    ('runtime/schedulers/mc_sf.py', 'self._step = 0  # number of the next iteration: the projection\'s time axis', '0->1'):
+        "the projection's frame is only relative: starting at 1 adds 1 to every last step E and takes 1 from every "
+        "offset c = p − T_a, so each projected memory Σ c + e·N (and the candidate's offset + e) is unchanged, and "
+        "`_forget_finished` drops E < step in the same frame",
+    ('runtime/schedulers/mc_sf.py', 'self._step = 0  # number of the next iteration: the projection\'s time axis', '0->-1'):
+        "the projection's frame is only relative: see the `0->1` entry of this line",
+    ('runtime/schedulers/slai.py', 'self._seq += 1', '1->2'):
+        "the sequence number only breaks (LST, arrival) ties in the decode heap: counting up by 2 keeps it "
+        "strictly increasing, so the same entries pop in the same order",
+    ('runtime/schedulers/slai.py', 'self._seq = 0  # heap tie-breaker after (LST, arrival)', '0->1'):
+        "a tie-breaker that only has to increase with every push: starting at 1 (or −1) keeps that",
+    ('runtime/schedulers/slai.py', 'self._seq = 0  # heap tie-breaker after (LST, arrival)', '0->-1'):
+        "a tie-breaker that only has to increase with every push: starting at −1 keeps that",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
