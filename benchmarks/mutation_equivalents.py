@@ -38,6 +38,15 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "the fallback divisor of a zero total, which cannot occur: every threshold and footprint is > 0",
     ('thresholds/report.py', 'total = policy.guarantees.memory_required_tokens or 1.0', '1.0->2.0'):
         "the fallback divisor of a zero total, which cannot occur: every threshold and footprint is > 0",
+    ('runtime/schedulers/base.py', 'if w.num_new_tokens == 1 and cached >= r.prefill_target_tokens:  # a decode stage', '1->2'):
+        "the inlined decode case is only a fast path: a decode it skips goes to `Request.advance`, whose decode "
+        "case makes the same changes (cached + 1, one more stage and token time, completion at the last stage)",
+    ('runtime/schedulers/base.py', 'if w.num_new_tokens == 1 and cached >= r.prefill_target_tokens:  # a decode stage', '>=->>'):
+        "the inlined decode case is only a fast path: a decode right after its prefill (cached = target) goes to "
+        "`Request.advance` instead, whose decode case makes the same changes",
+    ('runtime/schedulers/base.py', 'if w.num_new_tokens == 1 and cached >= r.prefill_target_tokens:  # a decode stage', '1->0'):
+        "the inlined decode case is only a fast path: every decode then goes to `Request.advance`, which makes the "
+        "same changes; the inline path would take only work of 0 new tokens, which no policy schedules",
     ('runtime/schedulers/queues.py', 'stop = end if end - i <= budget else i + budget', '<=-><'):
         "at end − i = budget both branches give the same stop, end = i + budget",
     ('fluid/symbolic.py', 'd_kv, d_new = sp.symbols("d_kv d_new", nonnegative=True)', 'True->False'):
@@ -109,6 +118,15 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "as skipping it does (an empty token list is skipped either way)",
     ('runtime/metrics.py', 'if len(times) > 1:', '>->>='):
         "as `1->0`: a request with one token time adds a count of 0 from the empty `times[1:]`",
+    ('runtime/schedulers/base.py', 'if w.num_new_tokens == 1 and cached >= r.prefill_target_tokens:  # a decode stage', '1->2'):
+        "the inlined decode case is only a fast path: a decode it skips goes to `Request.advance`, whose decode "
+        "case makes the same changes (cached + 1, one more stage and token time, completion at the last stage)",
+    ('runtime/schedulers/base.py', 'if w.num_new_tokens == 1 and cached >= r.prefill_target_tokens:  # a decode stage', '>=->>'):
+        "the inlined decode case is only a fast path: a decode right after its prefill (cached = target) goes to "
+        "`Request.advance` instead, whose decode case makes the same changes",
+    ('runtime/schedulers/base.py', 'if w.num_new_tokens == 1 and cached >= r.prefill_target_tokens:  # a decode stage', '1->0'):
+        "the inlined decode case is only a fast path: every decode then goes to `Request.advance`, which makes the "
+        "same changes; the inline path would take only work of 0 new tokens, which no policy schedules",
     ('runtime/schedulers/queues.py', 'stop = end if end - i <= budget else i + budget', '<=-><'):
         "at end − i = budget the other branch gives i + budget = end: the same stop",
     ('runtime/schedulers/mc_sf.py', 'self._step = 0  # number of the next iteration: the projection\'s time axis', '0->1'):
