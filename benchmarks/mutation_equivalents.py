@@ -154,6 +154,11 @@ EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
         "the loop's stop `k − 2` adds one pass, idx = k − 1: for k ≥ 1 it can only `return k`, what the fall-through "
         "returns; for k = 0 it reads due[-1] = due[num − 1], which the first pass already found not overdue "
         "(else it returned num). The `num − 1` at column 23 is not equivalent (it skips the last segment)",
+    # runtime/schedulers/capped.py
+    ('runtime/schedulers/capped.py', 'return float(np.max(tokens + alive * b)) <= capacity or _peak_blocks_tokens(e, k, b) <= capacity', '<=-><', 41):
+        "the first test is a shortcut: each line holds B⌈(k + t)/B⌉ < k + t + B at every departure point, so the "
+        "bound `tokens + alive·B` ≤ C (or < C) implies the exact block peak ≤ C, and `bound or exact` is the exact "
+        "test either way. The `<=` at column 85 (the exact test) is not equivalent",
     # runtime/schedulers/base.py: Batch's running totals
     ('runtime/schedulers/base.py', '_counted: int = field(default=0, init=False, repr=False)', 'False->True', 38):
         "`init=True` only adds an optional `_counted=0` parameter to Batch(): every Batch is built as `Batch()` and "
