@@ -422,6 +422,18 @@ def test_projection_counts_a_prefill_at_its_whole_context_plus_its_remaining_chu
     e, k = nested._projection(_req(3, prompt=5, output=3))
     assert (e, k) == (pytest.approx(5.2), 5.0)
     assert float(nested._end_blocks_tokens(e + k)) == 11.0
+    # at its expected end, or past the chain's last stage, a decode has no step left to project
+    last = _req(4, prompt=5, output=9)
+    last.cached_tokens, last.decode_steps_done = 11, 6  # stage 6: E[l' | l' ≥ 6] = 6
+    assert nested._projection(last) == (0.0, 11.0)
+    last.cached_tokens, last.decode_steps_done = 13, 8  # past the chain: its own stage is the estimate
+    assert nested._projection(last) == (0.0, 13.0)
+    # WAIT: evicted before its last decode stage, a request recomputes l + l' tokens whose prefill
+    # samples its last token: a line of the whole context and no step after it
+    again = _req(5, prompt=5, output=3)
+    again.token_times_s, again.decode_steps_done = [1.0, 2.0, 3.0], 2
+    again.evict()
+    assert again.prefill_target_tokens == 8 and whole._projection(again) == (0, 8.0)
 
 
 @pytest.mark.parametrize("capacity", [8, 9, 10])
