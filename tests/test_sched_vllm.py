@@ -127,6 +127,21 @@ def test_v1_a_prefill_chunk_inside_its_held_block_runs_with_no_block_free():
     assert batch.evicted == [] and list(s.running) == [0, 1] and s.kv.free_blocks == 0
 
 
+def test_v1_the_decode_a_preemption_makes_room_for_spends_the_budget_like_any_other():
+    # block 1, C = 12: four 3-token prompts fill the cache at t = 0. With a budget of 2 at t = 1,
+    # request 0 finds no block, request 3 (the newest) is preempted for it, and 0's token leaves one
+    # of the budget: request 1 decodes, request 2 is not reached (paused with its cache)
+    s = make_scheduler("vllm-v1", KVBlockManager(12, block_size=1))
+    for rid in range(4):
+        s.add_request(Request(rid, 0.0, prompt_tokens=3, output_tokens=4))
+    assert len(run_step(s, 0.0).items) == 4 and s.kv.free_blocks == 0
+    s.max_num_batched_tokens = 2
+    batch = s.schedule(1.0)
+    assert [r.request_id for r in batch.evicted] == [3]
+    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1), (1, 1)]
+    assert list(s.running) == [0, 1, 2] and [r.request_id for r in s.waiting] == [3]
+
+
 def test_v1_running_first_then_chunked_admissions_within_the_budget():
     s = make_scheduler("vllm-v1", KVBlockManager(1000, block_size=1), max_num_batched_tokens=10)
     s.add_request(Request(0, 0.0, prompt_tokens=14, output_tokens=3))
