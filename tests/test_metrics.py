@@ -86,6 +86,12 @@ def test_step_metrics_composition_and_kv():
     assert m["peak_kv_tokens"] == 160
     assert m["mean_kv_tokens"] == pytest.approx((112 * 1 + 160 * 3 + 32 * 1) / 5)
     assert m["evictions"] == 1
+    assert m["busy_s"] == 5.0 and m["mean_step_s"] == pytest.approx(5 / 3)
+    assert m["mean_decodes_per_step"] == pytest.approx(4 / 3) and m["mean_prefills_per_step"] == pytest.approx(2 / 3)
+    # no decode in the first step, no prefill in the last
+    assert m["prefill_only_step_fraction"] == pytest.approx(1 / 3) and m["decode_only_step_fraction"] == pytest.approx(1 / 3)
+    assert m["prefill_token_fraction"] == pytest.approx((100 + 1 + 0) / 105)  # new tokens less one per decode
+    assert m["kv_capacity_tokens"] == 200
 
 
 def test_summary_counts_decode_tokens_and_request_steps_by_hand():
@@ -176,3 +182,10 @@ def test_decode_throughput_counts_the_one_decode_token_of_a_two_token_request_in
     assert decode_throughput_tokens_per_s([r], 2.0, 4.0) == pytest.approx(1 / 2)  # a token at the start counts
     assert decode_throughput_tokens_per_s([r], 0.0, 2.0) == pytest.approx(1 / 2)  # and one at the stop
     assert decode_throughput_tokens_per_s([r], 2.5, 4.0) == 0.0
+
+
+def test_warmup_cut_of_no_requests_is_zero():
+    from runtime.metrics import warmup_cut_s
+
+    assert warmup_cut_s([], 0.5) == 0.0 and warmup_cut_s([], 0.5, horizon_s=3.0) == 0.0
+    assert measurement_window_s([], end_s=2.0, warmup_s=0.0) == (0.0, 2.0)  # no arrival span: to the end
