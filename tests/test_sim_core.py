@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from fluid.batch_time import AffineBatchTime
+from fluid.batch_time import AffineBatchTime, BatchShape
 from fluid.errors import InputError
 from runtime.kv_blocks import KVBlockManager, KVCapacityError
 from runtime.request import Request
@@ -286,3 +286,22 @@ def test_a_batch_reads_as_its_work_and_evictions_not_its_running_totals():
     b.items.append(ScheduledWork(r, 8, 0))  # appended directly: the totals stay at zero
     assert a.shape() == b.shape() and repr(a) == repr(b)
     assert repr(a) == f"Batch(items={a.items!r}, evicted=[])"
+
+
+def test_shape_of_one_item_added_and_one_appended_directly_counts_both_by_hand():
+    batch = Batch()
+    decoding = Request(0, 0.0, 30, 5)
+    decoding.cached_tokens = 30
+    batch.add(ScheduledWork(decoding, 1, 30))
+    assert batch.shape() == BatchShape(1, 31, 1, 0, 0)
+    chunked = Request(2, 0.0, 10, 1)
+    chunked.cached_tokens = 4
+    batch.add(ScheduledWork(chunked, 4, 4))  # a middle chunk: 4 new tokens on 4 cached, pairs 4 · 8
+    assert batch.shape() == BatchShape(5, 39, 1, 1, 32)
+    batch.items.append(ScheduledWork(Request(1, 0.0, 8, 1), 8, 0))  # not counted: shape() must recount
+    assert batch.shape() == BatchShape(13, 47, 1, 2, 32 + 64)  # the new prefill's pairs: 8 · (0 + 8)
+    # one added, one appended: the count of added items must not pass for the number of items
+    other = Batch()
+    other.add(ScheduledWork(decoding, 1, 30))
+    other.items.append(ScheduledWork(Request(3, 0.0, 8, 1), 8, 0))
+    assert other.shape() == BatchShape(9, 39, 1, 1, 64)
