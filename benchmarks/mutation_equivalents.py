@@ -113,6 +113,16 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "positions only order entries of equal (tier, length): see the `_back` entries",
     ('runtime/schedulers/waiting_order.py', 'self._front = 0  # next position at the front (counts down)', '0->-1'):
         "positions only order entries of equal (tier, length): see the `_back` entries",
+    ('runtime/schedulers/waiting_order.py', 'self._back += 1', '1->2'):
+        "positions only order entries of equal (tier, length): counting the back up by 2 keeps it strictly "
+        "increasing and above every front position, so the same pops",
+    ('runtime/schedulers/waiting_order.py', 'self._front -= 1', '1->2'):
+        "positions only order entries of equal (tier, length): counting the front down by 2 keeps it strictly "
+        "decreasing and below every back position, so the same pops",
+    ('runtime/schedulers/cohorts.py', 'if k < num and max_wait_s != math.inf:', 'and->or'):
+        "with k = num the overdue loop `range(num − 1, k − 1, −1)` is empty and `return k` follows; with no drain "
+        "timer (max_wait_s = inf) every due time is inf, never ≤ now: either way `return k`, the extra due_times_s "
+        "call only computing (and caching until the queues change) the values it returns when called later",
     ('runtime/metrics.py', 'if len(times) > 1:', '1->0'):
         "a request with one token time has no decode token: `times[1:]` is empty and adds a count of 0, "
         "as skipping it does (an empty token list is skipped either way)",
