@@ -119,6 +119,18 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
     ('runtime/schedulers/waiting_order.py', 'self._front -= 1', '1->2'):
         "positions only order entries of equal (tier, length): counting the front down by 2 keeps it strictly "
         "decreasing and below every back position, so the same pops",
+    ('runtime/schedulers/waiting_order.py', 'tier = request.tier if self.tiered else 0', '0->1'):
+        "the tier of an order that does not sort by it is one constant for every entry: any constant "
+        "leaves the heap ordered by the next key",
+    ('runtime/schedulers/waiting_order.py', 'tier = request.tier if self.tiered else 0', '0->-1'):
+        "the tier of an order that does not sort by it is one constant for every entry: any constant "
+        "leaves the heap ordered by the next key",
+    ('runtime/schedulers/waiting_order.py', 'length = request.prefill_target_tokens if self.by_length else 0', '0->1'):
+        "the length of an order that does not sort by it is one constant for every entry: any constant "
+        "leaves the heap ordered by the next key",
+    ('runtime/schedulers/waiting_order.py', 'length = request.prefill_target_tokens if self.by_length else 0', '0->-1'):
+        "the length of an order that does not sort by it is one constant for every entry: any constant "
+        "leaves the heap ordered by the next key",
     ('runtime/schedulers/cohorts.py', 'if k < num and max_wait_s != math.inf:', 'and->or'):
         "with k = num the overdue loop `range(num − 1, k − 1, −1)` is empty and `return k` follows; with no drain "
         "timer (max_wait_s = inf) every due time is inf, never ≤ now: either way `return k`, the extra due_times_s "

@@ -467,3 +467,14 @@ def test_an_evicted_request_leaves_its_group_count_and_comes_back_under_a_bindin
         done += [r.request_id for r in s.complete_step(batch, now, now + 1.0)]
         now += 1.0
     assert done == [0, 1] and s._in_group == {"all": 0} and s.stats["evictions"] == 1
+
+
+@pytest.mark.parametrize("capacity, admitted", [(16, [0, 1]), (15, [0])])
+def test_work_conserving_ends_are_counted_in_whole_blocks_against_the_cache_in_tokens(capacity, admitted):
+    # blocks of 4: prompt 4, output 3 ends at 7 tokens, 2 blocks (8 tokens) each. C = 16 (4 blocks)
+    # holds both ends exactly, so the class cap of 1 does not bind; C = 15 rounds down to 3 blocks
+    s = _wait_blocks([("a", 4, 3, 0.25)], capacity, 4, work_conserving=True)
+    assert s.group_caps["a"] == 1
+    for rid in (0, 1):
+        s.add_request(_req(rid))
+    assert _admitted(_step(s, 0.0)) == admitted
