@@ -38,6 +38,15 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "the fallback divisor of a zero total, which cannot occur: every threshold and footprint is > 0",
     ('thresholds/report.py', 'total = policy.guarantees.memory_required_tokens or 1.0', '1.0->2.0'):
         "the fallback divisor of a zero total, which cannot occur: every threshold and footprint is > 0",
+    ('runtime/schedulers/base.py', 'if w.num_new_tokens == 1 and cached >= r.prefill_target_tokens:  # a decode stage', '1->2'):
+        "the inlined decode case is only a fast path: a decode it skips goes to `Request.advance`, whose decode "
+        "case makes the same changes (cached + 1, one more stage and token time, completion at the last stage)",
+    ('runtime/schedulers/base.py', 'if w.num_new_tokens == 1 and cached >= r.prefill_target_tokens:  # a decode stage', '>=->>'):
+        "the inlined decode case is only a fast path: a decode right after its prefill (cached = target) goes to "
+        "`Request.advance` instead, whose decode case makes the same changes",
+    ('runtime/schedulers/base.py', 'if w.num_new_tokens == 1 and cached >= r.prefill_target_tokens:  # a decode stage', '1->0'):
+        "the inlined decode case is only a fast path: every decode then goes to `Request.advance`, which makes the "
+        "same changes; the inline path would take only work of 0 new tokens, which no policy schedules",
     ('runtime/schedulers/queues.py', 'stop = end if end - i <= budget else i + budget', '<=-><'):
         "at end − i = budget both branches give the same stop, end = i + budget",
     ('fluid/symbolic.py', 'd_kv, d_new = sp.symbols("d_kv d_new", nonnegative=True)', 'True->False'):
@@ -80,8 +89,6 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "at a tie e = last_step the extra loop pass computes the peak the original computes as `own` (same remaining sum and count), and each further tie and the final `own` subtract c + e, that request's KV tokens at instant e (≥ 0: prefill + decoded tokens + block slack): the maximum is the same",
     ('runtime/schedulers/cohorts.py', 'if k < num and max_wait_s != math.inf:', '<-><='):
         "at k = num the overdue loop `range(num − 1, k − 1, −1)` is empty and `return k` follows either way; the extra due_times_s call only computes (and caches until the queues change) the values it returns when called later",
-    ('runtime/schedulers/base.py', '_kv_tokens: int = field(default=0, init=False, repr=False)', 'False->True'):
-        "it only adds an optional `_kv_tokens=0` parameter to Batch(): every Batch is built as `Batch()` and none is copied with dataclasses.replace, so it starts at 0 either way (repr, eq and slots unchanged)",
     ('runtime/schedulers/base.py', 'if total > held * kv.block_size and not kv.try_grow(request, num_new_tokens):', '>->>='):
         "at equality the held blocks already cover the tokens: `try_grow` finds need = blocks_for(total) − held = 0 and returns True without changing anything",
     ('runtime/schedulers/base.py', 'batch._counted += count', '+=->-='):
@@ -90,6 +97,73 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "a sentinel that only has to exceed every token count of one pass (2^61 ≈ 2.3·10^18 tokens does as well as 2^62), and it never leaves the pass: the pass returns None for 'no budget'",
     ('runtime/schedulers/cohorts.py', 'if t < due[idx]:', '<-><='):
         "a running minimum: at t = due[idx] the assignment writes the value already there",
+    # runtime/schedulers (base, waiting_order), runtime/metrics
+    ('runtime/schedulers/base.py', 'batch._counted += 1', '+=->-='):
+        "`_counted` only tells shape() whether every item went through the counting paths: counted down by "
+        "try_reserve or reserve it falls below the number of items (the only direct change of items, RAD's filter, "
+        "follows reserve_decodes calls in a batch with no try_reserve or reserve), so shape() recounts the items "
+        "and gives the same BatchShape (shape() is read before complete_step changes a request): slower, same result",
+    ('runtime/schedulers/waiting_order.py', 'self._back = 0  # next position at the back (counts up)', '0->1'):
+        "positions only order the heap's entries of equal (tier, length): back positions count up from `_back + 1` "
+        "and front positions down from `_front − 1`, so starting the back at 1, 0 or −1 (or the front at 1, 0 or −1) "
+        "keeps every front position below every back one and each side in its order: the same pops",
+    ('runtime/schedulers/waiting_order.py', 'self._back = 0  # next position at the back (counts up)', '0->-1'):
+        "positions only order entries of equal (tier, length): see the `0->1` entry of this line",
+    ('runtime/schedulers/waiting_order.py', 'self._front = 0  # next position at the front (counts down)', '0->1'):
+        "positions only order entries of equal (tier, length): see the `_back` entries",
+    ('runtime/schedulers/waiting_order.py', 'self._front = 0  # next position at the front (counts down)', '0->-1'):
+        "positions only order entries of equal (tier, length): see the `_back` entries",
+    ('runtime/schedulers/waiting_order.py', 'self._back += 1', '1->2'):
+        "positions only order entries of equal (tier, length): counting the back up by 2 keeps it strictly "
+        "increasing and above every front position, so the same pops",
+    ('runtime/schedulers/waiting_order.py', 'self._front -= 1', '1->2'):
+        "positions only order entries of equal (tier, length): counting the front down by 2 keeps it strictly "
+        "decreasing and below every back position, so the same pops",
+    ('runtime/schedulers/waiting_order.py', 'tier = request.tier if self.tiered else 0', '0->1'):
+        "the tier of an order that does not sort by it is one constant for every entry: any constant "
+        "leaves the heap ordered by the next key",
+    ('runtime/schedulers/waiting_order.py', 'tier = request.tier if self.tiered else 0', '0->-1'):
+        "the tier of an order that does not sort by it is one constant for every entry: any constant "
+        "leaves the heap ordered by the next key",
+    ('runtime/schedulers/waiting_order.py', 'length = request.prefill_target_tokens if self.by_length else 0', '0->1'):
+        "the length of an order that does not sort by it is one constant for every entry: any constant "
+        "leaves the heap ordered by the next key",
+    ('runtime/schedulers/waiting_order.py', 'length = request.prefill_target_tokens if self.by_length else 0', '0->-1'):
+        "the length of an order that does not sort by it is one constant for every entry: any constant "
+        "leaves the heap ordered by the next key",
+    ('runtime/schedulers/cohorts.py', 'if k < num and max_wait_s != math.inf:', 'and->or'):
+        "with k = num the overdue loop `range(num − 1, k − 1, −1)` is empty and `return k` follows; with no drain "
+        "timer (max_wait_s = inf) every due time is inf, never ≤ now: either way `return k`, the extra due_times_s "
+        "call only computing (and caching until the queues change) the values it returns when called later",
+    ('runtime/metrics.py', 'if len(times) > 1:', '1->0'):
+        "a request with one token time has no decode token: `times[1:]` is empty and adds a count of 0, "
+        "as skipping it does (an empty token list is skipped either way)",
+    ('runtime/metrics.py', 'if len(times) > 1:', '>->>='):
+        "as `1->0`: a request with one token time adds a count of 0 from the empty `times[1:]`",
+    ('runtime/schedulers/base.py', 'if w.num_new_tokens == 1 and cached >= r.prefill_target_tokens:  # a decode stage', '1->2'):
+        "the inlined decode case is only a fast path: a decode it skips goes to `Request.advance`, whose decode "
+        "case makes the same changes (cached + 1, one more stage and token time, completion at the last stage)",
+    ('runtime/schedulers/base.py', 'if w.num_new_tokens == 1 and cached >= r.prefill_target_tokens:  # a decode stage', '>=->>'):
+        "the inlined decode case is only a fast path: a decode right after its prefill (cached = target) goes to "
+        "`Request.advance` instead, whose decode case makes the same changes",
+    ('runtime/schedulers/base.py', 'if w.num_new_tokens == 1 and cached >= r.prefill_target_tokens:  # a decode stage', '1->0'):
+        "the inlined decode case is only a fast path: every decode then goes to `Request.advance`, which makes the "
+        "same changes; the inline path would take only work of 0 new tokens, which no policy schedules",
+    ('runtime/schedulers/queues.py', 'stop = end if end - i <= budget else i + budget', '<=-><'):
+        "at end − i = budget the other branch gives i + budget = end: the same stop",
+    ('runtime/schedulers/mc_sf.py', 'self._step = 0  # number of the next iteration: the projection\'s time axis', '0->1'):
+        "the projection's frame is only relative: starting at 1 adds 1 to every last step E and takes 1 from every "
+        "offset c = p − T_a, so each projected memory Σ c + e·N (and the candidate's offset + e) is unchanged, and "
+        "`_forget_finished` drops E < step in the same frame",
+    ('runtime/schedulers/mc_sf.py', 'self._step = 0  # number of the next iteration: the projection\'s time axis', '0->-1'):
+        "the projection's frame is only relative: see the `0->1` entry of this line",
+    ('runtime/schedulers/slai.py', 'self._seq += 1', '1->2'):
+        "the sequence number only breaks (LST, arrival) ties in the decode heap: counting up by 2 keeps it "
+        "strictly increasing, so the same entries pop in the same order",
+    ('runtime/schedulers/slai.py', 'self._seq = 0  # heap tie-breaker after (LST, arrival)', '0->1'):
+        "a tie-breaker that only has to increase with every push: starting at 1 (or −1) keeps that",
+    ('runtime/schedulers/slai.py', 'self._seq = 0  # heap tie-breaker after (LST, arrival)', '0->-1'):
+        "a tie-breaker that only has to increase with every push: starting at −1 keeps that",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
@@ -102,6 +176,32 @@ EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
         "the loop's stop `k − 2` adds one pass, idx = k − 1: for k ≥ 1 it can only `return k`, what the fall-through "
         "returns; for k = 0 it reads due[-1] = due[num − 1], which the first pass already found not overdue "
         "(else it returned num). The `num − 1` at column 23 is not equivalent (it skips the last segment)",
+    # runtime/schedulers/capped.py
+    ('runtime/schedulers/capped.py', 'return float(np.max(tokens + alive * b)) <= capacity or _peak_blocks_tokens(e, k, b) <= capacity', '<=-><', 41):
+        "the first test is a shortcut: each line holds B⌈(k + t)/B⌉ < k + t + B at every departure point, so the "
+        "bound `tokens + alive·B` ≤ C (or < C) implies the exact block peak ≤ C, and `bound or exact` is the exact "
+        "test either way. The `<=` at column 85 (the exact test) is not equivalent",
+    # runtime/schedulers/base.py: Batch's running totals
+    ('runtime/schedulers/base.py', '_counted: int = field(default=0, init=False, repr=False)', 'False->True', 38):
+        "`init=True` only adds an optional `_counted=0` parameter to Batch(): every Batch is built as `Batch()` and "
+        "none is copied with dataclasses.replace, so it starts at 0 either way (its `repr=False` column is not "
+        "equivalent: tests/test_sim_core.py reads a batch's repr)",
+    ('runtime/schedulers/base.py', '_new_tokens: int = field(default=0, init=False, repr=False)', 'False->True', 41):
+        "`init=True` only adds an optional `_new_tokens=0` parameter to Batch(): every Batch is built as `Batch()` and "
+        "none is copied with dataclasses.replace, so it starts at 0 either way (its `repr=False` column is not "
+        "equivalent: tests/test_sim_core.py reads a batch's repr)",
+    ('runtime/schedulers/base.py', '_kv_tokens: int = field(default=0, init=False, repr=False)', 'False->True', 40):
+        "`init=True` only adds an optional `_kv_tokens=0` parameter to Batch(): every Batch is built as `Batch()` and "
+        "none is copied with dataclasses.replace, so it starts at 0 either way (its `repr=False` column is not "
+        "equivalent: tests/test_sim_core.py reads a batch's repr)",
+    ('runtime/schedulers/base.py', '_num_prefills: int = field(default=0, init=False, repr=False)', 'False->True', 43):
+        "`init=True` only adds an optional `_num_prefills=0` parameter to Batch(): every Batch is built as `Batch()` and "
+        "none is copied with dataclasses.replace, so it starts at 0 either way (its `repr=False` column is not "
+        "equivalent: tests/test_sim_core.py reads a batch's repr)",
+    ('runtime/schedulers/base.py', '_prefill_pairs: int = field(default=0, init=False, repr=False)', 'False->True', 44):
+        "`init=True` only adds an optional `_prefill_pairs=0` parameter to Batch(): every Batch is built as `Batch()` and "
+        "none is copied with dataclasses.replace, so it starts at 0 either way (its `repr=False` column is not "
+        "equivalent: tests/test_sim_core.py reads a batch's repr)",
 }
 
 

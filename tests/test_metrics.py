@@ -86,6 +86,12 @@ def test_step_metrics_composition_and_kv():
     assert m["peak_kv_tokens"] == 160
     assert m["mean_kv_tokens"] == pytest.approx((112 * 1 + 160 * 3 + 32 * 1) / 5)
     assert m["evictions"] == 1
+    assert m["busy_s"] == 5.0 and m["mean_step_s"] == pytest.approx(5 / 3)
+    assert m["mean_decodes_per_step"] == pytest.approx(4 / 3) and m["mean_prefills_per_step"] == pytest.approx(2 / 3)
+    # no decode in the first step, no prefill in the last
+    assert m["prefill_only_step_fraction"] == pytest.approx(1 / 3) and m["decode_only_step_fraction"] == pytest.approx(1 / 3)
+    assert m["prefill_token_fraction"] == pytest.approx((100 + 1 + 0) / 105)  # new tokens less one per decode
+    assert m["kv_capacity_tokens"] == 200
 
 
 def test_summary_counts_decode_tokens_and_request_steps_by_hand():
@@ -119,3 +125,67 @@ def test_step_metrics_of_an_empty_log_are_zero_not_one():
     out = step_metrics(StepLog(), 64)
     assert (out["num_steps"], out["peak_kv_tokens"], out["mean_kv_tokens"], out["evictions"]) == (0, 0, 0.0, 0)
     assert out["kv_capacity_tokens"] == 64 and out["max_batch_size"] == 0
+    # every value pinned: no busy time, no means or fractions over no steps
+    assert out == {
+        "num_steps": 0, "busy_s": 0.0, "mean_step_s": None, "mean_batch_size": None, "max_batch_size": 0,
+        "mean_decodes_per_step": None, "mean_prefills_per_step": None, "mixed_step_fraction": None,
+        "prefill_only_step_fraction": None, "decode_only_step_fraction": None, "prefill_token_fraction": None,
+        "peak_kv_tokens": 0, "mean_kv_tokens": 0.0, "kv_capacity_tokens": 64, "evictions": 0,
+    }
+    one = StepLog()
+    one.append(0.0, 1.0, BatchShape(1, 1, 0, 1), 16, 0)
+    assert set(step_metrics(one, 64)) == set(out)  # the same keys as a log with steps
+
+
+def test_request_rows_by_hand_for_a_finished_typed_request_and_an_unstarted_untyped_one():
+    from runtime.metrics import request_rows
+
+    done = _finished(0, 0.5, [1.0, 1.25, 1.75], slo=0.3, restarts=1)  # gaps 0.25, 0.5
+    done.first_scheduled_s, done.prefill_chunk_end_s, done.tier = 0.75, [0.9, 1.0], 2
+    waiting = Request(1, 2.0, 7, 4)  # no type, never scheduled
+    rows = request_rows([done, waiting])
+    assert rows[0] == {
+        "request_id": 0, "type": "t", "tier": 2, "prompt_tokens": 10, "output_tokens": 2, "arrival_s": 0.5,
+        "first_scheduled_s": 0.75, "first_token_s": 1.0, "completion_s": 1.75, "ttft_s": 0.5, "latency_s": 1.25,
+        "mean_tbt_s": 0.375, "max_tbt_s": 0.5, "decode_tokens": 2, "prefill_chunks": 2, "restarts": 1, "tbt_slo_s": 0.3,
+    }
+    assert rows[1] == {
+        "request_id": 1, "type": "", "tier": 0, "prompt_tokens": 7, "output_tokens": 4, "arrival_s": 2.0,
+        "first_scheduled_s": None, "first_token_s": None, "completion_s": None, "ttft_s": None, "latency_s": None,
+        "mean_tbt_s": None, "max_tbt_s": None, "decode_tokens": 0, "prefill_chunks": 0, "restarts": 0, "tbt_slo_s": None,
+    }
+    one = Request(2, 0.0, 3, 1, "u")
+    one.token_times_s = [0.5]  # its first token only: no gap yet
+    row = request_rows([one])[0]
+    assert (row["type"], row["first_token_s"], row["ttft_s"], row["mean_tbt_s"], row["decode_tokens"]) == ("u", 0.5, 0.5, None, 0)
+
+
+def test_summary_of_a_run_shorter_than_a_second_by_hand():
+    # two requests: latencies 0.4 and 0.5 s, TTFTs 0.1 and 0.2 s, gaps 0.1, 0.2 and 0.3 s, run end 0.8 s
+    reqs = [_finished(0, 0.0, [0.1, 0.2, 0.4]), _finished(1, 0.1, [0.3, 0.6])]
+    s = summarize(SimResult(reqs, 0.8, 0, 0, StepLog(), 100), scheduler="x", warmup_s=0.0)
+    assert s.overall_decode_throughput_tokens_per_s == pytest.approx(3 / 0.8)  # 2 + 1 decode tokens
+    assert (s.mean_latency_s, s.p50_latency_s, s.p90_latency_s, s.p99_latency_s) == pytest.approx((0.45, 0.45, 0.49, 0.499))
+    assert (s.mean_ttft_s, s.p50_ttft_s, s.p99_ttft_s) == pytest.approx((0.15, 0.15, 0.199))
+    # gaps sorted 0.1, 0.2, 0.3: p90 sits 0.8 of the way from 0.2 to 0.3 (linear interpolation)
+    assert (s.mean_tbt_s, s.p50_tbt_s, s.p90_tbt_s, s.p99_tbt_s, s.max_tbt_s) == pytest.approx((0.2, 0.2, 0.28, 0.298, 0.3))
+    # the throughput window runs from 0 to the last arrival, 0.1 s: the decode token at 0.2 s is
+    # outside it, so none counts
+    assert (s.window_start_s, s.window_stop_s, s.decode_throughput_tokens_per_s) == (0.0, 0.1, 0.0)
+    empty = summarize(SimResult([], 0.0, 0, 0, StepLog(), 100), scheduler="x")
+    assert empty.overall_decode_throughput_tokens_per_s == 0.0 and empty.mean_latency_s is None
+
+
+def test_decode_throughput_counts_the_one_decode_token_of_a_two_token_request_inside_the_window():
+    r = _finished(0, 0.0, [1.0, 2.0])  # its first token at 1.0 is the prefill's, its decode token at 2.0
+    assert decode_throughput_tokens_per_s([r], 0.0, 4.0) == pytest.approx(1 / 4)
+    assert decode_throughput_tokens_per_s([r], 2.0, 4.0) == pytest.approx(1 / 2)  # a token at the start counts
+    assert decode_throughput_tokens_per_s([r], 0.0, 2.0) == pytest.approx(1 / 2)  # and one at the stop
+    assert decode_throughput_tokens_per_s([r], 2.5, 4.0) == 0.0
+
+
+def test_warmup_cut_of_no_requests_is_zero():
+    from runtime.metrics import warmup_cut_s
+
+    assert warmup_cut_s([], 0.5) == 0.0 and warmup_cut_s([], 0.5, horizon_s=3.0) == 0.0
+    assert measurement_window_s([], end_s=2.0, warmup_s=0.0) == (0.0, 2.0)  # no arrival span: to the end

@@ -189,6 +189,8 @@ def test_wait_admits_the_largest_fitting_prefix_of_a_deferred_cohort(prompt, cap
     batch = s.schedule(0.0)
     assert _ids(batch) == [(0, prompt), (1, prompt)]
     assert s.stats["partial_cohorts"] == 1 and s.stats["admissions"] == 1
+    # nothing was resident, so nothing was blocked: no decode counts as paused, nobody was evicted
+    assert s.stats["decodes_paused"] == 0 and s.stats["evictions"] == 0 and s.stats["admissions_deferred"] == 1
 
 
 def test_wait_prefill_chunk_of_one_token_is_allowed_and_zero_is_not():

@@ -401,3 +401,80 @@ def test_capped_nested_theorem_bound_requires_the_base_plus_the_buffer():
     assert sol.memory.theorem_tokens == sol.memory.required_tokens == sol.base_memory_tokens + sol.buffer_tokens
     # the theorem's requirement is above both the expected and the worst case of the caps here
     assert sol.memory.required_tokens > sol.memory.worst_case_tokens > sol.memory.expected_tokens
+
+
+def test_projection_counts_a_prefill_at_its_whole_context_plus_its_remaining_chunk_steps():
+    # WAIT, chunks of 2: a 5-token prompt takes ⌈5/2⌉ = 3 prefill steps, 2 more than the step that
+    # admits it, then 3 decode stages: the line starts at its whole context k = 5 and lasts
+    # e = 3 + 2 = 5 steps. A prompt of 4 takes ⌈4/2⌉ − 1 = 1 step more; whole prompts none.
+    s = _wait([("a", 5, 3, 1.0), ("b", 4, 3, 1.0)], prefill_chunk_tokens=2)
+    assert s._projection(_req(0, prompt=5, output=3)) == (5, 5.0)
+    assert s._projection(_req(1, prompt=4, output=3, type_name="b")) == (4, 4.0)
+    whole = _wait([("a", 5, 3, 1.0)])
+    assert whole._projection(_req(0, prompt=5, output=3)) == (3, 5.0)
+    # a decoding request: its KV now and its decode stages left
+    r = _req(2, prompt=5, output=3)
+    r.cached_tokens, r.decode_steps_done = 6, 1
+    assert whole._projection(r) == (2, 6.0)
+    # Nested WAIT: the expected end given stage 0 is 0.7 · 2 + 0.3 · 6 = 3.2 stages, so the line of
+    # a 5-token prompt in chunks of 2 lasts 3.2 + 2 steps and ends at ⌈5 + 5.2⌉ = 11 tokens
+    nested = _nested([(0, 2, 1.0, 0.3), (3, 6, 1.0, 0.0)], prefill_chunk_tokens=2)
+    e, k = nested._projection(_req(3, prompt=5, output=3))
+    assert (e, k) == (pytest.approx(5.2), 5.0)
+    assert float(nested._end_blocks_tokens(e + k)) == 11.0
+    # at its expected end, or past the chain's last stage, a decode has no step left to project
+    last = _req(4, prompt=5, output=9)
+    last.cached_tokens, last.decode_steps_done = 11, 6  # stage 6: E[l' | l' ≥ 6] = 6
+    assert nested._projection(last) == (0.0, 11.0)
+    last.cached_tokens, last.decode_steps_done = 13, 8  # past the chain: its own stage is the estimate
+    assert nested._projection(last) == (0.0, 13.0)
+    # WAIT: evicted before its last decode stage, a request recomputes l + l' tokens whose prefill
+    # samples its last token: a line of the whole context and no step after it
+    again = _req(5, prompt=5, output=3)
+    again.token_times_s, again.decode_steps_done = [1.0, 2.0, 3.0], 2
+    again.evict()
+    assert again.prefill_target_tokens == 8 and whole._projection(again) == (0, 8.0)
+
+
+@pytest.mark.parametrize("capacity", [8, 9, 10])
+def test_a_lone_request_that_fits_is_admitted_though_its_projected_line_overshoots_the_cache(capacity):
+    # prompt 5 in chunks of 2, output 3: the run holds at most 5 + 3 = 8 tokens, but the projected
+    # line (whole context 5 from the start, 3 + 2 steps) ends at 10. With nothing resident no
+    # admission can make a resident pause, so the look-ahead must not keep it out of an empty cache
+    # (it did: the server stalled with the cache empty at C = 8 and 9).
+    s = _wait([("a", 5, 3, 1.0)], capacity=capacity, prefill_chunk_tokens=2)
+    r = _req(0, prompt=5, output=3)
+    result = simulate(s, [r], AffineBatchTime(1.0, 0.0))
+    assert r.completion_s == 6.0  # 3 prefill steps, then 3 decode stages (the first token ends the prefill)
+    assert result.peak_kv_tokens == 8 and s.stats["decodes_paused"] == 0 and s.stats["admissions_deferred"] == 0
+
+
+def test_an_evicted_request_leaves_its_group_count_and_comes_back_under_a_binding_cap():
+    # resident cap ⌈2 · 1⌉ = 2, C = 10 tokens: both requests are admitted and decode until the cache is
+    # full, then both pause and the newest (1) is evicted: the group counts one resident, so when
+    # request 0 is done request 1 is admitted again (under the cap of 2) and finishes
+    s = _nested([(0, 1, 1.0)], capacity=10, look_ahead=False, pace=False)
+    assert s.resident_cap == 2 and s.group_caps == {"all": 2}
+    s.add_request(_req(0, prompt=4, output=5))
+    s.add_request(_req(1, prompt=4, output=5))
+    assert _step(s, 0.0) == [(0, 4), (1, 4)]
+    assert _step(s, 1.0) == [(0, 1), (1, 1)]  # 10 of 10 tokens
+    assert _step(s, 2.0) == [(0, 1)]  # request 1 evicted, request 0 decodes
+    assert s.stats["evictions"] == 1 and s._in_group == {"all": 1} and list(s._resident) == [0]
+    now, done = 3.0, []
+    while s.has_unfinished() and now < 40:
+        batch = s.schedule(now)
+        done += [r.request_id for r in s.complete_step(batch, now, now + 1.0)]
+        now += 1.0
+    assert done == [0, 1] and s._in_group == {"all": 0} and s.stats["evictions"] == 1
+
+
+@pytest.mark.parametrize("capacity, admitted", [(16, [0, 1]), (15, [0])])
+def test_work_conserving_ends_are_counted_in_whole_blocks_against_the_cache_in_tokens(capacity, admitted):
+    # blocks of 4: prompt 4, output 3 ends at 7 tokens, 2 blocks (8 tokens) each. C = 16 (4 blocks)
+    # holds both ends exactly, so the class cap of 1 does not bind; C = 15 rounds down to 3 blocks
+    s = _wait_blocks([("a", 4, 3, 0.25)], capacity, 4, work_conserving=True)
+    assert s.group_caps["a"] == 1
+    for rid in (0, 1):
+        s.add_request(_req(rid))
+    assert _admitted(_step(s, 0.0)) == admitted

@@ -158,3 +158,16 @@ def test_a_prompt_halfway_between_two_instances_goes_to_the_shorter_prefill():
     s = _nested(_policy((0, 4, 1), instances=inst))
     assert s._group_for(Request(0, 0.0, 20, 3)) is s.groups[1]  # |20 − 10| = |20 − 30|: the tie goes to 10
     assert s._group_for(Request(1, 0.0, 21, 3)) is s.groups[0]
+
+
+@pytest.mark.parametrize("name, rule", [("nested-wait", "cohort"), ("nested-wait-capped", "capped")])
+def test_nested_wait_takes_a_prompt_whose_first_token_exactly_fills_the_cache_and_refuses_one_more(name, rule):
+    # output lengths are unknown: a request must hold its prompt and its first decode token, l + 1
+    from fluid.errors import InputError
+
+    policy = _policy((0, 3, 1), rule=rule)
+    s = make_scheduler(name, KVBlockManager(10, 1), policy=policy)
+    s.add_request(Request(0, 0.0, 9, 50))  # 9 + 1 = 10 tokens: exactly the cache (output 50 is not read)
+    with pytest.raises(InputError, match="needs 11 KV tokens at once") as info:
+        s.add_request(Request(1, 0.0, 10, 1))  # 10 + 1 = 11, though the 10-token prompt alone fits
+    assert "request 1 " in str(info.value)

@@ -218,6 +218,22 @@ def test_bad_knobs():
         _slai(watermark=1.0)
 
 
+def test_knob_boundaries_zero_and_one_are_on_the_side_each_rule_says():
+    # the KV-use threshold is a fraction in (0, 1]: 0 is refused, 1 (only a full cache is high) taken
+    with pytest.raises(InputError, match="high_kv_use_fraction"):
+        _slai(high_kv_use_fraction=0.0)
+    assert _slai(high_kv_use_fraction=1.0).high_kv_use_fraction == 1.0
+    # offsets may be 0; the SLO, the budget and the decode cap must be positive
+    s = _slai(offset=0.0, offset_low=0.0, offset_high=0.0, token_budget=1, max_decodes=1, max_num_seqs=1)
+    assert (s.offset, s.offset_low, s.offset_high, s.token_budget, s.max_decodes, s.max_num_seqs) == (0.0, 0.0, 0.0, 1, 1, 1)
+    for knob in ("default_tbt_slo_s", "token_budget", "max_decodes", "max_num_seqs"):
+        with pytest.raises(InputError, match=knob):
+            _slai(**{knob: 0})
+    with pytest.raises(InputError, match="offset_low"):
+        _slai(offset_low=-0.5)
+    assert _slai(watermark=0.0).admission_free_blocks == 0
+
+
 def test_earliest_lst_first_when_the_budget_is_short():
     s = _slai(token_budget=10, offset=0.0)
     s.add_request(Request(0, 0.0, 2, 9, tbt_slo_s=1.0))
@@ -308,3 +324,40 @@ def test_a_decode_that_preempts_itself_does_not_count_against_max_decodes():
     batch = s.schedule(1.0)
     assert [r.request_id for r in batch.evicted] == [1]
     assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(2, 1), (0, 1)]
+
+
+def test_a_lone_decode_that_preempts_itself_is_admitted_again_in_the_same_schedule_call():
+    # C = 32 in blocks of 16, one request of prompt 16, output 3: its prefill takes one block, its
+    # first decode the other; its next decode finds no free block and no paused prefill, so it
+    # preempts itself. The batch is then empty, so the scheduler schedules again (as the official
+    # engine does): its recompute of 16 + 1 + 1 = 18 tokens is admitted in the same call
+    s = _slai(capacity=32, block=16, watermark=0.0)
+    r = Request(0, 0.0, 16, 3)
+    s.add_request(r)
+    assert _step(s, 0.0) == [(0, 16, "p")]
+    assert _step(s, 1.0) == [(0, 1, "d")]
+    assert s.kv.free_blocks == 0
+    batch = s.schedule(2.0)
+    assert [x.request_id for x in batch.evicted] == [0]
+    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 18)]
+    assert s.stats["preemptions"] == 1 and list(s.resident) == [0]
+    # a whole run: the recompute fills both blocks, so the next decode preempts itself again and
+    # the second recompute (19 tokens, its last position sampling the last token) completes it
+    s2 = _slai(capacity=32, block=16, watermark=0.0)
+    r2 = Request(0, 0.0, 16, 3)
+    simulate(s2, [r2], AffineBatchTime(1.0, 0.0), audit=True)
+    assert r2.finished and r2.decode_steps_done == 3 and r2.completion_s == 4.0
+    assert r2.restarts == 2 and r2.eviction_times_s == [2.0, 3.0] and r2.token_times_s == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_a_decode_preempted_this_step_offers_no_prefill_and_stops_admission_even_after_decoding():
+    # a decode's stale remainder is 0 right after its prefill and negative once it has decoded
+    # (prefill_remaining = target − cached): either way admission stops at it, and no work item of
+    # 0 or fewer tokens is ever scheduled
+    s = _slai(capacity=32, block=16, watermark=0.0)
+    s.add_request(Request(0, 0.0, 16, 5))
+    _step(s, 0.0)
+    _step(s, 1.0)  # one decode: 17 cached, both blocks held
+    batch = s.schedule(2.0)
+    assert [x.request_id for x in batch.evicted] == [0]
+    assert all(w.num_new_tokens > 0 for w in batch.items)

@@ -111,6 +111,37 @@ def test_v1_admits_nothing_in_a_step_that_preempted(reserve_full_isl):
         assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1), (1, 2)]
 
 
+def test_v1_a_prefill_chunk_inside_its_held_block_runs_with_no_block_free():
+    # block 16, C = 32 (2 blocks), budget 8: request 0 (prompt 8) takes one block at t = 0; at t = 1
+    # it decodes and request 1 (prompt 20) is admitted with a chunk of 7, the last free block. At
+    # t = 2 none is free, but request 1's next chunk of 7 (tokens 8..14) stays inside the block it
+    # holds: it runs, and nobody is preempted for it
+    s = make_scheduler("vllm-v1", KVBlockManager(32, block_size=16), max_num_batched_tokens=8, reserve_full_isl=False)
+    s.add_request(Request(0, 0.0, prompt_tokens=8, output_tokens=5))
+    s.add_request(Request(1, 0.0, prompt_tokens=20, output_tokens=1))
+    assert [(w.request.request_id, w.num_new_tokens) for w in run_step(s, 0.0).items] == [(0, 8)]
+    assert [(w.request.request_id, w.num_new_tokens) for w in run_step(s, 1.0).items] == [(0, 1), (1, 7)]
+    assert s.kv.free_blocks == 0
+    batch = run_step(s, 2.0)
+    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1), (1, 7)]
+    assert batch.evicted == [] and list(s.running) == [0, 1] and s.kv.free_blocks == 0
+
+
+def test_v1_the_decode_a_preemption_makes_room_for_spends_the_budget_like_any_other():
+    # block 1, C = 12: four 3-token prompts fill the cache at t = 0. With a budget of 2 at t = 1,
+    # request 0 finds no block, request 3 (the newest) is preempted for it, and 0's token leaves one
+    # of the budget: request 1 decodes, request 2 is not reached (paused with its cache)
+    s = make_scheduler("vllm-v1", KVBlockManager(12, block_size=1))
+    for rid in range(4):
+        s.add_request(Request(rid, 0.0, prompt_tokens=3, output_tokens=4))
+    assert len(run_step(s, 0.0).items) == 4 and s.kv.free_blocks == 0
+    s.max_num_batched_tokens = 2
+    batch = s.schedule(1.0)
+    assert [r.request_id for r in batch.evicted] == [3]
+    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1), (1, 1)]
+    assert list(s.running) == [0, 1, 2] and [r.request_id for r in s.waiting] == [3]
+
+
 def test_v1_running_first_then_chunked_admissions_within_the_budget():
     s = make_scheduler("vllm-v1", KVBlockManager(1000, block_size=1), max_num_batched_tokens=10)
     s.add_request(Request(0, 0.0, prompt_tokens=14, output_tokens=3))

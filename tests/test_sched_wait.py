@@ -111,6 +111,21 @@ def test_continuous_rule_runs_every_resident_decode_every_step():
     assert _stages(_step(s, 2.0)) == [0, 0, 2, 2]
 
 
+def test_continuous_rule_serves_every_decode_after_one_that_finds_no_block():
+    # blocks of 4, C = 20 (5 blocks): a cohort of 3 takes 1 + 2 + 2 blocks, all of them. Request 0
+    # (prompt 4) needs a second block for its first decode and finds none; 1 and 2 (prompt 5) decode
+    # inside their second blocks: both still run, in admission order, and 0 waits with its cache
+    s = _wait(_policy(("a", 5, 3, 3), rule="continuous"), capacity=20, block=4)
+    for rid, prompt in ((0, 4), (1, 5), (2, 5)):
+        s.add_request(_req(rid, prompt=prompt))
+    _step(s, 0.0)
+    assert s.kv.free_blocks == 0
+    stages, batch = _step(s, 1.0)
+    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(1, 1), (2, 1)]
+    assert s.stats["decodes_paused"] == 1 and s.stats["evictions"] == 0
+    assert [r.cached_tokens for r in s._running] == [4, 6, 6]
+
+
 def test_chunked_prefill_knob_splits_each_prompt():
     s = _wait(_policy(("a", 10, 2, 1)), prefill_chunk_tokens=4)
     s.add_request(_req(0, prompt=10, output=2))
@@ -138,9 +153,13 @@ def test_lifo_eviction_when_nothing_can_grow():
     s = _wait(_policy(("a", 2, 3, 2), rule="continuous"), capacity=7)
     result = simulate(s, reqs, AffineBatchTime(1.0, 0.0), audit=True)
     assert all(r.finished for r in reqs)
-    assert s.stats["evictions"] >= 1
-    assert reqs[1].restarts >= 1 and reqs[0].restarts == 0  # the newest admitted goes first
-    assert result.peak_kv_tokens <= 7
+    # by hand: t = 0 both prefill (4 tokens), t = 1 both decode (6), t = 2 only 0 finds a block (7),
+    # t = 3 neither does: 1, the newest, is evicted and 0 takes its last decode; 1 recomputes its
+    # 2 + 1 + 1 = 4 tokens at t = 4 (sampling stage 2's token) and decodes its last stage at t = 5
+    assert s.stats["evictions"] == 1 and s.stats["decodes_paused"] == 3
+    assert reqs[1].restarts == 1 and reqs[0].restarts == 0  # the newest admitted goes first
+    assert (reqs[0].completion_s, reqs[1].completion_s, reqs[1].eviction_times_s) == (4.0, 6.0, [3.0])
+    assert result.peak_kv_tokens == 7
 
 
 def test_requests_match_classes_by_name_then_by_lengths():

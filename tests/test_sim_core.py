@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from fluid.batch_time import AffineBatchTime
+from fluid.batch_time import AffineBatchTime, BatchShape
 from fluid.errors import InputError
 from runtime.kv_blocks import KVBlockManager, KVCapacityError
 from runtime.request import Request
@@ -266,3 +266,42 @@ def test_kv_audit_sees_a_lost_block_and_a_negative_free_count_each_alone():
     kv._held[r.request_id] = 5  # sums to 4 but the free count is negative
     with pytest.raises(KVCapacityError, match="5 held \\+ -1 free"):
         kv.audit([r])
+
+
+def test_kv_audit_sees_cached_tokens_of_a_request_holding_no_block():
+    kv = KVBlockManager(64, 16)
+    r = Request(0, 0.0, 40, 3)
+    kv.audit([r])  # nothing cached, nothing held: consistent
+    r.cached_tokens = 1  # one token cached in no block at all
+    with pytest.raises(KVCapacityError, match="request 0 caches 1 tokens in 0 blocks of 16"):
+        kv.audit([r])
+    r.completion_s = 1.0  # a completed request keeps its count after releasing: not checked
+    kv.audit([r])
+
+
+def test_a_batch_reads_as_its_work_and_evictions_not_its_running_totals():
+    a, b = Batch(), Batch()
+    r = Request(0, 0.0, 8, 1)
+    a.add(ScheduledWork(r, 8, 0))  # counted incrementally
+    b.items.append(ScheduledWork(r, 8, 0))  # appended directly: the totals stay at zero
+    assert a.shape() == b.shape() and repr(a) == repr(b)
+    assert repr(a) == f"Batch(items={a.items!r}, evicted=[])"
+
+
+def test_shape_of_one_item_added_and_one_appended_directly_counts_both_by_hand():
+    batch = Batch()
+    decoding = Request(0, 0.0, 30, 5)
+    decoding.cached_tokens = 30
+    batch.add(ScheduledWork(decoding, 1, 30))
+    assert batch.shape() == BatchShape(1, 31, 1, 0, 0)
+    chunked = Request(2, 0.0, 10, 1)
+    chunked.cached_tokens = 4
+    batch.add(ScheduledWork(chunked, 4, 4))  # a middle chunk: 4 new tokens on 4 cached, pairs 4 · 8
+    assert batch.shape() == BatchShape(5, 39, 1, 1, 32)
+    batch.items.append(ScheduledWork(Request(1, 0.0, 8, 1), 8, 0))  # not counted: shape() must recount
+    assert batch.shape() == BatchShape(13, 47, 1, 2, 32 + 64)  # the new prefill's pairs: 8 · (0 + 8)
+    # one added, one appended: the count of added items must not pass for the number of items
+    other = Batch()
+    other.add(ScheduledWork(decoding, 1, 30))
+    other.items.append(ScheduledWork(Request(3, 0.0, 8, 1), 8, 0))
+    assert other.shape() == BatchShape(9, 39, 1, 1, 64)

@@ -14,7 +14,7 @@ Every step:
    so that residents' ages stay spread instead of coming in cohorts), their admission passes the look-ahead
    test (`_future_fits`: left to run, the residents and it stay within the cache at every future
    step, each growing a token a step to its known length, WAIT, or its expected length given its
-   stage, Nested WAIT) and their group is below its cap
+   stage, Nested WAIT; not applied while nothing is resident) and their group is below its cap
    (`wait-capped`: one cap per class, c_j = ⌈n_j (l'_j + 1)⌉; `nested-wait-capped`: the resident
    cap alone, since the segment a request will reach is unknown) and their first chunk fits.
 There is no eviction, except as the last resort when no resident can advance at all (the cache is
@@ -277,7 +277,9 @@ class CappedScheduler(Scheduler):
                     self.stats["admissions_paced"] += 1
                 return
             group, r = best
-            if self.look_ahead and not self._future_fits(r):
+            # with nothing resident no admission can make a resident pause: the look-ahead's
+            # line, which overshoots a chunked prefill's KV, must not keep a lone request out
+            if self.look_ahead and self._resident and not self._future_fits(r):
                 self.stats["admissions_deferred"] += 1
                 return  # admitted, it would make a resident pause later: wait for a departure
             if not self.try_reserve(batch, r, self._chunk(r)):

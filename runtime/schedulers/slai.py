@@ -194,10 +194,11 @@ class SlaiScheduler(ResidentScheduler):
             if len(self.resident) >= self.max_num_seqs:
                 break
             # preempted in this step (step 1): reset only after the scheduler returns, so it offers
-            # its old remainder; for a decode that is 0, where the official code stops on an
+            # its old remainder; for a decode that is none (`prefill_remaining` is 0 right after
+            # its prefill and negative once it has decoded), where the official code stops on an
             # assertion ("It is a decode job") and this one stops admission
             left = self._stale_prefill.get(r.request_id, whole)
-            if left == 0:
+            if left <= 0:
                 break
             waiting.popleft()
             kv.grow(r, whole)
