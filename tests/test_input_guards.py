@@ -301,3 +301,15 @@ def test_adaptive_schedulers_do_not_offer_the_capped_base_options_they_do_not_ta
         with pytest.raises(InputError, match=rf"scheduler '{name}' has no option\(s\) \['look_ahead'\]; its options: policy,") as info:
             make_scheduler(name, KVBlockManager(1024, 16), look_ahead=4)
         assert info.value.field == "option"
+
+
+@pytest.mark.parametrize("cv", [0, 0.0, -1.0, None])
+def test_gamma_cv_of_zero_or_less_is_refused_as_not_positive(cv):
+    # zero is no gamma cv at all (the shape 1/cv² is infinite): the first guard calls it not
+    # positive, before the range check of the tiny-but-positive ones
+    from fluid.workload import ArrivalSpec
+
+    with pytest.raises(InputError) as info:
+        ArrivalSpec("gamma", cv)
+    assert info.value.field == "arrivals.cv"
+    assert f"gamma arrivals' cv (1 = Poisson) must be a finite positive number, got {cv!r}" in str(info.value)

@@ -181,3 +181,26 @@ def test_a_solver_status_error_names_the_optional_constraints_present(batch_cap,
         _raise_status("infeasible", mats)
     assert f"the optional ones ({named}) are the usual cause" in str(info.value)
     assert str(info.value).startswith("fluid LP infeasible (solver status 'infeasible')")
+
+
+def _one_variable_lp(coefficient: float, bound: float):
+    # maximise z subject to coefficient·z ≤ bound, z ≥ 0: −z ≤ 0 is unbounded, z ≤ −1 infeasible
+    import scipy.sparse as sp
+
+    from fluid.fleet import LPMatrices
+
+    A = sp.csr_matrix(np.array([[coefficient]]))
+    return LPMatrices(num_gpus=1, num_types=0, capacity=False, objective=np.array([1.0]), objective_scale=1.0,
+                      blocks={"kv_memory": (A, np.array([bound]), "le")})
+
+
+@pytest.mark.parametrize("backend", ["linprog", "CLARABEL", "HIGHS"])
+@pytest.mark.parametrize("coefficient, bound, kind", [(-1.0, 0.0, "unbounded"), (1.0, -1.0, "infeasible")])
+def test_an_unbounded_or_infeasible_lp_is_reported_as_such_by_every_solver(backend, coefficient, bound, kind):
+    # each solver's status is translated into the kind, not into a generic "failed"
+    from fluid.lp import _solve_cvxpy, solve_lp_matrices_linprog
+
+    mats = _one_variable_lp(coefficient, bound)
+    with pytest.raises(SolverError) as info:
+        solve_lp_matrices_linprog(mats) if backend == "linprog" else _solve_cvxpy(mats, (backend,))
+    assert str(info.value).startswith(f"fluid LP {kind} (solver status '{kind}'); named constraints: kv_memory;")
