@@ -44,6 +44,18 @@ def test_rate_profile_by_hand_with_an_arrival_on_a_bin_edge():
     assert t_s.tolist() == [0.0, 8.5] and rate.tolist() == [4 / 8.5, 1 / 8.5]
 
 
+def test_duration_is_the_span_from_first_to_last_arrival_and_the_rate_counts_over_it():
+    from fluid.traces import TimestampTrace
+
+    ones = np.ones(3, dtype=np.int64)
+    late = TimestampTrace("late start", ones, ones, np.array([2.0, 3.0, 5.0]))  # need not start at 0
+    assert late.duration_s == 3.0 and late.mean_rate_per_s == 1.0
+    together = TimestampTrace("one instant", ones, ones, np.array([4.0, 4.0, 4.0]))
+    assert together.duration_s == 0.0 and together.mean_rate_per_s == float("inf")  # no span: no finite rate
+    none = TimestampTrace("empty", ones[:0], ones[:0], np.array([]))
+    assert none.duration_s == 0.0
+
+
 def test_timestamp_trace_and_rate_profile():
     t = load_timestamp_trace(AZURE)
     assert len(t) == 19366 and t.arrival_s[0] == 0.0
