@@ -90,6 +90,10 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "a sentinel that only has to exceed every token count of one pass (2^61 ≈ 2.3·10^18 tokens does as well as 2^62), and it never leaves the pass: the pass returns None for 'no budget'",
     ('runtime/schedulers/cohorts.py', 'if t < due[idx]:', '<-><='):
         "a running minimum: at t = due[idx] the assignment writes the value already there",
+    # fluid: ode, over_time, lp, workload(_io), equilibrium, traces, trace_binning, fleet, memory, sharegpt, batch_time_fit/profile
+    ('fluid/ode.py', 'edges = sorted({0.0, float(duration_s), *[b for b in breaks if 0.0 < b < duration_s]})', '<-><='):
+        "a break at exactly 0 or at the horizon joins a set that already holds 0.0 and float(duration_s), so the "
+        "integration edges are the same (either `<` of the chained comparison)",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {

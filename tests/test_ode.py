@@ -193,3 +193,13 @@ def test_final_values_are_the_ones_at_the_horizon_not_the_point_before():
     assert np.all(np.diff(tr.memory_tokens) > 0) and np.all(np.diff(tr.throughput_tokens_per_s) > 0)
     assert tr.final_memory_tokens == float(tr.memory_tokens[-1])
     assert tr.final_throughput_tokens_per_s == float(tr.throughput_tokens_per_s[-1])
+
+
+def test_wait_default_thresholds_are_refused_at_load_factor_exactly_one():
+    # Σλa = 2·15 + 2·17 = 64 and d1 = 1/64: L = 1 exactly, no fluid point to take thresholds from
+    types = (RequestType("a", 7, 1, 2.0), RequestType("b", 8, 1, 2.0))
+    w = Workload("L=1", 1000, AffineBatchTime(0.5, 1 / 64), types)
+    with pytest.raises(UnstableWorkloadError, match="the load factor is 1 ≥ 1; pass thresholds explicitly"):
+        simulate_fluid(w, 1.0, policy="wait")
+    tr = simulate_fluid(w, 1.0, policy="wait", thresholds=[1.0, 1.0], num_points=3)  # explicit ones run
+    assert tr.times_s.tolist() == [0.0, 0.5, 1.0]
