@@ -89,6 +89,20 @@ def test_yaml_and_json_files_and_rate_scale(tmp_path):
     assert [t.rate_per_s for t in scaled.types] == [40.0, 10.0]
 
 
+@pytest.mark.parametrize("scale", [0, 0.0, -2.0])
+def test_a_rate_scale_of_zero_or_less_is_refused_as_itself_not_as_a_rate_out_of_range(tmp_path, scale):
+    y = tmp_path / "w.yaml"
+    y.write_text(yaml.safe_dump(GOOD))
+    with pytest.raises(InputError) as info:
+        load_workload(y, rate_scale=scale)
+    assert info.value.field == "rate_scale" and info.value.source == str(y)
+    assert str(info.value).endswith(f"rate scale must be a finite positive number factor, got {scale!r}")
+    # a finite, positive scale can still overflow a rate: that one is reported as such
+    with pytest.raises(InputError, match=r"rate scale 1e\+308 puts a rate out of range") as info:
+        load_workload(y, rate_scale=1e308)
+    assert info.value.field == "rate_scale"
+
+
 def test_yaml_exponent_without_dot_is_a_float(tmp_path):
     path = tmp_path / "w.yaml"
     path.write_text(
