@@ -156,3 +156,25 @@ def test_sharegpt_not_a_list_of_conversations(tmp_path, tokenizer_dir):
     path.write_text(json.dumps([{"id": "a", "turns": []}]), encoding="utf-8")
     with pytest.raises(InputError, match=r"conversation 0 has no 'conversations' list"):
         load_sharegpt(path, tokenizer_dir)
+
+
+def test_sharegpt_turns_that_tokenize_to_nothing_are_skipped_and_counted(tmp_path, tokenizer_dir):
+    # an empty prompt, then an empty (whitespace-only) output: zero tokens each, so no request;
+    # a one-token prompt and output is the shortest one kept
+    from fluid.sharegpt import load_sharegpt
+
+    convs = [
+        {"id": "p0", "conversations": [{"from": "human", "value": ""}, {"from": "gpt", "value": "fine"}]},
+        {"id": "o0", "conversations": [{"from": "human", "value": "hello"}, {"from": "gpt", "value": "  "}]},
+        {"id": "one", "conversations": [{"from": "human", "value": "hello"}, {"from": "gpt", "value": "fine"}]},
+        {"id": "short", "conversations": [{"from": "human", "value": "hello"}]},
+    ]
+    path = tmp_path / "sg.json"
+    path.write_text(json.dumps(convs), encoding="utf-8")
+    t = load_sharegpt(path, tokenizer_dir)
+    assert t.prompt_tokens.tolist() == [1] and t.output_tokens.tolist() == [1]
+    assert t.skipped_conversations == 3
+    path2 = tmp_path / "empty.json"
+    path2.write_text(json.dumps(convs[:2]), encoding="utf-8")
+    with pytest.raises(InputError, match="every conversation tokenizes to an empty prompt or output"):
+        load_sharegpt(path2, tokenizer_dir)
