@@ -106,6 +106,19 @@ def test_compare_cumulative_minimum_from_the_cut_and_at_the_end():
         compare_cumulative(t, run[:-1], bench)
 
 
+def test_compare_cumulative_starts_at_exactly_the_share_of_the_final_tokens():
+    # COMPARE_FROM_SHARE = 2 % of 50 final tokens is 1.0: the sample holding exactly 1.0 is compared
+    from fluid.over_time import COMPARE_FROM_SHARE
+
+    assert COMPARE_FROM_SHARE * 50.0 == 1.0
+    t = [0.0, 1.0, 2.0, 3.0]
+    bench = [0.0, 1.0, 20.0, 50.0]
+    run = [0.0, 0.25, 10.0, 45.0]
+    assert compare_cumulative(t, run, bench) == {"min": 0.25, "min_at_s": 1.0, "from_s": 1.0, "end": 0.9}
+    # a cut between samples starts at the next one, a cut past the share decides alone
+    assert compare_cumulative(t, run, bench, from_s=1.5) == {"min": 0.5, "min_at_s": 2.0, "from_s": 2.0, "end": 0.9}
+
+
 def test_bad_inputs_are_input_errors():
     with pytest.raises(InputError):
         request_types([1, 2], [3], type_bins=4)
