@@ -204,3 +204,39 @@ def test_an_unbounded_or_infeasible_lp_is_reported_as_such_by_every_solver(backe
     with pytest.raises(SolverError) as info:
         solve_lp_matrices_linprog(mats) if backend == "linprog" else _solve_cvxpy(mats, (backend,))
     assert str(info.value).startswith(f"fluid LP {kind} (solver status '{kind}'); named constraints: kv_memory;")
+
+
+@pytest.mark.parametrize("backend", ["cvxpy", "linprog"])
+def test_every_dual_is_the_objective_slope_of_its_right_hand_side(backend):
+    # duals are ∂objective/∂(right-hand side) of each constraint as the module docstring writes it;
+    # each is checked against a finite difference of that right-hand side, in SI units
+    def solve(workload, **kwargs):
+        return solve_lp(workload, backend=backend, **kwargs)
+
+    def slope(base, changed, step):
+        return (changed.objective - base.objective) / step
+
+    w = _two_types(3.0)  # overloaded: memory binds and the long type is shed
+    r = solve(w)
+    assert set(r.binding) == {"kv_memory", "admission_upper[long]"}
+    eps = 1e-5  # iteration_time: d0 t + Σ(...) x = 1 + ε is the same LP with every coefficient / (1 + ε)
+    faster = Workload(w.name, w.kv_capacity_tokens, Linear3BatchTime(*(c / (1 + eps) for c in w.batch_time.linear_coefficients())), w.types)
+    assert r.duals["iteration_time"] == pytest.approx(slope(r, solve(faster), eps), rel=1e-4)
+    h = 3e-4  # admission_upper: x_j ≤ λ_j
+    more_long = Workload(w.name, w.kv_capacity_tokens, w.batch_time, (w.types[0], RequestType("long", 512, 200, 9.0 + h)))
+    assert r.duals["admission_upper"][1] == pytest.approx(slope(r, solve(more_long), h), rel=1e-4)
+    assert r.duals["admission_upper"][0] == pytest.approx(0.0, abs=1e-6)  # a type being shed gains nothing from more λ
+
+    w = _two_types()
+    p = closed_form(w)
+    B = 0.5 * sum(n * (t.decode + 1) for n, t in zip(p.prompts_per_stage, w.types))  # batch_cap: ≤ B t
+    r = solve(w, batch_cap=B)
+    assert r.duals["batch_cap"] * r.iteration_rate_per_s == pytest.approx(slope(r, solve(w, batch_cap=B * 1.0001), B * 1e-4), rel=1e-3)
+    K = 100.0  # token_budget: ≤ K t
+    r = solve(w, token_budget_tokens=K)
+    assert r.duals["token_budget"] * r.iteration_rate_per_s == pytest.approx(
+        slope(r, solve(w, token_budget_tokens=K * 1.0001), K * 1e-4), rel=1e-3)
+    slo = 0.8 * p.iteration_time_star_s  # tbt_slo: −t ≤ −1/TBT_max, so the dual is ≥ 0
+    r, looser = solve(w, tbt_slo_s=slo), solve(w, tbt_slo_s=slo * 1.0001)
+    assert r.duals["tbt_slo"] > 0
+    assert r.duals["tbt_slo"] == pytest.approx(slope(r, looser, -1 / (slo * 1.0001) + 1 / slo), rel=1e-3)
