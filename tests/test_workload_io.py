@@ -363,3 +363,21 @@ def test_relative_paths_resolve_from_the_source_file_without_base_dir(tmp_path, 
     other.mkdir(parents=True)
     (other / "t.csv").write_text(trace.read_text())
     assert workload_from_dict(doc, source=str(path), base_dir=other.parent).arrivals.trace == str((other / "t.csv").resolve())
+
+
+@pytest.mark.parametrize("path, edge, beyond, message", [
+    ("types.1.prefill", 2**53, 2**53 + 1, "must be an integer ≤ 9007199254740992 tokens (2^53), got 9007199254740993"),
+    ("kv_capacity_tokens", 2**53, 2**53 + 1, "must be an integer ≤ 9007199254740992 tokens (2^53), got 9007199254740993"),
+    ("types.0.rate_per_s", 1e12, 1.01e12, "must be a number in [1e-12, 1e+12] requests/s, got 1010000000000.0"),
+    ("types.0.rate_per_s", 1e-12, 0.99e-12, "must be a number in [1e-12, 1e+12] requests/s, got 9.9e-13"),
+    ("types.1.tbt_slo_s", 1e12, 2e12, "must be a number in [1e-12, 1e+12] seconds, got 2000000000000.0"),
+    ("types.1.tbt_slo_s", 1e-12, 1e-13, "must be a number in [1e-12, 1e+12] seconds, got 1e-13"),
+])
+def test_workload_numbers_take_their_range_ends_and_refuse_just_beyond(path, edge, beyond, message):
+    w = workload_from_dict(_with(path, edge), source="w.yaml")
+    got = {"types.1.prefill": lambda: w.types[1].prefill, "kv_capacity_tokens": lambda: w.kv_capacity_tokens,
+           "types.0.rate_per_s": lambda: w.types[0].rate_per_s, "types.1.tbt_slo_s": lambda: w.types[1].tbt_slo_s}[path]()
+    assert got == edge
+    with pytest.raises(InputError) as info:
+        workload_from_dict(_with(path, beyond), source="w.yaml")
+    assert message in str(info.value) and info.value.source == "w.yaml"
