@@ -203,3 +203,17 @@ def test_wait_default_thresholds_are_refused_at_load_factor_exactly_one():
         simulate_fluid(w, 1.0, policy="wait")
     tr = simulate_fluid(w, 1.0, policy="wait", thresholds=[1.0, 1.0], num_points=3)  # explicit ones run
     assert tr.times_s.tolist() == [0.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("slack", [None, 0.1])
+def test_wait_admits_its_default_threshold_per_iteration_while_a_queue_waits(slack):
+    # a burst of 4λ for 2 s builds a queue that WAIT drains at its threshold: u_j = n_j / ΔT(t)
+    # with n_j = (1 + slack)·λ_j ΔT* (slack 0.02 by default), at every sample, t = 0 included
+    w = _two_types(0.5)
+    lam = np.array([t.rate_per_s for t in w.types])
+    burst = PiecewiseRates(np.array([0.0, 2.0, 10.0]), np.vstack([4 * lam, lam]))
+    kwargs = {} if slack is None else {"threshold_slack": slack}
+    tr = simulate_fluid(w, 10.0, rates=burst, num_points=11, **kwargs)
+    assert np.all(tr.queue_prompts[1:] > 30)  # the queue is there all along (the threshold binds)
+    n = (1 + (0.02 if slack is None else slack)) * np.array(closed_form(w).prompts_per_stage)
+    assert np.allclose(tr.admitted_rate_per_s, n / tr.iteration_time_s[:, None], rtol=1e-9, atol=0)
