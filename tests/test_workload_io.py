@@ -381,3 +381,42 @@ def test_workload_numbers_take_their_range_ends_and_refuse_just_beyond(path, edg
     with pytest.raises(InputError) as info:
         workload_from_dict(_with(path, beyond), source="w.yaml")
     assert message in str(info.value) and info.value.source == "w.yaml"
+
+
+def test_memory_capacity_of_exactly_one_token_and_one_byte_short_of_it():
+    # tiny-llama: weights 213,632 B, KV 2·2 layers·2 KV heads·16·2 B = 256 B per token
+    from fluid.memory import GIB, kv_capacity_from_dict, memory_capacity
+
+    tiny = model_spec("tiny-llama")
+    assert (tiny.weight_bytes, tiny.kv_bytes_per_token) == (213_632, 256)
+    one = (213_632 + 256) / GIB
+    cap = memory_capacity(one, 1.0, tiny)
+    assert (cap.usable_bytes, cap.weight_bytes, cap.reserved_bytes, cap.kv_bytes_per_token) == (213_888, 213_632, 0, 256)
+    assert cap.kv_capacity_tokens == 1
+    assert memory_capacity(one, 1.0, tiny, dtype_bytes=1).kv_capacity_tokens == 2  # fp8: 128 B per token
+    assert memory_capacity(2 * one, 0.5, tiny).kv_capacity_tokens == 1  # the fraction scales the GPU
+    assert memory_capacity(one + 1, 1.0, tiny, reserved_gib=1.0).kv_capacity_tokens == 1  # the reserve comes off
+    with pytest.raises(InputError, match=r"no room for a KV cache: .* need 0\.00 GiB; use a larger GPU") as info:
+        memory_capacity((213_632 + 255) / GIB, 1.0, tiny)
+    assert info.value.field == "kv_capacity"
+    with pytest.raises(InputError, match=r"need 0\.00 GiB and 1\.0 GiB is reserved; use"):
+        memory_capacity(one + 1 - 1 / GIB, 1.0, tiny, reserved_gib=1.0)
+    # the same from a workload file's mapping, at the ends of its ranges
+    doc = {"gpu_memory_gib": one, "memory_fraction": 1, "model": "tiny-llama"}
+    assert kv_capacity_from_dict(doc, source="w.yaml") == 1
+    assert kv_capacity_from_dict({**doc, "reserved_gib": 0, "dtype_bytes": 1}, source="w.yaml") == 2
+    assert kv_capacity_from_dict({**doc, "dtype_bytes": 2}, source="w.yaml") == 1
+    fp32 = {**doc, "gpu_memory_gib": (213_632 + 512) / GIB, "dtype_bytes": 4}  # 512 B per token
+    assert kv_capacity_from_dict(fp32, source="w.yaml") == 1
+    for key, bad, message in [("memory_fraction", 0, r"\(0, 1\] \(share of GPU memory\), got 0"),
+                              ("memory_fraction", 1.01, r"\(0, 1\] \(share of GPU memory\), got 1.01"),
+                              ("gpu_memory_gib", 0, r"finite positive number \(GiB\), got 0"),
+                              ("reserved_gib", -1.0, "finite non-negative number of GiB, got -1.0"),
+                              ("dtype_bytes", True, r"must be 1 \(fp8\), 2 \(bf16/fp16\) or 4 \(fp32\), got True"),
+                              ("dtype_bytes", 3, "got 3")]:
+        with pytest.raises(InputError, match=message) as info:
+            kv_capacity_from_dict({**doc, key: bad}, source="w.yaml")
+        assert info.value.field == f"kv_capacity.{key}" and info.value.source == "w.yaml"
+    with pytest.raises(InputError, match="no room for a KV cache") as info:
+        kv_capacity_from_dict({**doc, "gpu_memory_gib": (213_632 + 255) / GIB}, source="w.yaml")
+    assert info.value.source == "w.yaml"
