@@ -420,3 +420,23 @@ def test_memory_capacity_of_exactly_one_token_and_one_byte_short_of_it():
     with pytest.raises(InputError, match="no room for a KV cache") as info:
         kv_capacity_from_dict({**doc, "gpu_memory_gib": (213_632 + 255) / GIB}, source="w.yaml")
     assert info.value.source == "w.yaml"
+
+
+def test_an_inline_model_counts_like_the_named_one_and_its_fields_are_checked():
+    from fluid.memory import GIB, kv_capacity_from_dict
+
+    tiny = model_spec("tiny-llama").to_dict()
+    del tiny["name"]
+    doc = {"gpu_memory_gib": (213_632 + 256) / GIB, "memory_fraction": 1, "model": tiny}
+    assert kv_capacity_from_dict(doc, source="w.yaml") == 1
+    # floats where floats belong, a left-out optional field, and the model's own dtype (weights and KV halve)
+    assert kv_capacity_from_dict({**doc, "model": {**tiny, "rope_theta": 1.5, "rms_norm_eps": 1e-6}}, source="w.yaml") == 1
+    assert kv_capacity_from_dict({**doc, "model": {**tiny, "max_position_embeddings": None}}, source="w.yaml") == 1
+    assert kv_capacity_from_dict({**doc, "model": {**tiny, "dtype_bytes": 1}}, source="w.yaml") == (213_888 - 106_816) // 128
+    for key, bad, message in [("hidden_size", 66, "hidden_size 66 is not a multiple of num_attention_heads 4"),
+                              ("num_kv_heads", 0, "must be a positive integer, got 0"),
+                              ("vocab_size", 1.5, "must be a positive integer, got 1.5")]:
+        with pytest.raises(InputError) as info:
+            kv_capacity_from_dict({**doc, "model": {**tiny, key: bad}}, source="w.yaml")
+        assert message in str(info.value)
+        assert info.value.field == f"kv_capacity.model.{key}" and info.value.source == "w.yaml"
