@@ -241,6 +241,19 @@ def test_fit_takes_exactly_the_minimum_rows_and_reports_r2_by_hand():
     assert report.r2 == pytest.approx(0.25)
 
 
+def test_fit_of_equal_times_is_perfect_and_mape_is_by_hand():
+    # every row 0.02 s: the fit is d0 = 0.02 (to rounding) and no per-token cost; ss_tot = 0, and a
+    # fit reproducing the rows is a perfect one (R² = 1), not R² = 0 from a rounding residual
+    flat = [(BatchShape(1, kv, 1, 0), 0.02) for kv in (0, 500, 1000)]
+    for kind in ("affine", "linear3"):
+        report = fit_linear(flat, kind=kind)
+        assert report.r2 == 1.0 and report.mape == pytest.approx(0.0, abs=1e-12)
+        assert [report.model.step_time_s(shape) for shape, _ in flat] == pytest.approx([0.02] * 3, rel=1e-12)
+    # the noisy rows of the test above: |pred − y| / y = 0.005/0.01, 0.01/0.03, 0.005/0.02
+    noisy = [(BatchShape(1, 0, 1, 0), 0.01), (BatchShape(1, 1000, 1, 0), 0.03), (BatchShape(1, 2000, 1, 0), 0.02)]
+    assert fit_linear(noisy, kind="affine").mape == pytest.approx((0.5 + 1 / 3 + 0.25) / 3)
+
+
 def test_mlp_csv_without_an_embedding_column_adds_no_embedding_time(tmp_path):
     path = tmp_path / "mlp.csv"
     path.write_text("num_tokens,time_stats.mlp.median,time_stats.attn_pre_proj.median\n1,0.5,0.25\n8,1.0,0.5\n")
