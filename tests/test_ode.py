@@ -217,3 +217,19 @@ def test_wait_admits_its_default_threshold_per_iteration_while_a_queue_waits(sla
     assert np.all(tr.queue_prompts[1:] > 30)  # the queue is there all along (the threshold binds)
     n = (1 + (0.02 if slack is None else slack)) * np.array(closed_form(w).prompts_per_stage)
     assert np.allclose(tr.admitted_rate_per_s, n / tr.iteration_time_s[:, None], rtol=1e-9, atol=0)
+
+
+def test_explicit_thresholds_may_be_fractions_of_a_prompt_and_must_be_finite_and_positive():
+    # fluid thresholds are masses, not counts: 0.5 of a prompt per stage is a threshold like any other
+    w = _two_types(0.5)
+    lam = np.array([t.rate_per_s for t in w.types])
+    burst = PiecewiseRates(np.array([0.0, 2.0, 4.0]), np.vstack([4 * lam, lam]))
+    n = np.array([0.5, 1.0])
+    tr = simulate_fluid(w, 4.0, rates=burst, thresholds=n, num_points=5)
+    assert np.all(tr.queue_prompts[1:] > 20)  # the short type queues: its half-prompt threshold binds
+    assert np.allclose(tr.admitted_rate_per_s[1:, 0], 0.5 / tr.iteration_time_s[1:], rtol=1e-9, atol=0)
+    assert tr.admitted_rate_per_s[1:4, 1].tolist() == pytest.approx([4 * lam[1], lam[1], lam[1]])  # the long one does not
+    for bad in ([0.5, 0.0], [0.5, -1.0], [0.5, np.inf], [0.5, np.nan], [0.5, 1.0, 1.0]):
+        with pytest.raises(InputError, match=r"needs 2 finite positive thresholds") as info:
+            simulate_fluid(w, 1.0, thresholds=bad)
+        assert info.value.field == "thresholds"
