@@ -178,3 +178,16 @@ def test_sharegpt_turns_that_tokenize_to_nothing_are_skipped_and_counted(tmp_pat
     path2.write_text(json.dumps(convs[:2]), encoding="utf-8")
     with pytest.raises(InputError, match="every conversation tokenizes to an empty prompt or output"):
         load_sharegpt(path2, tokenizer_dir)
+
+
+def test_token_counts_take_the_largest_int32_and_refuse_one_more(tmp_path):
+    from fluid.traces import MAX_TOKENS_PER_REQUEST, load_length_trace
+
+    assert MAX_TOKENS_PER_REQUEST == 2_147_483_647
+    ok = _write(tmp_path, "ok.csv", "num_prefill_tokens,num_decode_tokens\n2147483647,1\n1,2147483647\n")
+    t = load_length_trace(ok)
+    assert t.prompt_tokens.tolist() == [2_147_483_647, 1] and t.output_tokens.tolist() == [1, 2_147_483_647]
+    bad = _write(tmp_path, "bad.csv", "num_prefill_tokens,num_decode_tokens\n1,1\n1,2147483648\n")
+    with pytest.raises(InputError, match="column num_decode_tokens has 2147483648 tokens, more than any model's context") as info:
+        load_length_trace(bad)
+    assert info.value.source == f"{bad}:3"
