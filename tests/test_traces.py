@@ -100,6 +100,14 @@ def test_unknown_builtin_lists_the_builtins():
         resolve_trace_path("builtin:nope.csv")
 
 
+def test_a_builtin_name_with_a_slash_is_refused_even_when_it_reaches_a_file():
+    # builtin:NAME names a file in fluid/data/traces/ itself: no way out of (or back into) the folder
+    assert resolve_trace_path(AZURE) == TRACE_DIR / "AzureLLMInferenceTrace_conv.csv"
+    with pytest.raises(InputError, match="no built-in trace '../traces/AzureLLMInferenceTrace_conv.csv'") as info:
+        resolve_trace_path("builtin:../traces/AzureLLMInferenceTrace_conv.csv")
+    assert info.value.field == "trace"
+
+
 def test_equal_width_bins_match_the_papers_chat_classes():
     decode = np.arange(1, 501)
     assert decode_bin_edges(decode, 10, "equal-width").tolist() == list(range(1, 502, 50))
