@@ -97,6 +97,10 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
     ('fluid/equilibrium.py', 'return self.load_factor < 1 and self.memory_star_tokens <= self.kv_capacity_tokens', '<-><='):
         "closed_form_arrays, the only maker of FluidPoint and FluidArrays, sets M* = inf whenever L ≥ 1, so at "
         "L = 1 the memory test M* ≤ C already fails (tests/test_equilibrium.py pins L = 1 exactly)",
+    ('fluid/ode.py', 'share = np.clip((excess_rate - before) / np.where(level_cap > 0, level_cap, 1.0), 0.0, 1.0)', '1.0->2.0'):
+        "the stand-in divisor of an empty level (level_cap = Σ pop·tokens/ΔT = 0 with tokens ≥ 1 and pop ≥ 0 "
+        "means every compartment of that level is empty): its share multiplies pop = 0, so nothing is evicted "
+        "there whatever the divisor",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
