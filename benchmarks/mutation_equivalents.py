@@ -97,10 +97,6 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
     ('fluid/equilibrium.py', 'return self.load_factor < 1 and self.memory_star_tokens <= self.kv_capacity_tokens', '<-><='):
         "closed_form_arrays, the only maker of FluidPoint and FluidArrays, sets M* = inf whenever L ≥ 1, so at "
         "L = 1 the memory test M* ≤ C already fails (tests/test_equilibrium.py pins L = 1 exactly)",
-    ('fluid/ode.py', 'share = np.clip((excess_rate - before) / np.where(level_cap > 0, level_cap, 1.0), 0.0, 1.0)', '1.0->2.0'):
-        "the stand-in divisor of an empty level (level_cap = Σ pop·tokens/ΔT = 0 with tokens ≥ 1 and pop ≥ 0 "
-        "means every compartment of that level is empty): its share multiplies pop = 0, so nothing is evicted "
-        "there whatever the divisor",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
@@ -113,6 +109,11 @@ EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
         "the loop's stop `k − 2` adds one pass, idx = k − 1: for k ≥ 1 it can only `return k`, what the fall-through "
         "returns; for k = 0 it reads due[-1] = due[num − 1], which the first pass already found not overdue "
         "(else it returned num). The `num − 1` at column 23 is not equivalent (it skips the last segment)",
+    ('fluid/ode.py', 'share = np.clip((excess_rate - before) / np.where(level_cap > 0, level_cap, 1.0), 0.0, 1.0)',
+     '1.0->2.0', 76):
+        "the stand-in divisor of an empty level (level_cap = Σ pop·tokens/ΔT = 0 with tokens ≥ 1 and pop ≥ 0 "
+        "means every compartment of that level is empty): its share multiplies pop = 0, so nothing is evicted "
+        "there whatever the divisor (the clip's upper 1.0 at column 87 is not equivalent)",
 }
 
 
