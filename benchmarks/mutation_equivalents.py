@@ -94,9 +94,6 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
     ('fluid/ode.py', 'edges = sorted({0.0, float(duration_s), *[b for b in breaks if 0.0 < b < duration_s]})', '<-><='):
         "a break at exactly 0 or at the horizon joins a set that already holds 0.0 and float(duration_s), so the "
         "integration edges are the same (either `<` of the chained comparison)",
-    ('fluid/equilibrium.py', 'return self.load_factor < 1 and self.memory_star_tokens <= self.kv_capacity_tokens', '<-><='):
-        "closed_form_arrays, the only maker of FluidPoint and FluidArrays, sets M* = inf whenever L ≥ 1, so at "
-        "L = 1 the memory test M* ≤ C already fails (tests/test_equilibrium.py pins L = 1 exactly)",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
