@@ -233,3 +233,32 @@ def test_explicit_thresholds_may_be_fractions_of_a_prompt_and_must_be_finite_and
         with pytest.raises(InputError, match=r"needs 2 finite positive thresholds") as info:
             simulate_fluid(w, 1.0, thresholds=bad)
         assert info.value.field == "thresholds"
+
+
+def test_totals_and_rates_of_a_profile_that_fills_settles_and_drains():
+    # two types with different lengths, λ for 20 s then nothing: by 20 s the server sits at the
+    # closed-form point, by 60 s it has drained, so every total is known by hand
+    types = (RequestType("short", 512, 20, 10.0), RequestType("long", 256, 200, 1.5))
+    w = Workload("two", 137_000, Linear3BatchTime(0.0093, 2.6e-7, 4.7e-5), types)
+    lam = np.array([10.0, 1.5])
+    tr = simulate_fluid(w, 60.0, rates=PiecewiseRates(np.array([0.0, 20.0, 60.0]), np.vstack([lam, 0 * lam])), num_points=121)
+    p = closed_form(w)
+    i = int(np.flatnonzero(tr.times_s == 19.5)[0])  # settled, still arriving
+    assert tr.memory_tokens[i] == pytest.approx(p.memory_star_tokens, rel=1e-6)
+    assert tr.iteration_time_s[i] == pytest.approx(p.iteration_time_star_s, rel=1e-6)
+    assert tr.admitted_rate_per_s[i].tolist() == pytest.approx([10.0, 1.5], rel=1e-6)
+    assert tr.throughput_tokens_per_s[i] == pytest.approx(10.0 * 20 + 1.5 * 200, rel=1e-6)  # Σ λ l' = 500
+    assert tr.generation_tokens_per_s[i] == pytest.approx(500.0, rel=1e-6)
+    n = np.array(p.prompts_per_stage)
+    assert tr.resident_prompts[i] == pytest.approx(n @ [21, 201], rel=1e-6)  # n_j per stage over l'_j + 1 stages
+    assert tr.queue_prompts[i] == pytest.approx(0.0, abs=1e-6)
+    # drained: 20 s × λ arrived and completed, 20·(10·20 + 1.5·200) = 10,000 decode tokens generated and completed
+    assert tr.arrived_prompts[-1] == pytest.approx(230.0, rel=1e-9)
+    assert tr.completed_prompts[-1] == pytest.approx(230.0, rel=1e-6)
+    assert tr.completed_decode_tokens[-1] == pytest.approx(10_000.0, rel=1e-6)
+    assert tr.generated_decode_tokens[-1] == pytest.approx(10_000.0, rel=1e-6)
+    assert tr.resident_prompts[-1] < 1e-6 and abs(tr.queue_prompts[-1]) < 1e-6 and tr.evicted_rate_per_s.max() == 0.0
+    # the sampled rates are those totals' derivatives (a trapezoid over 0.5 s steps, to 1 %)
+    area = lambda y: float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(tr.times_s)))  # noqa: E731
+    assert area(tr.generation_tokens_per_s) == pytest.approx(10_000.0, rel=1e-2)
+    assert area(tr.throughput_tokens_per_s) == pytest.approx(10_000.0, rel=1e-2)
