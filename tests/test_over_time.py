@@ -132,6 +132,25 @@ def test_bad_inputs_are_input_errors():
         benchmark_over_time(_server(), PiecewiseRates(np.array([0.0, 1.0]), np.array([[1.0, 1.0]])), [1.0, 2.0])
 
 
+def test_the_time_grid_needs_two_increasing_points_from_zero_and_two_are_enough():
+    w = _server()
+    rates = PiecewiseRates(np.array([0.0, 1.0]), np.array([[t.rate_per_s for t in w.types]]))
+    bench = benchmark_over_time(w, rates, [0.0, 0.5], threshold_workload=w)
+    assert bench.time_s.tolist() == [0.0, 0.5] and bench.generated_decode_tokens[0] == 0.0
+    assert bench.to_dict()["time_s"] == [0.0, 0.5] and bench.to_dict()["types"] == 2
+    for grid in ([0.0], [0.0, 1.0, 1.0], [0.0, 2.0, 1.0], [[0.0, 1.0]], [0.5, 1.0]):
+        with pytest.raises(InputError, match="the time grid must start at 0 and increase") as info:
+            benchmark_over_time(w, rates, grid, threshold_workload=w)
+        assert info.value.field == "grid_s"
+
+
+def test_replayed_arrivals_must_be_finite_and_not_before_zero():
+    assert replay_rates([0.0], [0], 1, bin_s=0.5).edges_s.tolist() == [0.0, 0.5]  # an arrival at 0 is fine
+    for times, bin_s in (([-0.1, 1.0], 1.0), ([0.0, np.nan], 1.0), ([0.0, np.inf], 1.0), ([0.0], -1.0)):
+        with pytest.raises(InputError, match="needs finite arrival times ≥ 0 and bin_s > 0"):
+            replay_rates(times, [0] * len(times), 1, bin_s=bin_s)
+
+
 def test_experiment_key_fluid_over_time(tmp_path):
     from validation.experiment import experiment_from_dict
 
