@@ -240,3 +240,14 @@ def test_every_dual_is_the_objective_slope_of_its_right_hand_side(backend):
     r, looser = solve(w, tbt_slo_s=slo), solve(w, tbt_slo_s=slo * 1.0001)
     assert r.duals["tbt_slo"] > 0
     assert r.duals["tbt_slo"] == pytest.approx(slope(r, looser, -1 / (slo * 1.0001) + 1 / slo), rel=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["cvxpy", "linprog"])
+def test_a_tbt_slo_of_exactly_d0_admits_nothing_and_is_not_infeasible(backend):
+    # TBT_max = d0: only the empty batch meets it (t = 1/d0, x = 0); just below d0 nothing does
+    w = Workload("w", 1000, AffineBatchTime(0.5, 1 / 64), (RequestType("a", 7, 1, 2.0),))
+    r = solve_lp(w, tbt_slo_s=0.5, backend=backend)
+    assert r.iteration_time_s == pytest.approx(0.5, rel=1e-9)
+    assert r.admitted_rate_per_s[0] == pytest.approx(0.0, abs=1e-9) and "tbt_slo" in r.binding
+    with pytest.raises(SolverError, match=r"even an empty batch takes d0 = 0\.5 s > TBT_max = 0\.499999 s"):
+        solve_lp(w, tbt_slo_s=0.499999, backend=backend)
