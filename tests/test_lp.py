@@ -251,3 +251,18 @@ def test_a_tbt_slo_of_exactly_d0_admits_nothing_and_is_not_infeasible(backend):
     assert r.admitted_rate_per_s[0] == pytest.approx(0.0, abs=1e-9) and "tbt_slo" in r.binding
     with pytest.raises(SolverError, match=r"even an empty batch takes d0 = 0\.5 s > TBT_max = 0\.499999 s"):
         solve_lp(w, tbt_slo_s=0.499999, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["cvxpy", "linprog"])
+def test_binding_rows_are_named_per_gpu_and_per_type_in_a_fleet(backend):
+    # ten times the load on two GPUs: both memories fill and the long type is admitted in full
+    gpus = [GpuSpec("a100", 137_000, Linear3BatchTime(0.0093, 2.6e-7, 4.7e-5)),
+            GpuSpec("h100", 300_000, Linear3BatchTime(0.006, 1.5e-7, 2.5e-5))]
+    w = _two_types(10.0)
+    r = solve_fleet_lp(w.types, gpus, backend=backend)
+    assert r.binding == ("kv_memory[a100]", "kv_memory[h100]", "admission_upper[long]")
+    assert r.memory_tokens.tolist() == pytest.approx([137_000, 300_000], rel=1e-6)
+    assert r.admitted_rate_per_s[1] == pytest.approx(30.0, rel=1e-6)
+    # one type on one GPU: the rows need no [label]
+    one = solve_fleet_lp(w.types[1:], gpus[:1], backend=backend)
+    assert one.binding == ("kv_memory",) and one.gpu_names == ("a100",) and one.type_names == ("long",)
