@@ -261,3 +261,12 @@ def test_mlp_csv_without_an_embedding_column_adds_no_embedding_time(tmp_path):
     assert read_mlp_csv(path, num_layers=2) == ((1, 8), (pytest.approx(1.5e-3), pytest.approx(3e-3)))
     path.write_text("num_tokens,time_stats.mlp.median,time_stats.emb.median\n1,0.5,0.25\n8,1.0,0.5\n")
     assert read_mlp_csv(path, num_layers=2) == ((1, 8), (pytest.approx(1.25e-3), pytest.approx(2.5e-3)))  # emb once
+
+
+def test_profile_num_layers_takes_one_and_refuses_zero():
+    one = batch_time_from_dict({"kind": "profile", "mlp_csv": MLP, "num_layers": 1}, source="w.yaml")
+    assert one.non_attention_s == read_mlp_csv(MLP, num_layers=1)[1]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InputError, match=r"mlp_csv needs num_layers, which must be a positive integer number of model layers") as info:
+            batch_time_from_dict({"kind": "profile", "mlp_csv": MLP, "num_layers": bad}, source="w.yaml")
+        assert info.value.field == "batch_time.num_layers" and info.value.source == "w.yaml"
