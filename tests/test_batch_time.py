@@ -270,3 +270,19 @@ def test_profile_num_layers_takes_one_and_refuses_zero():
         with pytest.raises(InputError, match=r"mlp_csv needs num_layers, which must be a positive integer number of model layers") as info:
             batch_time_from_dict({"kind": "profile", "mlp_csv": MLP, "num_layers": bad}, source="w.yaml")
         assert info.value.field == "batch_time.num_layers" and info.value.source == "w.yaml"
+
+
+def test_mlp_csv_keeps_only_rows_of_its_tensor_parallel_degree_and_averages_repeats(tmp_path):
+    path = tmp_path / "mlp.csv"
+    path.write_text("num_tokens,num_tensor_parallel_workers,time_stats.mlp.median\n"
+                    "1,1,0.5\n1,1,1.5\n8,1,2.0\n1,2,9.0\n8,2,7.0\n16,2,5.0\n")
+    # degree 1: 1 token averages 0.5 and 1.5 ms to 1 ms; × 2 layers, in seconds
+    assert read_mlp_csv(path, num_layers=2) == ((1, 8), (pytest.approx(2e-3), pytest.approx(4e-3)))
+    assert read_mlp_csv(path, num_layers=1, tensor_parallel=2) == ((1, 8, 16), (pytest.approx(9e-3), pytest.approx(7e-3), pytest.approx(5e-3)))
+    path.write_text("num_tokens,time_stats.mlp.median\n1,0.5\n8,2.0\n")  # no degree column: degree 1
+    assert read_mlp_csv(path, num_layers=1) == ((1, 8), (pytest.approx(5e-4), pytest.approx(2e-3)))
+    with pytest.raises(InputError, match="fewer than 2 token counts with tensor_parallel=4"):
+        read_mlp_csv(path, num_layers=1, tensor_parallel=4)
+    path.write_text("num_tokens,time_stats.mlp.median\n1,0.5\n1,0.7\n")  # one token count, twice
+    with pytest.raises(InputError, match="fewer than 2 token counts with tensor_parallel=1"):
+        read_mlp_csv(path, num_layers=1)
