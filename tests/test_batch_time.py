@@ -286,3 +286,21 @@ def test_mlp_csv_keeps_only_rows_of_its_tensor_parallel_degree_and_averages_repe
     path.write_text("num_tokens,time_stats.mlp.median\n1,0.5\n1,0.7\n")  # one token count, twice
     with pytest.raises(InputError, match="fewer than 2 token counts with tensor_parallel=1"):
         read_mlp_csv(path, num_layers=1)
+
+
+def test_a_profile_table_with_its_terms_by_hand_and_its_guards():
+    from fluid.batch_time_profile import profile_from_dict
+
+    table = {"num_tokens": [1, 8], "non_attention_s": [0.01, 0.02]}
+    args = {"table": table, "overhead_s": 0.001, "attn_s_per_kv_token": 1e-7, "attn_s_per_prefill_pair": 2e-9}
+    p = profile_from_dict(args, source="w.yaml", field="batch_time", base_dir=None)
+    # 4 new tokens: 0.01 + (4 − 1)/(8 − 1)·0.01 s of table, plus 0.001 s, 1000 KV tokens · 1e-7 s, 16 pairs · 2e-9 s
+    assert p.step_time_s(BatchShape(4, 1000, 0, 1, prefill_attention_pairs=16)) == pytest.approx(
+        0.001 + 0.01 + 3 / 7 * 0.01 + 1e-4 + 16 * 2e-9, rel=1e-12)
+    for bad, field, fragment in [({"table": table, "mlp_csv": MLP, "num_layers": 2}, "batch_time", "give exactly one of mlp_csv"),
+                                 ({}, "batch_time", "give exactly one of mlp_csv"),
+                                 ({"table": table, "num_layers": 2}, "batch_time.num_layers", "num_layers applies to mlp_csv only"),
+                                 ({"table": {**table, "num_tokens": (1, 8)}}, "batch_time.table", "must be lists")]:
+        with pytest.raises(InputError, match=fragment) as info:
+            profile_from_dict(bad, source="w.yaml", field="batch_time", base_dir=None)
+        assert info.value.field == field and info.value.source == "w.yaml"
