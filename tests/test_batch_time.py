@@ -304,3 +304,28 @@ def test_a_profile_table_with_its_terms_by_hand_and_its_guards():
         with pytest.raises(InputError, match=fragment) as info:
             profile_from_dict(bad, source="w.yaml", field="batch_time", base_dir=None)
         assert info.value.field == field and info.value.source == "w.yaml"
+
+
+@pytest.mark.parametrize("num_tokens, times, terms, field", [
+    ((1,), (0.1,), {}, "batch_time.table"),  # one point is no table
+    ((1, 2), (0.1,), {}, "batch_time.table"),
+    ([1, 2], (0.1, 0.2), {}, "batch_time.table"),
+    ((0, 2), (0.1, 0.2), {}, "batch_time.table.num_tokens"),
+    ((1, 1), (0.1, 0.2), {}, "batch_time.table.num_tokens"),  # equal counts are not increasing
+    ((2, 1), (0.1, 0.2), {}, "batch_time.table.num_tokens"),
+    ((True, 2), (0.1, 0.2), {}, "batch_time.table.num_tokens"),
+    ((1.0, 2), (0.1, 0.2), {}, "batch_time.table.num_tokens"),
+    ((1, 2), (0.1, 0.0), {}, "batch_time.table.non_attention_s[1]"),  # a step takes time
+    ((1, 2), (0.1, 0.2), {"overhead_s": -1.0}, "batch_time.overhead_s"),
+    ((1, 2), (0.1, 0.2), {"attn_s_per_kv_token": float("nan")}, "batch_time.attn_s_per_kv_token"),
+    ((1, 2), (0.1, 0.2), {"attn_s_per_prefill_pair": -1e-12}, "batch_time.attn_s_per_prefill_pair"),
+])
+def test_a_profile_table_is_refused_at_its_edges(num_tokens, times, terms, field):
+    with pytest.raises(InputError) as info:
+        ProfileBatchTime(num_tokens, times, **terms)
+    assert info.value.field == field
+
+
+def test_the_smallest_profile_table_has_two_points_and_zero_terms():
+    p = ProfileBatchTime((1, 2), (0.1, 0.2), overhead_s=0.0, attn_s_per_kv_token=0.0, attn_s_per_prefill_pair=0.0)
+    assert p.step_time_s(BatchShape(2, 10_000, 2, 0)) == 0.2
