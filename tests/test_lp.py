@@ -266,3 +266,28 @@ def test_binding_rows_are_named_per_gpu_and_per_type_in_a_fleet(backend):
     # one type on one GPU: the rows need no [label]
     one = solve_fleet_lp(w.types[1:], gpus[:1], backend=backend)
     assert one.binding == ("kv_memory",) and one.gpu_names == ("a100",) and one.type_names == ("long",)
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda bt: GpuSpec("", 10, bt), "gpus[].name"),
+    (lambda bt: GpuSpec(3, 10, bt), "gpus[].name"),
+    (lambda bt: GpuSpec("g", 10, object()), "gpus[g].batch_time"),
+    (lambda bt: GpuSpec("g", 1.5, bt), "gpus[g].kv_capacity_tokens"),
+    (lambda bt: GpuSpec("g", 0, bt), "gpus[g].kv_capacity_tokens"),
+    (lambda bt: solve_lp(Workload("w", 10, bt, (RequestType("a", 1, 1, 1.0),)), weights=[1.0, 2.0]), "weights"),
+    (lambda bt: solve_lp(Workload("w", 10, bt, (RequestType("a", 1, 1, 1.0),)), weights=[float("inf")]), "weights[0]"),
+    (lambda bt: solve_lp(Workload("w", 10, bt, (RequestType("a", 1, 1, 1.0),)), token_budget_tokens=0), "token_budget_tokens"),
+    (lambda bt: solve_lp(Workload("w", 10, bt, (RequestType("a", 1, 1, 1.0),)), tbt_slo_s=0.0), "tbt_slo_s"),
+    (lambda bt: solve_lp(Workload("w", 10, bt, (RequestType("a", 1, 1, 1.0),)), batch_cap=True), "batch_cap"),
+])
+def test_fleet_and_lp_option_guards_name_their_field(make, field):
+    with pytest.raises(InputError) as info:
+        make(AffineBatchTime(0.1, 0.01))
+    assert info.value.field == field
+
+
+def test_the_smallest_gpu_and_any_finite_weights_are_accepted():
+    w = Workload("w", 1000, AffineBatchTime(0.1, 0.001), (RequestType("a", 1, 1, 1.0), RequestType("b", 2, 2, 1.0)))
+    assert GpuSpec("g", 1, w.batch_time).kv_capacity_tokens == 1
+    r = solve_lp(w, weights=[0.0, -1.0])  # a negative weight only costs: none of b is admitted
+    assert r.admitted_rate_per_s[1] == pytest.approx(0.0, abs=1e-7) and r.objective == pytest.approx(0.0, abs=1e-7)
