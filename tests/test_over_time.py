@@ -191,3 +191,22 @@ def test_the_replay_thresholds_are_solved_at_the_rate_given_not_at_the_busiest_s
     busiest = benchmark_for_requests(server, arrivals, prompts, outputs, grid, bin_s=1.0)
     assert given.threshold_rate_per_s == pytest.approx(5.0)
     assert busiest.threshold_rate_per_s > 5.0  # a 1 s bin of a 5 req/s stream holds more than 5 now and then
+
+
+def test_a_prompts_residence_in_the_benchmark_is_the_delay_of_16_compartments():
+    # ΔT = d0 = 0.01 s fixed (no per-token cost), 10 prompts arriving evenly over 0.1 s, each with
+    # 200 decode stages split into DEFAULT_MAX_COMPARTMENTS = 16 groups (8 of 13 stages, 8 of 12):
+    # the completion time is arrival + prefill (1 iteration) + 16 exponential stays of w_k
+    # iterations, so its mean is 0.05 + 201·ΔT and its variance 0.1²/12 + ΔT²(1 + 8·13² + 8·12²)
+    from fluid.batch_time import AffineBatchTime
+
+    w = Workload("e", 10**9, AffineBatchTime(0.01, 0.0), (RequestType("a", 1, 200, 1.0),))
+    rates = PiecewiseRates(np.array([0.0, 0.1]), np.array([[100.0]]))
+    grid = np.linspace(0.0, 10.0, 2001)
+    bench = benchmark_over_time(w, rates, grid, threshold_workload=w.scaled(1000.0))  # thresholds far above λ
+    done = bench.completed_decode_tokens / 200
+    assert done[-1] == pytest.approx(10.0, rel=1e-6)
+    step, mid = np.diff(done), (grid[1:] + grid[:-1]) / 2
+    mean = (step * mid).sum() / done[-1]
+    assert mean == pytest.approx(0.05 + 201 * 0.01, rel=1e-5)
+    assert (step * mid**2).sum() / done[-1] - mean**2 == pytest.approx(0.1**2 / 12 + 1e-4 * 2505, rel=1e-3)
