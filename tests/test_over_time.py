@@ -33,6 +33,15 @@ def test_few_distinct_lengths_are_the_types_exactly():
     assert which.tolist() == [2, 1, 2, 1, 0]
 
 
+def test_up_to_32_distinct_lengths_are_the_types_by_default_and_33_are_binned():
+    # DEFAULT_TYPE_BINS = 32: exactly 32 distinct (prompt, output) pairs stay themselves
+    exact, _ = request_types(list(range(1, 33)), list(range(1, 33)))
+    assert [t.name for t in exact] == [f"p{k}d{k}" for k in range(1, 33)]
+    binned, which = request_types(list(range(1, 34)), list(range(1, 34)))
+    assert len(binned) <= 32 and binned[0].name.startswith("d1-")
+    assert sorted(set(which.tolist())) == list(range(len(binned)))
+
+
 def test_many_lengths_are_binned_by_output_quantile_with_bin_means():
     rng = np.random.default_rng(1)
     outputs = rng.integers(1, 400, 2000)
@@ -210,3 +219,16 @@ def test_a_prompts_residence_in_the_benchmark_is_the_delay_of_16_compartments():
     mean = (step * mid).sum() / done[-1]
     assert mean == pytest.approx(0.05 + 201 * 0.01, rel=1e-5)
     assert (step * mid**2).sum() / done[-1] - mean**2 == pytest.approx(0.1**2 / 12 + 1e-4 * 2505, rel=1e-3)
+
+
+def test_replayed_work_reaches_the_benchmark_no_earlier_than_its_one_second_bin():
+    # REPLAY_BIN_S = 1 s: a request arriving at 1.5 s is spread over [1, 2) and one at 3.2 s over
+    # [3, 4), so nothing is generated before 1 s, and the first request's 20 tokens are all there
+    # is between 2.5 s and 3 s
+    from fluid.over_time import REPLAY_BIN_S
+
+    grid = np.linspace(0, 4, 9)
+    bench = benchmark_for_requests(_server(), [1.5, 3.2], [100, 100], [20, 20], grid, bin_s=REPLAY_BIN_S)
+    gen = bench.generated_decode_tokens
+    assert gen[:3].tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-6) and gen[3] > 5
+    assert gen[5:7].tolist() == pytest.approx([20.0, 20.0], rel=1e-6) and gen[-1] > 25
