@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -180,3 +182,23 @@ def test_types_from_trace_errors(tmp_path):
 def test_quantile_bin_edges_by_hand():
     # decode 1..4, two quantile bins: quantiles 1, 2.5, 4 → edges ⌈·⌉ = 1, 3 and the top max + 1 = 5
     assert decode_bin_edges(np.array([1, 2, 3, 4]), 2, "quantile").tolist() == [1, 3, 5]
+
+
+def test_trace_references_resolve_against_the_workload_folder_and_builtins_stay_portable(tmp_path, monkeypatch):
+    from fluid.traces import trace_reference
+
+    (tmp_path / "sub").mkdir()
+    trace = tmp_path / "sub" / "t.csv"
+    trace.write_text("num_prefill_tokens,num_decode_tokens\n1,2\n")
+    ref = lambda value, base: trace_reference(value, base_dir=base, source="w.yaml", field="f")  # noqa: E731
+    assert ref("sub/t.csv", tmp_path) == str(trace.resolve())
+    assert ref(str(trace), tmp_path / "elsewhere") == str(trace.resolve())  # an absolute path ignores the folder
+    monkeypatch.chdir(tmp_path / "sub")
+    assert ref("t.csv", None) == str(trace.resolve())  # no folder: relative to the working directory
+    assert ref(AZURE, tmp_path) == AZURE  # builtin:NAME is kept as written
+    for bad, fragment in [("", "must be a trace file path or builtin:NAME, got ''"), (3, "got 3"),
+                          ("builtin:nope.csv", "no built-in trace 'nope.csv'"),
+                          ("t.csv", "trace file 't.csv' not found (looked at")]:
+        with pytest.raises(InputError, match=re.escape(fragment)) as info:
+            ref(bad, tmp_path)
+        assert info.value.field == "f" and info.value.source == "w.yaml"
