@@ -110,6 +110,17 @@ def test_a_builtin_name_with_a_slash_is_refused_even_when_it_reaches_a_file():
     assert info.value.field == "trace"
 
 
+def test_one_token_lengths_stay_one_token_types():
+    # decode lengths 1, 1, 5, 5 in two equal-width bins [1, 4) and [4, 6); prompts 1, 1 | 1, 2
+    from fluid.workload import RequestType
+
+    types = types_from_lengths(np.array([1, 1, 1, 2]), np.array([1, 1, 5, 5]), bins=2, total_rate_per_s=4.0)
+    assert types == (RequestType("d1-3", 1, 1, 2.0), RequestType("d4-5", 2, 5, 2.0))  # 1.5 rounds to 2
+    median = types_from_lengths(np.array([1, 1, 1, 2]), np.array([1, 1, 5, 5]), bins=2, total_rate_per_s=4.0,
+                                prefill="median", tbt_slo_s=0.1)
+    assert median == (RequestType("d1-3", 1, 1, 2.0, 0.1), RequestType("d4-5", 1, 5, 2.0, 0.1))
+
+
 def test_equal_width_bins_match_the_papers_chat_classes():
     decode = np.arange(1, 501)
     assert decode_bin_edges(decode, 10, "equal-width").tolist() == list(range(1, 502, 50))
