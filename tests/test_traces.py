@@ -213,3 +213,30 @@ def test_trace_references_resolve_against_the_workload_folder_and_builtins_stay_
         with pytest.raises(InputError, match=re.escape(fragment)) as info:
             ref(bad, tmp_path)
         assert info.value.field == "f" and info.value.source == "w.yaml"
+
+
+def test_types_from_trace_dict_takes_a_timestamped_traces_own_rate_and_checks_each_key(tmp_path):
+    from fluid.trace_binning import types_from_trace_dict
+    from fluid.workload import RequestType
+
+    (tmp_path / "t.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n0.0,10,5\n4.0,20,7\n")
+    (tmp_path / "z.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n3.0,10,5\n3.0,20,7\n")
+    (tmp_path / "l.csv").write_text("num_prefill_tokens,num_decode_tokens\n5,1\n5,9\n")
+    build = lambda data: types_from_trace_dict(data, source="w.yaml", base_dir=tmp_path)  # noqa: E731
+    # 2 requests over a 4 s span: 0.5 requests/s, one bin of decode 5..7 with mean lengths 15, 6
+    assert build({"path": "t.csv", "bins": 1}) == (RequestType("d5-7", 15, 6, 0.5),)
+    two = build({"path": "l.csv", "bins": 2, "total_rate_per_s": 1.0, "tbt_slo_s": 0.2, "prefill": "mean", "binning": "quantile"})
+    assert two == (RequestType("d1-4", 5, 1, 0.5, 0.2), RequestType("d5-9", 5, 9, 0.5, 0.2))
+    for data, field, fragment in [
+        ({"path": "z.csv", "bins": 1}, "types_from_trace", "the trace spans no time, so it has no rate; give total_rate_per_s"),
+        ({"path": "l.csv", "bins": 1}, "types_from_trace", "missing total_rate_per_s; only a timestamped trace"),
+        ({"path": "l.csv", "bins": 1, "tokenizer": "tok"}, "types_from_trace.tokenizer", "tokenizer applies to a raw ShareGPT .json trace only"),
+        ({"path": "l.csv", "bins": 1, "by": "prefill", "total_rate_per_s": 1.0}, "types_from_trace.by", "must be one of decode, got 'prefill'"),
+        ({"path": "l.csv", "bins": 1, "prefill": "max", "total_rate_per_s": 1.0}, "types_from_trace.prefill", "must be one of per-bin, mean, median"),
+        ({"path": "l.csv", "bins": 0, "total_rate_per_s": 1.0}, "types_from_trace.bins", "must be a positive integer number of bins, got 0"),
+        ({"path": "l.csv", "bins": 2, "total_rate_per_s": 1.0, "tbt_slo_s": 0.0}, "types_from_trace.tbt_slo_s", "got 0.0"),
+        ({"path": "l.csv", "bins": 2, "total_rate_per_s": 0}, "types_from_trace.total_rate_per_s", "got 0"),
+    ]:
+        with pytest.raises(InputError, match=re.escape(fragment)) as info:
+            build(data)
+        assert info.value.field == field and info.value.source == "w.yaml"
