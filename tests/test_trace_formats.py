@@ -4,6 +4,7 @@ tokenized with a local tokenizer folder, and the non-finite times that must be r
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -191,3 +192,29 @@ def test_token_counts_take_the_largest_int32_and_refuse_one_more(tmp_path):
     with pytest.raises(InputError, match="column num_decode_tokens has 2147483648 tokens, more than any model's context") as info:
         load_length_trace(bad)
     assert info.value.source == f"{bad}:3"
+
+
+def test_sharegpt_files_turns_and_tokenizers_that_are_not_what_they_should_be(tmp_path, tokenizer_dir):
+    from fluid.sharegpt import load_sharegpt, load_tokenizer
+
+    two = [{"conversations": [{"value": "hello"}, {"value": "fine thanks"}]}]
+    good = _write(tmp_path, "good.json", json.dumps(two))
+    # the tokenizer.json file itself does as well as its folder
+    assert load_sharegpt(good, tokenizer_dir / "tokenizer.json").output_tokens.tolist() == [2]
+    cases = [
+        (_write(tmp_path, "turn.json", json.dumps([{"conversations": [{"value": "hello"}, "hi"]}])), tokenizer_dir,
+         "a turn must be an object with a string 'value', got 'hi'", "[0].conversations[1]"),
+        (_write(tmp_path, "value.json", json.dumps([{"conversations": [{"value": 3}, {"value": "x"}]}])), tokenizer_dir,
+         "a turn must be an object with a string 'value'", "[0].conversations[0]"),
+        (_write(tmp_path, "dict.json", json.dumps({"x": 1})), tokenizer_dir, "a ShareGPT file is a JSON list of conversations, got dict", None),
+        (_write(tmp_path, "one.json", json.dumps([{"conversations": [{"value": "hello"}]}])), tokenizer_dir,
+         "no conversation has two turns; nothing to replay", None),
+        (str(tmp_path / "missing.json"), tokenizer_dir, "cannot read the ShareGPT file", None),
+        (good, tmp_path / "nowhere", "no tokenizer.json at", "tokenizer"),
+    ]
+    for path, tok, fragment, field in cases:
+        with pytest.raises(InputError, match=re.escape(fragment)) as info:
+            load_sharegpt(path, tok)
+        assert info.value.field == field
+    with pytest.raises(InputError, match="not a tokenizer file this tokenizers version can read"):
+        load_tokenizer(_write(tmp_path, "bad.json", "{}"))
