@@ -262,3 +262,17 @@ def test_totals_and_rates_of_a_profile_that_fills_settles_and_drains():
     area = lambda y: float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(tr.times_s)))  # noqa: E731
     assert area(tr.generation_tokens_per_s) == pytest.approx(10_000.0, rel=1e-2)
     assert area(tr.throughput_tokens_per_s) == pytest.approx(10_000.0, rel=1e-2)
+
+
+def test_fcfs_evicts_whenever_memory_exceeds_capacity_however_little():
+    # iterations of 10 s: late in this overload memory sits less than ΔT tokens above C, an excess
+    # rate (M − C)/ΔT below one token per second, and eviction must still run at every such sample
+    w = Workload("slow", 1000, AffineBatchTime(10.0, 1e-4), (RequestType("a", 10, 50, 2.0),))
+    tr = simulate_fluid(w, 600.0, policy="fcfs", num_points=121)
+    over = tr.memory_tokens > w.kv_capacity_tokens
+    excess_rate = (tr.memory_tokens - w.kv_capacity_tokens) / tr.iteration_time_s
+    assert over.sum() > 50 and np.any(over & (excess_rate < 0.5))  # the check bites below 1 token/s
+    assert np.all(tr.evicted_rate_per_s[over] > 0)
+    assert np.all(tr.evicted_rate_per_s[~over] == 0)
+    # LIFO: the newest prompts hold at least the prompt's 10 tokens each, so evicted·10 ≤ (M − C)/ΔT
+    assert np.all(tr.evicted_rate_per_s[over] * 10 <= excess_rate[over] * (1 + 1e-9))
