@@ -94,6 +94,9 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
     ('fluid/ode.py', 'edges = sorted({0.0, float(duration_s), *[b for b in breaks if 0.0 < b < duration_s]})', '<-><='):
         "a break at exactly 0 or at the horizon joins a set that already holds 0.0 and float(duration_s), so the "
         "integration edges are the same (either `<` of the chained comparison)",
+    ('fluid/over_time.py', 'max(1, int(round(output[which == k].mean()))), 1.0) for k in used)', '1->0'):
+        "request_types refuses any output below 1 token just above, so a bin's mean output is ≥ 1 and rounds to ≥ 1: "
+        "max(0, ·) returns the same",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
@@ -111,6 +114,10 @@ EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
         "the stand-in divisor of an empty level (level_cap = Σ pop·tokens/ΔT = 0 with tokens ≥ 1 and pop ≥ 0 "
         "means every compartment of that level is empty): its share multiplies pop = 0, so nothing is evicted "
         "there whatever the divisor (the clip's upper 1.0 at column 87 is not equivalent)",
+    ('fluid/over_time.py', 'types = tuple(RequestType(f"d{edges[k]}-{edges[k + 1] - 1}", max(1, int(round(prompt[which == k].mean()))),',
+     '1->0', 65):
+        "request_types refuses any prompt below 1 token just above, so a bin's mean prompt is ≥ 1 and rounds to ≥ 1: "
+        "max(0, ·) returns the same",
 }
 
 
