@@ -329,3 +329,17 @@ def test_a_profile_table_is_refused_at_its_edges(num_tokens, times, terms, field
 def test_the_smallest_profile_table_has_two_points_and_zero_terms():
     p = ProfileBatchTime((1, 2), (0.1, 0.2), overhead_s=0.0, attn_s_per_kv_token=0.0, attn_s_per_prefill_pair=0.0)
     assert p.step_time_s(BatchShape(2, 10_000, 2, 0)) == 0.2
+
+
+def test_mlp_csv_rows_with_a_count_below_one_or_a_negative_median_name_their_line(tmp_path):
+    path = tmp_path / "mlp.csv"
+    path.write_text("num_tokens,time_stats.mlp.median\n1,0.5\n0,0.7\n")
+    with pytest.raises(InputError, match=r"num_tokens must be a positive integer, got 0; fix or delete the row") as info:
+        read_mlp_csv(path, num_layers=1)
+    assert info.value.source == f"{path}:3"
+    path.write_text("num_tokens,time_stats.mlp.median\n1,0.5\n8,-0.1\n")
+    with pytest.raises(InputError, match=r"time_stats.mlp.median must be a finite non-negative number \(ms\), got -0.1 \(num_tokens 8\)") as info:
+        read_mlp_csv(path, num_layers=1)
+    assert info.value.source == f"{path}:3"
+    path.write_text("num_tokens,time_stats.mlp.median\n1,0.5\n8,0\n")  # a zero median is a measurement
+    assert read_mlp_csv(path, num_layers=1) == ((1, 8), (pytest.approx(5e-4), 0.0))
