@@ -440,3 +440,24 @@ def test_an_inline_model_counts_like_the_named_one_and_its_fields_are_checked():
             kv_capacity_from_dict({**doc, "model": {**tiny, key: bad}}, source="w.yaml")
         assert message in str(info.value)
         assert info.value.field == f"kv_capacity.model.{key}" and info.value.source == "w.yaml"
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nope.yml", "no such workload file 'nope.yml'"),
+    ("NOPE.JSON", "no such workload file 'NOPE.JSON'"),
+    ("sub/nope", "no such workload file 'sub/nope'"),  # a path, though without a suffix
+    ("nope", "'nope' is neither a workload file nor a preset"),  # a bare name: a preset that is not there
+])
+def test_a_missing_workload_is_called_a_file_or_a_preset_by_how_it_is_written(spec, message):
+    with pytest.raises(InputError) as info:
+        load_workload(spec)
+    assert message in str(info.value)
+
+
+def test_an_existing_file_wins_over_a_preset_of_the_same_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p512d20").write_text(yaml.safe_dump(GOOD))
+    w = load_workload("p512d20")
+    assert w.name == "t" and w.source == "p512d20"
+    (tmp_path / "p512d20").unlink()
+    assert load_workload("p512d20").source.startswith("preset 'p512d20' (")
