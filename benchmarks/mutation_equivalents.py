@@ -97,6 +97,12 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
     ('fluid/over_time.py', 'max(1, int(round(output[which == k].mean()))), 1.0) for k in used)', '1->0'):
         "request_types refuses any output below 1 token just above, so a bin's mean output is ≥ 1 and rounds to ≥ 1: "
         "max(0, ·) returns the same",
+    ('fluid/ode.py', 'if excess_rate > 0:', '>->>='):
+        "at excess_rate = 0 the branch evicts nothing: every level's share is clip((0 − before)/cap, 0, 1) = 0 "
+        "(before ≥ 0), so evict stays zero as without the branch",
+    ('fluid/traces.py', 'idx = np.minimum((trace.arrival_s // bin_s).astype(np.int64), num_bins - 1)', '1->0'):
+        "as for `-`→`+` on this line: the clip never binds for a trace from load_timestamp_trace (arrival_s[0] = 0), "
+        "so raising it to num_bins changes nothing",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
@@ -118,6 +124,10 @@ EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
      '1->0', 65):
         "request_types refuses any prompt below 1 token just above, so a bin's mean prompt is ≥ 1 and rounds to ≥ 1: "
         "max(0, ·) returns the same",
+    ('fluid/workload_io.py', 'elif path.suffix.lower() in (".yaml", ".yml", ".json") or os.sep in str(spec) or "/" in str(spec):',
+     'or->and', 78):
+        "os.sep is '/' on the POSIX systems this runs on, so `os.sep in spec and '/' in spec` is the test `'/' in spec` "
+        "already is (the `or` at column 55 is not equivalent: tests/test_workload_io.py sees a suffix-only path)",
 }
 
 
