@@ -291,3 +291,19 @@ def test_the_smallest_gpu_and_any_finite_weights_are_accepted():
     assert GpuSpec("g", 1, w.batch_time).kv_capacity_tokens == 1
     r = solve_lp(w, weights=[0.0, -1.0])  # a negative weight only costs: none of b is admitted
     assert r.admitted_rate_per_s[1] == pytest.approx(0.0, abs=1e-7) and r.objective == pytest.approx(0.0, abs=1e-7)
+
+
+def test_a_row_whose_scaled_slack_is_exactly_the_tolerance_counts_as_binding():
+    # the reported binding rows are those with slack ≤ BINDING_TOL on the scaled rows; here the
+    # kv_memory row 0.5·ỹ − t̃ ≤ 0 at ỹ = 0 has slack t̃, set to exactly the tolerance and to twice it
+    from fluid.fleet import LPOptions, build_matrices
+    from fluid.lp import BINDING_TOL, _fleet_result
+
+    types = (RequestType("a", 7, 1, 2.0),)
+    gpus = (GpuSpec("g", 30, AffineBatchTime(0.5, 1 / 64)),)
+    mats = build_matrices(types, gpus, LPOptions())
+    zero_duals = {name: np.zeros(A.shape[0]) for name, (A, _, _) in mats.blocks.items()}
+    at = _fleet_result(types, gpus, mats, np.array([0.0, BINDING_TOL]), zero_duals, "given")
+    assert at.binding == ("kv_memory",)
+    beyond = _fleet_result(types, gpus, mats, np.array([0.0, 2 * BINDING_TOL]), zero_duals, "given")
+    assert beyond.binding == ()
