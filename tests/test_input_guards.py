@@ -313,3 +313,16 @@ def test_gamma_cv_of_zero_or_less_is_refused_as_not_positive(cv):
         ArrivalSpec("gamma", cv)
     assert info.value.field == "arrivals.cv"
     assert f"gamma arrivals' cv (1 = Poisson) must be a finite positive number, got {cv!r}" in str(info.value)
+
+
+def test_workload_type_names_must_be_unique_and_each_repeat_is_named_once():
+    bt = AffineBatchTime(0.01, 1e-5)
+    a, b = RequestType("a", 10, 5, 1.0), RequestType("b", 10, 5, 1.0)
+    assert [t.name for t in Workload("w", 1000, bt, (a, b)).types] == ["a", "b"]
+    with pytest.raises(InputError, match=re.escape("type names must be unique, repeated: ['a', 'b']")) as info:
+        Workload("w", 1000, bt, (a, b, a, b, a))
+    assert info.value.field == "types"
+    with pytest.raises(InputError, match="a workload needs at least one request type"):
+        Workload("w", 1000, bt, ())
+    with pytest.raises(InputError, match="must be an ArrivalSpec"):
+        Workload("w", 1000, bt, (a,), arrivals={"kind": "poisson"})
