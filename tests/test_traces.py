@@ -58,6 +58,19 @@ def test_duration_is_the_span_from_first_to_last_arrival_and_the_rate_counts_ove
     assert none.duration_s == 0.0
 
 
+def test_rate_profile_bins_may_be_shorter_than_a_second_but_not_empty():
+    from fluid.traces import TimestampTrace
+
+    ones = np.ones(3, dtype=np.int64)
+    trace = TimestampTrace("hand", ones, ones, np.array([0.0, 0.25, 1.0]))
+    t_s, rate = rate_profile(trace, 0.5)  # [0, 0.5), [0.5, 1), [1, 1.5): the arrival at 1.0 opens the third
+    assert t_s.tolist() == [0.0, 0.5, 1.0] and rate.tolist() == [4.0, 0.0, 2.0]
+    for bad in (0.0, -1.0):
+        with pytest.raises(InputError, match="must be a finite positive number of seconds") as info:
+            rate_profile(trace, bad)
+        assert info.value.field == "bin_s"
+
+
 def test_timestamp_trace_and_rate_profile():
     t = load_timestamp_trace(AZURE)
     assert len(t) == 19366 and t.arrival_s[0] == 0.0
