@@ -164,6 +164,19 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "a tie-breaker that only has to increase with every push: starting at 1 (or −1) keeps that",
     ('runtime/schedulers/slai.py', 'self._seq = 0  # heap tie-breaker after (LST, arrival)', '0->-1'):
         "a tie-breaker that only has to increase with every push: starting at −1 keeps that",
+    # fluid: ode, over_time, lp, workload(_io), equilibrium, traces, trace_binning, fleet, memory, sharegpt, batch_time_fit/profile
+    ('fluid/ode.py', 'edges = sorted({0.0, float(duration_s), *[b for b in breaks if 0.0 < b < duration_s]})', '<-><='):
+        "a break at exactly 0 or at the horizon joins a set that already holds 0.0 and float(duration_s), so the "
+        "integration edges are the same (either `<` of the chained comparison)",
+    ('fluid/over_time.py', 'max(1, int(round(output[which == k].mean()))), 1.0) for k in used)', '1->0'):
+        "request_types refuses any output below 1 token just above, so a bin's mean output is ≥ 1 and rounds to ≥ 1: "
+        "max(0, ·) returns the same",
+    ('fluid/ode.py', 'if excess_rate > 0:', '>->>='):
+        "at excess_rate = 0 the branch evicts nothing: every level's share is clip((0 − before)/cap, 0, 1) = 0 "
+        "(before ≥ 0), so evict stays zero as without the branch",
+    ('fluid/traces.py', 'idx = np.minimum((trace.arrival_s // bin_s).astype(np.int64), num_bins - 1)', '1->0'):
+        "as for `-`→`+` on this line: the clip never binds for a trace from load_timestamp_trace (arrival_s[0] = 0), "
+        "so raising it to num_bins changes nothing",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
@@ -202,6 +215,19 @@ EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
         "`init=True` only adds an optional `_prefill_pairs=0` parameter to Batch(): every Batch is built as `Batch()` and "
         "none is copied with dataclasses.replace, so it starts at 0 either way (its `repr=False` column is not "
         "equivalent: tests/test_sim_core.py reads a batch's repr)",
+    ('fluid/ode.py', 'share = np.clip((excess_rate - before) / np.where(level_cap > 0, level_cap, 1.0), 0.0, 1.0)',
+     '1.0->2.0', 76):
+        "the stand-in divisor of an empty level (level_cap = Σ pop·tokens/ΔT = 0 with tokens ≥ 1 and pop ≥ 0 "
+        "means every compartment of that level is empty): its share multiplies pop = 0, so nothing is evicted "
+        "there whatever the divisor (the clip's upper 1.0 at column 87 is not equivalent)",
+    ('fluid/over_time.py', 'types = tuple(RequestType(f"d{edges[k]}-{edges[k + 1] - 1}", max(1, int(round(prompt[which == k].mean()))),',
+     '1->0', 65):
+        "request_types refuses any prompt below 1 token just above, so a bin's mean prompt is ≥ 1 and rounds to ≥ 1: "
+        "max(0, ·) returns the same",
+    ('fluid/workload_io.py', 'elif path.suffix.lower() in (".yaml", ".yml", ".json") or os.sep in str(spec) or "/" in str(spec):',
+     'or->and', 78):
+        "os.sep is '/' on the POSIX systems this runs on, so `os.sep in spec and '/' in spec` is the test `'/' in spec` "
+        "already is (the `or` at column 55 is not equivalent: tests/test_workload_io.py sees a suffix-only path)",
 }
 
 

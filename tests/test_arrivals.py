@@ -102,3 +102,33 @@ def test_bad_trace_row_is_an_input_error(tmp_path):
 def test_bad_request_counts(n):
     with pytest.raises(InputError):
         make_requests(WORKLOAD, n)
+
+
+@pytest.mark.parametrize("kind, kwargs, field, fragment", [
+    ("lognormal", {}, "arrivals.kind", "unknown arrival kind 'lognormal'"),
+    ("poisson", {"cv": 1.0}, "arrivals.cv", "cv applies to gamma arrivals only, not 'poisson'"),
+    ("deterministic", {"cv": 0.5}, "arrivals.cv", "cv applies to gamma arrivals only, not 'deterministic'"),
+    ("trace", {}, "arrivals.trace", "trace arrivals need a trace file (path or builtin:NAME), got None"),
+    ("trace", {"trace": ""}, "arrivals.trace", "trace arrivals need a trace file (path or builtin:NAME), got ''"),
+    ("poisson", {"trace": "x.csv"}, "arrivals.trace", "a trace file applies to trace arrivals only, not 'poisson'"),
+    ("poisson", {"time_scale": 0.5}, "arrivals.time_scale", "time_scale applies to trace arrivals only"),
+    ("gamma", {"cv": 2.0, "time_scale": 2.0}, "arrivals.time_scale", "time_scale applies to trace arrivals only"),
+    ("trace", {"trace": "x.csv", "time_scale": 0}, "arrivals.time_scale", "must be a finite positive number factor, got 0"),
+])
+def test_each_arrival_setting_belongs_to_its_kind(kind, kwargs, field, fragment):
+    with pytest.raises(InputError) as info:
+        ArrivalSpec(kind, **kwargs)
+    assert info.value.field == field and fragment in str(info.value)
+
+
+def test_arrival_specs_write_only_their_own_settings_and_trace_replay_speeds_up_with_the_rates():
+    assert ArrivalSpec().to_dict() == {"kind": "poisson"}
+    assert ArrivalSpec("deterministic", time_scale=1.0).to_dict() == {"kind": "deterministic"}  # 1 is no setting
+    assert ArrivalSpec("gamma", 2).to_dict() == {"kind": "gamma", "cv": 2.0}
+    replay = ArrivalSpec("trace", trace="builtin:x.csv", time_scale=0.5)
+    assert replay.to_dict() == {"kind": "trace", "trace": "builtin:x.csv", "time_scale": 0.5}
+    w = WORKLOAD
+    traced = type(w)(w.name, w.kv_capacity_tokens, w.batch_time, w.types, w.source, replay)
+    assert traced.scaled(4.0).arrivals == ArrivalSpec("trace", None, "builtin:x.csv", 0.125)  # 4× the rate: gaps ÷ 4
+    assert w.scaled(4.0).arrivals is w.arrivals  # other kinds keep their spec
+    assert [t.rate_per_s for t in w.scaled(4.0).types] == [120.0, 40.0]

@@ -241,6 +241,19 @@ def test_fit_takes_exactly_the_minimum_rows_and_reports_r2_by_hand():
     assert report.r2 == pytest.approx(0.25)
 
 
+def test_fit_of_equal_times_is_perfect_and_mape_is_by_hand():
+    # every row 0.02 s: the fit is d0 = 0.02 (to rounding) and no per-token cost; ss_tot = 0, and a
+    # fit reproducing the rows is a perfect one (R² = 1), not R² = 0 from a rounding residual
+    flat = [(BatchShape(1, kv, 1, 0), 0.02) for kv in (0, 500, 1000)]
+    for kind in ("affine", "linear3"):
+        report = fit_linear(flat, kind=kind)
+        assert report.r2 == 1.0 and report.mape == pytest.approx(0.0, abs=1e-12)
+        assert [report.model.step_time_s(shape) for shape, _ in flat] == pytest.approx([0.02] * 3, rel=1e-12)
+    # the noisy rows of the test above: |pred − y| / y = 0.005/0.01, 0.01/0.03, 0.005/0.02
+    noisy = [(BatchShape(1, 0, 1, 0), 0.01), (BatchShape(1, 1000, 1, 0), 0.03), (BatchShape(1, 2000, 1, 0), 0.02)]
+    assert fit_linear(noisy, kind="affine").mape == pytest.approx((0.5 + 1 / 3 + 0.25) / 3)
+
+
 def test_mlp_csv_without_an_embedding_column_adds_no_embedding_time(tmp_path):
     path = tmp_path / "mlp.csv"
     path.write_text("num_tokens,time_stats.mlp.median,time_stats.attn_pre_proj.median\n1,0.5,0.25\n8,1.0,0.5\n")
@@ -248,3 +261,85 @@ def test_mlp_csv_without_an_embedding_column_adds_no_embedding_time(tmp_path):
     assert read_mlp_csv(path, num_layers=2) == ((1, 8), (pytest.approx(1.5e-3), pytest.approx(3e-3)))
     path.write_text("num_tokens,time_stats.mlp.median,time_stats.emb.median\n1,0.5,0.25\n8,1.0,0.5\n")
     assert read_mlp_csv(path, num_layers=2) == ((1, 8), (pytest.approx(1.25e-3), pytest.approx(2.5e-3)))  # emb once
+
+
+def test_profile_num_layers_takes_one_and_refuses_zero():
+    one = batch_time_from_dict({"kind": "profile", "mlp_csv": MLP, "num_layers": 1}, source="w.yaml")
+    assert one.non_attention_s == read_mlp_csv(MLP, num_layers=1)[1]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InputError, match=r"mlp_csv needs num_layers, which must be a positive integer number of model layers") as info:
+            batch_time_from_dict({"kind": "profile", "mlp_csv": MLP, "num_layers": bad}, source="w.yaml")
+        assert info.value.field == "batch_time.num_layers" and info.value.source == "w.yaml"
+
+
+def test_mlp_csv_keeps_only_rows_of_its_tensor_parallel_degree_and_averages_repeats(tmp_path):
+    path = tmp_path / "mlp.csv"
+    path.write_text("num_tokens,num_tensor_parallel_workers,time_stats.mlp.median\n"
+                    "1,1,0.5\n1,1,1.5\n8,1,2.0\n1,2,9.0\n8,2,7.0\n16,2,5.0\n")
+    # degree 1: 1 token averages 0.5 and 1.5 ms to 1 ms; × 2 layers, in seconds
+    assert read_mlp_csv(path, num_layers=2) == ((1, 8), (pytest.approx(2e-3), pytest.approx(4e-3)))
+    assert read_mlp_csv(path, num_layers=1, tensor_parallel=2) == ((1, 8, 16), (pytest.approx(9e-3), pytest.approx(7e-3), pytest.approx(5e-3)))
+    path.write_text("num_tokens,time_stats.mlp.median\n1,0.5\n8,2.0\n")  # no degree column: degree 1
+    assert read_mlp_csv(path, num_layers=1) == ((1, 8), (pytest.approx(5e-4), pytest.approx(2e-3)))
+    with pytest.raises(InputError, match="fewer than 2 token counts with tensor_parallel=4"):
+        read_mlp_csv(path, num_layers=1, tensor_parallel=4)
+    path.write_text("num_tokens,time_stats.mlp.median\n1,0.5\n1,0.7\n")  # one token count, twice
+    with pytest.raises(InputError, match="fewer than 2 token counts with tensor_parallel=1"):
+        read_mlp_csv(path, num_layers=1)
+
+
+def test_a_profile_table_with_its_terms_by_hand_and_its_guards():
+    from fluid.batch_time_profile import profile_from_dict
+
+    table = {"num_tokens": [1, 8], "non_attention_s": [0.01, 0.02]}
+    args = {"table": table, "overhead_s": 0.001, "attn_s_per_kv_token": 1e-7, "attn_s_per_prefill_pair": 2e-9}
+    p = profile_from_dict(args, source="w.yaml", field="batch_time", base_dir=None)
+    # 4 new tokens: 0.01 + (4 − 1)/(8 − 1)·0.01 s of table, plus 0.001 s, 1000 KV tokens · 1e-7 s, 16 pairs · 2e-9 s
+    assert p.step_time_s(BatchShape(4, 1000, 0, 1, prefill_attention_pairs=16)) == pytest.approx(
+        0.001 + 0.01 + 3 / 7 * 0.01 + 1e-4 + 16 * 2e-9, rel=1e-12)
+    for bad, field, fragment in [({"table": table, "mlp_csv": MLP, "num_layers": 2}, "batch_time", "give exactly one of mlp_csv"),
+                                 ({}, "batch_time", "give exactly one of mlp_csv"),
+                                 ({"table": table, "num_layers": 2}, "batch_time.num_layers", "num_layers applies to mlp_csv only"),
+                                 ({"table": {**table, "num_tokens": (1, 8)}}, "batch_time.table", "must be lists")]:
+        with pytest.raises(InputError, match=fragment) as info:
+            profile_from_dict(bad, source="w.yaml", field="batch_time", base_dir=None)
+        assert info.value.field == field and info.value.source == "w.yaml"
+
+
+@pytest.mark.parametrize("num_tokens, times, terms, field", [
+    ((1,), (0.1,), {}, "batch_time.table"),  # one point is no table
+    ((1, 2), (0.1,), {}, "batch_time.table"),
+    ([1, 2], (0.1, 0.2), {}, "batch_time.table"),
+    ((0, 2), (0.1, 0.2), {}, "batch_time.table.num_tokens"),
+    ((1, 1), (0.1, 0.2), {}, "batch_time.table.num_tokens"),  # equal counts are not increasing
+    ((2, 1), (0.1, 0.2), {}, "batch_time.table.num_tokens"),
+    ((True, 2), (0.1, 0.2), {}, "batch_time.table.num_tokens"),
+    ((1.0, 2), (0.1, 0.2), {}, "batch_time.table.num_tokens"),
+    ((1, 2), (0.1, 0.0), {}, "batch_time.table.non_attention_s[1]"),  # a step takes time
+    ((1, 2), (0.1, 0.2), {"overhead_s": -1.0}, "batch_time.overhead_s"),
+    ((1, 2), (0.1, 0.2), {"attn_s_per_kv_token": float("nan")}, "batch_time.attn_s_per_kv_token"),
+    ((1, 2), (0.1, 0.2), {"attn_s_per_prefill_pair": -1e-12}, "batch_time.attn_s_per_prefill_pair"),
+])
+def test_a_profile_table_is_refused_at_its_edges(num_tokens, times, terms, field):
+    with pytest.raises(InputError) as info:
+        ProfileBatchTime(num_tokens, times, **terms)
+    assert info.value.field == field
+
+
+def test_the_smallest_profile_table_has_two_points_and_zero_terms():
+    p = ProfileBatchTime((1, 2), (0.1, 0.2), overhead_s=0.0, attn_s_per_kv_token=0.0, attn_s_per_prefill_pair=0.0)
+    assert p.step_time_s(BatchShape(2, 10_000, 2, 0)) == 0.2
+
+
+def test_mlp_csv_rows_with_a_count_below_one_or_a_negative_median_name_their_line(tmp_path):
+    path = tmp_path / "mlp.csv"
+    path.write_text("num_tokens,time_stats.mlp.median\n1,0.5\n0,0.7\n")
+    with pytest.raises(InputError, match=r"num_tokens must be a positive integer, got 0; fix or delete the row") as info:
+        read_mlp_csv(path, num_layers=1)
+    assert info.value.source == f"{path}:3"
+    path.write_text("num_tokens,time_stats.mlp.median\n1,0.5\n8,-0.1\n")
+    with pytest.raises(InputError, match=r"time_stats.mlp.median must be a finite non-negative number \(ms\), got -0.1 \(num_tokens 8\)") as info:
+        read_mlp_csv(path, num_layers=1)
+    assert info.value.source == f"{path}:3"
+    path.write_text("num_tokens,time_stats.mlp.median\n1,0.5\n8,0\n")  # a zero median is a measurement
+    assert read_mlp_csv(path, num_layers=1) == ((1, 8), (pytest.approx(5e-4), 0.0))

@@ -101,3 +101,32 @@ def test_memory_exactly_at_capacity_is_stable_one_token_less_is_not():
     assert full.memory_star_tokens == 30.0 and full.stable
     for short in (closed_form, closed_form_full):
         assert not short(Workload("edge", 29, AffineBatchTime(0.53125, 1 / 64), types)).stable
+
+
+def _load_exactly_one(C: int = 1000) -> Workload:
+    # Σλa = 2·15 + 2·17 = 64 (a = (1+1)(7+1/2) = 15 and (1+1)(8+1/2) = 17), d1 = 1/64: L = 1 exactly
+    types = (RequestType("a", 7, 1, 2.0), RequestType("b", 8, 1, 2.0))
+    return Workload("L=1", C, AffineBatchTime(0.5, 1 / 64), types)
+
+
+def test_load_factor_exactly_one_has_no_equilibrium():
+    w = _load_exactly_one()
+    for point in (closed_form(w), closed_form_full(w)):
+        assert point.load_factor == 1.0
+        assert point.iteration_time_star_s == math.inf and point.memory_star_tokens == math.inf
+        assert not point.stable
+        assert point.capacity_scale == 1000 / (0.5 * 64 + 1000)  # θ* = C / (d0 Σλa + C·L)
+        assert list(point.prompts_per_stage) == [math.inf, math.inf]
+    assert instability_advice(closed_form(w)).startswith("load factor L = d_kv·Σλa + d_new·Σλ(l+l') = 1 ≥ 1:")
+
+
+def test_advice_at_memory_exactly_at_capacity_says_stable_and_one_token_less_asks_for_it():
+    # M* = 30 tokens exactly (see the boundary test above): C = 30 is stable, C = 29 lacks one token
+    types = (RequestType("a", 7, 1, 2.0),)
+    at = closed_form(Workload("edge", 30, AffineBatchTime(0.53125, 1 / 64), types))
+    assert instability_advice(at) == "stable: L = 0.4688 < 1 and M* = 30 ≤ C = 30 (θ* = 1)"
+    short = closed_form(Workload("edge", 29, AffineBatchTime(0.53125, 1 / 64), types))
+    assert short.capacity_scale == 29 / (0.53125 * 30 + 29 * 0.46875)  # θ* = C / (d0 Σλa + C·L)
+    assert instability_advice(short) == (
+        "the equilibrium needs M* = 30 KV tokens but C = 29 (M*/C = 1.034; load factor L = 0.4688 < 1): scale every "
+        "rate by at most θ* = 0.982, or give the server at least 30 KV tokens")

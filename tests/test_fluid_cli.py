@@ -175,3 +175,23 @@ def test_one_request_larger_than_c_is_unservable_and_exactly_c_fits(tmp_path, ca
     assert out["stable"] is stable
     if not stable:
         assert out["advice"].startswith(f"one request of type 'long' needs 1001 KV tokens (prefill {prefill} + decode {decode})")
+
+
+def test_print_json_writes_one_indented_object_and_converts_numpy_and_to_dict(capsys):
+    import math
+
+    import numpy as np
+
+    from fluid.cli_json import print_json
+
+    class Point:
+        def to_dict(self):
+            return {"x": 1}
+
+    print_json({"a": np.array([1.5, 2.0]), "n": np.int64(3), "f": np.float64(0.25), "p": Point()})
+    out = capsys.readouterr().out
+    assert out == '{\n  "a": [\n    1.5,\n    2.0\n  ],\n  "n": 3,\n  "f": 0.25,\n  "p": {\n    "x": 1\n  }\n}\n'
+    with pytest.raises(ValueError, match="not JSON compliant"):  # NaN is not JSON: an error, not a silent NaN
+        print_json({"bad": math.nan})
+    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+        print_json({"what": object()})

@@ -301,3 +301,28 @@ def test_adaptive_schedulers_do_not_offer_the_capped_base_options_they_do_not_ta
         with pytest.raises(InputError, match=rf"scheduler '{name}' has no option\(s\) \['look_ahead'\]; its options: policy,") as info:
             make_scheduler(name, KVBlockManager(1024, 16), look_ahead=4)
         assert info.value.field == "option"
+
+
+@pytest.mark.parametrize("cv", [0, 0.0, -1.0, None])
+def test_gamma_cv_of_zero_or_less_is_refused_as_not_positive(cv):
+    # zero is no gamma cv at all (the shape 1/cv² is infinite): the first guard calls it not
+    # positive, before the range check of the tiny-but-positive ones
+    from fluid.workload import ArrivalSpec
+
+    with pytest.raises(InputError) as info:
+        ArrivalSpec("gamma", cv)
+    assert info.value.field == "arrivals.cv"
+    assert f"gamma arrivals' cv (1 = Poisson) must be a finite positive number, got {cv!r}" in str(info.value)
+
+
+def test_workload_type_names_must_be_unique_and_each_repeat_is_named_once():
+    bt = AffineBatchTime(0.01, 1e-5)
+    a, b = RequestType("a", 10, 5, 1.0), RequestType("b", 10, 5, 1.0)
+    assert [t.name for t in Workload("w", 1000, bt, (a, b)).types] == ["a", "b"]
+    with pytest.raises(InputError, match=re.escape("type names must be unique, repeated: ['a', 'b']")) as info:
+        Workload("w", 1000, bt, (a, b, a, b, a))
+    assert info.value.field == "types"
+    with pytest.raises(InputError, match="a workload needs at least one request type"):
+        Workload("w", 1000, bt, ())
+    with pytest.raises(InputError, match="must be an ArrivalSpec"):
+        Workload("w", 1000, bt, (a,), arrivals={"kind": "poisson"})

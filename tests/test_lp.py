@@ -181,3 +181,129 @@ def test_a_solver_status_error_names_the_optional_constraints_present(batch_cap,
         _raise_status("infeasible", mats)
     assert f"the optional ones ({named}) are the usual cause" in str(info.value)
     assert str(info.value).startswith("fluid LP infeasible (solver status 'infeasible')")
+
+
+def _one_variable_lp(coefficient: float, bound: float):
+    # maximise z subject to coefficient·z ≤ bound, z ≥ 0: −z ≤ 0 is unbounded, z ≤ −1 infeasible
+    import scipy.sparse as sp
+
+    from fluid.fleet import LPMatrices
+
+    A = sp.csr_matrix(np.array([[coefficient]]))
+    return LPMatrices(num_gpus=1, num_types=0, capacity=False, objective=np.array([1.0]), objective_scale=1.0,
+                      blocks={"kv_memory": (A, np.array([bound]), "le")})
+
+
+@pytest.mark.parametrize("backend", ["linprog", "CLARABEL", "HIGHS"])
+@pytest.mark.parametrize("coefficient, bound, kind", [(-1.0, 0.0, "unbounded"), (1.0, -1.0, "infeasible")])
+def test_an_unbounded_or_infeasible_lp_is_reported_as_such_by_every_solver(backend, coefficient, bound, kind):
+    # each solver's status is translated into the kind, not into a generic "failed"
+    from fluid.lp import _solve_cvxpy, solve_lp_matrices_linprog
+
+    mats = _one_variable_lp(coefficient, bound)
+    with pytest.raises(SolverError) as info:
+        solve_lp_matrices_linprog(mats) if backend == "linprog" else _solve_cvxpy(mats, (backend,))
+    assert str(info.value).startswith(f"fluid LP {kind} (solver status '{kind}'); named constraints: kv_memory;")
+
+
+@pytest.mark.parametrize("backend", ["cvxpy", "linprog"])
+def test_every_dual_is_the_objective_slope_of_its_right_hand_side(backend):
+    # duals are ∂objective/∂(right-hand side) of each constraint as the module docstring writes it;
+    # each is checked against a finite difference of that right-hand side, in SI units
+    def solve(workload, **kwargs):
+        return solve_lp(workload, backend=backend, **kwargs)
+
+    def slope(base, changed, step):
+        return (changed.objective - base.objective) / step
+
+    w = _two_types(3.0)  # overloaded: memory binds and the long type is shed
+    r = solve(w)
+    assert set(r.binding) == {"kv_memory", "admission_upper[long]"}
+    eps = 1e-5  # iteration_time: d0 t + Σ(...) x = 1 + ε is the same LP with every coefficient / (1 + ε)
+    faster = Workload(w.name, w.kv_capacity_tokens, Linear3BatchTime(*(c / (1 + eps) for c in w.batch_time.linear_coefficients())), w.types)
+    assert r.duals["iteration_time"] == pytest.approx(slope(r, solve(faster), eps), rel=1e-4)
+    h = 3e-4  # admission_upper: x_j ≤ λ_j
+    more_long = Workload(w.name, w.kv_capacity_tokens, w.batch_time, (w.types[0], RequestType("long", 512, 200, 9.0 + h)))
+    assert r.duals["admission_upper"][1] == pytest.approx(slope(r, solve(more_long), h), rel=1e-4)
+    assert r.duals["admission_upper"][0] == pytest.approx(0.0, abs=1e-6)  # a type being shed gains nothing from more λ
+
+    w = _two_types()
+    p = closed_form(w)
+    B = 0.5 * sum(n * (t.decode + 1) for n, t in zip(p.prompts_per_stage, w.types))  # batch_cap: ≤ B t
+    r = solve(w, batch_cap=B)
+    assert r.duals["batch_cap"] * r.iteration_rate_per_s == pytest.approx(slope(r, solve(w, batch_cap=B * 1.0001), B * 1e-4), rel=1e-3)
+    K = 100.0  # token_budget: ≤ K t
+    r = solve(w, token_budget_tokens=K)
+    assert r.duals["token_budget"] * r.iteration_rate_per_s == pytest.approx(
+        slope(r, solve(w, token_budget_tokens=K * 1.0001), K * 1e-4), rel=1e-3)
+    slo = 0.8 * p.iteration_time_star_s  # tbt_slo: −t ≤ −1/TBT_max, so the dual is ≥ 0
+    r, looser = solve(w, tbt_slo_s=slo), solve(w, tbt_slo_s=slo * 1.0001)
+    assert r.duals["tbt_slo"] > 0
+    assert r.duals["tbt_slo"] == pytest.approx(slope(r, looser, -1 / (slo * 1.0001) + 1 / slo), rel=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["cvxpy", "linprog"])
+def test_a_tbt_slo_of_exactly_d0_admits_nothing_and_is_not_infeasible(backend):
+    # TBT_max = d0: only the empty batch meets it (t = 1/d0, x = 0); just below d0 nothing does
+    w = Workload("w", 1000, AffineBatchTime(0.5, 1 / 64), (RequestType("a", 7, 1, 2.0),))
+    r = solve_lp(w, tbt_slo_s=0.5, backend=backend)
+    assert r.iteration_time_s == pytest.approx(0.5, rel=1e-9)
+    assert r.admitted_rate_per_s[0] == pytest.approx(0.0, abs=1e-9) and "tbt_slo" in r.binding
+    with pytest.raises(SolverError, match=r"even an empty batch takes d0 = 0\.5 s > TBT_max = 0\.499999 s"):
+        solve_lp(w, tbt_slo_s=0.499999, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["cvxpy", "linprog"])
+def test_binding_rows_are_named_per_gpu_and_per_type_in_a_fleet(backend):
+    # ten times the load on two GPUs: both memories fill and the long type is admitted in full
+    gpus = [GpuSpec("a100", 137_000, Linear3BatchTime(0.0093, 2.6e-7, 4.7e-5)),
+            GpuSpec("h100", 300_000, Linear3BatchTime(0.006, 1.5e-7, 2.5e-5))]
+    w = _two_types(10.0)
+    r = solve_fleet_lp(w.types, gpus, backend=backend)
+    assert r.binding == ("kv_memory[a100]", "kv_memory[h100]", "admission_upper[long]")
+    assert r.memory_tokens.tolist() == pytest.approx([137_000, 300_000], rel=1e-6)
+    assert r.admitted_rate_per_s[1] == pytest.approx(30.0, rel=1e-6)
+    # one type on one GPU: the rows need no [label]
+    one = solve_fleet_lp(w.types[1:], gpus[:1], backend=backend)
+    assert one.binding == ("kv_memory",) and one.gpu_names == ("a100",) and one.type_names == ("long",)
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda bt: GpuSpec("", 10, bt), "gpus[].name"),
+    (lambda bt: GpuSpec(3, 10, bt), "gpus[].name"),
+    (lambda bt: GpuSpec("g", 10, object()), "gpus[g].batch_time"),
+    (lambda bt: GpuSpec("g", 1.5, bt), "gpus[g].kv_capacity_tokens"),
+    (lambda bt: GpuSpec("g", 0, bt), "gpus[g].kv_capacity_tokens"),
+    (lambda bt: solve_lp(Workload("w", 10, bt, (RequestType("a", 1, 1, 1.0),)), weights=[1.0, 2.0]), "weights"),
+    (lambda bt: solve_lp(Workload("w", 10, bt, (RequestType("a", 1, 1, 1.0),)), weights=[float("inf")]), "weights[0]"),
+    (lambda bt: solve_lp(Workload("w", 10, bt, (RequestType("a", 1, 1, 1.0),)), token_budget_tokens=0), "token_budget_tokens"),
+    (lambda bt: solve_lp(Workload("w", 10, bt, (RequestType("a", 1, 1, 1.0),)), tbt_slo_s=0.0), "tbt_slo_s"),
+    (lambda bt: solve_lp(Workload("w", 10, bt, (RequestType("a", 1, 1, 1.0),)), batch_cap=True), "batch_cap"),
+])
+def test_fleet_and_lp_option_guards_name_their_field(make, field):
+    with pytest.raises(InputError) as info:
+        make(AffineBatchTime(0.1, 0.01))
+    assert info.value.field == field
+
+
+def test_the_smallest_gpu_and_any_finite_weights_are_accepted():
+    w = Workload("w", 1000, AffineBatchTime(0.1, 0.001), (RequestType("a", 1, 1, 1.0), RequestType("b", 2, 2, 1.0)))
+    assert GpuSpec("g", 1, w.batch_time).kv_capacity_tokens == 1
+    r = solve_lp(w, weights=[0.0, -1.0])  # a negative weight only costs: none of b is admitted
+    assert r.admitted_rate_per_s[1] == pytest.approx(0.0, abs=1e-7) and r.objective == pytest.approx(0.0, abs=1e-7)
+
+
+def test_a_row_whose_scaled_slack_is_exactly_the_tolerance_counts_as_binding():
+    # the reported binding rows are those with slack ≤ BINDING_TOL on the scaled rows; here the
+    # kv_memory row 0.5·ỹ − t̃ ≤ 0 at ỹ = 0 has slack t̃, set to exactly the tolerance and to twice it
+    from fluid.fleet import LPOptions, build_matrices
+    from fluid.lp import BINDING_TOL, _fleet_result
+
+    types = (RequestType("a", 7, 1, 2.0),)
+    gpus = (GpuSpec("g", 30, AffineBatchTime(0.5, 1 / 64)),)
+    mats = build_matrices(types, gpus, LPOptions())
+    zero_duals = {name: np.zeros(A.shape[0]) for name, (A, _, _) in mats.blocks.items()}
+    at = _fleet_result(types, gpus, mats, np.array([0.0, BINDING_TOL]), zero_duals, "given")
+    assert at.binding == ("kv_memory",)
+    beyond = _fleet_result(types, gpus, mats, np.array([0.0, 2 * BINDING_TOL]), zero_duals, "given")
+    assert beyond.binding == ()

@@ -193,3 +193,86 @@ def test_final_values_are_the_ones_at_the_horizon_not_the_point_before():
     assert np.all(np.diff(tr.memory_tokens) > 0) and np.all(np.diff(tr.throughput_tokens_per_s) > 0)
     assert tr.final_memory_tokens == float(tr.memory_tokens[-1])
     assert tr.final_throughput_tokens_per_s == float(tr.throughput_tokens_per_s[-1])
+
+
+def test_wait_default_thresholds_are_refused_at_load_factor_exactly_one():
+    # Σλa = 2·15 + 2·17 = 64 and d1 = 1/64: L = 1 exactly, no fluid point to take thresholds from
+    types = (RequestType("a", 7, 1, 2.0), RequestType("b", 8, 1, 2.0))
+    w = Workload("L=1", 1000, AffineBatchTime(0.5, 1 / 64), types)
+    with pytest.raises(UnstableWorkloadError, match="the load factor is 1 ≥ 1; pass thresholds explicitly"):
+        simulate_fluid(w, 1.0, policy="wait")
+    tr = simulate_fluid(w, 1.0, policy="wait", thresholds=[1.0, 1.0], num_points=3)  # explicit ones run
+    assert tr.times_s.tolist() == [0.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("slack", [None, 0.1])
+def test_wait_admits_its_default_threshold_per_iteration_while_a_queue_waits(slack):
+    # a burst of 4λ for 2 s builds a queue that WAIT drains at its threshold: u_j = n_j / ΔT(t)
+    # with n_j = (1 + slack)·λ_j ΔT* (slack 0.02 by default), at every sample, t = 0 included
+    w = _two_types(0.5)
+    lam = np.array([t.rate_per_s for t in w.types])
+    burst = PiecewiseRates(np.array([0.0, 2.0, 10.0]), np.vstack([4 * lam, lam]))
+    kwargs = {} if slack is None else {"threshold_slack": slack}
+    tr = simulate_fluid(w, 10.0, rates=burst, num_points=11, **kwargs)
+    assert np.all(tr.queue_prompts[1:] > 30)  # the queue is there all along (the threshold binds)
+    n = (1 + (0.02 if slack is None else slack)) * np.array(closed_form(w).prompts_per_stage)
+    assert np.allclose(tr.admitted_rate_per_s, n / tr.iteration_time_s[:, None], rtol=1e-9, atol=0)
+
+
+def test_explicit_thresholds_may_be_fractions_of_a_prompt_and_must_be_finite_and_positive():
+    # fluid thresholds are masses, not counts: 0.5 of a prompt per stage is a threshold like any other
+    w = _two_types(0.5)
+    lam = np.array([t.rate_per_s for t in w.types])
+    burst = PiecewiseRates(np.array([0.0, 2.0, 4.0]), np.vstack([4 * lam, lam]))
+    n = np.array([0.5, 1.0])
+    tr = simulate_fluid(w, 4.0, rates=burst, thresholds=n, num_points=5)
+    assert np.all(tr.queue_prompts[1:] > 20)  # the short type queues: its half-prompt threshold binds
+    assert np.allclose(tr.admitted_rate_per_s[1:, 0], 0.5 / tr.iteration_time_s[1:], rtol=1e-9, atol=0)
+    assert tr.admitted_rate_per_s[1:4, 1].tolist() == pytest.approx([4 * lam[1], lam[1], lam[1]])  # the long one does not
+    for bad in ([0.5, 0.0], [0.5, -1.0], [0.5, np.inf], [0.5, np.nan], [0.5, 1.0, 1.0]):
+        with pytest.raises(InputError, match=r"needs 2 finite positive thresholds") as info:
+            simulate_fluid(w, 1.0, thresholds=bad)
+        assert info.value.field == "thresholds"
+
+
+def test_totals_and_rates_of_a_profile_that_fills_settles_and_drains():
+    # two types with different lengths, λ for 20 s then nothing: by 20 s the server sits at the
+    # closed-form point, by 60 s it has drained, so every total is known by hand
+    types = (RequestType("short", 512, 20, 10.0), RequestType("long", 256, 200, 1.5))
+    w = Workload("two", 137_000, Linear3BatchTime(0.0093, 2.6e-7, 4.7e-5), types)
+    lam = np.array([10.0, 1.5])
+    tr = simulate_fluid(w, 60.0, rates=PiecewiseRates(np.array([0.0, 20.0, 60.0]), np.vstack([lam, 0 * lam])), num_points=121)
+    p = closed_form(w)
+    i = int(np.flatnonzero(tr.times_s == 19.5)[0])  # settled, still arriving
+    assert tr.memory_tokens[i] == pytest.approx(p.memory_star_tokens, rel=1e-6)
+    assert tr.iteration_time_s[i] == pytest.approx(p.iteration_time_star_s, rel=1e-6)
+    assert tr.admitted_rate_per_s[i].tolist() == pytest.approx([10.0, 1.5], rel=1e-6)
+    assert tr.throughput_tokens_per_s[i] == pytest.approx(10.0 * 20 + 1.5 * 200, rel=1e-6)  # Σ λ l' = 500
+    assert tr.generation_tokens_per_s[i] == pytest.approx(500.0, rel=1e-6)
+    n = np.array(p.prompts_per_stage)
+    assert tr.resident_prompts[i] == pytest.approx(n @ [21, 201], rel=1e-6)  # n_j per stage over l'_j + 1 stages
+    assert tr.queue_prompts[i] == pytest.approx(0.0, abs=1e-6)
+    # drained: 20 s × λ arrived and completed, 20·(10·20 + 1.5·200) = 10,000 decode tokens generated and completed
+    assert tr.arrived_prompts[-1] == pytest.approx(230.0, rel=1e-9)
+    assert tr.completed_prompts[-1] == pytest.approx(230.0, rel=1e-6)
+    assert tr.completed_decode_tokens[-1] == pytest.approx(10_000.0, rel=1e-6)
+    assert tr.generated_decode_tokens[-1] == pytest.approx(10_000.0, rel=1e-6)
+    assert tr.resident_prompts[-1] < 1e-6 and abs(tr.queue_prompts[-1]) < 1e-6 and tr.evicted_rate_per_s.max() == 0.0
+    # the sampled rates are those totals' derivatives (a trapezoid over 0.5 s steps, to 1 %)
+    area = lambda y: float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(tr.times_s)))  # noqa: E731
+    assert area(tr.generation_tokens_per_s) == pytest.approx(10_000.0, rel=1e-2)
+    assert area(tr.throughput_tokens_per_s) == pytest.approx(10_000.0, rel=1e-2)
+
+
+def test_fcfs_evicts_whenever_memory_exceeds_capacity_however_little():
+    # iterations of 10 s: late in this overload memory sits less than ΔT tokens above C, an excess
+    # rate (M − C)/ΔT below one token per second, and eviction must still run at every such sample
+    w = Workload("slow", 1000, AffineBatchTime(10.0, 1e-4), (RequestType("a", 10, 50, 2.0),))
+    tr = simulate_fluid(w, 600.0, policy="fcfs", num_points=121)
+    over = tr.memory_tokens > w.kv_capacity_tokens
+    excess_rate = (tr.memory_tokens - w.kv_capacity_tokens) / tr.iteration_time_s
+    assert over.sum() > 50 and np.any(over & (excess_rate < 0.5))  # the check bites below 1 token/s
+    assert np.all(tr.evicted_rate_per_s[over] > 0)
+    assert np.all(tr.evicted_rate_per_s[~over] == 0)
+    # LIFO: the newest prompts hold at least the prompt's 10 tokens each, so evicted·10 ≤ (M − C)/ΔT
+    assert np.all(tr.evicted_rate_per_s[over] * 10 <= excess_rate[over] * (1 + 1e-9))

@@ -33,6 +33,15 @@ def test_few_distinct_lengths_are_the_types_exactly():
     assert which.tolist() == [2, 1, 2, 1, 0]
 
 
+def test_up_to_32_distinct_lengths_are_the_types_by_default_and_33_are_binned():
+    # DEFAULT_TYPE_BINS = 32: exactly 32 distinct (prompt, output) pairs stay themselves
+    exact, _ = request_types(list(range(1, 33)), list(range(1, 33)))
+    assert [t.name for t in exact] == [f"p{k}d{k}" for k in range(1, 33)]
+    binned, which = request_types(list(range(1, 34)), list(range(1, 34)))
+    assert len(binned) <= 32 and binned[0].name.startswith("d1-")
+    assert sorted(set(which.tolist())) == list(range(len(binned)))
+
+
 def test_many_lengths_are_binned_by_output_quantile_with_bin_means():
     rng = np.random.default_rng(1)
     outputs = rng.integers(1, 400, 2000)
@@ -106,6 +115,19 @@ def test_compare_cumulative_minimum_from_the_cut_and_at_the_end():
         compare_cumulative(t, run[:-1], bench)
 
 
+def test_compare_cumulative_starts_at_exactly_the_share_of_the_final_tokens():
+    # COMPARE_FROM_SHARE = 2 % of 50 final tokens is 1.0: the sample holding exactly 1.0 is compared
+    from fluid.over_time import COMPARE_FROM_SHARE
+
+    assert COMPARE_FROM_SHARE * 50.0 == 1.0
+    t = [0.0, 1.0, 2.0, 3.0]
+    bench = [0.0, 1.0, 20.0, 50.0]
+    run = [0.0, 0.25, 10.0, 45.0]
+    assert compare_cumulative(t, run, bench) == {"min": 0.25, "min_at_s": 1.0, "from_s": 1.0, "end": 0.9}
+    # a cut between samples starts at the next one, a cut past the share decides alone
+    assert compare_cumulative(t, run, bench, from_s=1.5) == {"min": 0.5, "min_at_s": 2.0, "from_s": 2.0, "end": 0.9}
+
+
 def test_bad_inputs_are_input_errors():
     with pytest.raises(InputError):
         request_types([1, 2], [3], type_bins=4)
@@ -117,6 +139,25 @@ def test_bad_inputs_are_input_errors():
         replay_rates([1.0], [0], 1, bin_s=0.0)
     with pytest.raises(InputError):
         benchmark_over_time(_server(), PiecewiseRates(np.array([0.0, 1.0]), np.array([[1.0, 1.0]])), [1.0, 2.0])
+
+
+def test_the_time_grid_needs_two_increasing_points_from_zero_and_two_are_enough():
+    w = _server()
+    rates = PiecewiseRates(np.array([0.0, 1.0]), np.array([[t.rate_per_s for t in w.types]]))
+    bench = benchmark_over_time(w, rates, [0.0, 0.5], threshold_workload=w)
+    assert bench.time_s.tolist() == [0.0, 0.5] and bench.generated_decode_tokens[0] == 0.0
+    assert bench.to_dict()["time_s"] == [0.0, 0.5] and bench.to_dict()["types"] == 2
+    for grid in ([0.0], [0.0, 1.0, 1.0], [0.0, 2.0, 1.0], [[0.0, 1.0]], [0.5, 1.0]):
+        with pytest.raises(InputError, match="the time grid must start at 0 and increase") as info:
+            benchmark_over_time(w, rates, grid, threshold_workload=w)
+        assert info.value.field == "grid_s"
+
+
+def test_replayed_arrivals_must_be_finite_and_not_before_zero():
+    assert replay_rates([0.0], [0], 1, bin_s=0.5).edges_s.tolist() == [0.0, 0.5]  # an arrival at 0 is fine
+    for times, bin_s in (([-0.1, 1.0], 1.0), ([0.0, np.nan], 1.0), ([0.0, np.inf], 1.0), ([0.0], -1.0)):
+        with pytest.raises(InputError, match="needs finite arrival times ≥ 0 and bin_s > 0"):
+            replay_rates(times, [0] * len(times), 1, bin_s=bin_s)
 
 
 def test_experiment_key_fluid_over_time(tmp_path):
@@ -159,3 +200,35 @@ def test_the_replay_thresholds_are_solved_at_the_rate_given_not_at_the_busiest_s
     busiest = benchmark_for_requests(server, arrivals, prompts, outputs, grid, bin_s=1.0)
     assert given.threshold_rate_per_s == pytest.approx(5.0)
     assert busiest.threshold_rate_per_s > 5.0  # a 1 s bin of a 5 req/s stream holds more than 5 now and then
+
+
+def test_a_prompts_residence_in_the_benchmark_is_the_delay_of_16_compartments():
+    # ΔT = d0 = 0.01 s fixed (no per-token cost), 10 prompts arriving evenly over 0.1 s, each with
+    # 200 decode stages split into DEFAULT_MAX_COMPARTMENTS = 16 groups (8 of 13 stages, 8 of 12):
+    # the completion time is arrival + prefill (1 iteration) + 16 exponential stays of w_k
+    # iterations, so its mean is 0.05 + 201·ΔT and its variance 0.1²/12 + ΔT²(1 + 8·13² + 8·12²)
+    from fluid.batch_time import AffineBatchTime
+
+    w = Workload("e", 10**9, AffineBatchTime(0.01, 0.0), (RequestType("a", 1, 200, 1.0),))
+    rates = PiecewiseRates(np.array([0.0, 0.1]), np.array([[100.0]]))
+    grid = np.linspace(0.0, 10.0, 2001)
+    bench = benchmark_over_time(w, rates, grid, threshold_workload=w.scaled(1000.0))  # thresholds far above λ
+    done = bench.completed_decode_tokens / 200
+    assert done[-1] == pytest.approx(10.0, rel=1e-6)
+    step, mid = np.diff(done), (grid[1:] + grid[:-1]) / 2
+    mean = (step * mid).sum() / done[-1]
+    assert mean == pytest.approx(0.05 + 201 * 0.01, rel=1e-5)
+    assert (step * mid**2).sum() / done[-1] - mean**2 == pytest.approx(0.1**2 / 12 + 1e-4 * 2505, rel=1e-3)
+
+
+def test_replayed_work_reaches_the_benchmark_no_earlier_than_its_one_second_bin():
+    # REPLAY_BIN_S = 1 s: a request arriving at 1.5 s is spread over [1, 2) and one at 3.2 s over
+    # [3, 4), so nothing is generated before 1 s, and the first request's 20 tokens are all there
+    # is between 2.5 s and 3 s
+    from fluid.over_time import REPLAY_BIN_S
+
+    grid = np.linspace(0, 4, 9)
+    bench = benchmark_for_requests(_server(), [1.5, 3.2], [100, 100], [20, 20], grid, bin_s=REPLAY_BIN_S)
+    gen = bench.generated_decode_tokens
+    assert gen[:3].tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-6) and gen[3] > 5
+    assert gen[5:7].tolist() == pytest.approx([20.0, 20.0], rel=1e-6) and gen[-1] > 25

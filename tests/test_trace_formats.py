@@ -4,6 +4,7 @@ tokenized with a local tokenizer folder, and the non-finite times that must be r
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -156,3 +157,64 @@ def test_sharegpt_not_a_list_of_conversations(tmp_path, tokenizer_dir):
     path.write_text(json.dumps([{"id": "a", "turns": []}]), encoding="utf-8")
     with pytest.raises(InputError, match=r"conversation 0 has no 'conversations' list"):
         load_sharegpt(path, tokenizer_dir)
+
+
+def test_sharegpt_turns_that_tokenize_to_nothing_are_skipped_and_counted(tmp_path, tokenizer_dir):
+    # an empty prompt, then an empty (whitespace-only) output: zero tokens each, so no request;
+    # a one-token prompt and output is the shortest one kept
+    from fluid.sharegpt import load_sharegpt
+
+    convs = [
+        {"id": "p0", "conversations": [{"from": "human", "value": ""}, {"from": "gpt", "value": "fine"}]},
+        {"id": "o0", "conversations": [{"from": "human", "value": "hello"}, {"from": "gpt", "value": "  "}]},
+        {"id": "one", "conversations": [{"from": "human", "value": "hello"}, {"from": "gpt", "value": "fine"}]},
+        {"id": "short", "conversations": [{"from": "human", "value": "hello"}]},
+    ]
+    path = tmp_path / "sg.json"
+    path.write_text(json.dumps(convs), encoding="utf-8")
+    t = load_sharegpt(path, tokenizer_dir)
+    assert t.prompt_tokens.tolist() == [1] and t.output_tokens.tolist() == [1]
+    assert t.skipped_conversations == 3
+    path2 = tmp_path / "empty.json"
+    path2.write_text(json.dumps(convs[:2]), encoding="utf-8")
+    with pytest.raises(InputError, match="every conversation tokenizes to an empty prompt or output"):
+        load_sharegpt(path2, tokenizer_dir)
+
+
+def test_token_counts_take_the_largest_int32_and_refuse_one_more(tmp_path):
+    from fluid.traces import MAX_TOKENS_PER_REQUEST, load_length_trace
+
+    assert MAX_TOKENS_PER_REQUEST == 2_147_483_647
+    ok = _write(tmp_path, "ok.csv", "num_prefill_tokens,num_decode_tokens\n2147483647,1\n1,2147483647\n")
+    t = load_length_trace(ok)
+    assert t.prompt_tokens.tolist() == [2_147_483_647, 1] and t.output_tokens.tolist() == [1, 2_147_483_647]
+    bad = _write(tmp_path, "bad.csv", "num_prefill_tokens,num_decode_tokens\n1,1\n1,2147483648\n")
+    with pytest.raises(InputError, match="column num_decode_tokens has 2147483648 tokens, more than any model's context") as info:
+        load_length_trace(bad)
+    assert info.value.source == f"{bad}:3"
+
+
+def test_sharegpt_files_turns_and_tokenizers_that_are_not_what_they_should_be(tmp_path, tokenizer_dir):
+    from fluid.sharegpt import load_sharegpt, load_tokenizer
+
+    two = [{"conversations": [{"value": "hello"}, {"value": "fine thanks"}]}]
+    good = _write(tmp_path, "good.json", json.dumps(two))
+    # the tokenizer.json file itself does as well as its folder
+    assert load_sharegpt(good, tokenizer_dir / "tokenizer.json").output_tokens.tolist() == [2]
+    cases = [
+        (_write(tmp_path, "turn.json", json.dumps([{"conversations": [{"value": "hello"}, "hi"]}])), tokenizer_dir,
+         "a turn must be an object with a string 'value', got 'hi'", "[0].conversations[1]"),
+        (_write(tmp_path, "value.json", json.dumps([{"conversations": [{"value": 3}, {"value": "x"}]}])), tokenizer_dir,
+         "a turn must be an object with a string 'value'", "[0].conversations[0]"),
+        (_write(tmp_path, "dict.json", json.dumps({"x": 1})), tokenizer_dir, "a ShareGPT file is a JSON list of conversations, got dict", None),
+        (_write(tmp_path, "one.json", json.dumps([{"conversations": [{"value": "hello"}]}])), tokenizer_dir,
+         "no conversation has two turns; nothing to replay", None),
+        (str(tmp_path / "missing.json"), tokenizer_dir, "cannot read the ShareGPT file", None),
+        (good, tmp_path / "nowhere", "no tokenizer.json at", "tokenizer"),
+    ]
+    for path, tok, fragment, field in cases:
+        with pytest.raises(InputError, match=re.escape(fragment)) as info:
+            load_sharegpt(path, tok)
+        assert info.value.field == field
+    with pytest.raises(InputError, match="not a tokenizer file this tokenizers version can read"):
+        load_tokenizer(_write(tmp_path, "bad.json", "{}"))

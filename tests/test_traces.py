@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -42,6 +44,31 @@ def test_rate_profile_by_hand_with_an_arrival_on_a_bin_edge():
     assert rate.tolist() == [2 / 4, 1 / 4, 2 / 4]
     t_s, rate = rate_profile(trace, 8.5)  # one bin exactly as long as the trace: its end opens a second
     assert t_s.tolist() == [0.0, 8.5] and rate.tolist() == [4 / 8.5, 1 / 8.5]
+
+
+def test_duration_is_the_span_from_first_to_last_arrival_and_the_rate_counts_over_it():
+    from fluid.traces import TimestampTrace
+
+    ones = np.ones(3, dtype=np.int64)
+    late = TimestampTrace("late start", ones, ones, np.array([2.0, 3.0, 5.0]))  # need not start at 0
+    assert late.duration_s == 3.0 and late.mean_rate_per_s == 1.0
+    together = TimestampTrace("one instant", ones, ones, np.array([4.0, 4.0, 4.0]))
+    assert together.duration_s == 0.0 and together.mean_rate_per_s == float("inf")  # no span: no finite rate
+    none = TimestampTrace("empty", ones[:0], ones[:0], np.array([]))
+    assert none.duration_s == 0.0
+
+
+def test_rate_profile_bins_may_be_shorter_than_a_second_but_not_empty():
+    from fluid.traces import TimestampTrace
+
+    ones = np.ones(3, dtype=np.int64)
+    trace = TimestampTrace("hand", ones, ones, np.array([0.0, 0.25, 1.0]))
+    t_s, rate = rate_profile(trace, 0.5)  # [0, 0.5), [0.5, 1), [1, 1.5): the arrival at 1.0 opens the third
+    assert t_s.tolist() == [0.0, 0.5, 1.0] and rate.tolist() == [4.0, 0.0, 2.0]
+    for bad in (0.0, -1.0):
+        with pytest.raises(InputError, match="must be a finite positive number of seconds") as info:
+            rate_profile(trace, bad)
+        assert info.value.field == "bin_s"
 
 
 def test_timestamp_trace_and_rate_profile():
@@ -86,6 +113,25 @@ def test_malformed_rows_name_file_and_line(tmp_path, text, line, fragment):
 def test_unknown_builtin_lists_the_builtins():
     with pytest.raises(InputError, match="AzureLLMInferenceTrace_conv.csv"):
         resolve_trace_path("builtin:nope.csv")
+
+
+def test_a_builtin_name_with_a_slash_is_refused_even_when_it_reaches_a_file():
+    # builtin:NAME names a file in fluid/data/traces/ itself: no way out of (or back into) the folder
+    assert resolve_trace_path(AZURE) == TRACE_DIR / "AzureLLMInferenceTrace_conv.csv"
+    with pytest.raises(InputError, match="no built-in trace '../traces/AzureLLMInferenceTrace_conv.csv'") as info:
+        resolve_trace_path("builtin:../traces/AzureLLMInferenceTrace_conv.csv")
+    assert info.value.field == "trace"
+
+
+def test_one_token_lengths_stay_one_token_types():
+    # decode lengths 1, 1, 5, 5 in two equal-width bins [1, 4) and [4, 6); prompts 1, 1 | 1, 2
+    from fluid.workload import RequestType
+
+    types = types_from_lengths(np.array([1, 1, 1, 2]), np.array([1, 1, 5, 5]), bins=2, total_rate_per_s=4.0)
+    assert types == (RequestType("d1-3", 1, 1, 2.0), RequestType("d4-5", 2, 5, 2.0))  # 1.5 rounds to 2
+    median = types_from_lengths(np.array([1, 1, 1, 2]), np.array([1, 1, 5, 5]), bins=2, total_rate_per_s=4.0,
+                                prefill="median", tbt_slo_s=0.1)
+    assert median == (RequestType("d1-3", 1, 1, 2.0, 0.1), RequestType("d4-5", 1, 5, 2.0, 0.1))
 
 
 def test_equal_width_bins_match_the_papers_chat_classes():
@@ -160,3 +206,50 @@ def test_types_from_trace_errors(tmp_path):
 def test_quantile_bin_edges_by_hand():
     # decode 1..4, two quantile bins: quantiles 1, 2.5, 4 → edges ⌈·⌉ = 1, 3 and the top max + 1 = 5
     assert decode_bin_edges(np.array([1, 2, 3, 4]), 2, "quantile").tolist() == [1, 3, 5]
+
+
+def test_trace_references_resolve_against_the_workload_folder_and_builtins_stay_portable(tmp_path, monkeypatch):
+    from fluid.traces import trace_reference
+
+    (tmp_path / "sub").mkdir()
+    trace = tmp_path / "sub" / "t.csv"
+    trace.write_text("num_prefill_tokens,num_decode_tokens\n1,2\n")
+    ref = lambda value, base: trace_reference(value, base_dir=base, source="w.yaml", field="f")  # noqa: E731
+    assert ref("sub/t.csv", tmp_path) == str(trace.resolve())
+    assert ref(str(trace), tmp_path / "elsewhere") == str(trace.resolve())  # an absolute path ignores the folder
+    monkeypatch.chdir(tmp_path / "sub")
+    assert ref("t.csv", None) == str(trace.resolve())  # no folder: relative to the working directory
+    assert ref(AZURE, tmp_path) == AZURE  # builtin:NAME is kept as written
+    for bad, fragment in [("", "must be a trace file path or builtin:NAME, got ''"), (3, "got 3"),
+                          ("builtin:nope.csv", "no built-in trace 'nope.csv'"),
+                          ("t.csv", "trace file 't.csv' not found (looked at")]:
+        with pytest.raises(InputError, match=re.escape(fragment)) as info:
+            ref(bad, tmp_path)
+        assert info.value.field == "f" and info.value.source == "w.yaml"
+
+
+def test_types_from_trace_dict_takes_a_timestamped_traces_own_rate_and_checks_each_key(tmp_path):
+    from fluid.trace_binning import types_from_trace_dict
+    from fluid.workload import RequestType
+
+    (tmp_path / "t.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n0.0,10,5\n4.0,20,7\n")
+    (tmp_path / "z.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n3.0,10,5\n3.0,20,7\n")
+    (tmp_path / "l.csv").write_text("num_prefill_tokens,num_decode_tokens\n5,1\n5,9\n")
+    build = lambda data: types_from_trace_dict(data, source="w.yaml", base_dir=tmp_path)  # noqa: E731
+    # 2 requests over a 4 s span: 0.5 requests/s, one bin of decode 5..7 with mean lengths 15, 6
+    assert build({"path": "t.csv", "bins": 1}) == (RequestType("d5-7", 15, 6, 0.5),)
+    two = build({"path": "l.csv", "bins": 2, "total_rate_per_s": 1.0, "tbt_slo_s": 0.2, "prefill": "mean", "binning": "quantile"})
+    assert two == (RequestType("d1-4", 5, 1, 0.5, 0.2), RequestType("d5-9", 5, 9, 0.5, 0.2))
+    for data, field, fragment in [
+        ({"path": "z.csv", "bins": 1}, "types_from_trace", "the trace spans no time, so it has no rate; give total_rate_per_s"),
+        ({"path": "l.csv", "bins": 1}, "types_from_trace", "missing total_rate_per_s; only a timestamped trace"),
+        ({"path": "l.csv", "bins": 1, "tokenizer": "tok"}, "types_from_trace.tokenizer", "tokenizer applies to a raw ShareGPT .json trace only"),
+        ({"path": "l.csv", "bins": 1, "by": "prefill", "total_rate_per_s": 1.0}, "types_from_trace.by", "must be one of decode, got 'prefill'"),
+        ({"path": "l.csv", "bins": 1, "prefill": "max", "total_rate_per_s": 1.0}, "types_from_trace.prefill", "must be one of per-bin, mean, median"),
+        ({"path": "l.csv", "bins": 0, "total_rate_per_s": 1.0}, "types_from_trace.bins", "must be a positive integer number of bins, got 0"),
+        ({"path": "l.csv", "bins": 2, "total_rate_per_s": 1.0, "tbt_slo_s": 0.0}, "types_from_trace.tbt_slo_s", "got 0.0"),
+        ({"path": "l.csv", "bins": 2, "total_rate_per_s": 0}, "types_from_trace.total_rate_per_s", "got 0"),
+    ]:
+        with pytest.raises(InputError, match=re.escape(fragment)) as info:
+            build(data)
+        assert info.value.field == field and info.value.source == "w.yaml"

@@ -89,6 +89,20 @@ def test_yaml_and_json_files_and_rate_scale(tmp_path):
     assert [t.rate_per_s for t in scaled.types] == [40.0, 10.0]
 
 
+@pytest.mark.parametrize("scale", [0, 0.0, -2.0])
+def test_a_rate_scale_of_zero_or_less_is_refused_as_itself_not_as_a_rate_out_of_range(tmp_path, scale):
+    y = tmp_path / "w.yaml"
+    y.write_text(yaml.safe_dump(GOOD))
+    with pytest.raises(InputError) as info:
+        load_workload(y, rate_scale=scale)
+    assert info.value.field == "rate_scale" and info.value.source == str(y)
+    assert str(info.value).endswith(f"rate scale must be a finite positive number factor, got {scale!r}")
+    # a finite, positive scale can still overflow a rate: that one is reported as such
+    with pytest.raises(InputError, match=r"rate scale 1e\+308 puts a rate out of range") as info:
+        load_workload(y, rate_scale=1e308)
+    assert info.value.field == "rate_scale"
+
+
 def test_yaml_exponent_without_dot_is_a_float(tmp_path):
     path = tmp_path / "w.yaml"
     path.write_text(
@@ -349,3 +363,101 @@ def test_relative_paths_resolve_from_the_source_file_without_base_dir(tmp_path, 
     other.mkdir(parents=True)
     (other / "t.csv").write_text(trace.read_text())
     assert workload_from_dict(doc, source=str(path), base_dir=other.parent).arrivals.trace == str((other / "t.csv").resolve())
+
+
+@pytest.mark.parametrize("path, edge, beyond, message", [
+    ("types.1.prefill", 2**53, 2**53 + 1, "must be an integer ≤ 9007199254740992 tokens (2^53), got 9007199254740993"),
+    ("kv_capacity_tokens", 2**53, 2**53 + 1, "must be an integer ≤ 9007199254740992 tokens (2^53), got 9007199254740993"),
+    ("types.0.rate_per_s", 1e12, 1.01e12, "must be a number in [1e-12, 1e+12] requests/s, got 1010000000000.0"),
+    ("types.0.rate_per_s", 1e-12, 0.99e-12, "must be a number in [1e-12, 1e+12] requests/s, got 9.9e-13"),
+    ("types.1.tbt_slo_s", 1e12, 2e12, "must be a number in [1e-12, 1e+12] seconds, got 2000000000000.0"),
+    ("types.1.tbt_slo_s", 1e-12, 1e-13, "must be a number in [1e-12, 1e+12] seconds, got 1e-13"),
+])
+def test_workload_numbers_take_their_range_ends_and_refuse_just_beyond(path, edge, beyond, message):
+    w = workload_from_dict(_with(path, edge), source="w.yaml")
+    got = {"types.1.prefill": lambda: w.types[1].prefill, "kv_capacity_tokens": lambda: w.kv_capacity_tokens,
+           "types.0.rate_per_s": lambda: w.types[0].rate_per_s, "types.1.tbt_slo_s": lambda: w.types[1].tbt_slo_s}[path]()
+    assert got == edge
+    with pytest.raises(InputError) as info:
+        workload_from_dict(_with(path, beyond), source="w.yaml")
+    assert message in str(info.value) and info.value.source == "w.yaml"
+
+
+def test_memory_capacity_of_exactly_one_token_and_one_byte_short_of_it():
+    # tiny-llama: weights 213,632 B, KV 2·2 layers·2 KV heads·16·2 B = 256 B per token
+    from fluid.memory import GIB, kv_capacity_from_dict, memory_capacity
+
+    tiny = model_spec("tiny-llama")
+    assert (tiny.weight_bytes, tiny.kv_bytes_per_token) == (213_632, 256)
+    one = (213_632 + 256) / GIB
+    cap = memory_capacity(one, 1.0, tiny)
+    assert (cap.usable_bytes, cap.weight_bytes, cap.reserved_bytes, cap.kv_bytes_per_token) == (213_888, 213_632, 0, 256)
+    assert cap.kv_capacity_tokens == 1
+    assert memory_capacity(one, 1.0, tiny, dtype_bytes=1).kv_capacity_tokens == 2  # fp8: 128 B per token
+    assert memory_capacity(2 * one, 0.5, tiny).kv_capacity_tokens == 1  # the fraction scales the GPU
+    assert memory_capacity(one + 1, 1.0, tiny, reserved_gib=1.0).kv_capacity_tokens == 1  # the reserve comes off
+    with pytest.raises(InputError, match=r"no room for a KV cache: .* need 0\.00 GiB; use a larger GPU") as info:
+        memory_capacity((213_632 + 255) / GIB, 1.0, tiny)
+    assert info.value.field == "kv_capacity"
+    with pytest.raises(InputError, match=r"need 0\.00 GiB and 1\.0 GiB is reserved; use"):
+        memory_capacity(one + 1 - 1 / GIB, 1.0, tiny, reserved_gib=1.0)
+    # the same from a workload file's mapping, at the ends of its ranges
+    doc = {"gpu_memory_gib": one, "memory_fraction": 1, "model": "tiny-llama"}
+    assert kv_capacity_from_dict(doc, source="w.yaml") == 1
+    assert kv_capacity_from_dict({**doc, "reserved_gib": 0, "dtype_bytes": 1}, source="w.yaml") == 2
+    assert kv_capacity_from_dict({**doc, "dtype_bytes": 2}, source="w.yaml") == 1
+    fp32 = {**doc, "gpu_memory_gib": (213_632 + 512) / GIB, "dtype_bytes": 4}  # 512 B per token
+    assert kv_capacity_from_dict(fp32, source="w.yaml") == 1
+    for key, bad, message in [("memory_fraction", 0, r"\(0, 1\] \(share of GPU memory\), got 0"),
+                              ("memory_fraction", 1.01, r"\(0, 1\] \(share of GPU memory\), got 1.01"),
+                              ("gpu_memory_gib", 0, r"finite positive number \(GiB\), got 0"),
+                              ("reserved_gib", -1.0, "finite non-negative number of GiB, got -1.0"),
+                              ("dtype_bytes", True, r"must be 1 \(fp8\), 2 \(bf16/fp16\) or 4 \(fp32\), got True"),
+                              ("dtype_bytes", 3, "got 3")]:
+        with pytest.raises(InputError, match=message) as info:
+            kv_capacity_from_dict({**doc, key: bad}, source="w.yaml")
+        assert info.value.field == f"kv_capacity.{key}" and info.value.source == "w.yaml"
+    with pytest.raises(InputError, match="no room for a KV cache") as info:
+        kv_capacity_from_dict({**doc, "gpu_memory_gib": (213_632 + 255) / GIB}, source="w.yaml")
+    assert info.value.source == "w.yaml"
+
+
+def test_an_inline_model_counts_like_the_named_one_and_its_fields_are_checked():
+    from fluid.memory import GIB, kv_capacity_from_dict
+
+    tiny = model_spec("tiny-llama").to_dict()
+    del tiny["name"]
+    doc = {"gpu_memory_gib": (213_632 + 256) / GIB, "memory_fraction": 1, "model": tiny}
+    assert kv_capacity_from_dict(doc, source="w.yaml") == 1
+    # floats where floats belong, a left-out optional field, and the model's own dtype (weights and KV halve)
+    assert kv_capacity_from_dict({**doc, "model": {**tiny, "rope_theta": 1.5, "rms_norm_eps": 1e-6}}, source="w.yaml") == 1
+    assert kv_capacity_from_dict({**doc, "model": {**tiny, "max_position_embeddings": None}}, source="w.yaml") == 1
+    assert kv_capacity_from_dict({**doc, "model": {**tiny, "dtype_bytes": 1}}, source="w.yaml") == (213_888 - 106_816) // 128
+    for key, bad, message in [("hidden_size", 66, "hidden_size 66 is not a multiple of num_attention_heads 4"),
+                              ("num_kv_heads", 0, "must be a positive integer, got 0"),
+                              ("vocab_size", 1.5, "must be a positive integer, got 1.5")]:
+        with pytest.raises(InputError) as info:
+            kv_capacity_from_dict({**doc, "model": {**tiny, key: bad}}, source="w.yaml")
+        assert message in str(info.value)
+        assert info.value.field == f"kv_capacity.model.{key}" and info.value.source == "w.yaml"
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nope.yml", "no such workload file 'nope.yml'"),
+    ("NOPE.JSON", "no such workload file 'NOPE.JSON'"),
+    ("sub/nope", "no such workload file 'sub/nope'"),  # a path, though without a suffix
+    ("nope", "'nope' is neither a workload file nor a preset"),  # a bare name: a preset that is not there
+])
+def test_a_missing_workload_is_called_a_file_or_a_preset_by_how_it_is_written(spec, message):
+    with pytest.raises(InputError) as info:
+        load_workload(spec)
+    assert message in str(info.value)
+
+
+def test_an_existing_file_wins_over_a_preset_of_the_same_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p512d20").write_text(yaml.safe_dump(GOOD))
+    w = load_workload("p512d20")
+    assert w.name == "t" and w.source == "p512d20"
+    (tmp_path / "p512d20").unlink()
+    assert load_workload("p512d20").source.startswith("preset 'p512d20' (")
