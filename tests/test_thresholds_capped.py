@@ -1,0 +1,54 @@
+"""The capped service rule's solver (`thresholds/capped_solve.py`, docs/capped-rule.md) on
+hand-computed cases: caps, the iteration time, the prefill chunk and the memory bounds."""
+
+from __future__ import annotations
+
+import pytest
+
+from fluid.batch_time import AffineBatchTime
+from fluid.errors import UnstableWorkloadError
+from fluid.workload import RequestType, Workload
+from thresholds.capped_solve import solve_nested_capped, solve_nested_capped_auto, solve_wait_capped
+from thresholds.nested import NestedOptions
+
+
+def test_capped_wait_by_hand_when_the_fluid_caps_already_serve_the_rate():
+    # one type, l = 990, l' = 7 (8 stages): a = 8·(990 + 3.5) = 7948 token·iterations, and
+    # d1 = 0.025/7948 makes one unit of n add u = 0.025 s. λ = 10: L = 0.25; slack 0.5, ρ = 0.5.
+    # x = d0 / (1 − L/ρ) = 0.02 / 0.5 = 0.04 s; n = λx/ρ = 0.8 per stage, cap ⌈0.8·8⌉ = ⌈6.4⌉ = 7,
+    # n = 7/8 = 0.875, ΔT = 0.02 + 0.875·0.025 = 0.041875 ≤ ρn/λ = 0.04375: no repair.
+    # chunk: λx/ρ·l = 0.8·990 = 792 prefill tokens per iteration → 50 blocks of 16 = 800.
+    # (A start below the fluid x would repair up to x = 0.03875, the same cap, and a chunk of 768.)
+    w = Workload("one", 10**6, AffineBatchTime(0.02, 0.025 / 7948), (RequestType("t", 990, 7, 10.0),))
+    sol = solve_wait_capped(w, slack=0.5)
+    assert sol.caps == (7,)
+    assert sol.thresholds == (0.875,)
+    assert sol.iteration_time_s == pytest.approx(0.041875, rel=1e-12)
+    assert sol.prefill_chunk_tokens == 800
+    # expected: M* at λ/ρ = 0.8·7948 = 6358.4; worst: 7 residents at l + l' = 997, 6979 tokens;
+    # the default 10 % margin (6994.24) is cut at the worst case, a guarantee
+    m = sol.memory
+    assert m.expected_tokens == pytest.approx(6358.4, rel=1e-12)
+    assert m.worst_case_tokens == 6979
+    assert m.required_tokens == 6979 and m.margin == 0.1
+
+
+def test_capped_nested_auto_tries_the_count_equal_to_the_number_of_decode_lengths():
+    # two decode lengths (100 and 200): auto tries L = 1 and L = 2. The cap (1154) and the expected
+    # memory do not depend on L, the theorem's M^π + buffer does. L = 1 spreads the cap over stages
+    # 0..200: M^π = 1154·(100 + 200/2) = 230,800 tokens, no buffer; L = 2 keeps most residents in
+    # the short segment and needs about 180,900 with its buffer. At C = 200,000 only L = 2 fits.
+    types = (RequestType("s", 100, 100, 990.0), RequestType("l", 100, 200, 10.0))
+    options = NestedOptions(slack=0.1, eta=0.05, memory_bound="theorem", segments="auto")
+    roomy = Workload("two", 10**9, AffineBatchTime(0.01, 1e-9), types)
+    one = solve_nested_capped(roomy, options, 1)
+    two = solve_nested_capped(roomy, options, 2)
+    assert one.resident_cap == two.resident_cap == 1154
+    assert one.memory.required_tokens == pytest.approx(1154 * 200, rel=1e-12)
+    assert two.memory.required_tokens < 200_000 < one.memory.required_tokens
+    assert solve_nested_capped_auto(roomy, options).num_segments == 2  # the least memory, not the fewest segments
+    tight = Workload("two", 200_000, roomy.batch_time, types)
+    sol = solve_nested_capped_auto(tight, options)
+    assert sol.num_segments == 2 and sol.memory.required_tokens == pytest.approx(two.memory.required_tokens, rel=1e-12)
+    with pytest.raises(UnstableWorkloadError, match="memory_within_capacity"):
+        solve_nested_capped_auto(tight, NestedOptions(slack=0.1, eta=0.05, memory_bound="theorem", segments=1))
