@@ -94,3 +94,20 @@ def test_each_slack_tries_solves_chunk_twice_it_and_whole_prompts():
         base = solve_wait_capped(w, slack=float(label.removeprefix("slack "))).prefill_chunk_tokens
         assert base is not None and base < 4000
         assert chunks == [base, 2 * base, None]
+
+
+def test_a_trial_is_measured_after_a_warm_up_of_a_tenth_of_the_arrival_span():
+    # the candidate's latency counts the requests that arrived after the first 10 % of the span
+    # (runtime.metrics.warmup_cut_s), on the seeded arrivals every candidate shares
+    from runtime.arrivals import make_requests
+    from thresholds.build import wait_capped_policy
+    from thresholds.capped_solve import solve_wait_capped
+    from thresholds.tune import _simulate
+
+    w = _workload()
+    policy = wait_capped_policy(w, solve_wait_capped(w, slack=0.05))
+    summary, _, _ = _simulate(w, policy, "wait-capped", 300, 1)
+    arrivals = sorted(r.arrival_s for r in make_requests(w, 300, 1))
+    cut = 0.1 * arrivals[-1]
+    assert summary.warmup_s == cut
+    assert summary.measured_requests == sum(1 for a in arrivals if a >= cut) < 300
