@@ -156,3 +156,23 @@ def test_theta_residual_by_hand_at_its_edge_probabilities():
     assert theta_residual(2.0, 5, 4, 1.0) == 2.0
     assert theta_residual(2.0, 5, 4, 0.5) == pytest.approx(-8.0 + 5 * math.log(0.5 + 0.5 * math.exp(2.0)))
     assert theta_residual(2.0, 5, 4, 1e-300) == pytest.approx(-8.0)  # continuous into p = 0
+
+
+def test_the_fluid_repair_gives_up_after_100_000_steps_with_a_typed_error(monkeypatch):
+    # ΔT(n) pinned at ρ·n_1/Σλ (the strict condition fails by a hair, and never by more than the
+    # 1000× blow-up guard): the repair takes 100,000 steps, one ΔT(n) each, then a typed error
+    import thresholds.nested as nested
+
+    w = Workload("never", 10**12, AffineBatchTime(1.0, 1e-9), (RequestType("a", 10, 4, 1000.0),
+                                                                 RequestType("b", 10, 9, 1000.0)))
+    real_totals, calls = nested._totals, []
+
+    def never_settles(workload, layouts, n1s):
+        calls.append(1)
+        thresholds, _ = real_totals(workload, layouts, n1s)
+        return thresholds, 0.95 * n1s[0] / 2000.0
+
+    monkeypatch.setattr(nested, "_totals", never_settles)
+    with pytest.raises(UnstableWorkloadError, match="did not settle"):
+        solve_nested_fixed(w, NestedOptions(slack=0.05), None)
+    assert len(calls) == 100_000

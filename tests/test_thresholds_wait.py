@@ -123,3 +123,21 @@ def test_bad_slack_is_input_error(slack):
     w = Workload("x", 10**6, AffineBatchTime(0.01, 1e-7), (RequestType("a", 10, 10, 1.0),))
     with pytest.raises(InputError, match="slack"):
         solve_wait(w, slack=slack)
+
+
+def test_the_rounding_repair_gives_up_after_100_000_steps_with_a_typed_error(monkeypatch):
+    # an iteration time that stays just above every n_j/λ_j, however far n grows: the repair takes
+    # 100,000 steps (one ΔT(n) each), then stops with a typed error that names the budget
+    import thresholds.wait as wait
+
+    w = Workload("never", 10**12, AffineBatchTime(0.01, 1e-7), (RequestType("a", 10, 10, 100.0),))
+    calls = []
+
+    def never_fits(time, shapes):
+        calls.append(1)
+        return min(n / 100.0 for _, _, n in shapes) * (1 + 1e-9)
+
+    monkeypatch.setattr(wait, "wait_iteration_time_s", never_fits)
+    with pytest.raises(UnstableWorkloadError, match="did not settle in 100000 steps"):
+        wait._least_feasible(w, 1.0, math.inf)
+    assert len(calls) == 100_000
