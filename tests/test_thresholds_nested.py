@@ -176,3 +176,28 @@ def test_the_fluid_repair_gives_up_after_100_000_steps_with_a_typed_error(monkey
     with pytest.raises(UnstableWorkloadError, match="did not settle"):
         solve_nested_fixed(w, NestedOptions(slack=0.05), None)
     assert len(calls) == 100_000
+
+
+def test_theta_when_n_k_is_a_hair_above_p_times_n_k_minus_1():
+    # p·n_(k−1) = 0.403·260933 = 105155.999: n_k = 105156 clears it by 0.001, so f dips below 0 by
+    # only ~8e-12 while its terms are ~1.7e-3 (below their rounding). The root is twice the
+    # minimum to O(θ³): 3.1858227351e-8 (50-digit arithmetic); the root-finder alone raised here
+    th = solve_theta(260933, 105156, 0.403)
+    assert th == pytest.approx(3.1858227351e-8, rel=1e-8)
+    # one step further from the edge the bracketed root-finder runs and agrees with the same rule
+    assert solve_theta(260933, 105157, 0.403) == pytest.approx(
+        2 * math.log(105157 * 0.597 / (0.403 * (260933 - 105157))), rel=1e-4)
+
+
+def test_a_load_not_below_the_target_utilisation_is_a_typed_error():
+    # long outputs come with long prompts: the representative prefill (505) underrates the load, so
+    # Nested WAIT's own load stays below ρ = 0.95 while L = 0.97 is not: no fluid point at λ/ρ
+    from fluid.equilibrium import closed_form
+
+    w = Workload("corr", 10**9, AffineBatchTime(0.01, 1e-6),
+                 (RequestType("short", 10, 10, 1.0), RequestType("long", 1000, 100, 1.0)))
+    w = w.scaled(0.97 / closed_form(w).load_factor)
+    for eta in (0.05, 0.0):
+        with pytest.raises(UnstableWorkloadError, match=r"L = 0.97 is not below the target utilisation ρ = 1 − slack = 0.95"):
+            solve_nested(w, NestedOptions(slack=0.05, eta=eta))
+    assert solve_nested(w, NestedOptions(slack=0.02)).holds  # ρ = 0.98 > L: solved
