@@ -90,6 +90,11 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "a sentinel that only has to exceed every token count of one pass (2^61 ≈ 2.3·10^18 tokens does as well as 2^62), and it never leaves the pass: the pass returns None for 'no budget'",
     ('runtime/schedulers/cohorts.py', 'if t < due[idx]:', '<-><='):
         "a running minimum: at t = due[idx] the assignment writes the value already there",
+    # thresholds/ (WAIT, Nested WAIT, capped rule, tuning, reports) and runtime/schedulers/adaptive.py
+    ('thresholds/wait.py', 'if closed_form(workload.scaled(mid)).load_factor < rho and _least_feasible(workload.scaled(mid), rho, cap):', '<-><='):
+        "the load clause never fails: `_memory_diagnosis` runs only from `solve_wait`, after it refused L ≥ ρ at "
+        "scale 1, and the bisection's mid stays ≤ 1 − 2^-40 (hi ≤ 1, mid < hi); L(mid) is a sum of non-negative "
+        "products of the rates times mid, each rounded monotonically, so L(mid) ≤ L(1) < ρ: `<` and `<=` agree",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
