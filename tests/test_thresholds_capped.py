@@ -52,3 +52,29 @@ def test_capped_nested_auto_tries_the_count_equal_to_the_number_of_decode_length
     assert sol.num_segments == 2 and sol.memory.required_tokens == pytest.approx(two.memory.required_tokens, rel=1e-12)
     with pytest.raises(UnstableWorkloadError, match="memory_within_capacity"):
         solve_nested_capped_auto(tight, NestedOptions(slack=0.1, eta=0.05, memory_bound="theorem", segments=1))
+
+
+def test_capped_nested_theorem_memory_by_hand():
+    # the two-length case above at L = 2: p_1 = 10/1000 = 0.01, q_1 = 0.06; Σ width·Π q = 101 + 100·0.06
+    # = 107, so n_1 = 1154/107 and n_2 = 0.06·n_1. Residents hold on average
+    # Σλ(l'+1)(l + l'/2) / Σλ(l'+1) = (990·101·150 + 10·201·200) / (990·101 + 10·201) = 15400500/102000
+    # tokens: ΔT = 0.01 + 1154·1e-9·15400500/102000. M^π = n_1·Σ_{s=0..100}(100 + s) + n_2·Σ_{s=101..200}(100 + s)
+    # = 15150·n_1 + 25050·n_2; buffer (l + l'_1)(n_2 + ln(m·B/δ)/θ_2) with m = 2, B = 3600 s / ΔT, δ = 0.01.
+    import math
+
+    from thresholds.conditions import theta_residual
+
+    types = (RequestType("s", 100, 100, 990.0), RequestType("l", 100, 200, 10.0))
+    w = Workload("two", 10**9, AffineBatchTime(0.01, 1e-9), types)
+    sol = solve_nested_capped(w, NestedOptions(slack=0.1, eta=0.05, memory_bound="theorem"), 2)
+    n1, n2 = 1154 / 107, 0.06 * 1154 / 107
+    assert sol.bounds == ((0, 100), (101, 200)) and sol.continue_probs == (0.01, 0.0)
+    assert sol.thresholds == pytest.approx((n1, n2), rel=1e-12)
+    dt = 0.01 + 1154 * 1e-9 * 15400500 / 102000
+    assert sol.iteration_time_s == pytest.approx(dt, rel=1e-12)
+    assert sol.base_memory_tokens == pytest.approx(15150 * n1 + 25050 * n2, rel=1e-12)
+    theta = sol.thetas[1]
+    assert sol.thetas[0] is None and abs(theta_residual(theta, n1, n2, 0.01)) < 1e-12
+    buffer = 200 * (n2 + math.log(2 * (3600 / dt) / 0.01) / theta)
+    assert sol.buffer_tokens == pytest.approx(buffer, rel=1e-12)
+    assert sol.memory.theorem_tokens == sol.memory.required_tokens == pytest.approx(15150 * n1 + 25050 * n2 + buffer, rel=1e-12)
