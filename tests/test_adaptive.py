@@ -450,3 +450,20 @@ def test_nested_cap_with_slack_and_a_binding_memory_matches_solve():
     at = solve_nested_capped(Workload("w", 5900, BT, (RequestType("a", 512, 20, 20.0 * scale),)),
                              NestedOptions(segments=None, slack=0.1, eta=0.0), None)
     assert at.resident_cap == cap and at.memory.expected_tokens <= 5900 < sol.memory.expected_tokens
+
+
+def test_segment_shape_by_hand_is_the_shape_of_the_lengths_it_ends_at():
+    # prefill 10; segments 0..4 (p = 0.5) and 5..9: every request spends stages 0..4 (KV 10..14, 60 in
+    # all), half of them also 5..9 (KV 15..19, 85): E[l' + 1] = 5 + 0.5·5 = 7.5 stages, KV per stage
+    # (60 + 0.5·85) / 7.5, new tokens (10 + 6.5) / 7.5 = 2.2. Segments that end at the output lengths
+    # give exactly the shape of those lengths: half (10, 4), half (10, 9)
+    from runtime.schedulers.adaptive import segment_shape
+    from thresholds.policy import Segment
+
+    shape = segment_shape(10, (Segment(0, 4, 3, 0.5, None), Segment(5, 9, 2, 0.0, 1.0)))
+    assert shape.stages == 7.5
+    assert shape.resident_kv_tokens == pytest.approx(102.5 / 7.5, rel=1e-15)
+    assert shape.new_tokens_per_stage == pytest.approx(2.2, rel=1e-15)
+    lengths = RequestShape.of_lengths([(10, 4), (10, 9)])
+    assert (shape.stages, shape.resident_kv_tokens, shape.new_tokens_per_stage) == pytest.approx(
+        (lengths.stages, lengths.resident_kv_tokens, lengths.new_tokens_per_stage), rel=1e-15)
