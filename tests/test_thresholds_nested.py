@@ -154,6 +154,8 @@ def test_theta_residual_by_hand_at_its_edge_probabilities():
     assert theta_residual(2.0, 5, 4, 0.0) == -8.0
     assert theta_residual(2.0, 5, 4, -0.0) == -8.0
     assert theta_residual(2.0, 5, 4, 1.0) == 2.0
+    assert theta_residual(2.0, 5, 2, 1.0) == 6.0  # θ·(n_(k−1) − n_k) = 2·3
+    assert theta_residual(0.5, 5, 2, 0.0) == -1.0  # −θ·n_k
     assert theta_residual(2.0, 5, 4, 0.5) == pytest.approx(-8.0 + 5 * math.log(0.5 + 0.5 * math.exp(2.0)))
     assert theta_residual(2.0, 5, 4, 1e-300) == pytest.approx(-8.0)  # continuous into p = 0
 
