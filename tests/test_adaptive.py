@@ -467,3 +467,19 @@ def test_segment_shape_by_hand_is_the_shape_of_the_lengths_it_ends_at():
     lengths = RequestShape.of_lengths([(10, 4), (10, 9)])
     assert (shape.stages, shape.resident_kv_tokens, shape.new_tokens_per_stage) == pytest.approx(
         (lengths.stages, lengths.resident_kv_tokens, lengths.new_tokens_per_stage), rel=1e-15)
+
+
+def test_wait_adaptive_refuses_a_class_solved_for_no_traffic(adaptive_policy, tmp_path):
+    # the estimator starts from the rate each class was solved for: a file with rate 0 (the reader
+    # accepts it, a non-negative number) has nothing to start from
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.policy_file import load_policy
+    from runtime.schedulers import make_scheduler
+
+    doc = json.loads(adaptive_policy.read_text())
+    doc["classes"][0]["rate_per_s"] = 0
+    path = tmp_path / "zero.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=r"classes\[\]\.rate_per_s") as err:
+        make_scheduler("wait-adaptive", KVBlockManager(137_000, 16), policy=load_policy(path))
+    assert err.value.field == "classes"
