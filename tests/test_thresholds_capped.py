@@ -78,3 +78,79 @@ def test_capped_nested_theorem_memory_by_hand():
     buffer = 200 * (n2 + math.log(2 * (3600 / dt) / 0.01) / theta)
     assert sol.buffer_tokens == pytest.approx(buffer, rel=1e-12)
     assert sol.memory.theorem_tokens == sol.memory.required_tokens == pytest.approx(15150 * n1 + 25050 * n2 + buffer, rel=1e-12)
+
+
+# --- the shared cap and memory rules (thresholds/capped.py, memory_report) --------------------------
+def test_caps_round_up_except_within_the_rounding_tolerance():
+    from thresholds.capped import cap_of, nested_resident_cap, wait_class_caps
+
+    assert cap_of(2.5, 2) == 5  # exactly 5 requests
+    assert cap_of(0.1, 30) == 3  # 0.1·30 = 3.0000000000000004: within 1e-9 of 3
+    assert cap_of(3 * (1 + 1e-10), 1) == 3 and cap_of(3 * (1 + 1e-8), 1) == 4  # inside / outside the tolerance
+    assert cap_of(0.0, 5) == 1 and cap_of(1e-6, 1) == 1  # at least one resident
+    # WAIT: n_j (l'_j + 1) per class; 0.875·8 = 7, 0.25·10 = 2.5 → 3
+    assert wait_class_caps([(7, 0.875), (9, 0.25)]) == (7, 3)
+    # Nested: Σ_k width_k n_k = 5·0.5 + 5·0.3 + 2·0.2 = 4.4 → 5
+    assert nested_resident_cap([(0, 4, 0.5), (5, 9, 0.3), (10, 11, 0.2)]) == 5
+
+
+def test_littles_law_cap_by_hand():
+    from thresholds.capped import littles_law_cap
+
+    # 20 stages/s, 0.005 s per resident: L = 0.1, ρ = 0.5, x = 0.1 / (1 − 0.2) = 0.125 s, cap = 20·0.125/0.5
+    # = 5: the step of 5 residents lasts 0.1 + 0.025 = 0.125 = ρ·5/20 exactly (binary fractions): it serves
+    assert littles_law_cap(20, 0.005, 0.1, 0.5, max_steps=1) == (5, 0.125)
+    # 25 stages/s, 0.01 s, ρ = 0.75: x = 0.1 / (1 − 1/3) = 0.15, cap 5, ΔT = 0.1 + 0.05 = 0.15 = ρ·5/25, but
+    # 0.15000000000000002 in floats: within the 1e-12 tolerance, still 5 (not a repair to 6)
+    assert littles_law_cap(25, 0.01, 0.1, 0.75, max_steps=1) == (5, pytest.approx(0.15, rel=1e-15))
+    # the tolerance's edge is inclusive: d0 = 0.100000000000125 puts ΔT of 5 residents at exactly
+    # ρ·5/20·(1 + 1e-12) = 0.125000000000125; a d0 whose ΔT is the next float above it needs 6 residents
+    d0, beyond = 0.100000000000125, 0.10000000000012503
+    assert d0 + 5 * 0.005 == 0.5 * 5 / 20 * (1 + 1e-12) < beyond + 5 * 0.005
+    assert littles_law_cap(20, 0.005, d0, 0.5, max_steps=1)[0] == 5
+    assert littles_law_cap(20, 0.005, beyond, 0.5)[0] == 6
+    # 37 stages/s, 0.013 s, ρ = 0.7: x = 0.02 / (1 − 0.481/0.7) = 0.0639, cap ⌈3.38⌉ = 4, ΔT = 0.02 + 0.052
+    cap, dt = littles_law_cap(37, 0.013, 0.02, 0.7)
+    assert cap == 4 and dt == pytest.approx(0.072, rel=1e-12)
+    # d0 a hair larger: the fluid cap is 3·(1 + 5e-10), which the tolerance rounds to 3, too few
+    # (ΔT = 0.05 + 1e-11 > ρ·3/30): the second step repairs it to 4 residents
+    d0 = 0.02 * (1 + 5e-10)
+    assert littles_law_cap(30, 0.01, d0, 0.5, max_steps=2) == (4, pytest.approx(0.06, rel=1e-9))
+    with pytest.raises(ArithmeticError, match="did not settle in 1 steps"):
+        littles_law_cap(30, 0.01, d0, 0.5, max_steps=1)
+    with pytest.raises(ValueError, match="must be below"):
+        littles_law_cap(50, 0.01, 0.02, 0.5)  # L = ρ = 0.5
+
+
+@pytest.mark.parametrize(("bound", "margin", "capacity", "required", "margin_used"), [
+    ("expected", None, 10**6, 110.0, 0.1),  # the default 10 % margin over the expected 100
+    ("expected", None, 105, 105.0, 0.05),  # near C the margin gives way: 105/100 − 1
+    ("expected", None, 90, 100.0, 0.0),  # never below 0: the expected memory itself (above C)
+    ("expected", 0.5, 105, 120.0, 0.5),  # a given margin is held, capped at the worst case 120
+    ("worst", None, 105, 120.0, 0.1),
+    ("theorem", None, 105, 130.0, 0.1),
+])
+def test_memory_report_by_hand(bound, margin, capacity, required, margin_used):
+    from thresholds.capped_solve import memory_report
+
+    m = memory_report(bound, margin, 100.0, 120.0, 130.0, capacity)
+    assert m.bound == bound and m.required_tokens == pytest.approx(required, rel=1e-12)
+    assert m.margin == pytest.approx(margin_used, rel=1e-12, abs=1e-15)
+    assert (m.expected_tokens, m.worst_case_tokens, m.theorem_tokens) == (100.0, 120.0, 130.0)
+
+
+def test_memory_report_without_a_theorem_buffer_refuses_the_theorem_bound():
+    from thresholds.capped_solve import memory_report
+
+    with pytest.raises(UnstableWorkloadError, match="no finite value"):
+        memory_report("theorem", None, 100.0, 120.0, None, 1000)
+    assert memory_report("expected", None, 0.0, 0.0, None, 0).margin == 0.1  # nothing expected: no shrink
+
+
+def test_mean_resident_kv_by_hand():
+    from thresholds.capped_solve import mean_resident_kv_tokens
+
+    # Σλ(l'+1)(l + l'/2) / Σλ(l'+1) = (990·101·150 + 10·201·200) / (990·101 + 10·201)
+    w = Workload("two", 10**9, AffineBatchTime(0.01, 1e-9),
+                 (RequestType("s", 100, 100, 990.0), RequestType("l", 100, 200, 10.0)))
+    assert mean_resident_kv_tokens(w) == pytest.approx(15400500 / 102000, rel=1e-15)
