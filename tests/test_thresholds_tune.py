@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fluid.batch_time import AffineBatchTime
 from fluid.equilibrium import closed_form
 from fluid.workload import RequestType, Workload
@@ -111,3 +113,41 @@ def test_a_trial_is_measured_after_a_warm_up_of_a_tenth_of_the_arrival_span():
     cut = 0.1 * arrivals[-1]
     assert summary.warmup_s == cut
     assert summary.measured_requests == sum(1 for a in arrivals if a >= cut) < 300
+
+
+def _scripted_tune(monkeypatch, script):
+    """tune() on _workload() (four slacks, whole prompts: four trials) with the simulator replaced
+    by `script`: one (throughput ratio, mean latency, overflow rate) per trial, in order."""
+    from types import SimpleNamespace
+
+    import thresholds.tune as tune_module
+
+    w = _workload()
+    star = closed_form(w).throughput_star_tokens_per_s
+    runs = iter(script)
+
+    def simulate(workload, policy, scheduler, requests, seed):
+        ratio, latency, overflow = next(runs)
+        return SimpleNamespace(decode_throughput_tokens_per_s=ratio * star, mean_latency_s=latency), overflow, 0
+
+    monkeypatch.setattr(tune_module, "_simulate", simulate)
+    best, trials = tune(w, None, requests=10, seed=0)
+    assert len(trials) == len(script)
+    assert [t.throughput_ratio for t in trials] == [pytest.approx(r, rel=1e-15) for r, _, _ in script]
+    return best, trials
+
+
+def test_tune_keeps_the_lowest_latency_at_the_targets_edges(monkeypatch):
+    # exactly 0.99 of throughput* and exactly 1 % overflow are admissible; 0.98 of throughput* or
+    # 1.1 % overflow are not, however low their latency
+    best, trials = _scripted_tune(monkeypatch, [(0.99, 2.0, 0.01), (0.98, 0.5, 0.0), (1.0, 0.7, 0.011), (1.0, 1.0, 0.0)])
+    assert trials[0].throughput_ratio == 0.99 and trials[0].overflow_rate == 0.01  # at the edges, in floats too
+    assert [t.admissible for t in trials] == [True, False, False, True]
+    assert best is trials[3]  # 1.0 s beats 2.0 s among the admissible
+
+
+def test_tune_without_an_admissible_trial_takes_the_highest_throughput(monkeypatch):
+    # no latency at all (None) reads as infinite; the highest throughput wins regardless
+    best, trials = _scripted_tune(monkeypatch, [(0.9, 1.0, 0.0), (0.95, None, 0.0), (0.97, 3.0, 0.5), (0.5, 0.1, 0.0)])
+    assert not any(t.admissible for t in trials)
+    assert best is trials[2] and trials[1].mean_latency_s == float("inf")
