@@ -145,6 +145,10 @@ def test_memory_report_without_a_theorem_buffer_refuses_the_theorem_bound():
     with pytest.raises(UnstableWorkloadError, match="no finite value"):
         memory_report("theorem", None, 100.0, 120.0, None, 1000)
     assert memory_report("expected", None, 0.0, 0.0, None, 0).margin == 0.1  # nothing expected: no shrink
+    # 1000·1.1 is exactly 1100.0: the default margin fits C = 1100 exactly and stays 0.1 (shrinking it
+    # would give 1100/1000 − 1 = 0.10000000000000009)
+    at_c = memory_report("expected", None, 1000.0, 2000.0, None, 1100)
+    assert at_c.margin == 0.1 and at_c.required_tokens == 1100.0
 
 
 def test_mean_resident_kv_by_hand():

@@ -203,3 +203,12 @@ def test_a_load_not_below_the_target_utilisation_is_a_typed_error():
         with pytest.raises(UnstableWorkloadError, match=r"L = 0.97 is not below the target utilisation ρ = 1 − slack = 0.95"):
             solve_nested(w, NestedOptions(slack=0.05, eta=eta))
     assert solve_nested(w, NestedOptions(slack=0.02)).holds  # ρ = 0.98 > L: solved
+
+
+def test_buffer_log_term_by_hand():
+    from thresholds.conditions import buffer_log_term
+
+    # ln(m ζ B / δ): m = 2 segments, ζ = 3, B = 100 iterations, δ = 0.01 → ln(60000)
+    assert buffer_log_term(2, 100.0, 0.01, 3.0) == pytest.approx(math.log(60_000), rel=1e-15)
+    assert buffer_log_term(2, 0.5, 0.01, 3.0) == pytest.approx(math.log(600), rel=1e-15)  # B < 1 counts as 1
+    assert buffer_log_term(1, 1.0, 0.5, 0.25) == 0.0  # ln(0.5) < 0: floored at 0

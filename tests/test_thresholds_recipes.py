@@ -302,3 +302,19 @@ def test_per_class_instances_come_busiest_first_then_by_shorter_prompt():
     specs = instance_specs(_workload(types, capacity=10**8), "per_class")
     # rates per prefill: 50 → 2 + 3 = 5, 200 → 5, 100 → 1; the tie at 5 goes to the shorter prompt
     assert [(s.prefill_tokens, s.type_names) for s in specs] == [(50, ("b50", "a50")), (200, ("big",)), (100, ("mid",))]
+
+
+def test_check_of_a_nested_file_counts_new_tokens_and_labels_one_instance_plainly():
+    # with a per-new-token cost (d_new = 1e-3) check's ΔT(n) adds the new tokens of every segment:
+    # 8·(10 + 4) + 5·5 = 137 (see test_a_nested_policy_file_checks_the_solvers_iteration_time);
+    # one instance: its conditions carry no [prefill=…] label
+    from thresholds.build import nested_policy
+    from thresholds.verify import verify_policy
+
+    types = (RequestType("short", 10, 4, 1.0), RequestType("long", 10, 9, 1.0))
+    w = Workload("hand", 10**6, Linear3BatchTime(0.01, 1e-4, 1e-3), types)
+    sol = solve_nested_fixed(w, NestedOptions(batch_cap=62), None)
+    conds = {c.name: c for c in verify_policy(nested_policy(w, sol, allow_violations=True), w)}
+    assert set(conds) == {"decode_lengths_covered", "threshold_ratio[1]", "iteration_time", "memory_within_capacity"}
+    assert conds["iteration_time"].lhs == pytest.approx(0.01 + 1e-4 * 905 + 1e-3 * 137, rel=1e-12)
+    assert conds["iteration_time"].rhs == pytest.approx(8 / 2.0, rel=1e-12)  # n_1 / Σλ

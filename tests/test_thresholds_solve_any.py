@@ -130,6 +130,14 @@ def test_choose_slack_by_hand(zero, candidate, chosen, words):
     assert words in choice.reason
 
 
+def test_choose_slack_without_headroom_takes_slack_0():
+    # L = 1: the candidate is 0 itself, solved once
+    seen = []
+    choice = choose_slack(lambda s: seen.append(s) or ("zero", s), lambda sol: 1.0, 1.0)
+    assert seen == [0.0] and choice.slack == 0.0 and choice.solution == ("zero", 0.0)
+    assert choice.reason == "slack 0 = min(0.05, (1 − L)/2) with L = 1"
+
+
 @pytest.mark.parametrize("load", [0.5, 1.0])
 def test_choose_slack_raises_slack_0s_error_when_nothing_solves(load):
     # L = 0.5: candidate 0.05 and 0 both fail; L = 1: the candidate is 0 itself
