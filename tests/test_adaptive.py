@@ -402,6 +402,37 @@ def test_nested_adaptive_uses_the_finished_lengths_from_exactly_min_completions_
     assert caps[1] == caps[2] != caps[0]
 
 
+
+def test_nested_adaptive_prices_the_worst_case_at_the_longest_request_seen(nested_adaptive_doc, monkeypatch):
+    # the policy's longest request is 200 + 200 = 400 tokens; a finished request of 100 + 450 = 550
+    # raises the worst-case length the re-solve prices; shorter ones never lower it
+    import runtime.schedulers.adaptive as adaptive_scheduler
+
+    sched = _nested_adaptive(nested_adaptive_doc)
+    priced = []
+    real = adaptive_scheduler.resolve_nested_cap
+    monkeypatch.setattr(adaptive_scheduler, "resolve_nested_cap",
+                        lambda total, shape, rule, longest: priced.append(longest) or real(total, shape, rule, longest))
+    sched.controller._resolve(10.0)
+    sched.lengths.observe(2.0, 10, 20)
+    sched.controller._resolve(10.0)
+    sched.lengths.observe(3.0, 100, 450)
+    sched.controller._resolve(10.0)
+    assert priced == [400, 400, 550]
+
+
+def test_nested_adaptive_needs_the_rates_the_policy_was_solved_for(nested_adaptive_doc):
+    from dataclasses import replace
+
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.policy_file import policy_from_dict
+    from runtime.schedulers.adaptive import AdaptiveCappedNestedWaitScheduler
+
+    policy = policy_from_dict(nested_adaptive_doc)
+    for ref in (None, replace(policy.solved_for, rates_per_s=())):
+        with pytest.raises(InputError, match=r"workload\.rates_per_s"):
+            AdaptiveCappedNestedWaitScheduler(KVBlockManager(137_000, 16), policy=replace(policy, solved_for=ref))
+
 # --- the drift experiments at smoke size ----------------------------------------------------------
 @pytest.mark.parametrize("name", ["step", "periodic", "azure-x10"])
 def test_drift_experiment_smoke_writes_the_documented_fields(tmp_path, name, capsys):
@@ -483,3 +514,41 @@ def test_wait_adaptive_refuses_a_class_solved_for_no_traffic(adaptive_policy, tm
     with pytest.raises(InputError, match=r"classes\[\]\.rate_per_s") as err:
         make_scheduler("wait-adaptive", KVBlockManager(137_000, 16), policy=load_policy(path))
     assert err.value.field == "classes"
+
+
+def test_the_settings_defaults_are_the_documented_ones():
+    # docs/adaptive.md, "Parameters": what `solve --adaptive` writes when no flag is given
+    assert AdaptiveSettings().to_dict() == {
+        "window_s": 60.0, "period_s": 5.0, "hysteresis": 0.05, "min_rate_scale": 0.05, "max_rate_scale": 20.0,
+        "min_completions": 50, "headroom": 0.25, "max_capacity_fraction": 0.95, "backlog_wait_s": 0.25,
+        "memory_margin": None}
+
+
+@pytest.mark.parametrize(("field", "value", "ok"), [
+    ("window_s", 0.0, False), ("period_s", 0.0, False), ("period_s", 1e-9, True),
+    ("hysteresis", 0.0, True), ("hysteresis", -0.01, False), ("headroom", 0.0, True), ("headroom", -0.01, False),
+    ("min_rate_scale", 0.0, False), ("max_rate_scale", 0.0, False), ("min_completions", 1, True),
+    ("min_completions", 0, False), ("max_capacity_fraction", 1.0, False), ("max_capacity_fraction", 0.0, False),
+    ("max_capacity_fraction", 0.999, True), ("backlog_wait_s", 0.0, False), ("backlog_wait_s", 0.01, True),
+    ("memory_margin", 0.0, True), ("memory_margin", -0.1, False),
+])
+def test_settings_bounds_at_their_edges(field, value, ok):
+    if ok:
+        assert getattr(AdaptiveSettings(**{field: value}), field) == value
+    else:
+        with pytest.raises(InputError) as err:
+            AdaptiveSettings(**{field: value})
+        assert err.value.field == f"adaptive.{field}"
+
+
+def test_beyond_capacity_the_nested_cap_is_solved_at_the_capacity_fraction():
+    # one type (512, 20): load L = Λ·E[l'+1]·(d_kv·KV + d_new·new) per resident; at 1.5 times the load
+    # limit the cap is solved at the scale 0.95 / 1.5 of the estimate (max_capacity_fraction of ρ / L)
+    from thresholds.capped import littles_law_cap
+
+    shape = RequestShape.of_lengths([(512, 20)])
+    per_resident = 2.6e-7 * shape.resident_kv_tokens + 4.7e-5 * shape.new_tokens_per_stage
+    rate = 1.5 / (shape.stages * per_resident)
+    cap, scale = resolve_nested_cap(rate, shape, SolveRule(0.0, "expected", None, 10**9, BT), 532)
+    assert scale == pytest.approx(0.95 / 1.5, rel=1e-12)
+    assert cap == littles_law_cap(rate * scale * shape.stages, per_resident, 0.0093, 1.0)[0]
