@@ -300,6 +300,22 @@ def test_schema_and_reader_agree_on_the_adaptive_block(adaptive_policy, tmp_path
         assert schema_ok == reader_ok == ok, edit
 
 
+def test_the_adaptive_flags_help_states_the_settings_defaults():
+    import argparse
+    import re
+
+    from thresholds.cli_solve import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = AdaptiveSettings().to_dict()
+    flags = [a for a in parser._actions if a.option_strings and a.option_strings[0].startswith("--adaptive-")]
+    assert len(flags) == 5
+    for action in flags:
+        stated = float(re.search(r"default ([0-9.]+)$", action.help).group(1))
+        assert stated == defaults[action.dest.removeprefix("adaptive_")], action.option_strings[0]
+
+
 def test_adaptive_flags_without_adaptive_are_refused(capsys):
     from validation.cli import main
 
