@@ -212,3 +212,23 @@ def test_buffer_log_term_by_hand():
     assert buffer_log_term(2, 100.0, 0.01, 3.0) == pytest.approx(math.log(60_000), rel=1e-15)
     assert buffer_log_term(2, 0.5, 0.01, 3.0) == pytest.approx(math.log(600), rel=1e-15)  # B < 1 counts as 1
     assert buffer_log_term(1, 1.0, 0.5, 0.25) == 0.0  # ln(0.5) < 0: floored at 0
+
+
+@pytest.mark.parametrize(("first_dt", "blows_up"), [(1000.0, False), (math.nextafter(1000.0, math.inf), True)])
+def test_the_blow_up_guard_starts_just_past_1000_times_the_start(monkeypatch, first_dt, blows_up):
+    # the start x0 pinned at 1 s (the fluid ΔT* at λ/ρ, faked); a first ΔT(n) of exactly 1000·x0 is
+    # repaired (the next settles), one float beyond it is the blow-up error
+    from types import SimpleNamespace
+
+    import thresholds.nested as nested
+
+    w = Workload("guard", 10**9, AffineBatchTime(0.001, 1e-9), (RequestType("a", 10, 4, 1.0), RequestType("b", 10, 9, 1.0)))
+    real_totals, dts = nested._totals, iter([first_dt, 0.5])
+    monkeypatch.setattr(nested, "closed_form", lambda workload: SimpleNamespace(iteration_time_star_s=1.0))
+    monkeypatch.setattr(nested, "_totals", lambda workload, layouts, n1s: (real_totals(workload, layouts, n1s)[0], next(dts)))
+    if blows_up:
+        with pytest.raises(UnstableWorkloadError, match="do not settle"):
+            solve_nested_fixed(w, NestedOptions(slack=0.05), None)
+    else:
+        sol = solve_nested_fixed(w, NestedOptions(slack=0.05), None)
+        assert sol.iteration_time_s == 0.5 and sol.instances[0].thresholds[0] == math.floor(2 * 1000.0 / 0.95) + 1
