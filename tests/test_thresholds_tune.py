@@ -151,3 +151,21 @@ def test_tune_without_an_admissible_trial_takes_the_highest_throughput(monkeypat
     best, trials = _scripted_tune(monkeypatch, [(0.9, 1.0, 0.0), (0.95, None, 0.0), (0.97, 3.0, 0.5), (0.5, 0.1, 0.0)])
     assert not any(t.admissible for t in trials)
     assert best is trials[2] and trials[1].mean_latency_s == float("inf")
+
+
+def test_the_nested_grid_tries_types_at_eta_0_and_auto_at_eta_0_and_0_05(monkeypatch):
+    from types import SimpleNamespace
+
+    import thresholds.tune as tune_module
+
+    monkeypatch.setattr(tune_module, "_simulate", lambda *args: (SimpleNamespace(
+        decode_throughput_tokens_per_s=1.0, mean_latency_s=1.0), 0.0, 0))
+    _, trials = tune(_workload(), NestedOptions(), requests=10, seed=0)
+    at_zero = [t for t in trials if t.label.startswith("slack 0,")]
+    layouts = [(t.options.segments, t.options.eta) for t in at_zero]
+    assert layouts == [(None, 0.0)] + [("auto", 0.0)] * 3 + [("auto", 0.05)] * 3
+    assert [t.label.split(", ", 2)[2] for t in at_zero] == (
+        ["segments types, η 0"] + ["segments auto, η 0"] * 3 + ["segments auto, η 0.05"] * 3)
+    # the segments' own chunk, twice it, whole prompts (types: whole prompts already)
+    chunks = [t.options.prefill_chunk_tokens for t in at_zero]
+    assert chunks[0] is None and chunks[3] is None and chunks[2] == 2 * chunks[1] and chunks[1:4] == chunks[4:7]
