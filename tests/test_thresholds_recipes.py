@@ -6,6 +6,8 @@ Every expected number below is worked out by hand in the comment next to it (arX
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from fluid.batch_time import AffineBatchTime, Linear3BatchTime
@@ -318,3 +320,58 @@ def test_check_of_a_nested_file_counts_new_tokens_and_labels_one_instance_plainl
     assert set(conds) == {"decode_lengths_covered", "threshold_ratio[1]", "iteration_time", "memory_within_capacity"}
     assert conds["iteration_time"].lhs == pytest.approx(0.01 + 1e-4 * 905 + 1e-3 * 137, rel=1e-12)
     assert conds["iteration_time"].rhs == pytest.approx(8 / 2.0, rel=1e-12)  # n_1 / Σλ
+
+
+def _per_class_hand_policy():
+    # per prefill class, batch cap 62: prefill 50 (b1: l' = 4, b2: l' = 9, 2/s each) gets (7, 4),
+    # prefill 10 (a: l' = 4, 0.5/s) gets (1,); ΔT = 0.01 + 1e-4·(7·260 + 4·285 + 1·60) = 0.312 s
+    from thresholds.build import nested_policy
+
+    w = _workload([RequestType("a", 10, 4, 0.5), RequestType("b1", 50, 4, 2.0), RequestType("b2", 50, 9, 2.0)],
+                  capacity=10**6)
+    sol = solve_nested_fixed(w, NestedOptions(batch_cap=62, prefill_mode="per_class"), None)
+    return w, sol, nested_policy(w, sol, allow_violations=True)
+
+
+def test_check_of_a_per_class_file_by_hand():
+    from thresholds.verify import verify_policy
+
+    w, sol, policy = _per_class_hand_policy()
+    conds = verify_policy(policy, w)
+    assert [(c.name, c.holds) for c in conds] == [
+        ("decode_lengths_covered[prefill=50]", True), ("threshold_ratio[prefill=50][1]", True),
+        ("iteration_time[prefill=50]", True), ("decode_lengths_covered[prefill=10]", True),
+        ("iteration_time[prefill=10]", True), ("memory_within_capacity", True)]
+    by_name = {c.name: c for c in conds}
+    assert by_name["threshold_ratio[prefill=50][1]"].lhs == 4 / 7 and by_name["threshold_ratio[prefill=50][1]"].rhs == 0.5
+    assert by_name["iteration_time[prefill=50]"].lhs == pytest.approx(0.312, rel=1e-12)
+    assert (by_name["iteration_time[prefill=50]"].rhs, by_name["iteration_time[prefill=10]"].rhs) == (7 / 4, 1 / 0.5)
+    # memory: every instance's M^π + buffer (3020 + the buffers the solver found)
+    assert by_name["memory_within_capacity"].lhs == pytest.approx(3020 + sol.buffer_tokens, rel=1e-9)
+
+
+def test_check_puts_an_unlisted_type_in_the_instance_of_the_nearest_prefill():
+    # a type c (prefill 45, l' = 9, 1/s) the file does not list joins the prefill-50 instance: Λ = 5,
+    # p_1 = (2 + 1)/5 = 0.6 > n_2/n_1 = 4/7, so that ratio breaks and the buffer (hence memory) is unbounded
+    from thresholds.verify import verify_policy
+
+    w, _, policy = _per_class_hand_policy()
+    today = Workload("hand", w.kv_capacity_tokens, w.batch_time, w.types + (RequestType("c", 45, 9, 1.0),))
+    by_name = {c.name: c for c in verify_policy(policy, today)}
+    assert by_name["iteration_time[prefill=50]"].rhs == 7 / 5 and by_name["iteration_time[prefill=10]"].rhs == 2.0
+    ratio = by_name["threshold_ratio[prefill=50][1]"]
+    assert not ratio.holds and ratio.rhs == pytest.approx(0.6, rel=1e-15)
+    assert by_name["memory_within_capacity"].lhs == math.inf and not by_name["memory_within_capacity"].holds
+
+
+def test_check_of_a_wait_file_needs_a_class_for_every_workload_type():
+    from fluid.errors import InputError
+    from thresholds.build import wait_policy
+    from thresholds.verify import verify_policy
+
+    w = _workload([RequestType("a", 10, 9, 3.0), RequestType("b", 10, 19, 1.0)])
+    policy = wait_policy(w, solve_wait_batch_cap(w, 120), allow_violations=True)
+    today = _workload([RequestType("a", 10, 9, 3.0), RequestType("new", 5, 5, 1.0)])
+    with pytest.raises(InputError, match=r"no class for workload type\(s\) \['new'\]") as err:
+        verify_policy(policy, today)
+    assert err.value.field == "classes"
