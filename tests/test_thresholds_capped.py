@@ -158,3 +158,34 @@ def test_mean_resident_kv_by_hand():
     w = Workload("two", 10**9, AffineBatchTime(0.01, 1e-9),
                  (RequestType("s", 100, 100, 990.0), RequestType("l", 100, 200, 10.0)))
     assert mean_resident_kv_tokens(w) == pytest.approx(15400500 / 102000, rel=1e-15)
+
+
+def test_check_of_capped_files_by_hand():
+    # `fluidsched check` on the capped policies above, against their own workloads and a busier one
+    from fluid.equilibrium import closed_form
+    from thresholds.build import nested_capped_policy, wait_capped_policy
+    from thresholds.verify import verify_policy
+
+    w = Workload("one", 10**6, AffineBatchTime(0.02, 0.025 / 7948), (RequestType("t", 990, 7, 10.0),))
+    policy = wait_capped_policy(w, solve_wait_capped(w, slack=0.5))
+    conds = {c.name: c for c in verify_policy(policy, w)}
+    assert list(conds) == ["iteration_time[t]", "memory_at_least_fluid", "memory_within_capacity"]
+    assert conds["iteration_time[t]"].lhs == pytest.approx(0.041875, rel=1e-12) and conds["iteration_time[t]"].rhs == 0.0875
+    assert conds["memory_at_least_fluid"].lhs == pytest.approx(closed_form(w).memory_star_tokens, rel=1e-12)
+    assert conds["memory_at_least_fluid"].rhs == pytest.approx(0.875 * 7948, rel=1e-12)  # Σ n_j a_j
+    assert (conds["memory_within_capacity"].lhs, conds["memory_within_capacity"].rhs) == (6979.0, 10**6)  # the chosen bound
+    busier = Workload("one", 6000, w.batch_time, (RequestType("t", 990, 7, 20.0),))
+    conds = {c.name: c for c in verify_policy(policy, busier)}
+    assert conds["iteration_time[t]"].rhs == 0.875 / 20 and conds["iteration_time[t]"].holds  # 0.041875 ≤ 0.04375
+    assert not conds["memory_within_capacity"].holds  # 6979 > 6000
+
+    types = (RequestType("s", 100, 100, 990.0), RequestType("l", 100, 200, 10.0))
+    w2 = Workload("two", 200_000, AffineBatchTime(0.01, 1e-9), types)
+    options = NestedOptions(slack=0.1, eta=0.05, memory_bound="theorem", segments=2)
+    sol = solve_nested_capped(w2, options, 2)
+    conds = verify_policy(nested_capped_policy(w2, sol, options), w2)
+    # resident cap 1154 at its mean size: ΔT = 0.01 + 1154·1e-9·15400500/102000 ≤ 1154 / Σλ(l'+1) = 1154/102000
+    assert [c.name for c in conds] == ["iteration_time", "memory_within_capacity"]
+    assert conds[0].lhs == pytest.approx(0.01 + 1154 * 1e-9 * 15400500 / 102000, rel=1e-12)
+    assert conds[0].rhs == pytest.approx(1154 / 102000, rel=1e-12) and conds[0].holds
+    assert conds[1].lhs == pytest.approx(sol.memory.required_tokens, rel=1e-12) and conds[1].rhs == 200_000
