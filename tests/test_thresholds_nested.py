@@ -232,3 +232,21 @@ def test_the_blow_up_guard_starts_just_past_1000_times_the_start(monkeypatch, fi
     else:
         sol = solve_nested_fixed(w, NestedOptions(slack=0.05), None)
         assert sol.iteration_time_s == 0.5 and sol.instances[0].thresholds[0] == math.floor(2 * 1000.0 / 0.95) + 1
+
+
+def test_auto_segments_over_memory_lists_each_count_and_the_least_c_that_works():
+    # two decode lengths: L = 1 and L = 2 are tried; C between M* and the smaller requirement fits neither
+    from fluid.equilibrium import closed_form
+
+    base = Workload("hand", 10**9, AffineBatchTime(0.02, 1e-6), (RequestType("a", 20, 10, 300.0), RequestType("b", 20, 30, 100.0)))
+    options = NestedOptions(slack=0.05, segments="auto")
+    needs = [solve_nested_fixed(base, options, count).memory_required_tokens for count in (1, 2)]
+    assert needs[1] < needs[0]
+    cap = math.floor((closed_form(base).memory_star_tokens + needs[1]) / 2)
+    with pytest.raises(UnstableWorkloadError) as info:
+        solve_nested(Workload("hand", cap, base.batch_time, base.types), options)
+    text = str(info.value)
+    assert f"within C = {cap} tokens (memory requirement by L: L=1: {needs[0]:.6g} tokens; L=2: {needs[1]:.6g} tokens)" in text
+    assert f"Nearest feasible setting: C ≥ {math.ceil(needs[1])} tokens (L=2), or a lower rate" in text
+    # at that C it is solved, at L = 2
+    assert solve_nested(Workload("hand", math.ceil(needs[1]), base.batch_time, base.types), options).num_segments_requested == 2
