@@ -449,6 +449,30 @@ def test_nested_adaptive_needs_the_rates_the_policy_was_solved_for(nested_adapti
         with pytest.raises(InputError, match=r"workload\.rates_per_s"):
             AdaptiveCappedNestedWaitScheduler(KVBlockManager(137_000, 16), policy=replace(policy, solved_for=ref))
 
+
+def test_the_re_solve_rule_caps_c_at_the_cache_and_flags_override_the_files_settings(adaptive_policy):
+    # the file (C = 137,000, window 30 s, backlog 1 s): a smaller cache caps C, a larger one does not
+    # raise it; the scheduler's window/period/hysteresis override the file's block, the rest stays
+    from dataclasses import replace
+
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.policy_file import load_policy
+    from runtime.schedulers.adaptive import AdaptiveCappedWaitScheduler, _rule, _settings
+
+    policy = load_policy(adaptive_policy)
+    small = AdaptiveCappedWaitScheduler(KVBlockManager(50_000, 16), policy=policy)
+    rule = _rule(small.policy, small.kv, small.settings)
+    assert rule.kv_capacity_tokens == 50_000 and rule.slack == 0.0 and rule.memory_bound == "expected"
+    big = AdaptiveCappedWaitScheduler(KVBlockManager(500_000, 16), policy=policy)
+    assert _rule(big.policy, big.kv, big.settings).kv_capacity_tokens == 137_000
+    assert rule.max_capacity_fraction == policy.adaptive.max_capacity_fraction
+    assert _settings(policy, None, None, None) == policy.adaptive
+    assert _settings(policy, 10.0, 2.0, 0.2) == replace(policy.adaptive, window_s=10.0, period_s=2.0, hysteresis=0.2)
+    assert _settings(replace(policy, adaptive=None), None, 3.0, None) == AdaptiveSettings(period_s=3.0)
+    with pytest.raises(InputError, match="lacks") as err:
+        AdaptiveCappedWaitScheduler(KVBlockManager(50_000, 16), policy=replace(policy, batch_time=None))
+    assert err.value.field == "batch_time"
+
 # --- the drift experiments at smoke size ----------------------------------------------------------
 @pytest.mark.parametrize("name", ["step", "periodic", "azure-x10"])
 def test_drift_experiment_smoke_writes_the_documented_fields(tmp_path, name, capsys):
