@@ -592,3 +592,29 @@ def test_beyond_capacity_the_nested_cap_is_solved_at_the_capacity_fraction():
     cap, scale = resolve_nested_cap(rate, shape, SolveRule(0.0, "expected", None, 10**9, BT), 532)
     assert scale == pytest.approx(0.95 / 1.5, rel=1e-12)
     assert cap == littles_law_cap(rate * scale * shape.stages, per_resident, 0.0093, 1.0)[0]
+
+
+def test_wait_caps_at_a_slack_are_bounded_by_the_load_limit_at_that_slack():
+    # rates at L = 1.2 with C so large that only the load binds: at slack 0.1 the capacity is ρ/L = 0.9/1.2,
+    # and the caps are solve's at 0.95 of it
+    from fluid.equilibrium import closed_form
+    from thresholds.capped_solve import solve_wait_capped
+
+    rate = 1.2 / closed_form(_workload(1.0, 10**9)).load_factor
+    classes = [("a", 512, 20), ("b", 512, 50)]
+    caps, scale = resolve_wait_caps(classes, {"a": rate, "b": rate / 2}, SolveRule(0.1, "expected", None, 10**9, BT))
+    assert scale == pytest.approx(0.95 * 0.9 / 1.2, rel=1e-12)
+    assert tuple(caps.values()) == solve_wait_capped(_workload(rate * scale, 10**9), slack=0.1).caps
+
+
+def test_wait_caps_that_fit_at_no_scale_are_an_error_naming_the_smallest_scale_tried():
+    # the worst-case bound of one resident per class (532 + 562 tokens) exceeds C = 100 at every rate;
+    # the search starts at 0.95 of the capacity scale θ* at this C and halves it 20 times
+    from fluid.equilibrium import closed_form
+    from fluid.errors import UnstableWorkloadError
+
+    start = 0.95 * closed_form(_workload(1.0, 100)).capacity_scale
+    assert start < 1
+    with pytest.raises(UnstableWorkloadError) as err:
+        resolve_wait_caps([("a", 512, 20), ("b", 512, 50)], {"a": 1.0, "b": 0.5}, SolveRule(0.0, "worst", None, 100, BT))
+    assert str(err.value) == f"adaptive WAIT: no scale of the estimated rates down to {start / 2**20:.2g} gives caps that fit"
