@@ -375,3 +375,16 @@ def test_check_of_a_wait_file_needs_a_class_for_every_workload_type():
     with pytest.raises(InputError, match=r"no class for workload type\(s\) \['new'\]") as err:
         verify_policy(policy, today)
     assert err.value.field == "classes"
+
+
+def test_wait_conditions_skip_a_type_without_traffic_and_flag_an_unbounded_fluid_memory():
+    # a = 7 for (3, 1) as above; the second class has no arrivals (no time bound), and an infinite
+    # M* (an unstable workload) can never be at most M^π
+    time = LinearTime(0.5, 0.125, 0.0)
+    classes = [("t", 3, 1, 2 / 2.25, 2), ("idle", 3, 1, 0.0, 1)]
+    conds = wait_conditions(time, classes, kv_capacity_tokens=21, memory_star_tokens=float("inf"))
+    assert [c.name for c in conds] == ["iteration_time[t]", "memory_at_least_fluid", "memory_within_capacity"]
+    # ΔT = 0.5 + 0.125·(2·7 + 1·7) = 3.125 > 2.25 = n/λ: broken; M^π = 21 = C: holds
+    assert conds[0].lhs == 3.125 and conds[0].rhs == pytest.approx(2.25, rel=1e-15) and not conds[0].holds
+    assert (conds[1].holds, conds[1].lhs, conds[1].rhs) == (False, math.inf, 21.0)
+    assert conds[2].holds and conds[2].lhs == 21.0
