@@ -388,3 +388,23 @@ def test_wait_conditions_skip_a_type_without_traffic_and_flag_an_unbounded_fluid
     assert conds[0].lhs == 3.125 and conds[0].rhs == pytest.approx(2.25, rel=1e-15) and not conds[0].holds
     assert (conds[1].holds, conds[1].lhs, conds[1].rhs) == (False, math.inf, 21.0)
     assert conds[2].holds and conds[2].lhs == 21.0
+
+
+def test_length_distribution_merges_equal_lengths_and_counts_longer_strictly():
+    dist = LengthDistribution.from_pairs([(9, 2.0), (4, 1.0), (9, 0.5), (20, 1.5)])
+    assert dist.lengths == (4, 9, 20) and dist.rates_per_s == (1.0, 2.5, 1.5)  # sorted, the two 9s merged
+    assert dist.total_rate_per_s == 5.0
+    # prompts that continue past a stage decode longer than it: at stage 9 the 9s have finished
+    assert [dist.rate_longer_than(s) for s in (3, 4, 8, 9, 19, 20)] == [5.0, 4.0, 4.0, 1.5, 1.5, 0.0]
+
+
+def test_quantile_breakpoints_at_exact_cumulative_shares():
+    # rates 1, 1, 2 of 4: the 25 % and 50 % targets are reached exactly at 4 and 9, and count there
+    dist = LengthDistribution.from_pairs([(4, 1.0), (9, 1.0), (20, 2.0)])
+    assert breakpoints(dist, "quantile", 4) == (4, 9, 20)
+    assert breakpoints(dist, "quantile", 3) == (9, 20)  # 33 % lands in 9's share, 67 % in 20's
+    # three rates of 0.1: the total is 0.30000000000000004, so the 1/3 target 0.10000000000000002 sits a
+    # hair above the first share (and 2/3 above the second): the relative 1e-12 tolerance still counts them
+    noisy = LengthDistribution.from_pairs([(1, 0.1), (2, 0.1), (3, 0.1)])
+    assert noisy.total_rate_per_s * 1 / 3 > 0.1
+    assert breakpoints(noisy, "quantile", 3) == (1, 2, 3)
