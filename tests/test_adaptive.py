@@ -618,3 +618,19 @@ def test_wait_caps_that_fit_at_no_scale_are_an_error_naming_the_smallest_scale_t
     with pytest.raises(UnstableWorkloadError) as err:
         resolve_wait_caps([("a", 512, 20), ("b", 512, 50)], {"a": 1.0, "b": 0.5}, SolveRule(0.0, "worst", None, 100, BT))
     assert str(err.value) == f"adaptive WAIT: no scale of the estimated rates down to {start / 2**20:.2g} gives caps that fit"
+
+
+def test_settings_and_rule_refuse_unknown_input_naming_the_field():
+    with pytest.raises(InputError) as err:
+        SolveRule(0.0, "typical", None, 1000, BT)
+    assert err.value.field == "memory_bound" and "expected, worst, theorem" in str(err.value)
+    with pytest.raises(InputError) as err:
+        RequestShape.of_lengths([])
+    assert err.value.field == "lengths"
+    with pytest.raises(InputError) as err:
+        AdaptiveSettings.from_dict([("window_s", 5)])
+    assert err.value.field == "adaptive" and "must be a mapping" in str(err.value)
+    with pytest.raises(InputError, match=r"unknown key\(s\) \['windows'\]"):
+        AdaptiveSettings.from_dict({"windows": 5})
+    assert AdaptiveSettings.from_dict({"window_s": 5.0}) == AdaptiveSettings(window_s=5.0)
+    assert AdaptiveSettings.from_dict(AdaptiveSettings(headroom=0.5).to_dict()) == AdaptiveSettings(headroom=0.5)
