@@ -70,3 +70,25 @@ def test_a_type_missing_from_the_files_rates_adds_no_load_to_its_instance():
     edited = replace(policy, workload=replace(policy.workload, rates_per_s=(("b1", 2.0), ("b2", 2.0))))
     rows = _rows(policy_text(edited), "prefill")
     assert [r[6] for r in rows] == ["0.178", "0.156", "0.000"]
+
+
+def test_capped_policy_text_states_its_memory_bounds_caps_and_chunk():
+    # the hand-computed capped WAIT policy of tests/test_thresholds_capped.py: expected 0.8·7948 = 6358.4
+    # tokens, worst case 7·997 = 6979, which the default 10 % margin is cut to; one class capped at 7
+    from thresholds.build import wait_capped_policy
+    from thresholds.capped_solve import solve_wait_capped
+
+    w = Workload("one", 10**6, AffineBatchTime(0.02, 0.025 / 7948), (RequestType("t", 990, 7, 10.0),))
+    text = policy_text(wait_capped_policy(w, solve_wait_capped(w, slack=0.5)))
+    assert ("memory (capped rule, docs/capped-rule.md): expected 6,358 tokens (an expectation), worst case 6,979 "
+            "(a guarantee), theorem M^π + buffer n/a; must fit C = 1000000: expected × (1 + 0.1) = 6,979 (0.7%)") in text
+    assert "caps: per class t 7 (resident 7), prefill chunk 800 tokens" in text
+    assert "policy (capped service)" not in text and text.startswith("policy wait (capped service), mode fluid")
+
+
+def test_an_overloaded_workloads_fluid_point_reads_unbounded():
+    from thresholds.build import wait_policy
+
+    hot = Workload("hot", 10**9, AffineBatchTime(0.01, 1e-3), (RequestType("a", 10, 10, 100.0),))
+    text = policy_text(wait_policy(hot, solve_wait_batch_cap(hot, 64), allow_violations=True))
+    assert "fluid: M* = unbounded tokens, ΔT* = unbounded, throughput* = 1000 tokens/s, load factor L = 16.5" in text
