@@ -99,6 +99,9 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "`solve_theta` reaches this line only with lo > 0 and f(lo) < 0 (it returns 2·lo when f(lo) ≥ 0): for "
         "lo ≤ 1 both give hi = 1.0; for lo > 1 the mutant starts at hi = lo, where f < 0, so the doubling loop "
         "makes it 2·lo before anything else: the same bracket, the same root",
+    ('thresholds/adaptive.py', 'solved = _chunk(max(prefill_tokens_per_step, 0.0), 2**62)  # no longest-prompt cut: a chunk past every prompt is the same', '0.0->1.0'):
+        "`_chunk` rounds up to whole 16-token blocks, at least one: every value in [0, 16] (so 0 and 1 alike) "
+        "gives one block, 16 tokens, and a value above 1 passes either clip unchanged",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
