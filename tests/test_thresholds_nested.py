@@ -250,3 +250,14 @@ def test_auto_segments_over_memory_lists_each_count_and_the_least_c_that_works()
     assert f"Nearest feasible setting: C ≥ {math.ceil(needs[1])} tokens (L=2), or a lower rate" in text
     # at that C it is solved, at L = 2
     assert solve_nested(Workload("hand", math.ceil(needs[1]), base.batch_time, base.types), options).num_segments_requested == 2
+
+
+def test_the_fluid_mode_refuses_an_unstable_workload_the_batch_cap_recipe_reports_it():
+    # L = 1e-3·(100·11·15 + …) > 1: the fluid mode refuses with the fluid command's message; the
+    # batch-cap recipe returns its thresholds with the broken condition reported
+    hot = Workload("hot", 10**9, AffineBatchTime(0.01, 1e-3), (RequestType("a", 10, 10, 100.0), RequestType("b", 10, 4, 50.0)))
+    with pytest.raises(UnstableWorkloadError, match=r"workload 'hot' is unstable: load factor L = .* ≥ 1"):
+        solve_nested(hot, NestedOptions())
+    sol = solve_nested(hot, NestedOptions(batch_cap=64))
+    assert sol.mode == "batch_cap" and not sol.holds
+    assert [c.name for c in sol.conditions if not c.holds] == ["iteration_time"]

@@ -408,3 +408,19 @@ def test_quantile_breakpoints_at_exact_cumulative_shares():
     noisy = LengthDistribution.from_pairs([(1, 0.1), (2, 0.1), (3, 0.1)])
     assert noisy.total_rate_per_s * 1 / 3 > 0.1
     assert breakpoints(noisy, "quantile", 3) == (1, 2, 3)
+
+
+def test_check_of_a_nested_file_without_delta_or_horizon_uses_0_01_and_an_hour():
+    # a file that records no δ or horizon is checked at δ = 0.01 over 3600 s, the solver's defaults
+    from dataclasses import replace
+
+    from thresholds.build import nested_policy
+    from thresholds.verify import verify_policy
+
+    w = _workload([RequestType("short", 20, 4, 400.0), RequestType("long", 20, 9, 200.0)], d1_s=1e-6, capacity=10**7)
+    sol = solve_nested_fixed(w, NestedOptions(slack=0.1), None)  # δ = 0.01, horizon 3600 s
+    policy = nested_policy(w, sol, allow_violations=True)
+    bare = replace(policy, guarantees=replace(policy.guarantees, delta=None, horizon_s=None))
+    memory = {c.name: c for c in verify_policy(bare, w)}["memory_within_capacity"].lhs
+    inst = sol.instances[0]
+    assert memory == pytest.approx(inst.memory_policy_tokens + inst.buffer_tokens, rel=1e-9)
