@@ -177,9 +177,26 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
     ('fluid/traces.py', 'idx = np.minimum((trace.arrival_s // bin_s).astype(np.int64), num_bins - 1)', '1->0'):
         "as for `-`→`+` on this line: the clip never binds for a trace from load_timestamp_trace (arrival_s[0] = 0), "
         "so raising it to num_bins changes nothing",
+    # thresholds/ (WAIT, Nested WAIT, capped rule, tuning, reports) and runtime/schedulers/adaptive.py
+    ('thresholds/wait.py', 'if closed_form(workload.scaled(mid)).load_factor < rho and _least_feasible(workload.scaled(mid), rho, cap):', '<-><='):
+        "the load clause never fails: `_memory_diagnosis` runs only from `solve_wait`, after it refused L ≥ ρ at "
+        "scale 1, and the bisection's mid stays ≤ 1 − 2^-40 (hi ≤ 1, mid < hi); L(mid) is a sum of non-negative "
+        "products of the rates times mid, each rounded monotonically, so L(mid) ≤ L(1) < ρ: `<` and `<=` agree",
+    ('thresholds/nested.py', 'hi = max(2 * lo, 1.0)', '2->1'):
+        "`solve_theta` reaches this line only with lo > 0 and f(lo) < 0 (it returns 2·lo when f(lo) ≥ 0): for "
+        "lo ≤ 1 both give hi = 1.0; for lo > 1 the mutant starts at hi = lo, where f < 0, so the doubling loop "
+        "makes it 2·lo before anything else: the same bracket, the same root",
+    ('thresholds/adaptive.py', 'solved = _chunk(max(prefill_tokens_per_step, 0.0), 2**62)  # no longest-prompt cut: a chunk past every prompt is the same', '0.0->1.0'):
+        "`_chunk` rounds up to whole 16-token blocks, at least one: every value in [0, 16] (so 0 and 1 alike) "
+        "gives one block, 16 tokens, and a value above 1 passes either clip unchanged",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
+    ('thresholds/nested.py', 'fluid = closed_form(workload.scaled(1 / rho)) if rho < 1 else closed_form(workload)',
+     '1->2', 55):
+        "`rho < 2` always takes the first branch, which differs only at ρ = 1 (slack ≥ 0 keeps ρ ≤ 1): there "
+        "workload.scaled(1 / 1) multiplies every rate by 1.0 exactly, and closed_form reads only rates, lengths, "
+        "C and the batch time, so the fluid point is the same (the `1 / rho` at column 36 is not equivalent)",
     ('thresholds/segments.py', 'edges = [round(k * longest / num_segments) for k in range(1, num_segments + 1)]',
      '1->2', 76):
         "`range(1, m + 2)` adds one edge, round((m+1)·longest/m) > longest; the largest length at or below it "

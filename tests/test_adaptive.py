@@ -300,6 +300,22 @@ def test_schema_and_reader_agree_on_the_adaptive_block(adaptive_policy, tmp_path
         assert schema_ok == reader_ok == ok, edit
 
 
+def test_the_adaptive_flags_help_states_the_settings_defaults():
+    import argparse
+    import re
+
+    from thresholds.cli_solve import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = AdaptiveSettings().to_dict()
+    flags = [a for a in parser._actions if a.option_strings and a.option_strings[0].startswith("--adaptive-")]
+    assert len(flags) == 5
+    for action in flags:
+        stated = float(re.search(r"default ([0-9.]+)$", action.help).group(1))
+        assert stated == defaults[action.dest.removeprefix("adaptive_")], action.option_strings[0]
+
+
 def test_adaptive_flags_without_adaptive_are_refused(capsys):
     from validation.cli import main
 
@@ -402,6 +418,61 @@ def test_nested_adaptive_uses_the_finished_lengths_from_exactly_min_completions_
     assert caps[1] == caps[2] != caps[0]
 
 
+
+def test_nested_adaptive_prices_the_worst_case_at_the_longest_request_seen(nested_adaptive_doc, monkeypatch):
+    # the policy's longest request is 200 + 200 = 400 tokens; a finished request of 100 + 450 = 550
+    # raises the worst-case length the re-solve prices; shorter ones never lower it
+    import runtime.schedulers.adaptive as adaptive_scheduler
+
+    sched = _nested_adaptive(nested_adaptive_doc)
+    priced = []
+    real = adaptive_scheduler.resolve_nested_cap
+    monkeypatch.setattr(adaptive_scheduler, "resolve_nested_cap",
+                        lambda total, shape, rule, longest: priced.append(longest) or real(total, shape, rule, longest))
+    sched.controller._resolve(10.0)
+    sched.lengths.observe(2.0, 10, 20)
+    sched.controller._resolve(10.0)
+    sched.lengths.observe(3.0, 100, 450)
+    sched.controller._resolve(10.0)
+    assert priced == [400, 400, 550]
+
+
+def test_nested_adaptive_needs_the_rates_the_policy_was_solved_for(nested_adaptive_doc):
+    from dataclasses import replace
+
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.policy_file import policy_from_dict
+    from runtime.schedulers.adaptive import AdaptiveCappedNestedWaitScheduler
+
+    policy = policy_from_dict(nested_adaptive_doc)
+    for ref in (None, replace(policy.solved_for, rates_per_s=())):
+        with pytest.raises(InputError, match=r"workload\.rates_per_s"):
+            AdaptiveCappedNestedWaitScheduler(KVBlockManager(137_000, 16), policy=replace(policy, solved_for=ref))
+
+
+def test_the_re_solve_rule_caps_c_at_the_cache_and_flags_override_the_files_settings(adaptive_policy):
+    # the file (C = 137,000, window 30 s, backlog 1 s): a smaller cache caps C, a larger one does not
+    # raise it; the scheduler's window/period/hysteresis override the file's block, the rest stays
+    from dataclasses import replace
+
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.policy_file import load_policy
+    from runtime.schedulers.adaptive import AdaptiveCappedWaitScheduler, _rule, _settings
+
+    policy = load_policy(adaptive_policy)
+    small = AdaptiveCappedWaitScheduler(KVBlockManager(50_000, 16), policy=policy)
+    rule = _rule(small.policy, small.kv, small.settings)
+    assert rule.kv_capacity_tokens == 50_000 and rule.slack == 0.0 and rule.memory_bound == "expected"
+    big = AdaptiveCappedWaitScheduler(KVBlockManager(500_000, 16), policy=policy)
+    assert _rule(big.policy, big.kv, big.settings).kv_capacity_tokens == 137_000
+    assert rule.max_capacity_fraction == policy.adaptive.max_capacity_fraction
+    assert _settings(policy, None, None, None) == policy.adaptive
+    assert _settings(policy, 10.0, 2.0, 0.2) == replace(policy.adaptive, window_s=10.0, period_s=2.0, hysteresis=0.2)
+    assert _settings(replace(policy, adaptive=None), None, 3.0, None) == AdaptiveSettings(period_s=3.0)
+    with pytest.raises(InputError, match="lacks") as err:
+        AdaptiveCappedWaitScheduler(KVBlockManager(50_000, 16), policy=replace(policy, batch_time=None))
+    assert err.value.field == "batch_time"
+
 # --- the drift experiments at smoke size ----------------------------------------------------------
 @pytest.mark.parametrize("name", ["step", "periodic", "azure-x10"])
 def test_drift_experiment_smoke_writes_the_documented_fields(tmp_path, name, capsys):
@@ -450,3 +521,116 @@ def test_nested_cap_with_slack_and_a_binding_memory_matches_solve():
     at = solve_nested_capped(Workload("w", 5900, BT, (RequestType("a", 512, 20, 20.0 * scale),)),
                              NestedOptions(segments=None, slack=0.1, eta=0.0), None)
     assert at.resident_cap == cap and at.memory.expected_tokens <= 5900 < sol.memory.expected_tokens
+
+
+def test_segment_shape_by_hand_is_the_shape_of_the_lengths_it_ends_at():
+    # prefill 10; segments 0..4 (p = 0.5) and 5..9: every request spends stages 0..4 (KV 10..14, 60 in
+    # all), half of them also 5..9 (KV 15..19, 85): E[l' + 1] = 5 + 0.5·5 = 7.5 stages, KV per stage
+    # (60 + 0.5·85) / 7.5, new tokens (10 + 6.5) / 7.5 = 2.2. Segments that end at the output lengths
+    # give exactly the shape of those lengths: half (10, 4), half (10, 9)
+    from runtime.schedulers.adaptive import segment_shape
+    from thresholds.policy import Segment
+
+    shape = segment_shape(10, (Segment(0, 4, 3, 0.5, None), Segment(5, 9, 2, 0.0, 1.0)))
+    assert shape.stages == 7.5
+    assert shape.resident_kv_tokens == pytest.approx(102.5 / 7.5, rel=1e-15)
+    assert shape.new_tokens_per_stage == pytest.approx(2.2, rel=1e-15)
+    lengths = RequestShape.of_lengths([(10, 4), (10, 9)])
+    assert (shape.stages, shape.resident_kv_tokens, shape.new_tokens_per_stage) == pytest.approx(
+        (lengths.stages, lengths.resident_kv_tokens, lengths.new_tokens_per_stage), rel=1e-15)
+
+
+def test_wait_adaptive_refuses_a_class_solved_for_no_traffic(adaptive_policy, tmp_path):
+    # the estimator starts from the rate each class was solved for: a file with rate 0 (the reader
+    # accepts it, a non-negative number) has nothing to start from
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.policy_file import load_policy
+    from runtime.schedulers import make_scheduler
+
+    doc = json.loads(adaptive_policy.read_text())
+    doc["classes"][0]["rate_per_s"] = 0
+    path = tmp_path / "zero.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=r"classes\[\]\.rate_per_s") as err:
+        make_scheduler("wait-adaptive", KVBlockManager(137_000, 16), policy=load_policy(path))
+    assert err.value.field == "classes"
+
+
+def test_the_settings_defaults_are_the_documented_ones():
+    # docs/adaptive.md, "Parameters": what `solve --adaptive` writes when no flag is given
+    assert AdaptiveSettings().to_dict() == {
+        "window_s": 60.0, "period_s": 5.0, "hysteresis": 0.05, "min_rate_scale": 0.05, "max_rate_scale": 20.0,
+        "min_completions": 50, "headroom": 0.25, "max_capacity_fraction": 0.95, "backlog_wait_s": 0.25,
+        "memory_margin": None}
+
+
+@pytest.mark.parametrize(("field", "value", "ok"), [
+    ("window_s", 0.0, False), ("period_s", 0.0, False), ("period_s", 1e-9, True),
+    ("hysteresis", 0.0, True), ("hysteresis", -0.01, False), ("headroom", 0.0, True), ("headroom", -0.01, False),
+    ("min_rate_scale", 0.0, False), ("max_rate_scale", 0.0, False), ("min_completions", 1, True),
+    ("min_completions", 0, False), ("max_capacity_fraction", 1.0, False), ("max_capacity_fraction", 0.0, False),
+    ("max_capacity_fraction", 0.999, True), ("backlog_wait_s", 0.0, False), ("backlog_wait_s", 0.01, True),
+    ("memory_margin", 0.0, True), ("memory_margin", -0.1, False),
+])
+def test_settings_bounds_at_their_edges(field, value, ok):
+    if ok:
+        assert getattr(AdaptiveSettings(**{field: value}), field) == value
+    else:
+        with pytest.raises(InputError) as err:
+            AdaptiveSettings(**{field: value})
+        assert err.value.field == f"adaptive.{field}"
+
+
+def test_beyond_capacity_the_nested_cap_is_solved_at_the_capacity_fraction():
+    # one type (512, 20): load L = Λ·E[l'+1]·(d_kv·KV + d_new·new) per resident; at 1.5 times the load
+    # limit the cap is solved at the scale 0.95 / 1.5 of the estimate (max_capacity_fraction of ρ / L)
+    from thresholds.capped import littles_law_cap
+
+    shape = RequestShape.of_lengths([(512, 20)])
+    per_resident = 2.6e-7 * shape.resident_kv_tokens + 4.7e-5 * shape.new_tokens_per_stage
+    rate = 1.5 / (shape.stages * per_resident)
+    cap, scale = resolve_nested_cap(rate, shape, SolveRule(0.0, "expected", None, 10**9, BT), 532)
+    assert scale == pytest.approx(0.95 / 1.5, rel=1e-12)
+    assert cap == littles_law_cap(rate * scale * shape.stages, per_resident, 0.0093, 1.0)[0]
+
+
+def test_wait_caps_at_a_slack_are_bounded_by_the_load_limit_at_that_slack():
+    # rates at L = 1.2 with C so large that only the load binds: at slack 0.1 the capacity is ρ/L = 0.9/1.2,
+    # and the caps are solve's at 0.95 of it
+    from fluid.equilibrium import closed_form
+    from thresholds.capped_solve import solve_wait_capped
+
+    rate = 1.2 / closed_form(_workload(1.0, 10**9)).load_factor
+    classes = [("a", 512, 20), ("b", 512, 50)]
+    caps, scale = resolve_wait_caps(classes, {"a": rate, "b": rate / 2}, SolveRule(0.1, "expected", None, 10**9, BT))
+    assert scale == pytest.approx(0.95 * 0.9 / 1.2, rel=1e-12)
+    assert tuple(caps.values()) == solve_wait_capped(_workload(rate * scale, 10**9), slack=0.1).caps
+
+
+def test_wait_caps_that_fit_at_no_scale_are_an_error_naming_the_smallest_scale_tried():
+    # the worst-case bound of one resident per class (532 + 562 tokens) exceeds C = 100 at every rate;
+    # the search starts at 0.95 of the capacity scale θ* at this C and halves it 20 times
+    from fluid.equilibrium import closed_form
+    from fluid.errors import UnstableWorkloadError
+
+    start = 0.95 * closed_form(_workload(1.0, 100)).capacity_scale
+    assert start < 1
+    with pytest.raises(UnstableWorkloadError) as err:
+        resolve_wait_caps([("a", 512, 20), ("b", 512, 50)], {"a": 1.0, "b": 0.5}, SolveRule(0.0, "worst", None, 100, BT))
+    assert str(err.value) == f"adaptive WAIT: no scale of the estimated rates down to {start / 2**20:.2g} gives caps that fit"
+
+
+def test_settings_and_rule_refuse_unknown_input_naming_the_field():
+    with pytest.raises(InputError) as err:
+        SolveRule(0.0, "typical", None, 1000, BT)
+    assert err.value.field == "memory_bound" and "expected, worst, theorem" in str(err.value)
+    with pytest.raises(InputError) as err:
+        RequestShape.of_lengths([])
+    assert err.value.field == "lengths"
+    with pytest.raises(InputError) as err:
+        AdaptiveSettings.from_dict([("window_s", 5)])
+    assert err.value.field == "adaptive" and "must be a mapping" in str(err.value)
+    with pytest.raises(InputError, match=r"unknown key\(s\) \['windows'\]"):
+        AdaptiveSettings.from_dict({"windows": 5})
+    assert AdaptiveSettings.from_dict({"window_s": 5.0}) == AdaptiveSettings(window_s=5.0)
+    assert AdaptiveSettings.from_dict(AdaptiveSettings(headroom=0.5).to_dict()) == AdaptiveSettings(headroom=0.5)

@@ -138,3 +138,41 @@ def test_show_ends_its_output_with_exactly_one_newline(as_json, capsys):
     assert out.endswith("\n") and not out.endswith("\n\n")
     if as_json:
         assert json.loads(out)["policy"] == "wait"
+
+
+@pytest.mark.parametrize(("text", "value"), [("auto", "auto"), ("types", "types"), ("1", 1), ("20", 20)])
+def test_segments_argument_accepts_a_count_auto_or_types(text, value):
+    from thresholds.cli_solve import _segments
+
+    assert _segments(text) == value
+
+
+@pytest.mark.parametrize(("text", "words"), [("0", "positive number of segments, got 0"), ("-3", "got -3"),
+                                             ("two", "positive integer, 'auto' or 'types', got 'two'"), ("1.5", "got '1.5'")])
+def test_segments_argument_refuses_other_text(text, words):
+    import argparse
+
+    from thresholds.cli_solve import _segments
+
+    with pytest.raises(argparse.ArgumentTypeError, match=words):
+        _segments(text)
+
+
+def test_default_service_rule_is_capped_except_for_the_batch_cap_recipe():
+    import argparse
+
+    from thresholds.cli_solve import default_service_rule
+
+    assert default_service_rule(argparse.Namespace(batch_cap=None)) == "capped"
+    assert default_service_rule(argparse.Namespace(batch_cap=64)) == "cohort"
+
+
+def test_the_memory_a_slack_choice_compares():
+    # the capped rule's chosen bound; else Nested WAIT's requirement, else WAIT's M^π
+    from types import SimpleNamespace
+
+    from thresholds.cli_solve import _memory
+
+    assert _memory(SimpleNamespace(memory=SimpleNamespace(required_tokens=7.0), memory_required_tokens=1.0)) == 7.0
+    assert _memory(SimpleNamespace(memory_required_tokens=5.0, memory_policy_tokens=3.0)) == 5.0
+    assert _memory(SimpleNamespace(memory_policy_tokens=3.0)) == 3.0

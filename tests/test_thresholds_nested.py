@@ -154,5 +154,110 @@ def test_theta_residual_by_hand_at_its_edge_probabilities():
     assert theta_residual(2.0, 5, 4, 0.0) == -8.0
     assert theta_residual(2.0, 5, 4, -0.0) == -8.0
     assert theta_residual(2.0, 5, 4, 1.0) == 2.0
+    assert theta_residual(2.0, 5, 2, 1.0) == 6.0  # θ·(n_(k−1) − n_k) = 2·3
+    assert theta_residual(0.5, 5, 2, 0.0) == -1.0  # −θ·n_k
     assert theta_residual(2.0, 5, 4, 0.5) == pytest.approx(-8.0 + 5 * math.log(0.5 + 0.5 * math.exp(2.0)))
     assert theta_residual(2.0, 5, 4, 1e-300) == pytest.approx(-8.0)  # continuous into p = 0
+
+
+def test_the_fluid_repair_gives_up_after_100_000_steps_with_a_typed_error(monkeypatch):
+    # ΔT(n) pinned at ρ·n_1/Σλ (the strict condition fails by a hair, and never by more than the
+    # 1000× blow-up guard): the repair takes 100,000 steps, one ΔT(n) each, then a typed error
+    import thresholds.nested as nested
+
+    w = Workload("never", 10**12, AffineBatchTime(1.0, 1e-9), (RequestType("a", 10, 4, 1000.0),
+                                                                 RequestType("b", 10, 9, 1000.0)))
+    real_totals, calls = nested._totals, []
+
+    def never_settles(workload, layouts, n1s):
+        calls.append(1)
+        thresholds, _ = real_totals(workload, layouts, n1s)
+        return thresholds, 0.95 * n1s[0] / 2000.0
+
+    monkeypatch.setattr(nested, "_totals", never_settles)
+    with pytest.raises(UnstableWorkloadError, match="did not settle"):
+        solve_nested_fixed(w, NestedOptions(slack=0.05), None)
+    assert len(calls) == 100_000
+
+
+def test_theta_when_n_k_is_a_hair_above_p_times_n_k_minus_1():
+    # p·n_(k−1) = 0.403·260933 = 105155.999: n_k = 105156 clears it by 0.001, so f dips below 0 by
+    # only ~8e-12 while its terms are ~1.7e-3 (below their rounding). The root is twice the
+    # minimum to O(θ³): 3.1858227351e-8 (50-digit arithmetic); the root-finder alone raised here
+    th = solve_theta(260933, 105156, 0.403)
+    assert th == pytest.approx(3.1858227351e-8, rel=1e-8)
+    # one step further from the edge the bracketed root-finder runs and agrees with the same rule
+    assert solve_theta(260933, 105157, 0.403) == pytest.approx(
+        2 * math.log(105157 * 0.597 / (0.403 * (260933 - 105157))), rel=1e-4)
+
+
+def test_a_load_not_below_the_target_utilisation_is_a_typed_error():
+    # long outputs come with long prompts: the representative prefill (505) underrates the load, so
+    # Nested WAIT's own load stays below ρ = 0.95 while L = 0.97 is not: no fluid point at λ/ρ
+    from fluid.equilibrium import closed_form
+
+    w = Workload("corr", 10**9, AffineBatchTime(0.01, 1e-6),
+                 (RequestType("short", 10, 10, 1.0), RequestType("long", 1000, 100, 1.0)))
+    w = w.scaled(0.97 / closed_form(w).load_factor)
+    for eta in (0.05, 0.0):
+        with pytest.raises(UnstableWorkloadError, match=r"L = 0.97 is not below the target utilisation ρ = 1 − slack = 0.95"):
+            solve_nested(w, NestedOptions(slack=0.05, eta=eta))
+    assert solve_nested(w, NestedOptions(slack=0.02)).holds  # ρ = 0.98 > L: solved
+
+
+def test_buffer_log_term_by_hand():
+    from thresholds.conditions import buffer_log_term
+
+    # ln(m ζ B / δ): m = 2 segments, ζ = 3, B = 100 iterations, δ = 0.01 → ln(60000)
+    assert buffer_log_term(2, 100.0, 0.01, 3.0) == pytest.approx(math.log(60_000), rel=1e-15)
+    assert buffer_log_term(2, 0.5, 0.01, 3.0) == pytest.approx(math.log(600), rel=1e-15)  # B < 1 counts as 1
+    assert buffer_log_term(1, 1.0, 0.5, 0.25) == 0.0  # ln(0.5) < 0: floored at 0
+
+
+@pytest.mark.parametrize(("first_dt", "blows_up"), [(1000.0, False), (math.nextafter(1000.0, math.inf), True)])
+def test_the_blow_up_guard_starts_just_past_1000_times_the_start(monkeypatch, first_dt, blows_up):
+    # the start x0 pinned at 1 s (the fluid ΔT* at λ/ρ, faked); a first ΔT(n) of exactly 1000·x0 is
+    # repaired (the next settles), one float beyond it is the blow-up error
+    from types import SimpleNamespace
+
+    import thresholds.nested as nested
+
+    w = Workload("guard", 10**9, AffineBatchTime(0.001, 1e-9), (RequestType("a", 10, 4, 1.0), RequestType("b", 10, 9, 1.0)))
+    real_totals, dts = nested._totals, iter([first_dt, 0.5])
+    monkeypatch.setattr(nested, "closed_form", lambda workload: SimpleNamespace(iteration_time_star_s=1.0))
+    monkeypatch.setattr(nested, "_totals", lambda workload, layouts, n1s: (real_totals(workload, layouts, n1s)[0], next(dts)))
+    if blows_up:
+        with pytest.raises(UnstableWorkloadError, match="do not settle"):
+            solve_nested_fixed(w, NestedOptions(slack=0.05), None)
+    else:
+        sol = solve_nested_fixed(w, NestedOptions(slack=0.05), None)
+        assert sol.iteration_time_s == 0.5 and sol.instances[0].thresholds[0] == math.floor(2 * 1000.0 / 0.95) + 1
+
+
+def test_auto_segments_over_memory_lists_each_count_and_the_least_c_that_works():
+    # two decode lengths: L = 1 and L = 2 are tried; C between M* and the smaller requirement fits neither
+    from fluid.equilibrium import closed_form
+
+    base = Workload("hand", 10**9, AffineBatchTime(0.02, 1e-6), (RequestType("a", 20, 10, 300.0), RequestType("b", 20, 30, 100.0)))
+    options = NestedOptions(slack=0.05, segments="auto")
+    needs = [solve_nested_fixed(base, options, count).memory_required_tokens for count in (1, 2)]
+    assert needs[1] < needs[0]
+    cap = math.floor((closed_form(base).memory_star_tokens + needs[1]) / 2)
+    with pytest.raises(UnstableWorkloadError) as info:
+        solve_nested(Workload("hand", cap, base.batch_time, base.types), options)
+    text = str(info.value)
+    assert f"within C = {cap} tokens (memory requirement by L: L=1: {needs[0]:.6g} tokens; L=2: {needs[1]:.6g} tokens)" in text
+    assert f"Nearest feasible setting: C ≥ {math.ceil(needs[1])} tokens (L=2), or a lower rate" in text
+    # at that C it is solved, at L = 2
+    assert solve_nested(Workload("hand", math.ceil(needs[1]), base.batch_time, base.types), options).num_segments_requested == 2
+
+
+def test_the_fluid_mode_refuses_an_unstable_workload_the_batch_cap_recipe_reports_it():
+    # L = 1e-3·(100·11·15 + …) > 1: the fluid mode refuses with the fluid command's message; the
+    # batch-cap recipe returns its thresholds with the broken condition reported
+    hot = Workload("hot", 10**9, AffineBatchTime(0.01, 1e-3), (RequestType("a", 10, 10, 100.0), RequestType("b", 10, 4, 50.0)))
+    with pytest.raises(UnstableWorkloadError, match=r"workload 'hot' is unstable: load factor L = .* ≥ 1"):
+        solve_nested(hot, NestedOptions())
+    sol = solve_nested(hot, NestedOptions(batch_cap=64))
+    assert sol.mode == "batch_cap" and not sol.holds
+    assert [c.name for c in sol.conditions if not c.holds] == ["iteration_time"]

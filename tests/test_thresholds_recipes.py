@@ -6,6 +6,8 @@ Every expected number below is worked out by hand in the comment next to it (arX
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from fluid.batch_time import AffineBatchTime, Linear3BatchTime
@@ -302,3 +304,123 @@ def test_per_class_instances_come_busiest_first_then_by_shorter_prompt():
     specs = instance_specs(_workload(types, capacity=10**8), "per_class")
     # rates per prefill: 50 → 2 + 3 = 5, 200 → 5, 100 → 1; the tie at 5 goes to the shorter prompt
     assert [(s.prefill_tokens, s.type_names) for s in specs] == [(50, ("b50", "a50")), (200, ("big",)), (100, ("mid",))]
+
+
+def test_check_of_a_nested_file_counts_new_tokens_and_labels_one_instance_plainly():
+    # with a per-new-token cost (d_new = 1e-3) check's ΔT(n) adds the new tokens of every segment:
+    # 8·(10 + 4) + 5·5 = 137 (see test_a_nested_policy_file_checks_the_solvers_iteration_time);
+    # one instance: its conditions carry no [prefill=…] label
+    from thresholds.build import nested_policy
+    from thresholds.verify import verify_policy
+
+    types = (RequestType("short", 10, 4, 1.0), RequestType("long", 10, 9, 1.0))
+    w = Workload("hand", 10**6, Linear3BatchTime(0.01, 1e-4, 1e-3), types)
+    sol = solve_nested_fixed(w, NestedOptions(batch_cap=62), None)
+    conds = {c.name: c for c in verify_policy(nested_policy(w, sol, allow_violations=True), w)}
+    assert set(conds) == {"decode_lengths_covered", "threshold_ratio[1]", "iteration_time", "memory_within_capacity"}
+    assert conds["iteration_time"].lhs == pytest.approx(0.01 + 1e-4 * 905 + 1e-3 * 137, rel=1e-12)
+    assert conds["iteration_time"].rhs == pytest.approx(8 / 2.0, rel=1e-12)  # n_1 / Σλ
+
+
+def _per_class_hand_policy():
+    # per prefill class, batch cap 62: prefill 50 (b1: l' = 4, b2: l' = 9, 2/s each) gets (7, 4),
+    # prefill 10 (a: l' = 4, 0.5/s) gets (1,); ΔT = 0.01 + 1e-4·(7·260 + 4·285 + 1·60) = 0.312 s
+    from thresholds.build import nested_policy
+
+    w = _workload([RequestType("a", 10, 4, 0.5), RequestType("b1", 50, 4, 2.0), RequestType("b2", 50, 9, 2.0)],
+                  capacity=10**6)
+    sol = solve_nested_fixed(w, NestedOptions(batch_cap=62, prefill_mode="per_class"), None)
+    return w, sol, nested_policy(w, sol, allow_violations=True)
+
+
+def test_check_of_a_per_class_file_by_hand():
+    from thresholds.verify import verify_policy
+
+    w, sol, policy = _per_class_hand_policy()
+    conds = verify_policy(policy, w)
+    assert [(c.name, c.holds) for c in conds] == [
+        ("decode_lengths_covered[prefill=50]", True), ("threshold_ratio[prefill=50][1]", True),
+        ("iteration_time[prefill=50]", True), ("decode_lengths_covered[prefill=10]", True),
+        ("iteration_time[prefill=10]", True), ("memory_within_capacity", True)]
+    by_name = {c.name: c for c in conds}
+    assert by_name["threshold_ratio[prefill=50][1]"].lhs == 4 / 7 and by_name["threshold_ratio[prefill=50][1]"].rhs == 0.5
+    assert by_name["iteration_time[prefill=50]"].lhs == pytest.approx(0.312, rel=1e-12)
+    assert (by_name["iteration_time[prefill=50]"].rhs, by_name["iteration_time[prefill=10]"].rhs) == (7 / 4, 1 / 0.5)
+    # memory: every instance's M^π + buffer (3020 + the buffers the solver found)
+    assert by_name["memory_within_capacity"].lhs == pytest.approx(3020 + sol.buffer_tokens, rel=1e-9)
+
+
+def test_check_puts_an_unlisted_type_in_the_instance_of_the_nearest_prefill():
+    # a type c (prefill 45, l' = 9, 1/s) the file does not list joins the prefill-50 instance: Λ = 5,
+    # p_1 = (2 + 1)/5 = 0.6 > n_2/n_1 = 4/7, so that ratio breaks and the buffer (hence memory) is unbounded
+    from thresholds.verify import verify_policy
+
+    w, _, policy = _per_class_hand_policy()
+    today = Workload("hand", w.kv_capacity_tokens, w.batch_time, w.types + (RequestType("c", 45, 9, 1.0),))
+    by_name = {c.name: c for c in verify_policy(policy, today)}
+    assert by_name["iteration_time[prefill=50]"].rhs == 7 / 5 and by_name["iteration_time[prefill=10]"].rhs == 2.0
+    ratio = by_name["threshold_ratio[prefill=50][1]"]
+    assert not ratio.holds and ratio.rhs == pytest.approx(0.6, rel=1e-15)
+    assert by_name["memory_within_capacity"].lhs == math.inf and not by_name["memory_within_capacity"].holds
+
+
+def test_check_of_a_wait_file_needs_a_class_for_every_workload_type():
+    from fluid.errors import InputError
+    from thresholds.build import wait_policy
+    from thresholds.verify import verify_policy
+
+    w = _workload([RequestType("a", 10, 9, 3.0), RequestType("b", 10, 19, 1.0)])
+    policy = wait_policy(w, solve_wait_batch_cap(w, 120), allow_violations=True)
+    today = _workload([RequestType("a", 10, 9, 3.0), RequestType("new", 5, 5, 1.0)])
+    with pytest.raises(InputError, match=r"no class for workload type\(s\) \['new'\]") as err:
+        verify_policy(policy, today)
+    assert err.value.field == "classes"
+
+
+def test_wait_conditions_skip_a_type_without_traffic_and_flag_an_unbounded_fluid_memory():
+    # a = 7 for (3, 1) as above; the second class has no arrivals (no time bound), and an infinite
+    # M* (an unstable workload) can never be at most M^π
+    time = LinearTime(0.5, 0.125, 0.0)
+    classes = [("t", 3, 1, 2 / 2.25, 2), ("idle", 3, 1, 0.0, 1)]
+    conds = wait_conditions(time, classes, kv_capacity_tokens=21, memory_star_tokens=float("inf"))
+    assert [c.name for c in conds] == ["iteration_time[t]", "memory_at_least_fluid", "memory_within_capacity"]
+    # ΔT = 0.5 + 0.125·(2·7 + 1·7) = 3.125 > 2.25 = n/λ: broken; M^π = 21 = C: holds
+    assert conds[0].lhs == 3.125 and conds[0].rhs == pytest.approx(2.25, rel=1e-15) and not conds[0].holds
+    assert (conds[1].holds, conds[1].lhs, conds[1].rhs) == (False, math.inf, 21.0)
+    assert conds[2].holds and conds[2].lhs == 21.0
+
+
+def test_length_distribution_merges_equal_lengths_and_counts_longer_strictly():
+    dist = LengthDistribution.from_pairs([(9, 2.0), (4, 1.0), (9, 0.5), (20, 1.5)])
+    assert dist.lengths == (4, 9, 20) and dist.rates_per_s == (1.0, 2.5, 1.5)  # sorted, the two 9s merged
+    assert dist.total_rate_per_s == 5.0
+    # prompts that continue past a stage decode longer than it: at stage 9 the 9s have finished
+    assert [dist.rate_longer_than(s) for s in (3, 4, 8, 9, 19, 20)] == [5.0, 4.0, 4.0, 1.5, 1.5, 0.0]
+
+
+def test_quantile_breakpoints_at_exact_cumulative_shares():
+    # rates 1, 1, 2 of 4: the 25 % and 50 % targets are reached exactly at 4 and 9, and count there
+    dist = LengthDistribution.from_pairs([(4, 1.0), (9, 1.0), (20, 2.0)])
+    assert breakpoints(dist, "quantile", 4) == (4, 9, 20)
+    assert breakpoints(dist, "quantile", 3) == (9, 20)  # 33 % lands in 9's share, 67 % in 20's
+    # three rates of 0.1: the total is 0.30000000000000004, so the 1/3 target 0.10000000000000002 sits a
+    # hair above the first share (and 2/3 above the second): the relative 1e-12 tolerance still counts them
+    noisy = LengthDistribution.from_pairs([(1, 0.1), (2, 0.1), (3, 0.1)])
+    assert noisy.total_rate_per_s * 1 / 3 > 0.1
+    assert breakpoints(noisy, "quantile", 3) == (1, 2, 3)
+
+
+def test_check_of_a_nested_file_without_delta_or_horizon_uses_0_01_and_an_hour():
+    # a file that records no δ or horizon is checked at δ = 0.01 over 3600 s, the solver's defaults
+    from dataclasses import replace
+
+    from thresholds.build import nested_policy
+    from thresholds.verify import verify_policy
+
+    w = _workload([RequestType("short", 20, 4, 400.0), RequestType("long", 20, 9, 200.0)], d1_s=1e-6, capacity=10**7)
+    sol = solve_nested_fixed(w, NestedOptions(slack=0.1), None)  # δ = 0.01, horizon 3600 s
+    policy = nested_policy(w, sol, allow_violations=True)
+    bare = replace(policy, guarantees=replace(policy.guarantees, delta=None, horizon_s=None))
+    memory = {c.name: c for c in verify_policy(bare, w)}["memory_within_capacity"].lhs
+    inst = sol.instances[0]
+    assert memory == pytest.approx(inst.memory_policy_tokens + inst.buffer_tokens, rel=1e-9)

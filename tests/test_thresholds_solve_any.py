@@ -106,3 +106,40 @@ def test_candidate_slack_is_half_the_headroom_capped_at_five_percent():
     choice = choose_slack(lambda s: seen.append(s) or s, lambda sol: 1.0, 0.98)
     assert seen == [0.0, pytest.approx(0.01)] and choice.slack == pytest.approx(0.01)
     assert choice.reason.startswith("slack 0.01 = min(0.05, ") and choice.reason.endswith("with L = 0.98")
+
+
+def _fake_solver(memory_by_slack):
+    """solve_at for choose_slack: the slack's memory, or UnstableWorkloadError where it is None."""
+    def solve_at(slack):
+        memory = memory_by_slack[round(slack, 6)]
+        if memory is None:
+            raise UnstableWorkloadError(f"no policy at slack {slack:g}")
+        return (slack, memory)
+    return solve_at
+
+
+@pytest.mark.parametrize(("zero", "candidate", "chosen", "words"), [
+    (100.0, 149.99, 0.05, "slack 0.05 = min(0.05, (1 − L)/2)"),  # below 1.5× slack 0's memory: the candidate
+    (100.0, 150.0, 0.0, "needs 150 tokens, ≥ 1.5× the 100 of slack 0"),  # exactly 1.5×: slack 0
+    (100.0, None, 0.0, "gives no policy (no policy at slack 0.05); slack 0 does"),
+    (None, 500.0, 0.05, "slack 0.05 = min"),  # slack 0 fails: the candidate, whatever its memory
+])
+def test_choose_slack_by_hand(zero, candidate, chosen, words):
+    choice = choose_slack(_fake_solver({0.0: zero, 0.05: candidate}), lambda sol: sol[1], 0.5)
+    assert choice.slack == chosen and choice.solution[0] == chosen
+    assert words in choice.reason
+
+
+def test_choose_slack_without_headroom_takes_slack_0():
+    # L = 1: the candidate is 0 itself, solved once
+    seen = []
+    choice = choose_slack(lambda s: seen.append(s) or ("zero", s), lambda sol: 1.0, 1.0)
+    assert seen == [0.0] and choice.slack == 0.0 and choice.solution == ("zero", 0.0)
+    assert choice.reason == "slack 0 = min(0.05, (1 − L)/2) with L = 1"
+
+
+@pytest.mark.parametrize("load", [0.5, 1.0])
+def test_choose_slack_raises_slack_0s_error_when_nothing_solves(load):
+    # L = 0.5: candidate 0.05 and 0 both fail; L = 1: the candidate is 0 itself
+    with pytest.raises(UnstableWorkloadError, match="no policy at slack 0$"):
+        choose_slack(_fake_solver({0.0: None, 0.05: None}), lambda sol: sol[1], load)

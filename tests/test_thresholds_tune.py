@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fluid.batch_time import AffineBatchTime
 from fluid.equilibrium import closed_form
 from fluid.workload import RequestType, Workload
@@ -94,3 +96,76 @@ def test_each_slack_tries_solves_chunk_twice_it_and_whole_prompts():
         base = solve_wait_capped(w, slack=float(label.removeprefix("slack "))).prefill_chunk_tokens
         assert base is not None and base < 4000
         assert chunks == [base, 2 * base, None]
+
+
+def test_a_trial_is_measured_after_a_warm_up_of_a_tenth_of_the_arrival_span():
+    # the candidate's latency counts the requests that arrived after the first 10 % of the span
+    # (runtime.metrics.warmup_cut_s), on the seeded arrivals every candidate shares
+    from runtime.arrivals import make_requests
+    from thresholds.build import wait_capped_policy
+    from thresholds.capped_solve import solve_wait_capped
+    from thresholds.tune import _simulate
+
+    w = _workload()
+    policy = wait_capped_policy(w, solve_wait_capped(w, slack=0.05))
+    summary, _, _ = _simulate(w, policy, "wait-capped", 300, 1)
+    arrivals = sorted(r.arrival_s for r in make_requests(w, 300, 1))
+    cut = 0.1 * arrivals[-1]
+    assert summary.warmup_s == cut
+    assert summary.measured_requests == sum(1 for a in arrivals if a >= cut) < 300
+
+
+def _scripted_tune(monkeypatch, script):
+    """tune() on _workload() (four slacks, whole prompts: four trials) with the simulator replaced
+    by `script`: one (throughput ratio, mean latency, overflow rate) per trial, in order."""
+    from types import SimpleNamespace
+
+    import thresholds.tune as tune_module
+
+    w = _workload()
+    star = closed_form(w).throughput_star_tokens_per_s
+    runs = iter(script)
+
+    def simulate(workload, policy, scheduler, requests, seed):
+        ratio, latency, overflow = next(runs)
+        return SimpleNamespace(decode_throughput_tokens_per_s=ratio * star, mean_latency_s=latency), overflow, 0
+
+    monkeypatch.setattr(tune_module, "_simulate", simulate)
+    best, trials = tune(w, None, requests=10, seed=0)
+    assert len(trials) == len(script)
+    assert [t.throughput_ratio for t in trials] == [pytest.approx(r, rel=1e-15) for r, _, _ in script]
+    return best, trials
+
+
+def test_tune_keeps_the_lowest_latency_at_the_targets_edges(monkeypatch):
+    # exactly 0.99 of throughput* and exactly 1 % overflow are admissible; 0.98 of throughput* or
+    # 1.1 % overflow are not, however low their latency
+    best, trials = _scripted_tune(monkeypatch, [(0.99, 2.0, 0.01), (0.98, 0.5, 0.0), (1.0, 0.7, 0.011), (1.0, 1.0, 0.0)])
+    assert trials[0].throughput_ratio == 0.99 and trials[0].overflow_rate == 0.01  # at the edges, in floats too
+    assert [t.admissible for t in trials] == [True, False, False, True]
+    assert best is trials[3]  # 1.0 s beats 2.0 s among the admissible
+
+
+def test_tune_without_an_admissible_trial_takes_the_highest_throughput(monkeypatch):
+    # no latency at all (None) reads as infinite; the highest throughput wins regardless
+    best, trials = _scripted_tune(monkeypatch, [(0.9, 1.0, 0.0), (0.95, None, 0.0), (0.97, 3.0, 0.5), (0.5, 0.1, 0.0)])
+    assert not any(t.admissible for t in trials)
+    assert best is trials[2] and trials[1].mean_latency_s == float("inf")
+
+
+def test_the_nested_grid_tries_types_at_eta_0_and_auto_at_eta_0_and_0_05(monkeypatch):
+    from types import SimpleNamespace
+
+    import thresholds.tune as tune_module
+
+    monkeypatch.setattr(tune_module, "_simulate", lambda *args: (SimpleNamespace(
+        decode_throughput_tokens_per_s=1.0, mean_latency_s=1.0), 0.0, 0))
+    _, trials = tune(_workload(), NestedOptions(), requests=10, seed=0)
+    at_zero = [t for t in trials if t.label.startswith("slack 0,")]
+    layouts = [(t.options.segments, t.options.eta) for t in at_zero]
+    assert layouts == [(None, 0.0)] + [("auto", 0.0)] * 3 + [("auto", 0.05)] * 3
+    assert [t.label.split(", ", 2)[2] for t in at_zero] == (
+        ["segments types, η 0"] + ["segments auto, η 0"] * 3 + ["segments auto, η 0.05"] * 3)
+    # the segments' own chunk, twice it, whole prompts (types: whole prompts already)
+    chunks = [t.options.prefill_chunk_tokens for t in at_zero]
+    assert chunks[0] is None and chunks[3] is None and chunks[2] == 2 * chunks[1] and chunks[1:4] == chunks[4:7]

@@ -123,3 +123,34 @@ def test_bad_slack_is_input_error(slack):
     w = Workload("x", 10**6, AffineBatchTime(0.01, 1e-7), (RequestType("a", 10, 10, 1.0),))
     with pytest.raises(InputError, match="slack"):
         solve_wait(w, slack=slack)
+
+
+def test_the_rounding_repair_gives_up_after_100_000_steps_with_a_typed_error(monkeypatch):
+    # an iteration time that stays just above every n_j/λ_j, however far n grows: the repair takes
+    # 100,000 steps (one ΔT(n) each), then stops with a typed error that names the budget
+    import thresholds.wait as wait
+
+    w = Workload("never", 10**12, AffineBatchTime(0.01, 1e-7), (RequestType("a", 10, 10, 100.0),))
+    calls = []
+
+    def never_fits(time, shapes):
+        calls.append(1)
+        return min(n / 100.0 for _, _, n in shapes) * (1 + 1e-9)
+
+    monkeypatch.setattr(wait, "wait_iteration_time_s", never_fits)
+    with pytest.raises(UnstableWorkloadError, match="did not settle in 100000 steps"):
+        wait._least_feasible(w, 1.0, math.inf)
+    assert len(calls) == 100_000
+
+
+@pytest.mark.parametrize("slack", [0.05, 0.0])
+def test_over_memory_error_when_one_prompt_per_stage_already_exceeds_c(slack):
+    # l = 10, l' = 9: a = 10·(10 + 4.5) = 145 tokens for n = 1, the least there is; C = 100. The fluid
+    # point (0.01 req/s) fits, the integers do not, and no rate scale helps
+    w = Workload("tiny", 100, AffineBatchTime(0.01, 1e-7), (RequestType("a", 10, 9, 0.01),))
+    with pytest.raises(UnstableWorkloadError) as info:
+        solve_wait(w, slack=slack)
+    text = str(info.value)
+    assert "the least feasible thresholds [1] need M^π = 145 KV tokens, above C = 100 by 45 (45.00%)" in text
+    assert "no rate scale helps (one prompt per stage of every type, n_j = 1, already needs Σ a_j = 145 tokens)" in text
+    assert text.endswith("or C ≥ 145 tokens; a smaller --slack also needs less memory." if slack else "or C ≥ 145 tokens.")

@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--adaptive: least relative cap change applied, default 0.05")
     parser.add_argument("--adaptive-backlog-wait-s", type=float, default=None,
                         help="--adaptive: a request waiting this long behind a binding cap is a backlog: "
-                             "re-solve at once for the largest rate allowed (s), default 1")
+                             "re-solve at once for the largest rate allowed (s), default 0.25")
     parser.add_argument("--adaptive-headroom", type=float, default=None,
                         help="--adaptive: caps are solved for the estimated rate × (1 + headroom), default 0.25")
     parser.add_argument("--allow-violations", action="store_true",

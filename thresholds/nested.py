@@ -153,6 +153,12 @@ def solve_theta(n_prev: int, n_next: int, p_prev: float) -> float | None:
     if n_next >= n_prev or p_prev <= 0:
         return None
     lo = math.log(n_next * (1 - p_prev) / (p_prev * (n_prev - n_next)))
+    if not lo > 0:  # n_k / n_(k−1) equals p to rounding: as above, no positive root
+        raise InputError(f"θ needs n_k > p·n_(k−1), got n_k={n_next}, n_(k−1)={n_prev}, p={p_prev}", field="segments")
+    if theta_residual(lo, n_prev, n_next, p_prev) >= 0:
+        # f dips below 0 by less than its rounding error (n_k a hair above p·n_(k−1), large n): to
+        # O(θ³), f = f'(0)θ + f''(0)θ²/2, whose root is twice its minimum
+        return 2 * lo
     hi = max(2 * lo, 1.0)
     while theta_residual(hi, n_prev, n_next, p_prev) <= 0:
         hi *= 2
@@ -248,6 +254,13 @@ def solve_nested_fixed(workload: Workload, options: NestedOptions, num_segments:
                 f"{rho / nested_load:.4g}×, a smaller --slack or --eta, or other segments."
             )
         fluid = closed_form(workload.scaled(1 / rho)) if rho < 1 else closed_form(workload)
+        if not math.isfinite(fluid.iteration_time_star_s):  # L ≥ ρ: the traffic has no fluid point at λ/ρ
+            load = closed_form(workload).load_factor
+            raise UnstableWorkloadError(
+                f"workload '{workload.name}': load factor L = {load:.4g} is not below the target utilisation "
+                f"ρ = 1 − slack = {rho:.4g}. Nearest feasible setting: --slack < {1 - load:.4g}, or rate scale "
+                f"< {rho / load:.4g}× at this slack."
+            )
         x = x0 = max(fluid.iteration_time_star_s, time.d0_s / (1 - nested_load / rho))
         for _ in range(MAX_REPAIR_STEPS):
             n1s = [math.floor(spec.rate_per_s * x / rho) + 1 for *_, spec in layouts]
