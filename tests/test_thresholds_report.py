@@ -81,7 +81,8 @@ def test_capped_policy_text_states_its_memory_bounds_caps_and_chunk():
     w = Workload("one", 10**6, AffineBatchTime(0.02, 0.025 / 7948), (RequestType("t", 990, 7, 10.0),))
     text = policy_text(wait_capped_policy(w, solve_wait_capped(w, slack=0.5)))
     assert ("memory (capped rule, docs/capped-rule.md): expected 6,358 tokens (an expectation), worst case 6,979 "
-            "(a guarantee), theorem M^π + buffer n/a; must fit C = 1000000: expected × (1 + 0.1) = 6,979 (0.7%)") in text
+            "(a guarantee), theorem M^π + buffer n/a; must fit C = 1000000: expected × (1 + 0.1) = 6,994, cut to the worst case = "
+            "6,979 (0.7%)") in text
     assert "caps: per class t 7 (resident 7), prefill chunk 800 tokens" in text
     assert "policy (capped service)" not in text and text.startswith("policy wait (capped service), mode fluid")
 
