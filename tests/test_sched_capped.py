@@ -478,3 +478,17 @@ def test_work_conserving_ends_are_counted_in_whole_blocks_against_the_cache_in_t
     for rid in (0, 1):
         s.add_request(_req(rid))
     assert _admitted(_step(s, 0.0)) == admitted
+
+
+def test_a_prefill_chunk_with_no_free_block_counts_as_paused_and_holds_admission():
+    # C = 10, block 1, chunks of 4, the authors' rule (no look-ahead): request 0 (prompt 4) and the
+    # first chunk of request 1 (prompt 8) take 8 tokens; next step request 0 decodes into the 9th and
+    # request 1's second chunk (4 tokens) finds 1 free: it waits with its cache, a pause like a
+    # decode's, so the waiting request 2 is not admitted that step
+    s = _nested([(0, 9, 1.0)], capacity=10, look_ahead=False, prefill_chunk_tokens=4, pace=False)
+    s.add_request(_req(0, prompt=4, output=5))
+    s.add_request(_req(1, prompt=8, output=2))
+    assert _step(s, 0.0) == [(0, 4), (1, 4)]
+    s.add_request(_req(2, arrival_s=0.5, prompt=1, output=1))
+    assert _step(s, 1.0) == [(0, 1)]
+    assert s.stats["decodes_paused"] == 1 and s._resident.keys() == {0, 1} and s._resident[1].cached_tokens == 4

@@ -176,3 +176,12 @@ def test_the_memory_a_slack_choice_compares():
     assert _memory(SimpleNamespace(memory=SimpleNamespace(required_tokens=7.0), memory_required_tokens=1.0)) == 7.0
     assert _memory(SimpleNamespace(memory_required_tokens=5.0, memory_policy_tokens=3.0)) == 5.0
     assert _memory(SimpleNamespace(memory_policy_tokens=3.0)) == 3.0
+
+
+def test_nested_solve_records_the_documented_delta_and_horizon_defaults(tmp_path, capsys):
+    """`--delta` 0.01 and `--horizon-s` 3600 when not given (the help's defaults), as the guarantee states them."""
+    out = tmp_path / "n.json"
+    assert main(["solve", "--service-rule", "cohort", _workload(tmp_path), "-o", str(out), "--policy", "nested-wait", "--segments", "2"]) == 0
+    g = load_policy(out).guarantees
+    assert (g.delta, g.horizon_s) == (0.01, 3600.0)
+    assert "δ = 0.01, horizon 3600 s" in capsys.readouterr().out

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fluid.batch_time import AffineBatchTime
-from fluid.errors import UnstableWorkloadError
+from fluid.errors import InputError, UnstableWorkloadError
 from fluid.workload import RequestType, Workload
 from thresholds.conditions import theta_residual
 from thresholds.nested import NestedOptions, solve_nested, solve_nested_auto, solve_nested_fixed, solve_theta
@@ -261,3 +261,14 @@ def test_the_fluid_mode_refuses_an_unstable_workload_the_batch_cap_recipe_report
     sol = solve_nested(hot, NestedOptions(batch_cap=64))
     assert sol.mode == "batch_cap" and not sol.holds
     assert [c.name for c in sol.conditions if not c.holds] == ["iteration_time"]
+
+
+@pytest.mark.parametrize("field, ok, bad", [("eta", (0.0, 0.999), (1.0, -1e-9, 1.5)), ("delta", (1e-9, 0.999), (0.0, 1.0, 2.0)),
+                                            ("horizon_s", (1e-9, 3600.0), (0.0, -1.0))])
+def test_nested_options_take_their_open_and_closed_ends_as_documented(field, ok, bad):
+    """η in [0, 1), δ in (0, 1), horizon > 0: each end taken or refused naming its field."""
+    for value in ok:
+        NestedOptions(**{field: value})
+    for value in bad:
+        with pytest.raises(InputError, match=f"field '{field}'"):
+            NestedOptions(**{field: value})

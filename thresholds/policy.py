@@ -11,7 +11,6 @@ re-evaluates the threshold conditions that the file alone determines; round trip
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -273,5 +272,3 @@ def load_policy(path: str | Path, *, allow_violations: bool | None = None) -> Po
     return parse_policy(raw, source=str(path), allow_violations=allow_violations)
 
 
-def is_finite_or_none(x: float | None) -> bool:
-    return x is None or math.isfinite(x)
