@@ -99,6 +99,29 @@ def test_idle_scheduler_with_work_is_the_one_deadlock_error(run):
         run(_Stuck(KVBlockManager(64, 16)), [Request(0, 0.0, 10, 2)])
 
 
+class _DueNow(_Stuck):
+    """Stuck, with a timer it says is due at the very time it was asked (and still does nothing)."""
+
+    name = "due-now"
+
+    def schedule(self, now_s):
+        self.calls = getattr(self, "calls", 0) + 1
+        assert self.calls < 100, f"woken {self.calls} times at t = {now_s}"  # a loop that would never end
+        self.now_s = now_s
+        return Batch()
+
+    def next_wakeup_s(self):
+        return getattr(self, "now_s", None)
+
+
+@pytest.mark.parametrize("run", EXECUTORS)
+def test_a_timer_due_at_the_current_time_is_no_reason_to_wake_again(run):
+    """Only a time after now counts as a wake-up: a timer due exactly now that the scheduler did not
+    act on would wake the loop at the same instant for ever; it is the deadlock error instead."""
+    with pytest.raises(SchedulerDeadlockError, match="idle with unfinished requests"):
+        run(_DueNow(KVBlockManager(64, 16)), [Request(0, 0.0, 10, 2)])
+
+
 @pytest.mark.parametrize("run", EXECUTORS)
 def test_memory_taken_behind_the_managers_back_is_caught(run):
     with pytest.raises(MemoryOverflowError):
