@@ -189,6 +189,10 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
     ('thresholds/adaptive.py', 'solved = _chunk(max(prefill_tokens_per_step, 0.0), 2**62)  # no longest-prompt cut: a chunk past every prompt is the same', '0.0->1.0'):
         "`_chunk` rounds up to whole 16-token blocks, at least one: every value in [0, 16] (so 0 and 1 alike) "
         "gives one block, 16 tokens, and a value above 1 passes either clip unchanged",
+    # fluid/batch_time_stepwise.py
+    ('fluid/batch_time_stepwise.py', 'scale[unused] = 1.0', '1.0->2.0'):
+        "the scale of an all-zero column: divided by 1 or 2 it is the same zero column, and its coefficient "
+        "is then set to 0 (`_no_evidence_is_zero`), so the solution is the same",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
