@@ -492,3 +492,19 @@ def test_a_prefill_chunk_with_no_free_block_counts_as_paused_and_holds_admission
     s.add_request(_req(2, arrival_s=0.5, prompt=1, output=1))
     assert _step(s, 1.0) == [(0, 1)]
     assert s.stats["decodes_paused"] == 1 and s._resident.keys() == {0, 1} and s._resident[1].cached_tokens == 4
+
+
+def test_the_last_resort_eviction_puts_the_evicted_request_back_at_the_head_of_its_queue():
+    # the case above, with request 2 (prompt 1) waiting since t = 1.5 when request 1 is evicted at
+    # t = 2: request 1 goes back to the head of the queue, before request 2 (it arrived first and
+    # had been served), so at t = 3 its recompute (4 + 1 + 1 = 6 tokens, 3 free) blocks the head
+    # and request 2, which would fit, still waits behind it
+    s = _nested([(0, 19, 1.0)], capacity=10, look_ahead=False, pace=False)
+    s.add_request(_req(0, prompt=4, output=5))
+    s.add_request(_req(1, prompt=4, output=5))
+    assert _step(s, 0.0) == [(0, 4), (1, 4)]
+    assert _step(s, 1.0) == [(0, 1), (1, 1)]
+    s.add_request(_req(2, arrival_s=1.5, prompt=1, output=1))
+    assert _step(s, 2.0) == [(0, 1)] and s.stats["evictions"] == 1
+    assert _step(s, 3.0) == [(0, 1)]
+    assert s._resident.keys() == {0}
