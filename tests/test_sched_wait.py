@@ -239,3 +239,16 @@ def test_a_cohort_larger_than_the_cache_is_admitted_in_parts_when_nothing_else_r
     result = simulate(s, reqs, AffineBatchTime(1.0, 0.0), audit=True)
     assert all(r.finished for r in reqs)
     assert s.stats["partial_cohorts"] >= 2 and result.peak_kv_tokens <= 10
+
+
+def test_an_evicted_request_goes_back_ahead_of_one_that_arrived_while_it_ran():
+    # the run above with request 2 (same class) arriving at t = 2.5, before request 1's eviction at
+    # t = 3: request 1 re-enters at the head of the queue. By hand: at t = 4 request 1 recomputes its
+    # 4 tokens with request 2's prefill beside it (6 of 7); at t = 5 request 1 decodes into the 7th
+    # and request 2 finds no block; request 1 leaves at 6 and request 2 decodes at t = 6, 7, 8
+    reqs = [_req(0, prompt=2, output=3), _req(1, prompt=2, output=3), _req(2, arrival_s=2.5, prompt=2, output=3)]
+    s = _wait(_policy(("a", 2, 3, 2), rule="continuous"), capacity=7)
+    simulate(s, reqs, AffineBatchTime(1.0, 0.0), audit=True)
+    assert all(r.finished for r in reqs) and s.stats["evictions"] == 1 and reqs[1].eviction_times_s == [3.0]
+    assert reqs[1].token_times_s == [1.0, 2.0, 5.0, 6.0] and reqs[1].completion_s == 6.0
+    assert reqs[2].token_times_s == [5.0, 7.0, 8.0, 9.0]
