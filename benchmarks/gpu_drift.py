@@ -76,7 +76,7 @@ def _args(argv):
     return ap.parse_args(argv)
 
 
-def _sized_to_simulated_capacity(exp, workload, path: Path):
+def _sized_to_simulated_capacity(exp, workload, doc: dict, path: Path):
     """`exp` with its rates scaled so a fraction of θ* becomes that fraction of the simulator's
     capacity on this workload with the calibration's stepwise model (`gpu_loop_workload.capacity_probe`,
     offered 1.5 × θ*), and the sizing record. Steps scale their `scales`, a sine its `mean` and
@@ -87,7 +87,6 @@ def _sized_to_simulated_capacity(exp, workload, path: Path):
     from fluid.equilibrium import closed_form
     from fluid.errors import InputError
 
-    doc = json.loads(path.read_text())
     if "batch_time_stepwise" not in doc:
         raise InputError("no `batch_time_stepwise` in it: --size-to-simulated-capacity needs gpu_fidelity.py's OUT/calibration.json",
                          source=str(path), field="--calibration")
@@ -107,7 +106,7 @@ def _sized_to_simulated_capacity(exp, workload, path: Path):
 
 def _with_calibration(workload, path: Path):
     """`workload` with the fluid batch time of a calibration file (its `batch_time`: after
-    gpu_fidelity's host terms, linear3 refitted to the full stepwise model)."""
+    gpu_fidelity's host terms, linear3 refitted to the full stepwise model), and the file's content."""
     from fluid.batch_time import batch_time_from_dict
     from fluid.errors import InputError
 
@@ -118,7 +117,7 @@ def _with_calibration(workload, path: Path):
     if not isinstance(doc, dict) or "batch_time" not in doc:
         raise InputError("no `batch_time` in it; give gpu_fidelity.py's OUT/calibration.json or a `fluidsched calibrate` file",
                          source=str(path), field="--calibration")
-    return dataclasses.replace(workload, batch_time=batch_time_from_dict(doc["batch_time"], source=str(path)))
+    return dataclasses.replace(workload, batch_time=batch_time_from_dict(doc["batch_time"], source=str(path))), doc
 
 
 def _step_stats(res, batch_time) -> dict:
@@ -157,9 +156,9 @@ def main(argv=None) -> int:
             raise InputError("needs --calibration (the calibration whose stepwise model the simulator runs)", field="--size-to-simulated-capacity")
         sizing = None
         if args.calibration is not None:
-            workload = _with_calibration(workload, args.calibration)
+            workload, calibration = _with_calibration(workload, args.calibration)
             if args.size_to_simulated_capacity:
-                exp, sizing = _sized_to_simulated_capacity(exp, workload, args.calibration)
+                exp, sizing = _sized_to_simulated_capacity(exp, workload, calibration, args.calibration)
                 print(f"sized to the simulated capacity: {sizing['probe']['capacity_tok_s']:.0f} decode tok/s against the fluid's "
                       f"{sizing['fluid_capacity_tok_s']:.0f} (θ* {sizing['theta_star']:.3f}): profile × {sizing['factor']:.4f}", flush=True)
         engine, info = gpu_steps.build_engine(args.model, kv_tokens=args.kv_tokens or workload.kv_capacity_tokens,

@@ -44,10 +44,13 @@ def policy_text(policy: Policy) -> str:
     capped = getattr(policy, "capped", None)
     if capped is not None:
         m = capped.memory
-        chosen = f"expected × (1 + {m.margin:.3g})" if m.bound == "expected" else m.bound
-        if m.bound == "expected" and m.required_tokens < m.expected_tokens * (1 + m.margin) * (1 - 1e-12):
-            # the worst case, a guarantee, is below the margin: the margin is cut to it (docs/capped-rule.md)
-            chosen = f"expected × (1 + {m.margin:.3g}) = {m.expected_tokens * (1 + m.margin):,.0f}, cut to the worst case"
+        chosen = m.bound
+        if m.bound == "expected":
+            chosen = f"expected × (1 + {m.margin:.3g})"
+            with_margin = m.expected_tokens * (1 + m.margin)
+            if m.required_tokens < with_margin * (1 - 1e-12):
+                # the worst case, a guarantee, is below the margin: the margin is cut to it (docs/capped-rule.md)
+                chosen += f" = {with_margin:,.0f}, cut to the worst case"
         totals = (f"memory (capped rule, docs/capped-rule.md): expected {m.expected_tokens:,.0f} tokens (an expectation), "
                   f"worst case {m.worst_case_tokens:,.0f} (a guarantee), theorem M^π + buffer "
                   f"{'n/a' if m.theorem_tokens is None else f'{m.theorem_tokens:,.0f}'}; must fit C = {cap}: {chosen} = "

@@ -88,6 +88,8 @@ def gpu_speed() -> dict | None:
 
     import torch
 
+    from runtime.gpu.step_timer import cuda_event_time_s
+
     if not torch.cuda.is_available():
         return None
     out: dict = {}
@@ -103,22 +105,8 @@ def gpu_speed() -> dict | None:
     b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
     src = torch.empty(1 << 28, device="cuda", dtype=torch.uint8)  # 256 MiB: inside the pool sizing's margin
     dst = torch.empty_like(src)
-
-    def timed(fn, repeats=20):
-        for _ in range(3):
-            fn()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        times = []
-        for _ in range(repeats):
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        return statistics.median(times)
-
-    out["gemm_bf16_tflops"] = 2 * n**3 / timed(lambda: a @ b) / 1e12
-    out["copy_gb_s"] = 2 * src.numel() / timed(lambda: dst.copy_(src)) / 1e9
+    out["gemm_bf16_tflops"] = 2 * n**3 / cuda_event_time_s(lambda: a @ b) / 1e12
+    out["copy_gb_s"] = 2 * src.numel() / cuda_event_time_s(lambda: dst.copy_(src)) / 1e9
     del a, b, src, dst
     torch.cuda.empty_cache()
     return out
