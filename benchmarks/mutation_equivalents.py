@@ -193,6 +193,22 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
     ('fluid/batch_time_stepwise.py', 'scale[unused] = 1.0', '1.0->2.0'):
         "the scale of an all-zero column: divided by 1 or 2 it is the same zero column, and its coefficient "
         "is then set to 0 (`_no_evidence_is_zero`), so the solution is the same",
+    ('fluid/fleet.py', 'mats.objective = np.concatenate([np.tile(wl / (scale or 1.0), g_count), np.zeros(n - n_y)])', '1.0->2.0'):
+        "the stand-in divisor of an all-zero objective: wl is then all zeros and 0 / 1 = 0 / 2 = 0 exactly "
+        "(the reported scale stays 0, which tests/test_lp.py checks through the duals)",
+    ('thresholds/wait.py', 'for _ in range(40):  # max rate scale whose thresholds fit in C (monotone up to rounding)', '40->41'):
+        "the bisection's result is only printed, to 4 significant digits: 40 and 41 halvings of [0, 1] agree "
+        "to 2^-40 ≈ 9e-13, so the message differs only for a largest scale within 1e-12 of a rounding edge",
+    ('thresholds/wait.py', 'for _ in range(40):  # max rate scale whose thresholds fit in C (monotone up to rounding)', '40->39'):
+        "the bisection's result is only printed, to 4 significant digits: 39 and 40 halvings of [0, 1] agree "
+        "to 2^-39 ≈ 2e-12, so the message differs only for a largest scale within 2e-12 of a rounding edge",
+    ('thresholds/tune.py', 'slacks = [s for s in SLACKS if s < 1 - point.load_factor]', '-->+'):
+        "the filter only saves solves: solve_wait_capped and solve_nested_capped_auto refuse a slack with "
+        "L ≥ 1 − slack (UnstableWorkloadError), and the grid loop skips a slack whose solve fails, so the "
+        "trials are the same (tests/test_thresholds_tune.py checks which slacks are tried)",
+    ('thresholds/tune.py', 'slacks = [s for s in SLACKS if s < 1 - point.load_factor]', '<-><='):
+        "at s = 1 − L exactly the solvers refuse the slack (L ≥ ρ = 1 − s) and the grid loop skips it: the "
+        "trials are the same",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
@@ -249,6 +265,9 @@ EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
      'or->and', 78):
         "os.sep is '/' on the POSIX systems this runs on, so `os.sep in spec and '/' in spec` is the test `'/' in spec` "
         "already is (the `or` at column 55 is not equivalent: tests/test_workload_io.py sees a suffix-only path)",
+    ('runtime/schedulers/threshold_base.py', 'if now < t < best:', '<-><=', 11):
+        "`t <= best` replaces the minimum by an equal value: the earliest due time is the same (the `now < t` "
+        "at column 7 is not equivalent: a due time at the clock would hide a later one)",
 }
 
 

@@ -177,8 +177,10 @@ def build_matrices(types: tuple[RequestType, ...], gpus: tuple[GpuSpec, ...], op
         mats.row_scale["admission_upper"] = 1.0 / lam
         w = decode if options.weights is None else np.asarray(options.weights, dtype=np.float64)
         wl = w * lam
-        scale = float(np.abs(wl).sum()) or 1.0
-        mats.objective = np.concatenate([np.tile(wl / scale, g_count), np.zeros(n - n_y)])
+        scale = float(np.abs(wl).sum())
+        # an all-zero objective (zero weights or no traffic) has scale 0: every dual is then 0
+        # exactly, not the solver's 1e-14 noise times a stand-in scale
+        mats.objective = np.concatenate([np.tile(wl / (scale or 1.0), g_count), np.zeros(n - n_y)])
         mats.objective_scale = scale
     for name, (A, b, kind) in mats.blocks.items():
         mats.blocks[name] = (A.tocsr(), b, kind)

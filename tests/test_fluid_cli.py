@@ -195,3 +195,19 @@ def test_print_json_writes_one_indented_object_and_converts_numpy_and_to_dict(ca
         print_json({"bad": math.nan})
     with pytest.raises(TypeError, match="not JSON serialisable: object"):
         print_json({"what": object()})
+
+
+def test_table_prints_duals_and_objective_per_kv_token_to_four_significant_digits(workload_file, capsys):
+    assert main(["fluid", str(workload_file), "--json", "--lp"]) == 0
+    lp = _json(capsys)["lp"]
+    assert main(["fluid", str(workload_file), "--lp"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+
+    def row(label):
+        return next(line for line in lines if line.strip().startswith(label)).split()
+
+    per_kv = lp["objective_per_kv_token"]
+    assert f"{per_kv:.4g}" != f"{per_kv:.5g}"  # else the check below could not tell 4 digits from 5
+    assert row("objective per extra KV token")[-1] == f"{per_kv:.4g}"
+    assert row("dual kv_memory")[-1] == f"{lp['duals']['kv_memory']:.4g}"
+    assert row("dual iteration_time")[-1] == f"{lp['duals']['iteration_time']:.4g}"

@@ -326,3 +326,15 @@ def test_workload_type_names_must_be_unique_and_each_repeat_is_named_once():
         Workload("w", 1000, bt, ())
     with pytest.raises(InputError, match="must be an ArrivalSpec"):
         Workload("w", 1000, bt, (a,), arrivals={"kind": "poisson"})
+
+
+def test_nesting_depth_goes_down_one_level_per_closing_bracket():
+    # "[[" then "]" leaves one level open: the next MAX_NESTING brackets reach MAX_NESTING + 1
+    from fluid.file_input import MAX_NESTING, check_nesting
+
+    text = "[[" + "]" + "[" * MAX_NESTING + "]" * (MAX_NESTING + 1)
+    with pytest.raises(InputError) as info:
+        check_nesting(text, what="workload file", source="w.yaml")
+    assert f"(found {MAX_NESTING + 1})" in str(info.value)
+    # one level fewer fits exactly: closing brackets never drive the depth below zero
+    check_nesting("]]" + "[" * MAX_NESTING + "]" * MAX_NESTING, what="workload file", source="w.yaml")

@@ -307,3 +307,13 @@ def test_a_row_whose_scaled_slack_is_exactly_the_tolerance_counts_as_binding():
     assert at.binding == ("kv_memory",)
     beyond = _fleet_result(types, gpus, mats, np.array([0.0, 2 * BINDING_TOL]), zero_duals, "given")
     assert beyond.binding == ()
+
+
+@pytest.mark.parametrize("backend", ["cvxpy", "linprog"])
+def test_an_all_zero_objective_has_objective_and_every_dual_exactly_zero(backend):
+    # all weights 0: nothing is worth anything, so every constraint's price is 0, not solver noise
+    result = solve_lp(_two_types(), weights=[0.0, 0.0], batch_cap=5, backend=backend)
+    assert result.objective == 0.0
+    assert sorted(result.duals) == ["admission_upper", "batch_cap", "iteration_time", "kv_memory"]
+    for name, dual in result.duals.items():
+        assert np.all(np.asarray(dual) == 0.0), (name, dual)

@@ -218,3 +218,14 @@ def test_print_json_refuses_nan_and_infinity_rather_than_printing_non_json():
         with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
             print_json({"x": bad})
     print_json({"x": np.float64(1.5)})  # a finite numpy scalar is written as a number
+
+
+def test_atomic_write_text_writes_into_an_existing_folder_and_creates_missing_ones(tmp_path):
+    from fluid.file_output import atomic_write_text
+
+    target = atomic_write_text(tmp_path / "a.json", "first")  # tmp_path exists already
+    assert target == tmp_path / "a.json" and target.read_text() == "first"
+    atomic_write_text(tmp_path / "a.json", "second")  # replaces, no temporary file left behind
+    assert target.read_text() == "second" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+    deep = atomic_write_text(tmp_path / "x" / "y" / "b.txt", "deep")
+    assert deep.read_text() == "deep"

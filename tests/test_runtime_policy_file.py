@@ -195,3 +195,34 @@ def test_as_policy_accepts_paths_and_checks_the_kind(tmp_path):
         as_policy(path, "nested_wait")
     with pytest.raises(InputError, match="RuntimePolicy"):
         as_policy(42, "wait")
+
+
+def _three_segments(theta_3: float) -> dict:
+    # n = 8, 4, 2 with p = 0.4, 0.4: (0.6 + 0.4 x)^(2 n_k) = x^(n_k) has the root x = 2.25 at both
+    # boundaries, so θ_2 = θ_3 = ln 2.25; θ_3 is checked against segment 2 (n = 4), not segment 1
+    doc = copy.deepcopy(NESTED_DOC)
+    doc["segments"] = [
+        {"first_stage": 0, "last_stage": 20, "threshold": 8, "continue_prob": 0.4, "theta": None},
+        {"first_stage": 21, "last_stage": 40, "threshold": 4, "continue_prob": 0.4, "theta": math.log(2.25)},
+        {"first_stage": 41, "last_stage": 60, "threshold": 2, "continue_prob": 0.0, "theta": theta_3},
+    ]
+    return doc
+
+
+def test_each_theta_is_checked_against_the_segment_right_before_it(tmp_path):
+    from thresholds.conditions import theta_residual
+    from thresholds.policy_parse import THETA_TOLERANCE
+
+    policy = load_policy(_write(tmp_path, _three_segments(math.log(2.25))))
+    assert [s.threshold for s in policy.segments] == [8, 4, 2]
+    assert policy.segments[2].theta == pytest.approx(math.log(2.25), rel=1e-15)
+    # against segment 1 (n = 8) ln 2.25 is far from a root: the check must not use it
+    assert abs(theta_residual(math.log(2.25), 8, 2, 0.4)) > 1.0
+    # the tolerance is relative to n_(k−1) = 4: a residual of 1.5 × 4 × tol is refused (it would pass 8 × tol)
+    slope = (theta_residual(math.log(2.25) + 1e-6, 4, 2, 0.4) - theta_residual(math.log(2.25) - 1e-6, 4, 2, 0.4)) / 2e-6
+    off = math.log(2.25) + 1.5 * THETA_TOLERANCE * 4 / slope
+    assert 5.9 * THETA_TOLERANCE < abs(theta_residual(off, 4, 2, 0.4)) < 6.1 * THETA_TOLERANCE
+    err = _error(_three_segments(off), tmp_path)
+    assert err.field == "segments[2].theta" and "does not solve" in str(err)
+    near = math.log(2.25) + 0.5 * THETA_TOLERANCE * 4 / slope  # within the tolerance: accepted as solved
+    assert load_policy(_write(tmp_path, _three_segments(near))).segments[2].theta == near

@@ -107,3 +107,18 @@ def test_blocks_never_overflow_and_a_lone_request_always_runs(jobs, block_size):
 
     drive(s, [(int(r.arrival_s), r) for r in requests], check)
     assert all(r.decode_steps_done == r.output_tokens and r.restarts == 0 for r in requests)
+
+
+def test_shortest_first_counts_the_decode_stages_left_of_a_request_with_progress():
+    # a request handed over after an eviction elsewhere (8 of its 10 tokens done, recompute of
+    # 4 + 8 + 1 tokens pending) has 2 stages left: it goes ahead of a fresh one with 5
+    handed = Request(0, 0.0, prompt_tokens=4, output_tokens=10)
+    handed.decode_steps_done, handed.token_times_s = 8, [0.1 * k for k in range(9)]
+    handed.evict()
+    assert handed.prefill_target_tokens == 13 and handed.cached_tokens == 0
+    s = make_scheduler("mc-sf", KVBlockManager(1000, block_size=1))
+    s.add_request(Request(1, 0.0, prompt_tokens=4, output_tokens=5))
+    s.add_request(Request(2, 0.0, prompt_tokens=4, output_tokens=3))
+    s.add_request(handed)
+    batch = s.schedule(0.0)
+    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 13), (2, 4), (1, 4)]

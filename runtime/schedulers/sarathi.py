@@ -28,6 +28,10 @@ Rules, every iteration:
    partial prefill is admitted again with a chunk of its old remainder, run from its start.
 4. The next step's running order is: the decodes walked, then the prefills set aside, then the
    new admissions (lines 155-239), which the next arrival sort keeps for equal arrival times.
+   Here `running` simply stays in admission order, which is that order: at most one request is
+   part-way through its prefill and it is the newest admission (a partial chunk takes the rest of
+   the budget, so nothing is admitted behind it until it finishes), so no prefill set aside ever
+   precedes a decode walked, and preempted requests leave `running`.
 Recompute (`Request.evict`): `reset_for_recompute` makes prompt and outputs the new prompt
 (sequence.py 175-182), l + s + 1 tokens, and that prefill samples the next token.
 
@@ -85,22 +89,18 @@ class SarathiScheduler(QueueingScheduler):
     def schedule(self, now_s: float) -> Batch:
         batch = Batch()
         self._stale_prefill = {}
-        walked, set_aside, batched, reordered = self._serve_decodes(batch)
+        walked, set_aside, batched = self._serve_decodes(batch)
         batched = self._continue_prefills(batch, set_aside, batched)
         admitted = self._admit(batch, len(walked) + len(set_aside), batched)
         running = self.running
-        if reordered or set_aside or batch.evicted:  # the next order: walked, set aside, admitted
-            running = self.running = {}
-            for r in walked + set_aside:
-                running[r.request_id] = r
-        for r in admitted:  # else the order is unchanged: the walk was the whole running set
+        for r in admitted:  # appended: the next order is walked, set aside, admitted (rule 4)
             running[r.request_id] = r
         return batch
 
-    def _serve_decodes(self, batch: Batch) -> tuple[list[Request], list[Request], int, bool]:
+    def _serve_decodes(self, batch: Batch) -> tuple[list[Request], list[Request], int]:
         """Step 1: decodes by arrival, a free block each, LIFO preemption by arrival.
 
-        Returns (the decodes walked, the prefills set aside, the tokens, whether sorting moved any).
+        Returns (the decodes walked, the prefills set aside, the tokens).
         """
         current = list(self.running.values())
         order = sorted(current, key=_arrival)
@@ -140,7 +140,7 @@ class SarathiScheduler(QueueingScheduler):
                 self.reserve(batch, r, 1)
                 walked.append(r)
         self.waiting.extendleft(preempted)  # each to the front in turn: the last preempted is first
-        return walked, set_aside, len(walked), order != current
+        return walked, set_aside, len(walked)
 
     def _continue_prefills(self, batch: Batch, set_aside: list[Request], batched: int) -> int:
         """Step 2: the next chunk of each partly prefilled request (blocks reserved at admission)."""
