@@ -10,6 +10,8 @@ prefix read in place from a pool of 16-token blocks):
   and over the paged pool (`block_table`, `seqused_k`) where this torch has them;
 - `scaled_dot_product_attention(is_causal=True)` for a single prompt with no prefix (one dense
   causal problem: the flash kernel's best case, a ceiling rather than an alternative).
+- our kernel compiled with its q / K / V / output row strides unspecialized, as it shipped before
+  (`ours_row_strides_unspecialized`): the A/B of that decorator argument.
 Each result is checked against ours (relative error of the output). Attention FLOPs count the
 causal pairs only: 4 · heads · head_dim · Σ (n·c + n(n+1)/2) for n new tokens after c cached.
 """
@@ -32,6 +34,32 @@ HEADS, HEAD_DIM, BLOCK = 32, 128, 16
 
 def _rel(a, b) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def _unspecialized_launch(q, k, v, kc, vc, batch, scale):
+    """Our kernel compiled with its row strides left unspecialized (as it shipped before): the A/B
+    of that one decorator argument on the same inputs."""
+    import torch
+    import triton
+
+    from runtime.gpu.attention import PREFILL_BLOCK_M, PREFILL_TILES
+    from runtime.gpu.kernels import varlen_attention_triton as vk
+
+    global _UNSPECIALIZED
+    if _UNSPECIALIZED is None:
+        _UNSPECIALIZED = triton.jit(vk._varlen_paged_kernel.fn, do_not_specialize=vk.ROW_STRIDES_UNSPECIALIZED)
+    out = torch.empty_like(q)
+    t = PREFILL_TILES
+    _UNSPECIALIZED[(batch.grid_programs, q.shape[1])](
+        q, k, v, kc, vc, out, batch.seq_meta, batch.block_tables, batch.tile_map, batch.num_tiles,
+        scale * vk._LOG2E, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        out.stride(0), out.stride(1), batch.block_tables.stride(0), kc.stride(0), kc.stride(1), kc.stride(2),
+        GROUP=q.shape[1] // kc.shape[2], HEAD_DIM=q.shape[2], BLOCK_SIZE=kc.shape[1], BLOCK_M=PREFILL_BLOCK_M,
+        BLOCK_N=t.block_n, PRECISION="tf32", SPLIT=t.split, num_warps=t.num_warps, num_stages=t.num_stages)
+    return out
+
+
+_UNSPECIALIZED = None
 
 
 def run_case(spec, varlen, repeats: int) -> dict:
@@ -69,7 +97,7 @@ def run_case(spec, varlen, repeats: int) -> dict:
     out = {"sequences": len(spec), "new_tokens": total, "prefix_per_seq": spec[0][1], "attention_flop": flops}
     t = cuda_event_time_s(ours_launch, repeats=repeats)
     out["ours"] = {"time_s": t, "tflop_per_s": flops / t / 1e12}
-    candidates = {}
+    candidates = {"ours_row_strides_unspecialized": lambda: _unspecialized_launch(q, k, v, kc, vc, batch, scale)}
     if varlen is not None:
         lengths = [n for n, _ in spec]
         cu_q = torch.tensor([0] + [sum(lengths[: i + 1]) for i in range(len(lengths))], dtype=torch.int32, device="cuda")

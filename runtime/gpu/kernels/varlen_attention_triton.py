@@ -49,7 +49,15 @@ def _softmax_tile(q, k, v, valid, m_i, l_i, acc, qk_scale, PRECISION: tl.constex
     return m_new, l_i, acc
 
 
-@triton.jit(do_not_specialize=["stride_table_s", "stride_q_t", "stride_kn_t", "stride_vn_t", "stride_o_t"])
+# The block-table width varies from step to step (not specialized: no mid-run compiles). The row
+# strides of q, k_new, v_new and out are the model's (H + 2·KV)·d or H·d, fixed for a run and
+# multiples of 16: left to Triton's divisibility specialization, the row loads vectorize (16-byte
+# loads, pipelined). Unspecialized they were element-wise: a causal 2,048-token prompt ran at a
+# third of the rate (docs/bench-attention-ceiling-h200.json, `ours_row_strides_unspecialized`).
+ROW_STRIDES_UNSPECIALIZED = ["stride_table_s", "stride_q_t", "stride_kn_t", "stride_vn_t", "stride_o_t"]
+
+
+@triton.jit(do_not_specialize=["stride_table_s"])
 def _varlen_paged_kernel(
     q_ptr, k_new_ptr, v_new_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
     seq_ptr, table_ptr, tile_ptr, num_tiles_ptr,
