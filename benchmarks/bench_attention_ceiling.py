@@ -36,30 +36,26 @@ def _rel(a, b) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-def _unspecialized_launch(q, k, v, kc, vc, batch, scale):
-    """Our kernel compiled with its row strides left unspecialized (as it shipped before): the A/B
-    of that one decorator argument on the same inputs."""
-    import torch
+# the decorator argument the kernel shipped with before its row strides were specialized
+ROW_STRIDES_UNSPECIALIZED = ["stride_table_s", "stride_q_t", "stride_kn_t", "stride_vn_t", "stride_o_t"]
+_UNSPECIALIZED = None
+
+
+def _unspecialized_launch(launch):
+    """`launch` (a call of `varlen_paged_attention`) with the kernel compiled as it shipped before:
+    the A/B of that one decorator argument, through the same launcher and on the same inputs."""
     import triton
 
-    from runtime.gpu.attention import PREFILL_BLOCK_M, PREFILL_TILES
     from runtime.gpu.kernels import varlen_attention_triton as vk
 
     global _UNSPECIALIZED
     if _UNSPECIALIZED is None:
-        _UNSPECIALIZED = triton.jit(vk._varlen_paged_kernel.fn, do_not_specialize=vk.ROW_STRIDES_UNSPECIALIZED)
-    out = torch.empty_like(q)
-    t = PREFILL_TILES
-    _UNSPECIALIZED[(batch.grid_programs, q.shape[1])](
-        q, k, v, kc, vc, out, batch.seq_meta, batch.block_tables, batch.tile_map, batch.num_tiles,
-        scale * vk._LOG2E, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        out.stride(0), out.stride(1), batch.block_tables.stride(0), kc.stride(0), kc.stride(1), kc.stride(2),
-        GROUP=q.shape[1] // kc.shape[2], HEAD_DIM=q.shape[2], BLOCK_SIZE=kc.shape[1], BLOCK_M=PREFILL_BLOCK_M,
-        BLOCK_N=t.block_n, PRECISION="tf32", SPLIT=t.split, num_warps=t.num_warps, num_stages=t.num_stages)
-    return out
-
-
-_UNSPECIALIZED = None
+        _UNSPECIALIZED = triton.jit(vk._varlen_paged_kernel.fn, do_not_specialize=ROW_STRIDES_UNSPECIALIZED)
+    shipped, vk._varlen_paged_kernel = vk._varlen_paged_kernel, _UNSPECIALIZED
+    try:
+        return launch()
+    finally:
+        vk._varlen_paged_kernel = shipped
 
 
 def run_case(spec, varlen, repeats: int) -> dict:
@@ -90,14 +86,15 @@ def run_case(spec, varlen, repeats: int) -> dict:
     batch = pack_varlen(seqs, PREFILL_BLOCK_M, "cuda")
     ours = torch.empty_like(q)
 
-    def ours_launch():
-        varlen_paged_attention(q, k, v, kc, vc, ours, batch.seq_meta, batch.block_tables, batch.tile_map, batch.num_tiles, scale,
-                               grid_programs=batch.grid_programs, block_m=PREFILL_BLOCK_M)
+    def ours_launch(out=ours):
+        return varlen_paged_attention(q, k, v, kc, vc, out, batch.seq_meta, batch.block_tables, batch.tile_map, batch.num_tiles,
+                                      scale, grid_programs=batch.grid_programs, block_m=PREFILL_BLOCK_M)
 
     out = {"sequences": len(spec), "new_tokens": total, "prefix_per_seq": spec[0][1], "attention_flop": flops}
     t = cuda_event_time_s(ours_launch, repeats=repeats)
     out["ours"] = {"time_s": t, "tflop_per_s": flops / t / 1e12}
-    candidates = {"ours_row_strides_unspecialized": lambda: _unspecialized_launch(q, k, v, kc, vc, batch, scale)}
+    unspecialized_out = torch.empty_like(q)
+    candidates = {"ours_row_strides_unspecialized": lambda: _unspecialized_launch(lambda: ours_launch(unspecialized_out))}
     if varlen is not None:
         lengths = [n for n, _ in spec]
         cu_q = torch.tensor([0] + [sum(lengths[: i + 1]) for i in range(len(lengths))], dtype=torch.int32, device="cuda")

@@ -102,8 +102,7 @@ class SarathiScheduler(QueueingScheduler):
 
         Returns (the decodes walked, the prefills set aside, the tokens).
         """
-        current = list(self.running.values())
-        order = sorted(current, key=_arrival)
+        order = sorted(self.running.values(), key=_arrival)
         kv = self.kv
         walked: list[Request] = []
         set_aside: list[Request] = []

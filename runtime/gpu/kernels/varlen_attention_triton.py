@@ -54,9 +54,6 @@ def _softmax_tile(q, k, v, valid, m_i, l_i, acc, qk_scale, PRECISION: tl.constex
 # multiples of 16: left to Triton's divisibility specialization, the row loads vectorize (16-byte
 # loads, pipelined). Unspecialized they were element-wise: a causal 2,048-token prompt ran at a
 # third of the rate (docs/bench-attention-ceiling-h200.json, `ours_row_strides_unspecialized`).
-ROW_STRIDES_UNSPECIALIZED = ["stride_table_s", "stride_q_t", "stride_kn_t", "stride_vn_t", "stride_o_t"]
-
-
 @triton.jit(do_not_specialize=["stride_table_s"])
 def _varlen_paged_kernel(
     q_ptr, k_new_ptr, v_new_ptr, k_cache_ptr, v_cache_ptr, out_ptr,
