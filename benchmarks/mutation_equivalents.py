@@ -209,6 +209,16 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
     ('thresholds/tune.py', 'slacks = [s for s in SLACKS if s < 1 - point.load_factor]', '<-><='):
         "at s = 1 − L exactly the solvers refuse the slack (L ≥ ρ = 1 − s) and the grid loop skips it: the "
         "trials are the same",
+    ('thresholds/nested.py', 'prefill = max(1, round(sum(t.rate_per_s * t.prefill for t in types) / total))', '1->0'):
+        "every type's prefill is ≥ 1 (RequestType refuses less), so the rate-weighted mean prefill is ≥ 1 and rounds "
+        "to ≥ 1: max(0, ·) returns the same",
+    ('thresholds/tune.py', 'decode_steps = sum(r.decode_steps_done for r in reqs) or 1', '1->2'):
+        "the fallback divisor of a run without decode steps, which cannot occur: simulate runs every request to its "
+        "end and every type has l' ≥ 1 (RequestType), so the sum is ≥ 1",
+    ('thresholds/nested.py', 'hi = max(2 * lo, 1.0)', '*->/'):
+        "only the root-finder's first upper bracket: a start at or below the root (2/lo < lo for lo > √2) is doubled "
+        "until f > 0, f < 0 on (0, root) and > 0 beyond it, so Brent's method is bracketing the same single root in "
+        "[lo, hi] and returns it to its rtol of 8.9e-16",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {

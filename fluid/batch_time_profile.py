@@ -32,6 +32,10 @@ from fluid.errors import InputError, check_keys
 from fluid.numbers import check_number
 
 PROFILE_DIR = Path(__file__).resolve().parent / "data" / "profiles"
+# The shipped table is Llama-2-7B on an A100-80GB, so its default attention terms are too: a decode
+# reads each cached token's K and V once (524,288 bytes per token) at the HBM bandwidth
+# (2.039 TB/s), and a prefill does 4 · layers · hidden FLOPs per (query, key) pair (QKᵀ and PV) at
+# half of the bf16 peak (312 TFLOP/s)
 DEFAULT_ATTN_S_PER_KV_TOKEN = 524288 / 2.039e12
 DEFAULT_ATTN_S_PER_PREFILL_PAIR = 4 * 32 * 4096 / (0.5 * 312e12)
 _EMBEDDING = "emb"

@@ -99,7 +99,7 @@ def closed_form_arrays(
     rate = np.asarray(rate_per_s, dtype=np.float64)
     a = footprints(prefill, decode)
     lam_a = float(rate @ a)
-    load = d_kv_s_per_token * lam_a + d_new_s_per_token * float(rate @ (prefill + decode))
+    load = load_factor_of(prefill, decode, rate, d_kv_s_per_token, d_new_s_per_token)
     if load < 1:
         dt = d0_s / (1.0 - load)
         mem = dt * lam_a

@@ -61,9 +61,9 @@ class KVBlockManager:
     def can_grow(self, request: Request, new_tokens: int) -> bool:
         return self.blocks_needed(request, new_tokens) <= self.free_blocks
 
-    def fits_alone(self, tokens: int) -> bool:
-        """Whether `tokens` KV tokens fit in the whole (empty) cache."""
-        return self.blocks_for_tokens(tokens) <= self.num_blocks
+    def fits_alone(self, tokens: int, kept_free_blocks: int = 0) -> bool:
+        """Whether `tokens` KV tokens fit in the whole (empty) cache less `kept_free_blocks`."""
+        return self.blocks_for_tokens(tokens) <= self.num_blocks - kept_free_blocks
 
     def block_table(self, request: Request) -> list[int]:
         if not self.track_block_ids:

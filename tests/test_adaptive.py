@@ -125,6 +125,21 @@ def test_backlog_is_a_binding_cap_with_a_request_waiting_backlog_wait_s(adaptive
     assert not sched._waiting["p512d20"] and not sched._backlog()
 
 
+def test_re_solved_caps_move_the_resident_cap_unless_it_was_given(adaptive_policy):
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.policy_file import load_policy
+    from runtime.schedulers import make_scheduler
+
+    policy = load_policy(adaptive_policy)
+    free = make_scheduler("wait-adaptive", KVBlockManager(137_000, 16), policy=policy)
+    assert free.resident_cap == sum(free.group_caps.values())
+    free._apply({"p512d20": 7})
+    assert (free.group_caps["p512d20"], free.resident_cap) == (7, 7)  # the sum of the class caps follows
+    given = make_scheduler("wait-adaptive", KVBlockManager(137_000, 16), policy=policy, resident_cap=40)
+    given._apply({"p512d20": 7})
+    assert (given.group_caps["p512d20"], given.resident_cap) == (7, 40)  # a cap the user set stays
+
+
 # --- re-solved caps match `solve` ---------------------------------------------------------------
 def _workload(rate: float, c: int = 137_000) -> Workload:
     return Workload("w", c, BT, (RequestType("a", 512, 20, rate), RequestType("b", 512, 50, rate / 2)))

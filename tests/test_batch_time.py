@@ -76,6 +76,18 @@ def test_profile_is_monotone_in_kv_and_broadly_in_tokens(profile):
     assert profile.step_time_s(with_pairs) > profile.step_time_s(BatchShape(512, 512, 0, 1))
 
 
+def test_the_default_attention_terms_are_llama_2_7b_on_an_a100():
+    # the shipped table's model and GPU: K and V bytes per cached token over 2.039 TB/s, and
+    # 4·layers·hidden FLOPs per prefill (query, key) pair at half of 312 TFLOP/s (3.36 ns)
+    from fluid.batch_time_profile import DEFAULT_ATTN_S_PER_PREFILL_PAIR
+    from fluid.model_specs import model_spec
+
+    spec = model_spec("llama-2-7b")
+    assert DEFAULT_ATTN_S_PER_KV_TOKEN == pytest.approx(spec.kv_bytes_per_token / 2.039e12, rel=1e-12)
+    assert DEFAULT_ATTN_S_PER_PREFILL_PAIR == pytest.approx(4 * spec.num_layers * spec.hidden_size / 156e12, rel=1e-12)
+    assert DEFAULT_ATTN_S_PER_PREFILL_PAIR == pytest.approx(3.3608e-9, rel=1e-4)
+
+
 def test_profile_extrapolates_with_its_upper_half_slope_by_hand():
     from fluid.batch_time_profile import ProfileBatchTime
 

@@ -211,3 +211,30 @@ def test_table_prints_duals_and_objective_per_kv_token_to_four_significant_digit
     assert row("objective per extra KV token")[-1] == f"{per_kv:.4g}"
     assert row("dual kv_memory")[-1] == f"{lp['duals']['kv_memory']:.4g}"
     assert row("dual iteration_time")[-1] == f"{lp['duals']['iteration_time']:.4g}"
+
+
+def test_ode_table_rounds_the_queue_to_4_digits_and_cuts_a_skip_reason_at_60_characters(workload_file, capsys):
+    from fluid.cli import render_text
+
+    assert main(["fluid", str(workload_file), "--ode", "5", "--json"]) == 0
+    report = _json(capsys)
+    report["rate_scale"] = 1.0
+    report["ode"]["wait"] = {"skipped": "x" * 59 + "YZ" + "w" * 20}  # characters 60 and 61 are Y and Z
+    report["ode"]["fcfs"].update(final_queue_prompts=1.234567, final_memory_tokens=98765.4321)
+    lines = render_text(report).splitlines()
+    wait = next(ln for ln in lines if ln.split()[:1] == ["wait"])
+    fcfs = next(ln for ln in lines if ln.split()[:1] == ["fcfs"]).split()
+    assert wait.split()[1:] == ["skipped:", "x" * 59 + "Y"]
+    assert fcfs[1] == "98765.4" and fcfs[3] == "1.235"  # memory to 6 significant digits, the queue to 4
+
+
+def test_a_toolkit_error_without_its_own_code_exits_1(workload_file, capsys, monkeypatch):
+    import fluid.cli
+    from fluid.errors import FluidSchedError
+
+    def fails(args):
+        raise FluidSchedError("something of ours went wrong")
+
+    monkeypatch.setattr(fluid.cli, "run", fails)
+    assert main(["fluid", str(workload_file)]) == 1
+    assert "something of ours went wrong" in capsys.readouterr().err

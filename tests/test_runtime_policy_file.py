@@ -186,6 +186,10 @@ def test_dataclasses_validate_what_tests_build_directly():
         RuntimePolicy("nested_wait", "cohort", segments=(RuntimeSegment(0, 2, 2), RuntimeSegment(4, 9, 1)))
     with pytest.raises(InputError, match="drain"):
         RuntimePolicy("wait", "cohort", -1.0, classes=(RuntimeClass("a", 1, 1, 1),))
+    # segment 1 must reach past the prefill: stages 0..0 would hold no decode step at all
+    with pytest.raises(InputError, match=r"segments\[0\]\.last_stage.*must be ≥ 1 \(first_stage, and ≥ 1\), got 0"):
+        RuntimePolicy("nested_wait", "cohort", segments=(RuntimeSegment(0, 0, 2),))
+    assert RuntimePolicy("nested_wait", "cohort", segments=(RuntimeSegment(0, 1, 2),)).segments[0].last_stage == 1
 
 
 def test_as_policy_accepts_paths_and_checks_the_kind(tmp_path):

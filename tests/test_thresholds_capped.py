@@ -189,3 +189,13 @@ def test_check_of_capped_files_by_hand():
     assert conds[0].lhs == pytest.approx(0.01 + 1154 * 1e-9 * 15400500 / 102000, rel=1e-12)
     assert conds[0].rhs == pytest.approx(1154 / 102000, rel=1e-12) and conds[0].holds
     assert conds[1].lhs == pytest.approx(sol.memory.required_tokens, rel=1e-12) and conds[1].rhs == 200_000
+    # with a per-new-token cost each resident also adds d_new times the new tokens per stage:
+    # Σλ(l + l') / Σλ(l' + 1) = (990·200 + 10·300) / 102000 = 201000 / 102000
+    from fluid.batch_time import Linear3BatchTime
+
+    w3 = Workload("two", 200_000, Linear3BatchTime(0.01, 1e-9, 2e-7), types)
+    sol3 = solve_nested_capped(w3, options, 2)
+    conds = verify_policy(nested_capped_policy(w3, sol3, options), w3)
+    assert sol3.resident_cap == 1208
+    assert conds[0].lhs == pytest.approx(0.01 + 1208 * (1e-9 * 15400500 / 102000 + 2e-7 * 201000 / 102000), rel=1e-12)
+    assert conds[0].rhs == pytest.approx(1208 / 102000, rel=1e-12) and conds[0].holds

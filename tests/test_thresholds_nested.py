@@ -191,6 +191,16 @@ def test_theta_when_n_k_is_a_hair_above_p_times_n_k_minus_1():
         2 * math.log(105157 * 0.597 / (0.403 * (260933 - 105157))), rel=1e-4)
 
 
+def test_theta_refuses_a_ratio_above_p_whose_minimum_rounds_to_exactly_zero():
+    # n_k = 1 > p·n_(k−1) = 20 · 0.049999999999999996 (one ulp below 1/20), yet the minimum
+    # θ_min = log(n_k (1 − p) / (p (n_(k−1) − n_k))) is log(1.0) = 0 exactly: no positive root can be
+    # told apart, so it is refused like p·n_(k−1) ≥ n_k (a θ of 0 would divide the tail term by 0)
+    p = math.nextafter(1 / 20, 0)
+    assert 1 > p * 20 and 1 * (1 - p) / (p * (20 - 1)) == 1.0
+    with pytest.raises(InputError, match=r"θ needs n_k > p·n_\(k−1\), got n_k=1, n_\(k−1\)=20"):
+        solve_theta(20, 1, p)
+
+
 def test_a_load_not_below_the_target_utilisation_is_a_typed_error():
     # long outputs come with long prompts: the representative prefill (505) underrates the load, so
     # Nested WAIT's own load stays below ρ = 0.95 while L = 0.97 is not: no fluid point at λ/ρ

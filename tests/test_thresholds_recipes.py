@@ -86,6 +86,30 @@ def test_rounding_of_thresholds_near_the_099_cap(p, n1, expected):
     assert n[1] / n[0] > p
 
 
+def test_rounded_thresholds_start_at_least_at_one():
+    # n_1 = 0 (a batch cap far below one prompt per stage) still admits one request: (1, 1), not (0, 1)
+    assert round_thresholds(0, (0.5, 0.0), (0.6,)) == (1, 1)
+    assert round_thresholds(1, (0.5, 0.0), (0.6,)) == (1, 1)
+
+
+def test_nested_buffer_tail_by_hand_and_zero_where_theta_has_no_root():
+    # Σ_{k≥2} (l + l'_{k−1})(n_k + ln-term/θ_k): segment 2 (θ = 0.5) adds (100 + 9)(6 + 2/0.5) = 1090,
+    # segment 3 (θ None: n_3 = n_2, never above its threshold) adds (100 + 19)·4 = 476 and no tail
+    from thresholds.conditions import nested_buffer_tokens
+
+    bounds = [(0, 9), (10, 19), (20, 29)]
+    assert nested_buffer_tokens(100, bounds, [8, 6, 4], [None, 0.5, None], 2.0) == 1090 + 476
+    assert nested_buffer_tokens(100, bounds, [8, 6, 4], [None, 0.5, 0.25], 2.0) == 1090 + 119 * (4 + 8)
+
+
+def test_nested_batch_cap_must_be_a_whole_number_of_requests():
+    from fluid.errors import InputError
+
+    with pytest.raises(InputError, match=r"field 'batch_cap'.*positive integer or null, got 2.5"):
+        NestedOptions(batch_cap=2.5)
+    assert NestedOptions(batch_cap=2).batch_cap == 2 and NestedOptions(batch_cap=None).batch_cap is None
+
+
 def test_nested_batch_cap_recipe_counts_segment_widths_in_stages():
     # decode lengths 4 and 9 at equal rates: segments (0, 4) and (5, 9), 5 stages each; p_1 = 0.5,
     # q_1 = 0.55. Σ width·ratio = 5·1 + 5·0.55 = 7.75 prompts per unit of n_1, so B = 62 gives

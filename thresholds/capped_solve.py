@@ -103,6 +103,16 @@ def mean_resident_kv_tokens(workload: Workload) -> float:
     return num / den
 
 
+def resident_load(workload: Workload, time) -> tuple[float, float]:
+    """(Λ·E[l' + 1], the step time one resident adds on average): resident stages entered per second,
+    and d_kv times a resident's mean KV tokens plus d_new times the new tokens per resident stage,
+    Σλ(l + l') / Σλ(l' + 1). Their product is the load factor L."""
+    stages = sum(t.rate_per_s * (t.decode + 1) for t in workload.types)
+    per_resident = (time.d_kv_s_per_token * mean_resident_kv_tokens(workload)
+                    + time.d_new_s_per_token * sum(t.rate_per_s * (t.prefill + t.decode) for t in workload.types) / stages)
+    return stages, per_resident
+
+
 def _chunk(prefill_tokens_per_iteration: float, longest_prompt: int) -> int | None:
     blocks = max(1, math.ceil(prefill_tokens_per_iteration / CHUNK_BLOCK_TOKENS))
     chunk = blocks * CHUNK_BLOCK_TOKENS
@@ -137,7 +147,7 @@ def solve_wait_capped(workload: Workload, *, slack: float, memory_bound: str = "
         caps = wait_class_caps([(t.decode, t.rate_per_s * x / rho) for t in types])
         n = tuple(c / (t.decode + 1) for c, t in zip(caps, types))
         dt = time.d0_s + sum(k * u for k, u in zip(n, unit))
-        if all(t.rate_per_s <= 0 or dt <= rho * k / t.rate_per_s * (1 + 1e-12) for k, t in zip(n, types)):
+        if all(dt <= rho * k / t.rate_per_s * (1 + 1e-12) for k, t in zip(n, types)):  # every λ_j > 0 (RequestType)
             break
         x = max(dt, x * (1 + 1e-12))
     else:
@@ -179,9 +189,7 @@ def solve_nested_capped(workload: Workload, options, num_segments: int | None = 
     total = workload.total_rate_per_s
     # the resident cap follows from the types' own lengths (Little's law), not from the representative
     # prefill: where long outputs come with long prompts the representative instance undersizes it
-    stages = sum(t.rate_per_s * (t.decode + 1) for t in workload.types)  # Λ·E[l' + 1]
-    per_resident = (time.d_kv_s_per_token * mean_resident_kv_tokens(workload)
-                    + time.d_new_s_per_token * sum(t.rate_per_s * (t.prefill + t.decode) for t in workload.types) / stages)
+    stages, per_resident = resident_load(workload, time)
     load = stages * per_resident  # = the load factor L
     rho = _stable_rho(workload, load, options.slack, "the")
 
@@ -263,8 +271,6 @@ def verify_capped(policy, workload: Workload) -> tuple[Condition, ...]:
         conds = wait_conditions(time, classes, workload.kv_capacity_tokens, closed_form(workload).memory_star_tokens)
         return tuple(at_most(c.name, required, c.rhs) if c.name == "memory_within_capacity" else c for c in conds)
     cap = nested_resident_cap([(s.first_stage, s.last_stage, s.threshold) for s in policy.segments])
-    stages = sum(t.rate_per_s * (t.decode + 1) for t in workload.types)
-    per_resident = (time.d_kv_s_per_token * mean_resident_kv_tokens(workload)
-                    + time.d_new_s_per_token * sum(t.rate_per_s * (t.prefill + t.decode) for t in workload.types) / stages)
+    stages, per_resident = resident_load(workload, time)
     return (at_most("iteration_time", time.d0_s + cap * per_resident, cap / stages),
             at_most("memory_within_capacity", required, workload.kv_capacity_tokens))

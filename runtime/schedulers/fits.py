@@ -29,8 +29,7 @@ def check_fits_alone(
     `why` names the rule that needs those tokens at once (appended to the message); `fix` says
     what the user can change.
     """
-    usable_blocks = kv.num_blocks - kept_free_blocks
-    if kv.blocks_for_tokens(tokens) <= usable_blocks:
+    if kv.fits_alone(tokens, kept_free_blocks):
         return
     kept = f" less the {kept_free_blocks} blocks admission keeps free (watermark)" if kept_free_blocks else ""
     because = f" ({why})" if why else ""
