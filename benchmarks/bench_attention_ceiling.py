@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/bench_attention_ceiling.py --out docs/bench-attention-ceiling-h200.json
 
 One layer of Llama-2-7B attention (32 heads of 128, bf16), CUDA events, median of 20, for the step
-shapes of the flatness benchmark (`bench_gpu_steps.py`): prompts with and without a cached prefix
+shapes of the flatness benchmark (`gpu_steps.py`): prompts with and without a cached prefix
 of 256 tokens, 1 to 32 sequences. Beside our kernel (`varlen_paged_attention`, the shipped tiling,
 prefix read in place from a pool of 16-token blocks):
 - `torch.nn.attention.varlen.varlen_attn` over contiguous K/V where no sequence has a prefix,
