@@ -121,6 +121,7 @@ def main() -> None:
     from runtime.replay import shape_of
     from runtime.gpu.host_info import describe_host, versions
     from runtime.gpu.step_timer import StepTimer
+    from runtime.collector import pause_summary
     from runtime.arrivals import make_requests
     from runtime.kv_blocks import KVBlockManager
     from runtime.metrics import summarize, warmup_cut_s
@@ -284,6 +285,7 @@ def main() -> None:
                 "median_gap_s": statistics.median(b["start_s"] - a["start_s"] - a["measured_s"] for a, b in zip(rows, rows[1:])) if len(rows) > 1 else None,
                 "median_host_s": statistics.median(r["host_s"] for r in rows), "num_steps": len(rows),
                 "completed": m["completed"], "requests": args.requests,
+                "collector_pauses": pause_summary(res.collector_pauses),  # Python's GC during the live run
             })
             live_steps[f"{name}-L{load:.2f}"] = rows
             tok_s[name], ttft[name] = m["tok_s"], m["mean_ttft_s"]
@@ -292,7 +294,8 @@ def main() -> None:
             (out / "fidelity.json").write_text(json.dumps(fidelity, indent=1) + "\n")  # after every point: a cut run keeps what it measured
             print(f"[{time.perf_counter() - t_start:.0f} s] {name:8s} L={load}: live {p['measured_tok_s']:.0f} tok/s, sim stepwise {p['simulated_tok_s']:.0f}, "
                   f"sim linear3 {p['simulated_linear3_tok_s']:.0f}; latency {p['measured_mean_latency_s']:.3f} vs {p['simulated_mean_latency_s']:.3f} s; "
-                  f"evictions {p['measured_evictions']} vs {p['simulated_evictions']}; eager {100 * eager:.1f} %; step err {100 * step_err:.1f} %", flush=True)
+                  f"evictions {p['measured_evictions']} vs {p['simulated_evictions']}; eager {100 * eager:.1f} %; step err {100 * step_err:.1f} %; "
+                  f"longest GC pause {1e3 * p['collector_pauses']['longest_s']:.1f} ms", flush=True)
         if tok_s:
             repro_runs.append({"load": load, "tok_s": tok_s, "mean_ttft_s": ttft})
         if fidelity["cut_by_deadline"]:

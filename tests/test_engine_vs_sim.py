@@ -60,3 +60,26 @@ def test_engine_on_the_model_clock_takes_the_simulators_steps_and_evictions(tiny
     for a, b in zip(live_reqs, sim_reqs):
         assert (a.request_id, a.restarts, a.token_times_s, a.completion_s) == (b.request_id, b.restarts, b.token_times_s, b.completion_s)
     assert max(live.steps.kv_used_tokens) == CAPACITY  # the pool was exactly full at some step
+
+
+def test_the_engine_runs_its_loop_on_a_frozen_heap_and_records_its_collections(tiny):
+    import gc
+
+    cfg, _, runner = tiny
+    workload = small_workload([(12, 10)], [300], capacity_tokens=CAPACITY, d0_s=0.002, d1_s=1e-5)
+    pool = KVPool(PoolShape(cfg.num_hidden_layers, CAPACITY // BLOCK, BLOCK, cfg.num_key_value_heads, 16, 4), dtype=torch.float32, device="cpu")
+    engine = Engine(runner, pool, seed=1)
+    sched = make_scheduler("vllm-v1", KVBlockManager(CAPACITY, BLOCK, track_block_ids=True))
+    frozen, schedule = [], sched.schedule
+
+    def watched(now_s):
+        frozen.append(gc.get_freeze_count())
+        if len(frozen) == 3:
+            gc.collect(2)  # one full collection inside the run, to be recorded
+        return schedule(now_s)
+
+    sched.schedule = watched
+    live = engine.run(sched, make_requests(workload, 10, 3), step_time=workload.batch_time)
+    assert frozen and min(frozen) > 0 and gc.get_freeze_count() == 0  # frozen for every step, released after
+    full = [p for p in live.collector_pauses if p.generation == 2]
+    assert len(full) == 1 and full[0].start_s >= 0 and full[0].seconds > 0  # seconds after the run's start

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from runtime.collector import CollectorPause, frozen_heap
 from runtime.executor import ServerLoop, run_server
 from runtime.gpu.attention import PREFILL_BLOCK_M, PrefillSeq, pack_varlen
 from runtime.gpu.kv_pool import KVPool
@@ -39,6 +40,7 @@ class EngineResult:
     peak_kv_tokens: int = 0
     restart_token_mismatches: int = 0  # re-prefill after eviction sampled a different token
     horizon_s: float | None = None
+    collector_pauses: list[CollectorPause] = field(default_factory=list)  # Python's GC in the run, wall s since its start
 
     @property
     def num_steps(self) -> int:
@@ -242,6 +244,11 @@ class Engine:
                 f"({self.pool.shape.num_blocks} blocks of {self.block_size})"
             )
         self.scheduler = scheduler
-        clock = _WallClock(self) if step_time is None else _ModelClock(self, step_time)
-        res = run_server(ServerLoop(scheduler, measured=True), requests, clock, horizon_s=horizon_s)
-        return EngineResult(res.requests, res.end_s, res.steps, res.peak_kv_tokens, clock.mismatches, horizon_s)
+        # on a frozen heap (its collection before the clock starts), each later collection recorded
+        # on the run's clock (runtime/collector.py)
+        with frozen_heap() as pauses:
+            clock = _WallClock(self) if step_time is None else _ModelClock(self, step_time)
+            origin = getattr(clock, "t0", None) or time.perf_counter()
+            res = run_server(ServerLoop(scheduler, measured=True), requests, clock, horizon_s=horizon_s)
+        return EngineResult(res.requests, res.end_s, res.steps, res.peak_kv_tokens, clock.mismatches, horizon_s,
+                            [p.on_clock(origin) for p in pauses])

@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from fluid.errors import InputError
+from runtime.collector import pause_summary
 from runtime.gpu.engine import Engine, EngineResult
 from runtime.gpu.setup import RuntimeInfo
 from runtime.metrics import summarize, warmup_cut_s
@@ -92,6 +93,7 @@ def run_live(engine: Engine, info: RuntimeInfo, config: SimConfig, requests: lis
         "graph_steps": sum(s["graph"] for s in rows),
         "eager_step_share": (1 - sum(s["graph"] for s in rows) / len(rows)) if rows else None,
         "restart_token_mismatches": result.restart_token_mismatches,
+        "collector_pauses": pause_summary(result.collector_pauses),
     })
     run_config = config.to_dict()
     run_config.update({"executor": executor, "device": info.device_name, "kv_capacity_tokens": capacity,
