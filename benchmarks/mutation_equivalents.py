@@ -219,6 +219,30 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "only the root-finder's first upper bracket: a start at or below the root (2/lo < lo for lo > √2) is doubled "
         "until f > 0, f < 0 on (0, root) and > 0 beyond it, so Brent's method is bracketing the same single root in "
         "[lo, hi] and returns it to its rtol of 8.9e-16",
+    ('runtime/schedulers/base.py', 'if w.num_new_tokens == 1 and cached >= r.prefill_target_tokens:  # a decode stage', '==->!='):
+        "the inlined decode case is only a fast path: with `!=` every decode goes to `Request.advance`, which makes the "
+        "same changes, and a work item of several tokens never has cached ≥ its prefill target (a prefill chunk ends at "
+        "the target at most), so the inline path takes nothing",
+    ('thresholds/nested.py', 'hi *= 2', '2->3'):
+        "only how fast the root-finder's upper bracket grows: any factor > 1 stops at the first hi with f > 0, and "
+        "Brent's method on [lo, hi] returns the one root there to its rtol of 8.9e-16",
+    ('thresholds/adaptive.py', 'solved = _chunk(max(prefill_tokens_per_step, 0.0), 2**62)  # no longest-prompt cut: a chunk past every prompt is the same',
+     '62->61'):
+        "a stand-in longest prompt that only has to exceed every chunk: a chunk of 2**61 tokens would take 2.3e18 prefill "
+        "tokens a step, beyond any rate × prompt a workload can hold",
+    ('fluid/fleet.py', 'mats = LPMatrices(g_count, m, options.capacity, np.zeros(0), 1.0)', '1.0->2.0'):
+        "a placeholder: both objective branches below (capacity: θ_ref; throughput: Σ w λ) overwrite objective_scale "
+        "before the matrices are returned",
+    ('thresholds/capped_solve.py', 'if all(dt <= rho * k / t.rate_per_s * (1 + 1e-12) for k, t in zip(n, types)):  # every λ_j > 0 (RequestType)',
+     '<=-><'):
+        "`<` differs from `≤` only when ΔT equals ρ n_j / λ_j · (1 + 1e-12) to the last bit; the equality case the "
+        "slack is there for (caps that serve the rate exactly, ΔT = ρ n_j / λ_j) passes either way",
+    ('fluid/batch_time_fit.py', 'exact = bool(np.all(np.abs(pred - y) <= 1e-12 * y))', '<=-><'):
+        "times are > 0 (fit_linear refuses others), so an exact fit (residual 0) passes `<` too: the two differ only at a "
+        "residual of exactly 1e-12 × its time, to the last bit",
+    ('runtime/schedulers/threshold_base.py', 'if group.num_segments == 1 and stages and max(map(len, stages.values())) <= n:', '<=-><'):
+        "the one-pass branch is a fast path: with a stage of exactly n the stage-by-stage pass below also moves every "
+        "stage whole (`len(q) <= n`), in the same dict order, reserving the same decodes and recording the same moves",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {

@@ -217,7 +217,7 @@ def batch_time_from_dict(
         return profile_from_dict(args, source=source, field=field, base_dir=base_dir)
     except InputError as err:
         if err.field and err.field.startswith("batch_time.") and field != "batch_time":
-            err = InputError(str(err).split(": ", 1)[-1], source=source, field=field + err.field[len("batch_time"):])
+            err = InputError(err.detail, source=source, field=field + err.field[len("batch_time"):])
         raise with_source(err, source) from None
 
 

@@ -25,6 +25,7 @@ class InputError(FluidSchedError, ValueError):
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
         self.source = source
         self.field = field
+        self.detail = message  # the message without its "source, field '...'" prefix: to re-raise it elsewhere
         where = ", ".join(p for p in (source, f"field '{field}'" if field else None) if p)
         super().__init__(f"{where}: {message}" if where else message)
 
@@ -99,8 +100,4 @@ def with_source(err: InputError, source: str | None) -> InputError:
     constructors that do not know where their values came from."""
     if err.source is not None or source is None:
         return err
-    message = str(err)
-    prefix = f"field '{err.field}': " if err.field else ""
-    if prefix and message.startswith(prefix):
-        message = message[len(prefix):]
-    return InputError(message, source=source, field=err.field)
+    return InputError(err.detail, source=source, field=err.field)

@@ -83,7 +83,7 @@ def _model_from(value, *, source, field) -> ModelSpec:
         try:
             return model_spec(value)
         except InputError as err:
-            raise InputError(str(err).split(": ", 1)[-1], source=source, field=field) from None
+            raise InputError(err.detail, source=source, field=field) from None
     allowed = tuple(f.name for f in fields(ModelSpec))
     check_keys(value, allowed=allowed, required=_MODEL_REQUIRED, source=source, field=field)
     for key in allowed:

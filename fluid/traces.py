@@ -66,7 +66,7 @@ def trace_reference(value, *, base_dir: Path | None, source: str | None, field: 
         try:
             resolve_trace_path(value)
         except InputError as err:
-            raise InputError(str(err).split(": ", 1)[-1], source=source, field=field) from None
+            raise InputError(err.detail, source=source, field=field) from None
         return value
     path = Path(value).expanduser()
     if not path.is_absolute() and base_dir is not None:

@@ -179,6 +179,37 @@ def test_nested_cap_is_solves_resident_cap_for_one_type():
     assert (cap, scale) == (sol.resident_cap, 1.0)
 
 
+def test_nested_cap_prices_expected_memory_as_m_star_at_the_rate_by_hand():
+    # one type 512/20 at 20 req/s: 21 stages, 522 KV tokens a resident on average, 25.33 new tokens
+    # a stage; L = 420 · (2.6e-7 · 522 + 4.7e-5 · 25.33) and ΔT = d0 / (1 − L) = 0.0209971 s, so
+    # M = 420 · ΔT · 522 = 4603.41 tokens (worst case 9 residents · 532 = 4788). With no margin a C of
+    # ⌈M⌉ fits at the full rate; 2 tokens under M it does not
+    shape = RequestShape.of_lengths([(512, 20)])
+    m = 420 * (0.0093 / (1 - 420 * (2.6e-7 * 522 + 4.7e-5 * 76 / 3))) * 522
+    assert m == pytest.approx(4603.41156, rel=1e-9)
+    assert resolve_nested_cap(20.0, shape, SolveRule(0.0, "expected", 0.0, math.ceil(m), BT, 0.999), 532) == (9, 1.0)
+    cap, scale = resolve_nested_cap(20.0, shape, SolveRule(0.0, "expected", 0.0, math.floor(m) - 1, BT, 0.999), 532)
+    assert scale < 1.0
+
+
+def test_the_re_solve_rule_keeps_the_policys_memory_bound(tmp_path):
+    import dataclasses
+
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.policy_file import load_policy
+    from runtime.schedulers.adaptive import _rule
+    from validation.cli import main
+
+    path = tmp_path / "worst.json"
+    assert main(["solve", "p512d20", "--service-rule", "capped", "--adaptive", "--memory-bound", "worst", "-o", str(path)]) == 0
+    policy = load_policy(path)
+    kv = KVBlockManager(137_000, 16)
+    settings = policy.adaptive
+    assert policy.memory_bound == "worst" and _rule(policy, kv, settings).memory_bound == "worst"
+    # a policy that records no bound is re-solved with solve's default, the expected one
+    assert _rule(dataclasses.replace(policy, memory_bound=None), kv, settings).memory_bound == "expected"
+
+
 def test_near_c_solves_default_margin_gives_way_and_a_given_margin_holds():
     # C is 5 % above the expected memory at this rate: solve's default 10 % margin gives way to 5 %, so
     # the re-solve with no margin of its own keeps the whole estimate; a margin of 0.1 held fixed cannot.

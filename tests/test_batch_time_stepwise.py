@@ -23,6 +23,17 @@ def _shape(decodes: int, ctx: int, prefills: int, chunk: int) -> BatchShape:
     return BatchShape(decodes + prefills * chunk, decodes * (ctx + 1) + prefills * chunk, decodes, prefills, prefills * chunk * chunk)
 
 
+def test_the_small_decode_term_covers_graphs_of_8_to_24_rows_exactly():
+    # SMALL_DECODE_ROWS = (8, 24), inclusive: decode-only graphs of 7 and 25 rows are outside it,
+    # 8 and 24 inside; an eager decode step of 16 (past the largest graph) never is
+    m = StepwiseBatchTime(TRUE, (7, 8, 24, 25), (16,), 2, 4)
+    small = TERMS.index("small_decode_s")
+    assert [m.features(_shape(d, 10, 0, 0))[small] for d in (7, 8, 24, 25)] == [0.0, 1.0, 1.0, 0.0]
+    assert m.features(_shape(5, 10, 0, 0))[small] == 0.0  # padded to the 7-row graph
+    eager = StepwiseBatchTime(TRUE, (4,), (16,), 2, 4)
+    assert eager.features(_shape(16, 10, 0, 0))[small] == 0.0
+
+
 def test_bucket_boundaries_pick_padding_and_eager():
     m = _model()
     f = m.features

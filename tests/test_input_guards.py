@@ -338,3 +338,16 @@ def test_nesting_depth_goes_down_one_level_per_closing_bracket():
     assert f"(found {MAX_NESTING + 1})" in str(info.value)
     # one level fewer fits exactly: closing brackets never drive the depth below zero
     check_nesting("]]" + "[" * MAX_NESTING + "]" * MAX_NESTING, what="workload file", source="w.yaml")
+
+
+def test_an_error_re_raised_elsewhere_keeps_its_whole_message():
+    # `detail` is the message without the "source, field '...'" prefix, even when the message itself
+    # holds ": " (a reader re-raising it under its own field must not cut it there)
+    from fluid.errors import InputError, with_source
+
+    err = InputError("needs a rate: got -1", field="types[0].rate_per_s")
+    assert err.detail == "needs a rate: got -1" and str(err) == "field 'types[0].rate_per_s': needs a rate: got -1"
+    moved = with_source(err, "w.yaml")
+    assert str(moved) == "w.yaml, field 'types[0].rate_per_s': needs a rate: got -1" and moved.detail == err.detail
+    bare = InputError("unknown model 'x': known models: a, b")
+    assert with_source(bare, "w.yaml").detail == "unknown model 'x': known models: a, b"

@@ -232,3 +232,16 @@ def test_replayed_work_reaches_the_benchmark_no_earlier_than_its_one_second_bin(
     gen = bench.generated_decode_tokens
     assert gen[:3].tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-6) and gen[3] > 5
     assert gen[5:7].tolist() == pytest.approx([20.0, 20.0], rel=1e-6) and gen[-1] > 25
+
+
+@pytest.mark.parametrize(("prompts", "outputs"), [([0, 5], [3, 3]), ([5, 5], [3, 0])])
+def test_a_request_of_zero_prompt_or_output_tokens_is_refused(prompts, outputs):
+    with pytest.raises(InputError, match="prompt and output lengths must be positive") as err:
+        request_types(prompts, outputs)
+    assert err.value.field == "requests"
+
+
+def test_one_token_prompts_and_outputs_are_types_with_placeholder_rates_of_one():
+    types, which = request_types([1, 1, 2], [1, 1, 1])
+    assert [(t.name, t.prefill, t.decode, t.rate_per_s) for t in types] == [("p1d1", 1, 1, 1.0), ("p2d1", 2, 1, 1.0)]
+    assert which.tolist() == [0, 0, 1]

@@ -71,6 +71,7 @@ def test_max_tokens_knob_sets_the_reservation_and_refuses_longer_outputs():
     assert kv.used_blocks == 50
     with pytest.raises(InputError, match="max_tokens = 40"):
         s.add_request(Request(1, 0.0, prompt_tokens=10, output_tokens=41))
+    s.add_request(Request(3, 0.0, prompt_tokens=10, output_tokens=40))  # exactly max_tokens: accepted
     with pytest.raises(InputError, match=r"needs 110 KV tokens at once \(its worst-case reservation") as err:
         s.add_request(Request(2, 0.0, prompt_tokens=70, output_tokens=5))  # 70 + 40 > 100
     assert err.value.field == "max_tokens"

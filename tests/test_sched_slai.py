@@ -361,3 +361,13 @@ def test_a_decode_preempted_this_step_offers_no_prefill_and_stops_admission_even
     batch = s.schedule(2.0)
     assert [x.request_id for x in batch.evicted] == [0]
     assert all(w.num_new_tokens > 0 for w in batch.items)
+
+
+def test_the_last_token_of_the_budget_starts_the_next_prompt():
+    # budget 4: request 0's whole prompt (3) leaves exactly 1 token, and request 1 starts its
+    # prefill with a one-token chunk; the next step its decode and the rest of request 1's prompt
+    s = _slai(token_budget=4, watermark=0.0)
+    s.add_request(Request(0, 0.0, 3, 2))
+    s.add_request(Request(1, 0.0, 5, 2))
+    assert _step(s, 0.0) == [(0, 3, "p"), (1, 1, "p")]
+    assert _step(s, 1.0) == [(0, 1, "d"), (1, 3, "p")]

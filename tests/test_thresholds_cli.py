@@ -185,3 +185,24 @@ def test_nested_solve_records_the_documented_delta_and_horizon_defaults(tmp_path
     g = load_policy(out).guarantees
     assert (g.delta, g.horizon_s) == (0.01, 3600.0)
     assert "δ = 0.01, horizon 3600 s" in capsys.readouterr().out
+
+
+def test_check_refuses_a_rate_scale_of_zero(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    assert main(["solve", _workload(tmp_path), "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["check", str(out), _workload(tmp_path), "--rate-scale", "0"]) == 2
+    assert "--rate-scale" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("rate", "below"), [("1.0", "1×"), ("1.5", "0.6667×")])
+def test_solve_at_a_load_factor_of_exactly_one_or_more_says_the_workload_is_unstable(tmp_path, capsys, rate, below):
+    # one type, l = 10, l' = 1: a = 2 · 10.5 = 21 token·iterations; d1 = 1/21 makes L = λ exactly
+    path = tmp_path / "edge.yaml"
+    path.write_text("name: edge\nkv_capacity_tokens: 100000\n"
+                    "batch_time: {kind: affine, d0_s: 0.01, d1_s_per_token: 0.047619047619047616}\n"
+                    f"types:\n  - {{name: t, prefill: 10, decode: 1, rate_per_s: {rate}}}\n")
+    assert main(["solve", str(path), "-o", str(tmp_path / "p.json")]) == 3
+    err = capsys.readouterr().err
+    assert f"load factor L = {float(rate):g} ≥ 1, so latency grows without bound" in err and f"scale rates below {below}" in err
+    assert not (tmp_path / "p.json").exists()

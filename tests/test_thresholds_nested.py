@@ -100,6 +100,15 @@ def _chat(rate_scale: float) -> Workload:
         return Workload("chat-d-ten-bins", 450800, AffineBatchTime(0.045, 4.8e-07), types)
 
 
+@pytest.mark.parametrize(("distinct", "tried"), [(20, [1, 2, 3, 4, 5, 10, 20]), (19, [1, 2, 3, 4, 5, 10]), (4, [1, 2, 3, 4])])
+def test_auto_tries_the_documented_counts_up_to_the_number_of_decode_lengths(distinct, tried):
+    # L ∈ {1, 2, 3, 4, 5, 10, 20}, each at most the number of distinct decode lengths: exactly 20
+    # lengths try L = 20, 19 do not
+    types = tuple(RequestType(f"d{k}", 50, 5 * k, 0.2) for k in range(1, distinct + 1))
+    sol = solve_nested_auto(Workload("lengths", 10**7, AffineBatchTime(0.01, 1e-7), types), NestedOptions(segments="auto"))
+    assert [e["segments"] for e in sol.curve] == tried
+
+
 def test_chat_preset_memory_is_u_shaped_in_the_number_of_segments():
     sol = solve_nested_auto(_chat(0.5), NestedOptions(segments="auto"))
     curve = [(e["segments"], e["memory_required_tokens"]) for e in sol.curve if e["memory_required_tokens"] is not None]

@@ -326,7 +326,7 @@ def _adaptive(r: _Reader, raw) -> AdaptiveSettings:
     try:
         return AdaptiveSettings(**values)
     except InputError as err:
-        r.fail("capped." + (err.field or "adaptive"), str(err).split(": ", 1)[-1])
+        r.fail("capped." + (err.field or "adaptive"), err.detail)
 
 
 def _nested(r: _Reader, raw: dict, common: dict, capped: CappedSection | None = None):

@@ -45,7 +45,7 @@ def _simulate(workload: Workload, policy, scheduler: str, requests: int, seed: i
     from runtime.sim import simulate
 
     reqs = make_requests(workload, requests, seed)
-    s = make_scheduler(scheduler, KVBlockManager(workload.kv_capacity_tokens, 16), policy=runtime_policy(policy))
+    s = make_scheduler(scheduler, KVBlockManager(workload.kv_capacity_tokens), policy=runtime_policy(policy))  # the runtime's block size
     result = simulate(s, reqs, workload.batch_time)
     summary = summarize(result, scheduler=scheduler, warmup_s=warmup_cut_s(reqs, 0.1))
     decode_steps = sum(r.decode_steps_done for r in reqs) or 1

@@ -66,7 +66,7 @@ def load_experiment(path: str, *, smoke: bool = False) -> DriftExperiment:
     except TypeError as err:
         raise InputError(str(err), source=path) from None
     except InputError as err:
-        raise InputError(str(err).split(": ", 1)[-1], source=path, field=err.field) from None
+        raise InputError(err.detail, source=path, field=err.field) from None
 
 
 # --- the rate profile ------------------------------------------------------------------------
