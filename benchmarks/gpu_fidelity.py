@@ -71,6 +71,20 @@ def parse_host_loads(text: str) -> list[float]:
     return loads
 
 
+def host_split_by_quarter(rows: list[dict]) -> dict[str, list[float]]:
+    """Medians (s) per quarter of a live run of each host phase of a step: `schedule_s` (arrivals and
+    the scheduler call), `prep_s` (the engine's input preparation, host_s − schedule_s) and `gap_s`
+    (after the step: its bookkeeping, up to the next step's start). Where a host part that grows
+    within a run comes from."""
+    q = len(rows) // 4
+    if q == 0 or any("schedule_s" not in r for r in rows):
+        return {}
+    quarters = [range(k * q, (k + 1) * q) for k in range(4)]
+    gap = [rows[i + 1]["start_s"] - rows[i]["start_s"] - rows[i]["measured_s"] for i in range(len(rows) - 1)] + [0.0]
+    series = {"schedule_s": [r["schedule_s"] for r in rows], "prep_s": [r["host_s"] - r["schedule_s"] for r in rows], "gap_s": gap}
+    return {k: [statistics.median(v[i] for i in part) for part in quarters] for k, v in series.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out-dir", type=Path, required=True)
@@ -286,6 +300,7 @@ def main() -> None:
                 "median_host_s": statistics.median(r["host_s"] for r in rows), "num_steps": len(rows),
                 "completed": m["completed"], "requests": args.requests,
                 "collector_pauses": pause_summary(res.collector_pauses),  # Python's GC during the live run
+                "host_split_by_quarter": host_split_by_quarter(rows),
             })
             live_steps[f"{name}-L{load:.2f}"] = rows
             tok_s[name], ttft[name] = m["tok_s"], m["mean_ttft_s"]
@@ -295,7 +310,8 @@ def main() -> None:
             print(f"[{time.perf_counter() - t_start:.0f} s] {name:8s} L={load}: live {p['measured_tok_s']:.0f} tok/s, sim stepwise {p['simulated_tok_s']:.0f}, "
                   f"sim linear3 {p['simulated_linear3_tok_s']:.0f}; latency {p['measured_mean_latency_s']:.3f} vs {p['simulated_mean_latency_s']:.3f} s; "
                   f"evictions {p['measured_evictions']} vs {p['simulated_evictions']}; eager {100 * eager:.1f} %; step err {100 * step_err:.1f} %; "
-                  f"longest GC pause {1e3 * p['collector_pauses']['longest_s']:.1f} ms", flush=True)
+                  f"longest GC pause {1e3 * p['collector_pauses']['longest_s']:.1f} ms; host µs by quarter "
+                  + "; ".join(f"{k} " + " ".join(f"{1e6 * v:.0f}" for v in vs) for k, vs in p["host_split_by_quarter"].items()), flush=True)
         if tok_s:
             repro_runs.append({"load": load, "tok_s": tok_s, "mean_ttft_s": ttft})
         if fidelity["cut_by_deadline"]:

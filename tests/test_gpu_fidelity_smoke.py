@@ -45,6 +45,11 @@ def test_smoke_run_writes_every_point_and_the_docs_collect_it(tmp_path):
     assert sorted(host_steps) == sorted(f"{n}-L{ld}" for n in ("wait", "vllm-v1", "sarathi") for ld in ("0.60", "0.85"))
     assert {k: len(v) for k, v in host_steps.items()} == host["steps_per_run"]
     assert not any("simulated_own_host_mean_latency_s" in p for p in fid["points"])  # own fits are evidence only where applied
+    with gzip.open(out / "live-steps.json.gz", "rt") as f:
+        live_steps = json.load(f)
+    for rows in live_steps.values():  # the scheduler's part of each step's host time, on the wall clock
+        assert all(0 <= r["schedule_s"] <= r["host_s"] for r in rows)
+    assert all("collector_pauses" in p and "host_split_by_quarter" in p for p in fid["points"])
     docs = tmp_path / "docs"
     docs.mkdir()
     subprocess.run([sys.executable, str(ROOT / "benchmarks/fidelity_docs.py"), str(out), "--tag", "cpu", "--command", "smoke", "--docs", str(docs)],
@@ -53,3 +58,16 @@ def test_smoke_run_writes_every_point_and_the_docs_collect_it(tmp_path):
     assert collected["points"] == fid["points"] and collected["device"] == fid["device"]
     assert (docs / "fidelity-cpu-host-steps.json.gz").read_bytes() == (out / "host-steps.json.gz").read_bytes()
 
+
+
+def test_host_split_by_quarter_by_hand():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_fidelity import host_split_by_quarter
+
+    # 8 steps of 10 ms, 1 ms apart: quarters of 2 steps; schedule 0.1·k ms, host 0.5 ms + that
+    rows = [{"start_s": 0.011 * k, "measured_s": 0.010, "host_s": 0.0005 + 0.0001 * k, "schedule_s": 0.0001 * k} for k in range(8)]
+    split = host_split_by_quarter(rows)
+    assert split["schedule_s"] == pytest.approx([0.00005, 0.00025, 0.00045, 0.00065])
+    assert split["prep_s"] == pytest.approx([0.0005] * 4)
+    assert split["gap_s"] == pytest.approx([0.001, 0.001, 0.001, 0.0005])  # the last step has no next one: 0
+    assert host_split_by_quarter(rows[:3]) == {} and host_split_by_quarter([{k: v for k, v in r.items() if k != "schedule_s"} for r in rows]) == {}

@@ -41,6 +41,7 @@ class EngineResult:
     restart_token_mismatches: int = 0  # re-prefill after eviction sampled a different token
     horizon_s: float | None = None
     collector_pauses: list[CollectorPause] = field(default_factory=list)  # Python's GC in the run, wall s since its start
+    schedule_s: list[float] | None = None  # per step on the wall clock: start of the turn to the engine's call
 
     @property
     def num_steps(self) -> int:
@@ -52,7 +53,7 @@ class EngineResult:
 
     def step_rows(self) -> list[dict]:
         """Each step's composition and measured time (the run folder's steps.json)."""
-        return [
+        rows = [
             {
                 "start_s": s.start_s, "measured_s": s.end_s - s.start_s, "host_s": s.host_s, "graph": s.graph,
                 "new_tokens": s.shape.new_tokens, "kv_tokens": s.shape.kv_tokens, "num_decodes": s.shape.num_decodes,
@@ -61,6 +62,10 @@ class EngineResult:
             }
             for s in self.steps
         ]
+        if self.schedule_s is not None and len(self.schedule_s) == len(rows):
+            for row, t in zip(rows, self.schedule_s):
+                row["schedule_s"] = t  # of host_s: arrivals + scheduler call; the rest is input preparation
+        return rows
 
 
 class _WallClock:
@@ -73,6 +78,7 @@ class _WallClock:
         self.sync()
         self.t0 = time.perf_counter()
         self.turn_start = self.t0
+        self.schedule_s: list[float] = []
 
     def now_s(self) -> float:
         self.turn_start = time.perf_counter()  # the host time of the step starts here (scheduler call included)
@@ -80,6 +86,9 @@ class _WallClock:
 
     def execute(self, loop, batch: Batch, start_s: float) -> float:
         engine = self.engine
+        # the host part before the engine: arrivals and the scheduler call (host_s also holds the
+        # engine's input preparation after it)
+        self.schedule_s.append(time.perf_counter() - self.turn_start)
         self.mismatches += engine.execute(batch)  # ends with a device sync (tokens to host)
         end_s = time.perf_counter() - self.t0
         loop.finish(batch, start_s, end_s, host_s=engine._prep_end - self.turn_start, graph=engine._used_graph)
@@ -251,4 +260,4 @@ class Engine:
             origin = getattr(clock, "t0", None) or time.perf_counter()
             res = run_server(ServerLoop(scheduler, measured=True), requests, clock, horizon_s=horizon_s)
         return EngineResult(res.requests, res.end_s, res.steps, res.peak_kv_tokens, clock.mismatches, horizon_s,
-                            [p.on_clock(origin) for p in pauses])
+                            [p.on_clock(origin) for p in pauses], getattr(clock, "schedule_s", None))
