@@ -28,7 +28,7 @@ from pathlib import Path
 MACHINES = ("docs/calibration-h200-run6.json", "docs/calibration-h200-drift.json", "docs/calibration-h200-run5.json",
             "docs/calibration-h200-run4.json", "docs/calibration-h200-run3.json", "docs/calibration-h200-run8.json",
             "docs/calibration-h200-run9.json", "docs/calibration-h200-run10.json", "docs/calibration-h200-run11.json",
-            "docs/calibration-h200-run12.json", "docs/calibration-h200-fidelity.json")
+            "docs/calibration-h200-run12.json", "docs/calibration-h200-run13.json", "docs/calibration-h200-fidelity.json")
 COMPUTE_BOUND = ("prefill 2048", "prefill 4096")
 
 
