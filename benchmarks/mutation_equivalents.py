@@ -243,6 +243,17 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
     ('runtime/schedulers/threshold_base.py', 'if group.num_segments == 1 and stages and max(map(len, stages.values())) <= n:', '<=-><'):
         "the one-pass branch is a fast path: with a stage of exactly n the stage-by-stage pass below also moves every "
         "stage whole (`len(q) <= n`), in the same dict order, reserving the same decodes and recording the same moves",
+    ('fluid/fleet.py', 'rate_unit: np.ndarray = field(default_factory=lambda: np.zeros(0))  # ỹ_{g,j} = y_{g,j} / rate_unit[j]', '0->1'):
+        "a placeholder: build_matrices sets rate_unit to the (scaled) rates before any block is built or read",
+    ('thresholds/adaptive.py', 'if stages_per_s * per_resident >= rho:', '>=->>'):
+        "the load never reaches ρ here: _largest_fitting_scale tries scales up to min(1, max_capacity_fraction·ρ/L) "
+        "with max_capacity_fraction < 1, so the load tried is at most max_capacity_fraction·ρ < ρ",
+    ('thresholds/report.py', 'if m.required_tokens < with_margin * (1 - 1e-12):', '<-><='):
+        "`≤` differs from `<` only when the requirement equals expected·(1 + margin)·(1 − 1e-12) to the last bit; "
+        "an uncut margin (requirement = expected·(1 + margin)) reads as uncut either way",
+    ('fluid/symbolic.py', 'theta_sols = sp.solve(sp.Eq(M_star.subs(scaled, simultaneous=True), C), theta)', 'True->False'):
+        "each λ_j maps to θ·λ_j, which holds no other key of the substitution: replacing them one at a time gives the "
+        "same expression as replacing them together",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {

@@ -87,6 +87,26 @@ class RuntimeInstance:
         _check_segments(self.segments, "instances[].segments")
 
 
+class InstanceRouter:
+    """Which Nested WAIT instance serves a request: the one its type is routed to (the first that
+    names it), else the one with the nearest `prefill_tokens` (ties: the smaller). One rule for the
+    cohort and the capped schedulers."""
+
+    def __init__(self, instances) -> None:
+        self._by_type: dict[str, int] = {}
+        for k, inst in enumerate(instances):
+            for name in inst.type_names:
+                self._by_type.setdefault(name, k)
+        self._prefills = [(inst.prefill_tokens, k) for k, inst in enumerate(instances)]
+
+    def index_of(self, request) -> int:
+        k = self._by_type.get(request.type_name) if request.type_name is not None else None
+        if k is None:
+            prompt = request.prompt_tokens
+            k = min(self._prefills, key=lambda pk: (abs(pk[0] - prompt), pk[0]))[1]
+        return k
+
+
 def _check_segments(segments, field_path: str, source: str | None = None) -> None:
     if not segments:
         raise InputError("needs at least one segment", source=source, field=field_path)

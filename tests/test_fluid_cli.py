@@ -238,3 +238,10 @@ def test_a_toolkit_error_without_its_own_code_exits_1(workload_file, capsys, mon
     monkeypatch.setattr(fluid.cli, "run", fails)
     assert main(["fluid", str(workload_file)]) == 1
     assert "something of ours went wrong" in capsys.readouterr().err
+
+
+def test_table_columns_are_as_wide_as_their_longest_cell_or_header():
+    from fluid.tables import format_table
+
+    text = format_table(["h", "value"], [["long value", "1"], ["b", "12345"]])
+    assert text.splitlines() == ["h           value", "----------  -----", "long value      1", "b           12345"]

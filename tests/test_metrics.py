@@ -189,3 +189,16 @@ def test_warmup_cut_of_no_requests_is_zero():
 
     assert warmup_cut_s([], 0.5) == 0.0 and warmup_cut_s([], 0.5, horizon_s=3.0) == 0.0
     assert measurement_window_s([], end_s=2.0, warmup_s=0.0) == (0.0, 2.0)  # no arrival span: to the end
+
+
+def test_a_request_with_two_token_times_has_one_gap_in_its_row():
+    from runtime.metrics import request_rows
+
+    r = Request(0, 0.0, 4, 2)
+    r.token_times_s = [1.0, 1.25]
+    r.completion_s = 1.25
+    one = Request(1, 0.0, 4, 1)
+    one.token_times_s, one.completion_s = [2.0], 2.0
+    rows = request_rows([r, one])
+    assert (rows[0]["mean_tbt_s"], rows[0]["max_tbt_s"], rows[0]["decode_tokens"]) == (0.25, 0.25, 1)
+    assert (rows[1]["mean_tbt_s"], rows[1]["max_tbt_s"], rows[1]["decode_tokens"]) == (None, None, 0)

@@ -276,3 +276,15 @@ def test_fcfs_evicts_whenever_memory_exceeds_capacity_however_little():
     assert np.all(tr.evicted_rate_per_s[~over] == 0)
     # LIFO: the newest prompts hold at least the prompt's 10 tokens each, so evicted·10 ≤ (M − C)/ΔT
     assert np.all(tr.evicted_rate_per_s[over] * 10 <= excess_rate[over] * (1 + 1e-9))
+
+
+def test_compartments_are_numbered_from_each_types_newest_prompts():
+    # one prefill compartment and one per decode stage (max_compartments large): levels restart at 0
+    # for each type, in the order its prompts age
+    from fluid.ode import _Layout
+
+    w = Workload("w", 10**6, AffineBatchTime(0.01, 1e-6), (RequestType("a", 10, 3, 1.0), RequestType("b", 20, 2, 1.0)))
+    layout = _Layout(w, 8)
+    assert layout.owner.tolist() == [0, 0, 0, 0, 1, 1, 1] and layout.level.tolist() == [0, 1, 2, 3, 0, 1, 2]
+    assert layout.first.tolist() == [0, 4] and layout.last.tolist() == [3, 6]
+    assert layout.tokens.tolist() == [10.0, 11.0, 12.0, 13.0, 20.0, 21.0, 22.0]

@@ -241,3 +241,10 @@ def test_reserve_decodes_keeps_the_batch_shape():
     shape = batch.shape()
     assert (shape.new_tokens, shape.kv_tokens, shape.num_decodes) == (3, 4 + 5 + 6, 3)
     assert shape == batch._recount()
+
+
+def test_fitting_alone_counts_the_blocks_admission_keeps_free():
+    kv = KVBlockManager(64, block_size=16)  # 4 blocks
+    assert kv.fits_alone(64) and not kv.fits_alone(65)
+    assert kv.fits_alone(48, kept_free_blocks=1) and not kv.fits_alone(49, kept_free_blocks=1)  # 3 usable blocks
+    assert kv.fits_alone(16, kept_free_blocks=3) and not kv.fits_alone(17, kept_free_blocks=3)

@@ -508,3 +508,24 @@ def test_the_last_resort_eviction_puts_the_evicted_request_back_at_the_head_of_i
     assert _step(s, 2.0) == [(0, 1)] and s.stats["evictions"] == 1
     assert _step(s, 3.0) == [(0, 1)]
     assert s._resident.keys() == {0}
+
+
+def test_per_class_capped_nested_prices_each_request_by_its_own_instances_lengths():
+    # instance "short" ends at stage 4, "long" at stage 9 (one segment each, every request to its end):
+    # a request's projected final KV is its prompt plus its own instance's expected end
+    from runtime.policy_file import RuntimeInstance
+
+    inst = (RuntimeInstance(10, ("short",), (RuntimeSegment(0, 4, 2),)), RuntimeInstance(100, ("long",), (RuntimeSegment(0, 9, 1),)))
+    policy = RuntimePolicy("nested_wait", "capped", segments=inst[0].segments, instances=inst)
+    s = make_scheduler("nested-wait-capped", KVBlockManager(10_000, 1), policy=policy)
+    assert s._final_tokens(Request(0, 0.0, 12, 4, "short")) == 12 + 4
+    assert s._final_tokens(Request(1, 0.0, 90, 9, "long")) == 90 + 9
+    assert s._final_tokens(Request(2, 0.0, 70, 9, "other")) == 70 + 9  # no instance names it: the nearest prefill (100)
+    assert s._final_tokens(Request(3, 0.0, 40, 4, "other")) == 40 + 4  # nearer 10 than 100
+
+
+def test_instances_are_routed_by_type_then_by_the_nearest_prefill_smaller_on_a_tie():
+    from runtime.policy_file import InstanceRouter, RuntimeInstance
+
+    router = InstanceRouter((RuntimeInstance(10, ("a",), (RuntimeSegment(0, 4, 2),)), RuntimeInstance(30, ("b", "a"), (RuntimeSegment(0, 4, 1),))))
+    assert [router.index_of(Request(i, 0.0, p, 3, t)) for i, (p, t) in enumerate([(30, "a"), (10, "b"), (20, None), (21, "x"), (19, "x")])] == [0, 1, 0, 1, 0]

@@ -171,3 +171,14 @@ def test_nested_wait_takes_a_prompt_whose_first_token_exactly_fills_the_cache_an
     with pytest.raises(InputError, match="needs 11 KV tokens at once") as info:
         s.add_request(Request(1, 0.0, 10, 1))  # 10 + 1 = 11, though the 10-token prompt alone fits
     assert "request 1 " in str(info.value)
+
+
+def test_a_request_that_outgrows_the_whole_cache_is_refused_at_its_restart_not_looped():
+    # Nested WAIT does not know output lengths: a prompt of 10 is admitted into a cache of 32, decodes
+    # until the cache is full, is evicted, and its re-prefill (prompt + generated, 33 tokens) fits no
+    # empty cache: refused with what it needs, instead of evicting residents that are not there
+    from fluid.errors import InputError
+
+    s = make_scheduler("nested-wait", KVBlockManager(32, 1), policy=RuntimePolicy("nested_wait", "cohort", segments=(RuntimeSegment(0, 40, 1),)))
+    with pytest.raises(InputError, match=r"request 0 \(prompt 10, output 40 tokens\) needs 33 KV tokens at once \(its prefill\)"):
+        simulate(s, [Request(0, 0.0, 10, 40)], AffineBatchTime(0.01, 1e-6))

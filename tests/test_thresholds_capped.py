@@ -52,6 +52,11 @@ def test_capped_nested_auto_tries_the_count_equal_to_the_number_of_decode_length
     assert sol.num_segments == 2 and sol.memory.required_tokens == pytest.approx(two.memory.required_tokens, rel=1e-12)
     with pytest.raises(UnstableWorkloadError, match="memory_within_capacity"):
         solve_nested_capped_auto(tight, NestedOptions(slack=0.1, eta=0.05, memory_bound="theorem", segments=1))
+    # every count breaking its conditions: the error says which broke, for each count tried
+    tighter = Workload("two", 150_000, roomy.batch_time, types)
+    with pytest.raises(UnstableWorkloadError) as err:
+        solve_nested_capped_auto(tighter, NestedOptions(slack=0.1, eta=0.05, memory_bound="theorem", segments="auto"))
+    assert str(err.value).endswith("(L=1: breaks memory_within_capacity; L=2: breaks memory_within_capacity)")
 
 
 def test_capped_nested_theorem_memory_by_hand():

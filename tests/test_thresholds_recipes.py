@@ -448,3 +448,12 @@ def test_check_of_a_nested_file_without_delta_or_horizon_uses_0_01_and_an_hour()
     memory = {c.name: c for c in verify_policy(bare, w)}["memory_within_capacity"].lhs
     inst = sol.instances[0]
     assert memory == pytest.approx(inst.memory_policy_tokens + inst.buffer_tokens, rel=1e-9)
+
+
+def test_the_wait_batch_cap_recipe_refuses_a_cap_of_zero():
+    from fluid.errors import InputError
+
+    w = _workload([RequestType("a", 10, 4, 1.0)])
+    with pytest.raises(InputError, match=r"batch_cap"):
+        solve_wait_batch_cap(w, 0)
+    assert solve_wait_batch_cap(w, 1).thresholds

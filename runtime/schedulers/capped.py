@@ -40,7 +40,7 @@ import numpy as np
 from fluid.numbers import check_number
 from fluid.errors import InputError
 from runtime.kv_blocks import KVBlockManager
-from runtime.policy_file import as_policy
+from runtime.policy_file import InstanceRouter, as_policy
 from runtime.request import Request
 from runtime.schedulers.base import Batch, Scheduler
 from runtime.schedulers.fits import check_fits_alone
@@ -358,11 +358,14 @@ class CappedNestedWaitScheduler(CappedScheduler):
         stages = {"all": cap / sum(c[0].threshold for c in chains)}
         super().__init__(kv, policy, {"all": cap if resident_cap is None else resident_cap}, resident_cap,
                          prefill_chunk_tokens, look_ahead, pace, stages, work_conserving)
-        self._expected_end = expected_end_stages(policy.segments or policy.instances[0].segments)
+        # E[l' | l' ≥ s] from the chain of the request's own instance (per-class policies: the
+        # instance the cohort scheduler would route it to)
+        self._expected_end = [expected_end_stages(c) for c in chains]
+        self._router = InstanceRouter(policy.instances) if policy.instances else None
 
     def _final_tokens(self, request: Request) -> float:
         s = request.decode_steps_done
-        ends = self._expected_end
+        ends = self._expected_end[self._router.index_of(request) if self._router is not None else 0]
         return request.prompt_tokens + (ends[s] if s < len(ends) else s)
 
     def _group_for(self, request: Request) -> str:

@@ -20,7 +20,7 @@ Knobs: `policy` (a `RuntimePolicy` or a path; required), `service_rule`, `drain_
 from __future__ import annotations
 
 from runtime.kv_blocks import KVBlockManager
-from runtime.policy_file import RuntimeSegment, as_policy
+from runtime.policy_file import InstanceRouter, RuntimeSegment, as_policy
 from runtime.request import Request
 from runtime.schedulers.cohorts import CohortGroup
 from runtime.schedulers.threshold_base import ThresholdScheduler
@@ -41,18 +41,7 @@ class NestedWaitScheduler(ThresholdScheduler):
         else:
             groups = [_group("all", policy.segments)]
         super().__init__(kv, policy, groups, **knobs)
-        self._by_type: dict[str, CohortGroup] = {}
-        self._by_prefill: list[tuple[int, CohortGroup]] = []
-        for inst, g in zip(policy.instances, groups):
-            for type_name in inst.type_names:
-                self._by_type.setdefault(type_name, g)
-            self._by_prefill.append((inst.prefill_tokens, g))
+        self._router = InstanceRouter(policy.instances) if policy.instances else None
 
     def _group_for(self, request: Request) -> CohortGroup:
-        if not self._by_prefill:
-            return self.groups[0]
-        group = self._by_type.get(request.type_name) if request.type_name is not None else None
-        if group is None:
-            prompt = request.prompt_tokens
-            group = min(self._by_prefill, key=lambda pg: (abs(pg[0] - prompt), pg[0]))[1]
-        return group
+        return self.groups[self._router.index_of(request)] if self._router is not None else self.groups[0]
