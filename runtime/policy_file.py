@@ -30,7 +30,7 @@ POLICY_KINDS = ("wait", "nested_wait")
 # schedulers (`runtime/schedulers/capped.py`)
 SERVICE_RULES = ("cohort", "continuous")
 PREFILL_MODES = ("representative", "per_class")
-__all__ = ["SERVICE_RULES", "ALL_SERVICE_RULES", "RuntimeClass", "RuntimeSegment", "RuntimeInstance", "RuntimePolicy",
+__all__ = ["SERVICE_RULES", "ALL_SERVICE_RULES", "RuntimeClass", "RuntimeSegment", "RuntimeInstance", "InstanceRouter", "RuntimePolicy",
            "runtime_policy", "load_policy", "policy_from_dict", "as_policy"]
 
 
