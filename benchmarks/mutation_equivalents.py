@@ -254,6 +254,12 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
     ('fluid/symbolic.py', 'theta_sols = sp.solve(sp.Eq(M_star.subs(scaled, simultaneous=True), C), theta)', 'True->False'):
         "each λ_j maps to θ·λ_j, which holds no other key of the substitution: replacing them one at a time gives the "
         "same expression as replacing them together",
+    ('runtime/schedulers/base.py', 'if total > held * kv.block_size and not kv.try_grow(request, num_new_tokens):', '*->/'):
+        "a fast path: when the held blocks already hold the tokens, `try_grow` needs 0 more blocks and returns True, "
+        "so calling it (as held / block_size makes it do more often) changes nothing",
+    ('thresholds/policy_parse.py', 'if not math.isclose(report.required_tokens, chosen, rel_tol=1e-9, abs_tol=1e-9):', '1e-9->0.0'):
+        "abs_tol only matters within 1e-9 of zero; a required memory is at least one request's tokens, where rel_tol "
+        "decides alone",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {

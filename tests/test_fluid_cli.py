@@ -245,3 +245,18 @@ def test_table_columns_are_as_wide_as_their_longest_cell_or_header():
 
     text = format_table(["h", "value"], [["long value", "1"], ["b", "12345"]])
     assert text.splitlines() == ["h           value", "----------  -----", "long value      1", "b           12345"]
+
+
+def test_objective_per_kv_token_is_the_throughput_gained_per_extra_kv_token(tmp_path, capsys):
+    # where memory binds (C = 20,000 < M* = 22,188), 10 more KV tokens raise the LP's throughput by
+    # 10 × objective_per_kv_token: the dual of the memory row is priced in decode tokens/s per token
+    def lp(c):
+        path = tmp_path / f"c{c}.yaml"
+        path.write_text(STABLE.replace("137000", str(c)))
+        assert main(["fluid", str(path), "--json", "--lp"]) == 3  # over memory at the fluid point
+        return _json(capsys)["lp"]
+
+    lo, hi = lp(20_000), lp(20_010)
+    assert "kv_memory" in lo["binding"]
+    slope = (hi["throughput_tokens_per_s"] - lo["throughput_tokens_per_s"]) / 10
+    assert slope == pytest.approx((lo["objective_per_kv_token"] + hi["objective_per_kv_token"]) / 2, rel=1e-3)

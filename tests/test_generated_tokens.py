@@ -143,3 +143,17 @@ def test_drift_run_record_compares_generated_tokens_first_and_completed_second()
     assert rec["cumulative_throughput_vs_fluid_min_after_s"] == 1.0
     # completed / fluid from t = 2: 0/4, 0/4, 4/8, ... -> 0 at 2 s
     assert rec["completed_tokens_vs_fluid_min"] == 0.0 and rec["completed_tokens_vs_fluid_min_at_s"] == 2.0
+
+
+def test_benchmark_for_requests_solves_thresholds_at_the_busiest_bins_total_rate():
+    # 8 requests in [0, 4) s, 20 in [4, 8), two types alternating: bins of 4 s carry 2 and 5 req/s
+    # in total, so the thresholds are solved at 5 req/s (the busiest bin, all types together)
+    from fluid.over_time import benchmark_for_requests
+
+    arrivals = np.concatenate([np.linspace(0.1, 3.9, 8), np.linspace(4.1, 7.9, 20)])
+    kind = np.arange(28) % 2
+    prompts, outputs = np.where(kind == 0, 200, 100), np.where(kind == 0, 20, 60)
+    server = Workload("t", 50_000, Linear3BatchTime(0.0093, 2.6e-7, 4.7e-5),
+                      (RequestType("a", 200, 20, 5.0), RequestType("b", 100, 60, 5.0)))
+    bench = benchmark_for_requests(server, arrivals, prompts, outputs, np.linspace(0, 30, 31), bin_s=4.0)
+    assert bench.threshold_rate_per_s == pytest.approx(5.0)

@@ -202,3 +202,19 @@ def test_a_request_with_two_token_times_has_one_gap_in_its_row():
     rows = request_rows([r, one])
     assert (rows[0]["mean_tbt_s"], rows[0]["max_tbt_s"], rows[0]["decode_tokens"]) == (0.25, 0.25, 1)
     assert (rows[1]["mean_tbt_s"], rows[1]["max_tbt_s"], rows[1]["decode_tokens"]) == (None, None, 0)
+
+
+def test_tbt_slo_attainment_counts_the_requests_whose_every_gap_meets_it():
+    from runtime.metrics import slo_attainment
+
+    def req(rid, times):
+        r = Request(rid, 0.0, 4, len(times), tbt_slo_s=0.125)
+        r.token_times_s, r.completion_s = times, times[-1]
+        return r
+
+    # two requests meet 0.125 s at every gap (request 0 exactly), one misses one gap of three: 2/3
+    # of requests, 8/9 of gaps (binary fractions: the gaps are exact)
+    rs = [req(0, [1.0, 1.125, 1.25, 1.375]), req(1, [1.0, 1.0625, 1.125, 1.25]), req(2, [1.0, 1.125, 1.5, 1.625])]
+    out = slo_attainment(rs)
+    assert out["tbt_slo_requests"] == 3 and out["tbt_slo_attainment"] == pytest.approx(2 / 3)
+    assert out["tbt_slo_token_attainment"] == pytest.approx(8 / 9)

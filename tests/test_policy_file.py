@@ -166,3 +166,12 @@ def test_policy_file_names_must_be_non_empty_strings(tmp_path, mutate, field):
     with pytest.raises(InputError, match="must be a non-empty string") as info:
         load_policy(_written(tmp_path, mutate))
     assert info.value.field == field
+
+
+def test_policy_files_keep_their_notes_readable_not_escaped():
+    # the golden nested policy's text fields hold non-ASCII (θ, −, ≥ ...): written as themselves,
+    # UTF-8, so a policy file reads as its notes read (and round-trips byte for byte)
+    text = (DATA / "golden_policy_nested.json").read_text(encoding="utf-8")
+    written = policy_to_json(load_policy(DATA / "golden_policy_nested.json"))
+    assert any(ord(c) > 127 for c in written) and "\\u" not in written
+    assert written == text

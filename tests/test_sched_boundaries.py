@@ -248,3 +248,9 @@ def test_fitting_alone_counts_the_blocks_admission_keeps_free():
     assert kv.fits_alone(64) and not kv.fits_alone(65)
     assert kv.fits_alone(48, kept_free_blocks=1) and not kv.fits_alone(49, kept_free_blocks=1)  # 3 usable blocks
     assert kv.fits_alone(16, kept_free_blocks=3) and not kv.fits_alone(17, kept_free_blocks=3)
+
+
+def test_a_cache_of_exactly_one_block_is_accepted_and_less_is_refused():
+    assert KVBlockManager(16, block_size=16).num_blocks == 1
+    with pytest.raises(ValueError, match="16"):
+        KVBlockManager(15, block_size=16)

@@ -529,3 +529,12 @@ def test_instances_are_routed_by_type_then_by_the_nearest_prefill_smaller_on_a_t
 
     router = InstanceRouter((RuntimeInstance(10, ("a",), (RuntimeSegment(0, 4, 2),)), RuntimeInstance(30, ("b", "a"), (RuntimeSegment(0, 4, 1),))))
     assert [router.index_of(Request(i, 0.0, p, 3, t)) for i, (p, t) in enumerate([(30, "a"), (10, "b"), (20, None), (21, "x"), (19, "x")])] == [0, 1, 0, 1, 0]
+
+
+def test_a_resident_cap_below_the_class_caps_admits_exactly_that_many():
+    # class caps of 6 each; the resident cap of 3 binds first (requests 0-2 admitted, 3 waits)
+    s = _wait([("a", 4, 2, 2), ("b", 4, 2, 2)], pace=False, work_conserving=False, resident_cap=3)
+    assert s.group_caps == {"a": 6, "b": 6} and s.resident_cap == 3
+    for i in range(4):
+        s.add_request(_req(i, arrival_s=0.1 * i, output=2, type_name="ab"[i % 2]))
+    assert _step(s, 0.0) == [(0, 4), (1, 4), (2, 4)]

@@ -169,3 +169,17 @@ def test_the_nested_grid_tries_types_at_eta_0_and_auto_at_eta_0_and_0_05(monkeyp
     # the segments' own chunk, twice it, whole prompts (types: whole prompts already)
     chunks = [t.options.prefill_chunk_tokens for t in at_zero]
     assert chunks[0] is None and chunks[3] is None and chunks[2] == 2 * chunks[1] and chunks[1:4] == chunks[4:7]
+
+
+def test_the_tune_requests_flag_defaults_to_tunes_own_request_count_as_its_help_says():
+    import argparse
+    import inspect
+
+    from thresholds import cli_solve
+    from thresholds.tune import tune
+
+    parser = argparse.ArgumentParser()
+    cli_solve.add_arguments(parser)
+    action = next(a for a in parser._actions if a.dest == "tune_requests")
+    default = inspect.signature(tune).parameters["requests"].default
+    assert action.default == default == 2000 and f"default {default}" in action.help
