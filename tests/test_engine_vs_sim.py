@@ -83,3 +83,23 @@ def test_the_engine_runs_its_loop_on_a_frozen_heap_and_records_its_collections(t
     assert frozen and min(frozen) > 0 and gc.get_freeze_count() == 0  # frozen for every step, released after
     full = [p for p in live.collector_pauses if p.generation == 2]
     assert len(full) == 1 and full[0].start_s >= 0 and full[0].seconds > 0  # seconds after the run's start
+
+
+def test_interleaved_timing_runs_the_compositions_round_robin_and_frees_their_memory(tiny):
+    from runtime.gpu.step_timer import StepTimer
+
+    cfg, _, runner = tiny
+    pool = KVPool(PoolShape(cfg.num_hidden_layers, CAPACITY // BLOCK, BLOCK, cfg.num_key_value_heads, 16, 4), dtype=torch.float32, device="cpu")
+    engine = Engine(runner, pool, seed=1)
+    timer = StepTimer(engine)
+    order, execute = [], engine.execute
+
+    def recorded(batch):
+        order.append(len(batch.items))
+        return execute(batch)
+
+    engine.execute = recorded
+    rows = timer.time_interleaved_s([[(8, 0)], [(4, 0), (4, 0)], [(2, 0)] * 4], repeats=3, warmup=1)
+    assert order == [1, 2, 4] * 4  # warm-up and each repeat visit every composition in turn
+    assert [sorted(r) for r in rows] == [["graph", "host_s", "step_s"]] * 3 and all(0 < r["host_s"] <= r["step_s"] for r in rows)
+    assert timer.kv.free_blocks == timer.kv.num_blocks and not engine.sequences  # everything released

@@ -76,6 +76,33 @@ class StepTimer:
             reqs.append(r)
         return batch, reqs
 
+    def time_interleaved_s(self, compositions, *, repeats: int = 10, warmup: int = 2) -> list[dict]:
+        """Median step time (s), host time and graph use of each of `compositions`, timed round robin
+        (repeat k of every composition before repeat k + 1 of any): a device that slows under sustained
+        load (back-to-back steps of one H200 ran 12.3 → 15.0 ms over 12 repeats,
+        docs/flatness-probe-h200.json) then slows every composition alike instead of the last ones
+        timed. All compositions hold their KV at once, so together they must fit the pool."""
+        built = [self._batch(c) for c in compositions]
+        try:
+            times: list[list[float]] = [[] for _ in built]
+            host: list[list[float]] = [[] for _ in built]
+            graph: list[list[bool]] = [[] for _ in built]
+            for i in range(warmup + repeats):
+                for k, (batch, _) in enumerate(built):
+                    t = time.perf_counter()
+                    self.engine.execute(batch)
+                    if i >= warmup:
+                        times[k].append(time.perf_counter() - t)
+                        host[k].append(self.engine._prep_end - t)
+                        graph[k].append(self.engine._used_graph)
+            return [{"step_s": statistics.median(t), "host_s": statistics.median(h), "graph": all(g)}
+                    for t, h, g in zip(times, host, graph)]
+        finally:
+            for _, reqs in built:
+                for r in reqs:
+                    self.kv.release(r)
+                    self.engine.sequences.pop(r.request_id, None)
+
     def time_s(self, composition, *, repeats: int = 5, warmup: int = 2) -> tuple[float, BatchShape]:
         """Median wall time of one step of `composition` (s) and its BatchShape."""
         batch, reqs = self._batch(composition)
