@@ -204,3 +204,17 @@ def test_check_of_capped_files_by_hand():
     assert sol3.resident_cap == 1208
     assert conds[0].lhs == pytest.approx(0.01 + 1208 * (1e-9 * 15400500 / 102000 + 2e-7 * 201000 / 102000), rel=1e-12)
     assert conds[0].rhs == pytest.approx(1208 / 102000, rel=1e-12) and conds[0].holds
+
+
+def test_caps_a_hair_above_a_whole_number_are_repaired_upwards_to_the_next_cap():
+    # one type, l = 990, l' = 7 (8 stages), λ = 10, d1 = 0.025/7948 (L = 0.25), slack 0: the fluid
+    # x = d0 / 0.75 puts 80·x residents in the class. d0 = 0.05625 gives exactly 6 (x = 0.075, ΔT = x):
+    # cap 6. 2e-10 more in d0 gives 6.0000000012, which the rounding tolerance (1e-9) reads as 6,
+    # but then ΔT = 0.075 (1 + 2e-10) exceeds ρ·n/λ = 0.075: the repair must grow x until the cap
+    # is 7 (ΔT = 0.05625 + 0.875 · 0.025 = 0.078125 ≤ 0.0875), not settle or shrink
+    def solved(d0):
+        return solve_wait_capped(Workload("edge", 10**6, AffineBatchTime(d0, 0.025 / 7948), (RequestType("t", 990, 7, 10.0),)), slack=0.0)
+
+    assert solved(0.05625).caps == (6,)
+    edge = solved(0.05625 * (1 + 2e-10))
+    assert edge.caps == (7,) and edge.iteration_time_s == pytest.approx(0.078125, rel=1e-9)
