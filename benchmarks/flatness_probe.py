@@ -13,23 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-
-
-def repeats_of(engine, timer, composition, n: int = 12) -> list[dict]:
-    batch, reqs = timer._batch(composition)
-    out = []
-    try:
-        for _ in range(n):
-            t = time.perf_counter()
-            engine.execute(batch)
-            out.append({"step_s": time.perf_counter() - t, "host_s": engine._prep_end - t, "graph": engine._used_graph})
-    finally:
-        for r in reqs:
-            timer.kv.release(r)
-            engine.sequences.pop(r.request_id, None)
-    return out
 
 
 def main() -> None:
@@ -37,6 +21,7 @@ def main() -> None:
     ap.add_argument("--out", default="docs/flatness-probe.json")
     args = ap.parse_args()
     from gpu_steps import build_engine
+
     from runtime.gpu.host_info import versions
     from runtime.gpu.step_timer import StepTimer
 
@@ -47,7 +32,7 @@ def main() -> None:
     res = {"device": info.device_name, "versions": versions(),
            "command": "PYTHONPATH=. python benchmarks/flatness_probe.py " + " ".join(sys.argv[1:]), "runs": []}
     for label, comp in order:
-        reps = repeats_of(engine, timer, comp)
+        (reps,) = timer.repeat_times([comp], repeats=12)
         res["runs"].append({"label": label, "repeats": reps})
         print(f"{label:20s} " + " ".join(f"{1e3 * r['step_s']:.2f}" for r in reps) + "  ms (host " +
               " ".join(f"{1e3 * r['host_s']:.2f}" for r in reps[:3]) + " ...)", flush=True)

@@ -39,8 +39,7 @@ def profile_composition(engine, timer, composition, *, steps: int = 5, warmup: i
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    batch, reqs = timer._batch(composition)
-    try:
+    with timer.holding([composition]) as (batch,):
         for _ in range(warmup):
             engine.execute(batch)
         torch.cuda.synchronize()
@@ -52,10 +51,6 @@ def profile_composition(engine, timer, composition, *, steps: int = 5, warmup: i
                 walls.append(time.perf_counter() - t)
         torch.cuda.synchronize()
         graph = bool(engine._used_graph)
-    finally:
-        for r in reqs:
-            timer.kv.release(r)
-            engine.sequences.pop(r.request_id, None)
     kernels = _kernel_times_us(prof, steps)
     return {"wall_s": statistics.median(walls), "graph": graph, "kernel_us_per_step": kernels,
             "device_us_per_step": sum(kernels.values())}
@@ -68,6 +63,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=8, help="kernels printed per composition")
     args = ap.parse_args()
     from gpu_steps import _with_mixed_graphs, build_engine
+
     from runtime.gpu.host_info import versions
     from runtime.gpu.step_timer import StepTimer
 

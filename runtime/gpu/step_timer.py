@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import contextmanager
 
 from fluid.batch_time import BatchShape
 from runtime.kv_blocks import KVBlockManager
@@ -76,49 +77,53 @@ class StepTimer:
             reqs.append(r)
         return batch, reqs
 
-    def time_interleaved_s(self, compositions, *, repeats: int = 10, warmup: int = 2) -> list[dict]:
-        """Median step time (s), host time and graph use of each of `compositions`, timed round robin
-        (repeat k of every composition before repeat k + 1 of any): a device that slows under sustained
-        load (back-to-back steps of one H200 ran 12.3 → 15.0 ms over 12 repeats,
-        docs/flatness-probe-h200.json) then slows every composition alike instead of the last ones
-        timed. All compositions hold their KV at once, so together they must fit the pool."""
+    @contextmanager
+    def holding(self, compositions):
+        """The batches of `compositions`, their requests holding blocks and token ids until the
+        block ends (then released). All of them at once: together they must fit the pool."""
         built = [self._batch(c) for c in compositions]
         try:
-            times: list[list[float]] = [[] for _ in built]
-            host: list[list[float]] = [[] for _ in built]
-            graph: list[list[bool]] = [[] for _ in built]
-            for i in range(warmup + repeats):
-                for k, (batch, _) in enumerate(built):
-                    t = time.perf_counter()
-                    self.engine.execute(batch)
-                    if i >= warmup:
-                        times[k].append(time.perf_counter() - t)
-                        host[k].append(self.engine._prep_end - t)
-                        graph[k].append(self.engine._used_graph)
-            return [{"step_s": statistics.median(t), "host_s": statistics.median(h), "graph": all(g)}
-                    for t, h, g in zip(times, host, graph)]
+            yield [batch for batch, _ in built]
         finally:
             for _, reqs in built:
                 for r in reqs:
                     self.kv.release(r)
                     self.engine.sequences.pop(r.request_id, None)
 
-    def time_s(self, composition, *, repeats: int = 5, warmup: int = 2) -> tuple[float, BatchShape]:
-        """Median wall time of one step of `composition` (s) and its BatchShape."""
-        batch, reqs = self._batch(composition)
-        try:
-            times, host, graph = [], [], []
-            for i in range(warmup + repeats):
+    def _timed(self, batches, repeats: int, warmup: int) -> list[list[dict]]:
+        """Every timed repeat ({step_s, host_s, graph}) of each batch, round robin: repeat k of every
+        batch before repeat k + 1 of any, so that a device that slows under sustained load
+        (back-to-back steps of one H200 ran 12.3 → 15.0 ms over 12 repeats,
+        docs/flatness-probe-h200.json) slows every batch alike instead of the last ones timed."""
+        out: list[list[dict]] = [[] for _ in batches]
+        for i in range(warmup + repeats):
+            for k, batch in enumerate(batches):
                 t = time.perf_counter()
                 self.engine.execute(batch)
                 if i >= warmup:
-                    times.append(time.perf_counter() - t)
-                    host.append(self.engine._prep_end - t)
-                    graph.append(self.engine._used_graph)
-            self.last_host_s = statistics.median(host)  # input preparation before the device work
-            self.last_graph = all(graph)
-            return statistics.median(times), batch.shape()
-        finally:
-            for r in reqs:
-                self.kv.release(r)
-                self.engine.sequences.pop(r.request_id, None)
+                    out[k].append({"step_s": time.perf_counter() - t, "host_s": self.engine._prep_end - t,
+                                   "graph": self.engine._used_graph})
+        return out
+
+    def repeat_times(self, compositions, *, repeats: int, warmup: int = 0) -> list[list[dict]]:
+        """Every timed repeat of each of `compositions` (round robin, see `_timed`)."""
+        with self.holding(compositions) as batches:
+            return self._timed(batches, repeats, warmup)
+
+    @staticmethod
+    def _medians(reps: list[dict]) -> dict:
+        return {"step_s": statistics.median(r["step_s"] for r in reps), "host_s": statistics.median(r["host_s"] for r in reps),
+                "graph": all(r["graph"] for r in reps)}
+
+    def time_interleaved_s(self, compositions, *, repeats: int = 10, warmup: int = 2) -> list[dict]:
+        """Median step time (s), host time and graph use of each of `compositions`, timed round robin."""
+        return [self._medians(reps) for reps in self.repeat_times(compositions, repeats=repeats, warmup=warmup)]
+
+    def time_s(self, composition, *, repeats: int = 5, warmup: int = 2) -> tuple[float, BatchShape]:
+        """Median wall time of one step of `composition` (s) and its BatchShape."""
+        with self.holding([composition]) as (batch,):
+            row = self._medians(self._timed([batch], repeats, warmup)[0])
+            shape = batch.shape()
+        self.last_host_s = row["host_s"]  # input preparation before the device work
+        self.last_graph = row["graph"]
+        return row["step_s"], shape
