@@ -35,6 +35,11 @@ Writes OUT/fidelity.json (device, versions, host, batch_time_model, heldout_step
 points), OUT/reproducibility.json (one run), OUT/steps.json (the step benchmark),
 OUT/calibration.json, OUT/live-steps.json.gz (every live step's composition and time) and
 OUT/host-steps.json.gz (the host-term runs' steps, keyed `scheduler-Lload`).
+
+`--overlap-loads 0.9,1.1`: then, at each of those loads, every scheduler runs twice more on the
+points' arrivals, the synchronous loop and the overlapped one (each step scheduled and prepared
+while the one before runs, `Engine.run(overlap_host=True)`), beside the simulator with and without
+the host terms; OUT/overlap.json.
 """
 
 from __future__ import annotations
@@ -67,6 +72,20 @@ def parse_host_loads(text: str) -> list[float]:
     if not loads or any(not 0 < x < 1 for x in loads) or len(set(loads)) != len(loads):
         print(f"error: --host-loads {text!r}: give distinct loads in (0, 1) separated by commas (e.g. 0.6,0.85), or 0 for no host terms",
               file=sys.stderr)
+        raise SystemExit(2)
+    return loads
+
+
+def parse_overlap_loads(text: str) -> list[float]:
+    """`--overlap-loads`: comma-separated distinct positive loads (above 1: past the simulated capacity), or "" for none."""
+    if not text:
+        return []
+    try:
+        loads = [float(x) for x in text.split(",")]
+    except ValueError:
+        loads = None
+    if not loads or any(not 0 < x < 3 for x in loads) or len(set(loads)) != len(loads):
+        print(f"error: --overlap-loads {text!r}: give distinct loads in (0, 3) separated by commas (e.g. 0.9,1.1)", file=sys.stderr)
         raise SystemExit(2)
     return loads
 
@@ -105,11 +124,15 @@ def main() -> None:
     ap.add_argument("--host-loads", "--host-load", dest="host_loads", default="0.6,0.85",
                     help="loads (comma-separated) of the live runs the host terms are fitted on (0: no host terms)")
     ap.add_argument("--host-requests", type=int, default=600, help="requests per scheduler in those runs")
+    ap.add_argument("--overlap-loads", default="",
+                    help="after the points: at each of these loads run every scheduler twice more on the point's arrivals, "
+                         "synchronous then overlapped (Engine.run(overlap_host=True)); writes OUT/overlap.json")
     args = ap.parse_args()
     if args.smoke:
         args.model, args.device, args.kv_tokens, args.grid_scale = "tiny-llama", "cpu", args.kv_tokens or 20000, 0.05
         args.requests, args.loads, args.skip_steps, args.host_requests = min(args.requests, 30), "0.5", True, min(args.host_requests, 30)
     host_loads = parse_host_loads(args.host_loads)
+    overlap_loads = parse_overlap_loads(args.overlap_loads)
     if args.requests < 1 or args.deadline_s <= 0 or args.host_requests < 1:
         print("error: --requests and --host-requests must be ≥ 1, --deadline-s > 0", file=sys.stderr)
         raise SystemExit(2)
@@ -180,14 +203,14 @@ def main() -> None:
                   + ", ".join(f"{g} {100 * e['mape']:.1f} % (×{e['median_measured_over_predicted']:.3f})" for g, e in live_ho["pooled"].items()), flush=True)
     stepwise = batch_time_from_dict(calibration["batch_time_stepwise"], source="calibration")
 
-    def live_run(workload, name, policy, document, n, seed):
+    def live_run(workload, name, policy, document, n, seed, overlap_host=False):
         pol = policy if name == "wait" else None
         config = SimConfig(workload=workload, scheduler=name, num_requests=n, seed=seed, block_size=16, policy=pol,
                            policy_document=document if pol else None)
         requests = make_requests(workload, n, seed)
         scheduler = make_scheduler(name, KVBlockManager(workload.kv_capacity_tokens, 16, track_block_ids=True), **config.scheduler_knobs())
         engine.sequences.clear()
-        return config, requests, engine.run(scheduler, requests)
+        return config, requests, engine.run(scheduler, requests, overlap_host=overlap_host)
 
     def workload_at(load, capacity_tok_s, tag):
         wl, design = gpu_loop_workload.build(calibration, load=load, memory_use=0.75, capacity_tok_s=capacity_tok_s)
@@ -317,6 +340,8 @@ def main() -> None:
         if fidelity["cut_by_deadline"]:
             break
     (out / "fidelity.json").write_text(json.dumps(fidelity, indent=1) + "\n")
+    if overlap_loads:
+        run_overlap_points(out, base, overlap_loads, args.requests, workload_at, live_run, sizing, calibration, t_start)
     near = next((r for r in repro_runs if r["load"] == 0.9), repro_runs[-1])
     all_live = [r for rows in live_steps.values() for r in rows]
     repro = {"runs": [{**base, "load": near["load"], "tok_s": near["tok_s"], "mean_ttft_s": near["mean_ttft_s"],
@@ -328,6 +353,50 @@ def main() -> None:
     with gzip.open(out / "live-steps.json.gz", "wt") as f:
         json.dump(live_steps, f, separators=(",", ":"))
     print(f"[{time.perf_counter() - t_start:.0f} s] done", flush=True)
+
+
+def run_overlap_points(out, base, loads, n, workload_at, live_run, sizing, calibration, t_start) -> None:
+    """Each scheduler at each load: the synchronous loop, then the overlapped one, on the same
+    arrivals (seed 0, as the points), with the simulator beside them twice: with the host terms
+    (the synchronous loop's model) and with the engine step alone (a loop whose host work is all
+    hidden). Writes OUT/overlap.json after every pair."""
+    from fluid.batch_time import batch_time_from_dict
+    from runtime.gpu.live import overlap_details
+    from runtime.metrics import summarize, warmup_cut_s
+    from runtime.simrun import run_simulation
+
+    with_host = batch_time_from_dict(calibration["batch_time_stepwise"], source="calibration")
+    engine_only = batch_time_from_dict(calibration.get("engine_step_model", calibration["batch_time_stepwise"]), source="calibration")
+    doc = {**base, "requests": n, "loads": loads, "points": []}
+    for load in loads:
+        workload, policy, document = workload_at(load, sizing["capacity_tok_s"], "")
+        offered = sum(t.rate_per_s * t.decode for t in workload.types)
+        for name in SCHEDULERS:
+            point = {"scheduler": name, "load": load, "offered_decode_tok_s": offered}
+            for mode in (False, True):
+                config, requests, res = live_run(workload, name, policy, document, n, 0, overlap_host=mode)
+                live = summarize(res.to_sim_result(workload.kv_capacity_tokens), scheduler=name, warmup_s=warmup_cut_s(requests, 0.1),
+                                 executor="gpu", wall_s=res.end_s)
+                rows = res.step_rows()
+                point["overlapped" if mode else "synchronous"] = {
+                    **_summary_keys(live), "num_steps": len(rows),
+                    "median_step_s": statistics.median(r["measured_s"] for r in rows),
+                    "median_host_s": statistics.median(r["host_s"] for r in rows),
+                    "eager_step_share": 1 - sum(r["graph"] for r in rows) / len(rows),
+                    **(overlap_details(rows) if mode else {}),
+                }
+            for label, model in (("simulated_with_host_terms", with_host), ("simulated_engine_step_only", engine_only)):
+                sim = run_simulation(dataclasses.replace(config, workload=dataclasses.replace(workload, batch_time=model), accept_policy_mismatch=True)).summary
+                point[label] = _summary_keys(sim)
+            doc["points"].append(point)
+            (out / "overlap.json").write_text(json.dumps(doc, indent=1) + "\n")
+            a, b = point["synchronous"], point["overlapped"]
+            print(f"[{time.perf_counter() - t_start:.0f} s] overlap {name:8s} L={load}: tok/s {a['tok_s']:.0f} -> {b['tok_s']:.0f}, "
+                  f"mean TTFT {a['mean_ttft_s']:.3f} -> {b['mean_ttft_s']:.3f} s, median step {1e3 * a['median_step_s']:.2f} -> "
+                  f"{1e3 * b['median_step_s']:.2f} ms, exposed host {1e6 * a['median_host_s']:.0f} -> {1e6 * b['median_host_s']:.0f} µs "
+                  f"(hidden {1e6 * b['median_hidden_host_s']:.0f} µs, host-bound {100 * b['host_bound_step_share']:.1f} %); "
+                  f"simulated with host terms {point['simulated_with_host_terms']['tok_s']:.0f}, engine step only "
+                  f"{point['simulated_engine_step_only']['tok_s']:.0f} tok/s", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@
 `run_server(loop, requests, device)` is the single-server loop over a `Device`, the thing that
 runs a batch and owns the clock: `SimulatedDevice` (a batch-time model; the clock jumps) in
 `runtime/sim.py`, the wall-clock device of `runtime/gpu/engine.py` (a real forward; the clock is
-`time.perf_counter`, idle time is slept). The least-work router (`runtime/router.py`) drives
+`time.perf_counter`, idle time is slept). `run_server_overlapped` is the same loop for a device
+that can queue a step and keep working (the GPU engine with `overlap_host=True`): it schedules
+and prepares step k + 1 while step k runs. The least-work router (`runtime/router.py`) drives
 several `ServerLoop`s from one event queue, since its routing reads every replica's state.
 
 Speed: per step the loop costs a few attribute reads and one row append; the per-request cost of
@@ -180,3 +182,122 @@ def run_server(
             raise SchedulerDeadlockError(f"{loop.label} ran {loop.num_steps} steps without finishing (max_steps)")
         now = device.now_s()
     return loop.result(arrivals, now, horizon_s)
+
+
+class OverlappedDevice(Protocol):
+    """A device that queues a step and lets the host work while it runs (`run_server_overlapped`)."""
+
+    def now_s(self) -> float:
+        """The clock now."""
+
+    def prepare(self, batch: Batch) -> object:
+        """The host work of `batch`'s step that needs no result of the step in flight."""
+
+    def launch(self, prepared: object) -> tuple[object, float | None, bool]:
+        """Queue the prepared step (after the previous one was collected); returns (a handle to
+        collect, the host time the step's launch exposed, whether it ran as a graph)."""
+
+    def collect(self, handle: object) -> float:
+        """Wait for a launched step's results; returns when they reached the host (its end)."""
+
+    def wait_until(self, t_s: float) -> None:
+        """Idle until `t_s`."""
+
+
+def settle_step(loop: ServerLoop, batch: Batch, row: int, provisional_s: float, end_s: float) -> None:
+    """The step logged at `row` ended at `end_s`: rewrite the `provisional_s` its completion stamped.
+
+    `Scheduler.complete_step` ran when the step was launched (so that the next step could be
+    scheduled while it ran) and stamped `provisional_s` as its end: the last token time, chunk end
+    and completion of each of its requests, and the log row's end. Only the last entries can hold
+    it: nothing else is stamped between a step's completion and its settling.
+    """
+    for w in batch.items:
+        r = w.request
+        times = r.token_times_s
+        if times and times[-1] == provisional_s:
+            times[-1] = end_s
+        chunks = r.prefill_chunk_end_s
+        if chunks and chunks[-1] == provisional_s:
+            chunks[-1] = end_s
+        if r.completion_s == provisional_s:
+            r.completion_s = end_s
+    loop.log.end_s[row] = end_s
+
+
+def run_server_overlapped(
+    loop: ServerLoop,
+    requests: list[Request],
+    device: OverlappedDevice,
+    *,
+    horizon_s: float | None = None,
+    max_steps: int | None = None,
+) -> SimResult:
+    """`run_server` with the host work of step k + 1 done while step k runs on the device.
+
+    Per turn: arrivals, the scheduler's batch for step k + 1 and its inputs (`prepare`) while step
+    k is in flight; then step k's results (`collect`: its end), step k + 1's launch, and at once
+    its completion (`Scheduler.complete_step`) so that the next turn can schedule step k + 2.
+    The completion stamps the time of the call as the step's end; `settle_step` rewrites it to the
+    true end when the step is collected. What the scheduler sees differs from `run_server` in two
+    ways, as in any engine that schedules ahead: the clock of its call is the start of the step
+    in flight rather than its end (arrivals during that step wait for the next turn), and until a
+    step is collected its requests' last timestamps read as that earlier time. Schedulers whose
+    decisions read step end times (`Scheduler.reads_step_end_times`) are refused.
+
+    A step's logged interval runs from the later of its scheduling and its predecessor's end to
+    its own end, so the log stays contiguous: its length is the device time plus the host time the
+    overlap did not hide.
+    """
+    check_horizon(horizon_s)
+    if loop.scheduler.reads_step_end_times:
+        raise ValueError(f"{type(loop.scheduler).__name__} decides on step end times; it cannot be scheduled ahead of its steps (run it without overlap)")
+    arrivals = sorted(requests, key=lambda r: r.arrival_s)
+    scheduler = loop.scheduler
+    n = len(arrivals)
+    i = 0
+    arrivals_ended = False
+    in_flight = None  # (handle, batch, its log row, provisional end)
+    end_s = now = device.now_s()
+
+    def settle() -> float:
+        handle, batch, row, provisional = in_flight
+        end = device.collect(handle)
+        settle_step(loop, batch, row, provisional, end)
+        return end
+
+    while True:
+        i, arrivals_ended = feed_arrivals(scheduler, arrivals, i, now, arrivals_ended)
+        if horizon_s is not None and now >= horizon_s:
+            break
+        batch = loop.begin(now)
+        if batch is None:
+            if in_flight is not None:  # nothing to queue behind it: wait for it, then look again
+                end_s = settle()
+                in_flight = None
+                now = device.now_s()
+                continue
+            t = loop.wakeup_s(now, arrivals[i].arrival_s if i < n else None)
+            if t is None:
+                break
+            device.wait_until(t)
+            now = device.now_s()
+            continue
+        prepared = device.prepare(batch)
+        start_s = now
+        if in_flight is not None:
+            end_s = settle()
+            in_flight = None
+            start_s = max(now, end_s)
+        handle, host_s, graph = device.launch(prepared)
+        provisional = device.now_s()
+        row = len(loop.log)
+        loop.finish(batch, start_s, provisional, host_s=host_s, graph=graph)
+        in_flight = (handle, batch, row, provisional)
+        if max_steps is not None and loop.num_steps >= max_steps and (scheduler.has_unfinished() or i < n):
+            end_s = settle()
+            raise SchedulerDeadlockError(f"{loop.label} ran {loop.num_steps} steps without finishing (max_steps)")
+        now = device.now_s()
+    if in_flight is not None:
+        end_s = settle()
+    return loop.result(arrivals, max(now, end_s), horizon_s)

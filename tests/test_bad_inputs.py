@@ -201,6 +201,7 @@ RUN_FLAGS = {
     "option-syntax": (["--option", "x"], "KEY=VALUE"),
     "no-scheduler": (["--scheduler", None], "scheduler"),
     "policy-kv-mismatch": (["--policy", "{policy}", "--scheduler", None, "--kv-tokens", "30000"], "C is 20000 tokens in the policy, 30000 in the run"),
+    "overlap-slai": (["--scheduler", "slai", "--overlap-host", True], "--overlap-host: slai decides on step end times"),
 }
 CALIBRATE_BASE = ["--device", "cpu", "--model", "tiny-llama", "--out", "{out}/cal.json"]
 CALIBRATE_FLAGS = {
@@ -347,13 +348,16 @@ def _fill(argv, names):
 
 
 def _with_flag(base: list[str], extra: list) -> list[str]:
-    """`base` with each FLAG VALUE pair of `extra` set (replacing it when present; None drops it)."""
+    """`base` with each FLAG VALUE pair of `extra` set (replacing it when present; None drops it,
+    True adds the bare switch)."""
     argv = list(base)
     for flag, value in zip(extra[::2], extra[1::2]):
         if flag in argv:
             i = argv.index(flag)
             del argv[i : i + 2]
-        if value is not None:
+        if value is True:
+            argv.append(flag)
+        elif value is not None:
             argv += [flag, value]
     return argv
 

@@ -46,9 +46,12 @@ def test_varlen_kernel_matches_reference_on_cuda(dtype, tol):
     ],
 )
 @pytest.mark.parametrize("mixed_graphs", [True, False])
-def test_graphed_mixed_steps_match_transformers(budget, max_seqs, evict_every, lengths, mixed_graphs):
+@pytest.mark.parametrize("overlap_host", [False, True])
+def test_graphed_mixed_steps_match_transformers(budget, max_seqs, evict_every, lengths, mixed_graphs, overlap_host):
     """fp32 on CUDA: greedy tokens equal transformers', logits within 1e-3, with the prefill / mixed
-    steps replayed from graphs (all of them, they fit the buckets) or run eagerly (none graphed)."""
+    steps replayed from graphs (all of them, they fit the buckets) or run eagerly (none graphed);
+    `overlap_host`: each step scheduled and prepared while the one before runs (its input ids
+    filled from the tokens that step sampled)."""
     from engine_helpers import TinyChunkedScheduler, reference_check
 
     from runtime.gpu.checkpoint import build_random_model
@@ -67,8 +70,10 @@ def test_graphed_mixed_steps_match_transformers(budget, max_seqs, evict_every, l
     engine = Engine(runner, pool, keep_logits=True, seed=2, mixed_graphs=mixed_graphs)
     sched = TinyChunkedScheduler(KVBlockManager(64 * 4, 4, track_block_ids=True), token_budget=budget, max_seqs=max_seqs, evict_every=evict_every)
     reqs = [Request(i, 0.0, p, o) for i, (p, o) in enumerate(lengths)]
-    result = engine.run(sched, reqs)
+    result = engine.run(sched, reqs, overlap_host=overlap_host)
     assert all(r.finished for r in reqs)
+    if overlap_host:
+        assert sum(row["hidden_host_s"] > 0 for row in result.step_rows()) > 0
     graphed_prefill_steps = sum(1 for s in result.steps if s.shape.num_prefills and s.graph)
     prefill_steps = sum(1 for s in result.steps if s.shape.num_prefills)
     assert prefill_steps > 0 and graphed_prefill_steps == (prefill_steps if mixed_graphs else 0)

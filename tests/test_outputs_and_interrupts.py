@@ -153,6 +153,21 @@ def test_solved_preset_runs_on_that_preset_despite_block_rounding(tmp_path, caps
     assert summary["completed"] == 4 and summary["kv_pool_bytes"] > 0
 
 
+def test_an_overlapped_run_says_so_in_its_config_and_summary(tmp_path):
+    pytest.importorskip("transformers")
+    workload = tmp_path / "w.yaml"
+    workload.write_text(WORKLOAD, encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["run", str(workload), "--scheduler", "vllm-v1", "--device", "cpu", "--model", "tiny-llama", "--requests", "6",
+                 "--overlap-host", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    steps = json.loads((out / "steps.json").read_text())
+    assert config["overlap_host"] is True and summary["overlap_host"] is True and summary["completed"] == 6
+    assert all({"hidden_host_s", "host_bound"} <= set(row) for row in steps)
+    assert summary["host_bound_step_share"] == sum(row["host_bound"] for row in steps) / len(steps)
+
+
 def test_calibrate_help_example_is_the_one_that_runs(capsys):
     """The CPU example in `calibrate --help` is the command this suite runs (tests/test_calibrate.py
     runs it at a smaller grid); here: the help shows it, and its flags parse."""

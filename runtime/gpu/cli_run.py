@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ttft-slo", type=float, default=0.5, help="TTFT bound for SLO attainment in s (default 0.5)")
     parser.add_argument("--horizon", type=float, help="stop at this wall-clock time in s")
     parser.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly")
+    parser.add_argument("--overlap-host", action="store_true",
+                        help="schedule and prepare each step while the previous one runs on the GPU (not for slai: it decides on step end times)")
     parser.add_argument("--out", help="write the run folder here")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar (it shows only on a terminal)")
@@ -102,6 +104,9 @@ def run(args) -> int:
     from runtime.schedulers import make_scheduler
 
     scheduler = make_scheduler(scheduler_name, KVBlockManager(capacity, args.block_size, track_block_ids=True), **config.scheduler_knobs())
+    if args.overlap_host and scheduler.reads_step_end_times:
+        raise InputError(f"--overlap-host: {scheduler_name} decides on step end times, which an overlapped loop knows only a step late; "
+                         "run it without --overlap-host", field="overlap_host")
 
     # --- the work --------------------------------------------------------------------------
     from runtime.gpu.engine import Engine
@@ -120,7 +125,7 @@ def run(args) -> int:
 
     with RequestProgress(len(requests), f"{scheduler_name} on {info.device_name}", enabled=progress_enabled(args.quiet)) as progress:
         live = run_live(engine, info, config, requests, scheduler=scheduler, watch=progress.watch, model_label=model_label,
-                        dtype=str(dtype).replace("torch.", ""),
+                        dtype=str(dtype).replace("torch.", ""), overlap_host=args.overlap_host,
                         extra_details={"versions": versions(), "host": describe_host(), "setup_s": setup_s})
     summary, engine_steps = live.summary, live.step_rows
     details = summary.details

@@ -44,11 +44,21 @@ def check_requests_fit(requests, capacity_tokens: int, block_size: int, max_posi
         raise InputError(f"a request of {need} tokens exceeds the model's {max_positions} positions; use a model with a longer context", field="model")
 
 
+def overlap_details(rows: list[dict]) -> dict:
+    """An overlapped run's host figures: the median host time hidden behind the step before and
+    the share of steps the device had finished before the host came to wait (it idled)."""
+    hidden = sorted(r["hidden_host_s"] for r in rows)
+    return {"median_hidden_host_s": hidden[len(hidden) // 2] if hidden else None,
+            "host_bound_step_share": sum(r["host_bound"] for r in rows) / len(rows) if rows else None}
+
+
 def run_live(engine: Engine, info: RuntimeInfo, config: SimConfig, requests: list[Request] | None = None, *,
-             scheduler=None, watch=None, model_label: str, dtype: str, extra_details: dict | None = None) -> LiveRun:
+             scheduler=None, watch=None, model_label: str, dtype: str, extra_details: dict | None = None,
+             overlap_host: bool = False) -> LiveRun:
     """Run `config` live on `engine` (one replica; C = the workload's kv_capacity_tokens, which
     must fit the engine's pool). `requests`/`scheduler` default to the config's own; `watch`
-    wraps the scheduler (a progress bar)."""
+    wraps the scheduler (a progress bar); `overlap_host`: each step scheduled and prepared while
+    the previous one runs (`Engine.run`)."""
     from runtime.kv_blocks import KVBlockManager
     from runtime.schedulers import check_options, make_scheduler
 
@@ -71,7 +81,7 @@ def run_live(engine: Engine, info: RuntimeInfo, config: SimConfig, requests: lis
     engine.sequences.clear()  # token ids of an earlier run on this engine
     engine.logits.clear()
     engine.seed = config.seed  # prompt token ids per (seed, request id), as a fresh engine of this seed draws them
-    result = engine.run(watch(scheduler) if watch is not None else scheduler, requests, horizon_s=config.horizon_s)
+    result = engine.run(watch(scheduler) if watch is not None else scheduler, requests, horizon_s=config.horizon_s, overlap_host=overlap_host)
     rows = result.step_rows()
     measured = sorted(s["measured_s"] for s in rows)
     host = sorted(s["host_s"] for s in rows)
@@ -93,9 +103,11 @@ def run_live(engine: Engine, info: RuntimeInfo, config: SimConfig, requests: lis
         "graph_steps": sum(s["graph"] for s in rows),
         "eager_step_share": (1 - sum(s["graph"] for s in rows) / len(rows)) if rows else None,
         "restart_token_mismatches": result.restart_token_mismatches,
+        "overlap_host": overlap_host,
+        **(overlap_details(rows) if overlap_host else {}),
         "collector_pauses": pause_summary(result.collector_pauses),
     })
     run_config = config.to_dict()
-    run_config.update({"executor": executor, "device": info.device_name, "kv_capacity_tokens": capacity,
+    run_config.update({"overlap_host": overlap_host, "executor": executor, "device": info.device_name, "kv_capacity_tokens": capacity,
                        "model": engine.runner.config.to_dict(), "model_label": model_label, "dtype": dtype})
     return LiveRun(summary, requests, result, rows, run_config)

@@ -150,7 +150,8 @@ class MixedGraphs:
         """Replay `bucket`'s graph for a live step; returns (logits [S, vocab], tokens [S]) views.
 
         The pinned buffers are rewritten only after the previous replay's copies finished: the
-        engine syncs on every step's tokens before the next step is prepared."""
+        engine reads every step's tokens (a sync) before it launches the next one, in the
+        overlapped loop too (there only the next step's host lists are made ahead)."""
         self._fill(ids, positions, slots, sample_rows, prefill_seqs, decode_seqs, bucket)
         graph, logits, tokens = self._graphs[bucket]
         graph.replay()

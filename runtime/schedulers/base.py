@@ -100,6 +100,10 @@ class Scheduler(ABC):
     name: ClassVar[str]
     #: whether the policy reads `request.output_tokens` (known output lengths)
     uses_output_lengths: ClassVar[bool] = False
+    #: whether its decisions read the end times `complete_step` receives (a deadline computed from
+    #: them, a mean step time): such a policy cannot be scheduled ahead of its steps
+    #: (`runtime.executor.run_server_overlapped`), where an end is known only a step later
+    reads_step_end_times: ClassVar[bool] = False
 
     def __init__(self, kv: KVBlockManager):
         self.kv = kv

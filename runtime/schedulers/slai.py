@@ -64,6 +64,7 @@ class SlaiScheduler(ResidentScheduler):
     """`resident` holds the requests with blocks (admitted, not finished, not preempted)."""
 
     name = "slai"
+    reads_step_end_times = True  # each decode's last schedulable time: its step's end + SLO - θ · mean step
 
     def __init__(
         self,
