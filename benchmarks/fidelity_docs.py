@@ -10,7 +10,7 @@ live step log to `docs/calibration-TAG-fidelity.json`, `docs/bench-steps-TAG.jso
 `docs/fidelity-TAG-steps.json.gz` (and the host-term runs' steps, when the run wrote them, to
 `docs/fidelity-TAG-host-steps.json.gz`). A folder that lacks `steps.json` (its step benchmark was not
 kept) takes the median step-over-device ratio from `--step-ratio-from-log LOG` when given.
-`--append-reproducibility` keeps the runs the reproducibility file already holds (machines whose
+`--reproducibility-only` writes the reproducibility file alone. `--append-reproducibility` keeps the runs the reproducibility file already holds (machines whose
 folders are gone) and adds these after them. `--markdown` also writes `docs/fidelity-TAG.md` from the last run alone (every figure there is
 read from the JSON it writes beside it: device, versions, command, held-out step error per
 region, the recorded live steps' error with each run held out, each point's live against
@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--step-ratio-from-log", type=Path, action="append", default=[], help="per run without steps.json, in order")
     ap.add_argument("--append-reproducibility", action="store_true",
                     help="keep the runs already in docs/reproducibility-TAG.json (earlier machines) and add these after them")
+    ap.add_argument("--reproducibility-only", action="store_true",
+                    help="write docs/reproducibility-TAG.json alone (a run added to the machines' comparison, its own docs kept under another tag)")
     args = ap.parse_args()
     logs = iter(args.step_ratio_from_log)
     runs, fids = [], []
@@ -77,7 +79,8 @@ def main() -> None:
             fidelity[key] = last[key]
     fidelity["collected_by"] = args.command
     fidelity["runs"] = [{"host": f["host"], "heldout_step_mape": f["heldout_step_mape"], "points": f["points"]} for f in fids]
-    (args.docs / f"fidelity-{args.tag}.json").write_text(json.dumps(fidelity, indent=1) + "\n")
+    if not args.reproducibility_only:
+        (args.docs / f"fidelity-{args.tag}.json").write_text(json.dumps(fidelity, indent=1) + "\n")
     repro_path = args.docs / f"reproducibility-{args.tag}.json"
     earlier, repro_command = [], args.command
     if args.append_reproducibility and repro_path.is_file():
@@ -92,6 +95,9 @@ def main() -> None:
     repro = {"command": repro_command, "runs": runs, "tok_s_spread_between_runs": spread, "target": "tok/s within 3 % per scheduler"}
     repro_path.write_text(json.dumps(repro, indent=1) + "\n")
     src = args.runs[-1]
+    if args.reproducibility_only:
+        print(json.dumps(spread))
+        return
     for name, dst in (("calibration.json", f"calibration-{args.tag}-fidelity.json"), ("steps.json", f"bench-steps-{args.tag}.json"),
                       ("live-steps.json.gz", f"fidelity-{args.tag}-steps.json.gz"), ("host-steps.json.gz", f"fidelity-{args.tag}-host-steps.json.gz")):
         if (src / name).is_file():
