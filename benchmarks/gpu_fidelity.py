@@ -151,8 +151,6 @@ def main() -> None:
     import gpu_steps
 
     from fluid.batch_time import batch_time_from_dict
-    from fluid.workload_io import load_workload
-    from runtime.cli_simulate import load_policy_arg
     from runtime.gpu.calibrate import _errors, _shape, calibrate_engine, turn_s
     from runtime.recorded_steps import region
     from runtime.replay import shape_of
@@ -163,8 +161,7 @@ def main() -> None:
     from runtime.kv_blocks import KVBlockManager
     from runtime.metrics import summarize, warmup_cut_s
     from runtime.schedulers import make_scheduler
-    from runtime.simrun import SimConfig, run_simulation
-    from validation.cli import main as cli
+    from runtime.simrun import run_simulation
 
     engine, info = gpu_steps.build_engine(args.model, kv_tokens=args.kv_tokens, device=args.device)
     host, vers = describe_host(), versions()
@@ -204,22 +201,14 @@ def main() -> None:
     stepwise = batch_time_from_dict(calibration["batch_time_stepwise"], source="calibration")
 
     def live_run(workload, name, policy, document, n, seed, overlap_host=False):
-        pol = policy if name == "wait" else None
-        config = SimConfig(workload=workload, scheduler=name, num_requests=n, seed=seed, block_size=16, policy=pol,
-                           policy_document=document if pol else None)
+        config = point_config(workload, name, policy, document, n, seed)
         requests = make_requests(workload, n, seed)
         scheduler = make_scheduler(name, KVBlockManager(workload.kv_capacity_tokens, 16, track_block_ids=True), **config.scheduler_knobs())
         engine.sequences.clear()
         return config, requests, engine.run(scheduler, requests, overlap_host=overlap_host)
 
     def workload_at(load, capacity_tok_s, tag):
-        wl, design = gpu_loop_workload.build(calibration, load=load, memory_use=0.75, capacity_tok_s=capacity_tok_s)
-        wl_path = out / f"default-{tag}L{load:.2f}.yaml"
-        wl_path.write_text(gpu_loop_workload.to_yaml(wl, design, "calibration.json"))
-        policy_path = out / f"policy-wait-{tag}L{load:.2f}.json"
-        if cli(["solve", str(wl_path), "--slack", str(args.slack), "--service-rule", "cohort", "-o", str(policy_path)]) != 0:
-            raise SystemExit(f"solve failed for load {load}")
-        return load_workload(str(wl_path)), *load_policy_arg(str(policy_path))
+        return point_workload(calibration, load, capacity_tok_s, out, tag, args.slack)
 
     own_models = {}  # each scheduler's own host fit: evidence beside the pooled model, never the model
     if host_loads:  # also on a reused calibration (a smoke test): its engine-step model is the base
@@ -355,6 +344,50 @@ def main() -> None:
     print(f"[{time.perf_counter() - t_start:.0f} s] done", flush=True)
 
 
+def point_workload(calibration: dict, load: float, capacity_tok_s: float, out: Path, tag: str, slack: float):
+    """(workload, WAIT policy, policy document) of one load: `gpu_loop_workload.build` at that
+    fraction of `capacity_tok_s`, written to OUT/default-TAGLload.yaml, and WAIT's cohort
+    thresholds solved for it (`fluidsched solve --slack SLACK`) to OUT/policy-wait-TAGLload.json."""
+    import gpu_loop_workload
+
+    from fluid.workload_io import load_workload
+    from runtime.cli_simulate import load_policy_arg
+    from validation.cli import main as cli
+
+    wl, design = gpu_loop_workload.build(calibration, load=load, memory_use=0.75, capacity_tok_s=capacity_tok_s)
+    wl_path = out / f"default-{tag}L{load:.2f}.yaml"
+    wl_path.write_text(gpu_loop_workload.to_yaml(wl, design, "calibration.json"))
+    policy_path = out / f"policy-wait-{tag}L{load:.2f}.json"
+    if cli(["solve", str(wl_path), "--slack", str(slack), "--service-rule", "cohort", "-o", str(policy_path)]) != 0:
+        raise SystemExit(f"solve failed for load {load}")
+    return load_workload(str(wl_path)), *load_policy_arg(str(policy_path))
+
+
+def point_config(workload, name: str, policy, document, n: int, seed: int):
+    """The `SimConfig` of one live point (WAIT with its policy, the baselines with their defaults)."""
+    from runtime.simrun import SimConfig
+
+    pol = policy if name == "wait" else None
+    return SimConfig(workload=workload, scheduler=name, num_requests=n, seed=seed, block_size=16, policy=pol,
+                     policy_document=document if pol else None)
+
+
+def simulate_overlapped_summary(config, engine_model, full_model) -> dict:
+    """`config`'s arrivals through the simulated overlapped loop (`runtime.sim.simulate_overlapped`):
+    each step on the device for the engine-step model's time, its host part (the full model with
+    host terms minus the engine step) hidden behind the step before; the `_summary_keys` figures."""
+    from runtime.kv_blocks import KVBlockManager
+    from runtime.metrics import summarize, warmup_cut_s
+    from runtime.schedulers import make_scheduler
+    from runtime.sim import simulate_overlapped
+    from runtime.simrun import config_requests
+
+    requests = config_requests(config)
+    scheduler = make_scheduler(config.scheduler, KVBlockManager(config.workload.kv_capacity_tokens, config.block_size), **config.scheduler_knobs())
+    res = simulate_overlapped(scheduler, requests, engine_model, lambda shape: full_model.step_time_s(shape) - engine_model.step_time_s(shape))
+    return _summary_keys(summarize(res, scheduler=config.scheduler, warmup_s=warmup_cut_s(requests, config.warmup_fraction)))
+
+
 def run_overlap_points(out, base, loads, n, workload_at, live_run, sizing, calibration, t_start) -> None:
     """Each scheduler at each load: the synchronous loop, then the overlapped one, on the same
     arrivals (seed 0, as the points), with the simulator beside them twice: with the host terms
@@ -388,6 +421,7 @@ def run_overlap_points(out, base, loads, n, workload_at, live_run, sizing, calib
             for label, model in (("simulated_with_host_terms", with_host), ("simulated_engine_step_only", engine_only)):
                 sim = run_simulation(dataclasses.replace(config, workload=dataclasses.replace(workload, batch_time=model), accept_policy_mismatch=True)).summary
                 point[label] = _summary_keys(sim)
+            point["simulated_overlapped"] = simulate_overlapped_summary(config, engine_only, with_host)
             doc["points"].append(point)
             (out / "overlap.json").write_text(json.dumps(doc, indent=1) + "\n")
             a, b = point["synchronous"], point["overlapped"]
@@ -396,7 +430,8 @@ def run_overlap_points(out, base, loads, n, workload_at, live_run, sizing, calib
                   f"{1e3 * b['median_step_s']:.2f} ms, exposed host {1e6 * a['median_host_s']:.0f} -> {1e6 * b['median_host_s']:.0f} µs "
                   f"(hidden {1e6 * b['median_hidden_host_s']:.0f} µs, host-bound {100 * b['host_bound_step_share']:.1f} %); "
                   f"simulated with host terms {point['simulated_with_host_terms']['tok_s']:.0f}, engine step only "
-                  f"{point['simulated_engine_step_only']['tok_s']:.0f} tok/s", flush=True)
+                  f"{point['simulated_engine_step_only']['tok_s']:.0f}, overlapped {point['simulated_overlapped']['tok_s']:.0f} tok/s "
+                  f"(TTFT {point['simulated_overlapped']['mean_ttft_s']:.3f} s)", flush=True)
 
 
 if __name__ == "__main__":

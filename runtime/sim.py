@@ -13,13 +13,16 @@ the batch's requests per type (`StepLog.type_counts`), which costs a pass over t
 
 from __future__ import annotations
 
-from fluid.batch_time import BatchTimeModel
+from collections.abc import Callable
+
+from fluid.batch_time import BatchShape, BatchTimeModel
 from runtime.executor import (  # noqa: F401 - the simulator's public names
     MemoryOverflowError,
     SchedulerDeadlockError,
     ServerLoop,
     check_horizon,
     run_server,
+    run_server_overlapped,
 )
 from runtime.request import Request
 from runtime.schedulers.base import Batch, Scheduler
@@ -67,3 +70,54 @@ def simulate(
     check_horizon(horizon_s)
     loop = ServerLoop(scheduler, trace=trace)
     return run_server(loop, requests, SimulatedDevice(batch_time), horizon_s=horizon_s, max_steps=max_steps, audit=audit)
+
+
+class SimulatedOverlappedDevice:
+    """The overlapped loop (`run_server_overlapped`) on a batch-time clock: a step occupies the
+    device for `engine_time` of its shape; preparing a step (the scheduler call, its inputs) costs
+    the host `host_time_s` of its shape, hidden while the step before it runs, exposed when the
+    device waits for it. Steps queue one behind the other on the device."""
+
+    __slots__ = ("_engine_s", "_host_s", "_now_s", "_busy_until_s")
+
+    def __init__(self, engine_time: BatchTimeModel, host_time_s: Callable[[BatchShape], float]):
+        self._engine_s, self._host_s = engine_time.step_time_s, host_time_s
+        self._now_s = 0.0
+        self._busy_until_s = 0.0
+
+    def now_s(self) -> float:
+        return self._now_s
+
+    def prepare(self, batch: Batch):
+        shape = batch.shape()
+        self._now_s += max(0.0, self._host_s(shape))
+        return shape
+
+    def launch(self, shape) -> tuple[float, None, bool]:
+        start = max(self._now_s, self._busy_until_s)
+        self._busy_until_s = start + self._engine_s(shape)
+        return self._busy_until_s, None, False
+
+    def collect(self, done_s: float) -> float:
+        self._now_s = max(self._now_s, done_s)
+        return self._now_s
+
+    def wait_until(self, t_s: float) -> None:
+        self._now_s = max(self._now_s, t_s)
+
+
+def simulate_overlapped(
+    scheduler: Scheduler,
+    requests: list[Request],
+    engine_time: BatchTimeModel,
+    host_time_s: Callable[[BatchShape], float],
+    *,
+    horizon_s: float | None = None,
+    max_steps: int | None = None,
+) -> SimResult:
+    """`simulate` for the GPU engine's overlapped loop: the same loop (`run_server_overlapped`:
+    each step scheduled while the one before runs, so arrivals during a step wait one step more),
+    with the device time and the host time of a step as separate models. For a calibration with
+    host terms, `engine_time` is its engine-step model and `host_time_s` the full model minus it."""
+    return run_server_overlapped(ServerLoop(scheduler), requests, SimulatedOverlappedDevice(engine_time, host_time_s),
+                                 horizon_s=horizon_s, max_steps=max_steps)

@@ -132,3 +132,28 @@ def test_a_policy_that_reads_step_end_times_is_refused():
     loop = ServerLoop(make_scheduler("slai", KVBlockManager(4000, 16)))
     with pytest.raises(ValueError, match="SlaiScheduler decides on step end times; it cannot be scheduled ahead"):
         run_server_overlapped(loop, [], ScriptedDevice())
+
+
+def test_the_simulated_overlapped_loop_hides_the_host_terms_and_delays_arrivals_by_a_step():
+    """`simulate_overlapped` with a constant 10 ms device step and 1 ms host a step: a backlog
+    runs at 10 ms a step where `simulate` with the 11 ms sum runs at 11 ms."""
+    from fluid.batch_time import AffineBatchTime
+    from runtime.sim import simulate, simulate_overlapped
+
+    wl = small_workload([(12, 10)], [10_000], capacity_tokens=4000)
+    make = lambda: make_scheduler("vllm-v1", KVBlockManager(4000, 16), max_num_batched_tokens=64)  # noqa: E731
+    over = simulate_overlapped(make(), make_requests(wl, 20, 1), AffineBatchTime(STEP_S, 0.0), lambda shape: HOST_S)
+    sync = simulate(make(), make_requests(wl, 20, 1), AffineBatchTime(STEP_S + HOST_S, 0.0))
+    spans = [e - s for s, e in zip(over.steps.start_s, over.steps.end_s)]
+    assert len(over.steps) == len(sync.steps)
+    assert spans[0] == pytest.approx(HOST_S + STEP_S) and spans[1:] == pytest.approx([STEP_S] * (len(spans) - 1))
+    assert [e - s for s, e in zip(sync.steps.start_s, sync.steps.end_s)] == pytest.approx([HOST_S + STEP_S] * len(spans))
+    # one request arriving while the server is busy with another: scheduled ahead, it waits a step more
+    lone = small_workload([(12, 4)], [1.0], capacity_tokens=4000)
+    reqs = make_requests(lone, 2, 5)
+    reqs[1].arrival_s = reqs[0].arrival_s + 0.5 * STEP_S  # lands during the first request's prefill
+    res = simulate_overlapped(make_scheduler("vllm-v1", KVBlockManager(4000, 16)), reqs, AffineBatchTime(STEP_S, 0.0), lambda shape: HOST_S)
+    first_step_end = reqs[0].token_times_s[0]
+    # step 2 (request 0's first decode) was scheduled before request 1 arrived; request 1 joins step 3
+    assert reqs[1].token_times_s[0] == pytest.approx(first_step_end + 2 * STEP_S)
+    assert len(res.steps) >= 3

@@ -25,7 +25,7 @@ def test_smoke_run_writes_every_point_and_the_docs_collect_it(tmp_path):
                            # the host runs at load 0.85 need C ≈ 21k tokens of the H200 workload (--kv-tokens);
                            # a calibration timed on a loaded CPU can fail its own sanity checks (d0 <= 0): the
                            # plumbing is what this tests, so it reuses the committed H200 calibration
-                           "--reuse-calibration", str(ROOT / "docs/calibration-h200-fidelity.json")],
+                           "--reuse-calibration", str(ROOT / "docs/calibration-h200-fidelity.json"), "--overlap-loads", "0.5"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-3000:]
     fid = json.loads((out / "fidelity.json").read_text())
@@ -50,6 +50,17 @@ def test_smoke_run_writes_every_point_and_the_docs_collect_it(tmp_path):
     for rows in live_steps.values():  # the scheduler's part of each step's host time, on the wall clock
         assert all(0 <= r["schedule_s"] <= r["host_s"] for r in rows)
     assert all("collector_pauses" in p and "host_split_by_quarter" in p for p in fid["points"])
+    overlap = json.loads((out / "overlap.json").read_text())  # each scheduler synchronous, then overlapped
+    assert [(p["scheduler"], p["load"], p["synchronous"]["completed"], p["overlapped"]["completed"]) for p in overlap["points"]] == [
+        ("wait", 0.5, 6, 6), ("vllm-v1", 0.5, 6, 6), ("sarathi", 0.5, 6, 6)]
+    assert all(0 <= p["overlapped"]["host_bound_step_share"] <= 1 and p["simulated_overlapped"]["completed"] == 6 for p in overlap["points"])
+    # the offline prediction rebuilds each point's workload from the run's files and gets the same figures
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/overlap_sim.py"), "--calibration", str(out / "calibration.json"),
+                           "--fidelity", str(out / "fidelity.json"), "--overlap", str(out / "overlap.json"), "--out", str(tmp_path / "sim.json")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sim = json.loads((tmp_path / "sim.json").read_text())
+    assert [r["simulated_overlapped"] for r in sim["points"]] == [p["simulated_overlapped"] for p in overlap["points"]]
     docs = tmp_path / "docs"
     docs.mkdir()
     subprocess.run([sys.executable, str(ROOT / "benchmarks/fidelity_docs.py"), str(out), "--tag", "cpu", "--command", "smoke", "--docs", str(docs)],
