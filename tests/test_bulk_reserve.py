@@ -93,3 +93,15 @@ def test_grow_one_block_gives_the_next_free_block_id():
     assert kv.blocks_held(r) == 2 and kv.free_blocks == 1 and kv.block_table(r) == [0, 1]
     r.cached_tokens = 32
     kv.audit([r])
+
+
+def test_reserve_all_decodes_gives_a_prefill_among_them_one_token_and_goes_on_after_it():
+    # Orca / MC-SF running lists can hold a request whose cache is still short of its target (one
+    # restarted after an eviction): it gets its one token and the decodes after it are served once
+    kv = KVBlockManager(1024, 16)
+    sched = _Probe(kv)
+    reqs = _grown(kv, [_decoding(0, 20), Request(1, 0.0, 30, 5), _decoding(2, 20), _decoding(3, 20)])
+    batch = Batch()
+    sched.reserve_all_decodes(batch, reqs)
+    assert [(w.request.request_id, w.num_new_tokens) for w in batch.items] == [(0, 1), (1, 1), (2, 1), (3, 1)]
+    assert batch.shape() == batch._recount() and batch.shape().num_prefills == 1
