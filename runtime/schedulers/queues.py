@@ -179,19 +179,16 @@ class QueueingScheduler(Scheduler):
             else:
                 n = 1
             needs_free = decode_needs_free_block and remaining <= 0
-            if (not needs_free or kv.free_blocks) and try_reserve(batch, r, n):
-                budget -= n
-                continue
             while True:  # LIFO: evict the newest running request until `r` fits, or `r` is the newest
+                if (not needs_free or kv.free_blocks) and try_reserve(batch, r, n):
+                    budget -= n
+                    break
                 end -= 1
                 victim = order[end]
                 del running[victim.request_id]
                 self.preempt(victim, batch)
                 preempted.append(victim)
                 if victim is r:
-                    break
-                if (not needs_free or kv.free_blocks) and try_reserve(batch, r, n):
-                    budget -= n
                     break
         if preempted:
             self.waiting.extendleft(preempted)  # newest preempted first in the list: oldest ends at the front
