@@ -260,6 +260,10 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
     ('thresholds/policy_parse.py', 'if not math.isclose(report.required_tokens, chosen, rel_tol=1e-9, abs_tol=1e-9):', '1e-9->0.0'):
         "abs_tol only matters within 1e-9 of zero; a required memory is at least one request's tokens, where rel_tol "
         "decides alone",
+    ('runtime/schedulers/sarathi.py', 'if i < end:  # the newest arrival not yet walked', '<-><='):
+        "they differ only at i = end, where r is order[i - 1] = order[end - 1]: `i <= end` takes order[end - 1] "
+        "as the victim, which is r, so both evict r and break; `end` is read after that only by `while i < end`, "
+        "false either way (i = end, or end = i - 1)",
 }
 
 EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
@@ -319,10 +323,6 @@ EQUIVALENTS_AT: dict[tuple[str, str, str, int], str] = {
     ('runtime/schedulers/threshold_base.py', 'if now < t < best:', '<-><=', 11):
         "`t <= best` replaces the minimum by an equal value: the earliest due time is the same (the `now < t` "
         "at column 7 is not equivalent: a due time at the clock would hide a later one)",
-    ('runtime/schedulers/sarathi.py', 'if i < end:  # the newest arrival not yet walked', '<-><='):
-        "they differ only at i = end, where r is order[i - 1] = order[end - 1]: `i <= end` takes order[end - 1] "
-        "as the victim, which is r, so both evict r and break; `end` is read after that only by `while i < end`, "
-        "false either way (i = end, or end = i - 1)",
 }
 
 
