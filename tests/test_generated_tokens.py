@@ -157,3 +157,16 @@ def test_benchmark_for_requests_solves_thresholds_at_the_busiest_bins_total_rate
                       (RequestType("a", 200, 20, 5.0), RequestType("b", 100, 60, 5.0)))
     bench = benchmark_for_requests(server, arrivals, prompts, outputs, np.linspace(0, 30, 31), bin_s=4.0)
     assert bench.threshold_rate_per_s == pytest.approx(5.0)
+
+
+def test_benchmark_over_time_solves_thresholds_at_the_busiest_bins_total_rate_by_default():
+    # two bins of 4 s: totals 1.5 and 3.0 req/s over the types (the busiest bin: 3.0), while the
+    # types' own sums over the bins are 2.0 and 2.5 (a column total would be 2.5)
+    from fluid.ode import PiecewiseRates
+    from fluid.over_time import benchmark_over_time
+
+    server = Workload("t", 50_000, Linear3BatchTime(0.0093, 2.6e-7, 4.7e-5),
+                      (RequestType("a", 200, 20, 1.0), RequestType("b", 100, 60, 1.0)))
+    rates = PiecewiseRates(np.array([0.0, 4.0, 8.0]), np.array([[0.5, 1.0], [1.5, 1.5]]))
+    bench = benchmark_over_time(server, rates, np.linspace(0, 20, 21))
+    assert bench.threshold_rate_per_s == pytest.approx(3.0)
