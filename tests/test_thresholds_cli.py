@@ -206,3 +206,11 @@ def test_solve_at_a_load_factor_of_exactly_one_or_more_says_the_workload_is_unst
     err = capsys.readouterr().err
     assert f"load factor L = {float(rate):g} ≥ 1, so latency grows without bound" in err and f"scale rates below {below}" in err
     assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize("rule, says", [("capped", True), ("cohort", False)])
+def test_nested_wait_per_type_segments_are_explained_only_for_the_capped_rule(tmp_path, capsys, rule, says):
+    out = tmp_path / "n.json"
+    assert main(["solve", _workload(tmp_path), "-o", str(out), "--policy", "nested-wait", "--segments", "types", "--service-rule", rule]) == 0
+    err = capsys.readouterr().err
+    assert ("segments: L = 2, one per decode length" in err) is says
