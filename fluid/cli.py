@@ -9,10 +9,10 @@ and says which rate scale or memory would fit.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 
+from fluid.cli_json import print_json
 from fluid.equilibrium import FluidArrays, closed_form, closed_form_full, instability_advice
 from fluid.errors import InputError, UnstableWorkloadError
 from fluid.numbers import check_number
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ode is not None:
         report["ode"] = _ode_report(workload, args.ode)
     if args.json:
-        print(json.dumps(report, indent=2, allow_nan=False))
+        print_json(report)
     else:
         print(render_text(report))
     sys.stdout.flush()
