@@ -130,6 +130,26 @@ def test_sharegpt_is_tokenized_with_the_local_tokenizer(tmp_path, tokenizer_dir)
     assert t.skipped_conversations == 1
 
 
+def test_sharegpt_lengths_leave_out_the_tokenizers_special_tokens(tmp_path, tokenizer_dir):
+    # a Llama-style tokenizer adds a BOS to every encoding: the lengths are the text's, without it
+    import tokenizers
+    from tokenizers.processors import TemplateProcessing
+
+    from fluid.sharegpt import load_sharegpt
+
+    tok = tokenizers.Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    tok.add_special_tokens(["<s>"])
+    tok.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    assert len(tok.encode("hello world").ids) == 3  # the BOS is there by default
+    bos_dir = tmp_path / "bos"
+    bos_dir.mkdir()
+    tok.save(str(bos_dir / "tokenizer.json"))
+    path = tmp_path / "sg.json"
+    path.write_text(json.dumps(SHAREGPT), encoding="utf-8")
+    t = load_sharegpt(path, bos_dir)
+    assert t.prompt_tokens.tolist() == [6, 3] and t.output_tokens.tolist() == [2, 5]
+
+
 def test_sharegpt_in_a_workload_bins_its_lengths(tmp_path, tokenizer_dir):
     (tmp_path / "sg.json").write_text(json.dumps(SHAREGPT), encoding="utf-8")
     doc = ("name: sg\nkv_capacity_tokens: 10000\nbatch_time: {kind: affine, d0_s: 0.01, d1_s_per_token: 1.0e-6}\n"
