@@ -2,14 +2,17 @@
 
     PYTHONPATH=. python benchmarks/bench_varlen.py --out docs/bench-varlen-h200.json [--best-to FILE]
 
-Times one launch (CUDA events, median of 20) over three steps — one 2,048-token prompt (the long
-causal case where the kernel trailed SDPA's FlashAttention), 32 × 64-token prompts, and 8 chunks
-of 256 tokens on 256 cached tokens each — for several tilings (`runtime.gpu.attention.PrefillTiles`:
-BLOCK_M, warps, stages, BLOCK_N, the unmasked split of whole key tiles, longest tiles first),
-checks each against the shipped tiling's result (relative error < 1e-2) and reports the attention
-FLOP rate. The best tiling is the fastest correct one on the 2,048-token step among those no more
-than 5 % slower than the shipped one on the other two; `--best-to` writes it as
-FLUIDSCHED_VARLEN_PREFILL's value. Also run by `benchmarks/gpu_replay.py --varlen-sweep`.
+Times one launch (CUDA events, median of 20) over several steps — one 2,048-token prompt (the long
+causal case where the kernel trailed SDPA's FlashAttention), the same on a 256-token prefix,
+4 × 512 prompts, 32 × 64-token prompts, and 8 chunks of 256 tokens on 256 cached tokens each —
+for several tilings (`runtime.gpu.attention.PrefillTiles`: BLOCK_M, warps, stages, BLOCK_N, the
+unmasked split of whole key tiles, longest tiles first, heads fastest in a 1-D grid), checks each
+against the shipped tiling's result (relative error < 1e-2) and reports the attention FLOP rate.
+The best tiling is the fastest correct one on the 2,048-token step among those no more than 5 %
+slower than the shipped one on 32 × 64 and 8 × 256 after 256; `--best-to` writes it as
+FLUIDSCHED_VARLEN_PREFILL's value. A second table (`short_chunks`) times chunks of 8–16 tokens
+(with and without a prefix) in 64-row tiles against 16- and 32-row ones. Also run by
+`benchmarks/gpu_replay.py --varlen-sweep`.
 """
 
 from __future__ import annotations
@@ -19,25 +22,35 @@ import json
 import sys
 from pathlib import Path
 
-# (BLOCK_M, warps, stages, BLOCK_N, split, heavy_first); the first is the shipped default
+# (BLOCK_M, warps, stages, BLOCK_N, split, heavy_first, heads_inner); the first is the shipped default
 CONFIGS = (
-    (64, 4, 2, 64, 0, 0),
-    (64, 4, 2, 64, 1, 0),
-    (64, 4, 2, 64, 1, 1),
-    (64, 4, 3, 64, 1, 1),
-    (64, 4, 2, 32, 1, 1),
-    (64, 8, 2, 64, 1, 1),
-    (128, 8, 2, 64, 1, 1),
-    (128, 8, 3, 64, 1, 1),
-    (128, 8, 2, 32, 1, 1),
-    (128, 4, 2, 32, 1, 1),
-    (128, 8, 2, 128, 1, 1),
+    (64, 4, 2, 64, 0, 0, 0),
+    (64, 4, 2, 64, 1, 1, 0),
+    (64, 4, 2, 64, 1, 1, 1),
+    (64, 4, 3, 64, 1, 1, 1),
+    (64, 4, 3, 32, 1, 1, 1),
+    (64, 4, 2, 128, 1, 1, 1),
+    (128, 8, 2, 64, 1, 1, 1),
+    (128, 8, 3, 64, 1, 1, 0),
+    (128, 8, 3, 64, 1, 1, 1),
+    (128, 4, 2, 64, 1, 1, 1),
+    (128, 4, 3, 64, 1, 1, 1),
+    (128, 8, 3, 32, 1, 1, 1),
+    (128, 8, 2, 128, 1, 1, 1),
 )
-CASES = (("1x2048", [(2048, 0)]), ("32x64", [(64, 0)] * 32), ("8x256 after 256", [(256, 256)] * 8))
+# (label, [(num_new, cached prefix)] per sequence); pick_best guards the cases in GUARDED
+CASES = (("1x2048", [(2048, 0)]), ("32x64", [(64, 0)] * 32), ("8x256 after 256", [(256, 256)] * 8),
+         ("1x2048 after 256", [(2048, 256)]), ("4x512", [(512, 0)] * 4))
+GUARDED = ("32x64", "8x256 after 256")
 SLOWER_ELSEWHERE = 1.05
+# short chunks (a cohort of 16-token prompts on a cached prefix: the flatness benchmark's 32-sequence
+# split of 512 tokens): the prefill tiling's 64-row tiles against 16- and 32-row tiles
+SHORT_CONFIGS = ((64, 4, 2, 64, 0, 0, 0), (16, 4, 2, 64, 0, 0, 0), (32, 4, 2, 64, 0, 0, 0), (16, 4, 2, 64, 1, 0, 1), (16, 2, 2, 64, 1, 0, 1))
+SHORT_CASES = (("32x16 after 256", [(16, 256)] * 32), ("32x16", [(16, 0)] * 32), ("64x8 after 256", [(8, 256)] * 64))
 
 
-def sweep(configs=CONFIGS, *, repeats: int = 20) -> dict:
+def sweep(configs=CONFIGS, cases=CASES, *, repeats: int = 20) -> dict:
+    """{case label: [{config, time_s, tflop_per_s, rel_err_vs_first}]} over `configs` (the first is the reference)."""
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,8 +60,8 @@ def sweep(configs=CONFIGS, *, repeats: int = 20) -> dict:
     from runtime.gpu.kernels.varlen_attention_triton import varlen_paged_attention
 
     heads, d, bs = 32, 128, 16
-    res = {"configs": ["BLOCK_M,warps,stages,BLOCK_N,split,heavy_first"], "cases": {}}
-    for label, spec in CASES:
+    res = {}
+    for label, spec in cases:
         total = sum(n for n, _ in spec)
         blocks = sum(-(-(n + c) // bs) for n, c in spec) + 1
         g = torch.Generator(device="cuda").manual_seed(0)
@@ -64,15 +77,16 @@ def sweep(configs=CONFIGS, *, repeats: int = 20) -> dict:
             row, nxt = row + n, nxt + nb
         flops = 4 * heads * d * sum(n * c + n * (n + 1) // 2 for n, c in spec)
         rows, ref = [], None
-        for bm, warps, stages, bn, split, heavy in configs:
+        for bm, warps, stages, bn, split, heavy, inner in configs:
             batch = pack_varlen(seqs, bm, "cuda", heavy_first=bool(heavy))
             out = torch.empty_like(q)
 
             def launch():
                 varlen_paged_attention(q, k, v, kc, vc, out, batch.seq_meta, batch.block_tables, batch.tile_map, batch.num_tiles, d**-0.5,
-                                       grid_programs=batch.grid_programs, block_m=bm, num_warps=warps, num_stages=stages, block_n=bn, split=bool(split))
+                                       grid_programs=batch.grid_programs, block_m=bm, num_warps=warps, num_stages=stages, block_n=bn,
+                                       split=bool(split), heads_inner=bool(inner))
 
-            cfg = [bm, warps, stages, bn, split, heavy]
+            cfg = [bm, warps, stages, bn, split, heavy, inner]
             try:
                 t = cuda_event_time_s(launch, repeats=repeats)
             except Exception as err:  # noqa: BLE001 - a tiling that does not compile is a result of the sweep
@@ -84,14 +98,13 @@ def sweep(configs=CONFIGS, *, repeats: int = 20) -> dict:
             err = ((out.float() - ref).norm() / ref.norm()).item()
             rows.append({"config": cfg, "time_s": t, "tflop_per_s": flops / t / 1e12, "rel_err_vs_first": err})
             print(f"{label:16s} {cfg}: {1e6 * t:8.1f} us, {flops / t / 1e12:5.0f} TFLOP/s, err {err:.1e}", flush=True)
-        res["cases"][label] = rows
-    res["best"] = pick_best(res["cases"], configs)
+        res[label] = rows
     return res
 
 
 def pick_best(cases: dict, configs) -> list | None:
     """The tiling to ship: fastest correct on 1x2048, no more than 5 % slower than the first
-    (shipped) tiling on every other case; None when the first itself failed."""
+    (shipped) tiling on the GUARDED cases; None when the first itself failed."""
 
     def times(label):
         return {tuple(r["config"]): r["time_s"] for r in cases[label] if "time_s" in r and r["rel_err_vs_first"] < 1e-2}
@@ -100,7 +113,7 @@ def pick_best(cases: dict, configs) -> list | None:
     by_case = {label: times(label) for label in cases}
     if any(base not in t for t in by_case.values()):
         return None
-    ok = [c for c in by_case["1x2048"] if all(c in t and t[c] <= SLOWER_ELSEWHERE * t[base] for label, t in by_case.items() if label != "1x2048")]
+    ok = [c for c in by_case["1x2048"] if all(c in by_case[label] and by_case[label][c] <= SLOWER_ELSEWHERE * by_case[label][base] for label in GUARDED)]
     return list(min(ok, key=lambda c: by_case["1x2048"][c]))
 
 
@@ -115,7 +128,10 @@ def main() -> None:
 
     res = {"device": torch.cuda.get_device_name(), "versions": versions(), "host": describe_host(),
            "command": "PYTHONPATH=. python benchmarks/bench_varlen.py " + " ".join(sys.argv[1:])}
-    res.update(sweep())
+    res["configs"] = ["BLOCK_M,warps,stages,BLOCK_N,split,heavy_first,heads_inner"]
+    res["cases"] = sweep()
+    res["best"] = pick_best(res["cases"], CONFIGS)
+    res["short_chunks"] = sweep(SHORT_CONFIGS, SHORT_CASES)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     if args.best_to and res["best"]:

@@ -150,7 +150,9 @@ def test_prefill_tiling_spec():
     assert parse_prefill_tiles("64,4,2") == PrefillTiles()
     assert parse_prefill_tiles("128,8,3,32,1,1") == PrefillTiles(128, 8, 3, 32, True, True)
     assert parse_prefill_tiles(PrefillTiles(128, 8, 3, 32, True, False).spec()) == PrefillTiles(128, 8, 3, 32, True, False)
-    for bad in ("64,4", "64,4,2,48", "64,4,2,64,2", "a,b,c", "64,3,2"):
+    assert parse_prefill_tiles("64,4,2,64,1,0,1") == PrefillTiles(64, 4, 2, 64, True, False, True)
+    assert PrefillTiles(64, 4, 2, 64, False, True, True).spec() == "64,4,2,64,0,1,1"
+    for bad in ("64,4", "64,4,2,48", "64,4,2,64,2", "a,b,c", "64,3,2", "64,4,2,64,1,1,2", "64,4,2,64,1,1,1,0"):
         with pytest.raises(ValueError, match="FLUIDSCHED_VARLEN_PREFILL"):
             parse_prefill_tiles(bad)
     assert tile_map_rows([130, 5], 64, heavy_first=True) == [(0, 128), (0, 64), (0, 0), (1, 0)]
@@ -169,3 +171,16 @@ def test_varlen_sweep_picks_the_fastest_not_slower_elsewhere():
     assert pick_best(cases, (base, fast_long, fast_everywhere, wrong)) == fast_everywhere
     cases["32x64"] = case([5, 5.25, 5, 5])  # exactly 5 % slower is allowed
     assert pick_best(cases, (base, fast_long, fast_everywhere, wrong)) == fast_long
+    cases["4x512"] = case([5, 9, 5, 5])  # a case outside GUARDED is reported, not a veto
+    assert pick_best(cases, (base, fast_long, fast_everywhere, wrong)) == fast_long
+
+
+def test_short_chunks_join_the_16_row_launch_after_the_decodes():
+    from runtime.gpu.step_graphs import split_short_chunks
+
+    prefills = [(0, 17, 0, []), (17, 16, 256, [3, 4]), (33, 1, 0, []), (34, 64, 0, [])]
+    decodes = [(98, 1, 40, [7])]
+    # exactly the limit (16) and below go to the 16-row launch, in order, behind the decodes; 17 stays
+    assert split_short_chunks(prefills, decodes, 16) == ([(0, 17, 0, []), (34, 64, 0, [])], [(98, 1, 40, [7]), (17, 16, 256, [3, 4]), (33, 1, 0, [])])
+    assert split_short_chunks(prefills, decodes, 0) == (prefills, decodes)  # off
+    assert split_short_chunks(prefills, [], 1) == ([(0, 17, 0, []), (17, 16, 256, [3, 4]), (34, 64, 0, [])], [(33, 1, 0, [])])

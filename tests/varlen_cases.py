@@ -14,11 +14,13 @@ import torch
 # two 64-row tiles on a prefix that ends mid-block, a chunk of exactly one tile on a prefix of
 # exactly one key tile (64), a one-token prefill, a short chunk after a long prefix
 CASES = ((5, 0), (1, 7), (70, 9), (64, 64), (1, 0), (3, 130))
-# (block_m, block_n, split, heavy_first) launches checked; None = the shipped tiling. The split ones
-# cover unmasked key tiles before the diagonal (block_n < block_m: the 70-row chunk's second tile
-# sees two whole 32-key tiles), whole prefix tiles (64 and 130 cached), and a key tile wider
-# than the query tile (no tile is wholly before the diagonal)
-TILINGS = ((64, None, None, None), (16, None, None, None), (64, 32, True, True), (64, 64, True, False), (16, 128, True, True))
+# (block_m, block_n, split, heavy_first, heads_inner) launches checked; None = the shipped tiling.
+# The split ones cover unmasked key tiles before the diagonal (block_n < block_m: the 70-row
+# chunk's second tile sees two whole 32-key tiles), whole prefix tiles (64 and 130 cached), and a
+# key tile wider than the query tile (no tile is wholly before the diagonal); heads_inner the 1-D
+# grid whose programs decode their head from the flat program id
+TILINGS = ((64, None, None, None, None), (16, None, None, None, None), (64, 32, True, True, True), (64, 64, True, False, None),
+           (16, 128, True, True, True))
 
 
 def _interpreter_shim() -> None:
@@ -73,13 +75,13 @@ def check(device: str, dtype: torch.dtype, *, seed: int, tol: float) -> list[str
     scale = q.shape[-1] ** -0.5
     ref = varlen_attention_reference(q.double(), k.double(), v.double(), kc.double(), vc.double(), pack_varlen(seqs, PREFILL_BLOCK_M, device), scale, torch.zeros_like(q, dtype=torch.float64))
     failures = []
-    for block_m, block_n, split, heavy in (TILINGS if seed == 0 else TILINGS[:2]):  # the interpreter is slow: other tilings once
+    for block_m, block_n, split, heavy, heads_inner in (TILINGS if seed == 0 else TILINGS[:2]):  # the interpreter is slow: other tilings once
         batch = pack_varlen(seqs, block_m, device, heavy_first=heavy)
-        name = f"block_m {block_m} block_n {block_n} split {split} heavy_first {heavy}"
+        name = f"block_m {block_m} block_n {block_n} split {split} heavy_first {heavy} heads_inner {heads_inner}"
         for grid in (batch.grid_programs, 2):  # every tile its program; a persistent grid smaller than the tiles
             out = torch.full_like(q, float("nan"))
             varlen_paged_attention(q, k, v, kc, vc, out, batch.seq_meta, batch.block_tables, batch.tile_map, batch.num_tiles, scale,
-                                   grid_programs=grid, block_m=block_m, block_n=block_n, split=split)
+                                   grid_programs=grid, block_m=block_m, block_n=block_n, split=split, heads_inner=heads_inner)
             err = ((out[:live].double() - ref[:live]).norm() / ref[:live].norm()).item()
             if not err < tol:
                 worst = max(range(len(seqs)), key=lambda s: (out[seqs[s][0]:seqs[s][0] + seqs[s][1]].double() - ref[seqs[s][0]:seqs[s][0] + seqs[s][1]]).abs().nan_to_num(1e9).max().item())

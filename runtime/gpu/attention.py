@@ -46,7 +46,9 @@ class PrefillTiles:
     stages, key-tile width, whether key tiles wholly before the query tile (and whole prefix tiles)
     skip the causal / length mask (`split`), and whether each sequence's tiles are queued longest
     first (`heavy_first`: a causal prompt's last tile walks every key tile; started first, it does
-    not become the launch's tail)."""
+    not become the launch's tail), and whether the launch's programs run heads fastest
+    (`heads_inner`: a 1-D grid in which every head's first tile is queued before any head's second,
+    so heavy-first ordering holds across heads, not only within one)."""
 
     block_m: int = 64
     num_warps: int = 4
@@ -54,27 +56,31 @@ class PrefillTiles:
     block_n: int = 64
     split: bool = False
     heavy_first: bool = False
+    heads_inner: bool = False
 
     def spec(self) -> str:
-        return f"{self.block_m},{self.num_warps},{self.num_stages},{self.block_n},{int(self.split)},{int(self.heavy_first)}"
+        flags = (self.split, self.heavy_first, self.heads_inner)
+        return f"{self.block_m},{self.num_warps},{self.num_stages},{self.block_n}," + ",".join(str(int(f)) for f in flags)
 
 
 def parse_prefill_tiles(text: str) -> PrefillTiles:
-    """`BLOCK_M,NUM_WARPS,NUM_STAGES[,BLOCK_N[,SPLIT[,HEAVY_FIRST]]]`, e.g. 64,4,2 or 128,8,3,64,1,1."""
+    """`BLOCK_M,NUM_WARPS,NUM_STAGES[,BLOCK_N[,SPLIT[,HEAVY_FIRST[,HEADS_INNER]]]]`, e.g. 64,4,2 or 128,8,3,64,1,1,1."""
     fields = text.split(",")
-    usage = "FLUIDSCHED_VARLEN_PREFILL must be BLOCK_M,NUM_WARPS,NUM_STAGES[,BLOCK_N[,SPLIT 0|1[,HEAVY_FIRST 0|1]]] (e.g. 64,4,2)"
+    usage = ("FLUIDSCHED_VARLEN_PREFILL must be BLOCK_M,NUM_WARPS,NUM_STAGES[,BLOCK_N[,SPLIT 0|1[,HEAVY_FIRST 0|1[,HEADS_INNER 0|1]]]] "
+             "(e.g. 64,4,2)")
     try:
         values = [int(x) for x in fields]
     except ValueError:
         raise ValueError(f"{usage}, got {text!r}") from None
-    if not 3 <= len(values) <= 6:
+    if not 3 <= len(values) <= 7:
         raise ValueError(f"{usage}, got {text!r}")
     bm, warps, stages = values[:3]
     bn = values[3] if len(values) > 3 else 64
-    split, heavy = (values[4] if len(values) > 4 else 0), (values[5] if len(values) > 5 else 0)
-    if bm < 16 or bm & (bm - 1) or bn < 16 or bn & (bn - 1) or warps not in (1, 2, 4, 8, 16) or stages < 1 or split not in (0, 1) or heavy not in (0, 1):
-        raise ValueError(f"FLUIDSCHED_VARLEN_PREFILL: BLOCK_M and BLOCK_N powers of two ≥ 16, warps 1-16, stages ≥ 1, SPLIT and HEAVY_FIRST 0 or 1; got {text!r}")
-    return PrefillTiles(bm, warps, stages, bn, bool(split), bool(heavy))
+    flags = values[4:] + [0] * (7 - max(len(values), 4))
+    if bm < 16 or bm & (bm - 1) or bn < 16 or bn & (bn - 1) or warps not in (1, 2, 4, 8, 16) or stages < 1 or any(f not in (0, 1) for f in flags):
+        raise ValueError(f"FLUIDSCHED_VARLEN_PREFILL: BLOCK_M and BLOCK_N powers of two ≥ 16, warps 1-16, stages ≥ 1, "
+                         f"SPLIT, HEAVY_FIRST and HEADS_INNER 0 or 1; got {text!r}")
+    return PrefillTiles(bm, warps, stages, bn, *(bool(f) for f in flags))
 
 
 # query-tile heights of the variable-length kernel: prefill chunks use tall tiles (each K/V tile is
@@ -85,6 +91,12 @@ def parse_prefill_tiles(text: str) -> PrefillTiles:
 PREFILL_TILES = parse_prefill_tiles(os.environ.get("FLUIDSCHED_VARLEN_PREFILL", "64,4,2"))
 PREFILL_BLOCK_M, PREFILL_NUM_WARPS, PREFILL_NUM_STAGES = PREFILL_TILES.block_m, PREFILL_TILES.num_warps, PREFILL_TILES.num_stages
 DECODE_BLOCK_M = 16
+# graphed steps: prefill chunks of at most this many tokens go through the 16-row launch beside the
+# decodes instead of 64-row tiles that would be a quarter full or less (a cohort of short prompts,
+# a chunked prefill's small remainder). 0 turns it off; at most DECODE_BLOCK_M (one tile each).
+SHORT_CHUNK_TOKENS = int(os.environ.get("FLUIDSCHED_SHORT_CHUNK_TOKENS", str(DECODE_BLOCK_M)))
+if not 0 <= SHORT_CHUNK_TOKENS <= DECODE_BLOCK_M:
+    raise ValueError(f"FLUIDSCHED_SHORT_CHUNK_TOKENS must be 0..{DECODE_BLOCK_M} (one {DECODE_BLOCK_M}-row tile per chunk), got {SHORT_CHUNK_TOKENS}")
 
 
 @dataclass(frozen=True, slots=True)

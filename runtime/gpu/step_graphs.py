@@ -11,6 +11,9 @@ capture works because attention is the variable-length kernel
 (`runtime.gpu.kernels.varlen_attention_triton`), whose metadata (sequence rows, block tables, the
 tile map and tile count) is read from device buffers and whose grid is fixed per bucket; prefill
 chunks go through its 64-row tiles, decodes through its 16-row tiles, in two launches a layer.
+Chunks of at most `SHORT_CHUNK_TOKENS` tokens go through the 16-row launch too (one tile each, as a
+decode): in 64-row tiles a cohort of 16-token prompts on a prefix left three quarters of every
+tile idle and was the slowest split of its token count (docs/benchmarks-gpu.md).
 
 Padded rows (past the live tokens) embed token 0 at position 0 and write their K/V into the pool's
 scratch block; no sequence's metadata points at them, so attention leaves their rows unwritten
@@ -23,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from runtime.gpu.attention import DECODE_BLOCK_M, PREFILL_BLOCK_M, VarlenBatch, tile_map_rows
+from runtime.gpu.attention import DECODE_BLOCK_M, PREFILL_BLOCK_M, SHORT_CHUNK_TOKENS, VarlenBatch, tile_map_rows
 from runtime.gpu.cuda_graphs import bucket_at_least, capture_bucket_graphs
 from runtime.gpu.kv_pool import KVPool
 from runtime.gpu.model import LlamaRunner, StepInputs
@@ -38,6 +41,15 @@ DECODE_GRID_CAP = 256
 
 def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def split_short_chunks(prefill_seqs: list, decode_seqs: list, max_tokens: int) -> tuple[list, list]:
+    """(the 64-row launch's sequences, the 16-row launch's): prefill chunks of at most `max_tokens`
+    tokens join the decodes, after them; sequences are `(row_start, num_new, context_tokens, table)`."""
+    short = [seq for seq in prefill_seqs if seq[1] <= max_tokens]
+    if not short:
+        return prefill_seqs, decode_seqs
+    return [seq for seq in prefill_seqs if seq[1] > max_tokens], list(decode_seqs) + short
 
 
 class _Varlen:
@@ -104,7 +116,8 @@ class MixedGraphs:
         self._rows_np = self._rows_host.numpy()
         self._rows_dev = torch.zeros_like(self._rows_host, device=dev)
         self._prefill = _Varlen(max_prefills, _cdiv(top, PREFILL_BLOCK_M) + max_prefills, max_blocks_per_seq, dev)
-        self._decode = _Varlen(max_decodes, max_decodes, max_blocks_per_seq, dev)
+        seats_16 = max_decodes + (self.max_prefills if SHORT_CHUNK_TOKENS else 0)  # decodes and short chunks
+        self._decode = _Varlen(seats_16, seats_16, max_blocks_per_seq, dev)
         self._decode.set_identity_tiles()
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._fill([], [], [], [], [], [], top)  # no live sequence: attention does nothing during warm-up
@@ -139,6 +152,7 @@ class MixedGraphs:
         s = len(sample_rows)
         rows[3, :s] = sample_rows
         rows[3, s : self._sample_capacity(bucket)] = 0
+        prefill_seqs, decode_seqs = split_short_chunks(prefill_seqs, decode_seqs, SHORT_CHUNK_TOKENS)
         tiles = tile_map_rows([num_new for _, num_new, _, _ in prefill_seqs], PREFILL_BLOCK_M)
         self._prefill.fill(prefill_seqs, tiles)
         self._decode.fill(decode_seqs, None)

@@ -66,10 +66,17 @@ def _varlen_paged_kernel(
     stride_cache_block, stride_cache_tok, stride_cache_head,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, SPLIT: tl.constexpr,
+    HEADS_INNER: tl.constexpr = False, NUM_HEADS: tl.constexpr = 1,
 ):
-    pid = tl.program_id(0)
-    h = tl.program_id(1)
-    grid = tl.num_programs(0)
+    if HEADS_INNER:  # a 1-D grid, heads fastest: every head's first tile starts before any head's second
+        flat = tl.program_id(0)
+        h = flat % NUM_HEADS
+        pid = flat // NUM_HEADS
+        grid = tl.num_programs(0) // NUM_HEADS
+    else:
+        pid = tl.program_id(0)
+        h = tl.program_id(1)
+        grid = tl.num_programs(0)
     kv_head = h // GROUP
     num_tiles = tl.load(num_tiles_ptr)
     offs_m = tl.arange(0, BLOCK_M)
@@ -154,6 +161,7 @@ def varlen_paged_attention(
     num_stages: int | None = None,
     block_n: int | None = None,
     split: bool | None = None,
+    heads_inner: bool | None = None,
 ) -> torch.Tensor:
     """Launch over `grid_programs` × heads programs. Tiling: the prefill launch's (`PREFILL_TILES`)
     when `block_m` is its height, else the decode launch's; each argument given overrides it."""
@@ -168,7 +176,9 @@ def varlen_paged_attention(
     warps, stages = (num_warps or warps), (num_stages or stages)
     bn = block_n or (tiles.block_n if tiles else BLOCK_N)
     split = (tiles.split if tiles else False) if split is None else split
-    _varlen_paged_kernel[(grid_programs, heads)](
+    heads_inner = (tiles.heads_inner if tiles else False) if heads_inner is None else heads_inner
+    launch_grid = (grid_programs * heads,) if heads_inner else (grid_programs, heads)
+    _varlen_paged_kernel[launch_grid](
         q, k_new, v_new, k_cache, v_cache, out,
         seq_meta, block_tables, tile_map, num_tiles,
         scale * _LOG2E,
@@ -178,7 +188,7 @@ def varlen_paged_attention(
         block_tables.stride(0),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         GROUP=heads // kv_heads, HEAD_DIM=d, BLOCK_SIZE=k_cache.shape[1],
-        BLOCK_M=block_m, BLOCK_N=bn, PRECISION=precision, SPLIT=split,
+        BLOCK_M=block_m, BLOCK_N=bn, PRECISION=precision, SPLIT=split, HEADS_INNER=heads_inner, NUM_HEADS=heads,
         num_warps=warps, num_stages=stages,
     )
     return out
