@@ -266,6 +266,18 @@ def test_fit_of_equal_times_is_perfect_and_mape_is_by_hand():
     assert fit_linear(noisy, kind="affine").mape == pytest.approx((0.5 + 1 / 3 + 0.25) / 3)
 
 
+@pytest.mark.parametrize("seconds", [100.0, 1000.0, 12345.0])
+def test_fit_of_equal_long_times_is_perfect_in_any_unit(seconds):
+    # the "reproduces the rows" test of equal times is relative, |pred − y| ≤ 1e-12·y: rows of 100 s
+    # or more (a profile in ms read as s) come back from the least squares a few ulps off (ulp(100)
+    # = 1.4e-14, ulp(1000) = 1.1e-13), within 1e-12·y and R² = 1, as for rows of 0.02 s. An
+    # absolute or inverse tolerance (1e-12/y = 1e-14 at 100 s) would call the same fit R² = 0
+    flat = [(BatchShape(1, kv, 1, 0), seconds) for kv in (0, 500, 1000)]
+    report = fit_linear(flat, kind="affine")
+    assert report.r2 == 1.0
+    assert [report.model.step_time_s(shape) for shape, _ in flat] == pytest.approx([seconds] * 3, rel=1e-12)
+
+
 def test_mlp_csv_without_an_embedding_column_adds_no_embedding_time(tmp_path):
     path = tmp_path / "mlp.csv"
     path.write_text("num_tokens,time_stats.mlp.median,time_stats.attn_pre_proj.median\n1,0.5,0.25\n8,1.0,0.5\n")

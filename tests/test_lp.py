@@ -243,6 +243,22 @@ def test_every_dual_is_the_objective_slope_of_its_right_hand_side(backend):
 
 
 @pytest.mark.parametrize("backend", ["cvxpy", "linprog"])
+def test_capacity_mode_admission_duals_are_the_theta_slope_of_side_traffic_by_hand(backend):
+    # capacity mode, admission_scale Σ_g y_j − θ λ_j = h_j: memory and iteration time bind, so
+    # t = 1/(d0 + d_kv C) = 20 iterations/s and Σ_j a_j y_j = C t = 60,000 with a = 6·12.5 = 75
+    # and 11·25 = 275; y_j = θ λ_j + h_j gives θ = (60,000 − Σ a_j h_j) / Σ a_j λ_j = 60,000/1250
+    # = 48, and ∂θ/∂h_j = −a_j / 1250 = −0.06 and −0.22 (the duals in original units, after the
+    # rows' scaling 1/(λ_j θ_ref) is undone)
+    w = Workload("w", 3000, AffineBatchTime(0.02, 1e-5), (RequestType("a", 10, 5, 2.0), RequestType("b", 20, 10, 4.0)))
+    r = solve_lp(w, capacity=True, backend=backend)
+    assert r.capacity_scale == pytest.approx(48.0, rel=1e-9)
+    assert r.duals["admission_scale"].tolist() == pytest.approx([-0.06, -0.22], rel=1e-6)
+    one = solve_lp(Workload("w", 3000, AffineBatchTime(0.02, 1e-5), (RequestType("a", 10, 5, 2.0),)), capacity=True, backend=backend)
+    assert one.capacity_scale == pytest.approx(60_000 / 150, rel=1e-9)
+    assert one.duals["admission_scale"].tolist() == pytest.approx([-1 / 2.0], rel=1e-6)  # one type: −1/λ
+
+
+@pytest.mark.parametrize("backend", ["cvxpy", "linprog"])
 def test_a_tbt_slo_of_exactly_d0_admits_nothing_and_is_not_infeasible(backend):
     # TBT_max = d0: only the empty batch meets it (t = 1/d0, x = 0); just below d0 nothing does
     w = Workload("w", 1000, AffineBatchTime(0.5, 1 / 64), (RequestType("a", 7, 1, 2.0),))

@@ -245,3 +245,16 @@ def test_one_token_prompts_and_outputs_are_types_with_placeholder_rates_of_one()
     types, which = request_types([1, 1, 2], [1, 1, 1])
     assert [(t.name, t.prefill, t.decode, t.rate_per_s) for t in types] == [("p1d1", 1, 1, 1.0), ("p2d1", 2, 1, 1.0)]
     assert which.tolist() == [0, 0, 1]
+
+
+def test_the_replay_types_carry_the_requests_mix_even_in_one_bin_of_a_day():
+    # one bin of 86,400 s holding 3 requests of (100, 60) and 1 of (200, 20): each type's rate is its
+    # requests over the replayed span (3/86400 and 1/86400 req/s), and the thresholds are solved at
+    # the busiest bin's 4/86400 req/s with that 3 : 1 mix. A type total of count/bin² (1.3e-10 for
+    # one request) would fall below the 1e-9 floor of an empty type and make the mix 1 : 1
+    day = 86_400.0
+    bench = benchmark_for_requests(_server(), [0.0, 600.0, 3_600.0, 50_000.0], [100, 200, 100, 100], [60, 20, 60, 60],
+                                   [0.0, 1.0], bin_s=day)
+    assert [(t.prefill, t.decode) for t in bench.types] == [(100, 60), (200, 20)]
+    assert bench.threshold_rate_per_s == pytest.approx(4 / day, rel=1e-12)
+    assert [t.rate_per_s for t in bench.types] == pytest.approx([3 / day, 1 / day], rel=1e-12)

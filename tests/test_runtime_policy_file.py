@@ -230,3 +230,19 @@ def test_each_theta_is_checked_against_the_segment_right_before_it(tmp_path):
     assert err.field == "segments[2].theta" and "does not solve" in str(err)
     near = math.log(2.25) + 0.5 * THETA_TOLERANCE * 4 / slope  # within the tolerance: accepted as solved
     assert load_policy(_write(tmp_path, _three_segments(near))).segments[2].theta == near
+
+
+def test_a_theta_residual_of_exactly_the_tolerance_is_accepted_one_float_more_is_not(tmp_path):
+    from thresholds.conditions import theta_residual
+    from thresholds.policy_parse import THETA_TOLERANCE
+
+    # after a segment with p = 0 the residual is f(θ) = −θ n_k; with n_k = n_(k−1) = 4 and θ = 1e-6 it
+    # is −4e-6, the very float THETA_TOLERANCE · n_(k−1) is: the bound is inclusive (|f| ≤ tol·n)
+    doc = copy.deepcopy(NESTED_DOC)
+    doc["segments"][0]["continue_prob"] = 0.0
+    doc["segments"][1].update(threshold=4, theta=THETA_TOLERANCE)
+    assert abs(theta_residual(THETA_TOLERANCE, 4, 4, 0.0)) == THETA_TOLERANCE * 4
+    assert load_policy(_write(tmp_path, doc)).segments[1].theta == THETA_TOLERANCE
+    doc["segments"][1]["theta"] = math.nextafter(THETA_TOLERANCE, 1.0)
+    err = _error(doc, tmp_path)
+    assert err.field == "segments[1].theta" and "does not solve" in str(err)

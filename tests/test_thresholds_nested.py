@@ -291,3 +291,42 @@ def test_nested_options_take_their_open_and_closed_ends_as_documented(field, ok,
     for value in bad:
         with pytest.raises(InputError, match=f"field '{field}'"):
             NestedOptions(**{field: value})
+
+
+def test_the_default_slack_is_0_05_the_target_utilisation_0_95():
+    # NestedOptions() solves at ρ = 1 − 0.05 = 0.95, as solve_wait's default: a load factor of 0.92
+    # is solved, one of 0.97 is refused naming ρ = 0.95 (a default slack of 0.1 would refuse both)
+    from fluid.equilibrium import closed_form
+
+    w = Workload("corr", 10**9, AffineBatchTime(0.01, 1e-6),
+                 (RequestType("short", 10, 10, 1.0), RequestType("long", 1000, 100, 1.0)))
+    at_092 = w.scaled(0.92 / closed_form(w).load_factor)
+    assert solve_nested(at_092).holds
+    assert solve_nested(at_092).instances[0].thresholds == solve_nested(at_092, NestedOptions(slack=0.05)).instances[0].thresholds
+    with pytest.raises(UnstableWorkloadError, match=r"L = 0.97 is not below the target utilisation ρ = 1 − slack = 0.95"):
+        solve_nested(w.scaled(0.97 / closed_form(w).load_factor))
+    assert NestedOptions().slack == 0.05
+
+
+def test_the_over_memory_diagnosis_bisects_rate_scales_between_0_and_the_failing_1(monkeypatch):
+    # two segments need 6540 tokens at scale 1 and C is 5232: the diagnosis bisects the rate scale
+    # on [0, 1] (1 is the workload that failed), 30 halvings starting at 1/2, and reports the
+    # largest scale tried whose thresholds fit
+    from thresholds import nested
+
+    base = Workload("hand", 5232, AffineBatchTime(0.02, 1e-6), (RequestType("a", 20, 10, 300.0), RequestType("b", 20, 30, 100.0)))
+    real, tried = nested.solve_nested_fixed, []
+
+    def spy(workload, options, num_segments):
+        sol = real(workload, options, num_segments)
+        tried.append((workload.total_rate_per_s / base.total_rate_per_s, sol.holds))
+        return sol
+
+    monkeypatch.setattr(nested, "solve_nested_fixed", spy)
+    with pytest.raises(UnstableWorkloadError, match="memory_within_capacity: 6540 vs 5232") as info:
+        solve_nested(base, NestedOptions(segments=2))
+    scales = [s for s, _ in tried[1:]]  # the first call is the failing solve itself, at scale 1
+    assert tried[0] == (1.0, False)
+    assert len(scales) == 30 and scales[0] == pytest.approx(0.5, rel=1e-15) and max(scales) < 1.0
+    best = max(s for s, ok in tried[1:] if ok)
+    assert f"rate scale ≤ {best:.4g} at this C" in str(info.value)

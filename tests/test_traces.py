@@ -71,6 +71,18 @@ def test_rate_profile_bins_may_be_shorter_than_a_second_but_not_empty():
         assert info.value.field == "bin_s"
 
 
+def test_rate_profile_counts_bins_by_floor_division_like_the_arrivals():
+    from fluid.traces import TimestampTrace
+
+    # 0.1 as a float is a hair above 1/10: 1.0 // 0.1 = 9 (the float quotient 1.0 / 0.1 rounds to 10),
+    # so 1.0 s of arrivals fill 10 bins of "0.1 s" and the last arrival is in bin 9, as its index
+    # 1.0 // 0.1 says; 0.5 // 0.1 = 4 likewise. No eleventh, empty bin at 1.0 s
+    ones = np.ones(3, dtype=np.int64)
+    t_s, rate = rate_profile(TimestampTrace("hand", ones, ones, np.array([0.0, 0.5, 1.0])), 0.1)
+    assert len(t_s) == 10 and t_s[-1] == 9 * 0.1
+    assert rate.tolist() == [10.0, 0.0, 0.0, 0.0, 10.0, 0.0, 0.0, 0.0, 0.0, 10.0]
+
+
 def test_timestamp_trace_and_rate_profile():
     t = load_timestamp_trace(AZURE)
     assert len(t) == 19366 and t.arrival_s[0] == 0.0
