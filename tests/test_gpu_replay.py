@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -155,6 +156,15 @@ def test_prefill_tiling_spec():
     for bad in ("64,4", "64,4,2,48", "64,4,2,64,2", "a,b,c", "64,3,2", "64,4,2,64,1,1,2", "64,4,2,64,1,1,1,0"):
         with pytest.raises(ValueError, match="FLUIDSCHED_VARLEN_PREFILL"):
             parse_prefill_tiles(bad)
+    # the sweep's reference tiling (its first) is the one that ships, and the shipped one is in force unless overridden
+    import bench_varlen
+
+    from runtime.gpu.attention import PREFILL_TILES, SHIPPED_PREFILL_TILING
+
+    assert parse_prefill_tiles(",".join(map(str, bench_varlen.CONFIGS[0]))) == parse_prefill_tiles(SHIPPED_PREFILL_TILING)
+    assert bench_varlen.SHORT_CONFIGS[0] == bench_varlen.CONFIGS[0]
+    if "FLUIDSCHED_VARLEN_PREFILL" not in os.environ:
+        assert PREFILL_TILES == PrefillTiles(64, 4, 2, 64, True, True, True)
     assert tile_map_rows([130, 5], 64, heavy_first=True) == [(0, 128), (0, 64), (0, 0), (1, 0)]
     assert tile_map_rows([130, 5], 64, heavy_first=False) == [(0, 0), (0, 64), (0, 128), (1, 0)]
 

@@ -20,9 +20,18 @@ from runtime.request import Request
 from runtime.schedulers.base import Batch, ScheduledWork
 
 
-def cuda_event_time_s(fn, repeats: int = 20, warmup: int = 3) -> float:
+# GPU clock cycles a queued sleep kernel spins for `hide_launch` (about 2 ms at an H200's 1.98 GHz):
+# longer than the host takes to record an event and launch a kernel on a slow host
+_HIDE_LAUNCH_CYCLES = 4_000_000
+
+
+def cuda_event_time_s(fn, repeats: int = 20, warmup: int = 3, *, hide_launch: bool = False) -> float:
     """Median device time of `fn` between two CUDA events (after `warmup` untimed calls): for a
-    graph replay, the graph's device time; for an eager step, the span of its launches."""
+    graph replay, the graph's device time; for an eager step, the span of its launches.
+
+    `hide_launch`: queue a sleep kernel before the start event, so that `fn`'s launches are queued
+    while the device sleeps and the span is the kernels' alone, not the host's launch latency
+    (which, for one launch of a few tens of µs, is most of the span)."""
     import torch
 
     for _ in range(warmup):
@@ -31,6 +40,8 @@ def cuda_event_time_s(fn, repeats: int = 20, warmup: int = 3) -> float:
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times = []
     for _ in range(repeats):
+        if hide_launch:
+            torch.cuda._sleep(_HIDE_LAUNCH_CYCLES)
         start.record()
         fn()
         stop.record()
