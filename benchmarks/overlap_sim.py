@@ -26,8 +26,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def _rel(sim: float, live: float) -> float:
-    return sim / live - 1
+def _rel(sim: float, live: float) -> float | None:
+    """sim against live; None where the live figure is 0 (a point that carried nothing in its window)."""
+    return sim / live - 1 if live else None
+
+
+def _pct(rel: float | None) -> str:
+    return "n/a" if rel is None else f"{100 * rel:+.1f} %"
 
 
 def main(argv=None) -> int:
@@ -74,11 +79,11 @@ def main(argv=None) -> int:
                    "overlapped_error": {k: _rel(sim[k], live[k]) for k in ("tok_s", "mean_ttft_s", "mean_latency_s")},
                    "synchronous_error": {k: _rel(sync_sim[k], sync[k]) for k in ("tok_s", "mean_ttft_s", "mean_latency_s")}}
             rows.append(row)
-            e, f = row["overlapped_error"], row["synchronous_error"]
+            e, f = ({k: _pct(v) for k, v in row[name].items()} for name in ("overlapped_error", "synchronous_error"))
             print(f"{p['scheduler']:8s} L={load}: overlapped live {live['tok_s']:.0f} tok/s, TTFT {1e3 * live['mean_ttft_s']:.1f} ms, "
                   f"latency {live['mean_latency_s']:.3f} s; simulated {sim['tok_s']:.0f}, {1e3 * sim['mean_ttft_s']:.1f} ms, "
-                  f"{sim['mean_latency_s']:.3f} s ({100 * e['tok_s']:+.1f} %, {100 * e['mean_ttft_s']:+.1f} %, {100 * e['mean_latency_s']:+.1f} %); "
-                  f"synchronous sim vs live {100 * f['tok_s']:+.1f} %, {100 * f['mean_ttft_s']:+.1f} %, {100 * f['mean_latency_s']:+.1f} %")
+                  f"{sim['mean_latency_s']:.3f} s ({e['tok_s']}, {e['mean_ttft_s']}, {e['mean_latency_s']}); "
+                  f"synchronous sim vs live {f['tok_s']}, {f['mean_ttft_s']}, {f['mean_latency_s']}")
     doc = {"command": "PYTHONPATH=. python benchmarks/overlap_sim.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "device": overlap.get("device"), "versions": overlap.get("versions"), "calibration": str(args.calibration),
            "overlap": str(args.overlap), "points": rows}

@@ -82,3 +82,13 @@ def test_host_split_by_quarter_by_hand():
     assert split["prep_s"] == pytest.approx([0.0005] * 4)
     assert split["gap_s"] == pytest.approx([0.001, 0.001, 0.001, 0.0005])  # the last step has no next one: 0
     assert host_split_by_quarter(rows[:3]) == {} and host_split_by_quarter([{k: v for k, v in r.items() if k != "schedule_s"} for r in rows]) == {}
+
+
+def test_overlap_prediction_error_is_none_where_the_live_point_carried_nothing():
+    """A live figure of 0 (a CPU run whose window closed before any decode finished) is reported as
+    n/a, not a division by zero that loses the whole prediction file."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from overlap_sim import _pct, _rel
+
+    assert _rel(43.8, 0.0) is None and _pct(None) == "n/a"
+    assert _rel(1.1, 1.0) == pytest.approx(0.1) and _pct(_rel(0.9, 1.0)) == "-10.0 %"
