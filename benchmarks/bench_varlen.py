@@ -11,8 +11,11 @@ unmasked split of whole key tiles, longest tiles first, heads fastest in a 1-D g
 against the shipped tiling's result (relative error < 1e-2) and reports the attention FLOP rate.
 The best tiling is the fastest correct one on the 2,048-token step among those no more than 5 %
 slower than the shipped one on 32 × 64 and 8 × 256 after 256; `--best-to` writes it as
-FLUIDSCHED_VARLEN_PREFILL's value. A second table (`short_chunks`) times chunks of 8–16 tokens
-(with and without a prefix) in 64-row tiles against 16- and 32-row ones. Also run by
+FLUIDSCHED_VARLEN_PREFILL's value. A second sweep (`short_launch`) does the same for the 16-row
+launch (decodes in mixed steps and chunks of at most 16 tokens): fastest on 32 chunks of 16 tokens
+on a 256-token prefix, no more than 5 % slower on 128 and 256 decodes; `--best-short-to` writes it
+as FLUIDSCHED_VARLEN_SHORT's value; `short_vs_prefill_tiles` times the short chunks in the
+prefill launch's 64-row tiles against 16-row ones. Also run by
 `benchmarks/gpu_replay.py --varlen-sweep`.
 """
 
@@ -44,10 +47,27 @@ CASES = (("1x2048", [(2048, 0)]), ("32x64", [(64, 0)] * 32), ("8x256 after 256",
          ("1x2048 after 256", [(2048, 256)]), ("4x512", [(512, 0)] * 4))
 GUARDED = ("32x64", "8x256 after 256")
 SLOWER_ELSEWHERE = 1.05
-# short chunks (a cohort of 16-token prompts on a cached prefix: the flatness benchmark's 32-sequence
-# split of 512 tokens): the prefill tiling's 64-row tiles against 16- and 32-row tiles
-SHORT_CONFIGS = ((64, 4, 2, 64, 1, 1, 1), (16, 4, 2, 64, 0, 0, 0), (32, 4, 2, 64, 0, 0, 0), (16, 4, 2, 64, 1, 0, 1), (16, 2, 2, 64, 1, 0, 1))
-SHORT_CASES = (("32x16 after 256", [(16, 256)] * 32), ("32x16", [(16, 0)] * 32), ("64x8 after 256", [(8, 256)] * 64))
+# the 16-row launch (decodes beside prefills in a graphed step, and chunks of at most 16 tokens):
+# tilings of 16-row tiles on short chunks over a prefix (the flatness benchmark's 32-sequence split
+# of 512 tokens) and on decodes; the first is the shipped one; the prefill tiling's 64-row tiles on
+# the chunks for comparison (`SHORT_VS_PREFILL`)
+SHORT_CONFIGS = (
+    (16, 4, 2, 64, 0, 0, 0),
+    (16, 4, 3, 64, 0, 0, 0),
+    (16, 4, 4, 64, 0, 0, 0),
+    (16, 4, 2, 128, 0, 0, 0),
+    (16, 4, 3, 128, 0, 0, 0),
+    (16, 2, 2, 64, 0, 0, 0),
+    (16, 2, 3, 64, 0, 0, 0),
+    (16, 2, 3, 128, 0, 0, 0),
+    (16, 4, 2, 32, 0, 0, 0),
+    (16, 4, 3, 64, 0, 0, 1),
+    (16, 4, 2, 64, 0, 0, 1),
+)
+SHORT_CASES = (("32x16 after 256", [(16, 256)] * 32), ("64x8 after 256", [(8, 256)] * 64), ("32x16", [(16, 0)] * 32),
+               ("128 decodes x 512", [(1, 512)] * 128), ("256 decodes x 1024", [(1, 1024)] * 256))
+SHORT_TARGET, SHORT_GUARDED = "32x16 after 256", ("128 decodes x 512", "256 decodes x 1024")
+SHORT_VS_PREFILL = ((64, 4, 2, 64, 1, 1, 1), (16, 4, 2, 64, 0, 0, 0))
 
 
 def sweep(configs=CONFIGS, cases=CASES, *, repeats: int = 20) -> dict:
@@ -103,9 +123,9 @@ def sweep(configs=CONFIGS, cases=CASES, *, repeats: int = 20) -> dict:
     return res
 
 
-def pick_best(cases: dict, configs) -> list | None:
-    """The tiling to ship: fastest correct on 1x2048, no more than 5 % slower than the first
-    (shipped) tiling on the GUARDED cases; None when the first itself failed."""
+def pick_best(cases: dict, configs, target: str = "1x2048", guarded=GUARDED) -> list | None:
+    """The tiling to ship: fastest correct on `target`, no more than 5 % slower than the first
+    (shipped) tiling on the `guarded` cases; None when the first itself failed."""
 
     def times(label):
         return {tuple(r["config"]): r["time_s"] for r in cases[label] if "time_s" in r and r["rel_err_vs_first"] < 1e-2}
@@ -114,14 +134,15 @@ def pick_best(cases: dict, configs) -> list | None:
     by_case = {label: times(label) for label in cases}
     if any(base not in t for t in by_case.values()):
         return None
-    ok = [c for c in by_case["1x2048"] if all(c in by_case[label] and by_case[label][c] <= SLOWER_ELSEWHERE * by_case[label][base] for label in GUARDED)]
-    return list(min(ok, key=lambda c: by_case["1x2048"][c]))
+    ok = [c for c in by_case[target] if all(c in by_case[label] and by_case[label][c] <= SLOWER_ELSEWHERE * by_case[label][base] for label in guarded)]
+    return list(min(ok, key=lambda c: by_case[target][c]))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="docs/bench-varlen.json")
     ap.add_argument("--best-to")
+    ap.add_argument("--best-short-to", help="write the best 16-row tiling as FLUIDSCHED_VARLEN_SHORT's value")
     args = ap.parse_args()
     import torch
 
@@ -132,12 +153,16 @@ def main() -> None:
     res["configs"] = ["BLOCK_M,warps,stages,BLOCK_N,split,heavy_first,heads_inner"]
     res["cases"] = sweep()
     res["best"] = pick_best(res["cases"], CONFIGS)
-    res["short_chunks"] = sweep(SHORT_CONFIGS, SHORT_CASES)
+    res["short_launch"] = sweep(SHORT_CONFIGS, SHORT_CASES)
+    res["best_short"] = pick_best(res["short_launch"], SHORT_CONFIGS, SHORT_TARGET, SHORT_GUARDED)
+    res["short_vs_prefill_tiles"] = sweep(SHORT_VS_PREFILL, SHORT_CASES[:3])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     if args.best_to and res["best"]:
         Path(args.best_to).write_text(",".join(map(str, res["best"])))
-    print("best", res["best"])
+    if args.best_short_to and res["best_short"]:
+        Path(args.best_short_to).write_text(",".join(map(str, res["best_short"])))
+    print("best", res["best"], "best 16-row", res["best_short"])
 
 
 if __name__ == "__main__":

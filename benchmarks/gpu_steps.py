@@ -130,11 +130,11 @@ def main() -> None:
 
     engine, info = build_engine(args.model)
     timer = StepTimer(engine)
-    from runtime.gpu.attention import PREFILL_TILES, SHORT_CHUNK_TOKENS
+    from runtime.gpu.attention import PREFILL_TILES, SHORT_CHUNK_TOKENS, SHORT_TILES
 
     res = {"device": info.device_name, "versions": versions(), "host": describe_host(), "model": args.model,
            "command": "PYTHONPATH=. python benchmarks/gpu_steps.py " + " ".join(sys.argv[1:]),
-           "varlen_prefill_tiling": PREFILL_TILES.spec(), "short_chunk_tokens": SHORT_CHUNK_TOKENS}
+           "varlen_prefill_tiling": PREFILL_TILES.spec(), "varlen_short_tiling": SHORT_TILES.spec(), "short_chunk_tokens": SHORT_CHUNK_TOKENS}
     res["flatness"] = flatness(engine, timer)
     res["step_vs_device"] = step_vs_device(engine, timer)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

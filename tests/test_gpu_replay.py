@@ -162,7 +162,12 @@ def test_prefill_tiling_spec():
     from runtime.gpu.attention import PREFILL_TILES, SHIPPED_PREFILL_TILING
 
     assert parse_prefill_tiles(",".join(map(str, bench_varlen.CONFIGS[0]))) == parse_prefill_tiles(SHIPPED_PREFILL_TILING)
-    assert bench_varlen.SHORT_CONFIGS[0] == bench_varlen.CONFIGS[0]
+    assert bench_varlen.SHORT_VS_PREFILL[0] == bench_varlen.CONFIGS[0]
+    from runtime.gpu.attention import SHIPPED_SHORT_TILING
+
+    assert parse_prefill_tiles(",".join(map(str, bench_varlen.SHORT_CONFIGS[0]))) == parse_prefill_tiles(SHIPPED_SHORT_TILING)
+    with pytest.raises(ValueError, match="FLUIDSCHED_VARLEN_SHORT must be"):
+        parse_prefill_tiles("16,4", "FLUIDSCHED_VARLEN_SHORT")
     if "FLUIDSCHED_VARLEN_PREFILL" not in os.environ:
         assert PREFILL_TILES == PrefillTiles(64, 4, 2, 64, True, True, True)
     assert tile_map_rows([130, 5], 64, heavy_first=True) == [(0, 128), (0, 64), (0, 0), (1, 0)]
@@ -194,3 +199,15 @@ def test_short_chunks_join_the_16_row_launch_after_the_decodes():
     assert split_short_chunks(prefills, decodes, 16) == ([(0, 17, 0, []), (34, 64, 0, [])], [(98, 1, 40, [7]), (17, 16, 256, [3, 4]), (33, 1, 0, [])])
     assert split_short_chunks(prefills, decodes, 0) == (prefills, decodes)  # off
     assert split_short_chunks(prefills, [], 1) == ([(0, 17, 0, []), (17, 16, 256, [3, 4]), (34, 64, 0, [])], [(33, 1, 0, [])])
+
+
+def test_short_launch_tiling_must_have_16_row_tiles():
+    import subprocess
+
+    env = dict(os.environ, FLUIDSCHED_VARLEN_SHORT="64,4,2", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-c", "import runtime.gpu.attention"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "FLUIDSCHED_VARLEN_SHORT: BLOCK_M must be 16, got 64,4,2,64,0,0,0" in proc.stderr
+    env["FLUIDSCHED_VARLEN_SHORT"] = "16,2,3,128"
+    proc = subprocess.run([sys.executable, "-c", "from runtime.gpu.attention import SHORT_TILES; print(SHORT_TILES.spec())"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "16,2,3,128,0,0,0", proc.stderr

@@ -63,10 +63,10 @@ class PrefillTiles:
         return f"{self.block_m},{self.num_warps},{self.num_stages},{self.block_n}," + ",".join(str(int(f)) for f in flags)
 
 
-def parse_prefill_tiles(text: str) -> PrefillTiles:
+def parse_prefill_tiles(text: str, variable: str = "FLUIDSCHED_VARLEN_PREFILL") -> PrefillTiles:
     """`BLOCK_M,NUM_WARPS,NUM_STAGES[,BLOCK_N[,SPLIT[,HEAVY_FIRST[,HEADS_INNER]]]]`, e.g. 64,4,2 or 128,8,3,64,1,1,1."""
     fields = text.split(",")
-    usage = ("FLUIDSCHED_VARLEN_PREFILL must be BLOCK_M,NUM_WARPS,NUM_STAGES[,BLOCK_N[,SPLIT 0|1[,HEAVY_FIRST 0|1[,HEADS_INNER 0|1]]]] "
+    usage = (f"{variable} must be BLOCK_M,NUM_WARPS,NUM_STAGES[,BLOCK_N[,SPLIT 0|1[,HEAVY_FIRST 0|1[,HEADS_INNER 0|1]]]] "
              "(e.g. 64,4,2)")
     try:
         values = [int(x) for x in fields]
@@ -78,7 +78,7 @@ def parse_prefill_tiles(text: str) -> PrefillTiles:
     bn = values[3] if len(values) > 3 else 64
     flags = values[4:] + [0] * (7 - max(len(values), 4))
     if bm < 16 or bm & (bm - 1) or bn < 16 or bn & (bn - 1) or warps not in (1, 2, 4, 8, 16) or stages < 1 or any(f not in (0, 1) for f in flags):
-        raise ValueError(f"FLUIDSCHED_VARLEN_PREFILL: BLOCK_M and BLOCK_N powers of two ≥ 16, warps 1-16, stages ≥ 1, "
+        raise ValueError(f"{variable}: BLOCK_M and BLOCK_N powers of two ≥ 16, warps 1-16, stages ≥ 1, "
                          f"SPLIT, HEAVY_FIRST and HEADS_INNER 0 or 1; got {text!r}")
     return PrefillTiles(bm, warps, stages, bn, *(bool(f) for f in flags))
 
@@ -94,6 +94,13 @@ SHIPPED_PREFILL_TILING = "64,4,2,64,1,1,1"
 PREFILL_TILES = parse_prefill_tiles(os.environ.get("FLUIDSCHED_VARLEN_PREFILL", SHIPPED_PREFILL_TILING))
 PREFILL_BLOCK_M, PREFILL_NUM_WARPS, PREFILL_NUM_STAGES = PREFILL_TILES.block_m, PREFILL_TILES.num_warps, PREFILL_TILES.num_stages
 DECODE_BLOCK_M = 16
+# the 16-row launch (decodes in graphed mixed steps, and short chunks): its tiling, set for a sweep
+# with FLUIDSCHED_VARLEN_SHORT (same fields; BLOCK_M must be 16; heavy-first does not apply, its
+# tile map is one tile per sequence)
+SHIPPED_SHORT_TILING = "16,4,2,64,0,0,0"
+SHORT_TILES = parse_prefill_tiles(os.environ.get("FLUIDSCHED_VARLEN_SHORT", SHIPPED_SHORT_TILING), "FLUIDSCHED_VARLEN_SHORT")
+if SHORT_TILES.block_m != DECODE_BLOCK_M:
+    raise ValueError(f"FLUIDSCHED_VARLEN_SHORT: BLOCK_M must be {DECODE_BLOCK_M}, got {SHORT_TILES.spec()}")
 # graphed steps: prefill chunks of at most this many tokens go through the 16-row launch beside the
 # decodes instead of 64-row tiles that would be a quarter full or less (a cohort of short prompts,
 # a chunked prefill's small remainder). 0 turns it off; at most DECODE_BLOCK_M (one tile each).

@@ -25,9 +25,10 @@ import torch
 import triton
 import triton.language as tl
 
-from runtime.gpu.attention import DECODE_BLOCK_M, PREFILL_BLOCK_M, PREFILL_TILES  # noqa: F401
+from runtime.gpu.attention import DECODE_BLOCK_M, PREFILL_BLOCK_M, PREFILL_TILES, SHORT_TILES  # noqa: F401
 
-BLOCK_N = 64  # key-tile width of the decode launch (the prefill launch's is PREFILL_TILES.block_n)
+# a launch of another tile height (tests, sweeps) than the prefill's and the 16-row launch's
+BLOCK_N = 64
 NUM_WARPS = 4
 NUM_STAGES = 2
 _LOG2E = 1.4426950408889634
@@ -164,14 +165,15 @@ def varlen_paged_attention(
     heads_inner: bool | None = None,
 ) -> torch.Tensor:
     """Launch over `grid_programs` × heads programs. Tiling: the prefill launch's (`PREFILL_TILES`)
-    when `block_m` is its height, else the decode launch's; each argument given overrides it."""
+    when `block_m` is its height, the 16-row launch's (`SHORT_TILES`) when it is 16, else the
+    module defaults; each argument given overrides it."""
     heads, d = q.shape[1], q.shape[2]
     kv_heads = k_cache.shape[2]
     assert k_cache.stride() == v_cache.stride() and k_cache.stride(3) == 1 and q.stride(2) == 1 and k_new.stride(2) == 1 and v_new.stride(2) == 1
     if grid_programs <= 0:
         return out
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
-    tiles = PREFILL_TILES if block_m == PREFILL_BLOCK_M else None
+    tiles = PREFILL_TILES if block_m == PREFILL_BLOCK_M else SHORT_TILES if block_m == DECODE_BLOCK_M else None
     warps, stages = (tiles.num_warps, tiles.num_stages) if tiles else (NUM_WARPS, NUM_STAGES)
     warps, stages = (num_warps or warps), (num_stages or stages)
     bn = block_n or (tiles.block_n if tiles else BLOCK_N)
