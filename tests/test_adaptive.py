@@ -627,6 +627,14 @@ def test_settings_bounds_at_their_edges(field, value, ok):
         assert err.value.field == f"adaptive.{field}"
 
 
+def test_a_max_rate_scale_of_zero_is_refused_as_not_positive_before_the_order_check():
+    # max_rate_scale must be > 0 by itself: 0 is refused as such, not only as below min_rate_scale
+    with pytest.raises(InputError, match=r"field 'adaptive.max_rate_scale': must be a finite positive number, got 0.0"):
+        AdaptiveSettings(max_rate_scale=0.0)
+    with pytest.raises(InputError, match=r"max_rate_scale 0.01 is below min_rate_scale 0.05"):
+        AdaptiveSettings(max_rate_scale=0.01)
+
+
 def test_beyond_capacity_the_nested_cap_is_solved_at_the_capacity_fraction():
     # one type (512, 20): load L = Λ·E[l'+1]·(d_kv·KV + d_new·new) per resident; at 1.5 times the load
     # limit the cap is solved at the scale 0.95 / 1.5 of the estimate (max_capacity_fraction of ρ / L)

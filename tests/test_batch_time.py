@@ -287,6 +287,18 @@ def test_mlp_csv_without_an_embedding_column_adds_no_embedding_time(tmp_path):
     assert read_mlp_csv(path, num_layers=2) == ((1, 8), (pytest.approx(1.25e-3), pytest.approx(2.5e-3)))  # emb once
 
 
+def test_mlp_csv_needs_both_num_tokens_and_an_operator_median_column(tmp_path):
+    # either one missing is not a Vidur mlp.csv (refused at its header line), not only both
+    for name, text in (("no_ops.csv", "num_tokens,time_stats.emb\n1,0.5\n"),
+                       ("no_tokens.csv", "tokens,time_stats.mlp.median\n1,0.5\n"),
+                       ("neither.csv", "tokens,time\n1,0.5\n")):
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(InputError, match=r"not a Vidur mlp.csv: needs num_tokens and time_stats.<op>.median columns") as info:
+            read_mlp_csv(path, num_layers=1)
+        assert info.value.source.endswith(f"{name}:1")
+
+
 def test_profile_num_layers_takes_one_and_refuses_zero():
     one = batch_time_from_dict({"kind": "profile", "mlp_csv": MLP, "num_layers": 1}, source="w.yaml")
     assert one.non_attention_s == read_mlp_csv(MLP, num_layers=1)[1]

@@ -61,6 +61,9 @@ def test_fit_recovers_a_known_model_and_reports_heldout_error():
     data = [(s, truth.step_time_s(s) * (1 + rng.uniform(-0.002, 0.002)), lab) for s, lab in rows for _ in range(2)]
     fit = fit_stepwise(data, **BUCKETS)
     assert fit.heldout_mape < 0.01 and fit.in_sample_mape < 0.005
+    # the in-sample error is the fitted model's mean |model − measured| / measured over the rows
+    in_sample = sum(abs(fit.model.step_time_s(s) - y) / y for s, y, _ in data) / len(data)
+    assert fit.in_sample_mape == pytest.approx(in_sample, rel=1e-9) and in_sample > 1e-4
     # the ±0.2 % noise averages 0.1 % in |error| / time: a relative error cannot fall far below it
     assert fit.heldout_mape > 5e-4 and all(v > 5e-4 for v in fit.heldout_mape_by_region.values())
     assert set(fit.heldout_mape_by_region) == {"decode", "prefill", "mixed"}

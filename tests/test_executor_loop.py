@@ -198,3 +198,31 @@ def test_a_server_loop_holds_no_kv_before_its_first_step_and_logs_what_its_step_
     assert loop.held_kv_tokens == 8  # 5 prompt tokens in blocks of 4
     loop.finish(batch, 0.0, 1.0)
     assert list(loop.log.kv_used_tokens) == [8]
+
+
+def test_feed_arrivals_tells_the_scheduler_once_when_no_request_is_left():
+    # two requests at 0 and 2 s: at t = 1 only the first is added and nothing is told; at t = 2 the
+    # last one is added and the end of arrivals is told, once, however often the loop calls again
+    from runtime.schedulers.base import feed_arrivals
+
+    class Counting:
+        def __init__(self):
+            self.added, self.ended = [], 0
+
+        def add_request(self, request):
+            self.added.append(request.request_id)
+
+        def on_arrivals_ended(self):
+            self.ended += 1
+
+    arrivals = [Request(0, 0.0, 4, 2), Request(1, 2.0, 4, 2)]
+    s = Counting()
+    assert feed_arrivals(s, arrivals, 0, 1.0, False) == (1, False) and (s.added, s.ended) == ([0], 0)
+    assert feed_arrivals(s, arrivals, 1, 2.0, False) == (2, True) and (s.added, s.ended) == ([0, 1], 1)
+    assert feed_arrivals(s, arrivals, 2, 3.0, True) == (2, True) and s.ended == 1
+    # through the loop: the simulator's many turns after the last arrival tell it once
+    fcfs = make_scheduler("fcfs", KVBlockManager(100, 1))
+    calls = []
+    fcfs.on_arrivals_ended = lambda: calls.append(1)
+    simulate(fcfs, [Request(0, 0.0, 4, 5)], BT)
+    assert calls == [1]

@@ -112,6 +112,25 @@ def test_an_idle_turn_waits_for_the_step_in_flight_then_for_the_next_arrival():
     assert len(res.steps) == 6
 
 
+@pytest.mark.parametrize("overlapped", [True, False])
+def test_a_partial_cohort_is_drained_when_the_arrivals_end(overlapped):
+    # WAIT threshold 2 with no drain timer (max_wait_s = inf): requests 0 and 1 make a cohort, request
+    # 2 alone is served only once the loop tells the scheduler no more requests will arrive
+    import math
+
+    from runtime.policy_file import RuntimeClass, RuntimePolicy
+
+    policy = RuntimePolicy("wait", "cohort", math.inf, classes=(RuntimeClass("a", 4, 2, 2),))
+    reqs = [Request(0, 0.0, 4, 2, "a"), Request(1, 0.0, 4, 2, "a"), Request(2, 0.5, 4, 2, "a")]
+    loop = ServerLoop(make_scheduler("wait", KVBlockManager(1000, 1), policy=policy), measured=True)
+    if overlapped:
+        run_server_overlapped(loop, reqs, ScriptedDevice())
+    else:
+        run_server(loop, reqs, ScriptedSyncDevice())
+    assert all(r.finished for r in reqs)
+    assert reqs[2].first_scheduled_s == pytest.approx(0.5)  # at its arrival, the last one: drained at once
+
+
 def test_settle_step_rewrites_only_the_stamps_of_the_provisional_end():
     r = Request(1, 0.0, 4, 3)
     r.token_times_s[:] = [0.5, 0.7]

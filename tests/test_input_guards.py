@@ -351,3 +351,16 @@ def test_an_error_re_raised_elsewhere_keeps_its_whole_message():
     assert str(moved) == "w.yaml, field 'types[0].rate_per_s': needs a rate: got -1" and moved.detail == err.detail
     bare = InputError("unknown model 'x': known models: a, b")
     assert with_source(bare, "w.yaml").detail == "unknown model 'x': known models: a, b"
+
+
+def test_a_byte_that_is_not_utf8_is_named_with_its_offset_and_line_by_hand():
+    from fluid.file_input import decode_utf8
+
+    # lines count from 1: a bad first byte is on line 1; after two newlines (offsets 2 and 5) the
+    # byte at offset 6 is on line 3, and \r\n ends a line once
+    for data, offset, line in ((b"\xe9abc", 0, 1), (b"ok\nok\n\xe9", 6, 3), (b"a\r\nb\n\xff", 5, 3)):
+        with pytest.raises(InputError) as info:
+            decode_utf8(data, what="trace file", source="t.csv")
+        assert info.value.source == f"t.csv:{line}"
+        assert f"(byte 0x{data[offset]:02x} at offset {offset}, line {line})" in str(info.value)
+    assert decode_utf8("\ufeffhi\n".encode(), what="trace file", source="t.csv") == "hi\n"  # the BOM is dropped

@@ -102,6 +102,16 @@ def test_summary_json_never_holds_nan_or_infinity(tmp_path, workload):
     assert finite_json({"a": [float("nan"), float("inf"), 1.0]}) == {"a": [None, None, 1.0]}
 
 
+def test_finite_json_turns_numpy_values_into_plain_json_with_none_for_nan():
+    import numpy as np
+
+    # arrays and numpy scalars go through tolist(): plain lists, ints and floats, NaN and ±inf as None
+    out = finite_json({"a": np.array([1.0, np.nan, np.inf]), "b": np.int64(3), "c": (np.float32(0.5),), "d": "text"})
+    assert out == {"a": [1.0, None, None], "b": 3, "c": [0.5], "d": "text"}
+    assert type(out["b"]) is int and type(out["c"][0]) is float
+    assert json.dumps(out, allow_nan=False) == '{"a": [1.0, null, null], "b": 3, "c": [0.5], "d": "text"}'
+
+
 def test_short_throughput_window_is_flagged():
     summary = {"window_start_s": 0.5, "window_stop_s": 1.0, "sim_end_s": 40.0, "measured_requests": 90,
                "decode_throughput_tokens_per_s": 1.7, "overall_decode_throughput_tokens_per_s": 1152.0}

@@ -231,6 +231,10 @@ def test_knob_boundaries_zero_and_one_are_on_the_side_each_rule_says():
             _slai(**{knob: 0})
     with pytest.raises(InputError, match="offset_low"):
         _slai(offset_low=-0.5)
+    for knob in ("token_budget", "max_decodes", "max_num_seqs"):  # counts: whole numbers only
+        with pytest.raises(InputError, match=f"field '{knob}': must be a positive integer, got 1.5") as err:
+            _slai(**{knob: 1.5})
+        assert err.value.field == knob
     assert _slai(watermark=0.0).admission_free_blocks == 0
 
 

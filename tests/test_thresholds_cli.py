@@ -187,6 +187,14 @@ def test_nested_solve_records_the_documented_delta_and_horizon_defaults(tmp_path
     assert "δ = 0.01, horizon 3600 s" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("rule", "eta"), [("cohort", 0.05), ("capped", 0.0)])
+def test_nested_solve_records_the_documented_eta_default_of_each_rule(tmp_path, rule, eta):
+    """`--eta` not given: 0.05 for the cohort rule, 0 for the capped rule (the help's defaults)."""
+    out = tmp_path / "n.json"
+    assert main(["solve", "--service-rule", rule, _workload(tmp_path), "-o", str(out), "--policy", "nested-wait", "--segments", "2"]) == 0
+    assert json.loads(out.read_text())["options"]["eta"] == eta
+
+
 def test_check_refuses_a_rate_scale_of_zero(tmp_path, capsys):
     out = tmp_path / "p.json"
     assert main(["solve", _workload(tmp_path), "-o", str(out)]) == 0

@@ -82,6 +82,20 @@ def test_fluid_point_rounded_up_is_repaired_when_rounding_breaks_the_time_condit
     assert all(k >= j for k, j in zip(sol.thresholds, naive))
 
 
+def test_just_below_the_target_utilisation_the_repair_starts_at_the_fluid_point_of_lambda_over_rho():
+    # L = 0.94999 at ρ = 0.95: a = 51·125 = 6375 and 11·35 = 385, L = 1e-6·λ·(6375 + 2·385) per unit
+    # of the rate λ of "a"; the fluid point of λ/ρ has ΔT* = d0 / (1 − L/ρ) = 0.01·0.95/1e-5 = 950 s,
+    # so n_j = λ_j ΔT*/ρ = 1000 λ_j: ceil(132958.7) and ceil(265917.4). Started there the thresholds
+    # hold at once; started at the fluid point of λρ (ΔT* = 0.01/(1 − Lρ) ≈ 0.1 s) the repair closes
+    # its gap to 950 s by a factor of only L/ρ ≈ 1 − 1e-5 per step and gives up after 100,000 steps
+    w = Workload("near", 10**15, AffineBatchTime(0.01, 1e-6), (RequestType("a", 100, 50, 1.0), RequestType("b", 30, 10, 2.0)))
+    scale = 0.94999 / 7145e-6
+    w = w.scaled(scale)
+    assert closed_form(w).load_factor == pytest.approx(0.94999, rel=1e-12)
+    sol = solve_wait(w, slack=0.05)
+    assert sol.thresholds == (math.ceil(1000 * scale), math.ceil(2000 * scale)) == (132959, 265918)
+
+
 def test_over_memory_error_names_gap_and_nearest_setting():
     base = Workload("small", 10**9, AffineBatchTime(0.02, 1e-6),
                     (RequestType("a", 20, 10, 300.0), RequestType("b", 20, 30, 100.0)))
