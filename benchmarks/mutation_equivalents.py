@@ -88,7 +88,8 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
     ('fluid/traces.py', 'idx = np.minimum((trace.arrival_s // bin_s).astype(np.int64), num_bins - 1)', '-->+'):
         "the clip never binds: the only TimestampTrace comes from `load_timestamp_trace`, with arrival_s = stamps − stamps[0] non-decreasing, so arrival_s // bin_s ≤ arrival_s[-1] // bin_s = num_bins − 1 (floor division is monotone)",
     ('thresholds/tune.py', 'slacks = [s for s in SLACKS if s < 1 - point.load_factor]', '<-><='):
-        "equality needs 1 − L = s: for L ≥ 0.5 the subtraction is exact (Sterbenz) and 1 − 0.02, 1 − 0.05, 1 − 0.1 are not doubles, for L < 0.5 1 − L > 0.1; so only s = 0 at L = 1, where the extra candidate's solve raises (the load is not below ρ = 1) and the grid is empty either way: the same error",
+        "equality needs 1 − L = s: for L ≥ 0.5 the subtraction is exact (Sterbenz) and 1 − 0.02, 1 − 0.05, 1 − 0.1 are not doubles, for L < 0.5 1 − L > 0.1; so only s = 0 at L = 1, where the extra candidate's solve raises (the load is not below ρ = 1) and the grid is empty either way: the same error; "
+        "and at s = 1 − L exactly the solvers refuse the slack (L ≥ ρ = 1 − s), which the grid loop skips",
     ('thresholds/policy_parse.py', 'r.fail("capped." + (err.field or "adaptive"), str(err).split(": ", 1)[-1])', '-->'):
         "every InputError AdaptiveSettings raises names its field (`adaptive.<key>`), so its text is \"field '…': message\" and split(': ', 1) has exactly two parts: [1] is [-1]",
     ('thresholds/policy_parse.py', 'close = difflib.get_close_matches(key, known, n=1)', '1->2'):
@@ -148,28 +149,12 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
     ('runtime/metrics.py', 'if len(times) > 1:', '1->0'):
         "a request with one token time has no decode token: `times[1:]` is empty and adds a count of 0, "
         "as skipping it does (an empty token list is skipped either way)",
-    ('runtime/metrics.py', 'if len(times) > 1:', '>->>='):
-        "as `1->0`: a request with one token time adds a count of 0 from the empty `times[1:]`",
-    ('runtime/schedulers/base.py', 'if w.num_new_tokens == 1 and cached >= r.prefill_target_tokens:  # a decode stage', '1->2'):
-        "the inlined decode case is only a fast path: a decode it skips goes to `Request.advance`, whose decode "
-        "case makes the same changes (cached + 1, one more stage and token time, completion at the last stage)",
-    ('runtime/schedulers/base.py', 'if w.num_new_tokens == 1 and cached >= r.prefill_target_tokens:  # a decode stage', '>=->>'):
-        "the inlined decode case is only a fast path: a decode right after its prefill (cached = target) goes to "
-        "`Request.advance` instead, whose decode case makes the same changes",
-    ('runtime/schedulers/base.py', 'if w.num_new_tokens == 1 and cached >= r.prefill_target_tokens:  # a decode stage', '1->0'):
-        "the inlined decode case is only a fast path: every decode then goes to `Request.advance`, which makes the "
-        "same changes; the inline path would take only work of 0 new tokens, which no policy schedules",
-    ('runtime/schedulers/queues.py', 'stop = end if end - i <= budget else i + budget', '<=-><'):
-        "at end − i = budget the other branch gives i + budget = end: the same stop",
     ('runtime/schedulers/mc_sf.py', 'self._step = 0  # number of the next iteration: the projection\'s time axis', '0->1'):
         "the projection's frame is only relative: starting at 1 adds 1 to every last step E and takes 1 from every "
         "offset c = p − T_a, so each projected memory Σ c + e·N (and the candidate's offset + e) is unchanged, and "
         "`_forget_finished` drops E < step in the same frame",
     ('runtime/schedulers/mc_sf.py', 'self._step = 0  # number of the next iteration: the projection\'s time axis', '0->-1'):
         "the projection's frame is only relative: see the `0->1` entry of this line",
-    ('runtime/schedulers/slai.py', 'self._seq += 1', '1->2'):
-        "the sequence number only breaks (LST, arrival) ties in the decode heap: counting up by 2 keeps it "
-        "strictly increasing, so the same entries pop in the same order",
     ('runtime/schedulers/slai.py', 'self._seq = 0  # heap tie-breaker after (LST, arrival)', '0->1'):
         "a tie-breaker that only has to increase with every push: starting at 1 (or −1) keeps that",
     ('runtime/schedulers/slai.py', 'self._seq = 0  # heap tie-breaker after (LST, arrival)', '0->-1'):
@@ -216,9 +201,6 @@ EQUIVALENTS: dict[tuple[str, str, str], str] = {
         "the filter only saves solves: solve_wait_capped and solve_nested_capped_auto refuse a slack with "
         "L ≥ 1 − slack (UnstableWorkloadError), and the grid loop skips a slack whose solve fails, so the "
         "trials are the same (tests/test_thresholds_tune.py checks which slacks are tried)",
-    ('thresholds/tune.py', 'slacks = [s for s in SLACKS if s < 1 - point.load_factor]', '<-><='):
-        "at s = 1 − L exactly the solvers refuse the slack (L ≥ ρ = 1 − s) and the grid loop skips it: the "
-        "trials are the same",
     ('thresholds/nested.py', 'prefill = max(1, round(sum(t.rate_per_s * t.prefill for t in types) / total))', '1->0'):
         "every type's prefill is ≥ 1 (RequestType refuses less), so the rate-weighted mean prefill is ≥ 1 and rounds "
         "to ≥ 1: max(0, ·) returns the same",
