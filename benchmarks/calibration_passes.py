@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -24,27 +23,19 @@ sys.path.insert(0, str(ROOT))
 
 
 def passes_report(calibration: dict) -> dict:
-    from runtime.gpu.calibrate import fit_rows
+    from runtime.gpu.calibrate import fit_rows, pass_drift
 
     rows = calibration["table"]
-    by_pass = {(r["label"], r["pass"]): r for r in rows}
-    labels = [r["label"] for r in rows if r["pass"] == 0 and (r["label"], 1) in by_pass]
-    if not labels:
+    drift = pass_drift(rows)
+    if drift is None:
         raise ValueError("the calibration has no point timed in both pass 0 and pass 1 (was it made with --passes 1?)")
-    ratio = {label: by_pass[(label, 1)]["time_s"] / by_pass[(label, 0)]["time_s"] for label in labels}
-    regions: dict[str, list[float]] = {}
-    for label in labels:
-        regions.setdefault(label.split()[0], []).append(ratio[label])
     stepwise = calibration["batch_time_stepwise"]
     buckets = {k: tuple(stepwise[k]) if isinstance(stepwise[k], list) else stepwise[k]
                for k in ("decode_buckets", "token_buckets", "max_prefills", "max_decodes")}
     heldout = {name: fit_rows(sel, buckets=buckets)["stepwise"]["heldout_mape"] for name, sel in (
         ("both_passes", rows), ("pass_0", [r for r in rows if r["pass"] == 0]), ("pass_1", [r for r in rows if r["pass"] == 1]))}
     return {
-        "points": len(labels),
-        "pass1_over_pass0_median": statistics.median(ratio.values()),
-        "pass1_over_pass0_mean_abs_deviation": statistics.fmean(abs(x - 1) for x in ratio.values()),
-        "pass1_over_pass0_median_by_region": {k: statistics.median(v) for k, v in regions.items()},
+        **drift,
         "recorded_heldout_step_mape": calibration.get("heldout_step_mape"),
         "heldout_step_mape_refitted": heldout,
         "warmup": calibration.get("warmup"),

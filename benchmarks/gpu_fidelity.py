@@ -151,7 +151,7 @@ def main() -> None:
     import gpu_steps
 
     from fluid.batch_time import batch_time_from_dict
-    from runtime.gpu.calibrate import _errors, _shape, calibrate_engine, turn_s
+    from runtime.gpu.calibrate import _errors, _shape, calibrate_engine, pass_drift_warning, turn_s
     from runtime.recorded_steps import region
     from runtime.replay import shape_of
     from runtime.gpu.host_info import describe_host, versions
@@ -194,6 +194,9 @@ def main() -> None:
         sw = calibration["fits"]["stepwise"]
         print(f"[{time.perf_counter() - t_start:.0f} s] calibrated: linear3 MAPE {100 * calibration['fits']['linear3']['mape']:.1f} %, "
               f"stepwise held-out {100 * sw['heldout_mape']:.1f} % (worst {sw['worst_region']} {100 * sw['heldout_mape_by_region'][sw['worst_region']]:.1f} %)", flush=True)
+        drift_warning = pass_drift_warning(calibration.get("pass_drift"))
+        if drift_warning:
+            print(f"warning: {drift_warning}", flush=True)
         live_ho = calibration["fits"].get("live_heldout_by_run")
         if live_ho:
             print(f"recorded live steps, each run predicted by a fit without it: {100 * live_ho['all']['mape']:.1f} %; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 
@@ -40,6 +41,11 @@ def test_calibrate_cpu_writes_fits(tmp_path, capsys):
     assert data["heldout_step_mape"] == data["fits"]["stepwise"]["heldout_mape"] >= 0
     assert data["host"]["cpu_cores"] >= 1 and data["host"]["python_loop_1e6_s"] > 0
     assert all(row["time_s"] > 0 for row in data["table"])
+    # the passes compared point by point, in the file; a disagreement beyond 2 % is a warning on stderr
+    assert data["pass_drift"]["points"] == len(passes[0])
+    t = {(r["label"], r["pass"]): r["time_s"] for r in data["table"]}
+    assert data["pass_drift"]["pass1_over_pass0_median"] == pytest.approx(statistics.median(t[(x, 1)] / t[(x, 0)] for x in passes[0]), rel=1e-12)
+    assert ("pass_drift_warning" in data) == ("the two passes disagree" in capsys.readouterr().err)
 
 
 def test_calibrate_bad_device(tmp_path, capsys):

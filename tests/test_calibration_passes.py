@@ -46,3 +46,22 @@ def test_bad_inputs_exit_2_with_the_file_named(tmp_path, capsys):
     other.write_text("{}")
     assert main([str(other)]) == 2
     assert "not a calibration file with a stepwise fit" in capsys.readouterr().err
+
+
+def _rows(times: dict) -> list[dict]:
+    return [{"label": label, "pass": p, "time_s": t} for label, pair in times.items() for p, t in enumerate(pair)]
+
+
+def test_pass_drift_by_point_and_region_and_when_it_warns():
+    from runtime.gpu.calibrate import PASS_DRIFT_WARN, pass_drift, pass_drift_warning
+
+    drift = pass_drift(_rows({"decode 8": (10.0, 9.5), "decode 16": (20.0, 19.0), "prefill 64": (4.0, 4.0)}))
+    assert drift["points"] == 3 and drift["pass1_over_pass0_median"] == 0.95
+    assert drift["pass1_over_pass0_median_by_region"] == {"decode": 0.95, "prefill": 1.0}
+    assert drift["pass1_over_pass0_mean_abs_deviation"] == pytest.approx(0.1 / 3)
+    assert "decode points 0.950" in pass_drift_warning(drift) and PASS_DRIFT_WARN == 0.02
+    # within 2 % everywhere: no warning; one region beyond it while the median is 1: a warning naming it
+    assert pass_drift_warning(pass_drift(_rows({"decode 8": (10.0, 9.85), "prefill 64": (4.0, 4.06)}))) is None
+    regional = pass_drift(_rows({"decode 8": (10.0, 10.0), "decode 16": (10.0, 10.0), "mixed 1": (10.0, 10.3)}))
+    assert regional["pass1_over_pass0_median"] == 1.0 and "mixed points 1.030" in pass_drift_warning(regional)
+    assert pass_drift(_rows({"decode 8": (10.0,)})) is None and pass_drift_warning(None) is None

@@ -181,6 +181,45 @@ def measure_grid(timer, grid, *, repeats: int = 5, passes: int = 1, wrap_grid=No
     return rows
 
 
+# a calibration whose passes differ by more than this (median ratio over the points timed in both) is
+# flagged: the machine itself ran the same steps at different speeds, and the held-out error carries it
+PASS_DRIFT_WARN = 0.02
+
+
+def pass_drift(rows: list[dict]) -> dict | None:
+    """How the grid's second pass compares with its first, point by point: the median ratio
+    pass 1 / pass 0 over every point timed in both, its mean absolute deviation from 1, and the
+    median per region (the label's first word). None with fewer than two passes."""
+    import statistics
+
+    by_pass = {(r["label"], r["pass"]): r["time_s"] for r in rows}
+    labels = [r["label"] for r in rows if r["pass"] == 0 and (r["label"], 1) in by_pass]
+    if not labels:
+        return None
+    ratio = [by_pass[(label, 1)] / by_pass[(label, 0)] for label in labels]
+    regions: dict[str, list[float]] = {}
+    for label, x in zip(labels, ratio):
+        regions.setdefault(label.split()[0], []).append(x)
+    return {
+        "points": len(labels),
+        "pass1_over_pass0_median": statistics.median(ratio),
+        "pass1_over_pass0_mean_abs_deviation": statistics.fmean(abs(x - 1) for x in ratio),
+        "pass1_over_pass0_median_by_region": {k: statistics.median(v) for k, v in regions.items()},
+    }
+
+
+def pass_drift_warning(drift: dict | None) -> str | None:
+    """The line to print when the passes disagree beyond PASS_DRIFT_WARN (by median or in a region)."""
+    if drift is None:
+        return None
+    worst_region, worst = max(drift["pass1_over_pass0_median_by_region"].items(), key=lambda kv: abs(kv[1] - 1))
+    if abs(drift["pass1_over_pass0_median"] - 1) <= PASS_DRIFT_WARN and abs(worst - 1) <= PASS_DRIFT_WARN:
+        return None
+    return (f"the two passes disagree: pass 1 / pass 0 median {drift['pass1_over_pass0_median']:.3f}, {worst_region} points "
+            f"{worst:.3f} (more than {100 * PASS_DRIFT_WARN:.0f} % apart); the machine ran the same steps at different speeds, "
+            "and the held-out error includes it: calibrate again, or with --passes 3 and a longer --warmup-s")
+
+
 def _shape(r: dict):
     from fluid.batch_time import BatchShape
 
@@ -256,6 +295,7 @@ def calibrate_engine(engine, info, *, model: str, grid_scale: float = 1.0, repea
         "heldout_step_mape": stepwise["heldout_mape"],
         "from_steps": [str(p) for p in from_steps],
         "warmup": warmed,
+        "pass_drift": pass_drift(rows),
         "fits": fits,
         "table": rows,
     }

@@ -107,7 +107,7 @@ def run(args) -> int:
     if device.type == "cpu":
         check_host_memory(cfg, dtype, kv_tokens, model_name=model_label)
 
-    from runtime.gpu.calibrate import calibrate_engine
+    from runtime.gpu.calibrate import calibrate_engine, pass_drift_warning
     from runtime.gpu.engine import Engine
     from runtime.gpu.setup import build_pool, load_runner
     from runtime.progress import iterate, progress_enabled
@@ -125,6 +125,9 @@ def run(args) -> int:
     warning = fit_warning(fits)
     if warning:
         result["fit_warning"] = warning
+    drift_warning = pass_drift_warning(result.get("pass_drift"))
+    if drift_warning:
+        result["pass_drift_warning"] = drift_warning
     out = Path(args.out)
     atomic_write_text(out, json.dumps(finite_json(result), indent=1, allow_nan=False) + "\n", record=True)
     if args.json:
@@ -138,6 +141,7 @@ def run(args) -> int:
               f"{100 * stepwise['heldout_mape_by_region'][stepwise['worst_region']]:.1f} %); its linear3 is "
               f"{100 * stepwise['linear_vs_model_mape']:.1f} % from it, {100 * stepwise['linear_vs_measured_mape']:.1f} % from the measurements")
         print(f"{len(result['table'])} grid points on {info.device_name}; written to {out}")
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+    for line in (warning, drift_warning):
+        if line:
+            print(f"warning: {line}", file=sys.stderr)
     return 0
