@@ -84,8 +84,13 @@ def fit_linear(rows: Iterable[tuple[BatchShape, float]], kind: str = "affine") -
     model = AffineBatchTime(*map(float, coef)) if kind == "affine" else Linear3BatchTime(*map(float, coef))
     pred = a @ coef
     mape = float(np.mean(np.abs(pred - y) / y))
-    ss_res = float(np.sum((y - pred) ** 2))
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    # R² of the times relative to their mean: the same in any unit, and no squared deviation
+    # underflows (rows of 1e-170 s had ss_tot = 0 and R² 0 for a fit of R² 0.25). Equal times have
+    # no spread, whatever their float mean: three rows of 0.1 s average 0.10000000000000002, and
+    # the sum of squares about it, 5.8e-34, made the R² of their perfect affine fit −3
+    mean = y.mean()
+    ss_res = float(np.sum(((y - pred) / mean) ** 2))
+    ss_tot = float(np.sum(((y - mean) / mean) ** 2)) if y.min() < y.max() else 0.0
     # equal times (ss_tot = 0): R² is 1 when the fit reproduces them, up to rounding (a fitted
     # d0 of 0.020000000000000004 for rows of 0.02 s leaves ss_res ~1e-34, not 0), else 0
     exact = bool(np.all(np.abs(pred - y) <= 1e-12 * y))

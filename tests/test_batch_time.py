@@ -278,6 +278,29 @@ def test_fit_of_equal_long_times_is_perfect_in_any_unit(seconds):
     assert [report.model.step_time_s(shape) for shape, _ in flat] == pytest.approx([seconds] * 3, rel=1e-12)
 
 
+@pytest.mark.parametrize(("seconds", "rows"), [(0.1, 3), (0.2, 7), (0.013, 5)])
+def test_fit_of_equal_times_whose_float_mean_is_off_is_perfect(seconds, rows):
+    # equal times whose float mean is not the time itself (three of 0.1 s average
+    # 0.10000000000000002): the squares about that mean (5.8e-34 there) are rounding, not spread,
+    # and their ratio made R² −3, −5.9 and −6 (affine), 0, −15 and −24 (linear3) for a perfect fit
+    import numpy as np
+
+    assert np.full(rows, seconds).mean() != seconds
+    flat = [(BatchShape(1, kv, 1, 0), seconds) for kv in range(0, 500 * rows, 500)]
+    for kind in ("affine", "linear3"):
+        report = fit_linear(flat, kind=kind)
+        assert report.r2 == 1.0, kind
+        assert [report.model.step_time_s(shape) for shape, _ in flat] == pytest.approx([seconds] * rows, rel=1e-12)
+
+
+@pytest.mark.parametrize("unit", [1e-170, 1e-3, 1.0, 1e5])
+def test_fit_r2_is_the_same_in_any_unit(unit):
+    # the noisy rows above (R² = 0.25 by hand) in any unit of time: R² has none. In seconds × 1e-170
+    # the squared deviations, ~1e-344, underflowed to ss_tot = 0, and R² came out 0
+    noisy = [(BatchShape(1, 0, 1, 0), 0.01 * unit), (BatchShape(1, 1000, 1, 0), 0.03 * unit), (BatchShape(1, 2000, 1, 0), 0.02 * unit)]
+    assert fit_linear(noisy, kind="affine").r2 == pytest.approx(0.25, rel=1e-12)
+
+
 def test_mlp_csv_without_an_embedding_column_adds_no_embedding_time(tmp_path):
     path = tmp_path / "mlp.csv"
     path.write_text("num_tokens,time_stats.mlp.median,time_stats.attn_pre_proj.median\n1,0.5,0.25\n8,1.0,0.5\n")
