@@ -451,3 +451,14 @@ def test_exit_codes_are_the_documented_numbers():
     # the tests above compare with the constants, so the numbers themselves are pinned here
     assert (EXIT_BAD_INPUT, EXIT_UNSTABLE) == (2, 3)
     assert main(["fluid", "no-such-preset-xyz"]) == 2
+
+
+def test_each_error_class_carries_its_documented_exit_status():
+    # the CLI exits with the error's `exit_code`: 2 for a bad input and a missing optional package
+    # (the user fixes the command), 3 for an unstable workload and a solver that found no optimum,
+    # 1 for any other error of the toolkit
+    from fluid import errors as e
+
+    classes = (e.InputError, e.MissingDependencyError, e.UnstableWorkloadError, e.SolverError, e.FluidSchedError)
+    codes = [cls("x").exit_code for cls in classes]
+    assert codes == [2, 2, 3, 3, 1]

@@ -48,6 +48,24 @@ def test_bucket_boundaries_pick_padding_and_eager():
     assert m.step_time_s(eager) == pytest.approx(sum(c * x for c, x in zip(TRUE, f(eager))))
 
 
+def test_a_decode_only_step_outside_the_decode_graphs_runs_eager_not_in_a_token_bucket():
+    # the token buckets are the prefill / mixed graphs: a step of decodes alone never replays one,
+    # even when it would fit (6 decodes ≤ max_decodes 8, 6 tokens ≤ the 16-token bucket). Past the
+    # largest decode graph (4), or with no decode graphs at all, it is eager and unpadded: with only
+    # padded_s_per_token = 1e-4 and eager_s = 2e-3 set, 6 · 1e-4 + 2e-3 = 2.6 ms, where the 16-token
+    # bucket would cost 16 · 1e-4 = 1.6 ms without the eager term
+    coef = [0.0] * len(TERMS)
+    coef[TERMS.index("padded_s_per_token")], coef[TERMS.index("eager_s")] = 1e-4, 2e-3
+    for decode_buckets in ((1, 2, 4), ()):
+        m = StepwiseBatchTime(tuple(coef), decode_buckets, (16, 32), 2, 8)
+        f = m.features(_shape(6, 10, 0, 0))
+        assert (f[TERMS.index("padded_s_per_token")], f[TERMS.index("eager_s")]) == (6, 1.0)
+        assert m.step_time_s(_shape(6, 10, 0, 0)) == pytest.approx(2.6e-3, rel=1e-12)
+    # a prefill beside the same 6 decodes does replay the token bucket: 6 + 4 = 10 tokens pad to 16
+    m = StepwiseBatchTime(tuple(coef), (1, 2, 4), (16, 32), 2, 8)
+    assert m.features(_shape(6, 10, 1, 4))[TERMS.index("padded_s_per_token")] == 16
+
+
 def test_fit_recovers_a_known_model_and_reports_heldout_error():
     truth, rng = _model(), random.Random(4)
     rows = []

@@ -149,6 +149,16 @@ def test_time_mean_is_the_trapezoid_average_by_hand():
     assert _time_mean(np.array([2.0]), np.array([5.0])) == 5.0  # one sample: its value
 
 
+def test_time_mean_over_no_time_is_the_last_sample_not_the_first():
+    import numpy as np
+
+    from fluid.cli import _time_mean
+
+    # samples stamped at one instant (a span of 0): no area to average, the value the run ends in
+    assert _time_mean(np.array([2.0, 2.0]), np.array([5.0, 7.0])) == 7.0
+    assert _time_mean(np.array([0.0, 0.0, 0.0]), np.array([1.0, 3.0, 4.0])) == 4.0
+
+
 def test_memory_bound_ode_reports_the_queue_at_the_horizon(tmp_path, capsys):
     from fluid.ode import simulate_fluid
     from fluid.workload_io import load_workload

@@ -176,6 +176,20 @@ def test_summary_of_a_run_shorter_than_a_second_by_hand():
     assert empty.overall_decode_throughput_tokens_per_s == 0.0 and empty.mean_latency_s is None
 
 
+def test_overall_decode_throughput_counts_no_decode_token_for_a_request_with_one_token_or_none():
+    # over the whole run (end 4 s): a request of two tokens has one decode token; one that got its
+    # first token only (a prefill of an output-1 request, or cut off by the horizon) has none, and so
+    # has one never scheduled (no token at all, not −1): 1 decode token / 4 s
+    two = _finished(0, 0.0, [1.0, 1.5])
+    first_only = Request(1, 0.5, 10, 3, "t")
+    first_only.token_times_s = [2.0]
+    never = Request(2, 3.0, 10, 3, "t")
+    s = summarize(SimResult([two, first_only, never], 4.0, 0, 0, StepLog(), 100), scheduler="x", warmup_s=0.0)
+    assert s.overall_decode_throughput_tokens_per_s == 0.25
+    alone = summarize(SimResult([first_only], 4.0, 0, 0, StepLog(), 100), scheduler="x", warmup_s=0.0)
+    assert alone.overall_decode_throughput_tokens_per_s == 0.0
+
+
 def test_decode_throughput_counts_the_one_decode_token_of_a_two_token_request_inside_the_window():
     r = _finished(0, 0.0, [1.0, 2.0])  # its first token at 1.0 is the prefill's, its decode token at 2.0
     assert decode_throughput_tokens_per_s([r], 0.0, 4.0) == pytest.approx(1 / 4)

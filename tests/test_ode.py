@@ -278,6 +278,26 @@ def test_fcfs_evicts_whenever_memory_exceeds_capacity_however_little():
     assert np.all(tr.evicted_rate_per_s[over] * 10 <= excess_rate[over] * (1 + 1e-9))
 
 
+def test_the_fluid_model_has_no_time_unit_eviction_of_nearly_empty_compartments_included():
+    # the same workload with every time 1000 times shorter (d0 and d_kv / 1000, λ · 1000, the horizon
+    # / 1000) is the same trajectory on a clock 1000 times faster: memory, queue and totals at the
+    # matching samples, eviction rates · 1000. The slow one overloads FCFS with iterations of 10 s,
+    # where the excess reaches compartments holding a KV token rate P·(l + s̄)/ΔT of at most one per
+    # second: LIFO shares the excess out by each compartment's own rate there too, in any unit
+    k = 1000.0
+    slow = Workload("slow", 1000, AffineBatchTime(10.0, 1e-4), (RequestType("a", 10, 50, 2.0),))
+    fast = Workload("fast", 1000, AffineBatchTime(10.0 / k, 1e-4 / k), (RequestType("a", 10, 50, 2.0 * k),))
+    a = simulate_fluid(slow, 600.0, policy="fcfs", num_points=121)
+    b = simulate_fluid(fast, 600.0 / k, policy="fcfs", num_points=121)
+    assert a.evicted_rate_per_s.max() > 0.1  # it evicts
+    assert b.times_s * k == pytest.approx(a.times_s, rel=1e-12)
+    assert b.iteration_time_s * k == pytest.approx(a.iteration_time_s, rel=1e-6)
+    assert b.memory_tokens == pytest.approx(a.memory_tokens, rel=1e-6, abs=1e-6)
+    assert b.evicted_rate_per_s == pytest.approx(a.evicted_rate_per_s * k, rel=1e-4, abs=1e-6)
+    for name in ("queue_prompts", "resident_prompts", "completed_prompts", "generated_decode_tokens"):
+        assert getattr(b, name) == pytest.approx(getattr(a, name), rel=1e-6, abs=1e-6), name
+
+
 def test_compartments_are_numbered_from_each_types_newest_prompts():
     # one prefill compartment and one per decode stage (max_compartments large): levels restart at 0
     # for each type, in the order its prompts age

@@ -164,6 +164,32 @@ def test_batch_add_keeps_the_shape_of_prefills_and_decodes():
     assert shape == batch._recount()
 
 
+def test_batch_shape_recounts_after_work_added_through_add_is_removed_directly():
+    # `add` counts what it appends, so shape() knows when `items` was changed directly (allowed:
+    # shape() then recounts) even where the count of items happens to match again. Work added by
+    # `add` and then dropped from `items`: emptied, the empty shape, not the 7 new tokens still in
+    # the running totals; the prefill dropped beside a decode `reserve` added, that decode alone
+    from fluid.batch_time import BatchShape
+    from runtime.schedulers.base import ScheduledWork
+
+    prefill = Request(0, 0.0, prompt_tokens=10, output_tokens=3)
+    decode = Request(1, 0.0, prompt_tokens=4, output_tokens=3)
+    decode.cached_tokens = 4
+    batch = Batch()
+    batch.add(ScheduledWork(prefill, 6, 0))
+    batch.add(ScheduledWork(decode, 1, 4))
+    batch.items.clear()
+    assert batch.shape() == BatchShape(0, 0, 0, 0, 0)
+    other = Request(2, 0.0, prompt_tokens=4, output_tokens=3)
+    other.cached_tokens = 4
+    s = make_scheduler("fcfs", KVBlockManager(100, block_size=1))
+    batch = Batch()
+    batch.add(ScheduledWork(prefill, 6, 0))
+    s.reserve(batch, other, 1)
+    del batch.items[0]  # the prefill goes; request 2's decode (4 cached + 1 new) stays
+    assert batch.shape() == BatchShape(1, 5, 1, 0, 0)
+
+
 def test_first_scheduled_is_the_start_of_the_first_step_only():
     s = make_scheduler("fcfs", KVBlockManager(100, block_size=1))
     r = Request(0, 0.0, prompt_tokens=2, output_tokens=3)

@@ -136,6 +136,20 @@ def test_chunked_prefill_knob_splits_each_prompt():
     assert _stages(_step(s, 4.0)) == [1]
 
 
+def test_a_prefill_chunk_that_finds_no_free_block_counts_as_a_paused_step():
+    # C = 10 blocks of 1 token, chunks of 4: a cohort of prompts 2 and 8 fits whole (10 blocks) and
+    # is admitted. t = 0: request 0 prefills its 2 tokens, request 1 its first 4 (6 held); t = 1,
+    # 2, 3: request 0 decodes (7, 8, 9 held) and request 1's next chunk of 4 finds 3, 2, then 1
+    # free block: it waits with its cache, one paused step each time (3 in all, no eviction);
+    # request 0 finishes at t = 3, so at t = 4 the chunk runs and at t = 5 request 1 decodes
+    s = _wait(_policy(("a", 8, 3, 2), rule="continuous"), capacity=10, prefill_chunk_tokens=4)
+    s.add_request(_req(0, prompt=2, output=3))
+    s.add_request(_req(1, prompt=8, output=2))
+    work = [[(w.request.request_id, w.num_new_tokens) for w in _step(s, float(t))[1].items] for t in range(6)]
+    assert work == [[(0, 2), (1, 4)], [(0, 1)], [(0, 1)], [(0, 1)], [(1, 4)], [(1, 1)]]
+    assert s.stats["decodes_paused"] == 3 and s.stats["evictions"] == 0
+
+
 def test_a_cohort_that_does_not_fit_is_deferred_not_overflowed():
     # capacity 10 tokens: one cohort of 2 prompts of 4 fits, a second does not while the first decodes
     s = _wait(_policy(("a", 4, 3, 2)), capacity=10)
