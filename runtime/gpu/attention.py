@@ -89,7 +89,8 @@ def parse_prefill_tiles(text: str, variable: str = "FLUIDSCHED_VARLEN_PREFILL") 
 # FLUIDSCHED_VARLEN_PREFILL (see `parse_prefill_tiles`); read once, at import, because the graphs
 # are captured with it. The shipped tiling: 64 × 64 tiles, 4 warps, 2 stages, whole key tiles
 # unmasked, each prompt's tiles longest first, heads fastest; on an H200 it ran one causal
-# 2,048-token prompt in 156 µs a layer against 197 µs for the plain 64,4,2 (docs/bench-varlen-h200.json).
+# 2,048-token prompt in 122.6 µs a layer against 163.9 µs for the plain 64,4,2 (kernel time, the
+# launch hidden; docs/bench-varlen-h200.json).
 SHIPPED_PREFILL_TILING = "64,4,2,64,1,1,1"
 PREFILL_TILES = parse_prefill_tiles(os.environ.get("FLUIDSCHED_VARLEN_PREFILL", SHIPPED_PREFILL_TILING))
 PREFILL_BLOCK_M, PREFILL_NUM_WARPS, PREFILL_NUM_STAGES = PREFILL_TILES.block_m, PREFILL_TILES.num_warps, PREFILL_TILES.num_stages
