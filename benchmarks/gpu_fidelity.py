@@ -163,6 +163,12 @@ def main() -> None:
     from runtime.schedulers import make_scheduler
     from runtime.simrun import run_simulation
 
+    from runtime.gpu.clock_log import GpuClockLog
+    from runtime.gpu.host_info import host_probe
+
+    clock_log = GpuClockLog(out / "gpu-clocks.csv")
+    if args.device == "cuda" and not clock_log.start():
+        print("note: no nvidia-smi here: the run records no GPU clocks", flush=True)
     engine, info = gpu_steps.build_engine(args.model, kv_tokens=args.kv_tokens, device=args.device)
     host, vers = describe_host(), versions()
     smoke = args.reuse_calibration is not None
@@ -282,7 +288,9 @@ def main() -> None:
                 break
             todo.pop(0)
             point_t0 = time.perf_counter()
+            probe_before, wall_t0 = host_probe(), time.time()
             config, requests, res = live_run(workload, name, policy, document, args.requests, 0)
+            wall_t1, probe_after = time.time(), host_probe()
             live = summarize(res.to_sim_result(capacity), scheduler=name, warmup_s=warmup_cut_s(requests, 0.1), executor="gpu", wall_s=res.end_s)
             rows = res.step_rows()
             eager = 1 - sum(r["graph"] for r in rows) / len(rows)
@@ -316,6 +324,9 @@ def main() -> None:
                 "completed": m["completed"], "requests": args.requests,
                 "collector_pauses": pause_summary(res.collector_pauses),  # Python's GC during the live run
                 "host_split_by_quarter": host_split_by_quarter(rows),
+                # the machine's speed around the run: the host's (before, after) and the GPU's clocks during it
+                "host_probe_before": probe_before, "host_probe_after": probe_after, "wall_s": [wall_t0, wall_t1],
+                "gpu_clocks": clock_log.window(wall_t0, wall_t1),
             })
             live_steps[f"{name}-L{load:.2f}"] = rows
             tok_s[name], ttft[name] = m["tok_s"], m["mean_ttft_s"]
@@ -342,6 +353,11 @@ def main() -> None:
                        "calibration_made_here": not smoke}],
              "note": "one machine: the target compares two fresh machines; a second run appends here"}
     (out / "reproducibility.json").write_text(json.dumps(repro, indent=1) + "\n")
+    clock_log.stop()
+    from runtime.gpu.clock_log import by_pass_region
+
+    fidelity["calibration_machine_speed_by_pass_region"] = by_pass_region(calibration.get("table", []), clock_log.samples())
+    (out / "fidelity.json").write_text(json.dumps(fidelity, indent=1) + "\n")
     with gzip.open(out / "live-steps.json.gz", "wt") as f:
         json.dump(live_steps, f, separators=(",", ":"))
     print(f"[{time.perf_counter() - t_start:.0f} s] done", flush=True)

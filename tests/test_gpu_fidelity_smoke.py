@@ -50,6 +50,13 @@ def test_smoke_run_writes_every_point_and_the_docs_collect_it(tmp_path):
     for rows in live_steps.values():  # the scheduler's part of each step's host time, on the wall clock
         assert all(0 <= r["schedule_s"] <= r["host_s"] for r in rows)
     assert all("collector_pauses" in p and "host_split_by_quarter" in p for p in fid["points"])
+    # the machine's speed around each live run: the host probed before and after, inside the run's wall window
+    for p in fid["points"]:
+        t0, t1 = p["wall_s"]
+        assert p["host_probe_before"]["at_s"] <= t0 <= t1 <= p["host_probe_after"]["at_s"]
+        assert p["host_probe_before"]["python_loop_1e5_s"] > 0 and p["host_probe_after"]["launch_sync_us"] is None  # no CUDA here
+        assert p["gpu_clocks"] == {"samples": 0}  # on CPU: no clock log
+    assert fid["calibration_machine_speed_by_pass_region"] == {}  # the reused calibration has no wall times
     overlap = json.loads((out / "overlap.json").read_text())  # each scheduler synchronous, then overlapped
     assert [(p["scheduler"], p["load"], p["synchronous"]["completed"], p["overlapped"]["completed"]) for p in overlap["points"]] == [
         ("wait", 0.5, 6, 6), ("vllm-v1", 0.5, 6, 6), ("sarathi", 0.5, 6, 6)]

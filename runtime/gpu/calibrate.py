@@ -164,19 +164,26 @@ def warm_up(timer, grid, seconds: float) -> dict:
     return {"seconds": seconds, "steps": steps}
 
 
-def measure_grid(timer, grid, *, repeats: int = 5, passes: int = 1, wrap_grid=None) -> list[dict]:
+def measure_grid(timer, grid, *, repeats: int = 5, passes: int = 1, wrap_grid=None, probe=None) -> list[dict]:
     """Every point timed in each of `passes` passes over the grid (drift shows between passes);
-    `wrap_grid` wraps each pass's iterable (a progress bar)."""
+    `wrap_grid` wraps each pass's iterable (a progress bar). Each row records the wall time its
+    timing began (`at_s`, to line it up with a GPU clock log) and, with `probe` (a callable such as
+    `runtime.gpu.host_info.host_probe`), the host's speed just before it (`host_probe`)."""
+    import time
+
     rows = []
     for pass_index in range(passes):
         for label, composition in (grid if wrap_grid is None else wrap_grid(grid)):
             if not timer.fits(composition):
                 continue
+            seen = probe() if probe is not None else None
+            at = time.time()
             t, shape = timer.time_s(composition, repeats=repeats)
             rows.append({
                 "label": label, "pass": pass_index, "time_s": t, "host_s": timer.last_host_s, "graph": timer.last_graph,
                 "new_tokens": shape.new_tokens, "kv_tokens": shape.kv_tokens, "num_decodes": shape.num_decodes,
                 "num_prefills": shape.num_prefills, "prefill_attention_pairs": shape.prefill_attention_pairs,
+                "at_s": at, **({"host_probe": seen} if seen is not None else {}),
             })
     return rows
 
@@ -201,12 +208,21 @@ def pass_drift(rows: list[dict]) -> dict | None:
     regions: dict[str, list[float]] = {}
     for label, x in zip(labels, ratio):
         regions.setdefault(label.split()[0], []).append(x)
-    return {
+    out = {
         "points": len(labels),
         "pass1_over_pass0_median": statistics.median(ratio),
         "pass1_over_pass0_mean_abs_deviation": statistics.fmean(abs(x - 1) for x in ratio),
         "pass1_over_pass0_median_by_region": {k: statistics.median(v) for k, v in regions.items()},
     }
+    # the host's speed beside the same points: a region whose steps sped up while the Python loop
+    # did too was the host, one whose steps sped up alone was the GPU (or the state it was left in)
+    loop = {(r["label"], r["pass"]): r["host_probe"]["python_loop_1e5_s"] for r in rows if "host_probe" in r}
+    if all((label, p) in loop for label in labels for p in (0, 1)):
+        by_region: dict[str, list[float]] = {}
+        for label in labels:
+            by_region.setdefault(label.split()[0], []).append(loop[(label, 1)] / loop[(label, 0)])
+        out["host_loop_pass1_over_pass0_median_by_region"] = {k: statistics.median(v) for k, v in by_region.items()}
+    return out
 
 
 def pass_drift_warning(drift: dict | None) -> str | None:
@@ -264,13 +280,13 @@ def calibrate_engine(engine, info, *, model: str, grid_scale: float = 1.0, repea
     recorded live runs (`recorded_grid`, timed by `measure_recorded`) and the held-out-by-run
     error on them (`live_heldout`); `warmup_s` seconds of untimed grid steps go first (`warm_up`)."""
     from fluid.errors import InputError
-    from runtime.gpu.host_info import describe_host, versions
+    from runtime.gpu.host_info import describe_host, host_probe, versions
     from runtime.gpu.step_timer import StepTimer
 
     grid = calibration_grid(grid_scale) if grid is None else grid
     timer = StepTimer(engine)
     warmed = warm_up(timer, grid, warmup_s)
-    rows = measure_grid(timer, grid, repeats=repeats, passes=passes, wrap_grid=wrap_grid)
+    rows = measure_grid(timer, grid, repeats=repeats, passes=passes, wrap_grid=wrap_grid, probe=host_probe)
     if len(rows) < 20:
         raise InputError(f"only {len(rows)} grid points fit a pool of {info.kv_capacity_tokens} tokens; raise --kv-tokens", field="kv_tokens")
     recorded = load_recorded(from_steps) if from_steps else {}

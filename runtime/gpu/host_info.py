@@ -112,6 +112,16 @@ def gpu_speed() -> dict | None:
     return out
 
 
+def host_probe() -> dict:
+    """A quick look at the host's speed now (about 10 ms): a 10⁵-iteration Python loop (median of 3)
+    and, with CUDA, one tiny launch + sync (median of 50), at wall time `at_s`. Taken beside each
+    calibration point and each live run: a VM's host does not keep one speed through a run (H200
+    run 17: the loop at 1.8× run 16's time when the run began), and an engine step is partly host."""
+    launch = launch_sync_s(50)
+    return {"at_s": time.time(), "python_loop_1e5_s": python_loop_s(10**5, repeats=3),
+            "launch_sync_us": None if launch is None else launch * 1e6}
+
+
 def describe_host() -> dict:
     launch = launch_sync_s()
     return {
