@@ -11,7 +11,13 @@ import time
 import pytest
 
 from runtime.gpu.calibrate import measure_grid, pass_drift
-from runtime.gpu.clock_log import FIELDS, GpuClockLog, by_pass_region, parse_samples, window_summary
+from runtime.gpu.clock_log import (
+    FIELDS,
+    GpuClockLog,
+    by_pass_region,
+    parse_samples,
+    window_summary,
+)
 
 
 def _stamp(at: float) -> str:
