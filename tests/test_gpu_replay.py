@@ -201,6 +201,21 @@ def test_short_chunks_join_the_16_row_launch_after_the_decodes():
     assert split_short_chunks(prefills, [], 1) == ([(0, 17, 0, []), (17, 16, 256, [3, 4]), (34, 64, 0, [])], [(33, 1, 0, [])])
 
 
+@pytest.mark.parametrize("text, value", [("0", 0), ("16", 16), (" 8 ", 8)])
+def test_short_chunk_limit_reads_whole_numbers_up_to_one_tile(text, value):
+    from runtime.gpu.attention import parse_short_chunk_tokens
+
+    assert parse_short_chunk_tokens(text) == value
+
+
+@pytest.mark.parametrize("text", ["17", "-1", "8.5", "", "sixteen"])
+def test_short_chunk_limit_outside_one_tile_or_not_a_number_is_refused_with_the_value(text):
+    from runtime.gpu.attention import parse_short_chunk_tokens
+
+    with pytest.raises(ValueError, match=r"FLUIDSCHED_SHORT_CHUNK_TOKENS must be a whole number 0\.\.16 .*, got " + repr(text).replace(".", r"\.")):
+        parse_short_chunk_tokens(text)
+
+
 def test_short_launch_tiling_must_have_16_row_tiles():
     import subprocess
 

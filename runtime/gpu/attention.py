@@ -105,9 +105,19 @@ if SHORT_TILES.block_m != DECODE_BLOCK_M:
 # graphed steps: prefill chunks of at most this many tokens go through the 16-row launch beside the
 # decodes instead of 64-row tiles that would be a quarter full or less (a cohort of short prompts,
 # a chunked prefill's small remainder). 0 turns it off; at most DECODE_BLOCK_M (one tile each).
-SHORT_CHUNK_TOKENS = int(os.environ.get("FLUIDSCHED_SHORT_CHUNK_TOKENS", str(DECODE_BLOCK_M)))
-if not 0 <= SHORT_CHUNK_TOKENS <= DECODE_BLOCK_M:
-    raise ValueError(f"FLUIDSCHED_SHORT_CHUNK_TOKENS must be 0..{DECODE_BLOCK_M} (one {DECODE_BLOCK_M}-row tile per chunk), got {SHORT_CHUNK_TOKENS}")
+def parse_short_chunk_tokens(text: str) -> int:
+    """`FLUIDSCHED_SHORT_CHUNK_TOKENS`: a whole number 0..DECODE_BLOCK_M."""
+    usage = f"FLUIDSCHED_SHORT_CHUNK_TOKENS must be a whole number 0..{DECODE_BLOCK_M} (one {DECODE_BLOCK_M}-row tile per chunk; 0 turns it off)"
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{usage}, got {text!r}") from None
+    if not 0 <= value <= DECODE_BLOCK_M:
+        raise ValueError(f"{usage}, got {text!r}")
+    return value
+
+
+SHORT_CHUNK_TOKENS = parse_short_chunk_tokens(os.environ.get("FLUIDSCHED_SHORT_CHUNK_TOKENS", str(DECODE_BLOCK_M)))
 
 
 @dataclass(frozen=True, slots=True)
