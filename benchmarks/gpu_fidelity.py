@@ -121,6 +121,9 @@ def main() -> None:
     ap.add_argument("--from-steps", nargs="+", default=[], metavar="FILE",
                     help="step logs of recorded live runs: their steps join the calibration grid (runtime.gpu.calibrate.recorded_grid)")
     ap.add_argument("--per-region", type=int, default=40, help="recorded steps per region added to the grid (with --from-steps)")
+    ap.add_argument("--passes", type=int, default=2, help="calibration passes over the grid (default 2)")
+    ap.add_argument("--pass-order", choices=("grid", "shuffled"), default="grid", help="calibration pass order (fluidsched calibrate --pass-order)")
+    ap.add_argument("--aggregate", choices=("rows", "median"), default="rows", help="fit every pass's row or each point's median (fluidsched calibrate --aggregate)")
     ap.add_argument("--host-loads", "--host-load", dest="host_loads", default="0.6,0.85",
                     help="loads (comma-separated) of the live runs the host terms are fitted on (0: no host terms)")
     ap.add_argument("--host-requests", type=int, default=600, help="requests per scheduler in those runs")
@@ -142,6 +145,9 @@ def main() -> None:
             raise SystemExit(2)
     if args.per_region < 1:
         print("error: --per-region must be ≥ 1", file=sys.stderr)
+        raise SystemExit(2)
+    if args.passes < 1 or (args.aggregate == "median" and args.passes < 2):
+        print(f"error: --passes {args.passes}: give 1 or more, and 2 or more with --aggregate median (3 drops one slow pass)", file=sys.stderr)
         raise SystemExit(2)
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -194,12 +200,14 @@ def main() -> None:
         if args.smoke:  # every third point: each region, and enough rows for every fit
             grid = calibration_grid(args.grid_scale)[::3]
         calibration = calibrate_engine(engine, info, model=args.model, grid_scale=args.grid_scale, grid=grid,
-                                       repeats=1 if args.smoke else 5, passes=1 if args.smoke else 2,
-                                       from_steps=args.from_steps, per_region=args.per_region, warmup_s=0.0 if args.smoke else 3.0)
+                                       repeats=1 if args.smoke else 5, passes=1 if args.smoke and args.aggregate == "rows" else args.passes,
+                                       from_steps=args.from_steps, per_region=args.per_region, warmup_s=0.0 if args.smoke else 3.0,
+                                       pass_order=args.pass_order, aggregate=args.aggregate)
         (out / "calibration.json").write_text(json.dumps(calibration, indent=1) + "\n")
         sw = calibration["fits"]["stepwise"]
         print(f"[{time.perf_counter() - t_start:.0f} s] calibrated: linear3 MAPE {100 * calibration['fits']['linear3']['mape']:.1f} %, "
-              f"stepwise held-out {100 * sw['heldout_mape']:.1f} % (worst {sw['worst_region']} {100 * sw['heldout_mape_by_region'][sw['worst_region']]:.1f} %)", flush=True)
+              f"stepwise held-out {100 * sw['heldout_mape']:.1f} % (fitted on {args.aggregate} of {args.passes} passes in {args.pass_order} order; "
+              f"on each pass's row {100 * calibration['heldout_step_mape_by_row']:.1f} %; worst {sw['worst_region']} {100 * sw['heldout_mape_by_region'][sw['worst_region']]:.1f} %)", flush=True)
         drift_warning = pass_drift_warning(calibration.get("pass_drift"))
         if drift_warning:
             print(f"warning: {drift_warning}", flush=True)
@@ -266,6 +274,8 @@ def main() -> None:
     points, live_steps, repro_runs = [], {}, []
     fidelity = {**base, "batch_time_model": calibration["batch_time_stepwise"], "linear3_for_fluid": calibration["batch_time"],
                 "heldout_step_mape": calibration.get("heldout_step_mape"),
+                "heldout_step_mape_by_row": calibration.get("heldout_step_mape_by_row"),
+                "calibration_protocol": {k: calibration.get(k) for k in ("passes", "pass_order", "pass_aggregate")},
                 "heldout_mape_by_region": calibration.get("fits", {}).get("stepwise", {}).get("heldout_mape_by_region"),
                 "calibration_from_steps": calibration.get("from_steps", []),
                 "recorded_live_heldout_by_run": calibration.get("fits", {}).get("live_heldout_by_run"),

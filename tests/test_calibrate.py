@@ -53,3 +53,31 @@ def test_calibrate_bad_device(tmp_path, capsys):
         pytest.skip("a CUDA device is present")
     assert main(["calibrate", "--device", "cuda", "--model", "tiny-llama", "--out", str(tmp_path / "c.json")]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_calibrate_three_shuffled_passes_fits_each_points_median(tmp_path, capsys):
+    torch.set_num_threads(1)
+    out = tmp_path / "cal.json"
+    code = main(["calibrate", "--device", "cpu", "--model", "tiny-llama", "--grid-scale", "0.02", "--repeats", "1", "--kv-tokens", "2048",
+                 "--passes", "3", "--pass-order", "shuffled", "--aggregate", "median", "--out", str(out)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert (data["passes"], data["pass_order"], data["pass_aggregate"]) == (3, "shuffled", "median")
+    orders = [[r["label"] for r in data["table"] if r["pass"] == k] for k in range(3)]
+    assert sorted(orders[0]) == sorted(orders[1]) == sorted(orders[2]) and orders[0] != orders[1]
+    fit_table = data["fit_table"]
+    # one row per label (at this grid scale some contexts round to the same label: the same step)
+    assert sorted(r["label"] for r in fit_table) == sorted(set(orders[0]))
+    for r in fit_table:
+        times = [x["time_s"] for x in sorted((x for x in data["table"] if x["label"] == r["label"]), key=lambda x: x["pass"])]
+        assert r["pass_times_s"] == times and r["time_s"] == statistics.median(times)
+    assert data["fits"]["stepwise"]["num_rows"] == len(fit_table) and data["fits"]["linear3"]["num_rows"] == len(fit_table)
+    assert data["heldout_step_mape"] == data["fits"]["stepwise"]["heldout_mape"] and data["heldout_step_mape_by_row"] >= 0
+    assert "fitted on median; fitted on each pass's row:" in capsys.readouterr().out
+
+
+def test_calibrate_median_of_one_pass_is_refused(tmp_path, capsys):
+    assert main(["calibrate", "--device", "cpu", "--model", "tiny-llama", "--passes", "1", "--aggregate", "median",
+                 "--out", str(tmp_path / "c.json")]) == 2
+    assert "--aggregate median takes the median over passes: give --passes 2 or more" in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()

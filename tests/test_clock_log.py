@@ -136,3 +136,43 @@ def test_without_nvidia_smi_the_log_is_empty(tmp_path, monkeypatch):
     log = GpuClockLog(tmp_path / "clocks.csv")
     assert log.start() is False and log.samples() == [] and log.window(0, 1e12) == {"samples": 0}
     log.stop()
+
+
+def test_shuffled_passes_each_take_their_own_order_and_the_same_seed_the_same_one():
+    grid = [(f"decode {k}", f"c{k}") for k in range(12)]
+    timer = _Timer({f"c{k}": 0.001 * (k + 1) for k in range(12)})
+    plain = measure_grid(timer, grid, passes=2)
+    assert [r["label"] for r in plain] == [lab for lab, _ in grid] * 2
+    rows = measure_grid(timer, grid, passes=3, order_seed=0)
+    orders = [[r["label"] for r in rows if r["pass"] == p] for p in range(3)]
+    assert all(sorted(o) == sorted(lab for lab, _ in grid) for o in orders)  # every point once a pass
+    assert len({tuple(o) for o in orders}) == 3 and orders[0] != [lab for lab, _ in grid]
+    assert [r["label"] for r in measure_grid(timer, grid, passes=3, order_seed=0)] == [r["label"] for r in rows]
+    assert [r["label"] for r in measure_grid(timer, grid, passes=1, order_seed=1)] != orders[0]
+
+
+def test_a_point_keeps_its_median_over_three_passes_and_recorded_steps_stay_as_they_are():
+    from runtime.gpu.calibrate import aggregate_passes
+
+    shape = {"new_tokens": 1, "kv_tokens": 10, "num_decodes": 1, "num_prefills": 0, "prefill_attention_pairs": 0}
+    rows = [{"label": lab, "pass": p, "time_s": t, "host_s": h, "at_s": 1.0, "host_probe": {}, **shape}
+            for lab, p, t, h in (("decode 8", 2, 0.0100, 3e-4), ("decode 8", 0, 0.0105, 1e-4), ("mixed 1", 0, 0.020, 2e-4),
+                                 ("decode 8", 1, 0.0130, 2e-4), ("mixed 1", 1, 0.021, 2e-4), ("mixed 1", 2, 0.019, None))]
+    rows.append({"label": "live-decode run#3", "pass": 0, "time_s": 0.03, **shape})
+    got = aggregate_passes(rows)
+    assert [r["label"] for r in got] == ["decode 8", "mixed 1", "live-decode run#3"]
+    dec, mix, live = got
+    assert dec["time_s"] == 0.0105 and dec["pass_times_s"] == [0.0105, 0.0130, 0.0100] and dec["host_s"] == 2e-4  # the slow pass 1 dropped
+    assert dec["pass"] == "median" and "at_s" not in dec and "host_probe" not in dec and dec["num_decodes"] == 1
+    assert mix["time_s"] == 0.020 and mix["host_s"] == 2e-4  # a pass without a host time: the first row's kept
+    assert live is rows[-1]
+
+
+def test_with_three_passes_the_drift_says_which_pass_was_off():
+    rows = [{"label": lab, "pass": p, "time_s": t} for lab, ts in (("decode 8", (10.0, 10.5, 10.0)), ("decode 16", (20.0, 21.0, 20.2)),
+                                                                   ("mixed 1", (5.0, 5.0, 5.1))) for p, t in enumerate(ts)]
+    d = pass_drift(rows)
+    by_pass = d["pass_over_point_median_by_region"]
+    assert by_pass["1"]["decode"] == pytest.approx((1.05 + 21.0 / 20.2) / 2) and by_pass["0"]["decode"] == pytest.approx((1.0 + 20.0 / 20.2) / 2)
+    assert by_pass["2"]["mixed"] == pytest.approx(5.1 / 5.0) and by_pass["0"]["mixed"] == 1.0
+    assert "pass_over_point_median_by_region" not in pass_drift([r for r in rows if r["pass"] < 2])

@@ -164,16 +164,23 @@ def warm_up(timer, grid, seconds: float) -> dict:
     return {"seconds": seconds, "steps": steps}
 
 
-def measure_grid(timer, grid, *, repeats: int = 5, passes: int = 1, wrap_grid=None, probe=None) -> list[dict]:
+def measure_grid(timer, grid, *, repeats: int = 5, passes: int = 1, wrap_grid=None, probe=None, order_seed: int | None = None) -> list[dict]:
     """Every point timed in each of `passes` passes over the grid (drift shows between passes);
     `wrap_grid` wraps each pass's iterable (a progress bar). Each row records the wall time its
     timing began (`at_s`, to line it up with a GPU clock log) and, with `probe` (a callable such as
-    `runtime.gpu.host_info.host_probe`), the host's speed just before it (`host_probe`)."""
+    `runtime.gpu.host_info.host_probe`), the host's speed just before it (`host_probe`).
+    `order_seed` None: every pass in the grid's order; a seed: each pass in its own shuffled order
+    (`pass_order`), so a stretch of time when the machine ran slower falls on different points in
+    each pass instead of on one region, and a point's median over the passes drops it."""
+    import random
     import time
 
     rows = []
     for pass_index in range(passes):
-        for label, composition in (grid if wrap_grid is None else wrap_grid(grid)):
+        order = list(grid)
+        if order_seed is not None:
+            random.Random(1000 * order_seed + pass_index).shuffle(order)
+        for label, composition in (order if wrap_grid is None else wrap_grid(order)):
             if not timer.fits(composition):
                 continue
             seen = probe() if probe is not None else None
@@ -214,6 +221,19 @@ def pass_drift(rows: list[dict]) -> dict | None:
         "pass1_over_pass0_mean_abs_deviation": statistics.fmean(abs(x - 1) for x in ratio),
         "pass1_over_pass0_median_by_region": {k: statistics.median(v) for k, v in regions.items()},
     }
+    # with more passes: each pass against the point's median over all of them, by region (which pass was off)
+    times: dict[str, dict] = {}
+    for r in rows:
+        times.setdefault(r["label"], {})[r["pass"]] = r["time_s"]
+    passes = sorted({p for t in times.values() for p in t})
+    if len(passes) > 2:
+        out["pass_over_point_median_by_region"] = {}
+        for p in passes:
+            ratios: dict[str, list[float]] = {}
+            for label, t in times.items():
+                if len(t) == len(passes):
+                    ratios.setdefault(label.split()[0], []).append(t[p] / statistics.median(t.values()))
+            out["pass_over_point_median_by_region"][str(p)] = {k: statistics.median(v) for k, v in ratios.items()}
     # the host's speed beside the same points: a region whose steps sped up while the Python loop
     # did too was the host, one whose steps sped up alone was the GPU (or the state it was left in)
     loop = {(r["label"], r["pass"]): r["host_probe"]["python_loop_1e5_s"] for r in rows if "host_probe" in r}
@@ -236,6 +256,35 @@ def pass_drift_warning(drift: dict | None) -> str | None:
     return (f"the two passes disagree: pass 1 / pass 0 median {drift['pass1_over_pass0_median']:.3f}, {worst_region} points "
             f"{worst:.3f} (more than {100 * PASS_DRIFT_WARN:.0f} % apart); the machine ran the same steps at different speeds, "
             "and the held-out error includes it: calibrate again, or with --passes 3 and a longer --warmup-s")
+
+
+PASS_AGGREGATES = ("rows", "median")
+
+
+def aggregate_passes(rows: list[dict]) -> list[dict]:
+    """One row per grid point: its median time over the passes (`time_s`, and `host_s` likewise),
+    its shape, `pass` "median" and every pass's time in `pass_times_s`, in the order points were
+    first timed. Rows of recorded live steps (labels "live-…") stay as they are: each is its own
+    step, timed once a pass, and `live_heldout` keys them by run."""
+    import statistics
+
+    grouped: dict[str, list[dict]] = {}
+    kept = []
+    for r in rows:
+        if r["label"].startswith("live-"):
+            kept.append(r)
+        else:
+            grouped.setdefault(r["label"], []).append(r)
+    out = []
+    for label, group in grouped.items():
+        first = group[0]
+        row = {k: v for k, v in first.items() if k not in ("at_s", "host_probe")}
+        row.update({"pass": "median", "time_s": statistics.median(g["time_s"] for g in group),
+                    "pass_times_s": [g["time_s"] for g in sorted(group, key=lambda g: g["pass"])]})
+        if all(g.get("host_s") is not None for g in group):
+            row["host_s"] = statistics.median(g["host_s"] for g in group)
+        out.append(row)
+    return out + kept
 
 
 def _shape(r: dict):
@@ -273,12 +322,17 @@ def engine_buckets(engine) -> dict:
 
 
 def calibrate_engine(engine, info, *, model: str, grid_scale: float = 1.0, repeats: int = 5, passes: int = 2, wrap_grid=None, grid=None,
-                     from_steps=(), per_region: int = RECORDED_PER_REGION, recorded_passes: int = 3, warmup_s: float = 0.0) -> dict:
+                     from_steps=(), per_region: int = RECORDED_PER_REGION, recorded_passes: int = 3, warmup_s: float = 0.0,
+                     pass_order: str = "grid", aggregate: str = "rows") -> dict:
     """Measure the grid on `engine` and fit every model: the calibration file's content.
     `wrap_grid` may wrap the grid's iterable (a progress bar); `grid` replaces
     `calibration_grid(grid_scale)` (a smoke test's few points); `from_steps` adds the steps of
     recorded live runs (`recorded_grid`, timed by `measure_recorded`) and the held-out-by-run
-    error on them (`live_heldout`); `warmup_s` seconds of untimed grid steps go first (`warm_up`)."""
+    error on them (`live_heldout`); `warmup_s` seconds of untimed grid steps go first (`warm_up`).
+    `pass_order` "shuffled" times each pass in its own order (`measure_grid`); `aggregate`
+    "median" fits one row per point, its median over the passes (`aggregate_passes`), instead of
+    every pass's row: the held-out error is then that of the point's typical time, and the
+    per-row figure is kept beside it (`heldout_step_mape_by_row`)."""
     from fluid.errors import InputError
     from runtime.gpu.host_info import describe_host, host_probe, versions
     from runtime.gpu.step_timer import StepTimer
@@ -286,17 +340,24 @@ def calibrate_engine(engine, info, *, model: str, grid_scale: float = 1.0, repea
     grid = calibration_grid(grid_scale) if grid is None else grid
     timer = StepTimer(engine)
     warmed = warm_up(timer, grid, warmup_s)
-    rows = measure_grid(timer, grid, repeats=repeats, passes=passes, wrap_grid=wrap_grid, probe=host_probe)
+    if pass_order not in ("grid", "shuffled"):
+        raise InputError(f"pass order must be 'grid' or 'shuffled', got {pass_order!r}", field="pass_order")
+    if aggregate not in PASS_AGGREGATES:
+        raise InputError(f"pass aggregate must be one of {', '.join(PASS_AGGREGATES)}, got {aggregate!r}", field="aggregate")
+    rows = measure_grid(timer, grid, repeats=repeats, passes=passes, wrap_grid=wrap_grid, probe=host_probe,
+                        order_seed=0 if pass_order == "shuffled" else None)
     if len(rows) < 20:
         raise InputError(f"only {len(rows)} grid points fit a pool of {info.kv_capacity_tokens} tokens; raise --kv-tokens", field="kv_tokens")
     recorded = load_recorded(from_steps) if from_steps else {}
     if recorded:
         rows += measure_recorded(timer, recorded_grid(recorded, per_region=per_region), passes=recorded_passes)
     buckets = engine_buckets(engine)
-    fits = fit_rows(rows, buckets=buckets)
+    fitted = aggregate_passes(rows) if aggregate == "median" else rows
+    fits = fit_rows(fitted, buckets=buckets)
     stepwise = fits["stepwise"]
+    by_row = stepwise["heldout_mape"] if fitted is rows else fit_rows(rows, buckets=buckets)["stepwise"]["heldout_mape"]
     if recorded:
-        fits["live_heldout_by_run"] = live_heldout(rows, recorded, buckets)
+        fits["live_heldout_by_run"] = live_heldout(fitted, recorded, buckets)
     return {
         "device": info.device_name,
         "model": model,
@@ -311,9 +372,13 @@ def calibrate_engine(engine, info, *, model: str, grid_scale: float = 1.0, repea
         "batch_time": {"kind": "linear3", **stepwise["batch_time"]["linear"]},
         "batch_time_stepwise": stepwise["batch_time"],
         "heldout_step_mape": stepwise["heldout_mape"],
+        # the same stepwise fit on every pass's row: the machine's pass-to-pass drift included
+        "heldout_step_mape_by_row": by_row,
+        "passes": passes, "pass_order": pass_order, "pass_aggregate": aggregate,
         "from_steps": [str(p) for p in from_steps],
         "warmup": warmed,
         "pass_drift": pass_drift(rows),
         "fits": fits,
         "table": rows,
+        **({"fit_table": fitted} if fitted is not rows else {}),
     }

@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-size", type=int, default=16, help="KV block size in tokens (default 16)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per grid point (median kept)")
     parser.add_argument("--passes", type=int, default=2, help="passes over the whole grid (default 2; repeats of a point stay in one held-out fold)")
+    parser.add_argument("--pass-order", choices=("grid", "shuffled"), default="grid",
+                        help="each pass in the grid's order (default) or in its own shuffled order, so a slow stretch of the machine "
+                             "falls on different points in each pass")
+    parser.add_argument("--aggregate", choices=("rows", "median"), default="rows",
+                        help="fit every pass's row (default) or one row per point, its median over the passes (use with --passes 3); "
+                             "the per-row held-out error is recorded either way")
     parser.add_argument("--grid-scale", type=float, default=1.0, help="scale the grid's token counts (e.g. 0.05 for a tiny CPU model)")
     parser.add_argument("--from-steps", nargs="+", default=[], metavar="FILE",
                         help="step logs of recorded live runs (a run's live-steps.json.gz, docs/*-steps.json.gz): up to --per-region "
@@ -82,6 +88,9 @@ def run(args) -> int:
     check_out_file(args.out)
     if args.passes < 1:
         raise InputError(f"--passes must be at least 1, got {args.passes}", field="passes")
+    if args.aggregate == "median" and args.passes < 2:
+        raise InputError(f"--aggregate median takes the median over passes: give --passes 2 or more (3 drops one slow pass), got {args.passes}",
+                         field="passes")
     if args.repeats < 1:
         raise InputError(f"--repeats must be at least 1, got {args.repeats}", field="repeats")
     if not 0 < args.grid_scale <= 1:
@@ -118,7 +127,7 @@ def run(args) -> int:
     result = calibrate_engine(
         engine, info, model=model_label, grid_scale=args.grid_scale, repeats=args.repeats, passes=args.passes,
         wrap_grid=lambda grid: iterate(grid, f"calibrating on {info.device_name}", enabled=progress_enabled(args.quiet)),
-        from_steps=args.from_steps, per_region=args.per_region,
+        from_steps=args.from_steps, per_region=args.per_region, pass_order=args.pass_order, aggregate=args.aggregate,
         warmup_s=args.warmup_s if args.warmup_s is not None else (3.0 if device.type == "cuda" else 0.0),
     )
     fits, stepwise = result["fits"], result["fits"]["stepwise"]
@@ -137,7 +146,8 @@ def run(args) -> int:
         for kind in ("affine", "linear3"):
             f = fits[kind]
             print(f"{kind:8s} {json.dumps(f['batch_time'])}  MAPE {100 * f['mape']:.1f} %  R² {f['r2']:.4f}")
-        print(f"stepwise held-out MAPE {100 * stepwise['heldout_mape']:.1f} % (worst region {stepwise['worst_region']}: "
+        by_row = "" if args.aggregate == "rows" else f"; fitted on each pass's row: {100 * result['heldout_step_mape_by_row']:.1f} %"
+        print(f"stepwise held-out MAPE {100 * stepwise['heldout_mape']:.1f} % (fitted on {args.aggregate}{by_row}; worst region {stepwise['worst_region']}: "
               f"{100 * stepwise['heldout_mape_by_region'][stepwise['worst_region']]:.1f} %); its linear3 is "
               f"{100 * stepwise['linear_vs_model_mape']:.1f} % from it, {100 * stepwise['linear_vs_measured_mape']:.1f} % from the measurements")
         print(f"{len(result['table'])} grid points on {info.device_name}; written to {out}")
