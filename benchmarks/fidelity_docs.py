@@ -74,7 +74,8 @@ def main() -> None:
     last = fids[-1]
     fidelity = {k: last[k] for k in ("device", "versions", "host", "model", "command", "batch_time_model", "linear3_for_fluid",
                                       "heldout_step_mape", "heldout_mape_by_region", "slack", "requests", "points")}
-    for key in ("deadline_s", "cut_by_deadline", "smoke", "calibration_from_steps", "recorded_live_heldout_by_run", "host_terms", "sizing"):  # newer gpu_fidelity.py keys
+    for key in ("deadline_s", "cut_by_deadline", "smoke", "calibration_from_steps", "recorded_live_heldout_by_run", "host_terms", "sizing",
+                "heldout_step_mape_by_row", "calibration_protocol", "calibration_machine_speed_by_pass_region"):  # newer gpu_fidelity.py keys
         if key in last:
             fidelity[key] = last[key]
     fidelity["collected_by"] = args.command
@@ -99,7 +100,8 @@ def main() -> None:
         print(json.dumps(spread))
         return
     for name, dst in (("calibration.json", f"calibration-{args.tag}-fidelity.json"), ("steps.json", f"bench-steps-{args.tag}.json"),
-                      ("live-steps.json.gz", f"fidelity-{args.tag}-steps.json.gz"), ("host-steps.json.gz", f"fidelity-{args.tag}-host-steps.json.gz")):
+                      ("live-steps.json.gz", f"fidelity-{args.tag}-steps.json.gz"), ("host-steps.json.gz", f"fidelity-{args.tag}-host-steps.json.gz"),
+                      ("gpu-clocks.csv", f"gpu-clocks-{args.tag}.csv")):
         if (src / name).is_file():
             shutil.copyfile(src / name, args.docs / dst)
     if args.markdown:
@@ -113,6 +115,54 @@ def _pct(x) -> str:
 
 def _rel(sim, live) -> str:
     return "n/a" if sim is None or not live else f"{100 * (sim / live - 1):+.1f} %"
+
+
+def _protocol(fid: dict) -> str:
+    """How the calibration was timed and fitted, and the per-row held-out figure where the fit took medians."""
+    proto = fid.get("calibration_protocol") or {}
+    if not proto.get("passes"):
+        return ""
+    fitted_on = "each point's median" if proto["pass_aggregate"] == "median" else "every row"
+    text = f"; {proto['passes']} passes in {proto['pass_order']} order, fitted on {fitted_on}"
+    if proto.get("pass_aggregate") == "median" and fid.get("heldout_step_mape_by_row") is not None:
+        text += f" (fitted on every pass's row instead: {_pct(fid['heldout_step_mape_by_row'])})"
+    return text
+
+
+def _machine_speed(fid: dict) -> list[str]:
+    """The machine's speed through the run: per calibration pass and region, and per live point."""
+    cal = fid.get("calibration_machine_speed_by_pass_region") or {}
+    pts = [p for p in fid["points"] if "host_probe_before" in p]
+    if not cal and not pts:
+        return []
+
+    def clocks(c: dict) -> str:
+        if not c or not c.get("samples"):
+            return "– | – | –"
+        held = c.get("held_down_share")
+        return f"{c.get('clocks.sm', float('nan')):.0f} (min {c.get('clocks.sm_min', float('nan')):.0f}) | {c.get('clocks.mem', float('nan')):.0f} | " \
+               + ("–" if held is None else f"{100 * held:.0f} %")
+
+    lines = ["## The machine's speed through the run", "",
+             "Host: a 10⁵-iteration Python loop (ms) timed before each calibration point and around each live run; GPU: SM and memory "
+             "clocks (MHz, median over nvidia-smi samples every 200 ms) and the share of samples with the clocks held down by power, heat "
+             "or a slowdown.", ""]
+    if cal:
+        lines += ["| calibration | points | Python loop | SM clock | memory clock | held down |", "| --- | --- | --- | --- | --- | --- |"]
+        for key, e in cal.items():
+            loop = e.get("python_loop_1e5_s_median")
+            lines.append(f"| {key} | {e['points']} | {'–' if loop is None else f'{1e3 * loop:.2f}'} | {clocks(e.get('gpu_clocks'))} |")
+        lines += [""]
+    if pts:
+        lines += ["| live point | Python loop before / after | SM clock | memory clock | held down | live / model, mixed | decode |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for p in pts:
+            r = p.get("live_turn_vs_stepwise_by_region") or {}
+            ratio = [f"{r[g]['median_measured_over_predicted']:.3f}" if g in r else "–" for g in ("mixed", "decode")]
+            lines.append(f"| {p['scheduler']} {p['load']} | {1e3 * p['host_probe_before']['python_loop_1e5_s']:.2f} / "
+                         f"{1e3 * p['host_probe_after']['python_loop_1e5_s']:.2f} | {clocks(p.get('gpu_clocks'))} | {ratio[0]} | {ratio[1]} |")
+        lines += [""]
+    return lines
 
 
 def markdown(fid: dict, tag: str, command: str) -> str:
@@ -129,7 +179,7 @@ def markdown(fid: dict, tag: str, command: str) -> str:
         lines += ["**SMOKE TEST (CPU, tiny model): no figure here is a result.**", ""]
     lines += ["## Step-time model", "",
               f"Stepwise model, k-fold held-out step MAPE over the calibration rows: **{_pct(fid.get('heldout_step_mape'))}** (target ≤ 3 %: "
-              f"{'met' if (fid.get('heldout_step_mape') or 1) <= 0.03 else '**missed**'}).", ""]
+              f"{'met' if (fid.get('heldout_step_mape') or 1) <= 0.03 else '**missed**'})" + _protocol(fid) + ".", ""]
     by = fid.get("heldout_mape_by_region") or {}
     if by:
         lines += ["| region | held-out MAPE |", "| --- | --- |"] + [f"| {g} | {_pct(e)} |" for g, e in sorted(by.items(), key=lambda x: -x[1])] + [""]
@@ -190,6 +240,7 @@ def markdown(fid: dict, tag: str, command: str) -> str:
             gap = p.get("median_gap_s")
             lines.append(f"| {p['scheduler']} | {p['load']} | " + " | ".join(cells) + f" | {'n/a' if gap is None else f'{1e3 * gap:.2f} ms'} |")
         lines += [""]
+    lines += _machine_speed(fid)
     if fid.get("cut_by_deadline"):
         lines += [f"Not run (deadline {fid.get('deadline_s')} s): " + ", ".join(f"{c['scheduler']} at {c['load']}" for c in fid["cut_by_deadline"]), ""]
     return "\n".join(lines)

@@ -70,8 +70,13 @@ def test_smoke_run_writes_every_point_and_the_docs_collect_it(tmp_path):
     assert [r["simulated_overlapped"] for r in sim["points"]] == [p["simulated_overlapped"] for p in overlap["points"]]
     docs = tmp_path / "docs"
     docs.mkdir()
-    subprocess.run([sys.executable, str(ROOT / "benchmarks/fidelity_docs.py"), str(out), "--tag", "cpu", "--command", "smoke", "--docs", str(docs)],
-                   check=True, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    subprocess.run([sys.executable, str(ROOT / "benchmarks/fidelity_docs.py"), str(out), "--tag", "cpu", "--command", "smoke", "--docs", str(docs),
+                    "--markdown"], check=True, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    note = (docs / "fidelity-cpu.md").read_text()
+    # the machine's speed per live point: the host loop before / after each run, no clocks on CPU
+    p0 = fid["points"][0]
+    assert (f"| wait 0.5 | {1e3 * p0['host_probe_before']['python_loop_1e5_s']:.2f} / {1e3 * p0['host_probe_after']['python_loop_1e5_s']:.2f} "
+            "| – | – | – |") in note
     collected = json.loads((docs / "fidelity-cpu.json").read_text())
     assert collected["points"] == fid["points"] and collected["device"] == fid["device"]
     assert (docs / "fidelity-cpu-host-steps.json.gz").read_bytes() == (out / "host-steps.json.gz").read_bytes()
@@ -99,3 +104,20 @@ def test_overlap_prediction_error_is_none_where_the_live_point_carried_nothing()
 
     assert _rel(43.8, 0.0) is None and _pct(None) == "n/a"
     assert _rel(1.1, 1.0) == pytest.approx(0.1) and _pct(_rel(0.9, 1.0)) == "-10.0 %"
+
+
+def test_the_note_tabulates_the_machine_speed_per_calibration_region_and_live_point():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from fidelity_docs import _machine_speed, _protocol
+
+    fid = {"calibration_protocol": {"passes": 3, "pass_order": "shuffled", "pass_aggregate": "median"}, "heldout_step_mape_by_row": 0.0351,
+           "calibration_machine_speed_by_pass_region": {"pass 0 decode": {"points": 60, "python_loop_1e5_s_median": 0.00321,
+                                                                           "gpu_clocks": {"samples": 40, "clocks.sm": 1980.0, "clocks.sm_min": 1755.0,
+                                                                                          "clocks.mem": 3201.0, "held_down_share": 0.05}}},
+           "points": [{"scheduler": "vllm-v1", "load": 0.9, "host_probe_before": {"python_loop_1e5_s": 0.0031}, "host_probe_after": {"python_loop_1e5_s": 0.0058},
+                       "gpu_clocks": {"samples": 0}, "live_turn_vs_stepwise_by_region": {"decode": {"median_measured_over_predicted": 0.931}}}]}
+    assert _protocol(fid) == "; 3 passes in shuffled order, fitted on each point's median (fitted on every pass's row instead: 3.5 %)"
+    lines = _machine_speed(fid)
+    assert "| pass 0 decode | 60 | 3.21 | 1980 (min 1755) | 3201 | 5 % |" in lines
+    assert "| vllm-v1 0.9 | 3.10 / 5.80 | – | – | – | – | 0.931 |" in lines
+    assert _machine_speed({"points": [{"scheduler": "wait", "load": 0.5}]}) == [] and _protocol({}) == ""
