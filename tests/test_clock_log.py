@@ -80,18 +80,22 @@ def test_grid_rows_carry_their_start_time_and_the_host_probe_before_them():
     assert all("host_probe" not in r for r in measure_grid(_Timer({"a": 0.01}), grid[:1]))
 
 
-def test_calibration_regions_become_windows_with_their_clocks_and_host_loop():
+def test_calibration_regions_gather_their_rows_windows_with_clocks_and_host_loop():
     rows = [{"label": lab, "pass": p, "at_s": t, "time_s": 0.01, "host_probe": {"python_loop_1e5_s": loop}}
-            for lab, p, t, loop in (("decode 1", 0, 100.0, 0.003), ("decode 2", 0, 101.0, 0.005), ("mixed 1", 0, 102.0, 0.004),
+            for lab, p, t, loop in (("decode 1", 0, 100.0, 0.003), ("mixed 1", 0, 101.0, 0.004), ("decode 2", 0, 102.0, 0.005),
                                     ("decode 1", 1, 103.0, 0.002))]
     rows.append({"label": "live-decode 7", "pass": 0, "time_s": 0.01})  # a recorded step: no wall time, no window
-    samples = [{"at_s": t, "clocks.sm": sm} for t, sm in ((100.5, 1900.0), (101.5, 1800.0), (102.5, 1980.0), (103.01, 1500.0))]
+    samples = [{"at_s": t, "clocks.sm": sm} for t, sm in ((100.5, 1900.0), (101.0, 1500.0), (101.5, 1980.0), (102.5, 1800.0), (103.01, 1600.0),
+                                                           (103.2, 1000.0))]
     got = by_pass_region(rows, samples)
     assert list(got) == ["pass 0 decode", "pass 0 mixed", "pass 1 decode"]
-    assert got["pass 0 decode"]["wall_s"] == [100.0, 102.0] and got["pass 0 decode"]["points"] == 2
-    assert got["pass 0 decode"]["gpu_clocks"]["clocks.sm"] == 1850.0 and got["pass 0 decode"]["python_loop_1e5_s_median"] == 0.004
-    assert got["pass 0 mixed"]["gpu_clocks"]["clocks.sm"] == 1980.0
-    assert got["pass 1 decode"]["wall_s"] == [103.0, 103.0 + 0.08] and got["pass 1 decode"]["gpu_clocks"]["clocks.sm"] == 1500.0
+    # pass 0's decodes ran in [100, 101] and [102, 103]: the samples at 100.5, 101.0 (the boundary, in both windows) and 102.5
+    dec = got["pass 0 decode"]
+    assert dec["points"] == 2 and dec["seconds"] == 2.0 and dec["gpu_clocks"]["samples"] == 3
+    assert dec["gpu_clocks"]["clocks.sm"] == 1800.0 and dec["gpu_clocks"]["clocks.sm_min"] == 1500.0 and dec["python_loop_1e5_s_median"] == 0.004
+    assert got["pass 0 mixed"]["gpu_clocks"]["samples"] == 2 and got["pass 0 mixed"]["gpu_clocks"]["clocks.sm"] == 1740.0
+    last = got["pass 1 decode"]  # the last row runs for 8 times its step: [103, 103.08]
+    assert last["seconds"] == pytest.approx(0.08) and last["gpu_clocks"]["samples"] == 1 and last["gpu_clocks"]["clocks.sm"] == 1600.0
     assert by_pass_region([{"label": "decode 1", "pass": 0, "time_s": 0.01}], samples) == {}
 
 

@@ -122,27 +122,27 @@ class GpuClockLog:
 
 
 def by_pass_region(rows: list[dict], samples: list[dict]) -> dict:
-    """For a calibration table (rows with `at_s`, in the order timed): each pass's regions (the
-    label's first word) as the window from their first row's start to the next row's start, with
-    the GPU clock summary over it, and the median host probe of its rows when they have one.
-    Keyed "pass P region"; rows without `at_s` (an older file) give {}."""
+    """For a calibration table (rows with `at_s`, in the order timed): per pass and region (the
+    label's first word), the GPU clock summary over the samples taken while its rows ran (a row
+    runs from its `at_s` to the next row's; the last for 8 times its step) and the median host
+    probe of its rows when they have one. Keyed "pass P region", in the order first timed; in a
+    shuffled pass a region's rows are scattered, and each row still brings its own window. Rows
+    without `at_s` (an older file, recorded live steps) give nothing."""
     timed = [r for r in rows if "at_s" in r]
-    if not timed:
-        return {}
-    out: dict = {}
-    groups: list[tuple[str, list[int]]] = []
+    windows: dict[str, list[tuple[float, float]]] = {}
+    loops: dict[str, list[float]] = {}
     for i, r in enumerate(timed):
         key = f"pass {r['pass']} {r['label'].split()[0]}"
-        if groups and groups[-1][0] == key:
-            groups[-1][1].append(i)
-        else:
-            groups.append((key, [i]))
-    for key, idx in groups:
-        t0 = timed[idx[0]]["at_s"]
-        t1 = timed[idx[-1] + 1]["at_s"] if idx[-1] + 1 < len(timed) else timed[idx[-1]]["at_s"] + timed[idx[-1]]["time_s"] * 8
-        entry = {"points": len(idx), "wall_s": [t0, t1], "gpu_clocks": window_summary(samples, t0, t1)}
-        loops = [timed[i]["host_probe"]["python_loop_1e5_s"] for i in idx if "host_probe" in timed[i]]
-        if loops:
-            entry["python_loop_1e5_s_median"] = statistics.median(loops)
-        out[key if key not in out else f"{key} #{len(out)}"] = entry  # a region met again in the same pass keeps both
+        t1 = timed[i + 1]["at_s"] if i + 1 < len(timed) else r["at_s"] + 8 * r["time_s"]
+        windows.setdefault(key, []).append((r["at_s"], t1))
+        if "host_probe" in r:
+            loops.setdefault(key, []).append(r["host_probe"]["python_loop_1e5_s"])
+    out = {}
+    for key, spans in windows.items():
+        inside = [s for s in samples if any(t0 <= s["at_s"] <= t1 for t0, t1 in spans)]
+        entry = {"points": len(spans), "seconds": sum(t1 - t0 for t0, t1 in spans),
+                 "gpu_clocks": window_summary(inside, float("-inf"), float("inf"))}
+        if key in loops:
+            entry["python_loop_1e5_s_median"] = statistics.median(loops[key])
+        out[key] = entry
     return out
