@@ -24,13 +24,24 @@ import json
 import re
 import shutil
 import statistics
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 SCHEDULERS = ("wait", "vllm-v1", "sarathi")
 
 
 def _run(folder: Path, log: Path | None) -> dict:
     fid = json.loads((folder / "fidelity.json").read_text())
+    clocks, cal = folder / "gpu-clocks.csv", folder / "calibration.json"
+    if clocks.is_file() and cal.is_file():  # from the run's own files, with the current summary
+        from runtime.gpu.clock_log import FIELDS, by_pass_region, parse_samples
+
+        text = clocks.read_text()
+        samples = parse_samples(text) or parse_samples(text, FIELDS[:-1])  # a driver that gave no reasons field
+        fid["calibration_machine_speed_by_pass_region"] = by_pass_region(json.loads(cal.read_text())["table"], samples)
     steps_file = folder / "steps.json"
     if steps_file.is_file():
         ratio = json.loads(steps_file.read_text())["step_vs_device"]["median_step_over_device"]
