@@ -85,7 +85,7 @@ def main() -> None:
     last = fids[-1]
     fidelity = {k: last[k] for k in ("device", "versions", "host", "model", "command", "batch_time_model", "linear3_for_fluid",
                                       "heldout_step_mape", "heldout_mape_by_region", "slack", "requests", "points")}
-    for key in ("deadline_s", "cut_by_deadline", "smoke", "calibration_from_steps", "recorded_live_heldout_by_run", "host_terms", "sizing",
+    for key in ("loop", "deadline_s", "cut_by_deadline", "smoke", "calibration_from_steps", "recorded_live_heldout_by_run", "host_terms", "sizing",
                 "heldout_step_mape_by_row", "calibration_protocol", "calibration_machine_speed_by_pass_region"):  # newer gpu_fidelity.py keys
         if key in last:
             fidelity[key] = last[key]
@@ -217,7 +217,8 @@ def markdown(fid: dict, tag: str, command: str) -> str:
         lines += [f"Loads are fractions of the simulator's capacity with this model: {sizing['capacity_tok_s']:,.0f} decode tokens/s, the least of "
                   + ", ".join(f"{k} {v:,.0f}" for k, v in sizing["carried_tok_s"].items())
                   + f" carried when offered {sizing['offered_tok_s']:,.0f} ({sizing['requests']} requests).", ""]
-    lines += ["## Live against simulated (same arrivals; simulated with the stepwise model)", "",
+    loop = fid.get("loop", "synchronous")
+    lines += [f"## Live against simulated (same arrivals; simulated with the stepwise model; {loop} loop)", "",
               "\"Below saturation\": the live run carried ≥ 95 % of the offered decode tokens. Targets below saturation: throughput "
               "within 2 %, mean latency within 5 %.", "",
               "| scheduler | load | below sat. | live tok/s | simulated | live mean latency | simulated | live TTFT | simulated | evictions live / sim | targets |",

@@ -36,6 +36,14 @@ points), OUT/reproducibility.json (one run), OUT/steps.json (the step benchmark)
 OUT/calibration.json, OUT/live-steps.json.gz (every live step's composition and time) and
 OUT/host-steps.json.gz (the host-term runs' steps, keyed `scheduler-Lload`).
 
+`--loop overlapped`: the points run the overlapped loop (each step scheduled and prepared while
+the one before runs, `Engine.run(overlap_host=True)`), the loads are sized from the overlapped
+loop's simulated capacity and each point is simulated with that loop (`runtime.sim.simulate_overlapped`:
+the engine-step model on the device, the host terms hidden behind the step before): a host's
+speed then matters only where its work outlasts the step (H200 runs 17-19: capacities 9,850-10,582
+tok/s with each machine's host terms, 11,009-11,341 with the engine step alone,
+`benchmarks/capacity_spread.py`).
+
 `--overlap-loads 0.9,1.1`: then, at each of those loads, every scheduler runs twice more on the
 points' arrivals, the synchronous loop and the overlapped one (each step scheduled and prepared
 while the one before runs, `Engine.run(overlap_host=True)`), beside the simulator with and without
@@ -121,6 +129,10 @@ def main() -> None:
     ap.add_argument("--from-steps", nargs="+", default=[], metavar="FILE",
                     help="step logs of recorded live runs: their steps join the calibration grid (runtime.gpu.calibrate.recorded_grid)")
     ap.add_argument("--per-region", type=int, default=40, help="recorded steps per region added to the grid (with --from-steps)")
+    ap.add_argument("--loop", choices=("synchronous", "overlapped"), default="synchronous",
+                    help="how the points run: each step scheduled after the one before (default), or scheduled and prepared while it "
+                         "runs (Engine.run(overlap_host=True)); overlapped, the loads are sized and the points simulated with the "
+                         "overlapped loop's simulator (runtime.sim.simulate_overlapped: the host terms hidden behind the step before)")
     ap.add_argument("--passes", type=int, default=2, help="calibration passes over the grid (default 2)")
     ap.add_argument("--pass-order", choices=("grid", "shuffled"), default="grid", help="calibration pass order (fluidsched calibrate --pass-order)")
     ap.add_argument("--aggregate", choices=("rows", "median"), default="rows", help="fit every pass's row or each point's median (fluidsched calibrate --aggregate)")
@@ -268,8 +280,12 @@ def main() -> None:
               + ", ".join(f"{k} {1e6 * v:.2f} µs" for k, v in host.items()), flush=True)
         for name, coef in per_scheduler.items():
             print(f"    {name} alone: " + ", ".join(f"{k} {1e6 * v:.2f} µs" for k, v in coef.items()), flush=True)
-    sizing = gpu_loop_workload.simulated_capacity_tok_s(calibration, stepwise)
-    print(f"simulated capacity (stepwise model): {sizing['capacity_tok_s']:.0f} decode tok/s "
+    overlapped = args.loop == "overlapped"
+    engine_only = batch_time_from_dict(calibration.get("engine_step_model", calibration["batch_time_stepwise"]), source="calibration")
+    sizing = gpu_loop_workload.simulated_capacity_tok_s(
+        calibration, stepwise, simulate=(lambda c: simulate_overlapped_summary(c, engine_only, stepwise)["tok_s"]) if overlapped else None)
+    sizing["loop"] = args.loop
+    print(f"simulated capacity (stepwise model, {args.loop} loop): {sizing['capacity_tok_s']:.0f} decode tok/s "
           + ", ".join(f"{k} {v:.0f}" for k, v in sizing["carried_tok_s"].items()), flush=True)
     points, live_steps, repro_runs = [], {}, []
     fidelity = {**base, "batch_time_model": calibration["batch_time_stepwise"], "linear3_for_fluid": calibration["batch_time"],
@@ -280,7 +296,7 @@ def main() -> None:
                 "calibration_from_steps": calibration.get("from_steps", []),
                 "recorded_live_heldout_by_run": calibration.get("fits", {}).get("live_heldout_by_run"),
                 "host_terms": calibration.get("host_terms"), "engine_step_model": calibration.get("engine_step_model"), "sizing": sizing,
-                "slack": args.slack, "requests": args.requests, "deadline_s": args.deadline_s, "smoke": args.smoke, "points": points,
+                "loop": args.loop, "slack": args.slack, "requests": args.requests, "deadline_s": args.deadline_s, "smoke": args.smoke, "points": points,
                 "cut_by_deadline": []}
     todo = [(float(x), name) for x in args.loads.split(",") for name in SCHEDULERS]
     last_point_s = 0.0
@@ -299,24 +315,29 @@ def main() -> None:
             todo.pop(0)
             point_t0 = time.perf_counter()
             probe_before, wall_t0 = host_probe(), time.time()
-            config, requests, res = live_run(workload, name, policy, document, args.requests, 0)
+            config, requests, res = live_run(workload, name, policy, document, args.requests, 0, overlap_host=overlapped)
             wall_t1, probe_after = time.time(), host_probe()
             live = summarize(res.to_sim_result(capacity), scheduler=name, warmup_s=warmup_cut_s(requests, 0.1), executor="gpu", wall_s=res.end_s)
             rows = res.step_rows()
             eager = 1 - sum(r["graph"] for r in rows) / len(rows)
             sim_lin = run_simulation(config).summary
-            sim_rich = run_simulation(dataclasses.replace(config, workload=dataclasses.replace(workload, batch_time=stepwise), accept_policy_mismatch=True)).summary
-            m, sl, sr = _summary_keys(live), _summary_keys(sim_lin), _summary_keys(sim_rich)
+            m, sl = _summary_keys(live), _summary_keys(sim_lin)
+            if overlapped:  # the same loop in the simulator: device time from the engine-step model, host terms hidden behind it
+                sr = simulate_overlapped_summary(config, engine_only, stepwise)
+            else:
+                sr = _summary_keys(run_simulation(dataclasses.replace(config, workload=dataclasses.replace(workload, batch_time=stepwise),
+                                                                      accept_policy_mismatch=True)).summary)
             own = {}
-            if name in own_models:
+            if name in own_models and not overlapped:
                 own = _summary_keys(run_simulation(dataclasses.replace(config, workload=dataclasses.replace(workload, batch_time=own_models[name]),
                                                                        accept_policy_mismatch=True)).summary)
-            pred = [stepwise.step_time_s(s.shape) for s in res.steps]
+            step_model = engine_only if overlapped else stepwise  # overlapped, a step's host part runs beside the step before
+            pred = [step_model.step_time_s(s.shape) for s in res.steps]
             meas = [s.end_s - s.start_s for s in res.steps]
             step_err = statistics.median(abs(p - t) / t for p, t in zip(pred, meas))
             by_region: dict[str, list] = {}  # this run's steps were never in the fit: the truest held-out
             for i, s in enumerate(rows):
-                by_region.setdefault(region(s), []).append((stepwise.step_time_s(shape_of(s)), turn_s(rows, i)))
+                by_region.setdefault(region(s), []).append((step_model.step_time_s(shape_of(s)), turn_s(rows, i)))
             points.append({
                 "scheduler": name, "load": load, "below_saturation": bool(m["tok_s"] >= 0.95 * offered),
                 "offered_decode_tok_s": offered,
@@ -357,7 +378,7 @@ def main() -> None:
         run_overlap_points(out, base, overlap_loads, args.requests, workload_at, live_run, sizing, calibration, t_start)
     near = next((r for r in repro_runs if r["load"] == 0.9), repro_runs[-1])
     all_live = [r for rows in live_steps.values() for r in rows]
-    repro = {"runs": [{**base, "load": near["load"], "tok_s": near["tok_s"], "mean_ttft_s": near["mean_ttft_s"],
+    repro = {"runs": [{**base, "loop": args.loop, "load": near["load"], "tok_s": near["tok_s"], "mean_ttft_s": near["mean_ttft_s"],
                        "step_over_device_median": (steps.get("step_vs_device") or {}).get("median_step_over_device"),
                        "eager_step_share": 1 - sum(r["graph"] for r in all_live) / len(all_live),
                        "calibration_made_here": not smoke}],

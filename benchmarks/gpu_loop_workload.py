@@ -60,7 +60,8 @@ SATURATED_BELOW = 0.95  # a scheduler carrying less than this share of its offer
 MAX_DOUBLINGS = 8
 
 
-def simulated_capacity_tok_s(calibration: dict, batch_time, *, requests: int = 2000, overload: float = 1.5, memory_use: float = 0.75) -> dict:
+def simulated_capacity_tok_s(calibration: dict, batch_time, *, requests: int = 2000, overload: float = 1.5, memory_use: float = 0.75,
+                             simulate=None) -> dict:
     """Decode tokens/s the simulator carries at most with `batch_time` (the model it simulates with)
     on the loop's workload: `capacity_probe` of the workload `build` makes for load 0.9 (its KV
     capacity), offered `overload` × the fluid capacity, `requests` arrivals. A load below 1 of it
@@ -68,17 +69,19 @@ def simulated_capacity_tok_s(calibration: dict, batch_time, *, requests: int = 2
     from fluid.workload_io import workload_from_dict
 
     wl, _ = build(calibration, load=0.9, memory_use=memory_use)
-    return {**capacity_probe(workload_from_dict(wl, source="capacity probe"), batch_time, requests=requests, overload=overload / 0.9),
+    return {**capacity_probe(workload_from_dict(wl, source="capacity probe"), batch_time, requests=requests, overload=overload / 0.9,
+                             simulate=simulate),
             "kv_capacity_tokens": wl["kv_capacity_tokens"]}
 
 
-def capacity_probe(workload, batch_time, *, requests: int = 2000, overload: float = 1.5) -> dict:
+def capacity_probe(workload, batch_time, *, requests: int = 2000, overload: float = 1.5, simulate=None) -> dict:
     """Decode tokens/s the simulator carries at most on `workload`'s mix with `batch_time`: every
     type's rate times `overload`, each of PROBE_SCHEDULERS simulated on `requests` arrivals
     (seed 1); the capacity is the smallest carried rate. When some scheduler still carries ≥ 95 %
     of the offer (the offer understates the model's capacity, as a CPU smoke run's linear3 does)
     that is no capacity: the offer doubles until every one falls short (at most `MAX_DOUBLINGS`
-    times; `overloaded` says whether it did)."""
+    times; `overloaded` says whether it did). `simulate` (a `SimConfig` → decode tok/s callable)
+    replaces the synchronous simulator: the overlapped loop's (`gpu_fidelity.overlapped_tok_s`)."""
     import dataclasses
 
     from runtime.simrun import SimConfig, run_simulation
@@ -88,8 +91,8 @@ def capacity_probe(workload, batch_time, *, requests: int = 2000, overload: floa
     for doublings in range(MAX_DOUBLINGS + 1):
         types = tuple(dataclasses.replace(t, rate_per_s=r * factor) for t, r in zip(workload.types, base))
         probe = dataclasses.replace(workload, types=types, batch_time=batch_time)
-        carried = {name: run_simulation(SimConfig(workload=probe, scheduler=name, num_requests=requests, seed=1)).summary.decode_throughput_tokens_per_s
-                   for name in PROBE_SCHEDULERS}
+        configs = {name: SimConfig(workload=probe, scheduler=name, num_requests=requests, seed=1) for name in PROBE_SCHEDULERS}
+        carried = {name: run_simulation(c).summary.decode_throughput_tokens_per_s if simulate is None else simulate(c) for name, c in configs.items()}
         offered = sum(t.rate_per_s * t.decode for t in types)
         overloaded = max(carried.values()) < SATURATED_BELOW * offered
         if overloaded or doublings == MAX_DOUBLINGS:

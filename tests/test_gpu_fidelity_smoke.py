@@ -121,3 +121,31 @@ def test_the_note_tabulates_the_machine_speed_per_calibration_region_and_live_po
     assert "| pass 0 decode | 60 | 3.21 | 1980 (min 1755) | 3201 | 5 % |" in lines
     assert "| vllm-v1 0.9 | 3.10 / 5.80 | – | – | – | – | 0.931 |" in lines
     assert _machine_speed({"points": [{"scheduler": "wait", "load": 0.5}]}) == [] and _protocol({}) == ""
+
+
+def test_overlapped_loop_points_are_sized_and_simulated_with_the_overlapped_simulator(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_fidelity import point_config, simulate_overlapped_summary
+
+    from fluid.batch_time import batch_time_from_dict
+    from fluid.workload_io import load_workload
+    from runtime.cli_simulate import load_policy_arg
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'benchmarks'}{os.pathsep}{ROOT}"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_fidelity.py"), "--out-dir", str(out), "--smoke", "--requests", "6", "--host-requests", "6",
+                           "--kv-tokens", "40000", "--reuse-calibration", str(ROOT / "docs/calibration-h200-fidelity.json"), "--loop", "overlapped"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-3000:]
+    fid = json.loads((out / "fidelity.json").read_text())
+    assert fid["loop"] == "overlapped" and fid["sizing"]["loop"] == "overlapped"
+    assert json.loads((out / "reproducibility.json").read_text())["runs"][0]["loop"] == "overlapped"
+    assert [(p["scheduler"], p["completed"]) for p in fid["points"]] == [("wait", 6), ("vllm-v1", 6), ("sarathi", 6)]
+    cal = json.loads((out / "calibration.json").read_text())
+    engine_only = batch_time_from_dict(cal["engine_step_model"], source="test")
+    full = batch_time_from_dict(cal["batch_time_stepwise"], source="test")
+    workload = load_workload(str(out / "default-L0.50.yaml"))
+    policy, document = load_policy_arg(str(out / "policy-wait-L0.50.json"))
+    for p in fid["points"]:  # each point's simulated figures: the overlapped simulator on the point's arrivals
+        sim = simulate_overlapped_summary(point_config(workload, p["scheduler"], policy, document, 6, 0), engine_only, full)
+        assert (p["simulated_tok_s"], p["simulated_mean_latency_s"], p["simulated_mean_ttft_s"]) == (sim["tok_s"], sim["mean_latency_s"], sim["mean_ttft_s"])
