@@ -6,8 +6,9 @@
 
 One process loads the model once (Llama-2-7B shape, bf16, random weights) and on that machine:
 1. runs the step benchmark (`gpu_steps.py`: flatness in prefill sequences, step over device time);
-2. calibrates the engine (`runtime.gpu.calibrate.calibrate_engine`: the operating-range grid, two
-   passes, linear3 / stepwise fits with held-out MAPE) — unless `--reuse-calibration FILE` is
+2. calibrates the engine (`runtime.gpu.calibrate.calibrate_engine`: the operating-range grid, three
+   passes each in its own shuffled order, each point fitted as its median over them (`--passes`,
+   `--pass-order`, `--aggregate`), linear3 / stepwise fits with held-out MAPE) — unless `--reuse-calibration FILE` is
    given, which makes the run a smoke test and says so in every file it writes;
 3. fits the host terms (the scheduler call and step bookkeeping a live step pays beyond the engine
    step, `fluid.batch_time_stepwise.fit_host_terms`) on live steps of this machine: WAIT, vLLM-v1
@@ -133,9 +134,10 @@ def main() -> None:
                     help="how the points run: each step scheduled after the one before (default), or scheduled and prepared while it "
                          "runs (Engine.run(overlap_host=True)); overlapped, the loads are sized and the points simulated with the "
                          "overlapped loop's simulator (runtime.sim.simulate_overlapped: the host terms hidden behind the step before)")
-    ap.add_argument("--passes", type=int, default=2, help="calibration passes over the grid (default 2)")
-    ap.add_argument("--pass-order", choices=("grid", "shuffled"), default="grid", help="calibration pass order (fluidsched calibrate --pass-order)")
-    ap.add_argument("--aggregate", choices=("rows", "median"), default="rows", help="fit every pass's row or each point's median (fluidsched calibrate --aggregate)")
+    ap.add_argument("--passes", type=int, default=3, help="calibration passes over the grid (default 3, as fluidsched calibrate)")
+    ap.add_argument("--pass-order", choices=("grid", "shuffled"), default="shuffled", help="calibration pass order (fluidsched calibrate --pass-order)")
+    ap.add_argument("--aggregate", choices=("rows", "median"),
+                    help="fit each point's median (default with 2+ passes) or every pass's row (fluidsched calibrate --aggregate)")
     ap.add_argument("--host-loads", "--host-load", dest="host_loads", default="0.6,0.85",
                     help="loads (comma-separated) of the live runs the host terms are fitted on (0: no host terms)")
     ap.add_argument("--host-requests", type=int, default=600, help="requests per scheduler in those runs")
@@ -158,6 +160,12 @@ def main() -> None:
     if args.per_region < 1:
         print("error: --per-region must be ≥ 1", file=sys.stderr)
         raise SystemExit(2)
+    from runtime.gpu.calibrate import default_aggregate
+
+    if args.smoke and args.aggregate is None:
+        args.passes = 1  # a smoke test times the few points once
+    if args.aggregate is None:
+        args.aggregate = default_aggregate(args.passes)
     if args.passes < 1 or (args.aggregate == "median" and args.passes < 2):
         print(f"error: --passes {args.passes}: give 1 or more, and 2 or more with --aggregate median (3 drops one slow pass)", file=sys.stderr)
         raise SystemExit(2)
@@ -212,7 +220,7 @@ def main() -> None:
         if args.smoke:  # every third point: each region, and enough rows for every fit
             grid = calibration_grid(args.grid_scale)[::3]
         calibration = calibrate_engine(engine, info, model=args.model, grid_scale=args.grid_scale, grid=grid,
-                                       repeats=1 if args.smoke else 5, passes=1 if args.smoke and args.aggregate == "rows" else args.passes,
+                                       repeats=1 if args.smoke else 5, passes=args.passes,
                                        from_steps=args.from_steps, per_region=args.per_region, warmup_s=0.0 if args.smoke else 3.0,
                                        pass_order=args.pass_order, aggregate=args.aggregate)
         (out / "calibration.json").write_text(json.dumps(calibration, indent=1) + "\n")

@@ -25,7 +25,8 @@ def test_grid_covers_three_regimes():
 def test_calibrate_cpu_writes_fits(tmp_path, capsys):
     torch.set_num_threads(1)
     out = tmp_path / "cal.json"
-    code = main(["calibrate", "--device", "cpu", "--model", "tiny-llama", "--grid-scale", "0.02", "--repeats", "1", "--kv-tokens", "2048", "--out", str(out)])
+    code = main(["calibrate", "--device", "cpu", "--model", "tiny-llama", "--grid-scale", "0.02", "--repeats", "1", "--kv-tokens", "2048",
+                 "--passes", "2", "--pass-order", "grid", "--aggregate", "rows", "--out", str(out)])
     assert code == 0
     data = json.loads(out.read_text())
     assert set(data["fits"]) == {"affine", "linear3", "stepwise"}
@@ -58,8 +59,9 @@ def test_calibrate_bad_device(tmp_path, capsys):
 def test_calibrate_three_shuffled_passes_fits_each_points_median(tmp_path, capsys):
     torch.set_num_threads(1)
     out = tmp_path / "cal.json"
+    # the defaults: 3 passes, shuffled, each point's median
     code = main(["calibrate", "--device", "cpu", "--model", "tiny-llama", "--grid-scale", "0.02", "--repeats", "1", "--kv-tokens", "2048",
-                 "--passes", "3", "--pass-order", "shuffled", "--aggregate", "median", "--out", str(out)])
+                 "--out", str(out)])
     assert code == 0
     data = json.loads(out.read_text())
     assert (data["passes"], data["pass_order"], data["pass_aggregate"]) == (3, "shuffled", "median")
@@ -81,3 +83,13 @@ def test_calibrate_median_of_one_pass_is_refused(tmp_path, capsys):
                  "--out", str(tmp_path / "c.json")]) == 2
     assert "--aggregate median takes the median over passes: give --passes 2 or more" in capsys.readouterr().err
     assert not (tmp_path / "c.json").exists()
+
+
+def test_one_pass_fits_its_rows_without_being_told(tmp_path):
+    torch.set_num_threads(1)
+    out = tmp_path / "cal.json"
+    assert main(["calibrate", "--device", "cpu", "--model", "tiny-llama", "--grid-scale", "0.02", "--repeats", "1", "--kv-tokens", "2048",
+                 "--passes", "1", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert (data["passes"], data["pass_aggregate"]) == (1, "rows") and "fit_table" not in data and data["pass_drift"] is None
+    assert data["heldout_step_mape_by_row"] == data["heldout_step_mape"]

@@ -37,13 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv-tokens", type=int, help="KV pool size in tokens (default: what free memory allows; 8192 on CPU)")
     parser.add_argument("--block-size", type=int, default=16, help="KV block size in tokens (default 16)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per grid point (median kept)")
-    parser.add_argument("--passes", type=int, default=2, help="passes over the whole grid (default 2; repeats of a point stay in one held-out fold)")
-    parser.add_argument("--pass-order", choices=("grid", "shuffled"), default="grid",
-                        help="each pass in the grid's order (default) or in its own shuffled order, so a slow stretch of the machine "
-                             "falls on different points in each pass")
-    parser.add_argument("--aggregate", choices=("rows", "median"), default="rows",
-                        help="fit every pass's row (default) or one row per point, its median over the passes (use with --passes 3); "
-                             "the per-row held-out error is recorded either way")
+    parser.add_argument("--passes", type=int, default=3, help="passes over the whole grid (default 3; repeats of a point stay in one held-out fold)")
+    parser.add_argument("--pass-order", choices=("grid", "shuffled"), default="shuffled",
+                        help="each pass in its own shuffled order (default), so a slow stretch of the machine falls on different "
+                             "points in each pass, or every pass in the grid's order")
+    parser.add_argument("--aggregate", choices=("rows", "median"),
+                        help="fit one row per point, its median over the passes (default with 2 or more passes), or every pass's "
+                             "row (default with one); the per-row held-out error is recorded either way")
     parser.add_argument("--grid-scale", type=float, default=1.0, help="scale the grid's token counts (e.g. 0.05 for a tiny CPU model)")
     parser.add_argument("--from-steps", nargs="+", default=[], metavar="FILE",
                         help="step logs of recorded live runs (a run's live-steps.json.gz, docs/*-steps.json.gz): up to --per-region "
@@ -88,6 +88,10 @@ def run(args) -> int:
     check_out_file(args.out)
     if args.passes < 1:
         raise InputError(f"--passes must be at least 1, got {args.passes}", field="passes")
+    from runtime.gpu.calibrate import default_aggregate
+
+    if args.aggregate is None:
+        args.aggregate = default_aggregate(args.passes)
     if args.aggregate == "median" and args.passes < 2:
         raise InputError(f"--aggregate median takes the median over passes: give --passes 2 or more (3 drops one slow pass), got {args.passes}",
                          field="passes")
