@@ -32,7 +32,8 @@ def passes_report(calibration: dict) -> dict:
     stepwise = calibration["batch_time_stepwise"]
     buckets = {k: tuple(stepwise[k]) if isinstance(stepwise[k], list) else stepwise[k]
                for k in ("decode_buckets", "token_buckets", "max_prefills", "max_decodes")}
-    heldout = {name: fit_rows(sel, buckets=buckets)["stepwise"]["heldout_mape"] for name, sel in (
+    curve = bool(stepwise.get("decode_knots"))  # refit as the file was fitted
+    heldout = {name: fit_rows(sel, buckets=buckets, decode_curve=curve)["stepwise"]["heldout_mape"] for name, sel in (
         ("both_passes", rows), ("pass_0", [r for r in rows if r["pass"] == 0]), ("pass_1", [r for r in rows if r["pass"] == 1]))}
     return {
         **drift,

@@ -160,7 +160,8 @@ _BATCH_TIME_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "linear3": (("kind", "d0_s", "d_kv_s_per_token", "d_new_s_per_token"), ("d0_s", "d_kv_s_per_token")),
     "staircase": (("kind", "c_s", "a_s", "tile_tokens"), ("c_s", "a_s")),
     "stepwise": (
-        ("kind", "coefficients", "decode_buckets", "token_buckets", "max_prefills", "max_decodes", "linear", "knee_tokens"),
+        ("kind", "coefficients", "decode_buckets", "token_buckets", "max_prefills", "max_decodes", "linear", "knee_tokens",
+         "decode_knots", "decode_knot_s"),
         ("coefficients", "decode_buckets", "token_buckets", "max_prefills", "max_decodes"),
     ),
     "profile": (

@@ -29,6 +29,16 @@ to fill the GPU, so its time follows that run length, not the total work (`pair_
 over the step's prefill tokens, pairs / (new − D), is the run itself for one chunk (H200 grid: a
 128-token chunk costs 5.44 ms after 256 cached tokens and 8.33 ms after 3,000, about 1 µs per
 prefix token, where `pair_s` alone predicted 6.4 ms).
+`decode_knots` / `decode_knot_s` (optional; a fit asked for the curve picks its knots): what a
+decode-only graph of a given size costs beyond the GEMM trend every step shares (the `padded`
+slope and knee: a decode graph of B rows and a prefill of B tokens run the same products), as a
+curve through one non-negative cost per knot (the decode graph sizes the fit's rows measured),
+linear between knots, the first knot's below it and the last's past it; it replaces the one
+`small_decode_s` bump for 8–24 rows. cuBLAS picks a kernel per graph size, so neighbouring graphs
+cost what no one slope gives: on the H200 grid 48 × 256 ran 8 % above the slope-and-bump model and
+8 × 48 7 % below it, alike on four machines (`benchmarks/calibration_residuals.py`); with the curve
+the nested k-fold held-out error of six machines' calibrations fell by 0.08–0.57 points
+(`benchmarks/decode_curve_heldout.py`).
 Coefficients are fitted by bounded least squares on relative error (`scipy.optimize.lsq_linear`,
 every coefficient ≥ 0); `fit_stepwise` reports in-sample and k-fold held-out MAPE per region of
 the grid, and the linear3 model the fluid benchmark uses, fitted to the stepwise model over the
@@ -70,6 +80,8 @@ class StepwiseBatchTime:
     max_decodes: int
     linear: tuple[float, float, float] | None = None  # (d0, d_kv, d_new) fitted to this model over its range
     knee_tokens: int = DEFAULT_KNEE_TOKENS
+    decode_knots: tuple[int, ...] = ()  # decode graph rows where the GEMM curve has a cost of its own
+    decode_knot_s: tuple[float, ...] = ()  # that cost at each knot
     kind: str = "stepwise"
 
     def __post_init__(self) -> None:
@@ -85,6 +97,13 @@ class StepwiseBatchTime:
             Linear3BatchTime(*self.linear)  # validates
         if isinstance(self.knee_tokens, bool) or not isinstance(self.knee_tokens, int) or self.knee_tokens <= 0:
             raise InputError(f"must be a positive token count, got {self.knee_tokens!r}", field="batch_time.knee_tokens")
+        k = self.decode_knots
+        if any(isinstance(x, bool) or not isinstance(x, int) or x <= 0 for x in k) or list(k) != sorted(set(k)):
+            raise InputError(f"must be strictly increasing positive row counts, got {k!r}", field="batch_time.decode_knots")
+        if len(self.decode_knot_s) != len(k):
+            raise InputError(f"needs one cost per knot ({len(k)}), got {len(self.decode_knot_s)}", field="batch_time.decode_knot_s")
+        for i, c in enumerate(self.decode_knot_s):
+            _check_nonneg_finite(c, f"batch_time.decode_knot_s[{i}]")
 
     def features(self, shape: BatchShape) -> list[float]:
         d, p, new = shape.num_decodes, shape.num_prefills, shape.new_tokens
@@ -95,11 +114,37 @@ class StepwiseBatchTime:
             padded, eager = self.token_buckets[bisect.bisect_left(self.token_buckets, new)], 0.0
         small = 1.0 if p == 0 and not eager and SMALL_DECODE_ROWS[0] <= padded <= SMALL_DECODE_ROWS[1] else 0.0
         run = shape.prefill_attention_pairs / (new - d) if p and new > d else 0.0
+        knee = max(0.0, padded - self.knee_tokens)
+        if self.decode_knots and p == 0 and not eager:  # the curve's knots replace the one 8-24-row bump (`knot_weights`)
+            small = 0.0
         return [1.0, shape.kv_tokens, new, padded, d, p, shape.prefill_attention_pairs, eager, eager * (d + p), d if p else 0, d * p,
-                max(0.0, padded - self.knee_tokens), small, run]
+                knee, small, run]
+
+    def knot_weights(self, shape: BatchShape) -> list[float]:
+        """Where a decode-only graph step sits on the decode curve: the weights of the two knots around
+        its graph size (1 at a knot; the first knot's cost below it, the last's past it); all 0 for
+        any other step or without knots."""
+        knots = self.decode_knots
+        w = [0.0] * len(knots)
+        d = shape.num_decodes
+        if not knots or shape.num_prefills or not self.decode_buckets or d > self.decode_buckets[-1]:
+            return w
+        rows = self.decode_buckets[bisect.bisect_left(self.decode_buckets, d)]
+        j = bisect.bisect_right(knots, rows) - 1  # the last knot at or below this graph size
+        if j < 0:
+            w[0] = 1.0
+        elif rows >= knots[-1]:
+            w[-1] = 1.0
+        else:
+            frac = (rows - knots[j]) / (knots[j + 1] - knots[j])
+            w[j], w[j + 1] = 1.0 - frac, frac
+        return w
 
     def step_time_s(self, shape: BatchShape) -> float:
-        return float(np.dot(self.coefficients, self.features(shape)))
+        t = float(np.dot(self.coefficients, self.features(shape)))
+        if self.decode_knots:
+            t += float(np.dot(self.decode_knot_s, self.knot_weights(shape)))
+        return t
 
     def linear_coefficients(self) -> tuple[float, float, float]:
         if self.linear is not None:
@@ -112,6 +157,8 @@ class StepwiseBatchTime:
         out = {"kind": "stepwise", "coefficients": dict(zip(TERMS, self.coefficients)), "decode_buckets": list(self.decode_buckets),
                "token_buckets": list(self.token_buckets), "max_prefills": self.max_prefills, "max_decodes": self.max_decodes,
                "knee_tokens": self.knee_tokens}
+        if self.decode_knots:
+            out["decode_knots"], out["decode_knot_s"] = list(self.decode_knots), list(self.decode_knot_s)
         if self.linear is not None:
             out["linear"] = {"d0_s": self.linear[0], "d_kv_s_per_token": self.linear[1], "d_new_s_per_token": self.linear[2]}
         return out
@@ -134,8 +181,13 @@ def stepwise_from_dict(args: dict, *, field: str) -> StepwiseBatchTime:
         check_number(args.get(key), f"{field}.{key}", integer=True, minimum=0)
     knee = args.get("knee_tokens", DEFAULT_KNEE_TOKENS)  # a file without the knee term: its coefficient is 0 anyway
     check_number(knee, f"{field}.knee_tokens", integer=True, minimum=1)
+    knots, knot_s = args.get("decode_knots", []), args.get("decode_knot_s", [])  # files before the curve have neither
+    if not isinstance(knots, list) or not isinstance(knot_s, list):
+        raise InputError(f"decode_knots and decode_knot_s must be lists, got {knots!r} and {knot_s!r}", field=f"{field}.decode_knots")
+    for i, c in enumerate(knot_s):
+        check_number(c, f"{field}.decode_knot_s[{i}]", minimum=0)
     return StepwiseBatchTime(tuple(coef[t] for t in TERMS), tuple(args["decode_buckets"]), tuple(args["token_buckets"]),
-                             args["max_prefills"], args["max_decodes"], linear, knee)
+                             args["max_prefills"], args["max_decodes"], linear, knee, tuple(knots), tuple(float(c) for c in knot_s))
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,10 +243,25 @@ def _linear3_to(rows, target: np.ndarray) -> Linear3BatchTime:
     return Linear3BatchTime(d0, d_kv, d_new)
 
 
-def _design(rows, probe: StepwiseBatchTime, knee: int) -> np.ndarray:
+def _design(rows, probe: StepwiseBatchTime, knee: int, knots: tuple[int, ...] = ()) -> np.ndarray:
+    """One row of features per step (TERMS order), then its knot weights when there are knots."""
     probe = StepwiseBatchTime(probe.coefficients, probe.decode_buckets, probe.token_buckets, probe.max_prefills, probe.max_decodes,
-                              knee_tokens=knee)
-    return np.array([probe.features(r[0]) for r in rows], dtype=np.float64)
+                              knee_tokens=knee, decode_knots=knots, decode_knot_s=(0.0,) * len(knots))
+    return np.array([probe.features(r[0]) + probe.knot_weights(r[0]) for r in rows], dtype=np.float64)
+
+
+def _decode_knots(rows, probe: StepwiseBatchTime) -> tuple[int, ...]:
+    """The decode graph sizes the rows measured (decode-only steps inside the largest decode graph):
+    the GEMM curve's knots, each with rows of its own."""
+    b = probe.decode_buckets
+    return tuple(sorted({b[bisect.bisect_left(b, r[0].num_decodes)] for r in rows
+                         if r[0].num_prefills == 0 and b and 0 < r[0].num_decodes <= b[-1]}))
+
+
+def _model(coef: np.ndarray, probe: StepwiseBatchTime, knee: int, knots: tuple[int, ...]) -> StepwiseBatchTime:
+    n = len(TERMS)
+    return StepwiseBatchTime(tuple(float(c) for c in coef[:n]), probe.decode_buckets, probe.token_buckets, probe.max_prefills,
+                             probe.max_decodes, knee_tokens=knee, decode_knots=knots, decode_knot_s=tuple(float(c) for c in coef[n:]))
 
 
 def _folds(groups: list, folds: int, seed: int) -> np.ndarray:
@@ -221,31 +288,33 @@ def _pick_knee(a_by_knee: dict[int, np.ndarray], y: np.ndarray, groups: list, fo
 
 
 def fit_coefficients(rows: list[tuple[BatchShape, float]], *, decode_buckets, token_buckets, max_prefills: int, max_decodes: int,
-                     knee_tokens: int | None = None) -> StepwiseBatchTime:
+                     knee_tokens: int | None = None, decode_curve: bool = False) -> StepwiseBatchTime:
     """The stepwise model fitted to `(shape, measured time_s)` rows, nothing else (a held-out fit).
-    `knee_tokens` None: picked from KNEE_CANDIDATES by k-fold over these rows (a shape's repeats in one fold)."""
+    `knee_tokens` None: picked from KNEE_CANDIDATES by k-fold over these rows (a shape's repeats in one fold).
+    `decode_curve`: the decode graphs' GEMMs as a curve through the graph sizes these rows measured."""
     probe = StepwiseBatchTime((0.0,) * len(TERMS), tuple(decode_buckets), tuple(token_buckets), max_prefills, max_decodes)
     y = np.array([t for _, t in rows], dtype=np.float64)
+    knots = _decode_knots(rows, probe) if decode_curve else ()
     if knee_tokens is None:
-        designs = {k: _design(rows, probe, k) for k in KNEE_CANDIDATES}
+        designs = {k: _design(rows, probe, k, knots) for k in KNEE_CANDIDATES}
         knee_tokens = _pick_knee(designs, y, [s for s, _ in rows])
-    coef = _solve(_design(rows, probe, knee_tokens), y)
-    return StepwiseBatchTime(tuple(float(c) for c in coef), probe.decode_buckets, probe.token_buckets, max_prefills, max_decodes,
-                             knee_tokens=knee_tokens)
+    return _model(_solve(_design(rows, probe, knee_tokens, knots), y), probe, knee_tokens, knots)
 
 
 def fit_stepwise(rows: list[tuple[BatchShape, float, str]], *, decode_buckets, token_buckets, max_prefills: int, max_decodes: int,
-                 folds: int = 5, seed: int = 0) -> StepwiseFit:
+                 folds: int = 5, seed: int = 0, decode_curve: bool = False) -> StepwiseFit:
     """Fit the stepwise model to `(shape, measured time_s, grid-point label)` rows; a label's first
     word is its region ("decode 64x512" is in region "decode"). The held-out error is nested: each
-    fold's fit picks its knee from its own rows, so no choice ever saw the fold it is scored on."""
+    fold's fit picks its knee (and with `decode_curve` its knots) from its own rows, so no choice
+    ever saw the fold it is scored on."""
     if len(rows) < 2 * len(TERMS):
         raise InputError(f"a stepwise fit needs at least {2 * len(TERMS)} rows, got {len(rows)}; measure more steps", field="rows")
     y = np.array([t for _, t, _ in rows], dtype=np.float64)
     if not np.isfinite(y).all() or (y <= 0).any():
         raise InputError("every measured time must be a finite positive number of seconds", field="rows")
     probe = StepwiseBatchTime((0.0,) * len(TERMS), tuple(decode_buckets), tuple(token_buckets), max_prefills, max_decodes)
-    designs = {k: _design(rows, probe, k) for k in KNEE_CANDIDATES}
+    knots = _decode_knots(rows, probe) if decode_curve else ()
+    designs = {k: _design(rows, probe, k, knots) for k in KNEE_CANDIDATES}
     labels = [lab for _, _, lab in rows]
     knee = _pick_knee(designs, y, labels)
     a = designs[knee]
@@ -259,14 +328,17 @@ def fit_stepwise(rows: list[tuple[BatchShape, float, str]], *, decode_buckets, t
         if not test.any():
             continue
         train = ~test
-        k_knee = _pick_knee({kk: d[train] for kk, d in designs.items()}, y[train], [lab for lab, t in zip(labels, train) if t])
-        pred[test] = designs[k_knee][test] @ _solve(designs[k_knee][train], y[train])
+        k_designs = designs
+        if decode_curve:  # the knots of the training rows alone
+            k_knots = _decode_knots([r for r, t in zip(rows, train) if t], probe)
+            k_designs = {kk: _design(rows, probe, kk, k_knots) for kk in KNEE_CANDIDATES} if k_knots != knots else designs
+        k_knee = _pick_knee({kk: d[train] for kk, d in k_designs.items()}, y[train], [lab for lab, t in zip(labels, train) if t])
+        pred[test] = k_designs[k_knee][test] @ _solve(k_designs[k_knee][train], y[train])
     err = np.abs(pred - y) / y
     region = [lab.split()[0] for lab in labels]
     by_region = {r: float(np.mean(err[[rr == r for rr in region]])) for r in sorted(set(region))}
     worst = max(by_region, key=by_region.get)
-    model = StepwiseBatchTime(tuple(float(c) for c in coef), tuple(decode_buckets), tuple(token_buckets), max_prefills, max_decodes,
-                              knee_tokens=knee)
+    model = _model(coef, probe, knee, knots)
     model_pred = a @ coef
     lin = _linear3_to(rows, model_pred)
     lin_pred = np.array([lin.step_time_s(s) for s, _, _ in rows])

@@ -121,7 +121,7 @@ def measure_recorded(timer, items, *, passes: int = 3, seed: int = 0) -> list[di
     return rows
 
 
-def live_heldout(rows: list[dict], recorded: dict[str, list[dict]], buckets: dict) -> dict:
+def live_heldout(rows: list[dict], recorded: dict[str, list[dict]], buckets: dict, *, decode_curve: bool = True) -> dict:
     """For each recorded run: the stepwise model fitted on every row except that run's, against
     every step of that run (its turn: time + bookkeeping gap). Per region and pooled: mean
     absolute relative error and median measured / predicted."""
@@ -132,7 +132,7 @@ def live_heldout(rows: list[dict], recorded: dict[str, list[dict]], buckets: dic
     per_run, pooled = {}, {}
     for run, steps in recorded.items():
         train = [(_shape(r), r["time_s"]) for r in rows if r.get("run") != run]
-        model = fit_coefficients(train, **buckets)
+        model = fit_coefficients(train, **buckets, decode_curve=decode_curve)
         by_region: dict[str, list[tuple[float, float]]] = {}
         for i, step in enumerate(steps):
             pred, meas = model.step_time_s(shape_of(step)), turn_s(steps, i)
@@ -303,9 +303,10 @@ def _shape(r: dict):
     return BatchShape(r["new_tokens"], r["kv_tokens"], r["num_decodes"], r["num_prefills"], r["prefill_attention_pairs"])
 
 
-def fit_rows(rows: list[dict], *, buckets: dict | None = None) -> dict:
+def fit_rows(rows: list[dict], *, buckets: dict | None = None, decode_curve: bool = True) -> dict:
     """affine and linear3 fits (MAPE, R²), and with the engine's graph `buckets` the stepwise model
-    (held-out MAPE per region, its linear3 for the fluid benchmark)."""
+    (held-out MAPE per region, its linear3 for the fluid benchmark), by default with the decode
+    graphs' GEMM curve (`fluid.batch_time_stepwise`, `decode_knots`)."""
     from fluid.batch_time import fit_linear
 
     pairs = [(_shape(r), r["time_s"]) for r in rows]
@@ -316,7 +317,7 @@ def fit_rows(rows: list[dict], *, buckets: dict | None = None) -> dict:
     if buckets is not None:
         from fluid.batch_time_stepwise import fit_stepwise
 
-        fits["stepwise"] = fit_stepwise([(_shape(r), r["time_s"], r["label"]) for r in rows], **buckets).to_dict()
+        fits["stepwise"] = fit_stepwise([(_shape(r), r["time_s"], r["label"]) for r in rows], **buckets, decode_curve=decode_curve).to_dict()
     return fits
 
 
