@@ -8,7 +8,12 @@ import random
 import pytest
 
 from fluid.batch_time import BatchShape, batch_time_from_dict
-from fluid.batch_time_stepwise import TERMS, StepwiseBatchTime, _decode_knots, fit_stepwise
+from fluid.batch_time_stepwise import (
+    TERMS,
+    StepwiseBatchTime,
+    _decode_knots,
+    fit_stepwise,
+)
 from fluid.errors import InputError
 
 BUCKETS = {"decode_buckets": (1, 4, 8, 16, 24, 32, 64), "token_buckets": (64, 128, 256, 512), "max_prefills": 8, "max_decodes": 64}
