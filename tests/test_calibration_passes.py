@@ -65,3 +65,7 @@ def test_pass_drift_by_point_and_region_and_when_it_warns():
     regional = pass_drift(_rows({"decode 8": (10.0, 10.0), "decode 16": (10.0, 10.0), "mixed 1": (10.0, 10.3)}))
     assert regional["pass1_over_pass0_median"] == 1.0 and "mixed points 1.030" in pass_drift_warning(regional)
     assert pass_drift(_rows({"decode 8": (10.0,)})) is None and pass_drift_warning(None) is None
+    assert "with --passes 3" in pass_drift_warning(drift)  # two passes: advice to take three
+    three = pass_drift(_rows({"decode 8": (10.0, 9.5, 10.0), "decode 16": (20.0, 19.0, 20.0), "prefill 64": (4.0, 4.0, 4.0)}))
+    line = pass_drift_warning(three)
+    assert "decode points 0.950" in line and "drops one slow pass" in line and "--passes 3" not in line

@@ -253,9 +253,12 @@ def pass_drift_warning(drift: dict | None) -> str | None:
     worst_region, worst = max(drift["pass1_over_pass0_median_by_region"].items(), key=lambda kv: abs(kv[1] - 1))
     if abs(worst - 1) <= PASS_DRIFT_WARN:
         return None
-    return (f"the two passes disagree: pass 1 / pass 0 median {drift['pass1_over_pass0_median']:.3f}, {worst_region} points "
-            f"{worst:.3f} (more than {100 * PASS_DRIFT_WARN:.0f} % apart); the machine ran the same steps at different speeds, "
-            "and the held-out error includes it: calibrate again, or with --passes 3 and a longer --warmup-s")
+    head = (f"the passes disagree: pass 1 / pass 0 median {drift['pass1_over_pass0_median']:.3f}, {worst_region} points "
+            f"{worst:.3f} (more than {100 * PASS_DRIFT_WARN:.0f} % apart); the machine ran the same steps at different speeds")
+    if "pass_over_point_median_by_region" in drift:  # three or more passes: each point's median drops one slow pass
+        return head + ("; a fit on each point's median over the passes (--aggregate median) drops one slow pass, a fit on every "
+                       "row (heldout_step_mape_by_row) carries it")
+    return head + ", and the held-out error includes it: calibrate again, or with --passes 3 (each point's median is fitted)"
 
 
 PASS_AGGREGATES = ("rows", "median")
