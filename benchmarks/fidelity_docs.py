@@ -37,11 +37,14 @@ def _run(folder: Path, log: Path | None) -> dict:
     fid = json.loads((folder / "fidelity.json").read_text())
     clocks, cal = folder / "gpu-clocks.csv", folder / "calibration.json"
     if clocks.is_file() and cal.is_file():  # from the run's own files, with the current summary
-        from runtime.gpu.clock_log import FIELDS, by_pass_region, parse_samples
+        from runtime.gpu.clock_log import FIELDS, by_pass_region, parse_samples, window_summary
 
         text = clocks.read_text()
         samples = parse_samples(text) or parse_samples(text, FIELDS[:-1])  # a driver that gave no reasons field
         fid["calibration_machine_speed_by_pass_region"] = by_pass_region(json.loads(cal.read_text())["table"], samples)
+        for p in fid["points"]:  # each live run's window over the whole log (its last samples may have come after it)
+            if "wall_s" in p:
+                p["gpu_clocks"] = window_summary(samples, *p["wall_s"])
     steps_file = folder / "steps.json"
     if steps_file.is_file():
         ratio = json.loads(steps_file.read_text())["step_vs_device"]["median_step_over_device"]

@@ -393,9 +393,12 @@ def main() -> None:
              "note": "one machine: the target compares two fresh machines; a second run appends here"}
     (out / "reproducibility.json").write_text(json.dumps(repro, indent=1) + "\n")
     clock_log.stop()
-    from runtime.gpu.clock_log import by_pass_region
+    from runtime.gpu.clock_log import by_pass_region, window_summary
 
-    fidelity["calibration_machine_speed_by_pass_region"] = by_pass_region(calibration.get("table", []), clock_log.samples())
+    samples = clock_log.samples()
+    fidelity["calibration_machine_speed_by_pass_region"] = by_pass_region(calibration.get("table", []), samples)
+    for p in points:  # again over the whole log: nvidia-smi may not have written a run's last samples when it ended
+        p["gpu_clocks"] = window_summary(samples, *p["wall_s"])
     (out / "fidelity.json").write_text(json.dumps(fidelity, indent=1) + "\n")
     with gzip.open(out / "live-steps.json.gz", "wt") as f:
         json.dump(live_steps, f, separators=(",", ":"))
