@@ -293,6 +293,9 @@ def main() -> None:
     sizing = gpu_loop_workload.simulated_capacity_tok_s(
         calibration, stepwise, simulate=(lambda c: simulate_overlapped_summary(c, engine_only, stepwise)["tok_s"]) if overlapped else None)
     sizing["loop"] = args.loop
+    # the capacity with the engine step alone (every host term hidden): what a machine's GPU gives,
+    # beside what its host lets the loop carry (benchmarks/capacity_spread.py compares machines)
+    sizing["engine_step_only_capacity_tok_s"] = gpu_loop_workload.simulated_capacity_tok_s(calibration, engine_only)["capacity_tok_s"]
     print(f"simulated capacity (stepwise model, {args.loop} loop): {sizing['capacity_tok_s']:.0f} decode tok/s "
           + ", ".join(f"{k} {v:.0f}" for k, v in sizing["carried_tok_s"].items()), flush=True)
     points, live_steps, repro_runs = [], {}, []
