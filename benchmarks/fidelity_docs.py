@@ -37,10 +37,9 @@ def _run(folder: Path, log: Path | None) -> dict:
     fid = json.loads((folder / "fidelity.json").read_text())
     clocks, cal = folder / "gpu-clocks.csv", folder / "calibration.json"
     if clocks.is_file() and cal.is_file():  # from the run's own files, with the current summary
-        from runtime.gpu.clock_log import FIELDS, by_pass_region, parse_samples, window_summary
+        from runtime.gpu.clock_log import by_pass_region, read_samples, window_summary
 
-        text = clocks.read_text()
-        samples = parse_samples(text) or parse_samples(text, FIELDS[:-1])  # a driver that gave no reasons field
+        samples = read_samples(clocks)
         fid["calibration_machine_speed_by_pass_region"] = by_pass_region(json.loads(cal.read_text())["table"], samples)
         for p in fid["points"]:  # each live run's window over the whole log (its last samples may have come after it)
             if "wall_s" in p:

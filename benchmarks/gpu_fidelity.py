@@ -54,6 +54,7 @@ the host terms; OUT/overlap.json.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import gzip
 import json
@@ -160,15 +161,18 @@ def main() -> None:
     if args.per_region < 1:
         print("error: --per-region must be ≥ 1", file=sys.stderr)
         raise SystemExit(2)
-    from runtime.gpu.calibrate import default_aggregate
+    from fluid.errors import InputError
+    from runtime.gpu.calibrate import resolve_aggregate
 
     if args.smoke and args.aggregate is None:
         args.passes = 1  # a smoke test times the few points once
-    if args.aggregate is None:
-        args.aggregate = default_aggregate(args.passes)
-    if args.passes < 1 or (args.aggregate == "median" and args.passes < 2):
-        print(f"error: --passes {args.passes}: give 1 or more, and 2 or more with --aggregate median (3 drops one slow pass)", file=sys.stderr)
-        raise SystemExit(2)
+    try:
+        if args.passes < 1:
+            raise InputError(f"--passes must be at least 1, got {args.passes}", field="passes")
+        args.aggregate = resolve_aggregate(args.passes, args.aggregate)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -195,6 +199,7 @@ def main() -> None:
     clock_log = GpuClockLog(out / "gpu-clocks.csv")
     if args.device == "cuda" and not clock_log.start():
         print("note: no nvidia-smi here: the run records no GPU clocks", flush=True)
+    atexit.register(clock_log.stop)  # a run that fails leaves no sampler behind
     engine, info = gpu_steps.build_engine(args.model, kv_tokens=args.kv_tokens, device=args.device)
     host, vers = describe_host(), versions()
     smoke = args.reuse_calibration is not None
@@ -366,9 +371,9 @@ def main() -> None:
                 "completed": m["completed"], "requests": args.requests,
                 "collector_pauses": pause_summary(res.collector_pauses),  # Python's GC during the live run
                 "host_split_by_quarter": host_split_by_quarter(rows),
-                # the machine's speed around the run: the host's (before, after) and the GPU's clocks during it
+                # the machine's speed around the run: the host's (before, after); the GPU's clocks over
+                # `wall_s` are summarised when the log has ended (nvidia-smi writes its samples late)
                 "host_probe_before": probe_before, "host_probe_after": probe_after, "wall_s": [wall_t0, wall_t1],
-                "gpu_clocks": clock_log.window(wall_t0, wall_t1),
             })
             live_steps[f"{name}-L{load:.2f}"] = rows
             tok_s[name], ttft[name] = m["tok_s"], m["mean_ttft_s"]
@@ -400,7 +405,7 @@ def main() -> None:
 
     samples = clock_log.samples()
     fidelity["calibration_machine_speed_by_pass_region"] = by_pass_region(calibration.get("table", []), samples)
-    for p in points:  # again over the whole log: nvidia-smi may not have written a run's last samples when it ended
+    for p in points:  # over the whole log: nvidia-smi may not have written a run's last samples when it ended
         p["gpu_clocks"] = window_summary(samples, *p["wall_s"])
     (out / "fidelity.json").write_text(json.dumps(fidelity, indent=1) + "\n")
     with gzip.open(out / "live-steps.json.gz", "wt") as f:

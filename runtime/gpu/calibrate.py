@@ -274,6 +274,17 @@ def default_aggregate(passes: int) -> str:
     return "median" if passes >= 2 else "rows"
 
 
+def resolve_aggregate(passes: int, aggregate: str | None) -> str:
+    """`aggregate`, or the default for `passes` when None; InputError for a median of one pass."""
+    from fluid.errors import InputError
+
+    aggregate = default_aggregate(passes) if aggregate is None else aggregate
+    if aggregate == "median" and passes < 2:
+        raise InputError(f"--aggregate median takes the median over passes: give --passes 2 or more (3 drops one slow pass), got {passes}",
+                         field="passes")
+    return aggregate
+
+
 def aggregate_passes(rows: list[dict]) -> list[dict]:
     """One row per grid point: its median time over the passes (`time_s`, and `host_s` likewise),
     its shape, `pass` "median" and every pass's time in `pass_times_s`, in the order points were
@@ -289,7 +300,7 @@ def aggregate_passes(rows: list[dict]) -> list[dict]:
         else:
             grouped.setdefault(r["label"], []).append(r)
     out = []
-    for label, group in grouped.items():
+    for group in grouped.values():
         first = group[0]
         row = {k: v for k, v in first.items() if k not in ("at_s", "host_probe")}
         row.update({"pass": "median", "time_s": statistics.median(g["time_s"] for g in group),

@@ -88,13 +88,9 @@ def run(args) -> int:
     check_out_file(args.out)
     if args.passes < 1:
         raise InputError(f"--passes must be at least 1, got {args.passes}", field="passes")
-    from runtime.gpu.calibrate import default_aggregate
+    from runtime.gpu.calibrate import resolve_aggregate
 
-    if args.aggregate is None:
-        args.aggregate = default_aggregate(args.passes)
-    if args.aggregate == "median" and args.passes < 2:
-        raise InputError(f"--aggregate median takes the median over passes: give --passes 2 or more (3 drops one slow pass), got {args.passes}",
-                         field="passes")
+    args.aggregate = resolve_aggregate(args.passes, args.aggregate)
     if args.repeats < 1:
         raise InputError(f"--repeats must be at least 1, got {args.repeats}", field="repeats")
     if not 0 < args.grid_scale <= 1:

@@ -46,6 +46,13 @@ def parse_samples(text: str, fields=FIELDS) -> list[dict]:
     return out
 
 
+def read_samples(path: Path) -> list[dict]:
+    """The samples of a log file written by `GpuClockLog`, its fields unknown: the full field set,
+    or the one without the reasons field (a driver that offered none)."""
+    text = Path(path).read_text(errors="replace")
+    return parse_samples(text) or parse_samples(text, FIELDS[:-1])
+
+
 def window_summary(samples: list[dict], t0: float, t1: float, fields=FIELDS) -> dict:
     """Median of each field over the samples in [t0, t1], the least SM clock, the share of each
     reason mask, and the share of samples whose clocks were held down by power, heat or a slowdown."""
