@@ -114,11 +114,10 @@ class StepwiseBatchTime:
             padded, eager = self.token_buckets[bisect.bisect_left(self.token_buckets, new)], 0.0
         small = 1.0 if p == 0 and not eager and SMALL_DECODE_ROWS[0] <= padded <= SMALL_DECODE_ROWS[1] else 0.0
         run = shape.prefill_attention_pairs / (new - d) if p and new > d else 0.0
-        knee = max(0.0, padded - self.knee_tokens)
         if self.decode_knots and p == 0 and not eager:  # the curve's knots replace the one 8-24-row bump (`knot_weights`)
             small = 0.0
         return [1.0, shape.kv_tokens, new, padded, d, p, shape.prefill_attention_pairs, eager, eager * (d + p), d if p else 0, d * p,
-                knee, small, run]
+                max(0.0, padded - self.knee_tokens), small, run]
 
     def knot_weights(self, shape: BatchShape) -> list[float]:
         """Where a decode-only graph step sits on the decode curve: the weights of the two knots around
