@@ -45,13 +45,13 @@ def main(argv=None) -> int:
     import numpy as np
 
     from fluid.batch_time_stepwise import TERMS, StepwiseBatchTime, _folds, _solve, fit_host_terms, fit_stepwise
-    from runtime.gpu.calibrate import _shape, turn_s
+    from runtime.gpu.calibrate import _shape, file_buckets, turn_s
     from runtime.recorded_steps import region
     from runtime.replay import shape_of
 
     cal = json.loads(args.calibration.read_text())
     bt = cal["batch_time_stepwise"]
-    buckets = {k: tuple(bt[k]) if isinstance(bt[k], list) else bt[k] for k in ("decode_buckets", "token_buckets", "max_prefills", "max_decodes")}
+    buckets = file_buckets(bt)
     grid = [r for r in cal["table"] if not r["label"].startswith("live-")]
     live = {name: json.loads(gzip.open(path, "rt").read()) for name, path in RUNS.items()}
     out: dict = {"calibration": str(args.calibration), "steps": RUNS, "device": cal["device"], "versions": cal["versions"],

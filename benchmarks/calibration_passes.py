@@ -23,15 +23,14 @@ sys.path.insert(0, str(ROOT))
 
 
 def passes_report(calibration: dict) -> dict:
-    from runtime.gpu.calibrate import fit_rows, pass_drift
+    from runtime.gpu.calibrate import file_buckets, fit_rows, pass_drift
 
     rows = calibration["table"]
     drift = pass_drift(rows)
     if drift is None:
         raise ValueError("the calibration has no point timed in both pass 0 and pass 1 (was it made with --passes 1?)")
     stepwise = calibration["batch_time_stepwise"]
-    buckets = {k: tuple(stepwise[k]) if isinstance(stepwise[k], list) else stepwise[k]
-               for k in ("decode_buckets", "token_buckets", "max_prefills", "max_decodes")}
+    buckets = file_buckets(stepwise)
     curve = bool(stepwise.get("decode_knots"))  # refit as the file was fitted
     heldout = {name: fit_rows(sel, buckets=buckets, decode_curve=curve)["stepwise"]["heldout_mape"] for name, sel in (
         ("both_passes", rows), ("pass_0", [r for r in rows if r["pass"] == 0]), ("pass_1", [r for r in rows if r["pass"] == 1]))}

@@ -27,11 +27,10 @@ sys.path.insert(0, str(ROOT))
 def leave_one_out(calibration: dict) -> dict[str, float]:
     """{label: predicted / measured − 1} for every grid point of the file (recorded live steps left out)."""
     from fluid.batch_time_stepwise import fit_coefficients
-    from runtime.gpu.calibrate import _shape, aggregate_passes
+    from runtime.gpu.calibrate import _shape, aggregate_passes, file_buckets
 
     st = calibration["batch_time_stepwise"]
-    buckets = {"decode_buckets": tuple(st["decode_buckets"]), "token_buckets": tuple(st["token_buckets"]),
-               "max_prefills": st["max_prefills"], "max_decodes": st["max_decodes"]}
+    buckets = file_buckets(st)
     points = [r for r in aggregate_passes(calibration["table"]) if not r["label"].startswith("live-")]
     rows = [(_shape(r), r["time_s"]) for r in points]
     out = {}

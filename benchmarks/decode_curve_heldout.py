@@ -25,11 +25,10 @@ sys.path.insert(0, str(ROOT))
 
 def heldout(calibration: dict) -> dict:
     from fluid.batch_time_stepwise import fit_stepwise
-    from runtime.gpu.calibrate import _shape, aggregate_passes
+    from runtime.gpu.calibrate import _shape, aggregate_passes, file_buckets
 
     st = calibration["batch_time_stepwise"]
-    buckets = {"decode_buckets": tuple(st["decode_buckets"]), "token_buckets": tuple(st["token_buckets"]),
-               "max_prefills": st["max_prefills"], "max_decodes": st["max_decodes"]}
+    buckets = file_buckets(st)
     grid = [r for r in calibration["table"] if not r["label"].startswith("live-")]
     out = {}
     for name, rows in (("point_medians", aggregate_passes(grid)), ("every_row", grid)):

@@ -335,6 +335,13 @@ def fit_rows(rows: list[dict], *, buckets: dict | None = None, decode_curve: boo
     return fits
 
 
+def file_buckets(stepwise: dict) -> dict:
+    """The graph buckets a stored stepwise model was fitted with (its `batch_time_stepwise` dict), as
+    `engine_buckets` gives them: what a refit of that calibration's rows needs."""
+    return {k: tuple(stepwise[k]) if isinstance(stepwise[k], list) else stepwise[k]
+            for k in ("decode_buckets", "token_buckets", "max_prefills", "max_decodes")}
+
+
 def engine_buckets(engine) -> dict:
     """The graph buckets the stepwise model needs (empty when the engine runs every step eagerly)."""
     g, m = engine.graphs, engine.mixed_graphs
