@@ -73,7 +73,6 @@ def main() -> None:
                 busy_trace, t_end = [], time.perf_counter() + args.busy_s
                 while time.perf_counter() < t_end:
                     busy_trace.extend(r["step_s"] for r in timer._timed([batch], 1, 0)[0])
-                t2 = time.time()
                 busy = [r["step_s"] for r in timer._timed([batch], args.repeats, 0)[0]]
                 t3 = time.time()
             point = {"label": label, "composition": [list(x) for x in comp[:1]] + ([f"... {len(comp)} sequences"] if len(comp) > 1 else []),
