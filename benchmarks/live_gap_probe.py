@@ -18,7 +18,11 @@ the host. Each window is replayed in four ways, in this order:
   blocks lie scattered over the pool as after hours of allocations, not side by side as in a
   fresh calibration;
 - `execute_again`: `execute` once more, blocks side by side again (a device that drifted through
-  the probe shows here).
+  the probe shows here);
+- `repeated`: each step 2 + 5 times in a row, the median of the 5 (how `fluidsched calibrate`
+  times a grid point: every timed step follows itself);
+- `interleaved`: a group's steps round robin, 1 + 5 rounds, each step's median (no step follows
+  itself, as in a live run).
 
 The compositions are rebuilt from the recorded totals (`runtime.recorded_steps.composition`, as
 `gpu_replay.py` does). The batches of a window are built a group at a time (as many as the pool
@@ -37,6 +41,7 @@ import time
 from pathlib import Path
 
 MODES = ("execute", "overlapped", "overlapped_scattered", "execute_again")
+TIMINGS = ("repeated", "interleaved")
 
 
 def _groups(timer, comps: list, share: float = 0.8) -> list[list]:
@@ -76,6 +81,23 @@ def _replay(engine, batches: list, overlapped: bool) -> list[float]:
     return times
 
 
+def _summary(rows, times, keep, execute_times, model, clocks: dict, seconds: float) -> dict:
+    """Per region: the median of step time over the model, over the live time and over the same
+    step's `execute` time (group first steps left out)."""
+    from fluid.batch_time import BatchShape
+    from runtime.recorded_steps import region
+
+    ratios: dict[str, list] = {}
+    for r, t, e, k in zip(rows, times, execute_times, keep):
+        if k:
+            shape = BatchShape(r["new_tokens"], r["kv_tokens"], r["num_decodes"], r["num_prefills"], r["prefill_attention_pairs"])
+            ratios.setdefault(region(r), []).append((t / model.step_time_s(shape), t / r["measured_s"], t / e))
+    by_region = {g: {"steps": len(v), **{name: statistics.median(x[i] for x in v) for i, name in
+                                          enumerate(("median_over_model", "median_over_live", "median_over_execute"))}}
+                 for g, v in sorted(ratios.items())}
+    return {"by_region": by_region, "gpu_clocks": clocks, "seconds": seconds, "times": times}
+
+
 def probe_window(engine, timer, rows: list[dict], model, log) -> dict:
     from fluid.batch_time import BatchShape
     from runtime.recorded_steps import composition, region
@@ -96,15 +118,21 @@ def probe_window(engine, timer, rows: list[dict], model, log) -> dict:
             times += ts
             keep += [False] + [True] * (len(g) - 1)
         t1 = time.time()
-        ratios: dict[str, list] = {}
-        for r, t, k in zip(rows, times, keep):
-            if not k:
-                continue
-            shape = BatchShape(r["new_tokens"], r["kv_tokens"], r["num_decodes"], r["num_prefills"], r["prefill_attention_pairs"])
-            ratios.setdefault(region(r), []).append((t / model.step_time_s(shape), t / r["measured_s"]))
-        out[mode] = {"by_region": {g: {"steps": len(v), "median_over_model": statistics.median(a for a, _ in v),
-                                       "median_over_live": statistics.median(b for _, b in v)} for g, v in sorted(ratios.items())},
-                     "gpu_clocks": log.window(t0, t1), "seconds": t1 - t0}
+        out[mode] = _summary(rows, times, keep, out["execute"]["times"] if mode != "execute" else times, model, log.window(t0, t1), t1 - t0)
+    # two ways a calibration could time the same steps: each step 2 + 5 times in a row, the median
+    # of the 5 (`StepTimer.time_s`, how `fluidsched calibrate` times a grid point), and a group's
+    # steps round robin, 1 + 5 rounds (`StepTimer.time_interleaved_s`: no step right after itself)
+    timer.kv._free_ids = list(fresh_order)
+    for mode in TIMINGS:
+        t0, times, keep = time.time(), [], []
+        for g in groups:
+            with timer.holding(g) as batches:
+                if mode == "repeated":
+                    times += [statistics.median(x["step_s"] for x in timer._timed([b], 5, 2)[0]) for b in batches]
+                else:
+                    times += [statistics.median(x["step_s"] for x in reps) for reps in timer._timed(batches, 5, 1)]
+            keep += [False] + [True] * (len(g) - 1)
+        out[mode] = _summary(rows, times, keep, out["execute"]["times"], model, log.window(t0, time.time()), time.time() - t0)
     live: dict[str, list] = {}
     for r in rows:
         shape = BatchShape(r["new_tokens"], r["kv_tokens"], r["num_decodes"], r["num_prefills"], r["prefill_attention_pairs"])
@@ -157,9 +185,9 @@ def main(argv=None) -> int:
             start = len(rows) // 3
             window = [r for r in rows[start : start + args.window] if timer.fits(composition(r))]
             res["runs"][name] = r = probe_window(engine, timer, window, model, log)
-            for mode in ("live",) + MODES:
+            for mode in ("live",) + MODES + TIMINGS:
                 regions = r[mode] if mode == "live" else r[mode]["by_region"]
-                print(f"{name:14s} {mode:22s} " + "  ".join(f"{g} {v['median_over_model']:.3f}" + (f" (live {v['median_over_live']:.3f})" if "median_over_live" in v else "")
+                print(f"{name:14s} {mode:22s} " + "  ".join(f"{g} {v['median_over_model']:.3f}" + (f" (live {v['median_over_live']:.3f}, execute {v['median_over_execute']:.3f})" if "median_over_live" in v else "")
                                                             for g, v in regions.items()), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1) + "\n")
