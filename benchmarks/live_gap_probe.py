@@ -81,17 +81,26 @@ def _replay(engine, batches: list, overlapped: bool) -> list[float]:
     return times
 
 
+def _timed(engine, timer, batches: list, mode: str) -> list[float]:
+    """Each held batch's step time under `mode` (see the module docstring)."""
+    if mode == "repeated":  # `StepTimer.time_s`'s way: 2 + 5 in a row, the median of the 5
+        return [timer._medians(timer._timed([b], 5, 2)[0])["step_s"] for b in batches]
+    if mode == "interleaved":  # `StepTimer.time_interleaved_s`'s way: round robin, 1 + 5 rounds
+        return [timer._medians(reps)["step_s"] for reps in timer._timed(batches, 5, 1)]
+    engine.execute(batches[0])  # the group's first batch once untimed: its build's gap and any first-use cost
+    return _replay(engine, batches, mode.startswith("overlapped"))
+
+
 def _summary(rows, times, keep, execute_times, model, clocks: dict, seconds: float) -> dict:
     """Per region: the median of step time over the model, over the live time and over the same
     step's `execute` time (group first steps left out)."""
-    from fluid.batch_time import BatchShape
     from runtime.recorded_steps import region
+    from runtime.replay import shape_of
 
     ratios: dict[str, list] = {}
     for r, t, e, k in zip(rows, times, execute_times, keep):
         if k:
-            shape = BatchShape(r["new_tokens"], r["kv_tokens"], r["num_decodes"], r["num_prefills"], r["prefill_attention_pairs"])
-            ratios.setdefault(region(r), []).append((t / model.step_time_s(shape), t / r["measured_s"], t / e))
+            ratios.setdefault(region(r), []).append((t / model.step_time_s(shape_of(r)), t / r["measured_s"], t / e))
     by_region = {g: {"steps": len(v), **{name: statistics.median(x[i] for x in v) for i, name in
                                           enumerate(("median_over_model", "median_over_live", "median_over_execute"))}}
                  for g, v in sorted(ratios.items())}
@@ -99,44 +108,28 @@ def _summary(rows, times, keep, execute_times, model, clocks: dict, seconds: flo
 
 
 def probe_window(engine, timer, rows: list[dict], model, log) -> dict:
-    from fluid.batch_time import BatchShape
     from runtime.recorded_steps import composition, region
+    from runtime.replay import shape_of
 
-    comps = [composition(r) for r in rows]
-    groups = _groups(timer, comps)
+    groups = _groups(timer, [composition(r) for r in rows])
+    keep = [k for g in groups for k in [False] + [True] * (len(g) - 1)]  # a group's first step follows its build
     out = {"steps": len(rows), "groups": len(groups)}
     fresh_order = list(timer.kv._free_ids)
-    for mode in MODES:
+    timed = {}
+    for mode in MODES + TIMINGS:
         timer.kv._free_ids = list(fresh_order)  # every group releases all it took: the same free set
         if mode == "overlapped_scattered":
             random.Random(0).shuffle(timer.kv._free_ids)
-        t0, times, keep = time.time(), [], []
+        t0, times = time.time(), []
         for g in groups:
             with timer.holding(g) as batches:
-                engine.execute(batches[0])  # the group's first batch once untimed: its build's gap and any first-use cost
-                ts = _replay(engine, batches, mode.startswith("overlapped"))
-            times += ts
-            keep += [False] + [True] * (len(g) - 1)
-        t1 = time.time()
-        out[mode] = _summary(rows, times, keep, out["execute"]["times"] if mode != "execute" else times, model, log.window(t0, t1), t1 - t0)
-    # two ways a calibration could time the same steps: each step 2 + 5 times in a row, the median
-    # of the 5 (`StepTimer.time_s`, how `fluidsched calibrate` times a grid point), and a group's
-    # steps round robin, 1 + 5 rounds (`StepTimer.time_interleaved_s`: no step right after itself)
-    timer.kv._free_ids = list(fresh_order)
-    for mode in TIMINGS:
-        t0, times, keep = time.time(), [], []
-        for g in groups:
-            with timer.holding(g) as batches:
-                if mode == "repeated":
-                    times += [statistics.median(x["step_s"] for x in timer._timed([b], 5, 2)[0]) for b in batches]
-                else:
-                    times += [statistics.median(x["step_s"] for x in reps) for reps in timer._timed(batches, 5, 1)]
-            keep += [False] + [True] * (len(g) - 1)
-        out[mode] = _summary(rows, times, keep, out["execute"]["times"], model, log.window(t0, time.time()), time.time() - t0)
+                times += _timed(engine, timer, batches, mode)
+        timed[mode] = (times, log.window(t0, time.time()), time.time() - t0)
+    for mode, (times, clocks, seconds) in timed.items():
+        out[mode] = _summary(rows, times, keep, timed["execute"][0], model, clocks, seconds)
     live: dict[str, list] = {}
     for r in rows:
-        shape = BatchShape(r["new_tokens"], r["kv_tokens"], r["num_decodes"], r["num_prefills"], r["prefill_attention_pairs"])
-        live.setdefault(region(r), []).append(r["measured_s"] / model.step_time_s(shape))
+        live.setdefault(region(r), []).append(r["measured_s"] / model.step_time_s(shape_of(r)))
     out["live"] = {g: {"steps": len(v), "median_over_model": statistics.median(v)} for g, v in sorted(live.items())}
     return out
 
