@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from fluid.batch_time_stepwise import TERMS, StepwiseBatchTime, _folds, _solve, fit_host_terms, fit_stepwise
-    from runtime.gpu.calibrate import _shape, file_buckets, turn_s
+    from runtime.gpu.calibrate import file_buckets, turn_s
     from runtime.recorded_steps import region
     from runtime.replay import shape_of
 
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
                  "command": "PYTHONPATH=. python benchmarks/batch_time_heldout.py " + " ".join(sys.argv[1:] if argv is None else argv)}
 
     # 1. k-fold over grid rows: the eleven earlier terms, then all terms (knee by nested k-fold)
-    rows = [(_shape(r), r["time_s"], r["label"]) for r in grid]
+    rows = [(shape_of(r), r["time_s"], r["label"]) for r in grid]
     old_terms = TERMS.index("knee_s_per_token")
     probe = StepwiseBatchTime((0.0,) * len(TERMS), **buckets)
     a = np.array([probe.features(s)[:old_terms] for s, _, _ in rows])
@@ -72,8 +72,8 @@ def main(argv=None) -> int:
     fit = fit_stepwise(rows, **buckets)
     after = {"all": fit.heldout_mape, **fit.heldout_mape_by_region}
     out["grid_kfold"] = {"rows": len(rows), "earlier_terms": before, "with_knee_and_small_decode": after, "knee_tokens": fit.model.knee_tokens}
-    all_rows = [(_shape(r), r["time_s"], r["label"]) for r in cal["table"]]
-    warm = [(_shape(r), r["time_s"], r["label"]) for r in grid if r["pass"] == 1]  # what a warmed-up grid measures
+    all_rows = [(shape_of(r), r["time_s"], r["label"]) for r in cal["table"]]
+    warm = [(shape_of(r), r["time_s"], r["label"]) for r in grid if r["pass"] == 1]  # what a warmed-up grid measures
     out["grid_kfold"]["second_pass_only"] = fit_stepwise(warm, **buckets).heldout_mape
     out["all_rows_kfold_with_new_terms"] = fit_stepwise(all_rows, **buckets).heldout_mape  # the stored file's 548 rows, same target as before
     engine = fit.model

@@ -27,12 +27,13 @@ sys.path.insert(0, str(ROOT))
 def leave_one_out(calibration: dict) -> dict[str, float]:
     """{label: predicted / measured − 1} for every grid point of the file (recorded live steps left out)."""
     from fluid.batch_time_stepwise import fit_coefficients
-    from runtime.gpu.calibrate import _shape, aggregate_passes, file_buckets
+    from runtime.gpu.calibrate import aggregate_passes, file_buckets
+    from runtime.replay import shape_of
 
     st = calibration["batch_time_stepwise"]
     buckets = file_buckets(st)
     points = [r for r in aggregate_passes(calibration["table"]) if not r["label"].startswith("live-")]
-    rows = [(_shape(r), r["time_s"]) for r in points]
+    rows = [(shape_of(r), r["time_s"]) for r in points]
     out = {}
     for i, r in enumerate(points):
         model = fit_coefficients(rows[:i] + rows[i + 1:], **buckets, knee_tokens=st.get("knee_tokens", 256))

@@ -25,14 +25,15 @@ sys.path.insert(0, str(ROOT))
 
 def heldout(calibration: dict) -> dict:
     from fluid.batch_time_stepwise import fit_stepwise
-    from runtime.gpu.calibrate import _shape, aggregate_passes, file_buckets
+    from runtime.gpu.calibrate import aggregate_passes, file_buckets
+    from runtime.replay import shape_of
 
     st = calibration["batch_time_stepwise"]
     buckets = file_buckets(st)
     grid = [r for r in calibration["table"] if not r["label"].startswith("live-")]
     out = {}
     for name, rows in (("point_medians", aggregate_passes(grid)), ("every_row", grid)):
-        data = [(_shape(r), r["time_s"], r["label"]) for r in rows]
+        data = [(shape_of(r), r["time_s"], r["label"]) for r in rows]
         for curve in (False, True):
             fit = fit_stepwise(data, **buckets, decode_curve=curve)
             out[f"{name}_{'curve' if curve else 'slope'}"] = {"heldout_mape": fit.heldout_mape, "by_region": fit.heldout_mape_by_region,

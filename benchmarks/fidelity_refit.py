@@ -47,7 +47,7 @@ def main(argv=None) -> int:
 
     from fluid.batch_time import batch_time_from_dict
     from fluid.batch_time_stepwise import fit_host_terms, fit_stepwise
-    from runtime.gpu.calibrate import _shape, file_buckets, turn_s
+    from runtime.gpu.calibrate import file_buckets, turn_s
     from runtime.recorded_steps import region
     from runtime.replay import shape_of
 
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     stored = batch_time_from_dict(cal["batch_time_stepwise"], source=str(args.calibration))
     bt = cal["batch_time_stepwise"]
     buckets = file_buckets(bt)
-    grid = [(_shape(r), r["time_s"], r["label"]) for r in cal["table"] if not r["label"].startswith("live-")]
+    grid = [(shape_of(r), r["time_s"], r["label"]) for r in cal["table"] if not r["label"].startswith("live-")]
     fit = fit_stepwise(grid, **buckets)
     host_turns = [(shape_of(r), turn_s(rows, i)) for rows in host_runs.values() for i, r in enumerate(rows)]
     refit, host = fit_host_terms(fit.model, host_turns)

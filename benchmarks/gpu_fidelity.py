@@ -181,7 +181,7 @@ def main() -> None:
     import gpu_steps
 
     from fluid.batch_time import batch_time_from_dict
-    from runtime.gpu.calibrate import _errors, _shape, calibrate_engine, pass_drift_warning, turn_s
+    from runtime.gpu.calibrate import _errors, calibrate_engine, pass_drift_warning, turn_s
     from runtime.recorded_steps import region
     from runtime.replay import shape_of
     from runtime.gpu.host_info import describe_host, versions
@@ -270,7 +270,7 @@ def main() -> None:
         engine_dict = calibration.get("engine_step_model", calibration["batch_time_stepwise"])  # never host terms on host terms
         engine_model = batch_time_from_dict(engine_dict, source="calibration")
         full, host = fit_host_terms(engine_model, [x for name in SCHEDULERS for x in host_steps[name]])
-        full = with_linear3(full, [_shape(r) for r in calibration["table"]])
+        full = with_linear3(full, [shape_of(r) for r in calibration["table"]])
         per_scheduler = {}
         for name in SCHEDULERS:
             own_models[name], per_scheduler[name] = fit_host_terms(engine_model, host_steps[name])

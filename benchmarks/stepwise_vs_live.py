@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from fluid.batch_time import batch_time_from_dict
     from fluid.batch_time_stepwise import fit_coefficients
-    from runtime.gpu.calibrate import _errors, _shape, load_recorded, turn_s
+    from runtime.gpu.calibrate import _errors, load_recorded, turn_s
     from runtime.recorded_steps import ReplayInputError, region
     from runtime.replay import shape_of
 
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
         return 2
     stored = batch_time_from_dict(cal["batch_time_stepwise"], source=str(args.calibration))
     buckets = {k: stored.to_dict()[k] for k in ("decode_buckets", "token_buckets", "max_prefills", "max_decodes")}
-    grid = [(_shape(r), r["time_s"]) for r in cal["table"] if not r["label"].startswith("live-")]
+    grid = [(shape_of(r), r["time_s"]) for r in cal["table"] if not r["label"].startswith("live-")]
     live = {run: [(shape_of(s), turn_s(steps, i), region(s)) for i, s in enumerate(steps)] for run, steps in recorded.items()}
 
     def score(predict_for_run) -> dict:

@@ -40,10 +40,49 @@ class BatchShape:
     num_decodes: int  # sequences computing exactly one token from a complete prefix
     num_prefills: int  # sequences computing a prefill chunk
     prefill_attention_pairs: int = 0  # Σ chunk·(context + chunk) over prefill chunks (attention work)
+    # Σ over decodes of the key tiles their attention walks (`decode_key_tiles`); None: not
+    # recorded (files written before it, shapes built from totals), estimated by `key_tiles()`
+    decode_key_tiles: int | None = None
 
     @property
     def num_seqs(self) -> int:
         return self.num_decodes + self.num_prefills
+
+    def key_tiles(self) -> int:
+        """`decode_key_tiles`, or where it was not recorded its value with every decode at the mean
+        decode context these totals imply (exact when the contexts are equal). The prefill
+        chunks' KV is Σ(context + chunk) = pairs · P / (new − D), exact for equal chunks."""
+        if self.decode_key_tiles is not None:
+            return self.decode_key_tiles
+        d, p = self.num_decodes, self.num_prefills
+        if d == 0:
+            return 0
+        chunk_tokens = self.new_tokens - d
+        prefill_kv = round(self.prefill_attention_pairs * p / chunk_tokens) if p and chunk_tokens > 0 else 0
+        context = max(1, round((self.kv_tokens - prefill_kv) / d) - 1)
+        return d * decode_key_tiles(context, beside_prefill=p > 0)
+
+
+#: keys per tile of the engine's decode attention (`runtime.gpu.kernels`: the paged decode
+#: kernel's TILE_TOKENS / PART_TOKENS and the variable-length kernel's BLOCK_N)
+ATTENTION_KEY_TILE = 64
+
+
+def decode_key_tiles(context_tokens: int, *, beside_prefill: bool) -> int:
+    """The key tiles one decode's attention walks on the engine's kernels. Its cost is a staircase
+    in the context, not a line: on the H200 a mixed step of 96 decodes at context 70 beside one
+    48-token prompt ran 8.72 ms and the same step at context 64 7.84 ms (0.08 ms by the KV-token
+    slope), one tile more per decode (docs/fidelity-h200-tiles.md).
+
+    - In a decode-only step the paged decode kernel walks the context and the new token's key,
+      written to the pool first: ⌈(context + 1) / 64⌉ tiles.
+    - Beside a prefill chunk (a graphed mixed step) the variable-length kernel walks the cached
+      context (⌈context / 64⌉ tiles) and then the fresh key in a tile of its own: one more, so a
+      context of 64 walks 2 tiles and one of 65–128 walks 3."""
+    t = ATTENTION_KEY_TILE
+    if beside_prefill:
+        return -(-context_tokens // t) + 1
+    return (context_tokens + t) // t
 
 
 @runtime_checkable

@@ -19,7 +19,7 @@ from typing import Iterable
 
 import numpy as np
 
-from fluid.batch_time import AffineBatchTime, BatchShape, BatchTimeModel, Linear3BatchTime
+from fluid.batch_time import AffineBatchTime, BatchShape, BatchTimeModel, Linear3BatchTime, decode_key_tiles
 from fluid.errors import InputError
 
 FIT_KINDS = ("affine", "linear3")
@@ -111,6 +111,7 @@ def _operating_shapes() -> tuple[BatchShape, ...]:
                 num_decodes=b,
                 num_prefills=1 if k else 0,
                 prefill_attention_pairs=k * k,
+                decode_key_tiles=b * decode_key_tiles(c, beside_prefill=k > 0),
             )
         )
     return tuple(shapes)

@@ -9,6 +9,7 @@ The stepwise model adds those terms:
         + eager·(c_eager + c_eager_seq·(D + P)) + c_mixdec·[P > 0]·D + c_dp·D·P
         + c_knee·max(0, padded − knee_tokens) + c_small·[decode graph of 8–24 rows]
         + c_run·pairs / (new − D)   (steps with a prefill chunk)
+        + c_tile·(the decodes' key tiles, `fluid.batch_time.decode_key_tiles`)
 
 with `padded` the token count the step's graph runs (the decode bucket of D for decode-only steps,
 the token bucket of `new` for prefill / mixed steps that fit, `new` when eager) and `eager` 1 when
@@ -29,6 +30,13 @@ to fill the GPU, so its time follows that run length, not the total work (`pair_
 over the step's prefill tokens, pairs / (new − D), is the run itself for one chunk (H200 grid: a
 128-token chunk costs 5.44 ms after 256 cached tokens and 8.33 ms after 3,000, about 1 µs per
 prefix token, where `pair_s` alone predicted 6.4 ms).
+`decode_tile_s` is a decode's attention walking its keys 64 at a time: its cost is a staircase in
+the context, which the KV-token slope cannot follow where contexts sit just past a tile edge. On
+the H200 (run 22) a graphed mixed step of 96 decodes at context 70 beside one 48-token prompt ran
+8.72 ms and the grid's same step at context 64 7.84 ms, where the slope alone gives 0.08 ms: a
+context of 64 walks 2 tiles beside a prefill and one of 65–128 walks 3. The live steps of
+vLLM-v1 and Sarathi-Serve near capacity (64–120 decodes at contexts about 67 beside whole
+prompts) ran 1.04–1.10× a model without the term.
 `decode_knots` / `decode_knot_s` (optional; a fit asked for the curve picks its knots): what a
 decode-only graph of a given size costs beyond the GEMM trend every step shares (the `padded`
 slope and knee: a decode graph of B rows and a prefill of B tokens run the same products), as a
@@ -59,9 +67,10 @@ from fluid.numbers import check_number
 
 TERMS = ("c0_s", "kv_s_per_token", "new_s_per_token", "padded_s_per_token", "decode_s_per_seq", "prefill_s_per_seq",
          "pair_s", "eager_s", "eager_s_per_seq", "mixed_decode_s_per_seq", "decode_prefill_s", "knee_s_per_token", "small_decode_s",
-         "prefill_run_s_per_token")
+         "prefill_run_s_per_token", "decode_tile_s")
 #: terms a stored model may lack (written before they were added): they read as 0
-OPTIONAL_TERMS = ("mixed_decode_s_per_seq", "decode_prefill_s", "knee_s_per_token", "small_decode_s", "prefill_run_s_per_token")
+OPTIONAL_TERMS = ("mixed_decode_s_per_seq", "decode_prefill_s", "knee_s_per_token", "small_decode_s", "prefill_run_s_per_token",
+                  "decode_tile_s")
 #: where the padded-token slope may turn (tokens); a fit picks one by k-fold on its own rows
 KNEE_CANDIDATES = (128, 192, 256, 384, 512)
 DEFAULT_KNEE_TOKENS = 256
@@ -117,7 +126,7 @@ class StepwiseBatchTime:
         if self.decode_knots and p == 0 and not eager:  # the curve's knots replace the one 8-24-row bump (`knot_weights`)
             small = 0.0
         return [1.0, shape.kv_tokens, new, padded, d, p, shape.prefill_attention_pairs, eager, eager * (d + p), d if p else 0, d * p,
-                max(0.0, padded - self.knee_tokens), small, run]
+                max(0.0, padded - self.knee_tokens), small, run, shape.key_tiles()]
 
     def knot_weights(self, shape: BatchShape) -> list[float]:
         """Where a decode-only graph step sits on the decode curve: the weights of the two knots around

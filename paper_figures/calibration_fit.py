@@ -24,7 +24,10 @@ def draw(calibration_json: Path, out_png: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(5.2, 4.0))
     for k, (kind, fit) in enumerate(sorted(data["fits"].items())):
         model = batch_time_from_dict(fit["batch_time"], source=str(calibration_json), field=f"fits.{kind}")
-        predicted = [model.step_time_s(BatchShape(**{key: row.get(key, 0) for key in shape_keys})) for row in data["table"]]
+        # decode_key_tiles stays None in tables written before it was recorded (BatchShape estimates it)
+        predicted = [model.step_time_s(BatchShape(**{key: row.get(key, 0) for key in shape_keys},
+                                                  decode_key_tiles=row.get("decode_key_tiles")))
+                     for row in data["table"]]
         ax.scatter([m * 1e3 for m in measured], [p * 1e3 for p in predicted], s=12, marker=MARKERS[k % len(MARKERS)],
                    label=f"{kind}: MAPE {fit['mape'] * 100:.1f} %, R² {fit['r2']:.3f}")
     lo, hi = min(measured) * 1e3 * 0.7, max(measured) * 1e3 * 1.4

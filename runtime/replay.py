@@ -87,10 +87,10 @@ def replay(scheduler: Scheduler, requests: list[Request], rows: list[dict]) -> R
     first = diff = None
     for k in range(min(len(rows), len(log))):
         s = log.record(k)
-        mine = {"new_tokens": s.shape.new_tokens, "kv_tokens": s.shape.kv_tokens, "num_decodes": s.shape.num_decodes,
-                "num_prefills": s.shape.num_prefills, "prefill_attention_pairs": s.shape.prefill_attention_pairs,
-                "kv_used_tokens": s.kv_used_tokens, "num_evicted": s.num_evicted}
+        mine = {**shape_columns(s.shape), "kv_used_tokens": s.kv_used_tokens, "num_evicted": s.num_evicted}
         d = {f: (rows[k][f], mine[f]) for f in COMPARED if rows[k][f] != mine[f]}
+        if rows[k].get("decode_key_tiles") is not None and rows[k]["decode_key_tiles"] != mine["decode_key_tiles"]:
+            d["decode_key_tiles"] = (rows[k]["decode_key_tiles"], mine["decode_key_tiles"])  # recorded since it was added
         if d:
             first, diff = k, d
             break
@@ -99,5 +99,16 @@ def replay(scheduler: Scheduler, requests: list[Request], rows: list[dict]) -> R
     return ReplayReport(res, len(rows), first, diff)
 
 
+def shape_columns(shape: BatchShape) -> dict:
+    """A step row's composition columns (the inverse of `shape_of`): what every steps file and
+    calibration table writes."""
+    return {"new_tokens": shape.new_tokens, "kv_tokens": shape.kv_tokens, "num_decodes": shape.num_decodes,
+            "num_prefills": shape.num_prefills, "prefill_attention_pairs": shape.prefill_attention_pairs,
+            "decode_key_tiles": shape.decode_key_tiles}
+
+
 def shape_of(row: dict) -> BatchShape:
-    return BatchShape(row["new_tokens"], row["kv_tokens"], row["num_decodes"], row["num_prefills"], row["prefill_attention_pairs"])
+    """The BatchShape of a step row (a steps file's, a calibration table's); a row written before
+    `decode_key_tiles` was recorded leaves it to `BatchShape.key_tiles()` to estimate."""
+    return BatchShape(row["new_tokens"], row["kv_tokens"], row["num_decodes"], row["num_prefills"], row["prefill_attention_pairs"],
+                      row.get("decode_key_tiles"))

@@ -33,7 +33,7 @@ class StepRecord:
 
 #: the per-step columns every executor fills (the GPU-only columns are extra, see `StepLog`)
 STEP_COLUMNS = ("start_s", "end_s", "new_tokens", "kv_tokens", "num_decodes", "num_prefills", "prefill_pairs",
-                "kv_used_tokens", "num_evicted")
+                "decode_key_tiles", "kv_used_tokens", "num_evicted")
 
 
 @dataclass(slots=True)
@@ -50,6 +50,7 @@ class StepLog:
     num_decodes: list[int] = field(default_factory=list)
     num_prefills: list[int] = field(default_factory=list)
     prefill_pairs: list[int] = field(default_factory=list)  # Σ chunk·(context + chunk) of the prefills
+    decode_key_tiles: list[int | None] = field(default_factory=list)  # the decodes' attention key tiles (BatchShape)
     kv_used_tokens: list[int] = field(default_factory=list)  # token slots reserved while the step ran
     num_evicted: list[int] = field(default_factory=list)
     type_counts: list[dict[str, int]] | None = None  # only when traced
@@ -64,6 +65,7 @@ class StepLog:
         self.num_decodes.append(shape.num_decodes)
         self.num_prefills.append(shape.num_prefills)
         self.prefill_pairs.append(shape.prefill_attention_pairs)
+        self.decode_key_tiles.append(shape.decode_key_tiles)
         self.kv_used_tokens.append(kv_used_tokens)
         self.num_evicted.append(num_evicted)
 
@@ -84,7 +86,8 @@ class StepLog:
         return len(self.start_s)
 
     def record(self, i: int) -> StepRecord:
-        shape = BatchShape(self.new_tokens[i], self.kv_tokens[i], self.num_decodes[i], self.num_prefills[i], self.prefill_pairs[i])
+        shape = BatchShape(self.new_tokens[i], self.kv_tokens[i], self.num_decodes[i], self.num_prefills[i], self.prefill_pairs[i],
+                           self.decode_key_tiles[i])
         return StepRecord(
             self.start_s[i], self.end_s[i], shape, self.kv_used_tokens[i], self.num_evicted[i],
             self.host_s[i] if self.host_s is not None else None,

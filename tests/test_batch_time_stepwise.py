@@ -12,7 +12,7 @@ from fluid.batch_time_stepwise import TERMS, StepwiseBatchTime, fit_stepwise
 from fluid.errors import InputError
 
 BUCKETS = {"decode_buckets": (1, 2, 4, 8, 16), "token_buckets": (16, 32, 64), "max_prefills": 4, "max_decodes": 8}
-TRUE = (2e-3, 1e-7, 2e-6, 3e-6, 4e-5, 6e-5, 1e-10, 5e-3, 4e-4, 3e-5, 2e-6, 0.0, 3e-4, 2e-7)
+TRUE = (2e-3, 1e-7, 2e-6, 3e-6, 4e-5, 6e-5, 1e-10, 5e-3, 4e-4, 3e-5, 2e-6, 0.0, 3e-4, 2e-7, 5e-6)
 
 
 def _model(coef=TRUE) -> StepwiseBatchTime:
@@ -101,7 +101,7 @@ def test_fit_recovers_a_known_model_and_reports_heldout_error():
 def test_linear3_cannot_fit_what_stepwise_does():
     """Steps whose cost is per sequence (eager cohorts): linear3 misses them, stepwise does not."""
     truth = _model()
-    rows = [(_shape(0, 0, p, n), truth.step_time_s(_shape(0, 0, p, n)), f"cohort {p}x{n}") for p in (1, 2, 4, 5, 8, 16, 32) for n in (4, 8, 12, 40)]
+    rows = [(_shape(0, 0, p, n), truth.step_time_s(_shape(0, 0, p, n)), f"cohort {p}x{n}") for p in (1, 2, 3, 4, 5, 8, 16, 32) for n in (4, 8, 12, 40)]
     from fluid.batch_time_fit import fit_linear
 
     lin = fit_linear([(s, t) for s, t, _ in rows], "linear3")

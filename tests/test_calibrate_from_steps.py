@@ -64,7 +64,7 @@ def test_a_stored_nine_term_model_reads_the_new_terms_as_zero():
 def test_live_heldout_predicts_each_run_with_a_fit_that_never_saw_it():
     from runtime.gpu.calibrate import live_heldout
 
-    truth = StepwiseBatchTime((2e-3, 1e-7, 2e-6, 3e-6, 4e-5, 6e-5, 1e-10, 5e-3, 4e-4, 3e-5, 2e-6, 0.0, 0.0, 0.0), **BUCKETS)
+    truth = StepwiseBatchTime((2e-3, 1e-7, 2e-6, 3e-6, 4e-5, 6e-5, 1e-10, 5e-3, 4e-4, 3e-5, 2e-6, 0.0, 0.0, 0.0, 0.0), **BUCKETS)
 
     def rows_of(run, factor):
         steps, out, t = [], [], 0.0

@@ -179,7 +179,7 @@ def test_batch_shape_recounts_after_work_added_through_add_is_removed_directly()
     batch.add(ScheduledWork(prefill, 6, 0))
     batch.add(ScheduledWork(decode, 1, 4))
     batch.items.clear()
-    assert batch.shape() == BatchShape(0, 0, 0, 0, 0)
+    assert batch.shape() == BatchShape(0, 0, 0, 0, 0, 0)
     other = Request(2, 0.0, prompt_tokens=4, output_tokens=3)
     other.cached_tokens = 4
     s = make_scheduler("fcfs", KVBlockManager(100, block_size=1))
@@ -187,7 +187,7 @@ def test_batch_shape_recounts_after_work_added_through_add_is_removed_directly()
     batch.add(ScheduledWork(prefill, 6, 0))
     s.reserve(batch, other, 1)
     del batch.items[0]  # the prefill goes; request 2's decode (4 cached + 1 new) stays
-    assert batch.shape() == BatchShape(1, 5, 1, 0, 0)
+    assert batch.shape() == BatchShape(1, 5, 1, 0, 0, 1)  # context 4 alone: ⌈5/64⌉ = 1 key tile
 
 
 def test_first_scheduled_is_the_start_of_the_first_step_only():

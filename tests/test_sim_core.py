@@ -293,15 +293,15 @@ def test_shape_of_one_item_added_and_one_appended_directly_counts_both_by_hand()
     decoding = Request(0, 0.0, 30, 5)
     decoding.cached_tokens = 30
     batch.add(ScheduledWork(decoding, 1, 30))
-    assert batch.shape() == BatchShape(1, 31, 1, 0, 0)
+    assert batch.shape() == BatchShape(1, 31, 1, 0, 0, 1)  # decode-only: ⌈31/64⌉ key tiles
     chunked = Request(2, 0.0, 10, 1)
     chunked.cached_tokens = 4
     batch.add(ScheduledWork(chunked, 4, 4))  # a middle chunk: 4 new tokens on 4 cached, pairs 4 · 8
-    assert batch.shape() == BatchShape(5, 39, 1, 1, 32)
+    assert batch.shape() == BatchShape(5, 39, 1, 1, 32, 2)  # beside a chunk: ⌈30/64⌉ + the fresh key's tile
     batch.items.append(ScheduledWork(Request(1, 0.0, 8, 1), 8, 0))  # not counted: shape() must recount
-    assert batch.shape() == BatchShape(13, 47, 1, 2, 32 + 64)  # the new prefill's pairs: 8 · (0 + 8)
+    assert batch.shape() == BatchShape(13, 47, 1, 2, 32 + 64, 2)  # the new prefill's pairs: 8 · (0 + 8)
     # one added, one appended: the count of added items must not pass for the number of items
     other = Batch()
     other.add(ScheduledWork(decoding, 1, 30))
     other.items.append(ScheduledWork(Request(3, 0.0, 8, 1), 8, 0))
-    assert other.shape() == BatchShape(9, 39, 1, 1, 64)
+    assert other.shape() == BatchShape(9, 39, 1, 1, 64, 2)

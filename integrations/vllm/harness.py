@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fluid.batch_time import AffineBatchTime, BatchShape
+from fluid.batch_time import AffineBatchTime, BatchShape, decode_key_tiles
 from runtime.request import Request
 
 BLOCK_SIZE = 16
@@ -112,16 +112,19 @@ def used_blocks(scheduler) -> int:
 def vllm_step_shape(scheduler, output) -> BatchShape:
     """The shape of the step vLLM just scheduled (its requests have already advanced)."""
     new = kv = decodes = prefills = pairs = 0
+    contexts = []  # the decodes' cached context (total − the one new token), for their key tiles
     for rid, n in output.num_scheduled_tokens.items():
         total = scheduler.requests[rid].num_computed_tokens  # context + n, after the schedule
         new += n
         kv += total
         if n == 1 and total >= scheduler.requests[rid].num_tokens:
             decodes += 1
+            contexts.append(total - 1)
         else:
             prefills += 1
             pairs += n * total
-    return BatchShape(new, kv, decodes, prefills, pairs)
+    tiles = sum(decode_key_tiles(c, beside_prefill=prefills > 0) for c in contexts)
+    return BatchShape(new, kv, decodes, prefills, pairs, tiles)
 
 
 @dataclass

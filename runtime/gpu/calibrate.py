@@ -2,8 +2,8 @@
 
 The grid covers the operating range of the runs it serves: prefill chunks of growing size, WAIT's
 cohorts of many prompts, chunks on a cached prefix, decode batches × context (down to the loop's
-48–96-token contexts, and past the largest decode graph), and the mixed steps Sarathi-Serve,
-vLLM-v1 and WAIT build. Each point is timed as the engine executes a step (`StepTimer`: host
+48–96-token contexts, and past the largest decode graph), contexts on both sides of the decode
+attention's 64-key tile edges, and the mixed steps Sarathi-Serve, vLLM-v1 and WAIT build. Each point is timed as the engine executes a step (`StepTimer`: host
 preparation, graph replay or eager forward, sampling, sync). `fluid.batch_time.fit_linear` fits
 `affine` and `linear3` (arXiv 2504.11320 §1); `fluid.batch_time_stepwise.fit_stepwise` the
 stepwise model with held-out error; the raw rows are kept.
@@ -20,6 +20,8 @@ without each recorded run and predicts every step of that run (region by region)
 """
 
 from __future__ import annotations
+
+from runtime.replay import shape_columns, shape_of
 
 PREFILL_CHUNKS = (16, 48, 128, 256, 512, 1024, 2048, 4096)
 DECODE_BATCHES = (1, 4, 16, 32, 64, 128, 192, 256, 320)  # 320: past the largest decode graph (eager)
@@ -40,6 +42,15 @@ MIXED = (
     (16, 512, 1, 256, 0), (64, 1024, 1, 512, 0), (32, 256, 1, 2048, 0),
     (48, 64, 1, 48, 0), (96, 64, 1, 48, 0), (72, 64, 3, 48, 0),  # vLLM-v1 / Sarathi at loads 0.8-0.9: tokens 96-256
 )
+# a decode's attention walks its keys 64 at a time (`fluid.batch_time.decode_key_tiles`), a staircase
+# the KV-token slope cannot follow: contexts on both sides of the tile edges. Alone a decode at
+# context 63 walks 1 tile, 64-127 walk 2, 128 walks 3; beside a prefill 64 walks 2 and 65-128 walk 3,
+# where the live decodes of vLLM-v1 and Sarathi-Serve near capacity sit (H200 run 22: contexts
+# about 67-70, 1.04-1.10x a model fitted without those points, docs/fidelity-h200-tiles.md)
+DECODE_TILE_BATCHES = (32, 64, 96, 128)
+DECODE_TILE_CONTEXTS = (63, 64, 127, 128)
+MIXED_TILE = tuple((d, ctx, p, 48, 0) for d in (80, 96, 112) for p in (1, 2, 3) for ctx in (64, 70)) + (
+    (96, 63, 1, 48, 0), (96, 128, 1, 48, 0), (96, 129, 1, 48, 0))
 
 
 def calibration_grid(scale: float = 1.0) -> list[tuple[str, list[tuple[int, int]]]]:
@@ -54,9 +65,10 @@ def calibration_grid(scale: float = 1.0) -> list[tuple[str, list[tuple[int, int]
     grid += [(f"chunk {s(n)} after {s(ctx)}", [(s(n), s(ctx))]) for n, ctx in CHUNKS_ON_PREFIX]
     decode = [(b, ctx) for b in DECODE_BATCHES for ctx in DECODE_CONTEXTS]
     decode += [(b, ctx) for b in DECODE_BATCHES_BETWEEN for ctx in DECODE_CONTEXTS_BETWEEN]
-    for b, ctx in sorted(decode):
+    decode += [(b, ctx) for b in DECODE_TILE_BATCHES for ctx in DECODE_TILE_CONTEXTS]
+    for b, ctx in sorted(set(decode)):
         grid.append((f"decode {b}x{s(ctx)}", [(1, s(ctx))] * b))
-    for d, ctx, p, n, prefix in MIXED:
+    for d, ctx, p, n, prefix in dict.fromkeys(MIXED + MIXED_TILE):  # in order, each point once
         grid.append((f"mixed {d}x{s(ctx)} + {p}x{s(n)} after {s(prefix)}", [(1, s(ctx))] * d + [(s(n), s(prefix))] * p))
     return grid
 
@@ -115,8 +127,7 @@ def measure_recorded(timer, items, *, passes: int = 3, seed: int = 0) -> list[di
             time_s = t - timer.last_host_s + (host if host is not None else timer.last_host_s) + rec["recorded_turn_s"] - rec["recorded_s"]
             rows.append({
                 "label": label, "pass": pass_index, "time_s": time_s, "engine_s": t, "host_s": timer.last_host_s, "graph": timer.last_graph,
-                "new_tokens": shape.new_tokens, "kv_tokens": shape.kv_tokens, "num_decodes": shape.num_decodes,
-                "num_prefills": shape.num_prefills, "prefill_attention_pairs": shape.prefill_attention_pairs, **rec,
+                **shape_columns(shape), **rec,
             })
     return rows
 
@@ -127,11 +138,10 @@ def live_heldout(rows: list[dict], recorded: dict[str, list[dict]], buckets: dic
     absolute relative error and median measured / predicted."""
     from fluid.batch_time_stepwise import fit_coefficients
     from runtime.recorded_steps import region
-    from runtime.replay import shape_of
 
     per_run, pooled = {}, {}
     for run, steps in recorded.items():
-        train = [(_shape(r), r["time_s"]) for r in rows if r.get("run") != run]
+        train = [(shape_of(r), r["time_s"]) for r in rows if r.get("run") != run]
         model = fit_coefficients(train, **buckets, decode_curve=decode_curve)
         by_region: dict[str, list[tuple[float, float]]] = {}
         for i, step in enumerate(steps):
@@ -188,9 +198,7 @@ def measure_grid(timer, grid, *, repeats: int = 5, passes: int = 1, wrap_grid=No
             t, shape = timer.time_s(composition, repeats=repeats)
             rows.append({
                 "label": label, "pass": pass_index, "time_s": t, "host_s": timer.last_host_s, "graph": timer.last_graph,
-                "new_tokens": shape.new_tokens, "kv_tokens": shape.kv_tokens, "num_decodes": shape.num_decodes,
-                "num_prefills": shape.num_prefills, "prefill_attention_pairs": shape.prefill_attention_pairs,
-                "at_s": at, **({"host_probe": seen} if seen is not None else {}),
+                **shape_columns(shape), "at_s": at, **({"host_probe": seen} if seen is not None else {}),
             })
     return rows
 
@@ -311,19 +319,13 @@ def aggregate_passes(rows: list[dict]) -> list[dict]:
     return out + kept
 
 
-def _shape(r: dict):
-    from fluid.batch_time import BatchShape
-
-    return BatchShape(r["new_tokens"], r["kv_tokens"], r["num_decodes"], r["num_prefills"], r["prefill_attention_pairs"])
-
-
 def fit_rows(rows: list[dict], *, buckets: dict | None = None, decode_curve: bool = True) -> dict:
     """affine and linear3 fits (MAPE, R²), and with the engine's graph `buckets` the stepwise model
     (held-out MAPE per region, its linear3 for the fluid benchmark), by default with the decode
     graphs' GEMM curve (`fluid.batch_time_stepwise`, `decode_knots`)."""
     from fluid.batch_time import fit_linear
 
-    pairs = [(_shape(r), r["time_s"]) for r in rows]
+    pairs = [(shape_of(r), r["time_s"]) for r in rows]
     fits = {}
     for kind in ("affine", "linear3"):
         report = fit_linear(pairs, kind)
@@ -331,7 +333,7 @@ def fit_rows(rows: list[dict], *, buckets: dict | None = None, decode_curve: boo
     if buckets is not None:
         from fluid.batch_time_stepwise import fit_stepwise
 
-        fits["stepwise"] = fit_stepwise([(_shape(r), r["time_s"], r["label"]) for r in rows], **buckets, decode_curve=decode_curve).to_dict()
+        fits["stepwise"] = fit_stepwise([(shape_of(r), r["time_s"], r["label"]) for r in rows], **buckets, decode_curve=decode_curve).to_dict()
     return fits
 
 

@@ -25,6 +25,7 @@ from runtime.executor import ServerLoop, run_server, run_server_overlapped
 from runtime.gpu.attention import PREFILL_BLOCK_M, PrefillSeq, pack_varlen
 from runtime.gpu.kv_pool import KVPool
 from runtime.gpu.model import LlamaRunner, StepInputs
+from runtime.replay import shape_columns
 from runtime.request import Request
 from runtime.schedulers.base import Batch, Scheduler
 from runtime.step_log import SimResult, StepLog
@@ -58,9 +59,7 @@ class EngineResult:
         rows = [
             {
                 "start_s": s.start_s, "measured_s": s.end_s - s.start_s, "host_s": s.host_s, "graph": s.graph,
-                "new_tokens": s.shape.new_tokens, "kv_tokens": s.shape.kv_tokens, "num_decodes": s.shape.num_decodes,
-                "num_prefills": s.shape.num_prefills, "prefill_attention_pairs": s.shape.prefill_attention_pairs,
-                "kv_used_tokens": s.kv_used_tokens, "num_evicted": s.num_evicted,
+                **shape_columns(s.shape), "kv_used_tokens": s.kv_used_tokens, "num_evicted": s.num_evicted,
             }
             for s in self.steps
         ]

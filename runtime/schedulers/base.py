@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import ClassVar
 
-from fluid.batch_time import BatchShape
+from fluid.batch_time import ATTENTION_KEY_TILE, BatchShape, decode_key_tiles
 from runtime.kv_blocks import KVBlockManager
 from runtime.request import Request
 
@@ -60,6 +60,10 @@ class Batch:
     _kv_tokens: int = field(default=0, init=False, repr=False)
     _num_prefills: int = field(default=0, init=False, repr=False)
     _prefill_pairs: int = field(default=0, init=False, repr=False)
+    # the decodes' key tiles (`fluid.batch_time.decode_key_tiles`): Σ ⌈context / 64⌉, and how many
+    # decodes sit at a multiple of 64 (a decode-only step walks one tile more for exactly those)
+    _context_tiles: int = field(default=0, init=False, repr=False)
+    _tile_edges: int = field(default=0, init=False, repr=False)
 
     def add(self, work: ScheduledWork) -> None:
         """Append `work` and update the running shape."""
@@ -72,16 +76,24 @@ class Batch:
         if ctx < work.request.prefill_target_tokens:  # is_prefill, inlined
             self._num_prefills += 1
             self._prefill_pairs += n * (ctx + n)
+        else:
+            self._context_tiles += -(-ctx // ATTENTION_KEY_TILE)
+            if ctx % ATTENTION_KEY_TILE == 0:
+                self._tile_edges += 1
 
     def shape(self) -> BatchShape:
         if self._counted == len(self.items):
             prefills = self._num_prefills
-            return BatchShape(self._new_tokens, self._kv_tokens, self._counted - prefills, prefills, self._prefill_pairs)
+            decodes = self._counted - prefills
+            # decode_key_tiles summed: beside a prefill ⌈c/64⌉ + 1 each, alone ⌈(c + 1)/64⌉ each
+            tiles = self._context_tiles + (decodes if prefills else self._tile_edges)
+            return BatchShape(self._new_tokens, self._kv_tokens, decodes, prefills, self._prefill_pairs, tiles)
         return self._recount()
 
     def _recount(self) -> BatchShape:
         """The shape from scratch (items were appended or removed directly)."""
         new = kv = decodes = prefills = pairs = 0
+        contexts = []
         for w in self.items:
             n, ctx = w.num_new_tokens, w.context_tokens
             new += n
@@ -91,7 +103,9 @@ class Batch:
                 pairs += n * (ctx + n)
             else:
                 decodes += 1
-        return BatchShape(new, kv, decodes, prefills, pairs)
+                contexts.append(ctx)
+        tiles = sum(decode_key_tiles(c, beside_prefill=prefills > 0) for c in contexts)
+        return BatchShape(new, kv, decodes, prefills, pairs, tiles)
 
 
 class Scheduler(ABC):
@@ -190,6 +204,10 @@ class Scheduler(ABC):
         if ctx < request.prefill_target_tokens:
             batch._num_prefills += 1
             batch._prefill_pairs += num_new_tokens * total
+        else:
+            batch._context_tiles += -(-ctx // ATTENTION_KEY_TILE)
+            if ctx % ATTENTION_KEY_TILE == 0:
+                batch._tile_edges += 1
         return True
 
     def reserve_decodes(
@@ -213,6 +231,8 @@ class Scheduler(ABC):
         work = ScheduledWork
         before = len(items)  # the count reserved is the items appended: no counter in the loop
         context = 0  # Σ cached tokens; the batch's KV adds one new token per decode at the end
+        tiles = edges = 0  # Σ ⌈ctx / 64⌉ and the contexts at a multiple of 64 (`Batch._context_tiles`)
+        tile = ATTENTION_KEY_TILE
         if needs_free_block and not kv.free_blocks:
             return start  # free blocks change only where a decode below takes one: checked there
         for r in requests if start == 0 and stop is None else islice(requests, start, stop):
@@ -227,13 +247,19 @@ class Scheduler(ABC):
                 if needs_free_block and not kv.free_blocks:
                     append(work(r, 1, ctx))
                     context += ctx
+                    tiles -= -ctx // tile
+                    edges += ctx % tile == 0
                     break  # the next decode finds no free block
             append(work(r, 1, ctx))
             context += ctx
+            tiles -= -ctx // tile
+            edges += ctx % tile == 0
         count = len(items) - before
         batch._counted += count
         batch._new_tokens += count
         batch._kv_tokens += context + count
+        batch._context_tiles += tiles
+        batch._tile_edges += edges
         return start + count
 
     def reserve_all_decodes(self, batch: Batch, requests) -> None:
@@ -264,6 +290,10 @@ class Scheduler(ABC):
         if ctx < request.prefill_target_tokens:
             batch._num_prefills += 1
             batch._prefill_pairs += num_new_tokens * (ctx + num_new_tokens)
+        else:
+            batch._context_tiles += -(-ctx // ATTENTION_KEY_TILE)
+            if ctx % ATTENTION_KEY_TILE == 0:
+                batch._tile_edges += 1
 
 
 def feed_arrivals(scheduler: Scheduler, arrivals: list[Request], next_index: int, now_s: float, ended: bool) -> tuple[int, bool]:
