@@ -58,6 +58,7 @@ import atexit
 import dataclasses
 import gzip
 import json
+import math
 import statistics
 import sys
 import time
@@ -137,6 +138,8 @@ def main() -> None:
                          "overlapped loop's simulator (runtime.sim.simulate_overlapped: the host terms hidden behind the step before)")
     ap.add_argument("--passes", type=int, default=3, help="calibration passes over the grid (default 3, as fluidsched calibrate)")
     ap.add_argument("--pass-order", choices=("grid", "shuffled"), default="shuffled", help="calibration pass order (fluidsched calibrate --pass-order)")
+    ap.add_argument("--sustain-s", type=float, default=0.0,
+                    help="seconds each calibration point runs back to back, untimed, before it is timed (fluidsched calibrate --sustain-s; default 0)")
     ap.add_argument("--aggregate", choices=("rows", "median"),
                     help="fit each point's median (default with 2+ passes) or every pass's row (fluidsched calibrate --aggregate)")
     ap.add_argument("--host-loads", "--host-load", dest="host_loads", default="0.6,0.85",
@@ -160,6 +163,9 @@ def main() -> None:
             raise SystemExit(2)
     if args.per_region < 1:
         print("error: --per-region must be ≥ 1", file=sys.stderr)
+        raise SystemExit(2)
+    if not (math.isfinite(args.sustain_s) and args.sustain_s >= 0):
+        print(f"error: --sustain-s {args.sustain_s}: give a finite number of seconds ≥ 0 (e.g. 0.2)", file=sys.stderr)
         raise SystemExit(2)
     from fluid.errors import InputError
     from runtime.gpu.calibrate import resolve_aggregate
@@ -227,7 +233,7 @@ def main() -> None:
         calibration = calibrate_engine(engine, info, model=args.model, grid_scale=args.grid_scale, grid=grid,
                                        repeats=1 if args.smoke else 5, passes=args.passes,
                                        from_steps=args.from_steps, per_region=args.per_region, warmup_s=0.0 if args.smoke else 3.0,
-                                       pass_order=args.pass_order, aggregate=args.aggregate)
+                                       pass_order=args.pass_order, aggregate=args.aggregate, sustain_s=args.sustain_s)
         (out / "calibration.json").write_text(json.dumps(calibration, indent=1) + "\n")
         sw = calibration["fits"]["stepwise"]
         print(f"[{time.perf_counter() - t_start:.0f} s] calibrated: linear3 MAPE {100 * calibration['fits']['linear3']['mape']:.1f} %, "
@@ -307,7 +313,7 @@ def main() -> None:
     fidelity = {**base, "batch_time_model": calibration["batch_time_stepwise"], "linear3_for_fluid": calibration["batch_time"],
                 "heldout_step_mape": calibration.get("heldout_step_mape"),
                 "heldout_step_mape_by_row": calibration.get("heldout_step_mape_by_row"),
-                "calibration_protocol": {k: calibration.get(k) for k in ("passes", "pass_order", "pass_aggregate")},
+                "calibration_protocol": {k: calibration.get(k) for k in ("passes", "pass_order", "pass_aggregate", "sustain")},
                 "heldout_mape_by_region": calibration.get("fits", {}).get("stepwise", {}).get("heldout_mape_by_region"),
                 "calibration_from_steps": calibration.get("from_steps", []),
                 "recorded_live_heldout_by_run": calibration.get("fits", {}).get("live_heldout_by_run"),

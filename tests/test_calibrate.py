@@ -93,3 +93,21 @@ def test_one_pass_fits_its_rows_without_being_told(tmp_path):
     data = json.loads(out.read_text())
     assert (data["passes"], data["pass_aggregate"]) == (1, "rows") and "fit_table" not in data and data["pass_drift"] is None
     assert data["heldout_step_mape_by_row"] == data["heldout_step_mape"]
+
+
+def test_calibrate_sustains_each_grid_point_and_says_so(tmp_path):
+    torch.set_num_threads(1)
+    out = tmp_path / "cal.json"
+    code = main(["calibrate", "--device", "cpu", "--model", "tiny-llama", "--grid-scale", "0.02", "--repeats", "1", "--kv-tokens", "2048",
+                 "--passes", "1", "--sustain-s", "0.002", "--quiet", "--out", str(out)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    # every point timed once ran at least one untimed step first (a CPU tiny-model step outlasts 2 ms or not: ≥ 1 either way)
+    assert data["sustain"]["seconds_per_point"] == 0.002 and data["sustain"]["steps"] >= len(data["table"])
+
+
+@pytest.mark.parametrize("bad", ["-0.1", "nan", "inf"])
+def test_calibrate_refuses_a_bad_sustain_time(tmp_path, capsys, bad):
+    out = tmp_path / "cal.json"
+    assert main(["calibrate", "--device", "cpu", "--model", "tiny-llama", "--sustain-s", bad, "--out", str(out)]) == 2
+    assert "--sustain-s must be a finite number of seconds ≥ 0" in capsys.readouterr().err and not out.exists()

@@ -150,3 +150,13 @@ def test_overlapped_loop_points_are_sized_and_simulated_with_the_overlapped_simu
     for p in fid["points"]:  # each point's simulated figures: the overlapped simulator on the point's arrivals
         sim = simulate_overlapped_summary(point_config(workload, p["scheduler"], policy, document, 6, 0), engine_only, full)
         assert (p["simulated_tok_s"], p["simulated_mean_latency_s"], p["simulated_mean_ttft_s"]) == (sim["tok_s"], sim["mean_latency_s"], sim["mean_ttft_s"])
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan"])
+def test_a_bad_sustain_time_is_refused_before_any_work(tmp_path, bad):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'benchmarks'}{os.pathsep}{ROOT}"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_fidelity.py"), "--out-dir", str(out), "--smoke", "--sustain-s", bad],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and f"--sustain-s {float(bad)}: give a finite number of seconds ≥ 0" in proc.stderr
+    assert not (out / "fidelity.json").exists()

@@ -21,6 +21,8 @@ without each recorded run and predicts every step of that run (region by region)
 
 from __future__ import annotations
 
+import math
+
 from runtime.replay import shape_columns, shape_of
 
 PREFILL_CHUNKS = (16, 48, 128, 256, 512, 1024, 2048, 4096)
@@ -357,7 +359,7 @@ def engine_buckets(engine) -> dict:
 
 def calibrate_engine(engine, info, *, model: str, grid_scale: float = 1.0, repeats: int = 5, passes: int = 2, wrap_grid=None, grid=None,
                      from_steps=(), per_region: int = RECORDED_PER_REGION, recorded_passes: int = 3, warmup_s: float = 0.0,
-                     pass_order: str = "grid", aggregate: str = "rows") -> dict:
+                     pass_order: str = "grid", aggregate: str = "rows", sustain_s: float = 0.0) -> dict:
     # (the library keeps the plain protocol; `fluidsched calibrate` and gpu_fidelity.py default to
     # DEFAULT_PASSES / DEFAULT_PASS_ORDER / default_aggregate)
     """Measure the grid on `engine` and fit every model: the calibration file's content.
@@ -368,14 +370,19 @@ def calibrate_engine(engine, info, *, model: str, grid_scale: float = 1.0, repea
     `pass_order` "shuffled" times each pass in its own order (`measure_grid`); `aggregate`
     "median" fits one row per point, its median over the passes (`aggregate_passes`), instead of
     every pass's row: the held-out error is then that of the point's typical time, and the
-    per-row figure is kept beside it (`heldout_step_mape_by_row`)."""
+    per-row figure is kept beside it (`heldout_step_mape_by_row`). `sustain_s`: each grid point
+    runs back to back for that long, untimed, before it is timed (`StepTimer`: the power state of
+    a busy loop)."""
     from fluid.errors import InputError
     from runtime.gpu.host_info import describe_host, host_probe, versions
     from runtime.gpu.step_timer import StepTimer
 
     grid = calibration_grid(grid_scale) if grid is None else grid
+    if not (math.isfinite(sustain_s) and sustain_s >= 0):
+        raise InputError(f"sustain must be a finite number of seconds ≥ 0, got {sustain_s}", field="sustain_s")
     timer = StepTimer(engine)
     warmed = warm_up(timer, grid, warmup_s)
+    timer.sustain_s = sustain_s  # the grid's points only: the warm-up and the recorded steps as before
     if pass_order not in ("grid", "shuffled"):
         raise InputError(f"pass order must be 'grid' or 'shuffled', got {pass_order!r}", field="pass_order")
     if aggregate not in PASS_AGGREGATES:
@@ -384,6 +391,8 @@ def calibrate_engine(engine, info, *, model: str, grid_scale: float = 1.0, repea
                         order_seed=0 if pass_order == "shuffled" else None)
     if len(rows) < 20:
         raise InputError(f"only {len(rows)} grid points fit a pool of {info.kv_capacity_tokens} tokens; raise --kv-tokens", field="kv_tokens")
+    sustained = {"seconds_per_point": sustain_s, "steps": timer.sustained_steps}
+    timer.sustain_s = 0.0
     recorded = load_recorded(from_steps) if from_steps else {}
     if recorded:
         rows += measure_recorded(timer, recorded_grid(recorded, per_region=per_region), passes=recorded_passes)
@@ -413,6 +422,7 @@ def calibrate_engine(engine, info, *, model: str, grid_scale: float = 1.0, repea
         "passes": passes, "pass_order": pass_order, "pass_aggregate": aggregate,
         "from_steps": [str(p) for p in from_steps],
         "warmup": warmed,
+        "sustain": sustained,
         "pass_drift": pass_drift(rows),
         "fits": fits,
         "table": rows,

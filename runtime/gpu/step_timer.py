@@ -58,8 +58,17 @@ class _Holder:
 
 
 class StepTimer:
-    def __init__(self, engine):
+    """`sustain_s`: before a batch's warm-up and timed repeats, run it back to back for that many
+    seconds, untimed, so it is timed in the power state a busy loop of such steps holds. An H200
+    at its 700 W cap lowers its SM clock under sustained large steps: the live points of vLLM-v1
+    and Sarathi-Serve at loads 0.8-0.9 ran at 685-689 W and 1,665-1,860 MHz where the
+    calibration's points, timed a few repeats at a time with the device idle between them, ran
+    at 1,845-1,950 MHz (runs 20-23, `docs/fidelity-h200-power.md`)."""
+
+    def __init__(self, engine, *, sustain_s: float = 0.0):
         self.engine = engine
+        self.sustain_s = sustain_s
+        self.sustained_steps = 0  # untimed steps the sustain phases ran, over the timer's life
         pool = engine.pool
         self.kv = KVBlockManager(pool.shape.capacity_tokens, pool.block_size, track_block_ids=True)
         engine.scheduler = _Holder(self.kv)
@@ -107,6 +116,12 @@ class StepTimer:
         (back-to-back steps of one H200 ran 12.3 → 15.0 ms over 12 repeats,
         docs/flatness-probe-h200.json) slows every batch alike instead of the last ones timed."""
         out: list[list[dict]] = [[] for _ in batches]
+        if self.sustain_s > 0:
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < self.sustain_s:
+                for batch in batches:
+                    self.engine.execute(batch)
+                    self.sustained_steps += 1
         for i in range(warmup + repeats):
             for k, batch in enumerate(batches):
                 t = time.perf_counter()
