@@ -138,8 +138,9 @@ def main() -> None:
                          "overlapped loop's simulator (runtime.sim.simulate_overlapped: the host terms hidden behind the step before)")
     ap.add_argument("--passes", type=int, default=3, help="calibration passes over the grid (default 3, as fluidsched calibrate)")
     ap.add_argument("--pass-order", choices=("grid", "shuffled"), default="shuffled", help="calibration pass order (fluidsched calibrate --pass-order)")
-    ap.add_argument("--sustain-s", type=float, default=0.0,
-                    help="seconds each calibration point runs back to back, untimed, before it is timed (fluidsched calibrate --sustain-s; default 0)")
+    ap.add_argument("--sustain-s", type=float,
+                    help="seconds each calibration point runs back to back, untimed, before it is timed (fluidsched calibrate --sustain-s; "
+                         "default 0.25, 0 with --smoke)")
     ap.add_argument("--aggregate", choices=("rows", "median"),
                     help="fit each point's median (default with 2+ passes) or every pass's row (fluidsched calibrate --aggregate)")
     ap.add_argument("--host-loads", "--host-load", dest="host_loads", default="0.6,0.85",
@@ -164,6 +165,10 @@ def main() -> None:
     if args.per_region < 1:
         print("error: --per-region must be ≥ 1", file=sys.stderr)
         raise SystemExit(2)
+    if args.sustain_s is None:
+        from runtime.gpu.calibrate import DEFAULT_SUSTAIN_S
+
+        args.sustain_s = 0.0 if args.smoke else DEFAULT_SUSTAIN_S
     if not (math.isfinite(args.sustain_s) and args.sustain_s >= 0):
         print(f"error: --sustain-s {args.sustain_s}: give a finite number of seconds ≥ 0 (e.g. 0.2)", file=sys.stderr)
         raise SystemExit(2)

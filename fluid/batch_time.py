@@ -70,9 +70,10 @@ ATTENTION_KEY_TILE = 64
 
 def decode_key_tiles(context_tokens: int, *, beside_prefill: bool) -> int:
     """The key tiles one decode's attention walks on the engine's kernels. Its cost is a staircase
-    in the context, not a line: on the H200 a mixed step of 96 decodes at context 70 beside one
-    48-token prompt ran 8.72 ms and the same step at context 64 7.84 ms (0.08 ms by the KV-token
-    slope), one tile more per decode (docs/fidelity-h200-tiles.md).
+    in the context, not a line: on the H200 (run 23's grid) a mixed step of 96 decodes beside one
+    48-token prompt ran 8.31 ms at contexts 63 and 64 (2 tiles each), 8.54 ms at 70 and 8.89 ms at
+    128 (3), 9.15 ms at 129 (4); the KV-token slope gives 0.04 ms from 64 to 70
+    (docs/fidelity-h200-latency-gap.md).
 
     - In a decode-only step the paged decode kernel walks the context and the new token's key,
       written to the pool first: ⌈(context + 1) / 64⌉ tiles.

@@ -32,11 +32,11 @@ over the step's prefill tokens, pairs / (new − D), is the run itself for one c
 prefix token, where `pair_s` alone predicted 6.4 ms).
 `decode_tile_s` is a decode's attention walking its keys 64 at a time: its cost is a staircase in
 the context, which the KV-token slope cannot follow where contexts sit just past a tile edge. On
-the H200 (run 22) a graphed mixed step of 96 decodes at context 70 beside one 48-token prompt ran
-8.72 ms and the grid's same step at context 64 7.84 ms, where the slope alone gives 0.08 ms: a
-context of 64 walks 2 tiles beside a prefill and one of 65–128 walks 3. The live steps of
-vLLM-v1 and Sarathi-Serve near capacity (64–120 decodes at contexts about 67 beside whole
-prompts) ran 1.04–1.10× a model without the term.
+the H200 (run 23's grid) a graphed mixed step of 96 decodes beside one 48-token prompt ran 8.31 ms
+at contexts 63 and 64 (2 tiles each beside a prefill), 8.54 ms at 70 and 8.89 ms at 128 (3 tiles),
+9.15 ms at 129 (4). The live mixed steps of vLLM-v1 and Sarathi-Serve near capacity (64–120
+decodes at contexts about 67 beside whole prompts) ran 1.03–1.07× the model without the term
+(runs 20–22) and 1.01–1.03× with it (run 23; docs/fidelity-h200-latency-gap.md).
 `decode_knots` / `decode_knot_s` (optional; a fit asked for the curve picks its knots): what a
 decode-only graph of a given size costs beyond the GEMM trend every step shares (the `padded`
 slope and knee: a decode graph of B rows and a prefill of B tokens run the same products), as a

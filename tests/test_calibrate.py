@@ -40,6 +40,7 @@ def test_calibrate_cpu_writes_fits(tmp_path, capsys):
     rich = batch_time_from_dict(data["batch_time_stepwise"], source=str(out))
     assert rich.kind == "stepwise" and rich.linear_coefficients() == model.linear_coefficients()
     assert data["heldout_step_mape"] == data["fits"]["stepwise"]["heldout_mape"] >= 0
+    assert data["sustain"] == {"seconds_per_point": 0.0, "steps": 0}  # on cpu no point is sustained by default
     assert data["host"]["cpu_cores"] >= 1 and data["host"]["python_loop_1e6_s"] > 0
     assert all(row["time_s"] > 0 for row in data["table"])
     # the passes compared point by point, in the file; a disagreement beyond 2 % is a warning on stderr

@@ -47,8 +47,9 @@ MIXED = (
 # a decode's attention walks its keys 64 at a time (`fluid.batch_time.decode_key_tiles`), a staircase
 # the KV-token slope cannot follow: contexts on both sides of the tile edges. Alone a decode at
 # context 63 walks 1 tile, 64-127 walk 2, 128 walks 3; beside a prefill 64 walks 2 and 65-128 walk 3,
-# where the live decodes of vLLM-v1 and Sarathi-Serve near capacity sit (H200 run 22: contexts
-# about 67-70, 1.04-1.10x a model fitted without those points, docs/fidelity-h200-tiles.md)
+# where the live decodes of vLLM-v1 and Sarathi-Serve near capacity sit (contexts about 67-70: H200
+# runs 20-22, without these points and the tile term, ran them 1.03-1.07x the model,
+# docs/fidelity-h200-latency-gap.md)
 DECODE_TILE_BATCHES = (32, 64, 96, 128)
 DECODE_TILE_CONTEXTS = (63, 64, 127, 128)
 MIXED_TILE = tuple((d, ctx, p, 48, 0) for d in (80, 96, 112) for p in (1, 2, 3) for ctx in (64, 70)) + (
@@ -277,6 +278,14 @@ PASS_AGGREGATES = ("rows", "median")
 # held out 3.21 / 3.11 %: a VM's host ran 2× slower for stretches of a pass (docs/benchmarks-gpu.md)
 DEFAULT_PASSES = 3
 DEFAULT_PASS_ORDER = "shuffled"
+# on a GPU each grid point first runs back to back, untimed, this long (`StepTimer.sustain_s`):
+# the H200 holds its 700 W cap by lowering the SM clock under sustained compute-heavy steps, and a
+# point timed a few repeats at a time with the device idle between points ran faster than in a
+# busy loop. Sustained (runs 24, 25), the mixed, chunk, prefill and cohort points ran 2.7-5.2 %
+# slower than run 23's unsustained ones and the decode-only points (memory-bound) 0.1-0.7 %, and
+# the live mixed steps of vLLM-v1 and Sarathi-Serve at loads 0.8-0.9 ran 0.98-1.01x the model
+# instead of 1.01-1.03x (three machines: docs/fidelity-h200-latency-gap.md)
+DEFAULT_SUSTAIN_S = 0.25
 
 
 def default_aggregate(passes: int) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fluid.errors import InputError
 from fluid.file_output import finite_json
+from runtime.gpu.calibrate import DEFAULT_SUSTAIN_S
 
 
 HELP_EXAMPLES = """examples:
@@ -50,8 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "of their steps per region join the grid, timed interleaved; the fit is scored on each run held out")
     parser.add_argument("--per-region", type=int, default=40, help="recorded steps per region with --from-steps (default 40)")
     parser.add_argument("--warmup-s", type=float, help="seconds of untimed grid steps before timing (default 3 on cuda, 0 on cpu)")
-    parser.add_argument("--sustain-s", type=float, default=0.0,
-                        help="seconds each grid point runs back to back, untimed, before it is timed: the power state of a busy loop (default 0)")
+    parser.add_argument("--sustain-s", type=float,
+                        help="seconds each grid point runs back to back, untimed, before it is timed: the power state of a busy loop "
+                             f"(default {DEFAULT_SUSTAIN_S} on cuda, 0 on cpu)")
     parser.add_argument("--out", default="calibration.json", help="output JSON file (default calibration.json)")
     parser.add_argument("--json", action="store_true", help="print the result JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar (it shows only on a terminal)")
@@ -99,7 +101,7 @@ def run(args) -> int:
         raise InputError(f"--grid-scale must be in (0, 1], got {args.grid_scale}", field="grid_scale")
     if args.warmup_s is not None and not (math.isfinite(args.warmup_s) and args.warmup_s >= 0):
         raise InputError(f"--warmup-s must be a finite number of seconds ≥ 0, got {args.warmup_s}", field="warmup_s")
-    if not (math.isfinite(args.sustain_s) and args.sustain_s >= 0):
+    if args.sustain_s is not None and not (math.isfinite(args.sustain_s) and args.sustain_s >= 0):
         raise InputError(f"--sustain-s must be a finite number of seconds ≥ 0, got {args.sustain_s}", field="sustain_s")
     if args.per_region < 1:
         raise InputError(f"--per-region must be at least 1, got {args.per_region}", field="per_region")
@@ -132,7 +134,7 @@ def run(args) -> int:
         engine, info, model=model_label, grid_scale=args.grid_scale, repeats=args.repeats, passes=args.passes,
         wrap_grid=lambda grid: iterate(grid, f"calibrating on {info.device_name}", enabled=progress_enabled(args.quiet)),
         from_steps=args.from_steps, per_region=args.per_region, pass_order=args.pass_order, aggregate=args.aggregate,
-        warmup_s=args.warmup_s if args.warmup_s is not None else (3.0 if device.type == "cuda" else 0.0), sustain_s=args.sustain_s,
+        warmup_s=args.warmup_s if args.warmup_s is not None else (3.0 if device.type == "cuda" else 0.0),         sustain_s=args.sustain_s if args.sustain_s is not None else (DEFAULT_SUSTAIN_S if device.type == "cuda" else 0.0),
     )
     fits, stepwise = result["fits"], result["fits"]["stepwise"]
     warning = fit_warning(fits)

@@ -62,8 +62,8 @@ class StepTimer:
     seconds, untimed, so it is timed in the power state a busy loop of such steps holds. An H200
     at its 700 W cap lowers its SM clock under sustained large steps: the live points of vLLM-v1
     and Sarathi-Serve at loads 0.8-0.9 ran at 685-689 W and 1,665-1,860 MHz where the
-    calibration's points, timed a few repeats at a time with the device idle between them, ran
-    at 1,845-1,950 MHz (runs 20-23, `docs/fidelity-h200-power.md`)."""
+    calibration's mixed points, timed a few repeats at a time with the device idle between
+    points, ran at 1,875-1,912 MHz and 585-631 W (runs 20-23, `docs/fidelity-h200-latency-gap.md`)."""
 
     def __init__(self, engine, *, sustain_s: float = 0.0):
         self.engine = engine
