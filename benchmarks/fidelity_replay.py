@@ -1,7 +1,7 @@
 """Is the live-vs-simulated eviction gap accounting or timing? Replay the live clock into the simulator.
 
-    PYTHONPATH=. python benchmarks/fidelity_replay.py [--calibration docs/calibration-h200-fidelity.json]
-        [--steps docs/fidelity-h200-steps.json.gz] [--requests 2000] [-o docs/fidelity-h200-replay.json]
+    PYTHONPATH=. python benchmarks/fidelity_replay.py [--calibration docs/calibration-h200-run14-fidelity.json]
+        [--steps docs/fidelity-h200-run14-steps.json.gz] [--requests 2000] [-o docs/fidelity-h200-replay.json]
 
 For each live point of a `gpu_fidelity.py` run (its live step log and its calibration), rebuild
 the same workload and arrivals, and run the same scheduler three ways through the shared executor
@@ -43,8 +43,8 @@ class Scaled:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--calibration", type=Path, default=Path("docs/calibration-h200-fidelity.json"))
-    ap.add_argument("--steps", type=Path, default=Path("docs/fidelity-h200-steps.json.gz"))
+    ap.add_argument("--calibration", type=Path, default=Path("docs/calibration-h200-run14-fidelity.json"))
+    ap.add_argument("--steps", type=Path, default=Path("docs/fidelity-h200-run14-steps.json.gz"))
     ap.add_argument("--requests", type=int, default=2000, help="the live run's request count")
     ap.add_argument("--slack", type=float, default=0.0)
     ap.add_argument("--points", help="comma-separated keys of the step log (default: all), e.g. vllm-v1-L0.50")

@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/fidelity_split.py --out docs/fidelity-h200-split.json
 
-1. `live`: every point of a `gpu_fidelity.py` run (default: the H200 run of `docs/fidelity-h200.md`,
+1. `live`: every point of a `gpu_fidelity.py` run (default: the H200 run of `docs/fidelity-h200-run14.md`,
    its calibration, live steps and host-term runs' steps) split into the step's device part
    (measured − recorded host time: the forward, sampling, sync) scored against the engine-step
    model, and its host part (turn − device part: scheduler call, preparation, bookkeeping gap)
@@ -28,7 +28,7 @@ from pathlib import Path
 MACHINES = ("docs/calibration-h200-run6.json", "docs/calibration-h200-drift.json", "docs/calibration-h200-run5.json",
             "docs/calibration-h200-run4.json", "docs/calibration-h200-run3.json", "docs/calibration-h200-run8.json",
             "docs/calibration-h200-run9.json", "docs/calibration-h200-run10.json", "docs/calibration-h200-run11.json",
-            "docs/calibration-h200-run12.json", "docs/calibration-h200-run13.json", "docs/calibration-h200-fidelity.json")
+            "docs/calibration-h200-run12.json", "docs/calibration-h200-run13.json", "docs/calibration-h200-run14-fidelity.json")
 COMPUTE_BOUND = ("prefill 2048", "prefill 4096")
 
 
@@ -42,9 +42,9 @@ def _grid_medians(cal: dict) -> dict[str, float]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--calibration", type=Path, default=Path("docs/calibration-h200-fidelity.json"))
-    ap.add_argument("--steps", type=Path, default=Path("docs/fidelity-h200-steps.json.gz"))
-    ap.add_argument("--host-steps", type=Path, default=Path("docs/fidelity-h200-host-steps.json.gz"))
+    ap.add_argument("--calibration", type=Path, default=Path("docs/calibration-h200-run14-fidelity.json"))
+    ap.add_argument("--steps", type=Path, default=Path("docs/fidelity-h200-run14-steps.json.gz"))
+    ap.add_argument("--host-steps", type=Path, default=Path("docs/fidelity-h200-run14-host-steps.json.gz"))
     ap.add_argument("--machines", nargs="+", type=Path, default=[Path(m) for m in MACHINES])
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)

@@ -84,7 +84,7 @@ def test_sizing_to_the_simulated_capacity_scales_the_profile_by_its_measured_fac
     """The step profile's fractions become fractions of what the simulator carries with the
     calibration's stepwise model: every scale times capacity / fluid capacity, all recorded."""
     root = Path(__file__).resolve().parents[1]
-    calib = root / "docs/calibration-h200-fidelity.json"
+    calib = root / "docs/calibration-h200-run14-fidelity.json"
     out = tmp_path / "gpu-drift.json"
     assert gpu_drift.main(SMOKE + ["--calibration", str(calib), "--size-to-simulated-capacity", "--out", str(out)]) == 0
     data = json.loads(out.read_text())

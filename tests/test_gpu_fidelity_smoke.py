@@ -25,7 +25,7 @@ def test_smoke_run_writes_every_point_and_the_docs_collect_it(tmp_path):
                            # the host runs at load 0.85 need C ≈ 21k tokens of the H200 workload (--kv-tokens);
                            # a calibration timed on a loaded CPU can fail its own sanity checks (d0 <= 0): the
                            # plumbing is what this tests, so it reuses the committed H200 calibration
-                           "--reuse-calibration", str(ROOT / "docs/calibration-h200-fidelity.json"), "--overlap-loads", "0.5"],
+                           "--reuse-calibration", str(ROOT / "docs/calibration-h200-run14-fidelity.json"), "--overlap-loads", "0.5"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-3000:]
     fid = json.loads((out / "fidelity.json").read_text())
@@ -37,7 +37,7 @@ def test_smoke_run_writes_every_point_and_the_docs_collect_it(tmp_path):
     # host runs on two loads, fitted and recorded; a reused calibration keeps its own model and host terms
     host = fid["host_terms"]
     assert host["loads"] == [0.6, 0.85] and set(host["per_scheduler"]) == {"wait", "vllm-v1", "sarathi"} and host["applied"] is False
-    reused = json.loads((ROOT / "docs/calibration-h200-fidelity.json").read_text())
+    reused = json.loads((ROOT / "docs/calibration-h200-run14-fidelity.json").read_text())
     assert fid["engine_step_model"] == reused["engine_step_model"] and fid["batch_time_model"] == reused["batch_time_stepwise"]
     assert host["reused_host_terms"] == reused["host_terms"]
     with gzip.open(out / "host-steps.json.gz", "rt") as f:
@@ -134,7 +134,7 @@ def test_overlapped_loop_points_are_sized_and_simulated_with_the_overlapped_simu
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'benchmarks'}{os.pathsep}{ROOT}"}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_fidelity.py"), "--out-dir", str(out), "--smoke", "--requests", "6", "--host-requests", "6",
-                           "--kv-tokens", "40000", "--reuse-calibration", str(ROOT / "docs/calibration-h200-fidelity.json"), "--loop", "overlapped"],
+                           "--kv-tokens", "40000", "--reuse-calibration", str(ROOT / "docs/calibration-h200-run14-fidelity.json"), "--loop", "overlapped"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-3000:]
     fid = json.loads((out / "fidelity.json").read_text())
