@@ -16,6 +16,10 @@ For each H200 fidelity run N it reads `docs/fidelity-h200-runN.json` and
   the passes' medians) and the calibration's `sustain` protocol (seconds each point ran untimed
   back to back before it was timed; absent: 0).
 
+`--calibrations FILE...` compares calibration files (say, one machine calibrated with and without
+`--sustain-s`, `docs/sustain-ab-h200/`): per region, the median ratio of each file's grid points to
+the first file's.
+
 `--against RUN` adds, per region, the median ratio of each grid point's time to that run's (the
 points both calibrations timed): a machine that is faster or slower moves every region alike, a
 power state moves the compute-heavy regions and not the memory-bound decode-only points.
@@ -103,10 +107,18 @@ def region_ratios(cal: dict, base: dict) -> dict[str, float]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, nargs="+", required=True, help="H200 fidelity run numbers (docs/fidelity-h200-runN.json)")
+    ap.add_argument("--runs", type=int, nargs="+", default=[], help="H200 fidelity run numbers (docs/fidelity-h200-runN.json)")
+    ap.add_argument("--calibrations", type=Path, nargs="+", default=[], help="calibration files compared region by region with the first")
     ap.add_argument("--against", type=int, help="a run whose calibration the others' grid points are divided by, region by region")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    if not args.runs and len(args.calibrations) < 2:
+        print("error: give --runs N..., or two or more --calibrations files", file=sys.stderr)
+        return 2
+    for path in args.calibrations:
+        if not path.is_file():
+            print(f"error: --calibrations {path}: no such file; give calibration JSON files (fluidsched calibrate --out)", file=sys.stderr)
+            return 2
     for n in args.runs + ([args.against] if args.against is not None else []):
         for path in (ROOT / f"docs/fidelity-h200-run{n}.json", ROOT / f"docs/calibration-h200-run{n}-fidelity.json"):
             if not path.is_file():
@@ -128,9 +140,18 @@ def main(argv=None) -> int:
         for p in r["points"]:
             print(f"    {p['scheduler']:8s} {p['load']}: {p['sm_mhz']} MHz {p['power_w']} W, mixed live/model {p['mixed_live_over_model']}, "
                   f"latency live/sim {p['latency_live_over_simulated']}, tok/s live/sim {p['tok_s_live_over_simulated']}")
+    compared = []
+    if args.calibrations:
+        cals = [json.loads(p.read_text()) for p in args.calibrations]
+        for path, cal in zip(args.calibrations, cals):
+            entry = {"file": str(path), "sustain_s_per_point": (cal.get("sustain") or {}).get("seconds_per_point", 0.0),
+                     "heldout_step_mape": cal["heldout_step_mape"], "over_first_by_region": region_ratios(cal, cals[0])}
+            compared.append(entry)
+            print(f"{path}: sustain {entry['sustain_s_per_point']} s/point, held-out {100 * entry['heldout_step_mape']:.1f} %, "
+                  f"grid / first: {entry['over_first_by_region']}")
     if args.out:
         doc = {"command": "PYTHONPATH=. python benchmarks/latency_gap.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "device": "NVIDIA H200", "runs": runs}
+               "device": "NVIDIA H200", "runs": runs, **({"calibrations": compared} if compared else {})}
         args.out.write_text(json.dumps(doc, indent=1) + "\n")
     return 0
 

@@ -49,3 +49,21 @@ def test_edge_labels_parse(context, mixed, tiles):
     cal = {"table": [{"label": f"mixed 8x{context} + 1x48 after 0" if mixed else f"decode 8x{context}", "time_s": t} for t in (1e-3, 3e-3, 2e-3)]}
     (edge,) = latency_gap.tile_edges(cal)
     assert (edge["context"], edge["tiles_per_decode"], edge["time_ms"], edge["prompts"]) == (context, tiles, 2.0, 1 if mixed else 0)
+
+
+def test_calibrations_compared_region_by_region_with_the_first(tmp_path):
+    a0, b = ROOT / "docs/sustain-ab-h200/cal-a0.json", ROOT / "docs/sustain-ab-h200/cal-b.json"
+    out = tmp_path / "ab.json"
+    assert latency_gap.main(["--calibrations", str(a0), str(b), "--out", str(out)]) == 0
+    first, second = json.loads(out.read_text())["calibrations"]
+    assert set(first["over_first_by_region"].values()) == {1.0} and (first["sustain_s_per_point"], second["sustain_s_per_point"]) == (0.0, 0.25)
+    ta, tb = (latency_gap._median_times(json.loads(p.read_text())) for p in (a0, b))
+    mixed = [tb[k] / ta[k] for k in ta.keys() & tb.keys() if k.startswith("mixed ")]
+    assert second["over_first_by_region"]["mixed"] == round(statistics.median(mixed), 4)
+
+
+def test_calibrations_need_two_files_that_exist(tmp_path, capsys):
+    assert latency_gap.main(["--calibrations", str(ROOT / "docs/sustain-ab-h200/cal-a0.json")]) == 2
+    assert "two or more --calibrations files" in capsys.readouterr().err
+    assert latency_gap.main(["--calibrations", str(ROOT / "docs/sustain-ab-h200/cal-a0.json"), str(tmp_path / "nope.json")]) == 2
+    assert "nope.json: no such file" in capsys.readouterr().err
