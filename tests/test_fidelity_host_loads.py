@@ -49,9 +49,11 @@ def test_grid_has_the_live_decode_graphs_and_more_chunk_rows():
     from runtime.gpu.calibrate import CHUNKS_ON_PREFIX, calibration_grid
 
     labels = [label for label, _ in calibration_grid()]
-    assert len(labels) == len(set(labels)) == 108
-    for b in (8, 24, 48, 96):
+    # 108 points, 16 decode points at the key-tile edges, 20 mixed ones (one of the 21 was there already)
+    assert len(labels) == len(set(labels)) == 144
+    for b in (8, 24, 48):
         assert [lab for lab in labels if lab.startswith(f"decode {b}x")] == [f"decode {b}x48", f"decode {b}x96", f"decode {b}x256"]
+    assert [lab for lab in labels if lab.startswith("decode 96x")] == [f"decode 96x{c}" for c in (48, 63, 64, 96, 127, 128, 256)]
     assert sum(lab.startswith("chunk") for lab in labels) == len(CHUNKS_ON_PREFIX) == 9
     comp = dict(calibration_grid())
     assert comp["decode 96x48"] == [(1, 48)] * 96 and comp["chunk 384 after 2048"] == [(384, 2048)]
