@@ -48,6 +48,12 @@ class ScheduledWork:
         return self.context_tokens < self.request.prefill_target_tokens
 
 
+# the key tile (a power of two) as a mask and a shift: ⌈c / 64⌉ is (c + 63) >> 6 in the hot loops
+_TILE_MASK = ATTENTION_KEY_TILE - 1
+_TILE_SHIFT = ATTENTION_KEY_TILE.bit_length() - 1
+assert ATTENTION_KEY_TILE == 1 << _TILE_SHIFT
+
+
 @dataclass(slots=True)
 class Batch:
     """One step's work. The shape is kept incrementally by `add`; `shape()` is O(1) then."""
@@ -77,9 +83,8 @@ class Batch:
             self._num_prefills += 1
             self._prefill_pairs += n * (ctx + n)
         else:
-            self._context_tiles += -(-ctx // ATTENTION_KEY_TILE)
-            if ctx % ATTENTION_KEY_TILE == 0:
-                self._tile_edges += 1
+            self._context_tiles += (ctx + _TILE_MASK) >> _TILE_SHIFT
+            self._tile_edges += not ctx & _TILE_MASK
 
     def shape(self) -> BatchShape:
         if self._counted == len(self.items):
@@ -205,9 +210,8 @@ class Scheduler(ABC):
             batch._num_prefills += 1
             batch._prefill_pairs += num_new_tokens * total
         else:
-            batch._context_tiles += -(-ctx // ATTENTION_KEY_TILE)
-            if ctx % ATTENTION_KEY_TILE == 0:
-                batch._tile_edges += 1
+            batch._context_tiles += (ctx + _TILE_MASK) >> _TILE_SHIFT
+            batch._tile_edges += not ctx & _TILE_MASK
         return True
 
     def reserve_decodes(
@@ -232,7 +236,7 @@ class Scheduler(ABC):
         before = len(items)  # the count reserved is the items appended: no counter in the loop
         context = 0  # Σ cached tokens; the batch's KV adds one new token per decode at the end
         tiles = edges = 0  # Σ ⌈ctx / 64⌉ and the contexts at a multiple of 64 (`Batch._context_tiles`)
-        tile = ATTENTION_KEY_TILE
+        up, shift = _TILE_MASK, _TILE_SHIFT
         if needs_free_block and not kv.free_blocks:
             return start  # free blocks change only where a decode below takes one: checked there
         for r in requests if start == 0 and stop is None else islice(requests, start, stop):
@@ -247,13 +251,13 @@ class Scheduler(ABC):
                 if needs_free_block and not kv.free_blocks:
                     append(work(r, 1, ctx))
                     context += ctx
-                    tiles -= -ctx // tile
-                    edges += ctx % tile == 0
+                    tiles += (ctx + up) >> shift
+                    edges += not ctx & up
                     break  # the next decode finds no free block
             append(work(r, 1, ctx))
             context += ctx
-            tiles -= -ctx // tile
-            edges += ctx % tile == 0
+            tiles += (ctx + up) >> shift  # ⌈ctx / 64⌉
+            edges += not ctx & up  # ctx a multiple of 64
         count = len(items) - before
         batch._counted += count
         batch._new_tokens += count
@@ -291,9 +295,8 @@ class Scheduler(ABC):
             batch._num_prefills += 1
             batch._prefill_pairs += num_new_tokens * (ctx + num_new_tokens)
         else:
-            batch._context_tiles += -(-ctx // ATTENTION_KEY_TILE)
-            if ctx % ATTENTION_KEY_TILE == 0:
-                batch._tile_edges += 1
+            batch._context_tiles += (ctx + _TILE_MASK) >> _TILE_SHIFT
+            batch._tile_edges += not ctx & _TILE_MASK
 
 
 def feed_arrivals(scheduler: Scheduler, arrivals: list[Request], next_index: int, now_s: float, ended: bool) -> tuple[int, bool]:
