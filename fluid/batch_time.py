@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 from fluid.errors import InputError, check_keys, with_source
 from fluid.numbers import check_number
@@ -66,6 +66,13 @@ class BatchShape:
 #: keys per tile of the engine's decode attention (`runtime.gpu.kernels`: the paged decode
 #: kernel's TILE_TOKENS / PART_TOKENS and the variable-length kernel's BLOCK_N)
 ATTENTION_KEY_TILE = 64
+
+
+def reads_key_tiles(model) -> bool:
+    """Whether `model`'s step time reads `BatchShape.decode_key_tiles`: a model that says it does
+    not (`reads_key_tiles = False`: affine, linear3, a stepwise model without the tile term) lets
+    the simulator skip counting them; any other model, a wrapper included, gets them counted."""
+    return bool(getattr(model, "reads_key_tiles", True))
 
 
 def decode_key_tiles(context_tokens: int, *, beside_prefill: bool) -> int:
@@ -119,6 +126,8 @@ class Linear3BatchTime:
     d_kv_s_per_token: float
     d_new_s_per_token: float = 0.0
     kind: str = "linear3"
+    #: the decodes' key tiles are not in the model: a simulation need not count them (`reads_key_tiles`)
+    reads_key_tiles: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         _check_nonneg_finite(self.d0_s, "batch_time.d0_s", positive=True)
@@ -147,6 +156,7 @@ class AffineBatchTime:
     d0_s: float
     d1_s_per_token: float
     kind: str = "affine"
+    reads_key_tiles: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         _check_nonneg_finite(self.d0_s, "batch_time.d0_s", positive=True)

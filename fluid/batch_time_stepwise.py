@@ -68,6 +68,7 @@ from fluid.numbers import check_number
 TERMS = ("c0_s", "kv_s_per_token", "new_s_per_token", "padded_s_per_token", "decode_s_per_seq", "prefill_s_per_seq",
          "pair_s", "eager_s", "eager_s_per_seq", "mixed_decode_s_per_seq", "decode_prefill_s", "knee_s_per_token", "small_decode_s",
          "prefill_run_s_per_token", "decode_tile_s")
+_TILE_TERM = TERMS.index("decode_tile_s")
 #: terms a stored model may lack (written before they were added): they read as 0
 OPTIONAL_TERMS = ("mixed_decode_s_per_seq", "decode_prefill_s", "knee_s_per_token", "small_decode_s", "prefill_run_s_per_token",
                   "decode_tile_s")
@@ -92,6 +93,11 @@ class StepwiseBatchTime:
     decode_knots: tuple[int, ...] = ()  # decode graph rows where the GEMM curve has a cost of its own
     decode_knot_s: tuple[float, ...] = ()  # that cost at each knot
     kind: str = "stepwise"
+
+    @property
+    def reads_key_tiles(self) -> bool:
+        """Whether the decodes' key tiles change its step times (`fluid.batch_time.reads_key_tiles`)."""
+        return self.coefficients[_TILE_TERM] > 0
 
     def __post_init__(self) -> None:
         if len(self.coefficients) != len(TERMS):

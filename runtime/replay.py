@@ -89,7 +89,8 @@ def replay(scheduler: Scheduler, requests: list[Request], rows: list[dict]) -> R
         s = log.record(k)
         mine = {**shape_columns(s.shape), "kv_used_tokens": s.kv_used_tokens, "num_evicted": s.num_evicted}
         d = {f: (rows[k][f], mine[f]) for f in COMPARED if rows[k][f] != mine[f]}
-        if rows[k].get("decode_key_tiles") is not None and rows[k]["decode_key_tiles"] != mine["decode_key_tiles"]:
+        recorded_tiles = rows[k].get("decode_key_tiles")
+        if recorded_tiles is not None and mine["decode_key_tiles"] is not None and recorded_tiles != mine["decode_key_tiles"]:
             d["decode_key_tiles"] = (rows[k]["decode_key_tiles"], mine["decode_key_tiles"])  # recorded since it was added
         if d:
             first, diff = k, d

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fluid.batch_time import BatchShape, BatchTimeModel
+from fluid.batch_time import BatchShape, BatchTimeModel, reads_key_tiles
 from runtime.executor import (  # noqa: F401 - the simulator's public names
     MemoryOverflowError,
     SchedulerDeadlockError,
@@ -66,8 +66,11 @@ def simulate(
     `trace`: also count each batch's requests per type. `audit`: check the KV bookkeeping of
     every request after every step (O(requests) per step; for tests). `max_steps`: stop with an
     error after that many steps (guards against a policy that livelocks by evicting forever).
+    A model that does not read the decodes' key tiles (`fluid.batch_time.reads_key_tiles`: affine,
+    linear3) turns the scheduler's tile count off: its step log then records none.
     """
     check_horizon(horizon_s)
+    scheduler.count_key_tiles = reads_key_tiles(batch_time)
     loop = ServerLoop(scheduler, trace=trace)
     return run_server(loop, requests, SimulatedDevice(batch_time), horizon_s=horizon_s, max_steps=max_steps, audit=audit)
 

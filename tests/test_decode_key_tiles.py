@@ -150,3 +150,54 @@ def test_the_calibration_grid_straddles_the_tile_edges():
         at64, at70 = (shape(grid[f"mixed {d}x{ctx} + {p}x48 after 0"]) for ctx in (64, 70))
         assert (at64.decode_key_tiles, at70.decode_key_tiles) == (2 * d, 3 * d)
         assert at70.kv_tokens - at64.kv_tokens == 6 * d and at70.new_tokens == at64.new_tokens == d + 48 * p
+
+
+def test_which_models_read_the_tiles():
+    from fluid.batch_time import AffineBatchTime, Linear3BatchTime, reads_key_tiles
+
+    coef = [0.0] * len(TERMS)
+    without = StepwiseBatchTime(tuple(coef), (1, 128), (64, 128), 4, 128)
+    coef[TERMS.index("decode_tile_s")] = 1e-9
+    with_term = StepwiseBatchTime(tuple(coef), (1, 128), (64, 128), 4, 128)
+    assert not reads_key_tiles(AffineBatchTime(0.01, 1e-6)) and not reads_key_tiles(Linear3BatchTime(0.01, 1e-6, 1e-5))
+    assert not reads_key_tiles(without) and reads_key_tiles(with_term)
+
+    class Wrapper:  # a model that does not say: counted, so it never sees an estimate where the count exists
+        def step_time_s(self, shape):
+            return with_term.step_time_s(shape)
+
+    assert reads_key_tiles(Wrapper())
+
+
+@pytest.mark.parametrize("name", ["vllm-v1", "sarathi", "fcfs"])
+def test_a_model_without_the_term_simulates_the_same_steps_without_counting_them(name):
+    """The count is switched by the model alone: the same arrivals under linear3 record no tiles,
+    and under the same model wrapped (a model that says nothing) record a count on every step,
+    and the steps are the same ones."""
+    from fluid.batch_time import Linear3BatchTime
+    from fluid.workload_io import load_workload
+    from runtime.arrivals import make_requests
+    from runtime.schedulers import make_scheduler
+    from runtime.sim import simulate
+
+    workload = load_workload("chat-d-ten-bins")
+    linear = Linear3BatchTime(0.004, 2e-7, 1e-5)
+
+    class Wrapped:
+        def step_time_s(self, shape):
+            return linear.step_time_s(shape)
+
+    runs = {}
+    for label, model in (("linear", linear), ("wrapped", Wrapped())):
+        sched = make_scheduler(name, KVBlockManager(workload.kv_capacity_tokens // 8, 16))
+        runs[label] = (sched, simulate(sched, make_requests(workload, 200, 0), model))
+    (s_lin, lin), (s_wrap, wrap) = runs["linear"], runs["wrapped"]
+    assert s_lin.count_key_tiles is False and s_wrap.count_key_tiles is True
+    assert len(lin.steps) == len(wrap.steps) > 100 and lin.steps.start_s == wrap.steps.start_s
+    assert set(lin.steps.decode_key_tiles) == {None}
+    shapes = [wrap.steps.record(k).shape for k in range(len(wrap.steps))]
+    assert all(s.decode_key_tiles is not None for s in shapes)
+    assert any(s.decode_key_tiles > s.num_decodes for s in shapes)  # contexts past 64: more than a tile each
+    for k in range(len(lin.steps)):
+        a, b = lin.steps.record(k).shape, shapes[k]
+        assert (a.new_tokens, a.kv_tokens, a.num_decodes, a.num_prefills) == (b.new_tokens, b.kv_tokens, b.num_decodes, b.num_prefills)

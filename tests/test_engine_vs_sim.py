@@ -39,6 +39,17 @@ def _evictions(requests, log):
     return sorted((r.request_id, step_of[t]) for r in requests for t in r.eviction_times_s)
 
 
+def simulate_counting_tiles(scheduler, requests, batch_time):
+    """`simulate` with the tile count on whatever the model: through a model that does not say
+    whether it reads them (`fluid.batch_time.reads_key_tiles`)."""
+
+    class Counted:
+        def step_time_s(self, shape):
+            return batch_time.step_time_s(shape)
+
+    return simulate(scheduler, requests, Counted())
+
+
 @pytest.mark.parametrize("name, options, evictions", [
     ("vllm-v1", {"max_num_batched_tokens": 32}, 8),
     ("sarathi", {"chunk_size": 16}, 9),
@@ -51,8 +62,11 @@ def test_engine_on_the_model_clock_takes_the_simulators_steps_and_evictions(tiny
     live_reqs, sim_reqs = make_requests(workload, 30, 3), make_requests(workload, 30, 3)
     live = engine.run(make_scheduler(name, KVBlockManager(CAPACITY, BLOCK, track_block_ids=True), **options), live_reqs,
                       step_time=workload.batch_time)
-    sim = simulate(make_scheduler(name, KVBlockManager(CAPACITY, BLOCK), **options), sim_reqs, workload.batch_time)
+    sim_scheduler = make_scheduler(name, KVBlockManager(CAPACITY, BLOCK), **options)
+    # the engine always counts the decodes' key tiles; under the affine model alone the simulator would not
+    sim = simulate_counting_tiles(sim_scheduler, sim_reqs, workload.batch_time)
     assert all(r.finished for r in live_reqs) and live.restart_token_mismatches == 0
+    assert None not in sim.steps.decode_key_tiles
     for column in STEP_COLUMNS:  # every step: start, end, composition, KV held, evictions
         assert getattr(live.steps, column) == getattr(sim.steps, column), column
     assert sum(sim.steps.num_evicted) == evictions  # the case exercises eviction

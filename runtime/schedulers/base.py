@@ -60,6 +60,9 @@ class Batch:
 
     items: list[ScheduledWork] = field(default_factory=list)
     evicted: list[Request] = field(default_factory=list)
+    # whether shape() counts the decodes' key tiles; off where the batch-time model does not read
+    # them (`Scheduler.count_key_tiles`), so the bulk decode loop skips them
+    count_key_tiles: bool = field(default=True, repr=False, compare=False)
     # running totals of the work added through `add` (the shape, without a pass over items)
     _counted: int = field(default=0, init=False, repr=False)
     _new_tokens: int = field(default=0, init=False, repr=False)
@@ -91,7 +94,7 @@ class Batch:
             prefills = self._num_prefills
             decodes = self._counted - prefills
             # decode_key_tiles summed: beside a prefill ⌈c/64⌉ + 1 each, alone ⌈(c + 1)/64⌉ each
-            tiles = self._context_tiles + (decodes if prefills else self._tile_edges)
+            tiles = self._context_tiles + (decodes if prefills else self._tile_edges) if self.count_key_tiles else None
             return BatchShape(self._new_tokens, self._kv_tokens, decodes, prefills, self._prefill_pairs, tiles)
         return self._recount()
 
@@ -109,7 +112,7 @@ class Batch:
             else:
                 decodes += 1
                 contexts.append(ctx)
-        tiles = sum(decode_key_tiles(c, beside_prefill=prefills > 0) for c in contexts)
+        tiles = sum(decode_key_tiles(c, beside_prefill=prefills > 0) for c in contexts) if self.count_key_tiles else None
         return BatchShape(new, kv, decodes, prefills, pairs, tiles)
 
 
@@ -126,6 +129,9 @@ class Scheduler(ABC):
 
     def __init__(self, kv: KVBlockManager):
         self.kv = kv
+        #: whether its batches count the decodes' key tiles (`Batch.count_key_tiles`); the
+        #: simulator turns it off for a batch-time model that does not read them
+        self.count_key_tiles = True
         #: evictions re-prefill l + s and decode again (the paper's reading) instead of the
         #: engines' l + s + 1 that samples directly (`Request.evict`); only FCFS exposes it
         self.paper_recompute = False
@@ -235,8 +241,6 @@ class Scheduler(ABC):
         work = ScheduledWork
         before = len(items)  # the count reserved is the items appended: no counter in the loop
         context = 0  # Σ cached tokens; the batch's KV adds one new token per decode at the end
-        tiles = edges = 0  # Σ ⌈ctx / 64⌉ and the contexts at a multiple of 64 (`Batch._context_tiles`)
-        up, shift = _TILE_MASK, _TILE_SHIFT
         if needs_free_block and not kv.free_blocks:
             return start  # free blocks change only where a decode below takes one: checked there
         for r in requests if start == 0 and stop is None else islice(requests, start, stop):
@@ -251,19 +255,22 @@ class Scheduler(ABC):
                 if needs_free_block and not kv.free_blocks:
                     append(work(r, 1, ctx))
                     context += ctx
-                    tiles += (ctx + up) >> shift
-                    edges += not ctx & up
                     break  # the next decode finds no free block
             append(work(r, 1, ctx))
             context += ctx
-            tiles += (ctx + up) >> shift  # ⌈ctx / 64⌉
-            edges += not ctx & up  # ctx a multiple of 64
         count = len(items) - before
         batch._counted += count
         batch._new_tokens += count
         batch._kv_tokens += context + count
-        batch._context_tiles += tiles
-        batch._tile_edges += edges
+        if batch.count_key_tiles and count:  # a pass of its own, skipped where no model reads them
+            tiles = edges = 0  # Σ ⌈ctx / 64⌉ and the contexts at a multiple of 64 (`Batch._context_tiles`)
+            up, shift = _TILE_MASK, _TILE_SHIFT
+            for w in items[before:]:
+                ctx = w.context_tokens
+                tiles += (ctx + up) >> shift
+                edges += not ctx & up
+            batch._context_tiles += tiles
+            batch._tile_edges += edges
         return start + count
 
     def reserve_all_decodes(self, batch: Batch, requests) -> None:

@@ -205,7 +205,7 @@ class CappedScheduler(Scheduler):
         return self._unfinished > 0
 
     def schedule(self, now_s: float) -> Batch:
-        batch = Batch()
+        batch = Batch(count_key_tiles=self.count_key_tiles)
         self._plan = None
         if self.pace:
             self._refill_credit()

@@ -39,7 +39,7 @@ class FcfsScheduler(QueueingScheduler):
         self.paper_recompute = recompute == "paper"
 
     def schedule(self, now_s: float) -> Batch:
-        batch = Batch()
+        batch = Batch(count_key_tiles=self.count_key_tiles)
         self.serve_running(batch)  # running requests are all decoding: prefills are whole
         self.admit_waiting(batch)  # whole prefills while they fit
         return batch

@@ -59,7 +59,7 @@ class McSfScheduler(QueueingScheduler):
     def schedule(self, now_s: float) -> Batch:
         step = self._step
         self._forget_finished(step)
-        batch = Batch()
+        batch = Batch(count_key_tiles=self.count_key_tiles)
         self.reserve_all_decodes(batch, self.running.values())  # the projection keeps their blocks free
         self._admit_shortest_first(batch, step)
         if batch.items:

@@ -53,7 +53,7 @@ class OrcaScheduler(QueueingScheduler):
         )
 
     def schedule(self, now_s: float) -> Batch:
-        batch = Batch()
+        batch = Batch(count_key_tiles=self.count_key_tiles)
         self._decode_all(batch)
         self._admit_reserving(batch)
         return batch

@@ -79,7 +79,7 @@ class RadScheduler(ResidentScheduler):
 
     # --- one step ------------------------------------------------------------------------------
     def schedule(self, now_s: float) -> Batch:
-        batch = Batch()
+        batch = Batch(count_key_tiles=self.count_key_tiles)
         has_prefill = self.prefilling is not None or bool(self.waiting)
         if len(self.resident) < self.b_col and has_prefill and self._prefill_step(batch):
             self.stats["prefill_steps"] += 1

@@ -87,7 +87,7 @@ class SarathiScheduler(QueueingScheduler):
         require_fits(self.kv, request, policy=self.name, admission_free_blocks=self.watermark_blocks)
 
     def schedule(self, now_s: float) -> Batch:
-        batch = Batch()
+        batch = Batch(count_key_tiles=self.count_key_tiles)
         self._stale_prefill = {}
         walked, set_aside, batched = self._serve_decodes(batch)
         batched = self._continue_prefills(batch, set_aside, batched)

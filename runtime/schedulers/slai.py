@@ -162,7 +162,7 @@ class SlaiScheduler(ResidentScheduler):
 
     # --- one step --------------------------------------------------------------------------------
     def schedule(self, now_s: float) -> Batch:
-        batch = Batch()
+        batch = Batch(count_key_tiles=self.count_key_tiles)
         while True:
             self._fill(batch, now_s)
             # a lone decode that preempted itself leaves an empty batch: the official engine just

@@ -124,7 +124,7 @@ class ThresholdScheduler(Scheduler):
 
     def schedule(self, now_s: float) -> Batch:
         self._now_s = now_s
-        batch = Batch()
+        batch = Batch(count_key_tiles=self.count_key_tiles)
         while True:
             blocked = self._fill(batch, now_s)
             if batch.items or not blocked:

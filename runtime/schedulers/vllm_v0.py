@@ -82,7 +82,7 @@ class VllmV0Scheduler(QueueingScheduler):
         )
 
     def schedule(self, now_s: float) -> Batch:
-        batch = Batch()
+        batch = Batch(count_key_tiles=self.count_key_tiles)
         if not self._schedule_prefills(batch):
             # prefills are whole, so every running request decodes; each needs a free block
             self.serve_running(batch, self.max_num_batched_tokens, decode_needs_free_block=True)

@@ -65,7 +65,7 @@ class VllmV1Scheduler(QueueingScheduler):
         self.reserve_full_isl = reserve_full_isl
 
     def schedule(self, now_s: float) -> Batch:
-        batch = Batch()
+        batch = Batch(count_key_tiles=self.count_key_tiles)
         budget, _, preempted = self.serve_running(batch, self.max_num_batched_tokens)
         if not preempted:  # waiting requests, each with a prefill chunk cut to the budget left
             self.admit_waiting(batch, budget, chunked=True, full_sequence_must_fit=self.reserve_full_isl)
