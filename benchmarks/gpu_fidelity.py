@@ -230,7 +230,7 @@ def main() -> None:
     if smoke:
         calibration = json.loads(args.reuse_calibration.read_text())
     else:
-        from runtime.gpu.calibrate import calibration_grid
+        from runtime.gpu.calibration_grid import calibration_grid
 
         grid = None
         if args.smoke:  # every third point: each region, and enough rows for every fit

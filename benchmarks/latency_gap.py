@@ -41,6 +41,7 @@ EDGE_LABEL = re.compile(r"^(decode (\d+)x(\d+)|mixed (\d+)x(\d+) \+ (\d+)x48 aft
 
 
 def _median_times(cal: dict) -> dict[str, float]:
+    """{label: the grid point's median time over the rows it has} (the live steps left out)."""
     by_label: dict[str, list[float]] = {}
     for r in cal["table"]:
         if not r["label"].startswith("live-"):
@@ -98,11 +99,11 @@ def run_summary(n: int) -> dict:
 
 
 def region_ratios(cal: dict, base: dict) -> dict[str, float]:
-    mine, theirs = _median_times(cal), _median_times(base)
-    by_region: dict[str, list[float]] = {}
-    for label in mine.keys() & theirs.keys():
-        by_region.setdefault(label.split()[0], []).append(mine[label] / theirs[label])
-    return {region: round(statistics.median(v), 4) for region, v in sorted(by_region.items())}
+    """Per region, the median of `cal`'s grid points over `base`'s (`capacity_spread.engine_steps_against`)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from capacity_spread import engine_steps_against
+
+    return {region: round(r, 4) for region, r in sorted(engine_steps_against(base, cal).items())}
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from fluid.batch_time import batch_time_from_dict  # noqa: E402
-from runtime.gpu.calibrate import calibration_grid  # noqa: E402
+from runtime.gpu.calibration_grid import calibration_grid  # noqa: E402
 from validation.cli import main  # noqa: E402
 
 

@@ -100,7 +100,8 @@ def test_calibration_times_recorded_steps_interleaved_and_scores_each_run(tmp_pa
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from gpu_steps import build_engine
 
-    from runtime.gpu.calibrate import calibrate_engine, calibration_grid
+    from runtime.gpu.calibrate import calibrate_engine
+    from runtime.gpu.calibration_grid import calibration_grid
 
     # every step 10 ms, then 0.2 ms of bookkeeping; wait's scheduler took 0.5 ms of host time, sarathi's none
     steps = {"wait-L0.50": [_step(0.0102 * i, 0.01, 2 + i % 3, i % 5, host=0.5e-3) for i in range(12)],

@@ -130,7 +130,7 @@ def test_the_calibration_grid_straddles_the_tile_edges():
     """Each decode batch of the tile points walks 1, 2 and 3 tiles per decode at some context, and
     each mixed pair at contexts 64 / 70 differs by exactly one tile per decode, nothing else but
     the 6 cached tokens each: the fit sees the step, not only the slope."""
-    from runtime.gpu.calibrate import DECODE_TILE_BATCHES, MIXED_TILE, calibration_grid
+    from runtime.gpu.calibration_grid import DECODE_TILE_BATCHES, MIXED_TILE, calibration_grid
 
     def shape(comp):
         batch = Batch()

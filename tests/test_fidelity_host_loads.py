@@ -46,7 +46,7 @@ def test_capacity_probe_doubles_its_offer_until_every_scheduler_is_saturated():
 
 def test_grid_has_the_live_decode_graphs_and_more_chunk_rows():
     pytest.importorskip("torch")
-    from runtime.gpu.calibrate import CHUNKS_ON_PREFIX, calibration_grid
+    from runtime.gpu.calibration_grid import CHUNKS_ON_PREFIX, calibration_grid
 
     labels = [label for label, _ in calibration_grid()]
     # 108 points, 16 decode points at the key-tile edges, 20 mixed ones (one of the 21 was there already)

@@ -134,7 +134,8 @@ def run(args) -> int:
         engine, info, model=model_label, grid_scale=args.grid_scale, repeats=args.repeats, passes=args.passes,
         wrap_grid=lambda grid: iterate(grid, f"calibrating on {info.device_name}", enabled=progress_enabled(args.quiet)),
         from_steps=args.from_steps, per_region=args.per_region, pass_order=args.pass_order, aggregate=args.aggregate,
-        warmup_s=args.warmup_s if args.warmup_s is not None else (3.0 if device.type == "cuda" else 0.0),         sustain_s=args.sustain_s if args.sustain_s is not None else (DEFAULT_SUSTAIN_S if device.type == "cuda" else 0.0),
+        warmup_s=args.warmup_s if args.warmup_s is not None else (3.0 if device.type == "cuda" else 0.0),
+        sustain_s=args.sustain_s if args.sustain_s is not None else (DEFAULT_SUSTAIN_S if device.type == "cuda" else 0.0),
     )
     fits, stepwise = result["fits"], result["fits"]["stepwise"]
     warning = fit_warning(fits)
